@@ -1,0 +1,155 @@
+//! Audit events and the one interface every service writes them through.
+//!
+//! An [`AuditEvent`] names *what* happened (a dotted `action` such as
+//! `auth.login.failure`), *who* did it and with what result. Services hand
+//! events to an [`AuditSink`]; which sink runs is the binary's choice. Until
+//! the audit service exists, [`LogAuditSink`] writes them to the structured
+//! log under the `audit` target.
+//!
+//! Events never carry a password, a secret or a whole token: callers put
+//! identifiers (client id, `kid`, `jti`) in `details`, never credentials.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Whether the action succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+/// One security-relevant action.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    /// Dotted name, e.g. `auth.login.success`, `token.issued`.
+    pub action: &'static str,
+    pub outcome: Outcome,
+    /// The subject acting: a user id, a client id, or an admin on the CLI.
+    pub actor: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// Everything else worth keeping: client id, audience, `kid`, reason.
+    pub details: Map<String, Value>,
+}
+
+impl AuditEvent {
+    pub fn success(action: &'static str) -> Self {
+        Self::new(action, Outcome::Success)
+    }
+
+    pub fn failure(action: &'static str) -> Self {
+        Self::new(action, Outcome::Failure)
+    }
+
+    fn new(action: &'static str, outcome: Outcome) -> Self {
+        Self {
+            action,
+            outcome,
+            actor: None,
+            ip: None,
+            user_agent: None,
+            details: Map::new(),
+        }
+    }
+
+    pub fn actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
+    }
+
+    /// Records where the request came from.
+    pub fn origin(mut self, ip: Option<String>, user_agent: Option<String>) -> Self {
+        self.ip = ip;
+        self.user_agent = user_agent;
+        self
+    }
+
+    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// Where audit events go. Recording never blocks the caller and never fails
+/// the action being audited: a sink that cannot deliver must say so itself.
+pub trait AuditSink: Send + Sync + 'static {
+    fn record(&self, event: AuditEvent);
+}
+
+/// Writes each event as one structured log line (target `audit`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogAuditSink;
+
+impl AuditSink for LogAuditSink {
+    fn record(&self, event: AuditEvent) {
+        let details = Value::Object(event.details);
+        match event.outcome {
+            Outcome::Success => tracing::info!(
+                target: "audit",
+                action = event.action,
+                outcome = "success",
+                actor = event.actor.as_deref(),
+                ip = event.ip.as_deref(),
+                user_agent = event.user_agent.as_deref(),
+                details = %details,
+            ),
+            Outcome::Failure => tracing::warn!(
+                target: "audit",
+                action = event.action,
+                outcome = "failure",
+                actor = event.actor.as_deref(),
+                ip = event.ip.as_deref(),
+                user_agent = event.user_agent.as_deref(),
+                details = %details,
+            ),
+        }
+    }
+}
+
+/// Keeps events in memory; for tests that assert what was audited.
+#[derive(Debug, Default)]
+pub struct MemoryAuditSink(std::sync::Mutex<Vec<AuditEvent>>);
+
+impl MemoryAuditSink {
+    pub fn events(&self) -> Vec<AuditEvent> {
+        self.0.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    pub fn actions(&self) -> Vec<&'static str> {
+        self.events().iter().map(|e| e.action).collect()
+    }
+}
+
+impl AuditSink for MemoryAuditSink {
+    fn record(&self, event: AuditEvent) {
+        if let Ok(mut events) = self.0.lock() {
+            events.push(event);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_sets_fields() {
+        let e = AuditEvent::failure("auth.login.failure")
+            .actor("alice")
+            .origin(Some("127.0.0.1".into()), None)
+            .detail("client_id", "web");
+        assert_eq!(e.outcome, Outcome::Failure);
+        assert_eq!(e.actor.as_deref(), Some("alice"));
+        assert_eq!(e.details["client_id"], "web");
+    }
+
+    #[test]
+    fn memory_sink_keeps_order() {
+        let sink = MemoryAuditSink::default();
+        sink.record(AuditEvent::success("a"));
+        sink.record(AuditEvent::failure("b"));
+        assert_eq!(sink.actions(), vec!["a", "b"]);
+    }
+}

@@ -1,0 +1,28 @@
+//! The scale-out backend: PostgreSQL.
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::Result;
+
+/// Identity's storage in PostgreSQL. One pool serves reads and writes.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    read: PgPool,
+    write: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self {
+            read: pool.clone(),
+            write: pool,
+        })
+    }
+}
+
+crate::sql::sql_repositories!(PgStore);
