@@ -1,0 +1,276 @@
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use echo_core::{Clock, SystemClock};
+use echo_crypto::jws::CompactJws;
+use echo_crypto::secret::sha256;
+use echo_crypto::{JwkSet, VerifyingKey};
+use quick_cache::sync::Cache;
+
+use crate::{Claims, JwksSource, VerifyError};
+
+/// Tunables; the defaults suit a service verifying its callers.
+#[derive(Debug, Clone)]
+pub struct VerifierOptions {
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway: i64,
+    /// How many verified tokens to remember.
+    pub cache_capacity: usize,
+    /// Least time between two JWKS fetches caused by unknown `kid`s.
+    pub refresh_interval: Duration,
+    /// Age after which the key set is refetched even if nothing asks.
+    pub max_key_age: Duration,
+}
+
+impl Default for VerifierOptions {
+    fn default() -> Self {
+        Self {
+            leeway: 10,
+            cache_capacity: 10_000,
+            refresh_interval: Duration::from_secs(10),
+            max_key_age: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What a caller requires of a token beyond a valid signature and issuer.
+#[derive(Debug, Clone, Copy)]
+pub struct Expectations<'a> {
+    /// Must appear in `aud`; `None` accepts any audience.
+    pub audience: Option<&'a str>,
+    /// The JOSE `typ` header: `at+jwt` for access tokens (RFC 9068), `JWT`
+    /// for ID tokens. Checking it keeps an ID token from passing as an
+    /// access token and the other way round.
+    pub typ: &'a str,
+    /// Accept expired tokens (only for `id_token_hint` at logout).
+    pub allow_expired: bool,
+}
+
+impl<'a> Expectations<'a> {
+    pub fn access_token(audience: &'a str) -> Self {
+        Self {
+            audience: Some(audience),
+            typ: "at+jwt",
+            allow_expired: false,
+        }
+    }
+
+    pub fn id_token(client_id: &'a str) -> Self {
+        Self {
+            audience: Some(client_id),
+            typ: "JWT",
+            allow_expired: false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct KeySet {
+    keys: HashMap<String, Arc<VerifyingKey>>,
+    fetched_at: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// A token whose signature and issuer were checked.
+struct Verified {
+    claims: Arc<Claims>,
+    kid: String,
+    typ: Option<String>,
+}
+
+/// Verifies tokens of one issuer. Cheap to share behind an `Arc`.
+pub struct Verifier {
+    issuer: String,
+    options: VerifierOptions,
+    source: Arc<dyn JwksSource>,
+    clock: Arc<dyn Clock>,
+    keys: RwLock<Arc<KeySet>>,
+    /// Held while fetching; holds the time of the last fetch attempt.
+    refresh: tokio::sync::Mutex<Option<Instant>>,
+    cache: Cache<[u8; 32], Arc<Verified>>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    pub fn new(
+        issuer: impl Into<String>,
+        source: Arc<dyn JwksSource>,
+        options: VerifierOptions,
+    ) -> Self {
+        Self::with_clock(issuer, source, options, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(
+        issuer: impl Into<String>,
+        source: Arc<dyn JwksSource>,
+        options: VerifierOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let cache = Cache::new(options.cache_capacity.max(1));
+        Self {
+            issuer: issuer.into(),
+            options,
+            source,
+            clock,
+            keys: RwLock::new(Arc::new(KeySet::default())),
+            refresh: tokio::sync::Mutex::new(None),
+            cache,
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Verifies `token` and returns its claims.
+    pub async fn verify(
+        &self,
+        token: &str,
+        expect: &Expectations<'_>,
+    ) -> Result<Arc<Claims>, VerifyError> {
+        let cache_key = sha256(token.as_bytes());
+        let now = self.clock.now();
+        if self.is_stale() {
+            // Re-checked under the lock so that concurrent callers fetch once.
+            self.refresh_if(|_| self.is_stale()).await;
+        }
+        if let Some(hit) = self.cache.get(&cache_key) {
+            if self.current_keys().keys.contains_key(&hit.kid) {
+                self.check(&hit, expect, now)?;
+                return Ok(hit.claims.clone());
+            }
+            // Its key has left the JWKS (rotated out or revoked).
+            self.cache.remove(&cache_key);
+        }
+
+        let jws = CompactJws::parse(token).map_err(|_| VerifyError::Malformed)?;
+        let kid = jws.header.kid.clone().ok_or(VerifyError::Malformed)?;
+        let key = self.key(&kid).await?;
+        key.verify(&jws).map_err(|_| VerifyError::BadSignature)?;
+        let payload = jws.payload().map_err(|_| VerifyError::Malformed)?;
+        let claims: Claims =
+            serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
+        if claims.iss != self.issuer {
+            return Err(VerifyError::WrongIssuer);
+        }
+        let verified = Arc::new(Verified {
+            claims: Arc::new(claims),
+            kid,
+            typ: jws.header.typ,
+        });
+        self.check(&verified, expect, now)?;
+        self.cache.insert(cache_key, verified.clone());
+        Ok(verified.claims.clone())
+    }
+
+    fn check(&self, v: &Verified, expect: &Expectations<'_>, now: i64) -> Result<(), VerifyError> {
+        // RFC 9068 §4: `at+jwt` or its full media type `application/at+jwt`.
+        let typ = v.typ.as_deref().unwrap_or("");
+        let typ = typ.strip_prefix("application/").unwrap_or(typ);
+        if !typ.eq_ignore_ascii_case(expect.typ) {
+            return Err(VerifyError::WrongType);
+        }
+        if let Some(audience) = expect.audience
+            && !v.claims.aud.contains(audience)
+        {
+            return Err(VerifyError::WrongAudience);
+        }
+        if !expect.allow_expired && v.claims.exp + self.options.leeway <= now {
+            return Err(VerifyError::Expired);
+        }
+        if v.claims
+            .nbf
+            .is_some_and(|nbf| nbf - self.options.leeway > now)
+        {
+            return Err(VerifyError::NotYetValid);
+        }
+        Ok(())
+    }
+
+    fn current_keys(&self) -> Arc<KeySet> {
+        self.keys.read().map(|k| k.clone()).unwrap_or_default()
+    }
+
+    fn is_stale(&self) -> bool {
+        self.current_keys()
+            .fetched_at
+            .is_none_or(|at| at.elapsed() >= self.options.max_key_age)
+    }
+
+    /// The key named `kid`, refreshing the set (rate-limited) if unknown.
+    async fn key(&self, kid: &str) -> Result<Arc<VerifyingKey>, VerifyError> {
+        if let Some(key) = self.current_keys().keys.get(kid) {
+            return Ok(key.clone());
+        }
+        let interval = self.options.refresh_interval;
+        self.refresh_if(|last| last.is_none_or(|at| at.elapsed() >= interval))
+            .await;
+        let keys = self.current_keys();
+        match (keys.keys.get(kid), &keys.last_error) {
+            (Some(key), _) => Ok(key.clone()),
+            (None, Some(error)) => Err(VerifyError::KeysUnavailable(error.clone())),
+            (None, None) => Err(VerifyError::UnknownKey),
+        }
+    }
+
+    /// Refetches the key set now.
+    pub async fn refresh_keys(&self) {
+        self.refresh_if(|_| true).await;
+    }
+
+    /// Refetches the key set if `due` (given the last attempt's time) still
+    /// holds once the fetch lock is held. A failed fetch keeps the keys
+    /// already known, so tokens signed by them still pass while the issuer
+    /// is unreachable.
+    async fn refresh_if(&self, due: impl Fn(Option<Instant>) -> bool) {
+        let mut last_attempt = self.refresh.lock().await;
+        if !due(*last_attempt) {
+            return;
+        }
+        *last_attempt = Some(Instant::now());
+        let fetched = self.source.fetch().await;
+        let previous = self.current_keys();
+        let next = match fetched {
+            Ok(set) => KeySet {
+                keys: parse_keys(&set),
+                fetched_at: Some(Instant::now()),
+                last_error: None,
+            },
+            Err(e) => {
+                tracing::warn!(issuer = %self.issuer, error = %e, "JWKS fetch failed; keeping cached keys");
+                KeySet {
+                    keys: previous.keys.clone(),
+                    fetched_at: previous.fetched_at,
+                    last_error: Some(e.to_string()),
+                }
+            }
+        };
+        if let Ok(mut keys) = self.keys.write() {
+            *keys = Arc::new(next);
+        }
+    }
+}
+
+/// Keys we cannot use (no `kid`, unknown type) are skipped, not fatal.
+fn parse_keys(set: &JwkSet) -> HashMap<String, Arc<VerifyingKey>> {
+    set.keys
+        .iter()
+        .filter(|jwk| jwk.use_.as_deref().is_none_or(|u| u == "sig"))
+        .filter_map(|jwk| match (VerifyingKey::from_jwk(jwk), jwk.kid.clone()) {
+            (Ok(key), Some(kid)) => Some((kid, Arc::new(key))),
+            (Err(e), kid) => {
+                tracing::warn!(?kid, error = %e, "skipping unusable JWK");
+                None
+            }
+            (Ok(_), None) => None,
+        })
+        .collect()
+}
