@@ -1,1 +1,202 @@
-fn main() {}
+//! `echod`: runs Echo's services and administers them.
+//!
+//! This binary is the composition root: it reads configuration (flags, then
+//! `ECHO_*` environment variables, then defaults), chooses the storage
+//! backend, loads the master key, and wires the library crates together.
+//! Everything else lives in the crates under `crates/`.
+
+mod admin;
+mod platform;
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "echod",
+    version,
+    about = "Echo: a self-hosted identity platform for microservices"
+)]
+struct Cli {
+    /// Directory for the database, keys and other state.
+    #[arg(
+        long,
+        global = true,
+        env = "ECHO_DATA_DIR",
+        default_value = "./echo-data"
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one service.
+    Serve {
+        #[command(subcommand)]
+        service: Service,
+    },
+    /// Run every service, each on its own port; bootstrap on first run.
+    Up(IdentityArgs),
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage OAuth clients.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Service {
+    /// The OAuth 2.0 / OpenID Connect provider.
+    Identity(IdentityArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdentityArgs {
+    /// Address to listen on.
+    #[arg(
+        long = "listen",
+        env = "ECHO_IDENTITY_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub identity_listen: String,
+    /// Public issuer URL (default: http://<listen address>).
+    #[arg(long, env = "ECHO_ISSUER")]
+    pub issuer: Option<String>,
+    /// Algorithm of access tokens.
+    #[arg(long, env = "ECHO_ACCESS_TOKEN_ALG", value_enum, default_value_t = TokenAlg::Es256)]
+    pub access_token_alg: TokenAlg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenAlg {
+    #[value(name = "ES256")]
+    Es256,
+    #[value(name = "EdDSA")]
+    EdDsa,
+    #[value(name = "RS256")]
+    Rs256,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from standard input.
+    Add {
+        name: String,
+        /// Read the password from standard input (required).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[arg(long)]
+        email: Option<String>,
+        /// A role to grant (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Grant {
+    #[value(name = "authorization_code")]
+    AuthorizationCode,
+    #[value(name = "refresh_token")]
+    RefreshToken,
+    #[value(name = "client_credentials")]
+    ClientCredentials,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Register a client.
+    Add(ClientAddArgs),
+    /// List clients.
+    List,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("auth").required(true).args(["secret_stdin", "generate_secret", "public"])))]
+struct ClientAddArgs {
+    id: String,
+    /// Read the client secret from standard input (at least 32 characters).
+    #[arg(long)]
+    secret_stdin: bool,
+    /// Generate a 256-bit secret and print it once.
+    #[arg(long)]
+    generate_secret: bool,
+    /// A public client (no secret; PKCE required).
+    #[arg(long)]
+    public: bool,
+    #[arg(long = "redirect-uri")]
+    redirect_uris: Vec<String>,
+    #[arg(long = "grant", value_enum)]
+    grants: Vec<Grant>,
+    #[arg(long = "audience")]
+    audiences: Vec<String>,
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    #[arg(long = "post-logout-redirect-uri")]
+    post_logout_redirect_uris: Vec<String>,
+    /// Let this confidential client skip PKCE (legacy apps only).
+    #[arg(long)]
+    allow_no_pkce: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    settings::init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let data_dir = cli.data_dir;
+    match cli.command {
+        Command::Serve {
+            service: Service::Identity(args),
+        } => platform::serve_identity(&data_dir, &args).await,
+        Command::Up(args) => platform::up(&data_dir, &args).await,
+        Command::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    password_stdin: _,
+                    email,
+                    roles,
+                },
+        } => admin::user_add(&data_dir, name, email, roles).await,
+        Command::User {
+            command: UserCommand::List,
+        } => admin::user_list(&data_dir).await,
+        Command::Client {
+            command: ClientCommand::Add(args),
+        } => admin::client_add(&data_dir, args).await,
+        Command::Client {
+            command: ClientCommand::List,
+        } => admin::client_list(&data_dir).await,
+    }
+}

@@ -1,1 +1,36 @@
+//! Echo's OAuth 2.0 / OpenID Connect provider.
+//!
+//! The map:
+//! - [`Provider`] (`provider.rs`) is the domain service. It validates
+//!   authorization requests ([`authorize`]), logs users in and keeps their
+//!   SSO sessions ([`login`]), and runs the token endpoint's grants
+//!   ([`token`]). It knows nothing of HTTP.
+//! - [`KeyRing`] (`keys.rs`) holds the signing keys, publishes the JWKS and
+//!   seals private keys with the master key.
+//! - [`admin`] registers users and clients (the `echod user|client`
+//!   commands), validating everything an operator types.
+//! - [`http`] is the thin axum layer: parse, call the provider, map the
+//!   result. [`IdentityError`] becomes an HTTP/OAuth error in one place,
+//!   `http/error.rs`.
+//!
+//! Every security-relevant action is recorded through an
+//! [`echo_core::audit::AuditSink`].
 
+pub mod admin;
+pub mod authorize;
+mod config;
+mod error;
+pub mod http;
+mod keys;
+pub mod login;
+mod provider;
+mod rate_limit;
+pub mod token;
+
+pub use config::IdentityConfig;
+pub use error::IdentityError;
+pub use http::{router, serve};
+pub use keys::KeyRing;
+pub use provider::Provider;
+
+pub type Result<T, E = IdentityError> = std::result::Result<T, E>;

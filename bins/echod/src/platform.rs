@@ -1,0 +1,113 @@
+//! Running services: `echod serve <service>` and `echod up`.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use echo_core::SystemClock;
+use echo_core::audit::{AuditSink, LogAuditSink};
+use echo_crypto::Algorithm;
+use echo_crypto::secret::random_token;
+use echo_identity::admin::{self, NewUser};
+use echo_identity::{IdentityConfig, Provider};
+use echo_store::Store;
+use tokio::net::TcpListener;
+
+use crate::settings::{master_key, open_store};
+use crate::{IdentityArgs, TokenAlg};
+
+/// Prints the line scripts wait for, once the socket accepts connections.
+fn announce_ready(listener: &TcpListener) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "ready {addr}")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// Binds identity's socket and builds its provider.
+async fn start_identity(
+    data_dir: &Path,
+    args: &IdentityArgs,
+    store: Arc<dyn Store>,
+    audit: Arc<dyn AuditSink>,
+) -> anyhow::Result<(TcpListener, Arc<Provider>)> {
+    let listener = TcpListener::bind(&args.identity_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.identity_listen))?;
+    let issuer = match &args.issuer {
+        Some(issuer) => issuer.clone(),
+        None => format!("http://{}", listener.local_addr()?),
+    };
+    url::Url::parse(&issuer).with_context(|| format!("issuer {issuer:?} is not a URL"))?;
+    let mut config = IdentityConfig::new(&issuer);
+    config.access_token_alg = match args.access_token_alg {
+        TokenAlg::Es256 => Algorithm::ES256,
+        TokenAlg::EdDsa => Algorithm::EdDSA,
+        TokenAlg::Rs256 => Algorithm::RS256,
+    };
+    let master = master_key(data_dir)?;
+    let provider = Provider::new(config, store, &master, audit, Arc::new(SystemClock)).await?;
+    Ok((listener, Arc::new(provider)))
+}
+
+pub async fn serve_identity(data_dir: &Path, args: &IdentityArgs) -> anyhow::Result<()> {
+    let store = open_store(data_dir).await?;
+    let (listener, provider) =
+        start_identity(data_dir, args, store, Arc::new(LogAuditSink)).await?;
+    tracing::info!(issuer = %provider.config().issuer, "identity listening");
+    announce_ready(&listener)?;
+    echo_identity::serve(listener, provider, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// First run: a bootstrap admin with a random password, printed once.
+async fn bootstrap(store: &dyn Store) -> anyhow::Result<()> {
+    if !store.list_users().await?.is_empty() {
+        return Ok(());
+    }
+    let password = random_token();
+    let admin = NewUser {
+        username: "admin".into(),
+        password: password.clone(),
+        email: None,
+        roles: vec!["admin".into()],
+    };
+    admin::add_user(store, &LogAuditSink, &SystemClock, admin).await?;
+    println!("created bootstrap admin: username admin, password {password}");
+    println!("(shown once: store it now)");
+    Ok(())
+}
+
+/// Every service built so far, each on its own port.
+pub async fn up(data_dir: &Path, args: &IdentityArgs) -> anyhow::Result<()> {
+    let store = open_store(data_dir).await?;
+    bootstrap(&*store).await?;
+    let (listener, provider) =
+        start_identity(data_dir, args, store, Arc::new(LogAuditSink)).await?;
+    announce_ready(&listener)?;
+    echo_identity::serve(listener, provider, shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Where state lives and the secrets that protect it.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use echo_crypto::seal::MasterKey;
+use echo_store::Store;
+
+pub const MASTER_KEY_VAR: &str = "ECHO_MASTER_KEY";
+pub const DATABASE_URL_VAR: &str = "ECHO_DATABASE_URL";
+
+/// Structured logs on stderr; `ECHO_LOG` (or `RUST_LOG`) filters,
+/// `ECHO_LOG_FORMAT=json` switches to JSON lines.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("ECHO_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("ECHO_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Creates the data directory (0700) if needed.
+pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The master key: `ECHO_MASTER_KEY`, else `<data>/master.key`, created
+/// (mode 0600) on first run.
+pub fn master_key(dir: &Path) -> anyhow::Result<MasterKey> {
+    if let Ok(text) = std::env::var(MASTER_KEY_VAR) {
+        return MasterKey::parse(&text).with_context(|| format!("{MASTER_KEY_VAR} is invalid"));
+    }
+    let path = dir.join("master.key");
+    if path.exists() {
+        let mode = fs::metadata(&path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "{} is readable by others (mode {mode:o}); chmod 600 it",
+                path.display()
+            );
+        }
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        return MasterKey::parse(&text).with_context(|| format!("{} is invalid", path.display()));
+    }
+    let key = MasterKey::generate();
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(file, "{}", key.encode())?;
+    tracing::info!(path = %path.display(), "created master key");
+    Ok(key)
+}
+
+/// The configured store: PostgreSQL when `ECHO_DATABASE_URL` is set, else
+/// SQLite in the data directory.
+pub async fn open_store(dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    ensure_data_dir(dir)?;
+    let url = std::env::var(DATABASE_URL_VAR)
+        .ok()
+        .filter(|u| !u.is_empty());
+    echo_store::open(url.as_deref(), dir)
+        .await
+        .with_context(|| match &url {
+            Some(_) => format!("cannot open the database named by {DATABASE_URL_VAR}"),
+            None => format!("cannot open the database in {}", dir.display()),
+        })
+}

@@ -1,0 +1,50 @@
+use echo_crypto::Algorithm;
+
+/// Longest access-token lifetime allowed (RFC 9068 tokens are bearer
+/// tokens; a short life bounds the damage of a leak).
+pub const MAX_ACCESS_TOKEN_TTL: i64 = 15 * 60;
+
+/// How the provider behaves. Lifetimes are in seconds.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// The issuer URL, without a trailing slash.
+    pub issuer: String,
+    /// Algorithm of access tokens (ID tokens are always RS256).
+    pub access_token_alg: Algorithm,
+    pub access_token_ttl: i64,
+    pub id_token_ttl: i64,
+    pub code_ttl: i64,
+    pub sso_session_ttl: i64,
+    /// Failed-or-not login attempts allowed per IP per minute.
+    pub login_attempts_per_minute: u32,
+}
+
+impl IdentityConfig {
+    pub fn new(issuer: &str) -> Self {
+        Self {
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            // ES256: measured fastest to sign among the algorithms whose
+            // verification keeps up too (see BENCHMARKS.md, "JWS algorithms").
+            access_token_alg: Algorithm::ES256,
+            access_token_ttl: 10 * 60,
+            id_token_ttl: 60 * 60,
+            code_ttl: 60,
+            sso_session_ttl: 8 * 60 * 60,
+            login_attempts_per_minute: 30,
+        }
+    }
+
+    /// Cookies get `Secure` (and the `__Host-` prefix) when served over https.
+    pub fn secure_cookies(&self) -> bool {
+        self.issuer.starts_with("https://")
+    }
+
+    /// The audience under which access tokens may call `/userinfo`.
+    pub fn userinfo_audience(&self) -> String {
+        format!("{}/userinfo", self.issuer)
+    }
+
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+}

@@ -1,0 +1,56 @@
+use echo_crypto::CryptoError;
+use echo_store::StoreError;
+
+/// Everything the provider can refuse or fail at. The HTTP mapping lives
+/// in `http/error.rs`; OAuth variants carry RFC 6749 §5.2 error codes.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// `invalid_request`: a parameter is missing, repeated or malformed.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// `invalid_client`: client authentication failed. `basic` says whether
+    /// the client tried HTTP Basic, which earns a `WWW-Authenticate` reply.
+    #[error("client authentication failed")]
+    InvalidClient { basic: bool },
+    /// `invalid_grant`: the code or verifier is wrong, spent or expired.
+    #[error("{0}")]
+    InvalidGrant(String),
+    #[error("{0}")]
+    UnauthorizedClient(String),
+    #[error("unsupported grant type")]
+    UnsupportedGrantType,
+    #[error("{0}")]
+    InvalidScope(String),
+    /// RFC 8707 `invalid_target`: an audience the client may not ask for.
+    #[error("{0}")]
+    InvalidTarget(String),
+    /// RFC 6750 `invalid_token` on a protected resource.
+    #[error("{0}")]
+    InvalidToken(String),
+    /// Wrong username or password: deliberately says no more than that.
+    #[error("invalid username or password")]
+    LoginFailed,
+    /// A login or form request without a valid CSRF token.
+    #[error("invalid or missing CSRF token")]
+    Csrf,
+    #[error("too many requests")]
+    RateLimited { retry_after: u64 },
+    /// An admin command's input is not acceptable.
+    #[error("{0}")]
+    BadInput(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+impl From<StoreError> for IdentityError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => IdentityError::Conflict(what),
+            other => IdentityError::Store(other),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The one place where [`IdentityError`] becomes an HTTP response.
+//!
+//! JSON endpoints answer RFC 6749 §5.2 error objects (`invalid_client` as
+//! 401 with `WWW-Authenticate` when the client used Basic), protected
+//! resources answer RFC 6750 §3 `WWW-Authenticate: Bearer`, and internal
+//! failures are an opaque `server_error` whose cause is logged once, here.
+
+use axum::Json;
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::IdentityError;
+
+impl IdentityError {
+    /// HTTP status and OAuth error code.
+    pub(crate) fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            IdentityError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            IdentityError::InvalidClient { .. } => (StatusCode::UNAUTHORIZED, "invalid_client"),
+            IdentityError::InvalidGrant(_) => (StatusCode::BAD_REQUEST, "invalid_grant"),
+            IdentityError::UnauthorizedClient(_) => {
+                (StatusCode::BAD_REQUEST, "unauthorized_client")
+            }
+            IdentityError::UnsupportedGrantType => {
+                (StatusCode::BAD_REQUEST, "unsupported_grant_type")
+            }
+            IdentityError::InvalidScope(_) => (StatusCode::BAD_REQUEST, "invalid_scope"),
+            IdentityError::InvalidTarget(_) => (StatusCode::BAD_REQUEST, "invalid_target"),
+            IdentityError::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            IdentityError::LoginFailed => (StatusCode::UNAUTHORIZED, "access_denied"),
+            IdentityError::Csrf => (StatusCode::FORBIDDEN, "invalid_request"),
+            IdentityError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "slow_down"),
+            IdentityError::BadInput(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            IdentityError::Conflict(_) => (StatusCode::CONFLICT, "invalid_request"),
+            IdentityError::Store(_) | IdentityError::Crypto(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
+            }
+        }
+    }
+
+    /// What the client may read: internal causes stay in the log.
+    pub(crate) fn public_description(&self) -> String {
+        match self {
+            IdentityError::Store(_) | IdentityError::Crypto(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Extra headers the error demands, and the one log line for 500s.
+    pub(crate) fn decorate(&self, response: &mut Response) {
+        let headers = response.headers_mut();
+        match self {
+            IdentityError::InvalidClient { basic: true } => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Basic realm="echo""#),
+                );
+            }
+            IdentityError::InvalidToken(why) => {
+                let value = format!(
+                    r#"Bearer error="invalid_token", error_description="{}""#,
+                    why.replace('"', "'")
+                );
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(WWW_AUTHENTICATE, value);
+                }
+            }
+            IdentityError::RateLimited { retry_after } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            IdentityError::Store(cause) => tracing::error!(error = %cause, "storage failure"),
+            IdentityError::Crypto(cause) => tracing::error!(error = %cause, "crypto failure"),
+            _ => {}
+        }
+    }
+}
+
+impl IntoResponse for IdentityError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = json!({"error": code, "error_description": self.public_description()});
+        let mut response = (status, Json(body)).into_response();
+        self.decorate(&mut response);
+        response
+    }
+}

@@ -1,0 +1,387 @@
+//! Endpoint handlers: parse, call the provider, map the result.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{FormRejection, JsonRejection};
+use axum::extract::{Form, Query, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use echo_crypto::secret::random_token;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::pages::{
+    LoginPage, LogoutPage, SignedOutPage, add_cookies, cookie_name, error_as_page, error_page,
+    render, see_other, set_cookie,
+};
+use super::request::{Meta, basic_credentials, bearer, cookie};
+use crate::authorize::{AuthorizeError, AuthorizeParams, AuthorizeRequest, Prompt};
+use crate::login::LogoutParams;
+use crate::token::TokenParams;
+use crate::{IdentityError, Provider};
+
+type AppState = State<Arc<Provider>>;
+
+const SSO_COOKIE: &str = "echo_sso";
+const CSRF_COOKIE: &str = "echo_csrf";
+
+fn json_bytes(body: axum::body::Bytes, cache: &'static str) -> Response {
+    (
+        [(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, cache)],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn discovery(State(p): AppState) -> Response {
+    json_bytes(p.discovery_json(), "public, max-age=300")
+}
+
+pub async fn jwks(State(p): AppState) -> Response {
+    json_bytes(p.keys().jwks_json(), "public, max-age=60")
+}
+
+pub async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// The CSRF cookie's nonce (a new one when absent) and the cookie to set.
+fn csrf_nonce(p: &Provider, headers: &HeaderMap) -> (String, Option<String>) {
+    let secure = p.config().secure_cookies();
+    let name = cookie_name(secure, CSRF_COOKIE);
+    match cookie(headers, &name) {
+        Some(nonce) if nonce.len() == 43 => (nonce.to_owned(), None),
+        _ => {
+            let nonce = random_token();
+            let set = set_cookie(secure, &name, &nonce, "Strict", p.config().sso_session_ttl);
+            (nonce, Some(set))
+        }
+    }
+}
+
+fn authorize_failure(error: AuthorizeError) -> Response {
+    match error {
+        AuthorizeError::Untrusted(message) => {
+            error_page(StatusCode::BAD_REQUEST, "Cannot continue", &message)
+        }
+        AuthorizeError::Redirect(location) => see_other(&location, &[]),
+        AuthorizeError::Internal(e) => error_as_page(e),
+    }
+}
+
+/// The authorize parameters carried through the login form as hidden fields.
+fn hidden_fields(params: &AuthorizeParams) -> Vec<(&'static str, String)> {
+    let fields = [
+        ("response_type", &params.response_type),
+        ("client_id", &params.client_id),
+        ("redirect_uri", &params.redirect_uri),
+        ("scope", &params.scope),
+        ("state", &params.state),
+        ("nonce", &params.nonce),
+        ("code_challenge", &params.code_challenge),
+        ("code_challenge_method", &params.code_challenge_method),
+        ("resource", &params.resource),
+        ("audience", &params.audience),
+    ];
+    fields
+        .into_iter()
+        .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
+        .collect()
+}
+
+fn login_page(
+    p: &Provider,
+    headers: &HeaderMap,
+    request: &AuthorizeRequest,
+    status: StatusCode,
+    username: &str,
+    error: Option<&'static str>,
+) -> Response {
+    let (nonce, set) = csrf_nonce(p, headers);
+    let page = LoginPage {
+        client_id: &request.client.id,
+        csrf: p.csrf_token(&nonce),
+        hidden: hidden_fields(&request.params),
+        username,
+        error,
+    };
+    let mut response = render(status, &page);
+    add_cookies(&mut response, &set.into_iter().collect::<Vec<_>>());
+    response
+}
+
+/// GET /authorize: reuse the SSO session, or show the login form.
+pub async fn authorize(
+    State(p): AppState,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    params: Result<Query<AuthorizeParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(params)) = params else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The authorization request is malformed.",
+        );
+    };
+    let request = match p.validate_authorize(params).await {
+        Ok(request) => request,
+        Err(e) => return authorize_failure(e),
+    };
+    let sso = cookie(
+        &headers,
+        &cookie_name(p.config().secure_cookies(), SSO_COOKIE),
+    );
+    let session = match p.session_user(sso).await {
+        Ok(session) => session,
+        Err(e) => return error_as_page(e),
+    };
+    match (session, request.prompt) {
+        (Some((user, session)), Prompt::Default | Prompt::None) => {
+            match p
+                .issue_code(&request, &user, session.auth_time, &meta)
+                .await
+            {
+                Ok(location) => see_other(&location, &[]),
+                Err(e) => error_as_page(e),
+            }
+        }
+        (None, Prompt::None) => see_other(&p.login_required(&request), &[]),
+        _ => login_page(&p, &headers, &request, StatusCode::OK, "", None),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(flatten)]
+    authorize: AuthorizeParams,
+}
+
+/// POST /login: check CSRF and password, open the SSO session, and answer
+/// the authorization request it came with.
+pub async fn login(
+    State(p): AppState,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The login form is malformed.",
+        );
+    };
+    let secure = p.config().secure_cookies();
+    if let Err(e) = p.check_csrf(
+        cookie(&headers, &cookie_name(secure, CSRF_COOKIE)),
+        form.csrf.as_deref(),
+    ) {
+        return error_as_page(e);
+    }
+    let request = match p.validate_authorize(form.authorize).await {
+        Ok(request) => request,
+        Err(e) => return authorize_failure(e),
+    };
+    match p.login(&form.username, &form.password, &meta).await {
+        Ok(logged_in) => match p
+            .issue_code(&request, &logged_in.user, logged_in.auth_time, &meta)
+            .await
+        {
+            Ok(location) => {
+                let sso = set_cookie(
+                    secure,
+                    &cookie_name(secure, SSO_COOKIE),
+                    &logged_in.session_token,
+                    "Lax",
+                    p.config().sso_session_ttl,
+                );
+                see_other(&location, &[sso])
+            }
+            Err(e) => error_as_page(e),
+        },
+        Err(IdentityError::LoginFailed) => login_page(
+            &p,
+            &headers,
+            &request,
+            StatusCode::UNAUTHORIZED,
+            &form.username,
+            Some("Invalid username or password."),
+        ),
+        Err(e) => error_as_page(e),
+    }
+}
+
+/// POST /token.
+pub async fn token(
+    State(p): AppState,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    form: Result<Form<TokenParams>, FormRejection>,
+) -> Response {
+    let result = async {
+        let Form(params) = form
+            .map_err(|e| IdentityError::InvalidRequest(format!("malformed token request: {e}")))?;
+        let basic = basic_credentials(&headers)
+            .map_err(|()| IdentityError::InvalidClient { basic: true })?;
+        p.token(params, basic, &meta).await
+    }
+    .await;
+    let mut response = match result {
+        Ok(tokens) => Json(tokens).into_response(),
+        Err(e) => e.into_response(),
+    };
+    // RFC 6749 §5.1: token responses must not be cached.
+    let headers = response.headers_mut();
+    headers.insert(
+        CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    headers.insert(PRAGMA, axum::http::HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// GET or POST /userinfo with a bearer access token.
+pub async fn userinfo(State(p): AppState, Meta(meta): Meta, headers: HeaderMap) -> Response {
+    match p.userinfo(bearer(&headers), &meta).await {
+        Ok(info) => Json(info).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct VerifyRequest {
+    token: String,
+    aud: String,
+}
+
+/// POST /verify `{"token","aud"}`: the original design's helper for
+/// services that cannot verify JWTs themselves.
+pub async fn verify(
+    State(p): AppState,
+    Meta(meta): Meta,
+    body: Result<Json<VerifyRequest>, JsonRejection>,
+) -> Response {
+    let Ok(Json(request)) = body else {
+        let e =
+            IdentityError::InvalidRequest("body must be JSON {\"token\": …, \"aud\": …}".into());
+        return e.into_response();
+    };
+    match p
+        .verify_access_token(&request.token, &request.aud, &meta)
+        .await
+    {
+        Ok(claims) => Json(json!({"valid": true, "claims": &*claims})).into_response(),
+        Err(e) => Json(json!({"valid": false, "error": e.code()})).into_response(),
+    }
+}
+
+/// Ends the SSO session and goes where the plan says.
+async fn sign_out(
+    p: &Provider,
+    headers: &HeaderMap,
+    meta: &crate::provider::RequestMeta,
+    redirect: Option<String>,
+) -> Response {
+    let secure = p.config().secure_cookies();
+    let name = cookie_name(secure, SSO_COOKIE);
+    if let Err(e) = p.end_session(cookie(headers, &name), meta).await {
+        return error_as_page(e);
+    }
+    let expired = set_cookie(secure, &name, "", "Lax", 0);
+    match redirect {
+        Some(location) => see_other(&location, &[expired]),
+        None => {
+            let mut response = render(StatusCode::OK, &SignedOutPage);
+            add_cookies(&mut response, &[expired]);
+            response
+        }
+    }
+}
+
+fn logout_hidden(params: &LogoutParams) -> Vec<(&'static str, String)> {
+    [
+        ("id_token_hint", &params.id_token_hint),
+        ("post_logout_redirect_uri", &params.post_logout_redirect_uri),
+        ("state", &params.state),
+        ("client_id", &params.client_id),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
+    .collect()
+}
+
+/// GET /logout: with a valid `id_token_hint` the client asked for it, so
+/// sign out at once; otherwise ask the user to confirm (CSRF-protected).
+pub async fn logout(
+    State(p): AppState,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    params: Result<Query<LogoutParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(params)) = params else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The logout request is malformed.",
+        );
+    };
+    let plan = match p.plan_logout(&params).await {
+        Ok(plan) => plan,
+        Err(e) => return error_as_page(e),
+    };
+    if plan.confirmed {
+        return sign_out(&p, &headers, &meta, plan.redirect).await;
+    }
+    let (nonce, set) = csrf_nonce(&p, &headers);
+    let mut response = render(
+        StatusCode::OK,
+        &LogoutPage {
+            csrf: p.csrf_token(&nonce),
+            hidden: logout_hidden(&params),
+        },
+    );
+    add_cookies(&mut response, &set.into_iter().collect::<Vec<_>>());
+    response
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogoutForm {
+    csrf: Option<String>,
+    #[serde(flatten)]
+    params: LogoutParams,
+}
+
+/// POST /logout: the confirmation form.
+pub async fn logout_confirmed(
+    State(p): AppState,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    form: Result<Form<LogoutForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The logout form is malformed.",
+        );
+    };
+    let secure = p.config().secure_cookies();
+    if let Err(e) = p.check_csrf(
+        cookie(&headers, &cookie_name(secure, CSRF_COOKIE)),
+        form.csrf.as_deref(),
+    ) {
+        return error_as_page(e);
+    }
+    match p.plan_logout(&form.params).await {
+        Ok(plan) => sign_out(&p, &headers, &meta, plan.redirect).await,
+        Err(e) => error_as_page(e),
+    }
+}

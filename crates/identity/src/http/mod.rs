@@ -1,0 +1,62 @@
+//! The HTTP face of the provider: routes, request parsing and response
+//! mapping. Handlers stay thin: they parse, call one [`Provider`] method and
+//! map its result.
+
+mod error;
+mod handlers;
+mod pages;
+mod request;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::Provider;
+
+/// All of identity's endpoints.
+pub fn router(provider: Arc<Provider>) -> Router {
+    let secure = provider.config().secure_cookies();
+    Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(handlers::discovery),
+        )
+        .route("/jwks", get(handlers::jwks))
+        .route("/authorize", get(handlers::authorize))
+        .route("/login", post(handlers::login))
+        .route("/token", post(handlers::token))
+        .route(
+            "/userinfo",
+            get(handlers::userinfo).post(handlers::userinfo),
+        )
+        .route("/verify", post(handlers::verify))
+        .route(
+            "/logout",
+            get(handlers::logout).post(handlers::logout_confirmed),
+        )
+        .route("/ping", get(|| async { "pong" }))
+        .route("/healthz", get(handlers::healthz))
+        .route("/static/echo.css", get(pages::stylesheet))
+        .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            pages::security_headers(secure, req, next)
+        }))
+        .with_state(provider)
+}
+
+/// Serves identity on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    provider: Arc<Provider>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(provider).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

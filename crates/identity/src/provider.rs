@@ -1,0 +1,188 @@
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use echo_core::Clock;
+use echo_core::audit::{AuditEvent, AuditSink};
+use echo_crypto::Algorithm;
+use echo_crypto::password::PasswordPool;
+use echo_crypto::seal::MasterKey;
+use echo_store::Store;
+use echo_verify::{Claims, Expectations, Verifier, VerifierOptions, VerifyError};
+use serde_json::{Value, json};
+
+use crate::config::MAX_ACCESS_TOKEN_TTL;
+use crate::rate_limit::RateLimiter;
+use crate::{IdentityConfig, IdentityError, KeyRing, Result};
+
+/// Where a request came from, for audit events and rate limits.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// The OpenID provider: configuration, storage, keys and the services the
+/// protocol endpoints call. Shared by every request behind an `Arc`.
+pub struct Provider {
+    pub(crate) config: IdentityConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) keys: Arc<KeyRing>,
+    pub(crate) verifier: Verifier,
+    pub(crate) passwords: PasswordPool,
+    pub(crate) audit: Arc<dyn AuditSink>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) csrf_key: aws_lc_rs::hmac::Key,
+    pub(crate) login_limiter: RateLimiter,
+    discovery_json: Bytes,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("issuer", &self.config.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Provider {
+    /// Opens (or creates) the signing keys and assembles the provider.
+    pub async fn new(
+        config: IdentityConfig,
+        store: Arc<dyn Store>,
+        master: &MasterKey,
+        audit: Arc<dyn AuditSink>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        if !(1..=MAX_ACCESS_TOKEN_TTL).contains(&config.access_token_ttl) {
+            return Err(IdentityError::BadInput(format!(
+                "access token lifetime must be 1..={MAX_ACCESS_TOKEN_TTL} seconds"
+            )));
+        }
+        let mut algs = vec![Algorithm::RS256];
+        if config.access_token_alg != Algorithm::RS256 {
+            algs.push(config.access_token_alg);
+        }
+        let keys = Arc::new(KeyRing::load_or_create(&*store, master, &algs, &*clock).await?);
+        let verifier = Verifier::with_clock(
+            config.issuer.clone(),
+            keys.clone(),
+            VerifierOptions {
+                refresh_interval: std::time::Duration::from_secs(1),
+                ..Default::default()
+            },
+            clock.clone(),
+        );
+        let discovery_json = Bytes::from(discovery(&config, &keys).to_string());
+        Ok(Self {
+            login_limiter: RateLimiter::new(config.login_attempts_per_minute, 60),
+            csrf_key: master.subkey("identity-csrf"),
+            passwords: PasswordPool::for_this_machine(),
+            config,
+            store,
+            keys,
+            verifier,
+            audit,
+            clock,
+            discovery_json,
+        })
+    }
+
+    pub fn config(&self) -> &IdentityConfig {
+        &self.config
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// The discovery document, serialised once.
+    pub fn discovery_json(&self) -> Bytes {
+        self.discovery_json.clone()
+    }
+
+    pub(crate) fn audit(&self, event: AuditEvent, meta: &RequestMeta) {
+        self.audit
+            .record(event.origin(meta.ip.clone(), meta.user_agent.clone()));
+    }
+
+    /// Verifies one of our access tokens for `audience`; failures are audited.
+    pub async fn verify_access_token(
+        &self,
+        token: &str,
+        audience: &str,
+        meta: &RequestMeta,
+    ) -> Result<Arc<Claims>, VerifyError> {
+        let verified = self
+            .verifier
+            .verify(token, &Expectations::access_token(audience))
+            .await;
+        if let Err(e) = &verified {
+            self.audit(
+                AuditEvent::failure("token.verify.failure")
+                    .detail("reason", e.code())
+                    .detail("audience", audience),
+                meta,
+            );
+        }
+        verified
+    }
+
+    /// OIDC Core §5.3: the user's claims for a bearer access token.
+    pub async fn userinfo(&self, bearer: Option<&str>, meta: &RequestMeta) -> Result<Value> {
+        let token =
+            bearer.ok_or_else(|| IdentityError::InvalidToken("missing bearer token".into()))?;
+        let claims = self
+            .verify_access_token(token, &self.config.userinfo_audience(), meta)
+            .await
+            .map_err(|e| IdentityError::InvalidToken(e.to_string()))?;
+        let user = self
+            .store
+            .user_by_id(&claims.sub)
+            .await?
+            .ok_or_else(|| IdentityError::InvalidToken("unknown subject".into()))?;
+        let mut info = json!({
+            "sub": user.id,
+            "preferred_username": user.username,
+            "name": user.username,
+            "roles": user.roles,
+        });
+        if claims.has_scope("email")
+            && let Some(email) = user.email
+        {
+            info["email"] = json!(email);
+            info["email_verified"] = json!(false);
+        }
+        Ok(info)
+    }
+}
+
+/// OpenID Connect Discovery 1.0 §3 metadata.
+fn discovery(config: &IdentityConfig, keys: &KeyRing) -> Value {
+    let mut id_token_algs = vec!["RS256"];
+    id_token_algs.extend(
+        keys.algorithms()
+            .into_iter()
+            .map(Algorithm::as_str)
+            .filter(|a| *a != "RS256"),
+    );
+    json!({
+        "issuer": config.issuer,
+        "authorization_endpoint": config.endpoint("/authorize"),
+        "token_endpoint": config.endpoint("/token"),
+        "userinfo_endpoint": config.endpoint("/userinfo"),
+        "jwks_uri": config.endpoint("/jwks"),
+        "end_session_endpoint": config.endpoint("/logout"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": id_token_algs,
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": ["openid", "profile", "email"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash",
+                             "name", "preferred_username", "email", "email_verified", "roles"],
+        "prompt_values_supported": ["none", "login"],
+        "authorization_response_iss_parameter_supported": true,
+    })
+}

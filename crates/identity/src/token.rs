@@ -1,0 +1,455 @@
+//! The token endpoint's grants (RFC 6749 §4.1.3 and §4.4), client
+//! authentication (§2.3.1), PKCE verification (RFC 7636 §4.6), and the
+//! tokens themselves: RFC 9068 access tokens and OIDC ID tokens.
+
+use echo_core::audit::AuditEvent;
+use echo_crypto::secret::{
+    b64url, constant_time_eq, random_bytes, sha256, token_hash, verify_client_secret,
+};
+use echo_crypto::{Algorithm, SigningKey};
+use echo_store::{Client, CodeUse};
+use serde::{Deserialize, Serialize};
+
+use crate::admin::{GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS};
+use crate::authorize::is_pkce_string;
+use crate::provider::RequestMeta;
+use crate::{IdentityError, Provider, Result};
+
+/// The form of a token request.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TokenParams {
+    pub grant_type: Option<String>,
+    pub code: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub scope: Option<String>,
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+}
+
+/// Credentials from an `Authorization: Basic` header, already decoded.
+#[derive(Debug, Clone)]
+pub struct BasicCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// RFC 6749 §5.1.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    pub scope: String,
+}
+
+/// A one-element audience serialises as a string, as most verifiers expect.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Aud<'a> {
+    One(&'a str),
+    Many(&'a [String]),
+}
+
+impl<'a> Aud<'a> {
+    fn of(list: &'a [String]) -> Self {
+        match list {
+            [one] => Aud::One(one),
+            many => Aud::Many(many),
+        }
+    }
+}
+
+/// RFC 9068 §2.2.
+#[derive(Debug, Serialize)]
+struct AccessClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: Aud<'a>,
+    exp: i64,
+    iat: i64,
+    jti: String,
+    client_id: &'a str,
+    scope: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    roles: &'a [String],
+}
+
+/// OIDC Core §2 and §3.1.3.6.
+#[derive(Debug, Serialize)]
+struct IdClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    exp: i64,
+    iat: i64,
+    auth_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+    at_hash: String,
+    preferred_username: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    roles: &'a [String],
+}
+
+/// OIDC Core §3.1.3.6: base64url of the left half of SHA-256(access token).
+fn at_hash(access_token: &str) -> String {
+    b64url(&sha256(access_token.as_bytes())[..16])
+}
+
+impl Provider {
+    /// Runs one token request.
+    pub async fn token(
+        &self,
+        params: TokenParams,
+        basic: Option<BasicCredentials>,
+        meta: &RequestMeta,
+    ) -> Result<TokenResponse> {
+        let client = self.authenticate_client(&params, basic, meta).await?;
+        match params.grant_type.as_deref() {
+            Some(GRANT_AUTHORIZATION_CODE) => {
+                self.authorization_code_grant(&client, &params, meta).await
+            }
+            Some(GRANT_CLIENT_CREDENTIALS) => {
+                self.client_credentials_grant(&client, &params, meta).await
+            }
+            Some(_) => Err(IdentityError::UnsupportedGrantType),
+            None => Err(IdentityError::InvalidRequest(
+                "grant_type is required".into(),
+            )),
+        }
+    }
+
+    /// RFC 6749 §2.3.1: Basic or form credentials, never both; a public
+    /// client names itself with `client_id` alone.
+    async fn authenticate_client(
+        &self,
+        params: &TokenParams,
+        basic: Option<BasicCredentials>,
+        meta: &RequestMeta,
+    ) -> Result<Client> {
+        let used_basic = basic.is_some();
+        let (client_id, secret) = match (basic, &params.client_secret) {
+            (Some(_), Some(_)) => {
+                return Err(IdentityError::InvalidRequest(
+                    "use one client authentication method, not two".into(),
+                ));
+            }
+            (Some(b), None) => {
+                if params
+                    .client_id
+                    .as_deref()
+                    .is_some_and(|id| id != b.client_id)
+                {
+                    return Err(IdentityError::InvalidRequest(
+                        "client_id does not match the credentials".into(),
+                    ));
+                }
+                (b.client_id, Some(b.client_secret))
+            }
+            (None, secret) => {
+                let id = params
+                    .client_id
+                    .clone()
+                    .ok_or(IdentityError::InvalidClient { basic: false })?;
+                (id, secret.clone())
+            }
+        };
+        let client = self.store.client(&client_id).await?;
+        let authenticated = match (&client, &secret) {
+            (Some(c), Some(secret)) => c
+                .secret_hash
+                .as_deref()
+                .is_some_and(|h| verify_client_secret(secret, h)),
+            (Some(c), None) => c.secret_hash.is_none(),
+            (None, _) => false,
+        };
+        match client {
+            Some(client) if authenticated => Ok(client),
+            _ => {
+                self.audit(
+                    AuditEvent::failure("oauth.client.auth_failure").detail("client_id", client_id),
+                    meta,
+                );
+                Err(IdentityError::InvalidClient { basic: used_basic })
+            }
+        }
+    }
+
+    /// The audience asked for (`resource`, RFC 8707, or `audience`), which
+    /// must be one the client may have; else its first allowed audience.
+    fn choose_audience(
+        &self,
+        client: &Client,
+        params: &TokenParams,
+        asked_at_authorize: Option<&str>,
+    ) -> Result<Option<String>> {
+        match params
+            .resource
+            .as_deref()
+            .or(params.audience.as_deref())
+            .or(asked_at_authorize)
+        {
+            Some(aud) if client.audiences.iter().any(|a| a == aud) => Ok(Some(aud.to_owned())),
+            Some(_) => Err(IdentityError::InvalidTarget(
+                "the requested audience is not allowed for this client".into(),
+            )),
+            None => Ok(client.audiences.first().cloned()),
+        }
+    }
+
+    async fn authorization_code_grant(
+        &self,
+        client: &Client,
+        params: &TokenParams,
+        meta: &RequestMeta,
+    ) -> Result<TokenResponse> {
+        if !client
+            .grant_types
+            .iter()
+            .any(|g| g == GRANT_AUTHORIZATION_CODE)
+        {
+            return Err(IdentityError::UnauthorizedClient(
+                "client may not use the authorization code grant".into(),
+            ));
+        }
+        let code = params
+            .code
+            .as_deref()
+            .ok_or_else(|| IdentityError::InvalidRequest("code is required".into()))?;
+        let now = self.clock.now();
+        let code = match self.store.consume_code(&token_hash(code), now).await? {
+            CodeUse::Consumed(code) => code,
+            CodeUse::Replayed(code) => {
+                self.audit(
+                    AuditEvent::failure("oauth.code.replayed")
+                        .actor(code.user_id.as_str())
+                        .detail("client_id", client.id.as_str()),
+                    meta,
+                );
+                return Err(IdentityError::InvalidGrant(
+                    "authorization code already used".into(),
+                ));
+            }
+            CodeUse::NotFound => {
+                return Err(IdentityError::InvalidGrant(
+                    "unknown authorization code".into(),
+                ));
+            }
+        };
+        let invalid = |why: &str| IdentityError::InvalidGrant(why.to_owned());
+        if code.client_id != client.id {
+            return Err(invalid("authorization code was issued to another client"));
+        }
+        if code.expires_at <= now {
+            return Err(invalid("authorization code expired"));
+        }
+        if params.redirect_uri.as_deref() != Some(code.redirect_uri.as_str()) {
+            return Err(invalid(
+                "redirect_uri does not match the authorization request",
+            ));
+        }
+        match (&code.code_challenge, params.code_verifier.as_deref()) {
+            (Some(challenge), Some(verifier)) => {
+                let computed = b64url(&sha256(verifier.as_bytes()));
+                if !is_pkce_string(verifier)
+                    || !constant_time_eq(computed.as_bytes(), challenge.as_bytes())
+                {
+                    return Err(invalid("code_verifier does not match the code_challenge"));
+                }
+            }
+            (Some(_), None) => return Err(invalid("code_verifier is required")),
+            // RFC 9700 §4.8.2: a verifier without a challenge is a downgrade attempt.
+            (None, Some(_)) => return Err(invalid("code_verifier sent but no code_challenge was")),
+            (None, None) => {}
+        }
+        let user = self
+            .store
+            .user_by_id(&code.user_id)
+            .await?
+            .ok_or_else(|| invalid("user no longer exists"))?;
+        let mut audiences: Vec<String> = self
+            .choose_audience(client, params, code.audience.as_deref())?
+            .into_iter()
+            .collect();
+        audiences.push(self.config.userinfo_audience());
+
+        let signer = self.keys.signer(self.config.access_token_alg)?;
+        let access_token = self.access_token(
+            &signer,
+            &user.id,
+            &audiences,
+            client,
+            &code.scope,
+            &user.roles,
+            now,
+        )?;
+        let id_signer = self.keys.signer(Algorithm::RS256)?;
+        let wants_email = code.scope.split(' ').any(|s| s == "email");
+        let id_token = id_signer.sign(
+            "JWT",
+            &IdClaims {
+                iss: &self.config.issuer,
+                sub: &user.id,
+                aud: &client.id,
+                exp: now + self.config.id_token_ttl,
+                iat: now,
+                auth_time: code.auth_time,
+                nonce: code.nonce.as_deref(),
+                at_hash: at_hash(&access_token),
+                preferred_username: &user.username,
+                email: user.email.as_deref().filter(|_| wants_email),
+                roles: &user.roles,
+            },
+        )?;
+        self.audit_issued(
+            client,
+            &user.id,
+            &audiences,
+            &signer,
+            GRANT_AUTHORIZATION_CODE,
+            meta,
+        );
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: self.config.access_token_ttl,
+            id_token: Some(id_token),
+            scope: code.scope,
+        })
+    }
+
+    async fn client_credentials_grant(
+        &self,
+        client: &Client,
+        params: &TokenParams,
+        meta: &RequestMeta,
+    ) -> Result<TokenResponse> {
+        if client.secret_hash.is_none()
+            || !client
+                .grant_types
+                .iter()
+                .any(|g| g == GRANT_CLIENT_CREDENTIALS)
+        {
+            return Err(IdentityError::UnauthorizedClient(
+                "client may not use the client credentials grant".into(),
+            ));
+        }
+        let audience = self
+            .choose_audience(client, params, None)?
+            .ok_or_else(|| IdentityError::InvalidTarget("client has no allowed audience".into()))?;
+        let scope = match params.scope.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(asked) => {
+                let asked: Vec<&str> = asked.split(' ').filter(|s| !s.is_empty()).collect();
+                if let Some(bad) = asked
+                    .iter()
+                    .find(|s| !client.scopes.iter().any(|allowed| allowed == *s))
+                {
+                    return Err(IdentityError::InvalidScope(format!(
+                        "scope {bad} is not allowed for this client"
+                    )));
+                }
+                asked.join(" ")
+            }
+            None => client.scopes.join(" "),
+        };
+        let now = self.clock.now();
+        let signer = self.keys.signer(self.config.access_token_alg)?;
+        let audiences = [audience];
+        let access_token =
+            self.access_token(&signer, &client.id, &audiences, client, &scope, &[], now)?;
+        self.audit_issued(
+            client,
+            &client.id,
+            &audiences,
+            &signer,
+            GRANT_CLIENT_CREDENTIALS,
+            meta,
+        );
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: self.config.access_token_ttl,
+            id_token: None,
+            scope,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn access_token(
+        &self,
+        signer: &SigningKey,
+        sub: &str,
+        audiences: &[String],
+        client: &Client,
+        scope: &str,
+        roles: &[String],
+        now: i64,
+    ) -> Result<String> {
+        Ok(signer.sign(
+            "at+jwt",
+            &AccessClaims {
+                iss: &self.config.issuer,
+                sub,
+                aud: Aud::of(audiences),
+                exp: now + self.config.access_token_ttl,
+                iat: now,
+                jti: b64url(&random_bytes::<16>()),
+                client_id: &client.id,
+                scope,
+                roles,
+            },
+        )?)
+    }
+
+    fn audit_issued(
+        &self,
+        client: &Client,
+        actor: &str,
+        audiences: &[String],
+        signer: &SigningKey,
+        grant: &str,
+        meta: &RequestMeta,
+    ) {
+        self.audit(
+            AuditEvent::success("token.issued")
+                .actor(actor)
+                .detail("client_id", client.id.as_str())
+                .detail("grant", grant)
+                .detail("audience", audiences.to_vec())
+                .detail("kid", signer.kid()),
+            meta,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_hash_matches_the_oidc_example() {
+        // OIDC Core A.3: access token "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y" → at_hash "77QmUPtjPfzWtF2AnpK9RQ".
+        assert_eq!(
+            at_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
+    }
+
+    #[test]
+    fn single_audience_is_a_string() {
+        let one = vec!["audit".to_owned()];
+        let two = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(serde_json::to_string(&Aud::of(&one)).unwrap(), r#""audit""#);
+        assert_eq!(
+            serde_json::to_string(&Aud::of(&two)).unwrap(),
+            r#"["a","b"]"#
+        );
+    }
+}
