@@ -1,0 +1,352 @@
+//! Black-box tests of the `echod` binary: the command-line interface users
+//! script against, exit codes, the `ready` line, and admin commands on a
+//! running server's database.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use echo_testkit::PgTestDb;
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+fn echod(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_echod"));
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("ECHO_DATABASE_URL")
+        .env_remove("ECHO_MASTER_KEY")
+        .env("ECHO_LOG", "warn");
+    cmd
+}
+
+fn run_with_stdin(mut cmd: Command, stdin: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A running server, killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+    stdout_lines: Vec<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `echod <args>` and waits for its `ready <addr>` line.
+fn start(mut cmd: Command) -> Server {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout_lines = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        stdout_lines.push(line.clone());
+        if let Some(addr) = line.strip_prefix("ready ") {
+            return Server {
+                child,
+                addr: addr.to_owned(),
+                stdout_lines,
+            };
+        }
+    }
+    panic!("server exited before printing ready: {stdout_lines:?}");
+}
+
+async fn client_credentials(addr: &str, client: &str, secret: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/token"))
+        .basic_auth(client, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serve_prints_ready_and_admin_commands_work_while_it_runs() {
+    let dir = echo_testkit::data_dir();
+    let mut cmd = echod(dir.path());
+    cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
+    let server = start(cmd);
+    assert!(server.addr.starts_with("127.0.0.1:"));
+
+    let discovery: serde_json::Value = reqwest::get(format!(
+        "http://{}/.well-known/openid-configuration",
+        server.addr
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        discovery["issuer"],
+        format!("http://{}", server.addr),
+        "issuer defaults to the listen address"
+    );
+
+    let mut add = echod(dir.path());
+    add.args([
+        "client",
+        "add",
+        "svc-a",
+        "--secret-stdin",
+        "--grant",
+        "client_credentials",
+        "--audience",
+        "audit",
+    ]);
+    let out = run_with_stdin(add, &format!("{SECRET}\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let response = client_credentials(&server.addr, "svc-a", SECRET).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "a client added by the CLI works at once on the running server"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+
+    let list = echod(dir.path()).args(["client", "list"]).output().unwrap();
+    let listing = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listing.contains("svc-a") && listing.contains("audit"),
+        "{listing}"
+    );
+    assert!(!listing.contains(SECRET), "the secret is never listed");
+
+    let key_mode = std::fs::metadata(dir.path().join("master.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(key_mode, 0o600);
+}
+
+#[test]
+fn bad_admin_input_is_a_clear_error_and_a_nonzero_exit() {
+    let dir = echo_testkit::data_dir();
+    let mut ok = echod(dir.path());
+    ok.args([
+        "client",
+        "add",
+        "web",
+        "--generate-secret",
+        "--redirect-uri",
+        "https://app.test/cb",
+    ]);
+    let out = ok.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let secret = printed
+        .lines()
+        .find_map(|l| l.split("store it now): ").nth(1))
+        .unwrap();
+    assert_eq!(secret.len(), 43, "256-bit generated secret");
+
+    let cases: [(&[&str], &str, &str); 5] = [
+        (
+            &["client", "add", "x", "--public", "--grant", "password"],
+            "",
+            "invalid value 'password'",
+        ),
+        (
+            &[
+                "client",
+                "add",
+                "x",
+                "--public",
+                "--redirect-uri",
+                "not a uri",
+            ],
+            "",
+            "malformed redirect URI",
+        ),
+        (
+            &[
+                "client",
+                "add",
+                "web",
+                "--generate-secret",
+                "--redirect-uri",
+                "https://app.test/cb",
+            ],
+            "",
+            "client web already exists",
+        ),
+        (
+            &[
+                "client",
+                "add",
+                "y",
+                "--secret-stdin",
+                "--grant",
+                "client_credentials",
+            ],
+            "short\n",
+            "client secret too short",
+        ),
+        (&["client", "add", "z"], "", "required"),
+    ];
+    for (args, stdin, expected) in cases {
+        let mut cmd = echod(dir.path());
+        cmd.args(args);
+        let out = run_with_stdin(cmd, stdin);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+
+    let mut user = echod(dir.path());
+    user.args([
+        "user",
+        "add",
+        "alice",
+        "--password-stdin",
+        "--role",
+        "auditor",
+    ]);
+    assert!(
+        run_with_stdin(user, "correct horse battery\n")
+            .status
+            .success()
+    );
+    let mut dup = echod(dir.path());
+    dup.args(["user", "add", "alice", "--password-stdin"]);
+    let out = run_with_stdin(dup, "another password\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user alice already exists"));
+    let mut short = echod(dir.path());
+    short.args(["user", "add", "bob", "--password-stdin"]);
+    assert!(!run_with_stdin(short, "short\n").status.success());
+    let list = echod(dir.path()).args(["user", "list"]).output().unwrap();
+    let listing = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listing.contains("alice") && listing.contains("auditor") && !listing.contains("bob"),
+        "{listing}"
+    );
+}
+
+#[tokio::test]
+async fn up_bootstraps_an_admin_once() {
+    let dir = echo_testkit::data_dir();
+    let first = {
+        let mut cmd = echod(dir.path());
+        cmd.args(["up", "--listen", "127.0.0.1:0"]);
+        start(cmd)
+    };
+    let banner = first.stdout_lines.join("\n");
+    let password = banner
+        .split("password ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no bootstrap password in {banner:?}"))
+        .to_owned();
+    assert!(password.len() >= 32);
+    drop(first);
+
+    let second = {
+        let mut cmd = echod(dir.path());
+        cmd.args(["up", "--listen", "127.0.0.1:0"]);
+        start(cmd)
+    };
+    assert!(
+        !second.stdout_lines.join("\n").contains("password"),
+        "the password is printed only once"
+    );
+    let list = echod(dir.path()).args(["user", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("admin"));
+}
+
+#[tokio::test]
+async fn a_wrong_master_key_is_refused_at_start() {
+    let dir = echo_testkit::data_dir();
+    drop(start({
+        let mut cmd = echod(dir.path());
+        cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
+        cmd
+    }));
+    let out = echod(dir.path())
+        .args(["serve", "identity", "--listen", "127.0.0.1:0"])
+        .env(
+            "ECHO_MASTER_KEY",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open signing key"));
+}
+
+#[tokio::test]
+async fn postgres_backend_serves_when_echo_database_url_is_set() {
+    let Some(db) = PgTestDb::create("postgres_backend_serves_when_echo_database_url_is_set").await
+    else {
+        return;
+    };
+    let dir = echo_testkit::data_dir();
+    let mut add = echod(dir.path());
+    add.env("ECHO_DATABASE_URL", &db.url).args([
+        "client",
+        "add",
+        "svc-a",
+        "--secret-stdin",
+        "--grant",
+        "client_credentials",
+        "--audience",
+        "audit",
+    ]);
+    assert!(run_with_stdin(add, &format!("{SECRET}\n")).status.success());
+    {
+        let mut cmd = echod(dir.path());
+        cmd.env("ECHO_DATABASE_URL", &db.url).args([
+            "serve",
+            "identity",
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        let server = start(cmd);
+        assert_eq!(
+            client_credentials(&server.addr, "svc-a", SECRET)
+                .await
+                .status(),
+            200
+        );
+    }
+    assert!(
+        !dir.path().join("echo.db").exists(),
+        "no SQLite file when PostgreSQL is configured"
+    );
+    db.drop_db().await;
+}
