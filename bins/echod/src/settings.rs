@@ -1,7 +1,7 @@
 //! Where state lives and the secrets that protect it.
 
 use std::fs;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ pub fn init_logging() {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if std::env::var("ECHO_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();

@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod authorize;
+mod client_cache;
 mod config;
 mod error;
 pub mod http;

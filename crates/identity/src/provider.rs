@@ -10,6 +10,7 @@ use echo_store::Store;
 use echo_verify::{Claims, Expectations, Verifier, VerifierOptions, VerifyError};
 use serde_json::{Value, json};
 
+use crate::client_cache::ClientCache;
 use crate::config::MAX_ACCESS_TOKEN_TTL;
 use crate::rate_limit::RateLimiter;
 use crate::{IdentityConfig, IdentityError, KeyRing, Result};
@@ -33,6 +34,7 @@ pub struct Provider {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) csrf_key: aws_lc_rs::hmac::Key,
     pub(crate) login_limiter: RateLimiter,
+    pub(crate) clients: ClientCache,
     discovery_json: Bytes,
 }
 
@@ -75,6 +77,7 @@ impl Provider {
         let discovery_json = Bytes::from(discovery(&config, &keys).to_string());
         Ok(Self {
             login_limiter: RateLimiter::new(config.login_attempts_per_minute, 60),
+            clients: ClientCache::new(10_000),
             csrf_key: master.subkey("identity-csrf"),
             passwords: PasswordPool::for_this_machine(),
             config,

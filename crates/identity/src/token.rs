@@ -2,6 +2,8 @@
 //! authentication (§2.3.1), PKCE verification (RFC 7636 §4.6), and the
 //! tokens themselves: RFC 9068 access tokens and OIDC ID tokens.
 
+use std::sync::Arc;
+
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::{
     b64url, constant_time_eq, random_bytes, sha256, token_hash, verify_client_secret,
@@ -133,7 +135,7 @@ impl Provider {
         params: &TokenParams,
         basic: Option<BasicCredentials>,
         meta: &RequestMeta,
-    ) -> Result<Client> {
+    ) -> Result<Arc<Client>> {
         let used_basic = basic.is_some();
         let (client_id, secret) = match (basic, &params.client_secret) {
             (Some(_), Some(_)) => {
@@ -161,7 +163,10 @@ impl Provider {
                 (id, secret.clone())
             }
         };
-        let client = self.store.client(&client_id).await?;
+        let client = self
+            .clients
+            .get(&*self.store, &client_id, self.clock.now())
+            .await?;
         let authenticated = match (&client, &secret) {
             (Some(c), Some(secret)) => c
                 .secret_hash

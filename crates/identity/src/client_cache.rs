@@ -1,0 +1,50 @@
+//! Client registrations on the token endpoint's hot path.
+//!
+//! Every token request authenticates its client. Reading the registration
+//! from the database each time costs more than signing the token (measured:
+//! the SQLite round trip through its worker thread dominated a
+//! client-credentials request), so found registrations are kept for
+//! [`CLIENT_CACHE_SECONDS`]. Unknown ids are never cached, so a client added
+//! with `echod client add` works at once; a changed registration takes
+//! effect within that bound.
+
+use std::sync::Arc;
+
+use echo_store::{Client, ClientStore};
+use quick_cache::sync::Cache;
+
+use crate::Result;
+
+pub const CLIENT_CACHE_SECONDS: i64 = 2;
+
+pub(crate) struct ClientCache {
+    entries: Cache<String, (Arc<Client>, i64)>,
+}
+
+impl ClientCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: Cache::new(capacity),
+        }
+    }
+
+    /// The registration of `id`, from memory if read less than
+    /// [`CLIENT_CACHE_SECONDS`] ago.
+    pub async fn get(
+        &self,
+        store: &dyn ClientStore,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<Arc<Client>>> {
+        if let Some((client, read_at)) = self.entries.get(id)
+            && now - read_at < CLIENT_CACHE_SECONDS
+        {
+            return Ok(Some(client));
+        }
+        let client = store.client(id).await?.map(Arc::new);
+        if let Some(client) = &client {
+            self.entries.insert(id.to_owned(), (client.clone(), now));
+        }
+        Ok(client)
+    }
+}
