@@ -75,6 +75,14 @@ async fn start_identity(
 
 pub async fn serve_identity(data_dir: &Path, args: &IdentityArgs) -> anyhow::Result<()> {
     let store = open_store(data_dir).await?;
+    run_identity(data_dir, args, store).await
+}
+
+async fn run_identity(
+    data_dir: &Path,
+    args: &IdentityArgs,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
     let (listener, provider) =
         start_identity(data_dir, args, store, Arc::new(LogAuditSink)).await?;
     tracing::info!(issuer = %provider.config().issuer, "identity listening");
@@ -105,9 +113,5 @@ async fn bootstrap(store: &dyn Store) -> anyhow::Result<()> {
 pub async fn up(data_dir: &Path, args: &IdentityArgs) -> anyhow::Result<()> {
     let store = open_store(data_dir).await?;
     bootstrap(&*store).await?;
-    let (listener, provider) =
-        start_identity(data_dir, args, store, Arc::new(LogAuditSink)).await?;
-    announce_ready(&listener)?;
-    echo_identity::serve(listener, provider, shutdown_signal()).await?;
-    Ok(())
+    run_identity(data_dir, args, store).await
 }

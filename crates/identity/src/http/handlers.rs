@@ -71,24 +71,15 @@ fn authorize_failure(error: AuthorizeError) -> Response {
     }
 }
 
-/// The authorize parameters carried through the login form as hidden fields.
-fn hidden_fields(params: &AuthorizeParams) -> Vec<(&'static str, String)> {
-    let fields = [
-        ("response_type", &params.response_type),
-        ("client_id", &params.client_id),
-        ("redirect_uri", &params.redirect_uri),
-        ("scope", &params.scope),
-        ("state", &params.state),
-        ("nonce", &params.nonce),
-        ("code_challenge", &params.code_challenge),
-        ("code_challenge_method", &params.code_challenge_method),
-        ("resource", &params.resource),
-        ("audience", &params.audience),
-    ];
-    fields
-        .into_iter()
-        .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
-        .collect()
+/// Request parameters carried through a form as hidden fields.
+fn hidden_fields(params: &impl serde::Serialize) -> Vec<(String, String)> {
+    match serde_json::to_value(params) {
+        Ok(serde_json::Value::Object(map)) => map
+            .into_iter()
+            .filter_map(|(name, value)| value.as_str().map(|v| (name, v.to_owned())))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn login_page(
@@ -306,18 +297,6 @@ async fn sign_out(
     }
 }
 
-fn logout_hidden(params: &LogoutParams) -> Vec<(&'static str, String)> {
-    [
-        ("id_token_hint", &params.id_token_hint),
-        ("post_logout_redirect_uri", &params.post_logout_redirect_uri),
-        ("state", &params.state),
-        ("client_id", &params.client_id),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
-    .collect()
-}
-
 /// GET /logout: with a valid `id_token_hint` the client asked for it, so
 /// sign out at once; otherwise ask the user to confirm (CSRF-protected).
 pub async fn logout(
@@ -345,7 +324,7 @@ pub async fn logout(
         StatusCode::OK,
         &LogoutPage {
             csrf: p.csrf_token(&nonce),
-            hidden: logout_hidden(&params),
+            hidden: hidden_fields(&params),
         },
     );
     add_cookies(&mut response, &set.into_iter().collect::<Vec<_>>());

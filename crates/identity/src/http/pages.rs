@@ -14,7 +14,7 @@ use crate::IdentityError;
 pub struct LoginPage<'a> {
     pub client_id: &'a str,
     pub csrf: String,
-    pub hidden: Vec<(&'static str, String)>,
+    pub hidden: Vec<(String, String)>,
     pub username: &'a str,
     pub error: Option<&'static str>,
 }
@@ -30,7 +30,7 @@ pub struct ErrorPage<'a> {
 #[template(path = "logout.html")]
 pub struct LogoutPage {
     pub csrf: String,
-    pub hidden: Vec<(&'static str, String)>,
+    pub hidden: Vec<(String, String)>,
 }
 
 #[derive(Template)]
