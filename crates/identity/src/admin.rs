@@ -77,6 +77,11 @@ fn check_name(kind: &str, value: &str, extra: &[char]) -> Result<()> {
 fn check_redirect_uri(uri: &str) -> Result<()> {
     let bad = |why: &str| IdentityError::BadInput(format!("malformed redirect URI {uri:?}: {why}"));
     let parsed = Url::parse(uri).map_err(|e| bad(&e.to_string()))?;
+    // Compared as written at /authorize but redirected to as parsed: the two
+    // must be the same URL (`http:///x` would otherwise send users to `x`).
+    if parsed.as_str() != uri {
+        return Err(bad(&format!("write it in normal form: {parsed}")));
+    }
     if parsed.fragment().is_some() {
         return Err(bad("a fragment is not allowed"));
     }

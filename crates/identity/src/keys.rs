@@ -118,15 +118,6 @@ impl KeyRing {
     pub fn jwks_json(&self) -> Bytes {
         self.ring().map(|r| r.jwks_json.clone()).unwrap_or_default()
     }
-
-    /// Algorithms that have a signing key.
-    pub fn algorithms(&self) -> Vec<Algorithm> {
-        let ring = self.ring();
-        Algorithm::ALL
-            .into_iter()
-            .filter(|alg| ring.as_ref().is_some_and(|r| r.signers.contains_key(alg)))
-            .collect()
-    }
 }
 
 /// Identity verifies its own tokens (userinfo, `/verify`, `id_token_hint`)

@@ -153,8 +153,16 @@ pub struct LogoutPlan {
 
 impl Provider {
     /// Validates a logout request. The redirect URI must exactly match one
-    /// the client registered, so logout is never an open redirector.
-    pub async fn plan_logout(&self, params: &LogoutParams) -> Result<LogoutPlan> {
+    /// the client registered, so logout is never an open redirector. The
+    /// logout is `confirmed` only when the hint names the user whose session
+    /// it would end (`session_user`): anyone's old ID token in a link must
+    /// not sign another user out unasked.
+    pub async fn plan_logout(
+        &self,
+        params: &LogoutParams,
+        session_user: Option<&str>,
+    ) -> Result<LogoutPlan> {
+        let mut hint_subject = None;
         let hinted_client = match params.id_token_hint.as_deref() {
             Some(hint) => {
                 let expect = echo_verify::Expectations {
@@ -165,6 +173,7 @@ impl Provider {
                 let claims = self.verifier.verify(hint, &expect).await.map_err(|e| {
                     IdentityError::InvalidRequest(format!("id_token_hint is not valid: {e}"))
                 })?;
+                hint_subject = Some(claims.sub.clone());
                 match &claims.aud {
                     echo_verify::Audience::One(client) => Some(client.clone()),
                     echo_verify::Audience::Many(many) => many.first().cloned(),
@@ -194,8 +203,13 @@ impl Provider {
                 Some(crate::authorize::redirect_with(uri, &state))
             }
         };
+        let confirmed = match (hint_subject.as_deref(), session_user) {
+            (Some(hinted), Some(current)) => hinted == current,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
         Ok(LogoutPlan {
-            confirmed: hinted_client.is_some(),
+            confirmed,
             redirect,
         })
     }

@@ -74,7 +74,7 @@ impl Provider {
             },
             clock.clone(),
         );
-        let discovery_json = Bytes::from(discovery(&config, &keys).to_string());
+        let discovery_json = Bytes::from(discovery(&config).to_string());
         Ok(Self {
             login_limiter: RateLimiter::new(config.login_attempts_per_minute, 60),
             clients: ClientCache::new(10_000),
@@ -160,14 +160,7 @@ impl Provider {
 }
 
 /// OpenID Connect Discovery 1.0 §3 metadata.
-fn discovery(config: &IdentityConfig, keys: &KeyRing) -> Value {
-    let mut id_token_algs = vec!["RS256"];
-    id_token_algs.extend(
-        keys.algorithms()
-            .into_iter()
-            .map(Algorithm::as_str)
-            .filter(|a| *a != "RS256"),
-    );
+fn discovery(config: &IdentityConfig) -> Value {
     json!({
         "issuer": config.issuer,
         "authorization_endpoint": config.endpoint("/authorize"),
@@ -179,7 +172,7 @@ fn discovery(config: &IdentityConfig, keys: &KeyRing) -> Value {
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "client_credentials"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": id_token_algs,
+        "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["openid", "profile", "email"],

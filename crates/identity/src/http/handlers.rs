@@ -312,7 +312,15 @@ pub async fn logout(
             "The logout request is malformed.",
         );
     };
-    let plan = match p.plan_logout(&params).await {
+    let sso = cookie(
+        &headers,
+        &cookie_name(p.config().secure_cookies(), SSO_COOKIE),
+    );
+    let session_user = match p.session_user(sso).await {
+        Ok(session) => session.map(|(user, _)| user.id),
+        Err(e) => return error_as_page(e),
+    };
+    let plan = match p.plan_logout(&params, session_user.as_deref()).await {
         Ok(plan) => plan,
         Err(e) => return error_as_page(e),
     };
@@ -359,7 +367,8 @@ pub async fn logout_confirmed(
     ) {
         return error_as_page(e);
     }
-    match p.plan_logout(&form.params).await {
+    // The user confirmed with a CSRF-checked form: whoever the hint names.
+    match p.plan_logout(&form.params, None).await {
         Ok(plan) => sign_out(&p, &headers, &meta, plan.redirect).await,
         Err(e) => error_as_page(e),
     }

@@ -1,0 +1,9 @@
+//! Black-box tests of the identity provider: every test starts a real
+//! server on an ephemeral port and talks to it over HTTP, as a browser, a
+//! relying party (the `openidconnect` crate) or a service would.
+
+mod attacks;
+mod common;
+mod flows;
+mod logout;
+mod rp;
