@@ -71,6 +71,8 @@ fn start(mut cmd: Command) -> Server {
             };
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("server exited before printing ready: {stdout_lines:?}");
 }
 
