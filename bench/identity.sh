@@ -25,8 +25,8 @@ SECRET="$(head -c 32 /dev/urandom | base64 | tr -d '=+/' | head -c 43)"
 echo "$SECRET" | "$ECHOD" --data-dir "$DATA" client add svc-a --secret-stdin \
   --grant client_credentials --audience logging-service --scope logs:write >/dev/null
 
-# Start to `ready` (ms): first start creates keys, later ones load them.
-start_ms() {
+# Starts echod on core 0; sets PID and START_MS (spawn to `ready` line).
+start() {
   local t0 t1
   t0=$(date +%s%N)
   exec 3< <(taskset -c 0 "$ECHOD" --data-dir "$DATA" serve identity --listen "127.0.0.1:$PORT" 2>>"$OUT/echod.log"; echo "exited")
@@ -35,15 +35,14 @@ start_ms() {
   t1=$(date +%s%N)
   [[ "$line" == ready* ]] || { echo "echod did not start" >&2; exit 1; }
   PID="$(pgrep -n -f "echod --data-dir $DATA serve identity")"
-  echo $(( (t1 - t0) / 1000000 ))
+  START_MS=$(( (t1 - t0) / 1000000 ))
 }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; sleep 0.3; }
 
-first="$(start_ms)"; stop
+start; first="$START_MS"; stop
 ready=()
-for _ in 1 2 3 4 5; do ready+=("$(start_ms)"); stop; done
-PID=""
-start_ms > /dev/null
+for _ in 1 2 3 4 5; do start; ready+=("$START_MS"); stop; done
+start
 sleep 2
 idle_kb="$(awk '/^VmRSS/ {print $2}' "/proc/$PID/status")"
 

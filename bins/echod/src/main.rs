@@ -73,7 +73,7 @@ pub struct IdentityArgs {
     #[arg(long, env = "ECHO_ISSUER")]
     pub issuer: Option<String>,
     /// Algorithm of access tokens.
-    #[arg(long, env = "ECHO_ACCESS_TOKEN_ALG", value_enum, default_value_t = TokenAlg::Es256)]
+    #[arg(long, env = "ECHO_ACCESS_TOKEN_ALG", value_enum, default_value_t = TokenAlg::EdDsa)]
     pub access_token_alg: TokenAlg,
 }
 

@@ -23,9 +23,11 @@ impl IdentityConfig {
     pub fn new(issuer: &str) -> Self {
         Self {
             issuer: issuer.trim_end_matches('/').to_owned(),
-            // ES256: measured fastest to sign among the algorithms whose
-            // verification keeps up too (see BENCHMARKS.md, "JWS algorithms").
-            access_token_alg: Algorithm::ES256,
+            // EdDSA: measured on aws-lc-rs, it signs 2x faster than ES256
+            // and 30x faster than RS256, and verifies 1.6x faster than ES256
+            // (BENCHMARKS.md, "JWS algorithms"). RS256 verifies fastest but
+            // cannot sign at the issuance rate a mesh needs.
+            access_token_alg: Algorithm::EdDSA,
             access_token_ttl: 10 * 60,
             id_token_ttl: 60 * 60,
             code_ttl: 60,
