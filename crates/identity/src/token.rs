@@ -189,18 +189,23 @@ impl Provider {
 
     /// The audience asked for (`resource`, RFC 8707, or `audience`), which
     /// must be one the client may have; else its first allowed audience.
+    /// With an audience authorized at `/authorize`, the token request may
+    /// only repeat it (RFC 8707 §2.2), not swap it for another.
     fn choose_audience(
         &self,
         client: &Client,
         params: &TokenParams,
         asked_at_authorize: Option<&str>,
     ) -> Result<Option<String>> {
-        match params
-            .resource
-            .as_deref()
-            .or(params.audience.as_deref())
-            .or(asked_at_authorize)
+        let asked_now = params.resource.as_deref().or(params.audience.as_deref());
+        if let (Some(now), Some(authorized)) = (asked_now, asked_at_authorize)
+            && now != authorized
         {
+            return Err(IdentityError::InvalidTarget(
+                "the audience differs from the one authorized".into(),
+            ));
+        }
+        match asked_now.or(asked_at_authorize) {
             Some(aud) if client.audiences.iter().any(|a| a == aud) => Ok(Some(aud.to_owned())),
             Some(_) => Err(IdentityError::InvalidTarget(
                 "the requested audience is not allowed for this client".into(),

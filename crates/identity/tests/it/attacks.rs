@@ -956,3 +956,31 @@ async fn password_guessing_is_rate_limited_per_client_address() {
     let page = browser.submit_login(&server, &form, USER, PASSWORD).await;
     code_from(&server, &page, &params);
 }
+
+/// RFC 8707 §2.2: the token request may repeat the audience authorized at
+/// `/authorize`, never swap it for another the client may also have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_request_cannot_widen_the_authorized_audience() {
+    let server = Server::start().await;
+    let browser = Browser::new();
+    let pkce = Pkce::new();
+    let params = Params::code_flow(WEB, WEB_REDIRECT, &pkce).set("resource", "gateway");
+    let code = browser.login_for_code(&server, &params).await;
+    let swapped = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", WEB_REDIRECT),
+        ("code_verifier", pkce.verifier.as_str()),
+        ("audience", "audit"),
+    ];
+    let page = token_request(&server, ClientAuth::Basic(WEB, WEB_SECRET), &swapped).await;
+    assert_oauth_error(&page, StatusCode::BAD_REQUEST, "invalid_target");
+
+    let code = browser.login_for_code(&server, &params).await;
+    let tokens = redeem(&server, &code, Some(&pkce.verifier)).await.json();
+    let (_, claims) = decode_jwt(tokens["access_token"].as_str().expect("access token"));
+    assert_eq!(
+        claims["aud"][0], "gateway",
+        "the authorized audience, not the client's first"
+    );
+}

@@ -198,7 +198,7 @@ async fn register_fixtures(
         NewClient {
             redirect_uris: vec![WEB_REDIRECT.into()],
             post_logout_redirect_uris: vec![WEB_LOGOUT.into()],
-            audiences: vec!["audit".into()],
+            audiences: vec!["audit".into(), "gateway".into()],
             ..client(WEB, ClientSecret::Provided(WEB_SECRET.into()))
         },
         NewClient {
