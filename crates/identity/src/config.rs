@@ -17,6 +17,10 @@ pub struct IdentityConfig {
     pub sso_session_ttl: i64,
     /// Failed-or-not login attempts allowed per IP per minute.
     pub login_attempts_per_minute: u32,
+    /// Failed client authentications at the token endpoint allowed per IP
+    /// per minute; past it the IP gets 429 until the minute ends. Only
+    /// failures count, so a busy service is never slowed.
+    pub client_auth_failures_per_minute: u32,
 }
 
 impl IdentityConfig {
@@ -33,6 +37,7 @@ impl IdentityConfig {
             code_ttl: 60,
             sso_session_ttl: 8 * 60 * 60,
             login_attempts_per_minute: 30,
+            client_auth_failures_per_minute: 30,
         }
     }
 

@@ -34,6 +34,7 @@ pub struct Provider {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) csrf_key: aws_lc_rs::hmac::Key,
     pub(crate) login_limiter: RateLimiter,
+    pub(crate) client_auth_failures: RateLimiter,
     pub(crate) clients: ClientCache,
     discovery_json: Bytes,
 }
@@ -77,6 +78,7 @@ impl Provider {
         let discovery_json = Bytes::from(discovery(&config).to_string());
         Ok(Self {
             login_limiter: RateLimiter::new(config.login_attempts_per_minute, 60),
+            client_auth_failures: RateLimiter::new(config.client_auth_failures_per_minute, 60),
             clients: ClientCache::new(10_000),
             csrf_key: master.subkey("identity-csrf"),
             passwords: PasswordPool::for_this_machine(),

@@ -22,6 +22,19 @@ impl RateLimiter {
         }
     }
 
+    /// `Some(seconds)` while `key` is over its limit in the current window,
+    /// without counting a hit.
+    pub fn blocked(&self, key: &str, now: i64) -> Option<u64> {
+        let window_start = now - now.rem_euclid(self.window);
+        let counts = self.counts.lock().ok()?;
+        match counts.get(key) {
+            Some(&(start, count)) if start == window_start && count >= self.limit => {
+                Some((window_start + self.window - now).max(1) as u64)
+            }
+            _ => None,
+        }
+    }
+
     /// Counts one hit; `Err(seconds)` until the window ends once over limit.
     pub fn check(&self, key: &str, now: i64) -> Result<(), u64> {
         let window_start = now - now.rem_euclid(self.window);
@@ -56,5 +69,14 @@ mod tests {
         assert_eq!(limiter.check("ip", 610), Err(50));
         assert!(limiter.check("other", 610).is_ok());
         assert!(limiter.check("ip", 660).is_ok());
+    }
+
+    #[test]
+    fn blocked_only_reads() {
+        let limiter = RateLimiter::new(1, 60);
+        assert_eq!(limiter.blocked("ip", 600), None);
+        assert!(limiter.check("ip", 600).is_ok());
+        assert_eq!(limiter.blocked("ip", 610), Some(50));
+        assert_eq!(limiter.blocked("ip", 660), None);
     }
 }

@@ -136,6 +136,11 @@ impl Provider {
         basic: Option<BasicCredentials>,
         meta: &RequestMeta,
     ) -> Result<Arc<Client>> {
+        let now = self.clock.now();
+        let ip = meta.ip.as_deref().unwrap_or("unknown");
+        if let Some(retry_after) = self.client_auth_failures.blocked(ip, now) {
+            return Err(IdentityError::RateLimited { retry_after });
+        }
         let used_basic = basic.is_some();
         let (client_id, secret) = match (basic, &params.client_secret) {
             (Some(_), Some(_)) => {
@@ -163,10 +168,7 @@ impl Provider {
                 (id, secret.clone())
             }
         };
-        let client = self
-            .clients
-            .get(&*self.store, &client_id, self.clock.now())
-            .await?;
+        let client = self.clients.get(&*self.store, &client_id, now).await?;
         let authenticated = match (&client, &secret) {
             (Some(c), Some(secret)) => c
                 .secret_hash
@@ -178,6 +180,8 @@ impl Provider {
         match client {
             Some(client) if authenticated => Ok(client),
             _ => {
+                // Counted only to refuse further guesses; the answer is the same.
+                let _ = self.client_auth_failures.check(ip, now);
                 self.audit(
                     AuditEvent::failure("oauth.client.auth_failure").detail("client_id", client_id),
                     meta,

@@ -61,6 +61,23 @@ fn csrf_nonce(p: &Provider, headers: &HeaderMap) -> (String, Option<String>) {
     }
 }
 
+/// The refusal of a form whose CSRF token does not match this browser's
+/// cookie, if it does not.
+fn csrf_refusal(p: &Provider, headers: &HeaderMap, token: Option<&str>) -> Option<Response> {
+    let name = cookie_name(p.config().secure_cookies(), CSRF_COOKIE);
+    p.check_csrf(cookie(headers, &name), token)
+        .err()
+        .map(error_as_page)
+}
+
+/// The SSO session cookie's value, if the browser sent one.
+fn sso_cookie<'h>(p: &Provider, headers: &'h HeaderMap) -> Option<&'h str> {
+    cookie(
+        headers,
+        &cookie_name(p.config().secure_cookies(), SSO_COOKIE),
+    )
+}
+
 fn authorize_failure(error: AuthorizeError) -> Response {
     match error {
         AuthorizeError::Untrusted(message) => {
@@ -121,10 +138,7 @@ pub async fn authorize(
         Ok(request) => request,
         Err(e) => return authorize_failure(e),
     };
-    let sso = cookie(
-        &headers,
-        &cookie_name(p.config().secure_cookies(), SSO_COOKIE),
-    );
+    let sso = sso_cookie(&p, &headers);
     let session = match p.session_user(sso).await {
         Ok(session) => session,
         Err(e) => return error_as_page(e),
@@ -170,13 +184,10 @@ pub async fn login(
             "The login form is malformed.",
         );
     };
-    let secure = p.config().secure_cookies();
-    if let Err(e) = p.check_csrf(
-        cookie(&headers, &cookie_name(secure, CSRF_COOKIE)),
-        form.csrf.as_deref(),
-    ) {
-        return error_as_page(e);
+    if let Some(refused) = csrf_refusal(&p, &headers, form.csrf.as_deref()) {
+        return refused;
     }
+    let secure = p.config().secure_cookies();
     let request = match p.validate_authorize(form.authorize).await {
         Ok(request) => request,
         Err(e) => return authorize_failure(e),
@@ -312,10 +323,7 @@ pub async fn logout(
             "The logout request is malformed.",
         );
     };
-    let sso = cookie(
-        &headers,
-        &cookie_name(p.config().secure_cookies(), SSO_COOKIE),
-    );
+    let sso = sso_cookie(&p, &headers);
     let session_user = match p.session_user(sso).await {
         Ok(session) => session.map(|(user, _)| user.id),
         Err(e) => return error_as_page(e),
@@ -360,12 +368,8 @@ pub async fn logout_confirmed(
             "The logout form is malformed.",
         );
     };
-    let secure = p.config().secure_cookies();
-    if let Err(e) = p.check_csrf(
-        cookie(&headers, &cookie_name(secure, CSRF_COOKIE)),
-        form.csrf.as_deref(),
-    ) {
-        return error_as_page(e);
+    if let Some(refused) = csrf_refusal(&p, &headers, form.csrf.as_deref()) {
+        return refused;
     }
     // The user confirmed with a CSRF-checked form: whoever the hint names.
     match p.plan_logout(&form.params, None).await {

@@ -984,3 +984,39 @@ async fn token_request_cannot_widen_the_authorized_audience() {
         "the authorized audience, not the client's first"
     );
 }
+
+/// Guessing a client secret: past the per-IP failure limit even the right
+/// secret is refused with 429 until the window ends, while a client that
+/// authenticates correctly is never counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_secret_guessing_is_rate_limited_per_client_address() {
+    let (server, clock) =
+        Server::start_manual(|config| config.client_auth_failures_per_minute = 3).await;
+    let grant = [("grant_type", "client_credentials")];
+    for _ in 0..5 {
+        let page = token_request(&server, ClientAuth::Basic(SVC, SVC_SECRET), &grant).await;
+        assert_eq!(page.status, StatusCode::OK, "successes are not counted");
+    }
+    for guess in [
+        "guess-one-0123456789abcdef0123456789",
+        "guess-two",
+        "guess-three",
+    ] {
+        let page = token_request(&server, ClientAuth::Basic(SVC, guess), &grant).await;
+        assert_oauth_error(&page, StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    let page = token_request(&server, ClientAuth::Basic(SVC, SVC_SECRET), &grant).await;
+    assert_oauth_error(&page, StatusCode::TOO_MANY_REQUESTS, "slow_down");
+    assert!(
+        page.header("retry-after")
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|s| (1..=60).contains(&s))
+    );
+    clock.advance(60);
+    let page = token_request(&server, ClientAuth::Basic(SVC, SVC_SECRET), &grant).await;
+    assert_eq!(
+        page.status,
+        StatusCode::OK,
+        "the next window lets the client in"
+    );
+}
