@@ -43,13 +43,19 @@ pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The master key: `ECHO_MASTER_KEY`, else `<data>/master.key`, created
-/// (mode 0600) on first run.
-pub fn master_key(dir: &Path) -> anyhow::Result<MasterKey> {
-    if let Ok(text) = std::env::var(MASTER_KEY_VAR) {
-        return MasterKey::parse(&text).with_context(|| format!("{MASTER_KEY_VAR} is invalid"));
+/// A secret kept outside the database: the environment variable `env_var`,
+/// else the file `<dir>/<file>`, created (mode 0600) with `generate()` on
+/// first run and refused if others can read it.
+fn secret_text(
+    dir: &Path,
+    env_var: &str,
+    file: &str,
+    generate: impl FnOnce() -> String,
+) -> anyhow::Result<String> {
+    if let Ok(text) = std::env::var(env_var) {
+        return Ok(text);
     }
-    let path = dir.join("master.key");
+    let path = dir.join(file);
     if path.exists() {
         let mode = fs::metadata(&path)?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
@@ -58,20 +64,27 @@ pub fn master_key(dir: &Path) -> anyhow::Result<MasterKey> {
                 path.display()
             );
         }
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        return MasterKey::parse(&text).with_context(|| format!("{} is invalid", path.display()));
+        return fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()));
     }
-    let key = MasterKey::generate();
+    let text = generate();
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    writeln!(file, "{}", key.encode())?;
-    tracing::info!(path = %path.display(), "created master key");
-    Ok(key)
+    writeln!(file, "{text}")?;
+    tracing::info!(path = %path.display(), "created secret key file");
+    Ok(text)
+}
+
+/// The master key that seals signing keys: `ECHO_MASTER_KEY` or `master.key`.
+pub fn master_key(dir: &Path) -> anyhow::Result<MasterKey> {
+    let text = secret_text(dir, MASTER_KEY_VAR, "master.key", || {
+        MasterKey::generate().encode()
+    })?;
+    MasterKey::parse(&text).with_context(|| format!("{MASTER_KEY_VAR} or master.key is invalid"))
 }
 
 /// The configured store: PostgreSQL when `ECHO_DATABASE_URL` is set, else
