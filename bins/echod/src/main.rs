@@ -6,6 +6,7 @@
 //! Everything else lives in the crates under `crates/`.
 
 mod admin;
+mod audit;
 mod platform;
 mod settings;
 
@@ -41,7 +42,12 @@ enum Command {
         service: Service,
     },
     /// Run every service, each on its own port; bootstrap on first run.
-    Up(IdentityArgs),
+    Up(UpArgs),
+    /// Inspect the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -58,6 +64,43 @@ enum Command {
 enum Service {
     /// The OAuth 2.0 / OpenID Connect provider.
     Identity(IdentityArgs),
+    /// The tamper-evident audit log.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Address of the audit service.
+    #[arg(long, env = "ECHO_AUDIT_LISTEN", default_value = "127.0.0.1:8082")]
+    pub audit_listen: String,
+    /// Audience of tokens the audit service accepts.
+    #[arg(long, env = "ECHO_AUDIT_AUDIENCE", default_value = "audit")]
+    pub audit_audience: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// Address to listen on.
+    #[arg(
+        long = "listen",
+        env = "ECHO_AUDIT_LISTEN",
+        default_value = "127.0.0.1:8082"
+    )]
+    pub audit_listen: String,
+    /// Identity's issuer URL, whose JWKS verifies writers' tokens.
+    #[arg(long, env = "ECHO_ISSUER", default_value = "http://127.0.0.1:8081")]
+    pub issuer: String,
+    /// Audience of tokens the audit service accepts.
+    #[arg(long, env = "ECHO_AUDIT_AUDIENCE", default_value = "audit")]
+    pub audience: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the whole chain and every checkpoint signature.
+    Verify,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -179,7 +222,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             service: Service::Identity(args),
         } => platform::serve_identity(&data_dir, &args).await,
+        Command::Serve {
+            service: Service::Audit(args),
+        } => platform::serve_audit(&data_dir, &args).await,
         Command::Up(args) => platform::up(&data_dir, &args).await,
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            if audit::verify(&data_dir).await? {
+                Ok(())
+            } else {
+                anyhow::bail!("the audit chain does not verify")
+            }
+        }
         Command::User {
             command:
                 UserCommand::Add {

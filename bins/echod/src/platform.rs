@@ -15,7 +15,7 @@ use echo_store::Store;
 use tokio::net::TcpListener;
 
 use crate::settings::{master_key, open_store};
-use crate::{IdentityArgs, TokenAlg};
+use crate::{AuditArgs, IdentityArgs, TokenAlg, UpArgs, audit};
 
 /// Prints the line scripts wait for, once the socket accepts connections.
 fn announce_ready(listener: &TcpListener) -> anyhow::Result<()> {
@@ -109,9 +109,41 @@ async fn bootstrap(store: &dyn Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every service built so far, each on its own port.
-pub async fn up(data_dir: &Path, args: &IdentityArgs) -> anyhow::Result<()> {
+/// Every service built so far, each on its own port, stopped together.
+pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let store = open_store(data_dir).await?;
     bootstrap(&*store).await?;
-    run_identity(data_dir, args, store).await
+    let (identity_listener, provider) =
+        start_identity(data_dir, &args.identity, store, Arc::new(LogAuditSink)).await?;
+    let issuer = provider.config().issuer.clone();
+    let audit_listener = audit::bind(&args.audit_listen).await?;
+    let audit_app = audit::build(data_dir, &issuer, &args.audit_audience).await?;
+    announce_ready(&identity_listener)?;
+    announce_ready(&audit_listener)?;
+
+    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
+        let mut rx = stop.subscribe();
+        async move {
+            let _ = rx.recv().await;
+        }
+    };
+    let identity = echo_identity::serve(identity_listener, provider, stopped(&stop));
+    let audit = echo_audit::http::serve(audit_listener, audit_app, stopped(&stop));
+    let signal = async {
+        shutdown_signal().await;
+        let _ = stop.send(());
+    };
+    let (identity, audit, ()) = tokio::join!(identity, audit, signal);
+    identity?;
+    audit?;
+    Ok(())
+}
+
+pub async fn serve_audit(data_dir: &Path, args: &AuditArgs) -> anyhow::Result<()> {
+    let listener = audit::bind(&args.audit_listen).await?;
+    let app = audit::build(data_dir, &args.issuer, &args.audience).await?;
+    announce_ready(&listener)?;
+    echo_audit::http::serve(listener, app, shutdown_signal()).await?;
+    Ok(())
 }

@@ -46,7 +46,7 @@ pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
 /// A secret kept outside the database: the environment variable `env_var`,
 /// else the file `<dir>/<file>`, created (mode 0600) with `generate()` on
 /// first run and refused if others can read it.
-fn secret_text(
+pub fn secret_text(
     dir: &Path,
     env_var: &str,
     file: &str,

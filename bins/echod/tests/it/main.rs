@@ -9,9 +9,11 @@ use std::process::{Child, Command, Output, Stdio};
 
 use echo_testkit::PgTestDb;
 
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
+mod audit;
 
-fn echod(data_dir: &Path) -> Command {
+pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+pub fn echod(data_dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_echod"));
     cmd.arg("--data-dir")
         .arg(data_dir)
@@ -21,7 +23,7 @@ fn echod(data_dir: &Path) -> Command {
     cmd
 }
 
-fn run_with_stdin(mut cmd: Command, stdin: &str) -> Output {
+pub fn run_with_stdin(mut cmd: Command, stdin: &str) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -38,9 +40,12 @@ fn run_with_stdin(mut cmd: Command, stdin: &str) -> Output {
 }
 
 /// A running server, killed on drop.
-struct Server {
+pub struct Server {
     child: Child,
+    /// The first service's address (identity).
     addr: String,
+    /// Every `ready` address, in the order printed.
+    ready: Vec<String>,
     stdout_lines: Vec<String>,
 }
 
@@ -51,8 +56,8 @@ impl Drop for Server {
     }
 }
 
-/// Starts `echod <args>` and waits for its `ready <addr>` line.
-fn start(mut cmd: Command) -> Server {
+/// Starts `echod <args>` and waits for `services` lines `ready <addr>`.
+pub fn start(mut cmd: Command, services: usize) -> Server {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -60,15 +65,20 @@ fn start(mut cmd: Command) -> Server {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut stdout_lines = Vec::new();
+    let mut ready = Vec::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
         stdout_lines.push(line.clone());
         if let Some(addr) = line.strip_prefix("ready ") {
-            return Server {
-                child,
-                addr: addr.to_owned(),
-                stdout_lines,
-            };
+            ready.push(addr.to_owned());
+            if ready.len() == services {
+                return Server {
+                    child,
+                    addr: ready[0].clone(),
+                    ready,
+                    stdout_lines,
+                };
+            }
         }
     }
     let _ = child.kill();
@@ -76,7 +86,7 @@ fn start(mut cmd: Command) -> Server {
     panic!("server exited before printing ready: {stdout_lines:?}");
 }
 
-async fn client_credentials(addr: &str, client: &str, secret: &str) -> reqwest::Response {
+pub async fn client_credentials(addr: &str, client: &str, secret: &str) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("http://{addr}/token"))
         .basic_auth(client, Some(secret))
@@ -91,7 +101,7 @@ async fn serve_prints_ready_and_admin_commands_work_while_it_runs() {
     let dir = echo_testkit::data_dir();
     let mut cmd = echod(dir.path());
     cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
-    let server = start(cmd);
+    let server = start(cmd, 1);
     assert!(server.addr.starts_with("127.0.0.1:"));
 
     let discovery: serde_json::Value = reqwest::get(format!(
@@ -265,8 +275,14 @@ async fn up_bootstraps_an_admin_once() {
     let dir = echo_testkit::data_dir();
     let first = {
         let mut cmd = echod(dir.path());
-        cmd.args(["up", "--listen", "127.0.0.1:0"]);
-        start(cmd)
+        cmd.args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--audit-listen",
+            "127.0.0.1:0",
+        ]);
+        start(cmd, 2)
     };
     let banner = first.stdout_lines.join("\n");
     let password = banner
@@ -280,8 +296,14 @@ async fn up_bootstraps_an_admin_once() {
 
     let second = {
         let mut cmd = echod(dir.path());
-        cmd.args(["up", "--listen", "127.0.0.1:0"]);
-        start(cmd)
+        cmd.args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--audit-listen",
+            "127.0.0.1:0",
+        ]);
+        start(cmd, 2)
     };
     assert!(
         !second.stdout_lines.join("\n").contains("password"),
@@ -294,11 +316,14 @@ async fn up_bootstraps_an_admin_once() {
 #[tokio::test]
 async fn a_wrong_master_key_is_refused_at_start() {
     let dir = echo_testkit::data_dir();
-    drop(start({
-        let mut cmd = echod(dir.path());
-        cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
-        cmd
-    }));
+    drop(start(
+        {
+            let mut cmd = echod(dir.path());
+            cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
+            cmd
+        },
+        1,
+    ));
     let out = echod(dir.path())
         .args(["serve", "identity", "--listen", "127.0.0.1:0"])
         .env(
@@ -338,7 +363,7 @@ async fn postgres_backend_serves_when_echo_database_url_is_set() {
             "--listen",
             "127.0.0.1:0",
         ]);
-        let server = start(cmd);
+        let server = start(cmd, 1);
         assert_eq!(
             client_credentials(&server.addr, "svc-a", SECRET)
                 .await

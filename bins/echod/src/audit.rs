@@ -1,0 +1,138 @@
+//! `echod serve audit` and `echod audit verify`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use echo_audit::chain::{Anchor, ChainVerifier, GENESIS};
+use echo_audit::checkpoint::{NoteSigner, verify_note};
+use echo_audit::http::AuditApp;
+use echo_audit::service::AuditService;
+use echo_audit::store::AuditStore;
+use echo_core::SystemClock;
+use echo_crypto::secret::{b64url, b64url_decode, random_bytes};
+use echo_verify::{HttpJwks, Verifier, VerifierOptions};
+use tokio::net::TcpListener;
+
+use crate::settings::{ensure_data_dir, secret_text};
+
+pub const AUDIT_DATABASE_URL_VAR: &str = "ECHO_AUDIT_DATABASE_URL";
+pub const AUDIT_SIGNING_KEY_VAR: &str = "ECHO_AUDIT_SIGNING_KEY";
+/// Rows read per page while verifying, so memory stays flat.
+const VERIFY_PAGE: i64 = 10_000;
+
+/// The audit store: `ECHO_AUDIT_DATABASE_URL`, else `<data>/audit.db`. The
+/// audit log has a database of its own, apart from identity's.
+pub async fn open_audit_store(dir: &Path) -> anyhow::Result<Arc<dyn AuditStore>> {
+    ensure_data_dir(dir)?;
+    let url = std::env::var(AUDIT_DATABASE_URL_VAR)
+        .ok()
+        .filter(|u| !u.is_empty());
+    echo_audit::store::open(url.as_deref(), dir)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the audit database (set by {AUDIT_DATABASE_URL_VAR} or {}/audit.db)",
+                dir.display()
+            )
+        })
+}
+
+/// The checkpoint signing key: `ECHO_AUDIT_SIGNING_KEY` or
+/// `audit-signing.key` (0600), never the database, so whoever can rewrite
+/// the database still cannot sign a checkpoint for the rewritten chain.
+pub fn checkpoint_signer(dir: &Path, origin: &str) -> anyhow::Result<NoteSigner> {
+    let text = secret_text(dir, AUDIT_SIGNING_KEY_VAR, "audit-signing.key", || {
+        b64url(&random_bytes::<32>())
+    })?;
+    let seed: [u8; 32] = b64url_decode(text.trim())
+        .and_then(|bytes| bytes.try_into().ok())
+        .with_context(|| {
+            format!("{AUDIT_SIGNING_KEY_VAR} or audit-signing.key must be 32 bytes, base64url")
+        })?;
+    Ok(NoteSigner::from_seed(origin, &seed)?)
+}
+
+pub const AUDIT_ORIGIN_VAR: &str = "ECHO_AUDIT_ORIGIN";
+
+/// The name of this log in its checkpoints (C2SP: unique per log, stable
+/// for its life): `ECHO_AUDIT_ORIGIN`, default `echo-audit`.
+pub fn origin() -> String {
+    std::env::var(AUDIT_ORIGIN_VAR)
+        .ok()
+        .filter(|o| !o.is_empty())
+        .unwrap_or_else(|| "echo-audit".to_owned())
+}
+
+/// Builds the audit service for `issuer`'s tokens with audience `audience`.
+pub async fn build(dir: &Path, issuer: &str, audience: &str) -> anyhow::Result<Arc<AuditApp>> {
+    let store = open_audit_store(dir).await?;
+    let signer = checkpoint_signer(dir, &origin())?;
+    let jwks = HttpJwks::new(format!("{}/jwks", issuer.trim_end_matches('/')));
+    let verifier = Arc::new(Verifier::new(
+        issuer,
+        Arc::new(jwks),
+        VerifierOptions::default(),
+    ));
+    let service = AuditService::new(store, signer, Arc::new(SystemClock));
+    Ok(Arc::new(AuditApp {
+        service,
+        verifier,
+        audience: audience.to_owned(),
+    }))
+}
+
+pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))
+}
+
+/// `echod audit verify`: walks the whole chain and checks every checkpoint
+/// signature; prints `ok <count> events, head <hash>` or names the first
+/// changed, removed, inserted, reordered or truncated event.
+pub async fn verify(dir: &Path) -> anyhow::Result<bool> {
+    let store = open_audit_store(dir).await?;
+    let signer = checkpoint_signer(dir, &origin())?;
+    let vkey = signer.verifier_key();
+    let mut anchors = Vec::new();
+    for note in store.checkpoint_notes().await? {
+        match verify_note(&note, &vkey) {
+            Ok(checkpoint) => anchors.push(checkpoint.anchor()),
+            Err(e) => {
+                println!("broken: a stored checkpoint does not verify ({e})");
+                return Ok(false);
+            }
+        }
+    }
+    let mut verifier = ChainVerifier::new(
+        Anchor {
+            size: 0,
+            head: GENESIS,
+        },
+        anchors,
+    );
+    let mut after = 0;
+    loop {
+        let rows = store.rows(after, VERIFY_PAGE).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        for row in rows {
+            if let Err(broken) = verifier.push(row) {
+                println!("broken: {:?} at event {}", broken.kind, broken.event_id);
+                return Ok(false);
+            }
+        }
+    }
+    match verifier.finish() {
+        Ok(summary) => {
+            let head: String = summary.head.iter().map(|b| format!("{b:02x}")).collect();
+            println!("ok {} events, head {head}", summary.count);
+            Ok(true)
+        }
+        Err(broken) => {
+            println!("broken: {:?} at event {}", broken.kind, broken.event_id);
+            Ok(false)
+        }
+    }
+}

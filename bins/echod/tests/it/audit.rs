@@ -1,0 +1,143 @@
+//! The audit service inside `echod up`, and `echod audit verify` against
+//! each way of tampering with the stored chain.
+
+use std::path::Path;
+
+use sqlx::{Connection, SqliteConnection};
+
+use super::{SECRET, client_credentials, echod, run_with_stdin, start};
+
+/// A data directory whose audit log holds events e1..e10 from service
+/// `svc-a` and a signed checkpoint over all ten.
+async fn seeded() -> echo_testkit::TempDir {
+    let dir = echo_testkit::data_dir();
+    let mut add = echod(dir.path());
+    add.args([
+        "client",
+        "add",
+        "svc-a",
+        "--secret-stdin",
+        "--grant",
+        "client_credentials",
+        "--audience",
+        "audit",
+    ]);
+    assert!(run_with_stdin(add, &format!("{SECRET}\n")).status.success());
+    let mut up = echod(dir.path());
+    up.args([
+        "up",
+        "--listen",
+        "127.0.0.1:0",
+        "--audit-listen",
+        "127.0.0.1:0",
+    ]);
+    let server = start(up, 2);
+    let audit = server.ready[1].clone();
+    let token: serde_json::Value = client_credentials(&server.addr, "svc-a", SECRET)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let events: Vec<serde_json::Value> = (1..=10)
+        .map(|i| serde_json::json!({"id": format!("e{i}"), "level": "info", "action": "test.event", "message": format!("event {i}")}))
+        .collect();
+    let client = reqwest::Client::new();
+    let stored = client
+        .post(format!("http://{audit}/v1/events"))
+        .bearer_auth(&token)
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), 200, "{}", stored.text().await.unwrap());
+    let checkpoint = client
+        .get(format!("http://{audit}/v1/checkpoint"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(checkpoint.status(), 200);
+    drop(server);
+    dir
+}
+
+fn copy_dir(from: &Path) -> echo_testkit::TempDir {
+    let to = echo_testkit::data_dir();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.path().join(entry.file_name())).unwrap();
+    }
+    to
+}
+
+async fn tamper(dir: &Path, statements: &[&str]) {
+    let url = format!("sqlite://{}", dir.join("audit.db").display());
+    let mut db = SqliteConnection::connect(&url).await.unwrap();
+    for statement in statements {
+        sqlx::query(statement).execute(&mut db).await.unwrap();
+    }
+    db.close().await.unwrap();
+}
+
+fn verify(dir: &Path) -> (bool, String) {
+    let out = echod(dir).args(["audit", "verify"]).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_names_every_kind_of_tampering() {
+    let seeded = seeded().await;
+    let (ok, out) = verify(seeded.path());
+    assert!(ok, "{out}");
+    assert!(out.starts_with("ok 10 events, head "), "{out}");
+
+    let cases: [(&str, &[&str], &str); 5] = [
+        (
+            "change one field",
+            &["UPDATE audit_events SET message = 'nothing happened' WHERE id = 'e5'"],
+            "Changed at event e5",
+        ),
+        (
+            "delete one",
+            &["DELETE FROM audit_events WHERE id = 'e5'"],
+            "Removed at event e6",
+        ),
+        (
+            "insert one",
+            &[
+                "UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 5",
+                "UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1005",
+                "INSERT INTO audit_events SELECT 5, 'forged', time, service, level, action, actor, outcome, ip, user_agent, trace_id, 'forged', context, hash FROM audit_events WHERE seq = 4",
+            ],
+            "at event forged",
+        ),
+        (
+            "swap two",
+            &[
+                "UPDATE audit_events SET seq = -1 WHERE id = 'e4'",
+                "UPDATE audit_events SET seq = 4 WHERE id = 'e5'",
+                "UPDATE audit_events SET seq = 5 WHERE id = 'e4'",
+            ],
+            "Reordered at event e5",
+        ),
+        (
+            "truncate the tail",
+            &["DELETE FROM audit_events WHERE seq > 7"],
+            "Truncated at event e7",
+        ),
+    ];
+    for (what, statements, expected) in cases {
+        let dir = copy_dir(seeded.path());
+        tamper(dir.path(), statements).await;
+        let (ok, out) = verify(dir.path());
+        assert!(!ok, "{what}: verify passed: {out}");
+        assert!(
+            out.contains(expected),
+            "{what}: expected {expected:?}, got {out:?}"
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! The audit chain's storage: one trait, a SQLite and a PostgreSQL
+//! implementation running the same SQL (see [`sql_audit_store!`]).
+//!
+//! Appends are serialised by the single `audit_head` row, which every append
+//! updates inside its transaction: on PostgreSQL that row lock queues
+//! concurrent writers, on SQLite the single writer connection does.
+
+use async_trait::async_trait;
+
+use crate::chain::{Anchor, ChainedEvent};
+use crate::checkpoint::Checkpoint;
+use crate::event::Event;
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use postgres::PgAuditStore;
+pub use sqlite::SqliteAuditStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditStoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored audit data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = AuditStoreError> = std::result::Result<T, E>;
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Events stored now.
+    pub stored: usize,
+    /// Events already stored before (same service and id): a retried batch.
+    pub duplicates: usize,
+    pub head: Anchor,
+}
+
+/// Filters of `GET /v1/events`. Results come newest first; `before` is the
+/// keyset cursor (a `seq`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    pub service: Option<String>,
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    pub level: Option<String>,
+    pub outcome: Option<String>,
+    /// Unix milliseconds, inclusive.
+    pub since: Option<i64>,
+    /// Unix milliseconds, exclusive.
+    pub until: Option<i64>,
+    /// Substring of the message, action or actor.
+    pub text: Option<String>,
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends the events not stored before, in order, to the chain.
+    async fn append(&self, events: &[Event]) -> Result<Appended>;
+    async fn head(&self) -> Result<Anchor>;
+    /// Rows with `seq > after`, ascending, at most `limit`.
+    async fn rows(&self, after: i64, limit: i64) -> Result<Vec<ChainedEvent>>;
+    async fn query(&self, query: &EventQuery) -> Result<Vec<ChainedEvent>>;
+    async fn insert_checkpoint(&self, checkpoint: &Checkpoint, note: &str) -> Result<()>;
+    /// Every checkpoint handed out, as signed notes, oldest first.
+    async fn checkpoint_notes(&self) -> Result<Vec<String>>;
+}
+
+/// PostgreSQL when `url` is a `postgres://` URL, else `audit.db` in `data_dir`.
+pub async fn open(
+    url: Option<&str>,
+    data_dir: &std::path::Path,
+) -> Result<std::sync::Arc<dyn AuditStore>> {
+    match url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(std::sync::Arc::new(PgAuditStore::connect(url).await?))
+        }
+        _ => Ok(std::sync::Arc::new(
+            SqliteAuditStore::open(&data_dir.join("audit.db")).await?,
+        )),
+    }
+}

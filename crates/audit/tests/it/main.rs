@@ -1,0 +1,408 @@
+//! Black-box tests of the audit service over real HTTP: writers' identity,
+//! bad input, idempotent retries, reading rights, checkpoints, and the same
+//! store suite on SQLite and PostgreSQL.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use echo_audit::checkpoint::{NoteSigner, verify_note};
+use echo_audit::http::AuditApp;
+use echo_audit::service::AuditService;
+use echo_audit::store::AuditStore;
+use echo_core::SystemClock;
+use echo_crypto::{Algorithm, JwkSet, SigningKey};
+use echo_testkit::PgTestDb;
+use echo_verify::{JwksSource, Verifier, VerifierOptions, VerifyError};
+use serde_json::{Value, json};
+
+const ISSUER: &str = "http://127.0.0.1:8081";
+
+struct Keys(JwkSet);
+
+#[async_trait]
+impl JwksSource for Keys {
+    async fn fetch(&self) -> Result<JwkSet, VerifyError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// An audit service on an ephemeral port, and the key that signs its
+/// callers' tokens (standing in for identity).
+struct Fixture {
+    url: String,
+    key: SigningKey,
+    store: Arc<dyn AuditStore>,
+    vkey: String,
+    _dir: echo_testkit::TempDir,
+}
+
+fn now() -> i64 {
+    use echo_core::Clock;
+    SystemClock.now()
+}
+
+impl Fixture {
+    async fn start(store: Option<Arc<dyn AuditStore>>) -> Self {
+        let dir = echo_testkit::data_dir();
+        let store = match store {
+            Some(store) => store,
+            None => echo_audit::store::open(None, dir.path()).await.unwrap(),
+        };
+        let key = SigningKey::generate(Algorithm::EdDSA, "k1").unwrap();
+        let verifier = Verifier::new(
+            ISSUER,
+            Arc::new(Keys(JwkSet {
+                keys: vec![key.public_jwk()],
+            })),
+            VerifierOptions::default(),
+        );
+        let signer = NoteSigner::generate("test/echo-audit").unwrap();
+        let vkey = signer.verifier_key();
+        let service = AuditService::new(store.clone(), signer, Arc::new(SystemClock));
+        let app = Arc::new(AuditApp {
+            service,
+            verifier: Arc::new(verifier),
+            audience: "audit".into(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(echo_audit::http::serve(
+            listener,
+            app,
+            std::future::pending(),
+        ));
+        Self {
+            url,
+            key,
+            store,
+            vkey,
+            _dir: dir,
+        }
+    }
+
+    fn token(&self, claims: Value) -> String {
+        let mut base = json!({"iss": ISSUER, "aud": "audit", "exp": now() + 300, "iat": now()});
+        for (k, v) in claims.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        self.key.sign("at+jwt", &base).unwrap()
+    }
+
+    fn service_token(&self, service: &str) -> String {
+        self.token(json!({"sub": service, "client_id": service, "scope": "audit.write"}))
+    }
+
+    async fn post(&self, path: &str, token: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn count(&self) -> i64 {
+        self.store.head().await.unwrap().size
+    }
+}
+
+fn event(id: &str) -> Value {
+    json!({"id": id, "level": "info", "action": "auth.login.success", "actor": "alice", "outcome": "success", "message": format!("event {id}")})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_as_json_or_ndjson_are_stored_once() {
+    let f = Fixture::start(None).await;
+    let token = f.service_token("identity");
+    let batch = json!([event("a1"), event("a2")]).to_string();
+    assert_eq!(
+        f.post("/v1/events", &token, batch.clone()).await,
+        (200, json!({"stored": 2, "duplicates": 0, "size": 2}))
+    );
+    // A retried batch is stored once.
+    assert_eq!(
+        f.post("/v1/events", &token, batch).await,
+        (200, json!({"stored": 0, "duplicates": 2, "size": 2}))
+    );
+    let ndjson = format!("{}\n{}\n", event("a3"), event("a4"));
+    assert_eq!(f.post("/v1/events", &token, ndjson).await.1["stored"], 2);
+    let log = json!({"service": "identity", "level": "warn", "message": "disk almost full", "context": {"free": 3}});
+    assert_eq!(f.post("/log", &token, log.to_string()).await.0, 200);
+    assert_eq!(f.count().await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_cannot_write_as_another() {
+    let f = Fixture::start(None).await;
+    let token = f.service_token("svc-a");
+    let forged = json!([event("ok-1"), {"id": "x", "service": "identity", "level": "info", "action": "auth.login.success"}]);
+    let (status, body) = f.post("/v1/events", &token, forged.to_string()).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(f.count().await, 0, "nothing of the batch was stored");
+    let (status, _) = f
+        .post(
+            "/log",
+            &token,
+            json!({"service": "identity", "level": "info", "message": "m"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 403);
+    // Without a service field the token's subject is the writer.
+    assert_eq!(
+        f.post("/v1/events", &token, json!([event("mine")]).to_string())
+            .await
+            .0,
+        200
+    );
+    let rows = f.store.rows(0, 10).await.unwrap();
+    assert_eq!(rows[0].event.service, "svc-a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_for_another_audience_expired_or_missing_are_refused() {
+    let f = Fixture::start(None).await;
+    let batch = json!([event("t1")]).to_string();
+    let other_audience = f.token(json!({"sub": "svc-a", "aud": "logging-service-2"}));
+    let expired = f.token(json!({"sub": "svc-a", "exp": now() - 3600}));
+    let foreign = SigningKey::generate(Algorithm::EdDSA, "k1")
+        .unwrap()
+        .sign(
+            "at+jwt",
+            &json!({"iss": ISSUER, "sub": "svc-a", "aud": "audit", "exp": now() + 300}),
+        )
+        .unwrap();
+    for (token, reason) in [
+        (other_audience, "wrong_audience"),
+        (expired, "expired"),
+        (foreign, "bad_signature"),
+        ("garbage".into(), "malformed"),
+    ] {
+        let (status, body) = f.post("/v1/events", &token, batch.clone()).await;
+        assert_eq!((status, body["error"].as_str()), (401, Some(reason)));
+    }
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/events", f.url))
+        .body(batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(response.headers().get("www-authenticate").is_some());
+    assert_eq!(f.count().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_clear_4xx_and_nothing_of_the_batch_is_stored() {
+    let f = Fixture::start(None).await;
+    let token = f.service_token("identity");
+    let huge = "x".repeat(1024 * 1024);
+    let cases = [
+        ("[{\"id\": ".to_owned(), 400),
+        (
+            json!([event("b1"), {"id": "b2", "level": "loud", "action": "a.b"}]).to_string(),
+            400,
+        ),
+        (
+            json!([event("b1"), {"id": "b3", "level": "info", "action": "a.b", "message": huge}])
+                .to_string(),
+            400,
+        ),
+        (json!([event("b1"), 5]).to_string(), 400),
+        (
+            Value::Array((0..1001).map(|i| event(&format!("n{i}"))).collect()).to_string(),
+            413,
+        ),
+    ];
+    for (body, expected) in cases {
+        let (status, answer) = f.post("/v1/events", &token, body).await;
+        assert_eq!(status, expected, "{answer}");
+        assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    assert_eq!(f.count().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_redacted_before_storage() {
+    let f = Fixture::start(None).await;
+    let token = f.service_token("identity");
+    let leaky = json!([{"id": "r1", "level": "info", "action": "auth.login.failure",
+        "context": {"username": "alice", "password": "hunter2", "nested": {"access_token": "eyJhbGciOi.x.y"}}}]);
+    assert_eq!(f.post("/v1/events", &token, leaky.to_string()).await.0, 200);
+    let stored = serde_json::to_string(&f.store.rows(0, 1).await.unwrap()[0].event).unwrap();
+    assert!(
+        !stored.contains("hunter2") && !stored.contains("eyJhbGciOi.x.y"),
+        "{stored}"
+    );
+    assert!(stored.contains("alice"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_auditors_admins_and_audit_read_services_may_read() {
+    let f = Fixture::start(None).await;
+    let writer = f.service_token("identity");
+    let batch: Vec<Value> = (0..25).map(|i| event(&format!("q{i:02}"))).collect();
+    f.post("/v1/events", &writer, Value::Array(batch).to_string())
+        .await;
+
+    let plain_user = f.token(json!({"sub": "bob", "roles": ["user"]}));
+    assert_eq!(f.get("/v1/events", &plain_user).await.0, 403);
+    assert_eq!(
+        f.get("/v1/events", &writer).await.0,
+        403,
+        "writing does not grant reading"
+    );
+    let denied = f
+        .store
+        .query(&echo_audit::store::EventQuery {
+            action: Some("audit.query.denied".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 2, "each refusal is itself audited");
+
+    let auditor = f.token(json!({"sub": "carol", "roles": ["auditor"]}));
+    let reader = f.token(json!({"sub": "siem", "scope": "audit.read"}));
+    let admin = f.token(json!({"sub": "root", "roles": ["admin"]}));
+    for token in [&auditor, &reader, &admin] {
+        assert_eq!(f.get("/v1/events?limit=1", token).await.0, 200);
+    }
+    // Keyset pagination, newest first, over the writer's events only.
+    let mut seen = Vec::new();
+    let mut path = "/v1/events?service=identity&limit=10".to_owned();
+    loop {
+        let (status, page) = f.get(&path, &auditor).await;
+        assert_eq!(status, 200);
+        seen.extend(
+            page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_i64() {
+            Some(cursor) => path = format!("/v1/events?service=identity&limit=10&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).rev().map(|i| format!("q{i:02}")).collect();
+    assert_eq!(seen, expected);
+    let (_, filtered) = f.get("/v1/events?q=event%20q07", &auditor).await;
+    assert_eq!(filtered["events"].as_array().unwrap().len(), 1);
+    let (_, capped) = f.get("/v1/events?limit=100000", &auditor).await;
+    assert!(capped["events"].as_array().unwrap().len() <= 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_signed_notes_over_the_head() {
+    let f = Fixture::start(None).await;
+    let token = f.service_token("identity");
+    f.post(
+        "/v1/events",
+        &token,
+        json!([event("c1"), event("c2")]).to_string(),
+    )
+    .await;
+    let (status, body) = f.get("/v1/checkpoint", &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["verifier_key"], f.vkey);
+    let checkpoint = verify_note(body["checkpoint"].as_str().unwrap(), &f.vkey).unwrap();
+    let head = f.store.head().await.unwrap();
+    assert_eq!((checkpoint.size, checkpoint.head), (head.size, head.head));
+    let other = NoteSigner::generate("test/echo-audit")
+        .unwrap()
+        .verifier_key();
+    assert!(verify_note(body["checkpoint"].as_str().unwrap(), &other).is_err());
+}
+
+async fn store_suite(store: Arc<dyn AuditStore>) {
+    let f = Fixture::start(Some(store.clone())).await;
+    let token = f.service_token("identity");
+    let batch: Vec<Value> = (0..50).map(|i| event(&format!("s{i}"))).collect();
+    assert_eq!(
+        f.post(
+            "/v1/events",
+            &token,
+            Value::Array(batch.clone()).to_string()
+        )
+        .await
+        .1["stored"],
+        50
+    );
+    assert_eq!(
+        f.post("/v1/events", &token, Value::Array(batch).to_string())
+            .await
+            .1["stored"],
+        0
+    );
+    // Concurrent writers all land, each once, in one unbroken chain.
+    let writers = (0..4).map(|w| {
+        let url = f.url.clone();
+        let token = f.service_token(&format!("svc-{w}"));
+        tokio::spawn(async move {
+            for b in 0..5 {
+                let batch: Vec<Value> = (0..10).map(|i| event(&format!("w{w}-{b}-{i}"))).collect();
+                let response = reqwest::Client::new()
+                    .post(format!("{url}/v1/events"))
+                    .bearer_auth(&token)
+                    .body(Value::Array(batch).to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        })
+    });
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let rows = store.rows(0, 1000).await.unwrap();
+    assert_eq!(rows.len(), 250);
+    let mut verifier = echo_audit::chain::ChainVerifier::new(
+        echo_audit::chain::Anchor {
+            size: 0,
+            head: echo_audit::chain::GENESIS,
+        },
+        vec![store.head().await.unwrap()],
+    );
+    for row in rows {
+        verifier.push(row).unwrap();
+    }
+    assert_eq!(verifier.finish().unwrap().count, 250);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_passes_the_suite() {
+    let dir = echo_testkit::data_dir();
+    store_suite(echo_audit::store::open(None, dir.path()).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_passes_the_suite() {
+    let Some(db) = PgTestDb::create("audit postgres_store_passes_the_suite").await else {
+        return;
+    };
+    let dir = echo_testkit::data_dir();
+    store_suite(
+        echo_audit::store::open(Some(&db.url), dir.path())
+            .await
+            .unwrap(),
+    )
+    .await;
+    db.drop_db().await;
+}
