@@ -88,6 +88,48 @@ pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {listen}"))
 }
 
+/// Signs a checkpoint over the head every `every`, when the head moved, so
+/// that each interval's history is pinned by a signature handed out.
+pub fn spawn_checkpointer(app: Arc<AuditApp>, every: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = app.service.checkpoint().await {
+                tracing::error!(error = %e, "could not sign an audit checkpoint");
+            }
+        }
+    });
+}
+
+/// `echod audit tail`: prints the newest `last` events as JSON lines, then
+/// (with `follow`) every new one as it arrives.
+pub async fn tail(dir: &Path, last: i64, follow: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let store = open_audit_store(dir).await?;
+    let head = store.head().await?.size;
+    let mut after = (head - last).max(0);
+    loop {
+        let rows = store.rows(after, VERIFY_PAGE).await?;
+        let mut out = std::io::stdout().lock();
+        for row in &rows {
+            let mut line = serde_json::to_value(&row.event)?;
+            line["seq"] = row.seq.into();
+            writeln!(out, "{line}")?;
+            after = row.seq;
+        }
+        out.flush()?;
+        drop(out);
+        if !follow {
+            return Ok(());
+        }
+        if rows.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+}
+
 /// `echod audit verify`: walks the whole chain and checks every checkpoint
 /// signature; prints `ok <count> events, head <hash>` or names the first
 /// changed, removed, inserted, reordered or truncated event.

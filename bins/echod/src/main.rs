@@ -78,6 +78,9 @@ pub struct UpArgs {
     /// Audience of tokens the audit service accepts.
     #[arg(long, env = "ECHO_AUDIT_AUDIENCE", default_value = "audit")]
     pub audit_audience: String,
+    /// Seconds between signed audit checkpoints (when the log grew).
+    #[arg(long, env = "ECHO_AUDIT_CHECKPOINT_SECONDS", default_value_t = 60)]
+    pub audit_checkpoint_seconds: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -95,12 +98,24 @@ pub struct AuditArgs {
     /// Audience of tokens the audit service accepts.
     #[arg(long, env = "ECHO_AUDIT_AUDIENCE", default_value = "audit")]
     pub audience: String,
+    /// Seconds between signed checkpoints (when the log grew).
+    #[arg(long, env = "ECHO_AUDIT_CHECKPOINT_SECONDS", default_value_t = 60)]
+    pub checkpoint_seconds: u64,
 }
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Verify the whole chain and every checkpoint signature.
     Verify,
+    /// Print the newest events as JSON lines.
+    Tail {
+        /// How many of the newest events to print first.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        lines: i64,
+        /// Keep printing new events as they arrive.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -226,6 +241,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             service: Service::Audit(args),
         } => platform::serve_audit(&data_dir, &args).await,
         Command::Up(args) => platform::up(&data_dir, &args).await,
+        Command::Audit {
+            command: AuditCommand::Tail { lines, follow },
+        } => audit::tail(&data_dir, lines, follow).await,
         Command::Audit {
             command: AuditCommand::Verify,
         } => {

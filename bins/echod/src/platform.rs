@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use echo_core::SystemClock;
@@ -118,6 +119,10 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let issuer = provider.config().issuer.clone();
     let audit_listener = audit::bind(&args.audit_listen).await?;
     let audit_app = audit::build(data_dir, &issuer, &args.audit_audience).await?;
+    audit::spawn_checkpointer(
+        audit_app.clone(),
+        Duration::from_secs(args.audit_checkpoint_seconds.max(1)),
+    );
     announce_ready(&identity_listener)?;
     announce_ready(&audit_listener)?;
 
@@ -143,6 +148,10 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
 pub async fn serve_audit(data_dir: &Path, args: &AuditArgs) -> anyhow::Result<()> {
     let listener = audit::bind(&args.audit_listen).await?;
     let app = audit::build(data_dir, &args.issuer, &args.audience).await?;
+    audit::spawn_checkpointer(
+        app.clone(),
+        Duration::from_secs(args.checkpoint_seconds.max(1)),
+    );
     announce_ready(&listener)?;
     echo_audit::http::serve(listener, app, shutdown_signal()).await?;
     Ok(())

@@ -93,6 +93,21 @@ async fn audit_verify_names_every_kind_of_tampering() {
     let seeded = seeded().await;
     let (ok, out) = verify(seeded.path());
     assert!(ok, "{out}");
+
+    let tail = echod(seeded.path())
+        .args(["audit", "tail", "-n", "3"])
+        .output()
+        .unwrap();
+    let ids: Vec<String> = String::from_utf8_lossy(&tail.stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["e8", "e9", "e10"]);
     assert!(out.starts_with("ok 10 events, head "), "{out}");
 
     let cases: [(&str, &[&str], &str); 5] = [
