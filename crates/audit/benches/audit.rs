@@ -41,14 +41,24 @@ fn chain(c: &mut Criterion) {
     for seq in 1..=10_000 {
         let event = event();
         prev = link(&prev, &event);
-        rows.push(ChainedEvent { seq, event, hash: prev });
+        rows.push(ChainedEvent {
+            seq,
+            event,
+            hash: prev,
+        });
     }
     group.throughput(Throughput::Elements(rows.len() as u64));
     group.bench_function("verify_10k_rows", |b| {
         b.iter_batched(
             || rows.clone(),
             |rows| {
-                let mut verifier = ChainVerifier::new(Anchor { size: 0, head: GENESIS }, Vec::new());
+                let mut verifier = ChainVerifier::new(
+                    Anchor {
+                        size: 0,
+                        head: GENESIS,
+                    },
+                    Vec::new(),
+                );
                 for row in rows {
                     verifier.push(row).expect("intact");
                 }
@@ -61,18 +71,36 @@ fn chain(c: &mut Criterion) {
 }
 
 fn ingest(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let dir = tempfile::tempdir().expect("dir");
-    let mut stores = vec![("sqlite", rt.block_on(echo_audit::store::open(None, dir.path())).expect("sqlite"))];
+    let mut stores = vec![(
+        "sqlite",
+        rt.block_on(echo_audit::store::open(None, dir.path()))
+            .expect("sqlite"),
+    )];
     if let Ok(admin) = std::env::var("ECHO_TEST_POSTGRES_URL") {
         let url = rt.block_on(async {
             use sqlx::{Connection, Executor};
             let mut conn = sqlx::PgConnection::connect(&admin).await.expect("postgres");
-            let _ = conn.execute("DROP DATABASE IF EXISTS echo_bench_audit WITH (FORCE)").await;
-            conn.execute("CREATE DATABASE echo_bench_audit").await.expect("create");
-            format!("{}/echo_bench_audit", admin.rsplit_once('/').expect("url").0)
+            let _ = conn
+                .execute("DROP DATABASE IF EXISTS echo_bench_audit WITH (FORCE)")
+                .await;
+            conn.execute("CREATE DATABASE echo_bench_audit")
+                .await
+                .expect("create");
+            format!(
+                "{}/echo_bench_audit",
+                admin.rsplit_once('/').expect("url").0
+            )
         });
-        stores.push(("postgres", rt.block_on(echo_audit::store::open(Some(&url), dir.path())).expect("pg")));
+        stores.push((
+            "postgres",
+            rt.block_on(echo_audit::store::open(Some(&url), dir.path()))
+                .expect("pg"),
+        ));
     }
     let mut group = c.benchmark_group("ingest");
     for (backend, store) in &stores {
