@@ -101,6 +101,14 @@ pub async fn add_client(
     new: NewClient,
 ) -> Result<Option<String>> {
     check_name("client id", &new.id, &[])?;
+    // Tokens of a client carry its id as `sub`; a client named like identity
+    // itself could write to other services as identity.
+    if new.id == crate::token::IDENTITY_SERVICE {
+        return Err(IdentityError::BadInput(format!(
+            "client id {:?} is reserved",
+            new.id
+        )));
+    }
     for grant in &new.grants {
         if !GRANTS.contains(&grant.as_str()) {
             return Err(IdentityError::BadInput(format!(

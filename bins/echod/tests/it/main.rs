@@ -187,7 +187,19 @@ fn bad_admin_input_is_a_clear_error_and_a_nonzero_exit() {
         .unwrap();
     assert_eq!(secret.len(), 43, "256-bit generated secret");
 
-    let cases: [(&[&str], &str, &str); 5] = [
+    let cases: [(&[&str], &str, &str); 6] = [
+        (
+            &[
+                "client",
+                "add",
+                "identity",
+                "--generate-secret",
+                "--grant",
+                "client_credentials",
+            ],
+            "",
+            "client id \"identity\" is reserved",
+        ),
         (
             &["client", "add", "x", "--public", "--grant", "password"],
             "",

@@ -1,0 +1,82 @@
+//! The client every Echo service sends its audit events with.
+//!
+//! [`AuditWriter`] is an [`AuditSink`](echo_core::audit::AuditSink): code
+//! that audits calls `record(event)` and carries on. Delivery to the audit
+//! service (`POST {endpoint}/v1/events`) happens in a background task.
+//!
+//! # Data flow
+//!
+//! ```text
+//! record ──try_send──▶ bounded queue ──▶ batch (size / time) ──▶ POST /v1/events ──200──▶ done
+//!   │ full                                      │ spool non-empty        │ 5xx, timeout, refused connection,
+//!   ▼                                           ▼                        ▼ 401 twice, 403
+//! dropped (error log)                  spool_dir/{seq:020}-{n}.ndjson ◀──┘
+//!                                               │ oldest first, exponential backoff with full jitter
+//!                                               └──▶ POST ──200──▶ file deleted
+//!                                                         400/413 ──▶ spool_dir/poison/ (never retried)
+//! ```
+//!
+//! 1. [`record`](echo_core::audit::AuditSink::record) turns the event into
+//!    the service's wire form ([`WireEvent`]) with a fresh random `id` and
+//!    the current time, and `try_send`s it on a bounded channel. It never
+//!    blocks and never fails the caller.
+//! 2. The task gathers events into a batch, sent when it holds
+//!    `batch_size` events or its first event has waited `flush_interval`.
+//! 3. A batch the service does not acknowledge for a reason that may pass
+//!    (connection refused, timeout, 5xx, a token refused even after a fresh
+//!    one, 403) is written to the spool directory. While the spool holds
+//!    anything, new batches go there too, behind it, and the oldest spool
+//!    file is resent with exponential backoff (100 ms, doubling, capped at
+//!    `max_backoff`, full jitter) until the service takes it.
+//! 4. A batch the service refuses as malformed (400, 413) will never be
+//!    accepted: it is moved to `spool_dir/poison/` for an operator and the
+//!    writer moves on.
+//! 5. [`AuditWriter::shutdown`] stops intake, gives the queued events a
+//!    couple of seconds to reach the service and spools the rest; the next
+//!    [`AuditWriter::start`] on the same directory resends them first.
+//!
+//! # Guarantees
+//!
+//! - **Exactly once in the log, at least once on the wire.** Ids are chosen
+//!   here, once per event, and kept in the spool; the service stores a
+//!   resent event once. A batch is deleted from the spool only after a 200,
+//!   so a crash or a lost answer means a resend, not a loss.
+//! - **Durable once spooled.** Spool files are written under a temporary
+//!   name, fsync'ed, renamed and the directory fsync'ed; a partially
+//!   written file is never read as a batch.
+//! - **Bounded memory, whatever the outage**: the queue, the batch being
+//!   built and the one request in flight. An outage grows the spool, not the
+//!   heap.
+//! - **Bounded disk**: the spool never passes `max_spool_bytes`.
+//! - **Loss is never silent.** Events are lost only when the queue is full,
+//!   after shutdown, or when the spool is full or unwritable; each is counted
+//!   in [`WriterMetrics::dropped`] and logged with `tracing::error!` (at most
+//!   once a second per cause, with the count lost).
+//! - **In order.** One request at a time, spool files oldest first, and new
+//!   batches never overtake spooled ones.
+//!
+//! What is not guaranteed: events still in memory when the process dies
+//! without [`AuditWriter::shutdown`] (up to `flush_interval` plus the queue)
+//! are lost, as is anything recorded after shutdown.
+//!
+//! # Authentication
+//!
+//! Each request carries a bearer token from a [`TokenSource`], normally
+//! [`ClientCredentials`] against identity's token endpoint with the audit
+//! service's audience. The service attributes events to the token's `sub`,
+//! so events carry no `service` field. On 401 the source is told the token
+//! was refused and the batch is retried once at once with a fresh token.
+
+mod sender;
+mod spool;
+mod token;
+mod wire;
+mod writer;
+
+pub use sender::BACKOFF_BASE;
+pub use spool::POISON_DIR;
+pub use token::{ClientCredentials, REFRESH_MARGIN, TokenSource};
+pub use wire::WireEvent;
+pub use writer::{
+    AuditWriter, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, SHUTDOWN_GRACE, WriterConfig, WriterMetrics,
+};

@@ -1,0 +1,664 @@
+//! [`AuditWriter`]: the non-blocking intake and the background task that
+//! batches, sends, spools and resends.
+
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use echo_core::audit::{AuditEvent, AuditSink};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until, timeout_at};
+
+use crate::sender::{Backoff, Outcome, Sender};
+use crate::spool::{PushError, Spool};
+use crate::token::TokenSource;
+use crate::wire::{WireEvent, ndjson_to_json_array, now_ms, write_ndjson_line};
+
+/// Most events the audit service takes in one request; a larger batch
+/// would be refused (413) and poisoned, so `batch_size` is capped here.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+/// A batch is closed once its NDJSON reaches this size, well under the
+/// service's 8 MiB body limit, so a few large events cannot make a batch
+/// the service refuses.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// How long [`AuditWriter::shutdown`] keeps trying to deliver before it
+/// spools what is left.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// At most one "events lost" error per reason per this period, each with
+/// the count lost since the previous one: loud, without flooding the log.
+const LOSS_LOG_PERIOD: Duration = Duration::from_secs(1);
+
+/// How an [`AuditWriter`] batches, spools and retries.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// The audit service's base URL (`…/v1/events` is appended).
+    pub endpoint: String,
+    /// Where undelivered batches wait, across restarts. One process per
+    /// directory.
+    pub spool_dir: PathBuf,
+    /// Events per request (default 100; capped at [`MAX_BATCH_EVENTS`]).
+    pub batch_size: usize,
+    /// How long the first event of a partial batch waits for company
+    /// (default 200 ms): the most an event is delayed when all is well.
+    pub flush_interval: Duration,
+    /// Events waiting in memory (default 10 000). When full, `record` drops
+    /// the event (counted, logged) rather than block the caller.
+    pub queue_capacity: usize,
+    /// The spool's limit (default 256 MiB). A batch that would pass it is
+    /// dropped (counted, logged), so an outage cannot fill the disk.
+    pub max_spool_bytes: u64,
+    /// One request's limit, connecting included (default 5 s).
+    pub request_timeout: Duration,
+    /// The longest wait between retries (default 30 s).
+    pub max_backoff: Duration,
+}
+
+impl WriterConfig {
+    pub fn new(endpoint: impl Into<String>, spool_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            spool_dir: spool_dir.into(),
+            batch_size: 100,
+            flush_interval: Duration::from_millis(200),
+            queue_capacity: 10_000,
+            max_spool_bytes: 256 * 1024 * 1024,
+            request_timeout: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a writer has done since it started, in events.
+///
+/// Once the writer is shut down, `recorded == sent + spooled + dropped +
+/// poisoned` for a writer that started with an empty spool (a restarted
+/// writer also sends, and counts in `sent`, what an earlier process
+/// spooled). Each counter is read atomically, but not all at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterMetrics {
+    /// Events handed to [`AuditSink::record`], kept or not.
+    pub recorded: u64,
+    /// Events the audit service acknowledged (including ones it already had
+    /// from an attempt whose answer was lost).
+    pub sent: u64,
+    /// Events in the spool now, waiting to be resent.
+    pub spooled: u64,
+    /// Bytes of the spool now.
+    pub spool_bytes: u64,
+    /// Events lost: the queue was full, the writer was shut down, or the
+    /// spool was full or unwritable. Every loss is also logged as an error.
+    pub dropped: u64,
+    /// Events in batches the service refused as malformed, kept in
+    /// `spool_dir/poison/` and never retried.
+    pub poisoned: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    recorded: AtomicU64,
+    sent: AtomicU64,
+    spooled: AtomicU64,
+    spool_bytes: AtomicU64,
+    dropped: AtomicU64,
+    poisoned: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> WriterMetrics {
+        WriterMetrics {
+            recorded: self.recorded.load(Relaxed),
+            sent: self.sent.load(Relaxed),
+            spooled: self.spooled.load(Relaxed),
+            spool_bytes: self.spool_bytes.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            poisoned: self.poisoned.load(Relaxed),
+        }
+    }
+}
+
+/// Rate limit for "events lost" errors: losses are summed, and reported at
+/// most once per [`LOSS_LOG_PERIOD`]. Lock-free, as `record` must be.
+#[derive(Debug)]
+struct LossLog {
+    epoch: Instant,
+    /// Milliseconds since `epoch` before which nothing is reported.
+    quiet_until_ms: AtomicU64,
+    unreported: AtomicU64,
+}
+
+impl LossLog {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            quiet_until_ms: AtomicU64::new(0),
+            unreported: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts `lost` events; returns how many to report if it is time to.
+    fn lost(&self, lost: u64) -> Option<u64> {
+        self.unreported.fetch_add(lost, Relaxed);
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let quiet_until = self.quiet_until_ms.load(Relaxed);
+        let period = LOSS_LOG_PERIOD.as_millis() as u64;
+        if now < quiet_until
+            || self
+                .quiet_until_ms
+                .compare_exchange(quiet_until, now.saturating_add(period), Relaxed, Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        Some(self.unreported.swap(0, Relaxed))
+    }
+
+    /// Losses counted but not yet reported.
+    fn take_unreported(&self) -> u64 {
+        self.unreported.swap(0, Relaxed)
+    }
+}
+
+/// Sends audit events to the audit service; see the crate documentation.
+///
+/// Start it once per process with [`AuditWriter::start`], hand it to the
+/// code that audits as an [`AuditSink`], and call
+/// [`shutdown`](AuditWriter::shutdown) before the process exits.
+#[derive(Debug)]
+pub struct AuditWriter {
+    intake: mpsc::Sender<WireEvent>,
+    counters: Arc<Counters>,
+    intake_losses: LossLog,
+    stop: watch::Sender<bool>,
+    done: watch::Receiver<bool>,
+}
+
+impl AuditWriter {
+    /// Starts the background task (tokio::spawn); resends anything already
+    /// in the spool directory (from an earlier process) first.
+    ///
+    /// Fails if the spool directory cannot be created or read, or when
+    /// called outside a Tokio runtime: a service should not start without a
+    /// working audit trail.
+    pub fn start(config: WriterConfig, token: Arc<dyn TokenSource>) -> io::Result<Arc<Self>> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+            io::Error::other(format!("AuditWriter::start needs a Tokio runtime: {e}"))
+        })?;
+        let spool = Spool::open(&config.spool_dir, config.max_spool_bytes)?;
+        let counters = Arc::new(Counters::default());
+        counters.spooled.store(spool.events(), Relaxed);
+        counters.spool_bytes.store(spool.bytes(), Relaxed);
+        if !spool.is_empty() {
+            tracing::info!(
+                events = spool.events(),
+                bytes = spool.bytes(),
+                spool_dir = %config.spool_dir.display(),
+                "resending audit events spooled by an earlier process"
+            );
+        }
+        let (intake, rx) = mpsc::channel(
+            config
+                .queue_capacity
+                .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        let (done_tx, done) = watch::channel(false);
+        let task = Task {
+            rx,
+            stop: stop_rx,
+            sender: Arc::new(Sender::new(&config.endpoint, config.request_timeout, token)),
+            spool,
+            counters: counters.clone(),
+            spool_losses: LossLog::new(),
+            batch: Batch::default(),
+            batch_size: config.batch_size.clamp(1, MAX_BATCH_EVENTS),
+            flush_interval: config.flush_interval,
+            backoff: Backoff::new(config.max_backoff),
+            retry_at: Instant::now(),
+            in_flight: None,
+        };
+        runtime.spawn(async move {
+            task.run().await;
+            let _ = done_tx.send(true);
+        });
+        Ok(Arc::new(Self {
+            intake,
+            counters,
+            intake_losses: LossLog::new(),
+            stop,
+            done,
+        }))
+    }
+
+    /// Stops taking events, sends what it can within a few seconds and
+    /// spools the rest; returns when done. Events recorded afterwards are
+    /// dropped (counted and logged). Calling it again returns at once.
+    pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let mut done = self.done.clone();
+        // An error means the task is gone (its runtime stopped): nothing to wait for.
+        let _ = done.wait_for(|done| *done).await;
+    }
+
+    pub fn metrics(&self) -> WriterMetrics {
+        self.counters.snapshot()
+    }
+}
+
+impl AuditSink for AuditWriter {
+    /// Queues the event without waiting; if the queue is full (or the writer
+    /// shut down) the event is dropped, counted and reported as an error.
+    fn record(&self, event: AuditEvent) {
+        self.counters.recorded.fetch_add(1, Relaxed);
+        let Err(refused) = self.intake.try_send(WireEvent::from_audit(event, now_ms())) else {
+            return;
+        };
+        let total = self.counters.dropped.fetch_add(1, Relaxed) + 1;
+        let Some(lost) = self.intake_losses.lost(1) else {
+            return;
+        };
+        match refused {
+            TrySendError::Full(event) => tracing::error!(
+                lost,
+                total_dropped = total,
+                capacity = self.intake.max_capacity(),
+                last_action = %event.action,
+                "audit queue full: audit events are being lost (the audit writer cannot keep up)"
+            ),
+            TrySendError::Closed(event) => tracing::error!(
+                lost,
+                total_dropped = total,
+                last_action = %event.action,
+                "audit writer is shut down: audit events are being lost"
+            ),
+        }
+    }
+}
+
+/// Events gathered for one request, as NDJSON.
+#[derive(Debug, Default)]
+struct Batch {
+    ndjson: Vec<u8>,
+    events: u64,
+    /// When it goes even if not full; `None` when empty (or never).
+    due: Option<Instant>,
+}
+
+impl Batch {
+    fn is_full(&self, batch_size: usize) -> bool {
+        self.events >= batch_size as u64 || self.ndjson.len() >= MAX_BATCH_BYTES
+    }
+
+    fn take(&mut self) -> Batch {
+        std::mem::take(self)
+    }
+}
+
+/// A request under way, and where its batch lives if it fails.
+struct InFlight {
+    source: Source,
+    events: u64,
+    future: Pin<Box<dyn Future<Output = io::Result<Outcome>> + Send>>,
+}
+
+enum Source {
+    /// Straight from the queue: spooled if the request fails.
+    Memory(Vec<u8>),
+    /// The spool file with this sequence number: deleted once delivered.
+    Spool(u64),
+}
+
+/// The background task; owns everything but the counters.
+struct Task {
+    rx: mpsc::Receiver<WireEvent>,
+    stop: watch::Receiver<bool>,
+    sender: Arc<Sender>,
+    spool: Spool,
+    counters: Arc<Counters>,
+    spool_losses: LossLog,
+    batch: Batch,
+    batch_size: usize,
+    flush_interval: Duration,
+    backoff: Backoff,
+    /// When the oldest spool file may be tried again.
+    retry_at: Instant,
+    /// At most one request at a time, so batches arrive in order and memory
+    /// holds at most the queue, the batch being built and this one.
+    in_flight: Option<InFlight>,
+}
+
+impl Task {
+    async fn run(mut self) {
+        self.serve().await;
+        self.finish().await;
+    }
+
+    /// Until shutdown: batch, send, spool, resend.
+    ///
+    /// While the spool holds anything, new batches join it rather than
+    /// overtake it, and only the oldest spool file is sent: order is kept
+    /// and a long outage costs disk, not memory. While a batch from memory
+    /// is in flight the next one waits (the queue absorbs the wait).
+    async fn serve(&mut self) {
+        loop {
+            if *self.stop.borrow() {
+                return;
+            }
+            let now = Instant::now();
+            let ready = self.batch.events > 0
+                && (self.batch.is_full(self.batch_size)
+                    || self.batch.due.is_some_and(|d| d <= now));
+            if ready && !self.spool.is_empty() {
+                let batch = self.batch.take();
+                self.spool_batch(batch.ndjson, batch.events).await;
+            } else if ready && self.in_flight.is_none() {
+                let batch = self.batch.take();
+                self.send_from_memory(batch);
+            }
+            if self.in_flight.is_none() && Instant::now() >= self.retry_at {
+                self.resend_oldest();
+            }
+
+            let receiving = !self.batch.is_full(self.batch_size);
+            // A due batch can only go if nothing blocks it; otherwise waking
+            // for it would spin.
+            let flush_at = self
+                .batch
+                .due
+                .filter(|_| self.in_flight.is_none() || !self.spool.is_empty());
+            let retry_at =
+                (self.in_flight.is_none() && !self.spool.is_empty()).then_some(self.retry_at);
+            tokio::select! {
+                event = self.rx.recv(), if receiving => match event {
+                    Some(event) => self.add(&event),
+                    // Every handle to the writer is gone.
+                    None => return,
+                },
+                // Err: the writer itself is gone; stop all the same.
+                _ = self.stop.changed() => return,
+                result = in_flight(&mut self.in_flight) => self.settle(result).await,
+                () = sleep_until_some(flush_at) => {}
+                () = sleep_until_some(retry_at) => {}
+            }
+        }
+    }
+
+    /// Shutdown: no more intake; the request in flight and then every queued
+    /// event get [`SHUTDOWN_GRACE`] to be delivered, in order; the rest is
+    /// spooled for the next start.
+    async fn finish(&mut self) {
+        self.rx.close();
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        self.settle_by(deadline).await;
+        loop {
+            while !self.batch.is_full(self.batch_size) {
+                match self.rx.recv().await {
+                    Some(event) => self.add(&event),
+                    None => break,
+                }
+            }
+            if self.batch.events == 0 {
+                break;
+            }
+            let batch = self.batch.take();
+            if self.spool.is_empty() && Instant::now() < deadline {
+                self.send_from_memory(batch);
+                self.settle_by(deadline).await;
+            } else {
+                self.spool_batch(batch.ndjson, batch.events).await;
+            }
+        }
+        let m = self.counters.snapshot();
+        let unreported = self.spool_losses.take_unreported();
+        if m.dropped > 0 {
+            tracing::error!(
+                dropped = m.dropped,
+                unreported_spool_losses = unreported,
+                "audit writer stopped; audit events were lost while it ran"
+            );
+        }
+        tracing::info!(
+            sent = m.sent,
+            spooled = m.spooled,
+            dropped = m.dropped,
+            poisoned = m.poisoned,
+            "audit writer stopped"
+        );
+    }
+
+    /// Waits for the request in flight until `deadline`; if it has not
+    /// finished by then it is abandoned and its batch spooled (should it
+    /// have arrived after all, the service will recognise the resend).
+    async fn settle_by(&mut self, deadline: Instant) {
+        if self.in_flight.is_none() {
+            return;
+        }
+        match timeout_at(deadline, in_flight(&mut self.in_flight)).await {
+            Ok(result) => self.settle(result).await,
+            Err(_) => {
+                if let Some(InFlight {
+                    source: Source::Memory(ndjson),
+                    events,
+                    ..
+                }) = self.in_flight.take()
+                {
+                    self.spool_batch(ndjson, events).await;
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, event: &WireEvent) {
+        if let Err(e) = write_ndjson_line(event, &mut self.batch.ndjson) {
+            // Not expected (the fields are strings and a JSON object), but
+            // never silent.
+            self.counters.dropped.fetch_add(1, Relaxed);
+            tracing::error!(error = %e, action = %event.action, "audit event could not be encoded and is lost");
+            return;
+        }
+        self.batch.events += 1;
+        if self.batch.due.is_none() {
+            self.batch.due = Instant::now().checked_add(self.flush_interval);
+        }
+    }
+
+    fn send_from_memory(&mut self, batch: Batch) {
+        let sender = self.sender.clone();
+        let body = ndjson_to_json_array(&batch.ndjson);
+        self.in_flight = Some(InFlight {
+            source: Source::Memory(batch.ndjson),
+            events: batch.events,
+            future: Box::pin(async move { Ok(sender.send(body).await) }),
+        });
+    }
+
+    fn resend_oldest(&mut self) {
+        let Some(file) = self.spool.oldest() else {
+            return;
+        };
+        let (path, seq, events) = (self.spool.path(file), file.seq, file.events);
+        let sender = self.sender.clone();
+        self.in_flight = Some(InFlight {
+            source: Source::Spool(seq),
+            events,
+            future: Box::pin(async move {
+                let ndjson = tokio::fs::read(&path).await?;
+                Ok(sender.send(ndjson_to_json_array(&ndjson)).await)
+            }),
+        });
+    }
+
+    /// Acts on how the request in flight ended.
+    async fn settle(&mut self, result: io::Result<Outcome>) {
+        let Some(InFlight { source, events, .. }) = self.in_flight.take() else {
+            return;
+        };
+        // Counters move only once the spool on disk agrees with them.
+        match result {
+            Ok(Outcome::Delivered { stored, duplicates }) => {
+                if let Source::Spool(seq) = source {
+                    if let Err(e) = self.spool.remove(seq).await {
+                        tracing::warn!(error = %e, seq, "delivered audit batch could not be deleted from the spool; it will be resent and recognised as a duplicate");
+                    }
+                    if self.spool.is_empty() {
+                        tracing::info!(
+                            "audit spool drained: every spooled audit event is delivered"
+                        );
+                    }
+                }
+                self.counters.sent.fetch_add(events, Relaxed);
+                if self.backoff.failures() > 0 {
+                    tracing::info!(
+                        stored,
+                        duplicates,
+                        "audit service reachable again; resending spooled events"
+                    );
+                }
+                self.backoff.reset();
+                self.retry_at = Instant::now();
+            }
+            Ok(Outcome::Transient {
+                reason,
+                misconfigured,
+            }) => {
+                if misconfigured {
+                    tracing::error!(%reason, events, "audit service refused this writer (misconfiguration?); audit events are spooled and retried");
+                } else if self.backoff.failures() == 0 {
+                    tracing::warn!(%reason, events, "audit service unavailable; spooling audit events and retrying with backoff");
+                } else {
+                    tracing::debug!(%reason, events, failures = self.backoff.failures(), "audit service still unavailable");
+                }
+                if let Source::Memory(ndjson) = source {
+                    self.spool_batch(ndjson, events).await;
+                }
+                let delay = self.backoff.next_delay();
+                self.retry_at = Instant::now().checked_add(delay).unwrap_or(self.retry_at);
+            }
+            Ok(Outcome::Poison { status, reason }) => {
+                let kept = match source {
+                    Source::Memory(ndjson) => self.spool.poison_batch(ndjson, events).await,
+                    Source::Spool(seq) => self.spool.poison_file(seq).await,
+                };
+                self.counters.poisoned.fetch_add(events, Relaxed);
+                match kept {
+                    Ok(()) => {
+                        tracing::error!(status, %reason, events, "audit service refused a batch for good; it is kept in the spool's poison directory and not retried")
+                    }
+                    Err(e) => {
+                        tracing::error!(status, %reason, events, error = %e, "audit service refused a batch for good, and it could not be moved to the poison directory")
+                    }
+                }
+                // The service answered, so it is up: carry on at once.
+                self.backoff.reset();
+                self.retry_at = Instant::now();
+            }
+            Err(e) => {
+                // Only a spool file's read fails this way. Leave the file
+                // where it is for the next start; carry on with the others.
+                if let Source::Spool(seq) = source {
+                    self.spool.forget(seq);
+                    if e.kind() == io::ErrorKind::NotFound {
+                        tracing::warn!(
+                            seq,
+                            "a spooled audit batch disappeared before it was resent"
+                        );
+                    } else {
+                        tracing::error!(error = %e, seq, events, "a spooled audit batch cannot be read; left in place for the next start");
+                    }
+                }
+            }
+        }
+        self.publish_spool();
+    }
+
+    /// Appends a batch to the spool, or drops it (counted, logged) if the
+    /// spool is full or cannot be written.
+    async fn spool_batch(&mut self, ndjson: Vec<u8>, events: u64) {
+        if let Err(e) = self.spool.push(ndjson, events).await {
+            let total = self.counters.dropped.fetch_add(events, Relaxed) + events;
+            if let Some(lost) = self.spool_losses.lost(events) {
+                match e {
+                    PushError::Full { used, limit, .. } => tracing::error!(
+                        lost,
+                        total_dropped = total,
+                        used,
+                        limit,
+                        "audit spool is full: audit events are being lost while the audit service is unreachable"
+                    ),
+                    PushError::Io(e) => tracing::error!(
+                        lost,
+                        total_dropped = total,
+                        error = %e,
+                        "audit spool cannot be written: audit events are being lost"
+                    ),
+                }
+            }
+        }
+        self.publish_spool();
+    }
+
+    fn publish_spool(&self) {
+        self.counters.spooled.store(self.spool.events(), Relaxed);
+        self.counters.spool_bytes.store(self.spool.bytes(), Relaxed);
+    }
+}
+
+/// The request in flight's result; pending forever when there is none.
+async fn in_flight(in_flight: &mut Option<InFlight>) -> io::Result<Outcome> {
+    match in_flight {
+        Some(request) => request.future.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = WriterConfig::new("http://audit", "/var/spool/audit");
+        assert_eq!(c.batch_size, 100);
+        assert_eq!(c.flush_interval, Duration::from_millis(200));
+        assert_eq!(c.queue_capacity, 10_000);
+        assert_eq!(c.max_spool_bytes, 256 * 1024 * 1024);
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_backoff, Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn losses_are_reported_at_most_once_a_period_and_summed() {
+        let log = LossLog::new();
+        assert_eq!(log.lost(1), Some(1));
+        assert_eq!(log.lost(5), None);
+        assert_eq!(log.lost(2), None);
+        log.quiet_until_ms.store(0, Relaxed);
+        assert_eq!(log.lost(1), Some(8));
+        assert_eq!(log.lost(3), None);
+        assert_eq!(log.take_unreported(), 3);
+    }
+
+    #[test]
+    fn batches_close_by_count_or_size() {
+        let mut b = Batch::default();
+        assert!(!b.is_full(2));
+        b.events = 2;
+        assert!(b.is_full(2) && !b.is_full(3));
+        b.events = 1;
+        b.ndjson = vec![b'x'; MAX_BATCH_BYTES];
+        assert!(b.is_full(1000));
+        let taken = b.take();
+        assert_eq!((taken.events, b.events, b.ndjson.len()), (1, 0, 0));
+    }
+}

@@ -1,0 +1,172 @@
+//! The audit log at scale, on SQLite: a chain of 1,000,000 events, then
+//! `echod audit verify`'s path (read every row from the database and verify
+//! the chain) and filtered queries, with their p50 and p99.
+//!
+//! cargo bench -p echo-audit --bench audit_scale        (EVENTS=… to change the size)
+
+use std::time::Instant;
+
+use echo_audit::chain::{Anchor, ChainVerifier, GENESIS};
+use echo_audit::event::{Event, Level};
+use echo_audit::store::EventQuery;
+use serde_json::json;
+
+const ACTIONS: [&str; 5] = [
+    "auth.login.success",
+    "auth.login.failure",
+    "token.issued",
+    "oauth.code.issued",
+    "admin.user.created",
+];
+const SERVICES: [&str; 4] = ["identity", "gateway", "docs", "worker"];
+
+fn event(n: usize) -> Event {
+    Event {
+        id: format!("ev-{n}"),
+        time: 1_800_000_000_000 + n as i64 * 10,
+        service: SERVICES[n % SERVICES.len()].into(),
+        level: if n.is_multiple_of(50) {
+            Level::Warn
+        } else {
+            Level::Info
+        },
+        action: ACTIONS[n % ACTIONS.len()].into(),
+        actor: Some(format!("user-{}", n % 10_000)),
+        outcome: Some(if n.is_multiple_of(50) { "failure" } else { "success" }.into()),
+        ip: Some("127.0.0.1".into()),
+        user_agent: Some("bench/1.0".into()),
+        trace_id: None,
+        message: format!("{} for user-{}", ACTIONS[n % ACTIONS.len()], n % 10_000),
+        context: json!({"client_id": "web", "n": n}),
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let total: usize = std::env::var("EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("dir");
+    let store = rt
+        .block_on(echo_audit::store::open(None, dir.path()))
+        .expect("store");
+
+    let started = Instant::now();
+    for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
+        let events: Vec<Event> = chunk.iter().map(|&n| event(n)).collect();
+        rt.block_on(store.append(&events)).expect("append");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "ingest   {total} events in batches of 1000: {secs:.1} s, {:.0} events/s",
+        total as f64 / secs
+    );
+
+    let started = Instant::now();
+    let mut verifier = ChainVerifier::new(
+        Anchor {
+            size: 0,
+            head: GENESIS,
+        },
+        vec![rt.block_on(store.head()).expect("head")],
+    );
+    let mut after = 0;
+    loop {
+        let rows = rt.block_on(store.rows(after, 10_000)).expect("rows");
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        for row in rows {
+            verifier.push(row).expect("intact");
+        }
+    }
+    let summary = verifier.finish().expect("intact");
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "verify   {} events from the database: {secs:.2} s, {:.0} events/s",
+        summary.count,
+        summary.count as f64 / secs
+    );
+
+    let base = EventQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    let queries: Vec<(&str, EventQuery)> = vec![
+        ("newest 100", base.clone()),
+        (
+            "service=gateway",
+            EventQuery {
+                service: Some("gateway".into()),
+                ..base.clone()
+            },
+        ),
+        (
+            "action=auth.login.failure",
+            EventQuery {
+                action: Some("auth.login.failure".into()),
+                ..base.clone()
+            },
+        ),
+        (
+            "actor=user-4242",
+            EventQuery {
+                actor: Some("user-4242".into()),
+                ..base.clone()
+            },
+        ),
+        (
+            "level=warn outcome=failure",
+            EventQuery {
+                level: Some("warn".into()),
+                outcome: Some("failure".into()),
+                ..base.clone()
+            },
+        ),
+        (
+            "time range (1 h)",
+            EventQuery {
+                since: Some(1_800_000_000_000 + 3_000_000),
+                until: Some(1_800_000_000_000 + 6_600_000),
+                ..base.clone()
+            },
+        ),
+        (
+            "page deep (cursor at half)",
+            EventQuery {
+                before: Some(total as i64 / 2),
+                ..base.clone()
+            },
+        ),
+        (
+            "free text 'user-4242'",
+            EventQuery {
+                text: Some("user-4242".into()),
+                ..base.clone()
+            },
+        ),
+    ];
+    println!("query    (limit 100, 200 runs each)");
+    for (name, query) in queries {
+        let mut times = Vec::with_capacity(200);
+        let mut found = 0;
+        for _ in 0..200 {
+            let t = Instant::now();
+            found = rt.block_on(store.query(&query)).expect("query").len();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "  {name:<28} {found:>4} rows  p50 {:7.2} ms  p99 {:7.2} ms",
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
+}
