@@ -89,7 +89,8 @@ pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// Signs a checkpoint over the head every `every`, when the head moved, so
-/// that each interval's history is pinned by a signature handed out.
+/// that each interval's history is pinned by a signature handed out; and
+/// refreshes the query planner's statistics.
 pub fn spawn_checkpointer(app: Arc<AuditApp>, every: std::time::Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -98,6 +99,9 @@ pub fn spawn_checkpointer(app: Arc<AuditApp>, every: std::time::Duration) {
             tick.tick().await;
             if let Err(e) = app.service.checkpoint().await {
                 tracing::error!(error = %e, "could not sign an audit checkpoint");
+            }
+            if let Err(e) = app.service.optimize().await {
+                tracing::warn!(error = %e, "could not refresh audit query statistics");
             }
         }
     });

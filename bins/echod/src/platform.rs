@@ -2,10 +2,11 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use echo_audit_client::{AuditWriter, TokenSource, WriterConfig};
 use echo_core::SystemClock;
 use echo_core::audit::{AuditSink, LogAuditSink};
 use echo_crypto::Algorithm;
@@ -110,14 +111,46 @@ async fn bootstrap(store: &dyn Store) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Identity's token for its own audit writes, minted by identity itself
+/// once it runs (the writer starts before the provider exists).
+struct OwnToken {
+    provider: OnceLock<Arc<Provider>>,
+    audience: String,
+}
+
+#[async_trait::async_trait]
+impl TokenSource for OwnToken {
+    async fn token(&self) -> Result<String, String> {
+        let provider = self.provider.get().ok_or("identity is not running yet")?;
+        provider
+            .own_service_token(&self.audience, "audit.write")
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Every service built so far, each on its own port, stopped together.
+/// Identity sends its audit events to the audit service, over HTTP with its
+/// own service token, through the writer's disk spool.
 pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let store = open_store(data_dir).await?;
     bootstrap(&*store).await?;
-    let (identity_listener, provider) =
-        start_identity(data_dir, &args.identity, store, Arc::new(LogAuditSink)).await?;
-    let issuer = provider.config().issuer.clone();
     let audit_listener = audit::bind(&args.audit_listen).await?;
+    let own_token = Arc::new(OwnToken {
+        provider: OnceLock::new(),
+        audience: args.audit_audience.clone(),
+    });
+    let writer = AuditWriter::start(
+        WriterConfig::new(
+            format!("http://{}", audit_listener.local_addr()?),
+            data_dir.join("audit-spool").join("identity"),
+        ),
+        own_token.clone(),
+    )
+    .context("cannot start the audit writer")?;
+    let (identity_listener, provider) =
+        start_identity(data_dir, &args.identity, store, writer.clone()).await?;
+    let _ = own_token.provider.set(provider.clone());
+    let issuer = provider.config().issuer.clone();
     let audit_app = audit::build(data_dir, &issuer, &args.audit_audience).await?;
     audit::spawn_checkpointer(
         audit_app.clone(),
@@ -140,6 +173,9 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
         let _ = stop.send(());
     };
     let (identity, audit, ()) = tokio::join!(identity, audit, signal);
+    // Whatever the audit service did not take before it stopped is spooled
+    // to disk and sent on the next start.
+    writer.shutdown().await;
     identity?;
     audit?;
     Ok(())

@@ -136,6 +136,11 @@ impl AuditService {
         Ok(note)
     }
 
+    /// Refreshes the store's planner statistics (run with each checkpoint).
+    pub async fn optimize(&self) -> Result<(), AuditError> {
+        Ok(self.store.optimize().await?)
+    }
+
     pub fn origin(&self) -> &str {
         self.signer.name()
     }

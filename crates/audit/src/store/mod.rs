@@ -70,6 +70,9 @@ pub trait AuditStore: Send + Sync {
     async fn insert_checkpoint(&self, checkpoint: &Checkpoint, note: &str) -> Result<()>;
     /// Every checkpoint handed out, as signed notes, oldest first.
     async fn checkpoint_notes(&self) -> Result<Vec<String>>;
+    /// Refreshes the planner's statistics, so filtered queries pick the
+    /// right index as the log grows (run periodically).
+    async fn optimize(&self) -> Result<()>;
 }
 
 /// PostgreSQL when `url` is a `postgres://` URL, else `audit.db` in `data_dir`.

@@ -20,4 +20,4 @@ impl PgAuditStore {
     }
 }
 
-super::sql::sql_audit_store!(PgAuditStore, sqlx::Postgres);
+super::sql::sql_audit_store!(PgAuditStore, sqlx::Postgres, "ANALYZE audit_events");

@@ -61,9 +61,10 @@ impl TryFrom<EventRow> for ChainedEvent {
 }
 
 /// Implements [`super::AuditStore`] for `$store` (with `read` and `write`
-/// pools) over the sqlx database `$db`.
+/// pools) over the sqlx database `$db`; `$optimize` is the backend's
+/// statement that refreshes planner statistics.
 macro_rules! sql_audit_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $optimize:literal) => {
         use $crate::chain::{link, Anchor, ChainedEvent};
         use $crate::checkpoint::Checkpoint;
         use $crate::event::Event;
@@ -186,6 +187,11 @@ macro_rules! sql_audit_store {
                 .bind(note)
                 .execute(&self.write)
                 .await?;
+                Ok(())
+            }
+
+            async fn optimize(&self) -> $crate::store::Result<()> {
+                sqlx::query($optimize).execute(&self.write).await?;
                 Ok(())
             }
 

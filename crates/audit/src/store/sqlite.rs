@@ -36,4 +36,5 @@ impl SqliteAuditStore {
     }
 }
 
-super::sql::sql_audit_store!(SqliteAuditStore, sqlx::Sqlite);
+// `PRAGMA optimize` with 0x10002: analyse what needs it, on every table.
+super::sql::sql_audit_store!(SqliteAuditStore, sqlx::Sqlite, "PRAGMA optimize=0x10002");
