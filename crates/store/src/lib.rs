@@ -23,7 +23,7 @@ mod sql;
 mod sqlite;
 
 pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, open_pools as open_sqlite_pools};
 
 /// Storage failures. `Conflict` is the caller's fault (a duplicate id);
 /// everything else is ours.

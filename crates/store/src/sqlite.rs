@@ -12,6 +12,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use sqlx::migrate::Migrator;
+
 use crate::Result;
 
 /// Identity's storage in a SQLite file.
@@ -34,22 +36,36 @@ impl SqliteStore {
 
     async fn with_options(options: SqliteConnectOptions) -> Result<Self> {
         let options = options
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
-            .await?;
+        let (read, write) = open_pools(options, &sqlx::migrate!("./migrations/sqlite")).await?;
         Ok(Self { read, write })
     }
+}
+
+/// A SQLite file in WAL mode as Echo uses it: one writer connection (SQLite
+/// has one writer at a time, and concurrent deferred transactions fail with
+/// "database is locked" under load instead of queueing) and a pool of
+/// read-only connections, opened after `migrator` brought the schema up to
+/// date. Callers set durability (`synchronous`) on `options`.
+pub async fn open_pools(
+    options: SqliteConnectOptions,
+    migrator: &Migrator,
+) -> Result<(SqlitePool, SqlitePool)> {
+    let options = options
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(10));
+    let write = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await?;
+    migrator.run(&write).await?;
+    let read = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options.read_only(true))
+        .await?;
+    Ok((read, write))
 }
 
 crate::sql::sql_repositories!(SqliteStore);

@@ -30,6 +30,17 @@ pub enum AuditStoreError {
 
 pub type Result<T, E = AuditStoreError> = std::result::Result<T, E>;
 
+/// From the shared SQLite opener.
+impl From<echo_store::StoreError> for AuditStoreError {
+    fn from(e: echo_store::StoreError) -> Self {
+        match e {
+            echo_store::StoreError::Database(e) => AuditStoreError::Database(e),
+            echo_store::StoreError::Migrate(e) => AuditStoreError::Migrate(e),
+            other => AuditStoreError::Corrupt(other.to_string()),
+        }
+    }
+}
+
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {

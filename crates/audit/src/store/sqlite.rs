@@ -1,9 +1,6 @@
 use std::path::Path;
-use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqliteSynchronous};
 
 use super::Result;
 
@@ -16,22 +13,12 @@ pub struct SqliteAuditStore {
 
 impl SqliteAuditStore {
     pub async fn open(path: &Path) -> Result<Self> {
+        // Durable commit: an acknowledged event survives a power cut.
         let options = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // Durable commit: an acknowledged event survives a power cut.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
-            .await?;
+            .synchronous(SqliteSynchronous::Full);
+        let (read, write) =
+            echo_store::open_sqlite_pools(options, &sqlx::migrate!("./migrations/sqlite")).await?;
         Ok(Self { read, write })
     }
 }
