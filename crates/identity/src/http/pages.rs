@@ -152,3 +152,21 @@ pub async fn security_headers(https: bool, request: Request, next: Next) -> Resp
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_host_prefixed_and_secure_under_https_only() {
+        assert_eq!(cookie_name(true, "echo_sso"), "__Host-echo_sso");
+        assert_eq!(cookie_name(false, "echo_sso"), "echo_sso");
+        let secure = set_cookie(true, "__Host-echo_sso", "v", "Lax", 60);
+        assert_eq!(
+            secure,
+            "__Host-echo_sso=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure"
+        );
+        let plain = set_cookie(false, "echo_sso", "v", "Lax", 60);
+        assert!(plain.contains("HttpOnly") && !plain.contains("Secure"));
+    }
+}
