@@ -63,9 +63,22 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum Service {
     /// The OAuth 2.0 / OpenID Connect provider.
-    Identity(IdentityArgs),
+    Identity(ServeIdentityArgs),
     /// The tamper-evident audit log.
     Audit(AuditArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeIdentityArgs {
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// The audit service identity records its events to (e.g.
+    /// http://127.0.0.1:8082); without it they go to the log.
+    #[arg(long, env = "ECHO_AUDIT_URL")]
+    pub audit_url: Option<String>,
+    /// Audience of the audit service's tokens.
+    #[arg(long, env = "ECHO_AUDIT_AUDIENCE", default_value = "audit")]
+    pub audit_audience: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -17,7 +17,7 @@ use echo_store::Store;
 use tokio::net::TcpListener;
 
 use crate::settings::{master_key, open_store};
-use crate::{AuditArgs, IdentityArgs, TokenAlg, UpArgs, audit};
+use crate::{AuditArgs, IdentityArgs, ServeIdentityArgs, TokenAlg, UpArgs, audit};
 
 /// Prints the line scripts wait for, once the socket accepts connections.
 fn announce_ready(listener: &TcpListener) -> anyhow::Result<()> {
@@ -75,22 +75,48 @@ async fn start_identity(
     Ok((listener, Arc::new(provider)))
 }
 
-pub async fn serve_identity(data_dir: &Path, args: &IdentityArgs) -> anyhow::Result<()> {
+pub async fn serve_identity(data_dir: &Path, args: &ServeIdentityArgs) -> anyhow::Result<()> {
     let store = open_store(data_dir).await?;
-    run_identity(data_dir, args, store).await
-}
-
-async fn run_identity(
-    data_dir: &Path,
-    args: &IdentityArgs,
-    store: Arc<dyn Store>,
-) -> anyhow::Result<()> {
-    let (listener, provider) =
-        start_identity(data_dir, args, store, Arc::new(LogAuditSink)).await?;
+    let writer = match &args.audit_url {
+        Some(url) => Some(identity_audit_writer(data_dir, url, &args.audit_audience)?),
+        None => None,
+    };
+    let sink: Arc<dyn AuditSink> = match &writer {
+        Some((writer, _)) => writer.clone(),
+        None => Arc::new(LogAuditSink),
+    };
+    let (listener, provider) = start_identity(data_dir, &args.identity, store, sink).await?;
+    if let Some((_, own_token)) = &writer {
+        let _ = own_token.provider.set(provider.clone());
+    }
     tracing::info!(issuer = %provider.config().issuer, "identity listening");
     announce_ready(&listener)?;
-    echo_identity::serve(listener, provider, shutdown_signal()).await?;
-    Ok(())
+    let served = echo_identity::serve(listener, provider, shutdown_signal()).await;
+    if let Some((writer, _)) = writer {
+        writer.shutdown().await;
+    }
+    Ok(served?)
+}
+
+/// Identity's audit writer to the audit service at `url`, spooling under
+/// `<data>/audit-spool/identity`, with the token source that identity will
+/// feed once it runs.
+fn identity_audit_writer(
+    data_dir: &Path,
+    url: &str,
+    audience: &str,
+) -> anyhow::Result<(Arc<AuditWriter>, Arc<OwnToken>)> {
+    let own_token = Arc::new(OwnToken {
+        provider: OnceLock::new(),
+        audience: audience.to_owned(),
+    });
+    let config = WriterConfig::new(
+        url.trim_end_matches('/'),
+        data_dir.join("audit-spool").join("identity"),
+    );
+    let writer =
+        AuditWriter::start(config, own_token.clone()).context("cannot start the audit writer")?;
+    Ok((writer, own_token))
 }
 
 /// First run: a bootstrap admin with a random password, printed once.
@@ -135,18 +161,8 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let store = open_store(data_dir).await?;
     bootstrap(&*store).await?;
     let audit_listener = audit::bind(&args.audit_listen).await?;
-    let own_token = Arc::new(OwnToken {
-        provider: OnceLock::new(),
-        audience: args.audit_audience.clone(),
-    });
-    let writer = AuditWriter::start(
-        WriterConfig::new(
-            format!("http://{}", audit_listener.local_addr()?),
-            data_dir.join("audit-spool").join("identity"),
-        ),
-        own_token.clone(),
-    )
-    .context("cannot start the audit writer")?;
+    let audit_url = format!("http://{}", audit_listener.local_addr()?);
+    let (writer, own_token) = identity_audit_writer(data_dir, &audit_url, &args.audit_audience)?;
     let (identity_listener, provider) =
         start_identity(data_dir, &args.identity, store, writer.clone()).await?;
     let _ = own_token.provider.set(provider.clone());

@@ -196,3 +196,58 @@ async fn audit_verify_names_every_kind_of_tampering() {
         );
     }
 }
+
+/// `serve identity --audit-url` and `serve audit` as separate processes:
+/// identity's events cross real HTTP with its own token, spooled while the
+/// audit service is not up yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_identity_writes_to_a_separate_audit_service() {
+    let dir = echo_testkit::data_dir();
+    let mut add = echod(dir.path());
+    add.args([
+        "client",
+        "add",
+        "svc-a",
+        "--secret-stdin",
+        "--grant",
+        "client_credentials",
+        "--audience",
+        "audit",
+    ]);
+    assert!(run_with_stdin(add, &format!("{SECRET}\n")).status.success());
+    // A free port for the audit service, which starts after identity.
+    let audit_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+
+    let mut identity = echod(dir.path());
+    identity.args([
+        "serve",
+        "identity",
+        "--listen",
+        "127.0.0.1:0",
+        "--audit-url",
+        &format!("http://{audit_addr}"),
+    ]);
+    let identity = start(identity, 1);
+    assert_eq!(
+        client_credentials(&identity.addr, "svc-a", SECRET)
+            .await
+            .status(),
+        200
+    );
+
+    let mut audit = echod(dir.path());
+    audit.args([
+        "serve",
+        "audit",
+        "--listen",
+        &audit_addr,
+        "--issuer",
+        &format!("http://{}", identity.addr),
+    ]);
+    let _audit = start(audit, 1);
+    wait_for_identity_event(dir.path(), "token.issued").await;
+}
