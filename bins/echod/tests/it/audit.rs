@@ -5,24 +5,13 @@ use std::path::Path;
 
 use sqlx::{Connection, SqliteConnection};
 
-use super::{SECRET, client_credentials, echod, run_with_stdin, start};
+use super::{SECRET, add_svc_a, client_credentials, echod, start};
 
 /// A data directory whose audit log holds events e1..e10 from service
 /// `svc-a` and a signed checkpoint over all ten.
 async fn seeded() -> echo_testkit::TempDir {
     let dir = echo_testkit::data_dir();
-    let mut add = echod(dir.path());
-    add.args([
-        "client",
-        "add",
-        "svc-a",
-        "--secret-stdin",
-        "--grant",
-        "client_credentials",
-        "--audience",
-        "audit",
-    ]);
-    assert!(run_with_stdin(add, &format!("{SECRET}\n")).status.success());
+    add_svc_a(echod(dir.path()));
     let mut up = echod(dir.path());
     up.args([
         "up",
@@ -203,18 +192,7 @@ async fn audit_verify_names_every_kind_of_tampering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_identity_writes_to_a_separate_audit_service() {
     let dir = echo_testkit::data_dir();
-    let mut add = echod(dir.path());
-    add.args([
-        "client",
-        "add",
-        "svc-a",
-        "--secret-stdin",
-        "--grant",
-        "client_credentials",
-        "--audience",
-        "audit",
-    ]);
-    assert!(run_with_stdin(add, &format!("{SECRET}\n")).status.success());
+    add_svc_a(echod(dir.path()));
     // A free port for the audit service, which starts after identity.
     let audit_addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -86,6 +86,27 @@ pub fn start(mut cmd: Command, services: usize) -> Server {
     panic!("server exited before printing ready: {stdout_lines:?}");
 }
 
+/// Registers `svc-a` (secret [`SECRET`], client credentials for the
+/// `audit` audience) with `cmd`, an `echod` command for the data directory.
+pub fn add_svc_a(mut cmd: Command) {
+    cmd.args([
+        "client",
+        "add",
+        "svc-a",
+        "--secret-stdin",
+        "--grant",
+        "client_credentials",
+        "--audience",
+        "audit",
+    ]);
+    let out = run_with_stdin(cmd, &format!("{SECRET}\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub async fn client_credentials(addr: &str, client: &str, secret: &str) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("http://{addr}/token"))
@@ -119,23 +140,7 @@ async fn serve_prints_ready_and_admin_commands_work_while_it_runs() {
         "issuer defaults to the listen address"
     );
 
-    let mut add = echod(dir.path());
-    add.args([
-        "client",
-        "add",
-        "svc-a",
-        "--secret-stdin",
-        "--grant",
-        "client_credentials",
-        "--audience",
-        "audit",
-    ]);
-    let out = run_with_stdin(add, &format!("{SECRET}\n"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    add_svc_a(echod(dir.path()));
 
     let response = client_credentials(&server.addr, "svc-a", SECRET).await;
     assert_eq!(
@@ -356,17 +361,8 @@ async fn postgres_backend_serves_when_echo_database_url_is_set() {
     };
     let dir = echo_testkit::data_dir();
     let mut add = echod(dir.path());
-    add.env("ECHO_DATABASE_URL", &db.url).args([
-        "client",
-        "add",
-        "svc-a",
-        "--secret-stdin",
-        "--grant",
-        "client_credentials",
-        "--audience",
-        "audit",
-    ]);
-    assert!(run_with_stdin(add, &format!("{SECRET}\n")).status.success());
+    add.env("ECHO_DATABASE_URL", &db.url);
+    add_svc_a(add);
     {
         let mut cmd = echod(dir.path());
         cmd.env("ECHO_DATABASE_URL", &db.url).args([
