@@ -117,13 +117,10 @@ impl AuditService {
     /// returns the newest signed note.
     pub async fn checkpoint(&self) -> Result<String, AuditError> {
         let Anchor { size, head } = self.store.head().await?;
-        let notes = self.store.checkpoint_notes().await?;
-        let last_size = notes
-            .last()
-            .and_then(|note| crate::checkpoint::verify_note(note, &self.signer.verifier_key()).ok())
-            .map(|cp| cp.size);
-        if last_size == Some(size) {
-            return Ok(notes.last().cloned().unwrap_or_default());
+        if let Some((last_size, note)) = self.store.latest_checkpoint().await?
+            && last_size == size
+        {
+            return Ok(note);
         }
         let checkpoint = Checkpoint {
             origin: self.signer.name().to_owned(),

@@ -81,6 +81,8 @@ pub trait AuditStore: Send + Sync {
     async fn insert_checkpoint(&self, checkpoint: &Checkpoint, note: &str) -> Result<()>;
     /// Every checkpoint handed out, as signed notes, oldest first.
     async fn checkpoint_notes(&self) -> Result<Vec<String>>;
+    /// The newest checkpoint handed out: its size and signed note.
+    async fn latest_checkpoint(&self) -> Result<Option<(i64, String)>>;
     /// Refreshes the planner's statistics, so filtered queries pick the
     /// right index as the log grows (run periodically).
     async fn optimize(&self) -> Result<()>;

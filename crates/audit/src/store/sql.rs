@@ -195,6 +195,12 @@ macro_rules! sql_audit_store {
                 Ok(())
             }
 
+            async fn latest_checkpoint(&self) -> $crate::store::Result<Option<(i64, String)>> {
+                Ok(sqlx::query_as("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
             async fn checkpoint_notes(&self) -> $crate::store::Result<Vec<String>> {
                 Ok(sqlx::query_scalar("SELECT note FROM audit_checkpoints ORDER BY size")
                     .fetch_all(&self.read)
