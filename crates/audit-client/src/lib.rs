@@ -13,7 +13,12 @@
 //! dropped (error log)                  spool_dir/{seq:020}-{n}.ndjson ◀──┘
 //!                                               │ oldest first, exponential backoff with full jitter
 //!                                               └──▶ POST ──200──▶ file deleted
-//!                                                         400/413 ──▶ spool_dir/poison/ (never retried)
+//!
+//! either POST ──400/413──▶ halves, first half first ──▶ POST ──200──▶ delivered
+//!                            ▲                              │ 400/413
+//!                            └──── more than one event ◀────┤
+//!                                                           └── one event ──▶ spool_dir/poison/{seq:020}-1.ndjson
+//!                                                                             (never retried)
 //! ```
 //!
 //! 1. [`record`](echo_core::audit::AuditSink::record) turns the event into
@@ -29,11 +34,32 @@
 //!    file is resent with exponential backoff (100 ms, doubling, capped at
 //!    `max_backoff`, full jitter) until the service takes it.
 //! 4. A batch the service refuses as malformed (400, 413) will never be
-//!    accepted: it is moved to `spool_dir/poison/` for an operator and the
-//!    writer moves on.
+//!    accepted whole, but one bad event is enough for that. So it is halved
+//!    and each half sent again, first half first, and so on down to single
+//!    events: each event the service refuses even alone is written to
+//!    `spool_dir/poison/`, in a file of its own, for an operator; every
+//!    other event of the batch is delivered, in order. This holds for
+//!    batches from memory and from the spool alike. A batch of n events is
+//!    halved at most ⌈log₂ n⌉ times on the way to a bad event, so one bad
+//!    event costs at most 2·⌈log₂ n⌉ extra requests (14 for 100 events) and
+//!    a batch of nothing but bad events 2n − 2. A failure that may pass
+//!    part-way through counts for the whole batch (step 3): it is halved
+//!    afresh when resent, the halves already delivered are recognised as
+//!    duplicates, and nothing is poisoned before the batch is settled, so
+//!    a failure part-way poisons nothing twice.
 //! 5. [`AuditWriter::shutdown`] stops intake, gives the queued events a
 //!    couple of seconds to reach the service and spools the rest; the next
 //!    [`AuditWriter::start`] on the same directory resends them first.
+//!
+//! One writer per spool directory: [`AuditWriter::start`] takes an
+//! exclusive advisory lock on `spool_dir/.lock` ([`File::try_lock`]) and its
+//! background task holds it until it ends. A second writer on the same
+//! directory, in this process or another, fails to start with
+//! [`ErrorKind::ResourceBusy`] instead of sending and deleting the first
+//! one's files.
+//!
+//! [`File::try_lock`]: std::fs::File::try_lock
+//! [`ErrorKind::ResourceBusy`]: std::io::ErrorKind::ResourceBusy
 //!
 //! # Guarantees
 //!
@@ -52,8 +78,9 @@
 //!   after shutdown, or when the spool is full or unwritable; each is counted
 //!   in [`WriterMetrics::dropped`] and logged with `tracing::error!` (at most
 //!   once a second per cause, with the count lost).
-//! - **In order.** One request at a time, spool files oldest first, and new
-//!   batches never overtake spooled ones.
+//! - **In order.** One request at a time, spool files oldest first, new
+//!   batches never overtake spooled ones, and the halves of a refused batch
+//!   go first half first.
 //!
 //! What is not guaranteed: events still in memory when the process dies
 //! without [`AuditWriter::shutdown`] (up to `flush_interval` plus the queue)
@@ -68,6 +95,7 @@
 //! was refused and the batch is retried once at once with a fresh token.
 
 mod sender;
+mod split;
 mod spool;
 mod token;
 mod wire;

@@ -21,8 +21,9 @@ pub enum Outcome {
     /// `misconfigured` marks answers (403, 404) that retrying will not fix
     /// until an operator does, which are logged as errors rather than warnings.
     Transient { reason: String, misconfigured: bool },
-    /// The service refused the batch itself (400, 413): it will never be
-    /// accepted, so retrying would block everything behind it.
+    /// The service refused the batch itself (400, 413): resent as it is, it
+    /// would never be accepted and would block everything behind it, so
+    /// [`crate::split`] halves it instead.
     Poison { status: u16, reason: String },
 }
 

@@ -12,18 +12,26 @@
 //! whole or, if the crash came before the rename, found under its temporary
 //! name and kept only if every line is a complete JSON object.
 //!
-//! Batches the service refused as malformed (400/413) are moved to
-//! `poison/` under the same name, never retried, and kept for an operator.
+//! Events the service refuses for good (400/413) even alone, once the batch
+//! they came in has been halved around them (see [`crate::split`]), are
+//! written to `poison/`, one per file, numbered from the same sequence;
+//! they are never retried, only kept for an operator.
 //!
-//! A spool directory belongs to one process at a time.
+//! A spool directory belongs to one writer at a time: [`Spool::open`] takes
+//! an exclusive advisory lock on its `.lock` file, held until the spool is
+//! dropped. Two writers sharing a directory would send, delete and salvage
+//! each other's files.
 
 use std::collections::VecDeque;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// Subdirectory holding batches the service refused for good.
+/// Subdirectory holding the events the service refused for good.
 pub const POISON_DIR: &str = "poison";
+/// Locked by the writer that owns the directory. Left in place when it is
+/// released: deleting it would race with a writer opening it.
+const LOCK_FILE: &str = ".lock";
 /// Prefix of a batch being written; never read as a batch.
 const TMP_PREFIX: &str = ".tmp-";
 const SUFFIX: &str = ".ndjson";
@@ -36,7 +44,8 @@ pub fn file_name(seq: u64, events: u64) -> String {
 }
 
 /// `(seq, events)` of a spool file name; `None` for anything else (the
-/// poison directory, temporary files, files an operator left there).
+/// poison directory, the lock file, temporary files, files an operator left
+/// there).
 pub fn parse_file_name(name: &str) -> Option<(u64, u64)> {
     let stem = name.strip_suffix(SUFFIX)?;
     let (seq, events) = stem.split_once('-')?;
@@ -78,6 +87,8 @@ pub enum PushError {
 /// runtime.
 #[derive(Debug)]
 pub struct Spool {
+    /// Holds the directory's lock for as long as the spool lives.
+    _lock: File,
     dir: PathBuf,
     max_bytes: u64,
     files: VecDeque<SpoolFile>,
@@ -87,10 +98,16 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Opens (creating) `dir` and indexes the batches an earlier process
-    /// left there.
+    /// Opens (creating) `dir`, locks it, and indexes the batches an earlier
+    /// process left there.
+    ///
+    /// Fails with [`io::ErrorKind::ResourceBusy`] if another spool, in this
+    /// process or another, holds the directory.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
+        // Before the scan: salvaging would delete the temporary files of a
+        // writer still running.
+        let lock = lock(dir)?;
         let mut files = Vec::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
@@ -110,7 +127,8 @@ impl Spool {
             }
         }
         files.sort_by_key(|f| f.seq);
-        // Poisoned batches keep their names, so new ones must not reuse them.
+        // Poisoned events are numbered from the same sequence, and a new
+        // poison file must not replace an old one.
         let poisoned_max = fs::read_dir(dir.join(POISON_DIR))
             .into_iter()
             .flatten()
@@ -123,6 +141,7 @@ impl Spool {
             .max(poisoned_max)
             .map_or(0, |s| s.saturating_add(1));
         Ok(Self {
+            _lock: lock,
             dir: dir.to_owned(),
             max_bytes,
             bytes: files.iter().map(|f| f.bytes).sum(),
@@ -194,25 +213,10 @@ impl Spool {
         .await
     }
 
-    /// Moves a spooled batch the service refused for good into `poison/`.
-    pub async fn poison_file(&mut self, seq: u64) -> io::Result<()> {
-        let Some(file) = self.forget(seq) else {
-            return Ok(());
-        };
-        let (dir, name) = (self.dir.clone(), file.name());
-        blocking(move || {
-            let poison = dir.join(POISON_DIR);
-            fs::create_dir_all(&poison)?;
-            fs::rename(dir.join(&name), poison.join(&name))?;
-            sync_dir(&poison)?;
-            sync_dir(&dir)
-        })
-        .await
-    }
-
-    /// Writes a batch that never reached the spool straight into `poison/`.
-    pub async fn poison_batch(&mut self, ndjson: Vec<u8>, events: u64) -> io::Result<()> {
-        let name = file_name(self.take_seq(), events);
+    /// Writes one event the service refused for good (its NDJSON line) into
+    /// `poison/`, in a file of its own.
+    pub async fn poison_event(&mut self, ndjson: Vec<u8>) -> io::Result<()> {
+        let name = file_name(self.take_seq(), 1);
         let poison = self.dir.join(POISON_DIR);
         blocking(move || {
             fs::create_dir_all(&poison)?;
@@ -234,6 +238,32 @@ impl Spool {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.saturating_add(1);
         seq
+    }
+}
+
+/// Takes `dir`'s lock without waiting: a second writer is a deployment
+/// mistake to report, not a turn to wait for.
+fn lock(dir: &Path) -> io::Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            format!(
+                "audit spool directory {} is held by another audit writer (lock {}): each writer needs a spool directory of its own",
+                dir.display(),
+                path.display()
+            ),
+        )),
+        Err(TryLockError::Error(e)) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot lock {}: {e}", path.display()),
+        )),
     }
 }
 
@@ -348,6 +378,7 @@ mod tests {
         }
         for name in [
             "poison",
+            ".lock",
             ".tmp-00000000000000000042-7.ndjson",
             "42-7.ndjson",
             "00000000000000000042-7.json",
@@ -374,10 +405,12 @@ mod tests {
         assert_eq!((spool.events(), spool.bytes()), (12, 8 * 10 + 9 * 2));
         spool.remove(0).await.unwrap();
         assert_eq!(spool.oldest().unwrap().seq, 1);
+        let bytes = spool.bytes();
+        drop(spool);
 
         let reopened = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(reopened.events(), 11);
-        assert_eq!(reopened.bytes(), spool.bytes());
+        assert_eq!(reopened.bytes(), bytes);
         let seqs: Vec<u64> = reopened.files.iter().map(|f| f.seq).collect();
         assert_eq!(seqs, (1..12).collect::<Vec<_>>());
         assert_eq!(reopened.next_seq, 12);
@@ -400,25 +433,35 @@ mod tests {
         ));
         spool.push(vec![b'x'; 5], 1).await.unwrap();
         assert_eq!(spool.bytes(), 25);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+        let batches = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                parse_file_name(e.as_ref().unwrap().file_name().to_str().unwrap()).is_some()
+            })
+            .count();
+        assert_eq!(batches, 2);
     }
 
     #[tokio::test]
-    async fn poisoned_batches_move_aside_and_keep_their_numbers() {
+    async fn poisoned_events_are_kept_aside_and_their_numbers_not_reused() {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
-        spool.push(b"{}\n".to_vec(), 1).await.unwrap();
-        spool.poison_file(0).await.unwrap();
-        spool.poison_batch(b"{}\n{}\n".to_vec(), 2).await.unwrap();
+        spool.push(b"{}\n{}\n".to_vec(), 2).await.unwrap();
+        spool.poison_event(b"{\"a\":1}\n".to_vec()).await.unwrap();
+        spool.poison_event(b"{\"b\":2}\n".to_vec()).await.unwrap();
+        spool.remove(0).await.unwrap();
         assert!(spool.is_empty());
         let mut poisoned: Vec<String> = fs::read_dir(dir.path().join(POISON_DIR))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         poisoned.sort();
-        assert_eq!(poisoned, vec![file_name(0, 1), file_name(1, 2)]);
-        // A restarted process does not reuse a poisoned batch's name.
-        assert_eq!(Spool::open(dir.path(), 1 << 20).unwrap().next_seq, 2);
+        assert_eq!(poisoned, vec![file_name(1, 1), file_name(2, 1)]);
+        let kept = dir.path().join(POISON_DIR).join(file_name(2, 1));
+        assert_eq!(fs::read(kept).unwrap(), b"{\"b\":2}\n");
+        drop(spool);
+        // A restarted process does not reuse a poisoned event's number.
+        assert_eq!(Spool::open(dir.path(), 1 << 20).unwrap().next_seq, 3);
     }
 
     #[test]

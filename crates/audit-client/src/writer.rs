@@ -14,13 +14,15 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use crate::sender::{Backoff, Outcome, Sender};
+use crate::sender::{Backoff, Sender};
+use crate::split::{self, Delivery, Refused};
 use crate::spool::{PushError, Spool};
 use crate::token::TokenSource;
-use crate::wire::{WireEvent, ndjson_to_json_array, now_ms, write_ndjson_line};
+use crate::wire::{WireEvent, now_ms, write_ndjson_line};
 
 /// Most events the audit service takes in one request; a larger batch
-/// would be refused (413) and poisoned, so `batch_size` is capped here.
+/// would be refused (413) and have to be halved, so `batch_size` is capped
+/// here.
 pub const MAX_BATCH_EVENTS: usize = 1000;
 /// A batch is closed once its NDJSON reaches this size, well under the
 /// service's 8 MiB body limit, so a few large events cannot make a batch
@@ -38,8 +40,8 @@ const LOSS_LOG_PERIOD: Duration = Duration::from_secs(1);
 pub struct WriterConfig {
     /// The audit service's base URL (`…/v1/events` is appended).
     pub endpoint: String,
-    /// Where undelivered batches wait, across restarts. One process per
-    /// directory.
+    /// Where undelivered batches wait, across restarts. One writer per
+    /// directory: [`AuditWriter::start`] locks it.
     pub spool_dir: PathBuf,
     /// Events per request (default 100; capped at [`MAX_BATCH_EVENTS`]).
     pub batch_size: usize,
@@ -93,8 +95,8 @@ pub struct WriterMetrics {
     /// Events lost: the queue was full, the writer was shut down, or the
     /// spool was full or unwritable. Every loss is also logged as an error.
     pub dropped: u64,
-    /// Events in batches the service refused as malformed, kept in
-    /// `spool_dir/poison/` and never retried.
+    /// Events the service refused as malformed even alone, each kept in a
+    /// file of its own in `spool_dir/poison/` and never retried.
     pub poisoned: u64,
 }
 
@@ -184,6 +186,12 @@ impl AuditWriter {
     /// Fails if the spool directory cannot be created or read, or when
     /// called outside a Tokio runtime: a service should not start without a
     /// working audit trail.
+    ///
+    /// Also fails, with [`io::ErrorKind::ResourceBusy`], if another writer
+    /// (in this process or another) holds the spool directory. A writer holds
+    /// it until its background task ends: by the time
+    /// [`shutdown`](Self::shutdown) returns, or shortly after the last handle
+    /// is dropped.
     pub fn start(config: WriterConfig, token: Arc<dyn TokenSource>) -> io::Result<Arc<Self>> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
             io::Error::other(format!("AuditWriter::start needs a Tokio runtime: {e}"))
@@ -298,16 +306,18 @@ impl Batch {
     }
 }
 
-/// A request under way, and where its batch lives if it fails.
+/// A batch being delivered (in one request, or several if it has to be
+/// halved), and where it lives if delivery fails.
 struct InFlight {
     source: Source,
     events: u64,
-    future: Pin<Box<dyn Future<Output = io::Result<Outcome>> + Send>>,
+    future: Pin<Box<dyn Future<Output = io::Result<Delivery>> + Send>>,
 }
 
 enum Source {
-    /// Straight from the queue: spooled if the request fails.
-    Memory(Vec<u8>),
+    /// Straight from the queue: spooled if delivery fails. Shared with the
+    /// future, which needs the events to halve the batch.
+    Memory(Arc<Vec<u8>>),
     /// The spool file with this sequence number: deleted once delivered.
     Spool(u64),
 }
@@ -446,7 +456,7 @@ impl Task {
                     ..
                 }) = self.in_flight.take()
                 {
-                    self.spool_batch(ndjson, events).await;
+                    self.spool_batch(Arc::unwrap_or_clone(ndjson), events).await;
                 }
             }
         }
@@ -468,11 +478,14 @@ impl Task {
 
     fn send_from_memory(&mut self, batch: Batch) {
         let sender = self.sender.clone();
-        let body = ndjson_to_json_array(&batch.ndjson);
+        let ndjson = Arc::new(batch.ndjson);
+        let shared = ndjson.clone();
         self.in_flight = Some(InFlight {
-            source: Source::Memory(batch.ndjson),
+            source: Source::Memory(ndjson),
             events: batch.events,
-            future: Box::pin(async move { Ok(sender.send(body).await) }),
+            future: Box::pin(
+                async move { Ok(split::deliver(&shared, |body| sender.send(body)).await) },
+            ),
         });
     }
 
@@ -487,21 +500,33 @@ impl Task {
             events,
             future: Box::pin(async move {
                 let ndjson = tokio::fs::read(&path).await?;
-                Ok(sender.send(ndjson_to_json_array(&ndjson)).await)
+                Ok(split::deliver(&ndjson, |body| sender.send(body)).await)
             }),
         });
     }
 
-    /// Acts on how the request in flight ended.
-    async fn settle(&mut self, result: io::Result<Outcome>) {
+    /// Acts on how the delivery in flight ended.
+    async fn settle(&mut self, result: io::Result<Delivery>) {
         let Some(InFlight { source, events, .. }) = self.in_flight.take() else {
             return;
         };
         // Counters move only once the spool on disk agrees with them.
         match result {
-            Ok(Outcome::Delivered { stored, duplicates }) => {
+            Ok(Delivery::Settled {
+                sent,
+                stored,
+                duplicates,
+                refused,
+            }) => {
+                // Poison first, then delete: a crash in between resends the
+                // batch rather than lose its refused events.
+                let all_kept = self.poison(refused, events).await;
                 if let Source::Spool(seq) = source {
-                    if let Err(e) = self.spool.remove(seq).await {
+                    if !all_kept {
+                        // Left on disk for the next start, which halves it
+                        // again; carry on with the batches behind it.
+                        self.spool.forget(seq);
+                    } else if let Err(e) = self.spool.remove(seq).await {
                         tracing::warn!(error = %e, seq, "delivered audit batch could not be deleted from the spool; it will be resent and recognised as a duplicate");
                     }
                     if self.spool.is_empty() {
@@ -510,7 +535,7 @@ impl Task {
                         );
                     }
                 }
-                self.counters.sent.fetch_add(events, Relaxed);
+                self.counters.sent.fetch_add(sent, Relaxed);
                 if self.backoff.failures() > 0 {
                     tracing::info!(
                         stored,
@@ -521,7 +546,7 @@ impl Task {
                 self.backoff.reset();
                 self.retry_at = Instant::now();
             }
-            Ok(Outcome::Transient {
+            Ok(Delivery::Transient {
                 reason,
                 misconfigured,
             }) => {
@@ -533,28 +558,11 @@ impl Task {
                     tracing::debug!(%reason, events, failures = self.backoff.failures(), "audit service still unavailable");
                 }
                 if let Source::Memory(ndjson) = source {
-                    self.spool_batch(ndjson, events).await;
+                    // The future is gone with `in_flight`: no copy is made.
+                    self.spool_batch(Arc::unwrap_or_clone(ndjson), events).await;
                 }
                 let delay = self.backoff.next_delay();
                 self.retry_at = Instant::now().checked_add(delay).unwrap_or(self.retry_at);
-            }
-            Ok(Outcome::Poison { status, reason }) => {
-                let kept = match source {
-                    Source::Memory(ndjson) => self.spool.poison_batch(ndjson, events).await,
-                    Source::Spool(seq) => self.spool.poison_file(seq).await,
-                };
-                self.counters.poisoned.fetch_add(events, Relaxed);
-                match kept {
-                    Ok(()) => {
-                        tracing::error!(status, %reason, events, "audit service refused a batch for good; it is kept in the spool's poison directory and not retried")
-                    }
-                    Err(e) => {
-                        tracing::error!(status, %reason, events, error = %e, "audit service refused a batch for good, and it could not be moved to the poison directory")
-                    }
-                }
-                // The service answered, so it is up: carry on at once.
-                self.backoff.reset();
-                self.retry_at = Instant::now();
             }
             Err(e) => {
                 // Only a spool file's read fails this way. Leave the file
@@ -573,6 +581,30 @@ impl Task {
             }
         }
         self.publish_spool();
+    }
+
+    /// Keeps the events the service refused, from a batch of `events`, in
+    /// the poison directory; returns whether every one of them is there.
+    async fn poison(&mut self, refused: Vec<Refused>, events: u64) -> bool {
+        let mut all_kept = true;
+        for Refused {
+            ndjson,
+            status,
+            reason,
+        } in refused
+        {
+            self.counters.poisoned.fetch_add(1, Relaxed);
+            match self.spool.poison_event(ndjson).await {
+                Ok(()) => {
+                    tracing::error!(status, %reason, batch_events = events, "audit service refused an audit event for good; it is kept in the spool's poison directory and not retried, the rest of its batch is delivered")
+                }
+                Err(e) => {
+                    all_kept = false;
+                    tracing::error!(status, %reason, batch_events = events, error = %e, "audit service refused an audit event for good, and it could not be written to the poison directory")
+                }
+            }
+        }
+        all_kept
     }
 
     /// Appends a batch to the spool, or drops it (counted, logged) if the
@@ -608,7 +640,7 @@ impl Task {
 }
 
 /// The request in flight's result; pending forever when there is none.
-async fn in_flight(in_flight: &mut Option<InFlight>) -> io::Result<Outcome> {
+async fn in_flight(in_flight: &mut Option<InFlight>) -> io::Result<Delivery> {
     match in_flight {
         Some(request) => request.future.as_mut().await,
         None => std::future::pending().await,

@@ -1,9 +1,11 @@
 //! Black-box tests of the audit writer against a real audit service over
 //! HTTP on 127.0.0.1: delivery, durability across an outage and a restart,
-//! the spool limit, poison batches, token refresh and a full queue.
+//! the spool limit, refused events split out of their batches, token
+//! refresh, a full queue and the spool directory's lock.
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -172,12 +174,13 @@ fn config(endpoint: &str, spool: &Path) -> WriterConfig {
     config
 }
 
-/// The batch files in the spool directory (not the poison directory).
+/// The batch files in the spool directory (not the poison directory, not
+/// the lock file).
 fn spool_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "ndjson"))
         .collect();
     files.sort();
     files
@@ -337,7 +340,7 @@ async fn events_survive_an_outage_and_a_restart_and_are_stored_once() {
     let audit = Audit::start_on(&issuer, addr).await;
     audit.wait_for_count(N as i64).await;
     wait_until("the spool to drain", || async {
-        second.metrics().spooled == 0 && std::fs::read_dir(spool.path()).unwrap().count() == 0
+        second.metrics().spooled == 0 && spool_files(spool.path()).is_empty()
     })
     .await;
 
@@ -419,6 +422,140 @@ async fn a_refused_batch_is_poisoned_and_the_rest_still_arrives() {
     let m = writer.metrics();
     assert_eq!((m.sent, m.poisoned, m.spooled, m.dropped), (5, 1, 0, 0));
     assert!(spool_files(spool.path()).is_empty());
+}
+
+/// Records `n` sample events, the `bad`-th with an action the service
+/// refuses.
+fn record_with_one_bad(writer: &AuditWriter, n: usize, bad: usize) {
+    for i in 0..n {
+        writer.record(if i == bad {
+            AuditEvent::success("Bad Action!").detail("n", i)
+        } else {
+            sample(i)
+        });
+    }
+}
+
+/// Waits for the writer to settle the batch `record_with_one_bad` made,
+/// then checks that the service holds every other event, in order, and
+/// that the bad one alone is in the poison directory.
+async fn only_the_bad_event_is_poisoned(
+    writer: &AuditWriter,
+    audit: &Audit,
+    spool: &Path,
+    n: usize,
+    bad: usize,
+) {
+    wait_until("the batch to be settled", || async {
+        writer.metrics().sent == n as u64 - 1
+    })
+    .await;
+    audit.wait_for_count(n as i64 - 1).await;
+    let rows = audit.store.rows(0, 2 * n as i64).await.unwrap();
+    let good: Vec<usize> = (0..n).filter(|&i| i != bad).collect();
+    assert_eq!(stored_order(&rows), good, "the rest of the batch, in order");
+    let poisoned = spool_files(&spool.join(POISON_DIR));
+    assert_eq!(poisoned.len(), 1, "{poisoned:?}");
+    let events = events_in(&poisoned);
+    assert_eq!(events.len(), 1, "alone in its poison file");
+    assert_eq!(
+        (&events[0]["action"], &events[0]["context"]["n"]),
+        (&json!("Bad Action!"), &json!(bad))
+    );
+    assert!(spool_files(spool).is_empty());
+    writer.shutdown().await;
+    assert_eq!(
+        writer.metrics(),
+        WriterMetrics {
+            recorded: n as u64,
+            sent: n as u64 - 1,
+            poisoned: 1,
+            ..Default::default()
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_refused_event_is_poisoned_alone_and_the_rest_of_its_batch_delivered() {
+    const N: usize = 100;
+    let issuer = Issuer::new();
+    let audit = Audit::start(&issuer).await;
+    let spool = tempfile::tempdir().unwrap();
+    let token = Arc::new(CountingToken(
+        issuer.token("svc-a", 300),
+        AtomicUsize::new(0),
+    ));
+    let mut config = config(&audit.url, spool.path());
+    // All N events in one batch, sent when full.
+    config.batch_size = N;
+    config.flush_interval = Duration::from_secs(3600);
+    let writer = AuditWriter::start(config, token.clone()).unwrap();
+    record_with_one_bad(&writer, N, 37);
+    only_the_bad_event_is_poisoned(&writer, &audit, spool.path(), N, 37).await;
+    // The batch, then two halves for each of the ⌈log₂ 100⌉ = 7 halvings.
+    let requests = token.1.load(Ordering::SeqCst);
+    assert!(requests <= 1 + 2 * 7, "{requests} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooled_batch_refused_on_resend_is_split_too() {
+    const N: usize = 100;
+    let issuer = Issuer::new();
+    let addr = unused_addr();
+    let spool = tempfile::tempdir().unwrap();
+    let mut config = config(&format!("http://{addr}"), spool.path());
+    config.batch_size = N;
+    config.flush_interval = Duration::from_secs(3600);
+    let writer =
+        AuditWriter::start(config, Arc::new(StaticToken(issuer.token("svc-a", 300)))).unwrap();
+    // The service is down: the batch is spooled whole.
+    record_with_one_bad(&writer, N, N - 1);
+    wait_until("the batch to be spooled", || async {
+        writer.metrics().spooled == N as u64
+    })
+    .await;
+    assert_eq!(spool_files(spool.path()).len(), 1);
+    // It comes back and refuses the spooled batch.
+    let audit = Audit::start_on(&issuer, addr).await;
+    only_the_bad_event_is_poisoned(&writer, &audit, spool.path(), N, N - 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_on_the_same_spool_is_refused_until_the_first_is_gone() {
+    let spool = tempfile::tempdir().unwrap();
+    let url = format!("http://{}", unused_addr());
+    let token: Arc<dyn TokenSource> = Arc::new(StaticToken("unused".into()));
+    let open = || AuditWriter::start(config(&url, spool.path()), token.clone());
+
+    let first = open().unwrap();
+    let refused = open().unwrap_err();
+    assert_eq!(refused.kind(), io::ErrorKind::ResourceBusy);
+    let message = refused.to_string();
+    assert!(
+        message.contains(&spool.path().display().to_string())
+            && message.contains("another audit writer"),
+        "{message}"
+    );
+
+    first.shutdown().await;
+    let second = open().expect("free once the first writer is shut down");
+    assert_eq!(second.metrics().spooled, 0, "the lock file is not a batch");
+
+    // Dropping the last handle ends the task, which lets go of the lock as
+    // it ends, shortly after.
+    drop(second);
+    let dropped_at = Instant::now();
+    let third = loop {
+        match open() {
+            Ok(writer) => break writer,
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                assert!(dropped_at.elapsed() < DEADLINE, "never released: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    third.shutdown().await;
 }
 
 /// Hands out an expired token first, then good ones.
