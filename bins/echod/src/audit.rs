@@ -4,11 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use echo_audit::chain::{Anchor, ChainVerifier, GENESIS};
-use echo_audit::checkpoint::{NoteSigner, verify_note};
+use echo_audit::checkpoint::NoteSigner;
 use echo_audit::http::AuditApp;
 use echo_audit::service::AuditService;
 use echo_audit::store::AuditStore;
+use echo_audit::verify::{VerifyError, verify_chain};
 use echo_core::SystemClock;
 use echo_crypto::secret::{b64url, b64url_decode, random_bytes};
 use echo_verify::{HttpJwks, Verifier, VerifierOptions};
@@ -18,6 +18,7 @@ use crate::settings::{ensure_data_dir, secret_text};
 
 pub const AUDIT_DATABASE_URL_VAR: &str = "ECHO_AUDIT_DATABASE_URL";
 pub const AUDIT_SIGNING_KEY_VAR: &str = "ECHO_AUDIT_SIGNING_KEY";
+const SIGNING_KEY_FILE: &str = "audit-signing.key";
 /// Rows read per page while verifying, so memory stays flat.
 const VERIFY_PAGE: i64 = 10_000;
 
@@ -42,7 +43,7 @@ pub async fn open_audit_store(dir: &Path) -> anyhow::Result<Arc<dyn AuditStore>>
 /// `audit-signing.key` (0600), never the database, so whoever can rewrite
 /// the database still cannot sign a checkpoint for the rewritten chain.
 pub fn checkpoint_signer(dir: &Path, origin: &str) -> anyhow::Result<NoteSigner> {
-    let text = secret_text(dir, AUDIT_SIGNING_KEY_VAR, "audit-signing.key", || {
+    let text = secret_text(dir, AUDIT_SIGNING_KEY_VAR, SIGNING_KEY_FILE, || {
         b64url(&random_bytes::<32>())
     })?;
     let seed: [u8; 32] = b64url_decode(text.trim())
@@ -64,17 +65,22 @@ pub fn origin() -> String {
         .unwrap_or_else(|| "echo-audit".to_owned())
 }
 
-/// Builds the audit service for `issuer`'s tokens with audience `audience`.
-pub async fn build(dir: &Path, issuer: &str, audience: &str) -> anyhow::Result<Arc<AuditApp>> {
+/// The audit service over the data directory's store and signing key.
+async fn service(dir: &Path) -> anyhow::Result<AuditService> {
     let store = open_audit_store(dir).await?;
     let signer = checkpoint_signer(dir, &origin())?;
+    Ok(AuditService::new(store, signer, Arc::new(SystemClock)))
+}
+
+/// Builds the audit service for `issuer`'s tokens with audience `audience`.
+pub async fn build(dir: &Path, issuer: &str, audience: &str) -> anyhow::Result<Arc<AuditApp>> {
+    let service = service(dir).await?;
     let jwks = HttpJwks::new(format!("{}/jwks", issuer.trim_end_matches('/')));
     let verifier = Arc::new(Verifier::new(
         issuer,
         Arc::new(jwks),
         VerifierOptions::default(),
     ));
-    let service = AuditService::new(store, signer, Arc::new(SystemClock));
     Ok(Arc::new(AuditApp {
         service,
         verifier,
@@ -89,9 +95,14 @@ pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// Signs a checkpoint over the head every `every`, when the head moved, so
-/// that each interval's history is pinned by a signature handed out; and
-/// refreshes the query planner's statistics.
-pub fn spawn_checkpointer(app: Arc<AuditApp>, every: std::time::Duration) {
+/// that each interval's history is pinned by a signature handed out; prunes
+/// events older than `retention`, if set; and refreshes the query planner's
+/// statistics.
+pub fn spawn_checkpointer(
+    app: Arc<AuditApp>,
+    every: std::time::Duration,
+    retention: Option<std::time::Duration>,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
@@ -100,11 +111,31 @@ pub fn spawn_checkpointer(app: Arc<AuditApp>, every: std::time::Duration) {
             if let Err(e) = app.service.checkpoint().await {
                 tracing::error!(error = %e, "could not sign an audit checkpoint");
             }
+            if let Some(retention) = retention
+                && let Err(e) = app.service.prune(cutoff_ms(retention)).await
+            {
+                tracing::error!(error = %e, "could not prune the audit log");
+            }
             if let Err(e) = app.service.optimize().await {
                 tracing::warn!(error = %e, "could not refresh audit query statistics");
             }
         }
     });
+}
+
+/// Unix milliseconds `age` ago.
+fn cutoff_ms(age: std::time::Duration) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.saturating_sub(age).as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `echod audit prune --older-than AGE`.
+pub async fn prune(dir: &Path, older_than: std::time::Duration) -> anyhow::Result<()> {
+    let deleted = service(dir).await?.prune(cutoff_ms(older_than)).await?;
+    println!("pruned {deleted} events");
+    Ok(())
 }
 
 /// `echod audit tail`: prints the newest `last` events as JSON lines, then
@@ -136,49 +167,45 @@ pub async fn tail(dir: &Path, last: i64, follow: bool) -> anyhow::Result<()> {
 
 /// `echod audit verify`: walks the whole chain and checks every checkpoint
 /// signature; prints `ok <count> events, head <hash>` or names the first
-/// changed, removed, inserted, reordered or truncated event.
+/// changed, removed, inserted, reordered or truncated event. Refuses to run
+/// without the signing key rather than create one (a new key would verify
+/// no checkpoint).
 pub async fn verify(dir: &Path) -> anyhow::Result<bool> {
-    let store = open_audit_store(dir).await?;
-    let signer = checkpoint_signer(dir, &origin())?;
-    let vkey = signer.verifier_key();
-    let mut anchors = Vec::new();
-    for note in store.checkpoint_notes().await? {
-        match verify_note(&note, &vkey) {
-            Ok(checkpoint) => anchors.push(checkpoint.anchor()),
-            Err(e) => {
-                println!("broken: a stored checkpoint does not verify ({e})");
-                return Ok(false);
-            }
-        }
+    if std::env::var_os(AUDIT_SIGNING_KEY_VAR).is_none() && !dir.join(SIGNING_KEY_FILE).exists() {
+        anyhow::bail!(
+            "no audit signing key: set {AUDIT_SIGNING_KEY_VAR} or put {SIGNING_KEY_FILE} in {}",
+            dir.display()
+        );
     }
-    let mut verifier = ChainVerifier::new(
-        Anchor {
-            size: 0,
-            head: GENESIS,
-        },
-        anchors,
-    );
-    let mut after = 0;
-    loop {
-        let rows = store.rows(after, VERIFY_PAGE).await?;
-        let Some(last) = rows.last() else { break };
-        after = last.seq;
-        for row in rows {
-            if let Err(broken) = verifier.push(row) {
-                println!("broken: {:?} at event {}", broken.kind, broken.event_id);
-                return Ok(false);
-            }
+    let service = service(dir).await?;
+    let anchors = match service.signed_anchors().await {
+        Ok(anchors) => anchors,
+        Err(e) => {
+            println!("broken: a stored checkpoint does not verify ({e})");
+            return Ok(false);
         }
-    }
-    match verifier.finish() {
-        Ok(summary) => {
-            let head: String = summary.head.iter().map(|b| format!("{b:02x}")).collect();
-            println!("ok {} events, head {head}", summary.count);
+    };
+    match verify_chain(service.store(), anchors).await {
+        Ok(verified) => {
+            let head: String = verified
+                .summary
+                .head
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            println!("ok {} events, head {head}", verified.events());
+            if verified.start.size > 0 {
+                println!(
+                    "events 1 to {} were pruned; the rest chains from the signed checkpoint at that size",
+                    verified.start.size
+                );
+            }
             Ok(true)
         }
-        Err(broken) => {
+        Err(VerifyError::Broken(broken)) => {
             println!("broken: {:?} at event {}", broken.kind, broken.event_id);
             Ok(false)
         }
+        Err(VerifyError::Store(e)) => Err(e.into()),
     }
 }

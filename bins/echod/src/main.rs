@@ -94,6 +94,10 @@ pub struct UpArgs {
     /// Seconds between signed audit checkpoints (when the log grew).
     #[arg(long, env = "ECHO_AUDIT_CHECKPOINT_SECONDS", default_value_t = 60)]
     pub audit_checkpoint_seconds: u64,
+    /// Prune audit events older than this (e.g. `90d`), at each checkpoint;
+    /// without it events are kept forever.
+    #[arg(long, env = "ECHO_AUDIT_RETENTION", value_parser = humantime::parse_duration)]
+    pub audit_retention: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -114,12 +118,23 @@ pub struct AuditArgs {
     /// Seconds between signed checkpoints (when the log grew).
     #[arg(long, env = "ECHO_AUDIT_CHECKPOINT_SECONDS", default_value_t = 60)]
     pub checkpoint_seconds: u64,
+    /// Prune events older than this (e.g. `90d`), at each checkpoint;
+    /// without it events are kept forever.
+    #[arg(long, env = "ECHO_AUDIT_RETENTION", value_parser = humantime::parse_duration)]
+    pub retention: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Verify the whole chain and every checkpoint signature.
     Verify,
+    /// Delete events older than a duration, anchoring what remains with a
+    /// signed checkpoint (what `--retention` does on a schedule).
+    Prune {
+        /// e.g. `90d`, `12h`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+    },
     /// Print the newest events as JSON lines.
     Tail {
         /// How many of the newest events to print first.
@@ -257,6 +272,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit {
             command: AuditCommand::Tail { lines, follow },
         } => audit::tail(&data_dir, lines, follow).await,
+        Command::Audit {
+            command: AuditCommand::Prune { older_than },
+        } => audit::prune(&data_dir, older_than).await,
         Command::Audit {
             command: AuditCommand::Verify,
         } => {

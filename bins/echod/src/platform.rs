@@ -171,6 +171,7 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     audit::spawn_checkpointer(
         audit_app.clone(),
         Duration::from_secs(args.audit_checkpoint_seconds.max(1)),
+        args.audit_retention,
     );
     announce_ready(&identity_listener)?;
     announce_ready(&audit_listener)?;
@@ -203,6 +204,7 @@ pub async fn serve_audit(data_dir: &Path, args: &AuditArgs) -> anyhow::Result<()
     audit::spawn_checkpointer(
         app.clone(),
         Duration::from_secs(args.checkpoint_seconds.max(1)),
+        args.retention,
     );
     announce_ready(&listener)?;
     echo_audit::http::serve(listener, app, shutdown_signal()).await?;

@@ -112,6 +112,12 @@ impl ChainBreak {
             event_id: event_id.to_owned(),
         }
     }
+
+    /// The retained start of a pruned chain has no signed checkpoint at its
+    /// size: rows were cut from the front without the anchor pruning signs.
+    pub fn unanchored_start() -> Self {
+        ChainBreak::new(BreakKind::Removed, "")
+    }
 }
 
 /// A verified chain: `count` is its length, i.e. the seq of its last row

@@ -122,6 +122,73 @@ enum Field<'a> {
     OptStr(Option<&'a str>),
     Int(i64),
     Json(&'a Value),
+    /// Already canonical JSON, copied verbatim.
+    Raw(&'a str),
+}
+
+/// An event's fields borrowed as stored, for hashing rows straight from the
+/// database without building an [`Event`]: `context` is the stored text,
+/// which [`Event::context_json`] wrote in canonical form.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredFields<'a> {
+    pub id: &'a str,
+    pub time: i64,
+    pub service: &'a str,
+    pub level: &'a str,
+    pub action: &'a str,
+    pub actor: Option<&'a str>,
+    pub outcome: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
+    pub message: &'a str,
+    pub context: &'a str,
+}
+
+impl StoredFields<'_> {
+    /// [`Event::canonical_bytes`] of the stored event, into `out` (cleared
+    /// first, so one buffer serves a whole scan). Equal to it whenever the
+    /// stored context is canonical, as every row written by this crate's
+    /// stores is.
+    pub fn canonical_bytes_into(&self, out: &mut Vec<u8>) {
+        out.clear();
+        self.write_canonical(Field::Raw(self.context), out);
+    }
+
+    /// The canonical top-level object, with `context` written as given.
+    fn write_canonical(&self, context: Field<'_>, out: &mut Vec<u8>) {
+        // Already in lexicographic order; a unit test checks it.
+        let fields: [(&str, Field<'_>); 12] = [
+            ("action", Field::Str(self.action)),
+            ("actor", Field::OptStr(self.actor)),
+            ("context", context),
+            ("id", Field::Str(self.id)),
+            ("ip", Field::OptStr(self.ip)),
+            ("level", Field::Str(self.level)),
+            ("message", Field::Str(self.message)),
+            ("outcome", Field::OptStr(self.outcome)),
+            ("service", Field::Str(self.service)),
+            ("time", Field::Int(self.time)),
+            ("trace_id", Field::OptStr(self.trace_id)),
+            ("user_agent", Field::OptStr(self.user_agent)),
+        ];
+        out.push(b'{');
+        for (i, (key, value)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_string(key, out);
+            out.push(b':');
+            match value {
+                Field::Str(s) | Field::OptStr(Some(s)) => write_string(s, out),
+                Field::OptStr(None) => out.extend_from_slice(b"null"),
+                Field::Int(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+                Field::Json(v) => write_canonical(v, out),
+                Field::Raw(json) => out.extend_from_slice(json.as_bytes()),
+            }
+        }
+        out.push(b'}');
+    }
 }
 
 impl Event {
@@ -143,38 +210,36 @@ impl Event {
     /// which changes if any crate in the build enables `preserve_order`.
     /// A new field would need a new chain format version, not an edit here.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        // Already in lexicographic order; a unit test checks it.
-        let fields: [(&str, Field<'_>); 12] = [
-            ("action", Field::Str(&self.action)),
-            ("actor", Field::OptStr(self.actor.as_deref())),
-            ("context", Field::Json(&self.context)),
-            ("id", Field::Str(&self.id)),
-            ("ip", Field::OptStr(self.ip.as_deref())),
-            ("level", Field::Str(self.level.as_str())),
-            ("message", Field::Str(&self.message)),
-            ("outcome", Field::OptStr(self.outcome.as_deref())),
-            ("service", Field::Str(&self.service)),
-            ("time", Field::Int(self.time)),
-            ("trace_id", Field::OptStr(self.trace_id.as_deref())),
-            ("user_agent", Field::OptStr(self.user_agent.as_deref())),
-        ];
         let mut out = Vec::with_capacity(256 + self.message.len());
-        out.push(b'{');
-        for (i, (key, value)) in fields.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_string(key, &mut out);
-            out.push(b':');
-            match value {
-                Field::Str(s) | Field::OptStr(Some(s)) => write_string(s, &mut out),
-                Field::OptStr(None) => out.extend_from_slice(b"null"),
-                Field::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
-                Field::Json(v) => write_canonical(v, &mut out),
-            }
-        }
-        out.push(b'}');
+        self.stored_fields("")
+            .write_canonical(Field::Json(&self.context), &mut out);
         out
+    }
+
+    /// The event's fields borrowed, with `context` standing for the stored
+    /// context text.
+    pub fn stored_fields<'a>(&'a self, context: &'a str) -> StoredFields<'a> {
+        StoredFields {
+            id: &self.id,
+            time: self.time,
+            service: &self.service,
+            level: self.level.as_str(),
+            action: &self.action,
+            actor: self.actor.as_deref(),
+            outcome: self.outcome.as_deref(),
+            ip: self.ip.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+            trace_id: self.trace_id.as_deref(),
+            message: &self.message,
+            context,
+        }
+    }
+
+    /// `context` as stored: its canonical JSON, so the stored text is the
+    /// very bytes the chain hashes (see [`StoredFields`]).
+    pub fn context_json(&self) -> String {
+        // Canonical JSON is built from `str`s and ASCII, so always UTF-8.
+        String::from_utf8_lossy(&canonical_json(&self.context)).into_owned()
     }
 
     /// Checks writer input before it is redacted, chained and stored.

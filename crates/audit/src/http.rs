@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use crate::chain::ChainedEvent;
 use crate::service::{AuditError, AuditService};
-use crate::store::EventQuery;
+use crate::store::{EventQuery, search_words};
 
 /// Largest request body accepted (a full batch of large events).
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -78,8 +78,8 @@ impl IntoResponse for AuditError {
             AuditError::InvalidEvent { .. } | AuditError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AuditError::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AuditError::Impersonation { .. } | AuditError::Forbidden => StatusCode::FORBIDDEN,
-            AuditError::Store(e) => {
-                tracing::error!(error = %e, "audit storage failure");
+            AuditError::Store(_) | AuditError::ChainBroken(_) => {
+                tracing::error!(error = %self, "audit storage failure");
                 return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
             }
         };
@@ -216,6 +216,13 @@ async fn query(
     let Ok(Query(p)) = params else {
         return problem(StatusCode::BAD_REQUEST, "malformed query parameters");
     };
+    let words = search_words(p.q.as_deref().unwrap_or_default());
+    if p.q.as_deref().is_some_and(|q| !q.trim().is_empty()) && words.is_empty() {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "q: free text needs a letter or digit",
+        );
+    }
     let query = EventQuery {
         service: p.service,
         action: p.action,
@@ -224,7 +231,7 @@ async fn query(
         outcome: p.outcome,
         since: p.since,
         until: p.until,
-        text: p.q,
+        words,
         before: p.cursor,
         limit: p.limit.unwrap_or(100),
     };

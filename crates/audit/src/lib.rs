@@ -1,4 +1,4 @@
-//! Echo's audit log (work in progress, issue 3).
+//! Echo's audit log.
 //!
 //! - [`event`]: the event record and its canonical bytes.
 //! - [`chain`]: the hash chain, `hash = SHA-256(prev_hash ‖ canonical event)`,
@@ -6,7 +6,9 @@
 //! - [`checkpoint`]: signed checkpoints in the C2SP signed-note format.
 //! - [`redact`]: secret values removed before storage.
 //! - [`store`]: the chain in SQLite or PostgreSQL.
-//! - [`service`]: who may write and read; ingest, query and checkpoints.
+//! - [`verify`]: the stored chain verified against signed checkpoints.
+//! - [`service`]: who may write and read; ingest, query, checkpoints and
+//!   retention.
 //! - [`http`]: the service's endpoints.
 
 pub mod chain;
@@ -16,3 +18,4 @@ pub mod http;
 pub mod redact;
 pub mod service;
 pub mod store;
+pub mod verify;

@@ -12,16 +12,21 @@ use echo_core::Clock;
 use echo_crypto::secret::random_token;
 use echo_verify::Claims;
 
-use crate::chain::Anchor;
+use crate::chain::{Anchor, ChainBreak};
 use crate::checkpoint::{Checkpoint, NoteSigner};
-use crate::event::{Event, EventError};
+use crate::event::{Event, EventError, Level};
 use crate::redact::redact;
 use crate::store::{Appended, AuditStore, AuditStoreError, EventQuery};
+use crate::verify::{VerifyError, anchors_from_notes, verify_through};
 
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 1000;
 /// Most events one query returns.
 pub const MAX_LIMIT: i64 = 1000;
+/// Rows deleted per transaction while pruning.
+pub const PRUNE_BATCH: i64 = 1000;
+/// Most words in a free-text query.
+pub const MAX_WORDS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -39,6 +44,8 @@ pub enum AuditError {
     BadRequest(String),
     #[error("reading the audit log needs role auditor or admin, or scope audit.read")]
     Forbidden,
+    #[error("the audit chain does not verify: {0}")]
+    ChainBroken(ChainBreak),
     #[error(transparent)]
     Store(#[from] AuditStoreError),
 }
@@ -109,6 +116,11 @@ impl AuditService {
         if !may_read(reader) {
             return Err(AuditError::Forbidden);
         }
+        if query.words.len() > MAX_WORDS {
+            return Err(AuditError::BadRequest(format!(
+                "q: at most {MAX_WORDS} words"
+            )));
+        }
         query.limit = query.limit.clamp(1, MAX_LIMIT);
         Ok(self.store.query(&query).await?)
     }
@@ -122,6 +134,11 @@ impl AuditService {
         {
             return Ok(note);
         }
+        self.sign(Anchor { size, head }).await
+    }
+
+    /// Signs and stores a checkpoint over `anchor`; returns the note.
+    async fn sign(&self, Anchor { size, head }: Anchor) -> Result<String, AuditError> {
         let checkpoint = Checkpoint {
             origin: self.signer.name().to_owned(),
             size,
@@ -136,6 +153,10 @@ impl AuditService {
     /// Refreshes the store's planner statistics (run with each checkpoint).
     pub async fn optimize(&self) -> Result<(), AuditError> {
         Ok(self.store.optimize().await?)
+    }
+
+    pub fn store(&self) -> Arc<dyn AuditStore> {
+        self.store.clone()
     }
 
     pub fn origin(&self) -> &str {
@@ -155,22 +176,97 @@ pub fn may_read(claims: &Claims) -> bool {
 impl AuditService {
     /// A refused read is itself audited, as the audit service's own event.
     pub async fn record_denied(&self, reader: &Claims) {
-        let event = Event {
-            id: random_token(),
-            time: self.clock.now() * 1000,
-            service: "audit".into(),
-            level: crate::event::Level::Warn,
+        self.record_own(Event {
+            level: Level::Warn,
             action: "audit.query.denied".into(),
             actor: Some(reader.sub.clone()),
             outcome: Some("failure".into()),
+            message: "read of the audit log refused".into(),
+            ..self.own_event()
+        })
+        .await;
+    }
+
+    /// An event of the audit service itself; callers fill in the rest.
+    fn own_event(&self) -> Event {
+        Event {
+            id: random_token(),
+            time: self.clock.now() * 1000,
+            service: "audit".into(),
+            level: Level::Info,
+            action: String::new(),
+            actor: None,
+            outcome: None,
             ip: None,
             user_agent: None,
             trace_id: None,
-            message: "read of the audit log refused".into(),
+            message: String::new(),
             context: serde_json::Value::Null,
-        };
-        if let Err(e) = self.store.append(&[event]).await {
-            tracing::error!(error = %e, "could not record a refused audit read");
         }
+    }
+
+    async fn record_own(&self, event: Event) {
+        if let Err(e) = self.store.append(&[event]).await {
+            tracing::error!(error = %e, "could not record an audit service event");
+        }
+    }
+
+    /// The anchors of every checkpoint this service signed, each signature
+    /// checked: a note that does not verify is an error, not skipped.
+    pub async fn signed_anchors(&self) -> Result<Vec<Anchor>, AuditError> {
+        let notes = self.store.checkpoint_notes().await?;
+        anchors_from_notes(&notes, &self.signer.verifier_key())
+            .map_err(|e| AuditError::Store(AuditStoreError::Corrupt(e.to_string())))
+    }
+
+    /// Retention: deletes the events older than `cutoff_ms` (Unix ms) from
+    /// the front of the chain, in transactions of [`PRUNE_BATCH`] rows so
+    /// appends wait milliseconds at most. Pruning stops at the first event
+    /// that is not old enough, so the retained chain stays contiguous.
+    ///
+    /// Before anything is deleted, the rows to go are verified (pruning must
+    /// not launder tampering), and a checkpoint is signed at the last of them:
+    /// that signed anchor is the retained chain's new start, from which
+    /// `echod audit verify` checks what remains. Returns the rows deleted.
+    pub async fn prune(&self, cutoff_ms: i64) -> Result<u64, AuditError> {
+        let start = self.store.retained_start().await?;
+        let through = match self.store.first_seq_since(cutoff_ms, start.size).await? {
+            Some(seq) => seq - 1,
+            None => self.store.head().await?.size,
+        };
+        if through <= start.size {
+            return Ok(0);
+        }
+        let anchors = self.signed_anchors().await?;
+        let verified = verify_through(self.store.clone(), anchors, through)
+            .await
+            .map_err(|e| match e {
+                VerifyError::Broken(broken) => AuditError::ChainBroken(broken),
+                VerifyError::Store(e) => AuditError::Store(e),
+            })?;
+        let anchor = Anchor {
+            size: verified.summary.count,
+            head: verified.summary.head,
+        };
+        self.sign(anchor).await?;
+        self.store.set_retained_start(&anchor).await?;
+        let mut deleted = 0;
+        loop {
+            let n = self.store.delete_oldest(anchor.size, PRUNE_BATCH).await?;
+            if n == 0 {
+                break;
+            }
+            deleted += n;
+            tokio::task::yield_now().await;
+        }
+        self.record_own(Event {
+            action: "audit.retention.pruned".into(),
+            outcome: Some("success".into()),
+            message: format!("pruned {deleted} events older than the retention period"),
+            context: serde_json::json!({"through_seq": anchor.size, "deleted": deleted, "cutoff": cutoff_ms}),
+            ..self.own_event()
+        })
+        .await;
+        Ok(deleted)
     }
 }

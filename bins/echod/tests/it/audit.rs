@@ -229,3 +229,48 @@ async fn standalone_identity_writes_to_a_separate_audit_service() {
     let _audit = start(audit, 1);
     wait_for_identity_event(dir.path(), "token.issued").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_prune_keeps_recent_events_and_anchors_what_remains() {
+    let seeded = seeded().await;
+    let dir = copy_dir(seeded.path());
+    let prune = |age: &str| {
+        let out = echod(dir.path())
+            .args(["audit", "prune", "--older-than", age])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(prune("1h"), "pruned 0 events\n");
+    // Everything is older than nothing: all twelve go, and the prune's own
+    // record starts the retained chain.
+    assert_eq!(prune("0s"), "pruned 12 events\n");
+    let (ok, out) = verify(dir.path());
+    assert!(ok, "{out}");
+    assert!(out.starts_with("ok 1 events, head "), "{out}");
+    assert!(out.contains("events 1 to 12 were pruned"), "{out}");
+
+    // Without the checkpoint signed at the cut, the cut is unexplained.
+    tamper(
+        dir.path(),
+        &["DELETE FROM audit_checkpoints WHERE size = 12"],
+    )
+    .await;
+    let (ok, out) = verify(dir.path());
+    assert!(!ok, "{out}");
+    assert!(out.contains("Removed at event"), "{out}");
+}
+
+#[test]
+fn audit_verify_without_the_signing_key_refuses_and_creates_none() {
+    let dir = echo_testkit::data_dir();
+    let out = echod(dir.path())
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no audit signing key"), "{stderr}");
+    assert!(!dir.path().join("audit-signing.key").exists());
+}

@@ -7,14 +7,18 @@
 
 use async_trait::async_trait;
 
-use crate::chain::{Anchor, ChainedEvent};
+use crate::chain::{Anchor, ChainedEvent, Hash};
 use crate::checkpoint::Checkpoint;
-use crate::event::Event;
+use crate::event::{Event, StoredFields};
 
+mod page;
 mod postgres;
 mod sql;
 mod sqlite;
 
+pub use sql::search_words;
+
+pub use page::RowPage;
 pub use postgres::PgAuditStore;
 pub use sqlite::SqliteAuditStore;
 
@@ -64,10 +68,19 @@ pub struct EventQuery {
     pub since: Option<i64>,
     /// Unix milliseconds, exclusive.
     pub until: Option<i64>,
-    /// Substring of the message, action or actor.
-    pub text: Option<String>,
+    /// Free text: every word must start a word of the message, action or
+    /// actor (see [`search_words`]); empty for no text filter.
+    pub words: Vec<String>,
     pub before: Option<i64>,
     pub limit: i64,
+}
+
+/// One stored row as a [`RowPage`] lends it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScannedRow<'a> {
+    pub seq: i64,
+    pub fields: StoredFields<'a>,
+    pub hash: &'a [u8],
 }
 
 #[async_trait]
@@ -86,6 +99,23 @@ pub trait AuditStore: Send + Sync {
     /// Refreshes the planner's statistics, so filtered queries pick the
     /// right index as the log grows (run periodically).
     async fn optimize(&self) -> Result<()>;
+
+    /// Rows with `after < seq <= through`, ascending, at most `limit`, in
+    /// one text arena: the verifier's lean read path.
+    async fn scan(&self, after: i64, through: i64, limit: i64) -> Result<RowPage>;
+    /// The stored hash of row `seq`, if the row exists.
+    async fn row_hash(&self, seq: i64) -> Result<Option<Hash>>;
+
+    /// Where the retained chain starts: the seq and hash of the last row
+    /// pruned away, `(0, GENESIS)` if nothing was.
+    async fn retained_start(&self) -> Result<Anchor>;
+    /// Moves the retained start forward (never back).
+    async fn set_retained_start(&self, start: &Anchor) -> Result<()>;
+    /// The lowest seq above `after` of an event with `time >= time`, if any.
+    async fn first_seq_since(&self, time: i64, after: i64) -> Result<Option<i64>>;
+    /// Deletes at most `max_rows` of the oldest rows with `seq <= through`,
+    /// in one short transaction; returns how many it deleted.
+    async fn delete_oldest(&self, through: i64, max_rows: i64) -> Result<u64>;
 }
 
 /// PostgreSQL when `url` is a `postgres://` URL, else `audit.db` in `data_dir`.

@@ -1,6 +1,7 @@
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use super::Result;
+use super::sql::{EVENT_COLUMNS, TEXT_COLUMNS};
+use super::{Result, RowPage};
 
 /// The audit chain in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -20,4 +21,45 @@ impl PgAuditStore {
     }
 }
 
-super::sql::sql_audit_store!(PgAuditStore, sqlx::Postgres, "ANALYZE audit_events");
+impl PgAuditStore {
+    async fn scan_page(&self, after: i64, through: i64, limit: i64) -> Result<RowPage> {
+        use futures_util::TryStreamExt;
+        use sqlx::Row;
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3"
+        );
+        let mut rows = sqlx::query(&sql)
+            .bind(after)
+            .bind(through)
+            .bind(limit)
+            .fetch(&self.read);
+        let mut page = RowPage::default();
+        while let Some(row) = rows.try_next().await? {
+            let texts: Vec<Option<&str>> = TEXT_COLUMNS
+                .into_iter()
+                .map(|i| row.try_get(i))
+                .collect::<Result<_, _>>()?;
+            page.push(row.try_get(0)?, row.try_get(2)?, row.try_get(13)?, |i| {
+                texts[i]
+            });
+        }
+        Ok(page)
+    }
+}
+
+/// A tsquery: each word as a prefix lexeme, all required. Words are letters
+/// and digits only, so they need no quoting.
+fn tsquery(words: &[String]) -> String {
+    let terms: Vec<String> = words.iter().map(|w| format!("{w}:*")).collect();
+    terms.join(" & ")
+}
+
+super::sql::sql_audit_store!(
+    PgAuditStore, sqlx::Postgres,
+    optimize: "ANALYZE audit_events",
+    // The GIN index over `audit_text(...)` (migration 0003) keeps itself.
+    index_new: None,
+    unindex_through: None,
+    text_filter: " AND audit_text(message, action, actor) @@ to_tsquery('simple', ",
+    text_query: tsquery,
+);

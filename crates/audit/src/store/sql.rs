@@ -8,6 +8,10 @@ use super::{AuditStoreError, Result};
 
 pub(crate) const EVENT_COLUMNS: &str = "seq, id, time, service, level, action, actor, outcome, ip, user_agent, trace_id, message, context, hash";
 
+/// Positions of the text columns in [`EVENT_COLUMNS`] (all but `seq`,
+/// `time` and `hash`), in the order [`super::RowPage`] keeps them.
+pub(crate) const TEXT_COLUMNS: [usize; 11] = [1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+
 pub(crate) fn to_hash(bytes: Vec<u8>) -> Result<Hash> {
     bytes
         .try_into()
@@ -60,62 +64,113 @@ impl TryFrom<EventRow> for ChainedEvent {
     }
 }
 
+/// Rows per multi-row `INSERT`: 14 binds each stays far below both
+/// backends' bind limits (SQLite 32,766; PostgreSQL 65,535).
+pub(crate) const INSERT_CHUNK: usize = 500;
+
+/// Words of a free-text search: maximal runs of letters and digits, which
+/// is how both backends' indexes split text (FTS5's `unicode61`, and the
+/// PostgreSQL index expression that turns everything else into spaces).
+pub fn search_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
 /// Implements [`super::AuditStore`] for `$store` (with `read` and `write`
-/// pools) over the sqlx database `$db`; `$optimize` is the backend's
-/// statement that refreshes planner statistics.
+/// pools and its own `scan_page`) over the sqlx database `$db`, in a module
+/// that imports `EVENT_COLUMNS`. The backends differ only in `scan_page` and
+/// in what the arguments name:
+///
+/// - `optimize`: the statement that refreshes planner statistics;
+/// - `index_new`: run after an append with `$1` = the seq before the batch,
+///   to index the new rows for free text (`None` where an index expression
+///   does it);
+/// - `unindex_through`: run as pruning deletes rows with seq ≤ `$1`;
+/// - `text_filter`: the SQL that precedes the bound match expression built
+///   by `text_query` from the search words.
 macro_rules! sql_audit_store {
-    ($store:ty, $db:ty, $optimize:literal) => {
+    (
+        $store:ty, $db:ty,
+        optimize: $optimize:literal,
+        index_new: $index_new:expr,
+        unindex_through: $unindex_through:expr,
+        text_filter: $text_filter:literal,
+        text_query: $text_query:expr $(,)?
+    ) => {
         use $crate::chain::{link, Anchor, ChainedEvent};
         use $crate::checkpoint::Checkpoint;
         use $crate::event::Event;
-        use $crate::store::sql::{to_hash, EventRow, EVENT_COLUMNS};
+        use $crate::store::sql::{to_hash, EventRow, INSERT_CHUNK};
         use $crate::store::{Appended, AuditStore, EventQuery};
 
         #[async_trait::async_trait]
         impl AuditStore for $store {
             async fn append(&self, events: &[Event]) -> $crate::store::Result<Appended> {
                 let mut tx = self.write.begin().await?;
-                // Taking the head row's lock first serialises appenders.
+                // Taking the head row's lock first serialises appenders, so
+                // the duplicate check below cannot race another append.
                 sqlx::query("UPDATE audit_head SET seq = seq WHERE one = 1").execute(&mut *tx).await?;
-                let (mut seq, head): (i64, Vec<u8>) =
+                let (before, head): (i64, Vec<u8>) =
                     sqlx::query_as("SELECT seq, hash FROM audit_head WHERE one = 1").fetch_one(&mut *tx).await?;
+                // A retried batch: events already stored (same service and
+                // id) are skipped, as are repeats within the batch.
+                let mut seen = std::collections::HashSet::new();
+                for chunk in events.chunks(INSERT_CHUNK) {
+                    let mut sql = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT service, id FROM audit_events WHERE (service, id) IN (",
+                    );
+                    let mut list = sql.separated(", ");
+                    for event in chunk {
+                        list.push("(").push_bind_unseparated(&event.service);
+                        list.push_unseparated(", ").push_bind_unseparated(&event.id).push_unseparated(")");
+                    }
+                    sql.push(")");
+                    seen.extend(sql.build_query_as::<(String, String)>().fetch_all(&mut *tx).await?);
+                }
                 let mut hash = to_hash(head)?;
-                let mut stored = 0;
+                let mut chained = Vec::with_capacity(events.len());
                 for event in events {
-                    let next = link(&hash, event);
-                    let context = serde_json::to_string(&event.context).unwrap_or_else(|_| "null".into());
-                    let inserted = sqlx::query(&format!(
-                        "INSERT INTO audit_events ({EVENT_COLUMNS}) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-                         ON CONFLICT (service, id) DO NOTHING"
-                    ))
-                    .bind(seq + 1)
-                    .bind(&event.id)
-                    .bind(event.time)
-                    .bind(&event.service)
-                    .bind(event.level.as_str())
-                    .bind(&event.action)
-                    .bind(&event.actor)
-                    .bind(&event.outcome)
-                    .bind(&event.ip)
-                    .bind(&event.user_agent)
-                    .bind(&event.trace_id)
-                    .bind(&event.message)
-                    .bind(context)
-                    .bind(next.to_vec())
-                    .execute(&mut *tx)
-                    .await?;
-                    if inserted.rows_affected() == 1 {
-                        seq += 1;
-                        hash = next;
-                        stored += 1;
+                    if seen.insert((event.service.clone(), event.id.clone())) {
+                        hash = link(&hash, event);
+                        chained.push((event, hash));
                     }
                 }
-                sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE one = 1")
-                    .bind(seq)
-                    .bind(hash.to_vec())
-                    .execute(&mut *tx)
-                    .await?;
+                for (offset, chunk) in chained.chunks(INSERT_CHUNK).enumerate() {
+                    let first = before + 1 + (offset * INSERT_CHUNK) as i64;
+                    let mut sql = sqlx::QueryBuilder::<$db>::new(format!("INSERT INTO audit_events ({EVENT_COLUMNS}) "));
+                    sql.push_values(chunk.iter().enumerate(), |mut row, (i, (event, hash))| {
+                        row.push_bind(first + i as i64)
+                            .push_bind(&event.id)
+                            .push_bind(event.time)
+                            .push_bind(&event.service)
+                            .push_bind(event.level.as_str())
+                            .push_bind(&event.action)
+                            .push_bind(&event.actor)
+                            .push_bind(&event.outcome)
+                            .push_bind(&event.ip)
+                            .push_bind(&event.user_agent)
+                            .push_bind(&event.trace_id)
+                            .push_bind(&event.message)
+                            .push_bind(event.context_json())
+                            .push_bind(hash.to_vec());
+                    });
+                    sql.build().execute(&mut *tx).await?;
+                }
+                let stored = chained.len();
+                let seq = before + stored as i64;
+                if stored > 0 {
+                    let index_new: Option<&str> = $index_new;
+                    if let Some(statement) = index_new {
+                        sqlx::query(statement).bind(before).execute(&mut *tx).await?;
+                    }
+                    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE one = 1")
+                        .bind(seq)
+                        .bind(hash.to_vec())
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
                 Ok(Appended { stored, duplicates: events.len() - stored, head: Anchor { size: seq, head: hash } })
             }
@@ -158,11 +213,9 @@ macro_rules! sql_audit_store {
                 if let Some(until) = q.until {
                     sql.push(" AND time < ").push_bind(until);
                 }
-                if let Some(text) = &q.text {
-                    let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-                    sql.push(" AND (message LIKE ").push_bind(pattern.clone()).push(" ESCAPE '\\'");
-                    sql.push(" OR action LIKE ").push_bind(pattern.clone()).push(" ESCAPE '\\'");
-                    sql.push(" OR actor LIKE ").push_bind(pattern).push(" ESCAPE '\\')");
+                if !q.words.is_empty() {
+                    let text_query: fn(&[String]) -> String = $text_query;
+                    sql.push($text_filter).push_bind(text_query(&q.words)).push(")");
                 }
                 if let Some(before) = q.before {
                     sql.push(" AND seq < ").push_bind(before);
@@ -205,6 +258,67 @@ macro_rules! sql_audit_store {
                 Ok(sqlx::query_scalar("SELECT note FROM audit_checkpoints ORDER BY size")
                     .fetch_all(&self.read)
                     .await?)
+            }
+
+            async fn retained_start(&self) -> $crate::store::Result<Anchor> {
+                let (size, head): (i64, Vec<u8>) =
+                    sqlx::query_as("SELECT seq, hash FROM audit_retained WHERE one = 1").fetch_one(&self.read).await?;
+                Ok(Anchor { size, head: to_hash(head)? })
+            }
+
+            async fn first_seq_since(&self, time: i64, after: i64) -> $crate::store::Result<Option<i64>> {
+                // Walks the chain from `after`: the rows to prune, then one.
+                Ok(sqlx::query_scalar(
+                    "SELECT seq FROM audit_events WHERE seq > $1 AND time >= $2 ORDER BY seq LIMIT 1",
+                )
+                .bind(after)
+                .bind(time)
+                .fetch_optional(&self.read)
+                .await?)
+            }
+
+            async fn scan(&self, after: i64, through: i64, limit: i64) -> $crate::store::Result<$crate::store::RowPage> {
+                self.scan_page(after, through, limit).await
+            }
+
+            async fn row_hash(&self, seq: i64) -> $crate::store::Result<Option<$crate::chain::Hash>> {
+                let hash: Option<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM audit_events WHERE seq = $1")
+                    .bind(seq)
+                    .fetch_optional(&self.read)
+                    .await?;
+                hash.map(to_hash).transpose()
+            }
+
+            async fn set_retained_start(&self, start: &Anchor) -> $crate::store::Result<()> {
+                sqlx::query("UPDATE audit_retained SET seq = $1, hash = $2 WHERE one = 1 AND seq < $1")
+                    .bind(start.size)
+                    .bind(start.head.to_vec())
+                    .execute(&self.write)
+                    .await?;
+                Ok(())
+            }
+
+            async fn delete_oldest(&self, through: i64, max_rows: i64) -> $crate::store::Result<u64> {
+                let mut tx = self.write.begin().await?;
+                let upto: Option<i64> = sqlx::query_scalar(
+                    "SELECT MAX(seq) FROM (SELECT seq FROM audit_events WHERE seq <= $1 ORDER BY seq LIMIT $2) oldest",
+                )
+                .bind(through)
+                .bind(max_rows)
+                .fetch_one(&mut *tx)
+                .await?;
+                let Some(upto) = upto else { return Ok(0) };
+                let unindex_through: Option<&str> = $unindex_through;
+                if let Some(statement) = unindex_through {
+                    sqlx::query(statement).bind(upto).execute(&mut *tx).await?;
+                }
+                let deleted = sqlx::query("DELETE FROM audit_events WHERE seq <= $1")
+                    .bind(upto)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(deleted)
             }
         }
     };

@@ -15,7 +15,29 @@ use echo_testkit::PgTestDb;
 use echo_verify::{JwksSource, Verifier, VerifierOptions, VerifyError};
 use serde_json::{Value, json};
 
+mod retention;
+mod verify;
+
 const ISSUER: &str = "http://127.0.0.1:8081";
+
+/// Event `n` as a store receives it, at `time` (ms): id `ev-<n>`, message
+/// `event ev-<n>`.
+fn stored_event(n: usize, time: i64) -> echo_audit::event::Event {
+    echo_audit::event::Event {
+        id: format!("ev-{n}"),
+        time,
+        service: "identity".into(),
+        level: echo_audit::event::Level::Info,
+        action: "auth.login.success".into(),
+        actor: Some(format!("user-{}", n % 7)),
+        outcome: Some("success".into()),
+        ip: None,
+        user_agent: None,
+        trace_id: None,
+        message: format!("event ev-{n}"),
+        context: json!({"n": n}),
+    }
+}
 
 struct Keys(JwkSet);
 
