@@ -1,5 +1,7 @@
 //! `echod user …` and `echod client …`: they work on the same database as
-//! a running server, so they can be used while it runs.
+//! a running server, so they can be used while it runs (a server sees a
+//! changed client within its 2 s registration cache, and at once when a
+//! client's authentication would otherwise fail).
 
 use std::io::Read;
 use std::path::Path;
@@ -65,6 +67,11 @@ pub async fn user_list(dir: &Path) -> anyhow::Result<()> {
 pub async fn client_add(dir: &Path, args: ClientAddArgs) -> anyhow::Result<()> {
     let secret = if args.public {
         ClientSecret::Public
+    } else if let Some(path) = &args.jwks_file {
+        ClientSecret::PrivateKeyJwt(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        )
     } else if args.generate_secret {
         ClientSecret::Generate
     } else {
@@ -102,17 +109,19 @@ pub async fn client_add(dir: &Path, args: ClientAddArgs) -> anyhow::Result<()> {
 pub async fn client_list(dir: &Path) -> anyhow::Result<()> {
     let store = open_store(dir).await?;
     println!(
-        "{:<24} {:<13} {:<40} {:<24} REDIRECT URIS",
+        "{:<24} {:<15} {:<40} {:<24} REDIRECT URIS",
         "ID", "TYPE", "GRANTS", "AUDIENCES"
     );
     for client in store.list_clients().await? {
         println!(
-            "{:<24} {:<13} {:<40} {:<24} {}",
+            "{:<24} {:<15} {:<40} {:<24} {}",
             client.id,
-            if client.secret_hash.is_some() {
-                "confidential"
-            } else {
+            if client.jwks.is_some() {
+                "private_key_jwt"
+            } else if client.is_public() {
                 "public"
+            } else {
+                "confidential"
             },
             client.grant_types.join(","),
             if client.audiences.is_empty() {
@@ -123,5 +132,23 @@ pub async fn client_list(dir: &Path) -> anyhow::Result<()> {
             client.redirect_uris.join(" ")
         );
     }
+    Ok(())
+}
+
+pub async fn client_rotate_secret(
+    dir: &Path,
+    id: &str,
+    overlap: std::time::Duration,
+) -> anyhow::Result<()> {
+    let seconds = i64::try_from(overlap.as_secs()).context("the overlap is too long")?;
+    let store = open_store(dir).await?;
+    let secret =
+        admin::rotate_client_secret(&*store, &LogAuditSink, &SystemClock, id, seconds).await?;
+    println!("rotated the secret of client {id}");
+    println!("new client secret (shown once, store it now): {secret}");
+    println!(
+        "the old secret keeps working for {}",
+        humantime::format_duration(overlap)
+    );
     Ok(())
 }

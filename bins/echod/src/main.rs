@@ -207,10 +207,18 @@ enum ClientCommand {
     Add(ClientAddArgs),
     /// List clients.
     List,
+    /// Give a client a new generated secret (printed once); the old one
+    /// keeps working during the overlap.
+    RotateSecret {
+        id: String,
+        /// How long the old secret keeps working, e.g. `24h`, `30m`, `0s`.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        overlap: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("auth").required(true).args(["secret_stdin", "generate_secret", "public"])))]
+#[command(group(clap::ArgGroup::new("auth").required(true).args(["secret_stdin", "generate_secret", "public", "jwks_file"])))]
 struct ClientAddArgs {
     id: String,
     /// Read the client secret from standard input (at least 32 characters).
@@ -222,6 +230,10 @@ struct ClientAddArgs {
     /// A public client (no secret; PKCE required).
     #[arg(long)]
     public: bool,
+    /// Authenticate with private_key_jwt (RFC 7523) instead of a secret:
+    /// the client's public key(s), a JWK Set or one JWK, in this file.
+    #[arg(long, value_name = "PATH")]
+    jwks_file: Option<PathBuf>,
     #[arg(long = "redirect-uri")]
     redirect_uris: Vec<String>,
     #[arg(long = "grant", value_enum)]
@@ -302,5 +314,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Client {
             command: ClientCommand::List,
         } => admin::client_list(&data_dir).await,
+        Command::Client {
+            command: ClientCommand::RotateSecret { id, overlap },
+        } => admin::client_rotate_secret(&data_dir, &id, overlap).await,
     }
 }

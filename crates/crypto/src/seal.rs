@@ -81,6 +81,18 @@ impl MasterKey {
         Ok(plain.to_vec())
     }
 
+    /// A sealing key for one purpose (`label`), so what one use seals
+    /// another cannot open.
+    pub fn derive(&self, label: &str) -> MasterKey {
+        let derived = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, &self.0),
+            label.as_bytes(),
+        );
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(derived.as_ref());
+        MasterKey(bytes)
+    }
+
     /// A key for one purpose (`label`), so no two uses share key material.
     pub fn subkey(&self, label: &str) -> hmac::Key {
         let derived = hmac::sign(
@@ -103,6 +115,13 @@ mod tests {
         assert!(key.open(b"kid-2", &sealed).is_err(), "aad binds the owner");
         assert!(MasterKey::generate().open(b"kid-1", &sealed).is_err());
         assert!(key.open(b"kid-1", &sealed[..5]).is_err());
+        let derived = key.derive("purpose");
+        assert_eq!(derived.0, key.derive("purpose").0);
+        assert!(
+            derived.open(b"kid-1", &sealed).is_err(),
+            "a derived key is another key"
+        );
+        assert_ne!(derived.0, key.derive("other").0);
     }
 
     #[test]

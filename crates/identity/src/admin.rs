@@ -1,5 +1,6 @@
-//! Registering users and clients: what `echod user add` and `echod client
-//! add` do, with every operator input validated before anything is stored.
+//! Registering users and clients: what `echod user add`, `echod client
+//! add` and `echod client rotate-secret` do, with every operator input
+//! validated before anything is stored.
 
 use echo_core::Clock;
 use echo_core::audit::{AuditEvent, AuditSink};
@@ -10,6 +11,7 @@ use echo_crypto::secret::{
 use echo_store::{Client, Store, User};
 use url::Url;
 
+use crate::client_auth::parse_client_jwks;
 use crate::{IdentityError, Result};
 
 pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
@@ -33,6 +35,10 @@ pub enum ClientSecret {
     Generate,
     /// A public client (a SPA or native app): no secret, PKCE only.
     Public,
+    /// No secret: the client signs `private_key_jwt` assertions (RFC 7523
+    /// §2.2) with a private key whose public half is in this JWK Set (or
+    /// single JWK), as JSON.
+    PrivateKeyJwt(String),
 }
 
 #[derive(Debug, Clone)]
@@ -165,19 +171,27 @@ pub async fn add_client(
             "--allow-no-pkce is only for confidential clients".into(),
         ));
     }
-    let (secret_hash, generated) = match new.secret {
+    let (mut jwks, mut secret_hash, mut generated) = (None, None, None);
+    match new.secret {
         ClientSecret::Provided(secret) if secret.chars().count() < MIN_CLIENT_SECRET_LEN => {
             return Err(IdentityError::BadInput(format!(
                 "client secret too short: at least {MIN_CLIENT_SECRET_LEN} characters (or use --generate-secret)"
             )));
         }
-        ClientSecret::Provided(secret) => (Some(hash_client_secret(&secret)), None),
+        ClientSecret::Provided(secret) => secret_hash = Some(hash_client_secret(&secret)),
         ClientSecret::Generate => {
             let secret = generate_client_secret();
-            (Some(hash_client_secret(&secret)), Some(secret))
+            secret_hash = Some(hash_client_secret(&secret));
+            generated = Some(secret);
         }
-        ClientSecret::Public => (None, None),
-    };
+        ClientSecret::Public => {}
+        ClientSecret::PrivateKeyJwt(text) => {
+            let set = parse_client_jwks(&text)?;
+            jwks = Some(
+                serde_json::to_string(&set).map_err(|e| IdentityError::BadInput(e.to_string()))?,
+            );
+        }
+    }
     let client = Client {
         id: new.id,
         secret_hash,
@@ -188,6 +202,9 @@ pub async fn add_client(
         post_logout_redirect_uris: new.post_logout_redirect_uris,
         allow_no_pkce: new.allow_no_pkce,
         created_at: clock.now(),
+        jwks,
+        previous_secret_hash: None,
+        previous_secret_expires_at: None,
     };
     store.insert_client(&client).await?;
     audit.record(
@@ -198,6 +215,41 @@ pub async fn add_client(
             .detail("audiences", client.audiences.clone()),
     );
     Ok(generated)
+}
+
+/// Gives a client a new generated secret, returned to be shown once. The
+/// old secret keeps working for `overlap_seconds` (so deployments can
+/// switch without downtime), then only the new one does. Rotating again
+/// during an overlap ends the older overlap: only the last two secrets work.
+pub async fn rotate_client_secret(
+    store: &dyn Store,
+    audit: &dyn AuditSink,
+    clock: &dyn Clock,
+    client_id: &str,
+    overlap_seconds: i64,
+) -> Result<String> {
+    if overlap_seconds < 0 {
+        return Err(IdentityError::BadInput(
+            "the overlap cannot be negative".into(),
+        ));
+    }
+    let secret = generate_client_secret();
+    let until = clock.now() + overlap_seconds;
+    if !store
+        .rotate_client_secret(client_id, &hash_client_secret(&secret), until)
+        .await?
+    {
+        return Err(IdentityError::BadInput(format!(
+            "client {client_id:?} does not exist or has no secret to rotate"
+        )));
+    }
+    audit.record(
+        AuditEvent::success("admin.client.secret_rotated")
+            .actor("cli")
+            .detail("client_id", client_id)
+            .detail("previous_secret_valid_until", until),
+    );
+    Ok(secret)
 }
 
 /// Registers a user with an argon2id password hash.

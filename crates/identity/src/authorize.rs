@@ -13,8 +13,9 @@ use echo_store::{AuthCode, Client, User};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::admin::GRANT_AUTHORIZATION_CODE;
+use crate::admin::{GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN};
 use crate::provider::RequestMeta;
+use crate::refresh::OFFLINE_ACCESS;
 use crate::{IdentityError, Provider};
 
 /// Scopes a client may ask for when it was registered without `--scope`.
@@ -165,7 +166,10 @@ impl Provider {
             return Err(refuse("invalid_scope", "scope must include openid"));
         }
         let allowed = |scope: &&str| {
-            if client.scopes.is_empty() {
+            if *scope == OFFLINE_ACCESS {
+                // OIDC Core §11: only for clients that may refresh.
+                client.grant_types.iter().any(|g| g == GRANT_REFRESH_TOKEN)
+            } else if client.scopes.is_empty() {
                 DEFAULT_SCOPES.contains(scope)
             } else {
                 client.scopes.iter().any(|s| s == scope)
@@ -181,7 +185,7 @@ impl Provider {
             params.code_challenge.as_deref(),
             params.code_challenge_method.as_deref(),
         ) {
-            (None, _) if client.allow_no_pkce && client.secret_hash.is_some() => None,
+            (None, _) if client.allow_no_pkce && !client.is_public() => None,
             (None, _) => {
                 return Err(refuse(
                     "invalid_request",

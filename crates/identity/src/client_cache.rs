@@ -6,7 +6,9 @@
 //! client-credentials request), so found registrations are kept for
 //! [`CLIENT_CACHE_SECONDS`]. Unknown ids are never cached, so a client added
 //! with `echod client add` works at once; a changed registration takes
-//! effect within that bound.
+//! effect within that bound, except that a failed authentication reads the
+//! registration again ([`ClientCache::reload`]) before refusing, so a
+//! rotated secret or new key works at once.
 
 use std::sync::Arc;
 
@@ -41,9 +43,22 @@ impl ClientCache {
         {
             return Ok(Some(client));
         }
+        self.reload(store, id, now).await
+    }
+
+    /// The registration of `id`, read from the store now.
+    pub async fn reload(
+        &self,
+        store: &dyn ClientStore,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<Arc<Client>>> {
         let client = store.client(id).await?.map(Arc::new);
-        if let Some(client) = &client {
-            self.entries.insert(id.to_owned(), (client.clone(), now));
+        match &client {
+            Some(client) => self.entries.insert(id.to_owned(), (client.clone(), now)),
+            None => {
+                self.entries.remove(id);
+            }
         }
         Ok(client)
     }

@@ -17,10 +17,24 @@ pub struct IdentityConfig {
     pub sso_session_ttl: i64,
     /// Failed-or-not login attempts allowed per IP per minute.
     pub login_attempts_per_minute: u32,
-    /// Failed client authentications at the token endpoint allowed per IP
-    /// per minute; past it the IP gets 429 until the minute ends. Only
-    /// failures count, so a busy service is never slowed.
+    /// Failed client authentications (at `/token`, `/revoke` and
+    /// `/introspect` together) allowed per IP per minute; past it the IP
+    /// gets 429 until the minute ends. Only failures count, so a busy
+    /// service is never slowed.
     pub client_auth_failures_per_minute: u32,
+    /// A refresh token unused this long expires (idle lifetime).
+    pub refresh_token_idle_ttl: i64,
+    /// No refresh token of a family outlives the family's start by more
+    /// than this (absolute lifetime).
+    pub refresh_token_absolute_ttl: i64,
+    /// Within this many seconds of a rotation, presenting the spent refresh
+    /// token again (a second tab, a retry after a timeout) returns the same
+    /// successor instead of revoking the family.
+    pub refresh_token_grace: i64,
+    /// Seconds between two purges of expired rows; 0 runs none.
+    pub purge_interval: u64,
+    /// Rows deleted per statement by a purge.
+    pub purge_batch: u32,
 }
 
 impl IdentityConfig {
@@ -38,6 +52,12 @@ impl IdentityConfig {
             sso_session_ttl: 8 * 60 * 60,
             login_attempts_per_minute: 30,
             client_auth_failures_per_minute: 30,
+            // Keycloak's and Hydra's defaults: 30 days idle, 90 days at most.
+            refresh_token_idle_ttl: 30 * 24 * 60 * 60,
+            refresh_token_absolute_ttl: 90 * 24 * 60 * 60,
+            refresh_token_grace: 10,
+            purge_interval: 5 * 60,
+            purge_batch: 500,
         }
     }
 

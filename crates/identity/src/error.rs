@@ -1,5 +1,6 @@
 use echo_crypto::CryptoError;
 use echo_store::StoreError;
+use echo_verify::VerifyError;
 
 /// Everything the provider can refuse or fail at. The HTTP mapping lives
 /// in `http/error.rs`; OAuth variants carry RFC 6749 §5.2 error codes.
@@ -27,6 +28,13 @@ pub enum IdentityError {
     /// RFC 6750 `invalid_token` on a protected resource.
     #[error("{0}")]
     InvalidToken(String),
+    /// One of our access tokens, refused by the verifier.
+    #[error(transparent)]
+    TokenRejected(VerifyError),
+    /// One of our access tokens, revoked (RFC 7009) or issued from a
+    /// revoked refresh-token family.
+    #[error("token revoked")]
+    TokenRevoked,
     /// Wrong username or password: deliberately says no more than that.
     #[error("invalid username or password")]
     LoginFailed,

@@ -3,8 +3,10 @@
 //! The map:
 //! - [`Provider`] (`provider.rs`) is the domain service. It validates
 //!   authorization requests ([`authorize`]), logs users in and keeps their
-//!   SSO sessions ([`login`]), and runs the token endpoint's grants
-//!   ([`token`]). It knows nothing of HTTP.
+//!   SSO sessions ([`login`]), authenticates clients ([`client_auth`]), runs
+//!   the token endpoint's grants ([`token`], [`refresh`]), revokes and
+//!   introspects tokens ([`introspect`]) and purges what expired (`purge.rs`,
+//!   on a schedule started by [`serve`]). It knows nothing of HTTP.
 //! - [`KeyRing`] (`keys.rs`) holds the signing keys, publishes the JWKS and
 //!   seals private keys with the master key.
 //! - [`admin`] registers users and clients (the `echod user|client`
@@ -18,14 +20,18 @@
 
 pub mod admin;
 pub mod authorize;
+pub mod client_auth;
 mod client_cache;
 mod config;
 mod error;
 pub mod http;
+pub mod introspect;
 mod keys;
 pub mod login;
 mod provider;
+mod purge;
 mod rate_limit;
+pub mod refresh;
 pub mod token;
 
 pub use config::IdentityConfig;

@@ -7,7 +7,7 @@ use echo_crypto::Algorithm;
 use echo_crypto::password::PasswordPool;
 use echo_crypto::seal::MasterKey;
 use echo_store::Store;
-use echo_verify::{Claims, Expectations, Verifier, VerifierOptions, VerifyError};
+use echo_verify::{Claims, Expectations, Verifier, VerifierOptions};
 use serde_json::{Value, json};
 
 use crate::client_cache::ClientCache;
@@ -36,6 +36,8 @@ pub struct Provider {
     pub(crate) login_limiter: RateLimiter,
     pub(crate) client_auth_failures: RateLimiter,
     pub(crate) clients: ClientCache,
+    /// Seals the answer of a refresh-token rotation (see `refresh.rs`).
+    pub(crate) successor_key: MasterKey,
     discovery_json: Bytes,
 }
 
@@ -81,6 +83,7 @@ impl Provider {
             client_auth_failures: RateLimiter::new(config.client_auth_failures_per_minute, 60),
             clients: ClientCache::new(10_000),
             csrf_key: master.subkey("identity-csrf"),
+            successor_key: master.derive("identity-refresh-successor"),
             passwords: PasswordPool::for_this_machine(),
             config,
             store,
@@ -110,26 +113,53 @@ impl Provider {
             .record(event.origin(meta.ip.clone(), meta.user_agent.clone()));
     }
 
-    /// Verifies one of our access tokens for `audience`; failures are audited.
+    /// Verifies one of our access tokens for `audience` and checks it was
+    /// not revoked; failures are audited.
     pub async fn verify_access_token(
         &self,
         token: &str,
         audience: &str,
         meta: &RequestMeta,
-    ) -> Result<Arc<Claims>, VerifyError> {
-        let verified = self
-            .verifier
-            .verify(token, &Expectations::access_token(audience))
-            .await;
-        if let Err(e) = &verified {
+    ) -> Result<Arc<Claims>> {
+        let failure = |reason: &'static str| {
             self.audit(
                 AuditEvent::failure("token.verify.failure")
-                    .detail("reason", e.code())
+                    .detail("reason", reason)
                     .detail("audience", audience),
                 meta,
             );
+        };
+        let claims = match self
+            .verifier
+            .verify(token, &Expectations::access_token(audience))
+            .await
+        {
+            Ok(claims) => claims,
+            Err(e) => {
+                failure(e.code());
+                return Err(IdentityError::TokenRejected(e));
+            }
+        };
+        if self.access_token_revoked(&claims).await? {
+            failure("revoked");
+            return Err(IdentityError::TokenRevoked);
         }
-        verified
+        Ok(claims)
+    }
+
+    /// Whether an access token was revoked, by itself (RFC 7009) or with
+    /// its refresh-token family or authorization code.
+    pub(crate) async fn access_token_revoked(&self, claims: &Claims) -> Result<bool> {
+        match &claims.jti {
+            Some(jti) => Ok(self.store.access_token_revoked(jti).await?),
+            None => Ok(false),
+        }
+    }
+
+    /// Until when the verifier still accepts a token that expires at `exp`
+    /// (its leeway for clock skew): how long a revocation must be kept.
+    pub(crate) fn acceptance_end(&self, exp: i64) -> i64 {
+        exp + VerifierOptions::default().leeway
     }
 
     /// OIDC Core §5.3: the user's claims for a bearer access token.
@@ -138,8 +168,7 @@ impl Provider {
             bearer.ok_or_else(|| IdentityError::InvalidToken("missing bearer token".into()))?;
         let claims = self
             .verify_access_token(token, &self.config.userinfo_audience(), meta)
-            .await
-            .map_err(|e| IdentityError::InvalidToken(e.to_string()))?;
+            .await?;
         let user = self
             .store
             .user_by_id(&claims.sub)
@@ -161,7 +190,19 @@ impl Provider {
     }
 }
 
-/// OpenID Connect Discovery 1.0 §3 metadata.
+/// Client authentication methods (RFC 8414 §2), `none` last.
+const AUTH_METHODS: [&str; 4] = [
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "none",
+];
+
+/// Algorithms a `private_key_jwt` assertion may be signed with: those of
+/// the key types a client may register.
+const ASSERTION_ALGS: [&str; 3] = ["RS256", "ES256", "EdDSA"];
+
+/// OpenID Connect Discovery 1.0 §3 and RFC 8414 §2 metadata.
 fn discovery(config: &IdentityConfig) -> Value {
     json!({
         "issuer": config.issuer,
@@ -170,14 +211,22 @@ fn discovery(config: &IdentityConfig) -> Value {
         "userinfo_endpoint": config.endpoint("/userinfo"),
         "jwks_uri": config.endpoint("/jwks"),
         "end_session_endpoint": config.endpoint("/logout"),
+        "revocation_endpoint": config.endpoint("/revoke"),
+        "introspection_endpoint": config.endpoint("/introspect"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
+        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
+        // RFC 7662: public clients may not introspect.
+        "introspection_endpoint_auth_methods_supported": &AUTH_METHODS[..3],
+        "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "code_challenge_methods_supported": ["S256"],
-        "scopes_supported": ["openid", "profile", "email"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash",
                              "name", "preferred_username", "email", "email_verified", "roles"],
         "prompt_values_supported": ["none", "login"],

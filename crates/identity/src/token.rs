@@ -1,20 +1,21 @@
-//! The token endpoint's grants (RFC 6749 §4.1.3 and §4.4), client
-//! authentication (§2.3.1), PKCE verification (RFC 7636 §4.6), and the
-//! tokens themselves: RFC 9068 access tokens and OIDC ID tokens.
+//! The token endpoint's grants (RFC 6749 §4.1.3, §4.4 and, in
+//! `refresh.rs`, §6), PKCE verification (RFC 7636 §4.6), and the tokens
+//! themselves: RFC 9068 access tokens and OIDC ID tokens. Client
+//! authentication is `client_auth.rs`.
 
 use std::sync::Arc;
 
 use echo_core::audit::AuditEvent;
-use echo_crypto::secret::{
-    b64url, constant_time_eq, random_bytes, sha256, token_hash, verify_client_secret,
-};
+use echo_crypto::secret::{b64url, constant_time_eq, random_bytes, sha256, token_hash};
 use echo_crypto::{Algorithm, SigningKey};
-use echo_store::{Client, CodeUse};
+use echo_store::{Client, CodeUse, User};
 use serde::{Deserialize, Serialize};
 
-use crate::admin::{GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS};
+use crate::admin::{GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN};
 use crate::authorize::is_pkce_string;
+use crate::client_auth::{BasicCredentials, ClientAuthParams};
 use crate::provider::RequestMeta;
+use crate::refresh::{NewFamily, OFFLINE_ACCESS};
 use crate::{IdentityError, Provider, Result};
 
 /// The name identity's own service tokens carry as `sub`.
@@ -27,18 +28,12 @@ pub struct TokenParams {
     pub code: Option<String>,
     pub redirect_uri: Option<String>,
     pub code_verifier: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
+    pub refresh_token: Option<String>,
     pub scope: Option<String>,
     pub audience: Option<String>,
     pub resource: Option<String>,
-}
-
-/// Credentials from an `Authorization: Basic` header, already decoded.
-#[derive(Debug, Clone)]
-pub struct BasicCredentials {
-    pub client_id: String,
-    pub client_secret: String,
+    #[serde(flatten)]
+    pub client: ClientAuthParams,
 }
 
 /// RFC 6749 §5.1.
@@ -48,8 +43,26 @@ pub struct TokenResponse {
     pub token_type: &'static str,
     pub expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
     pub scope: String,
+}
+
+/// A user's freshly signed access token and what went into it.
+pub(crate) struct UserAccess {
+    pub user: User,
+    pub access: Minted,
+    pub audiences: Vec<String>,
+    pub signer: Arc<SigningKey>,
+}
+
+/// A freshly signed access token and what revoking it needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Minted {
+    pub token: String,
+    pub jti: String,
+    pub expires_at: i64,
 }
 
 /// A one-element audience serialises as a string, as most verifiers expect.
@@ -116,11 +129,14 @@ impl Provider {
         basic: Option<BasicCredentials>,
         meta: &RequestMeta,
     ) -> Result<TokenResponse> {
-        let client = self.authenticate_client(&params, basic, meta).await?;
+        let client = self
+            .authenticate_client(&params.client, basic, "/token", meta)
+            .await?;
         match params.grant_type.as_deref() {
             Some(GRANT_AUTHORIZATION_CODE) => {
                 self.authorization_code_grant(&client, &params, meta).await
             }
+            Some(GRANT_REFRESH_TOKEN) => self.refresh_token_grant(&client, &params, meta).await,
             Some(GRANT_CLIENT_CREDENTIALS) => {
                 self.client_credentials_grant(&client, &params, meta).await
             }
@@ -131,74 +147,11 @@ impl Provider {
         }
     }
 
-    /// RFC 6749 §2.3.1: Basic or form credentials, never both; a public
-    /// client names itself with `client_id` alone.
-    async fn authenticate_client(
-        &self,
-        params: &TokenParams,
-        basic: Option<BasicCredentials>,
-        meta: &RequestMeta,
-    ) -> Result<Arc<Client>> {
-        let now = self.clock.now();
-        let ip = meta.ip.as_deref().unwrap_or("unknown");
-        if let Some(retry_after) = self.client_auth_failures.blocked(ip, now) {
-            return Err(IdentityError::RateLimited { retry_after });
-        }
-        let used_basic = basic.is_some();
-        let (client_id, secret) = match (basic, &params.client_secret) {
-            (Some(_), Some(_)) => {
-                return Err(IdentityError::InvalidRequest(
-                    "use one client authentication method, not two".into(),
-                ));
-            }
-            (Some(b), None) => {
-                if params
-                    .client_id
-                    .as_deref()
-                    .is_some_and(|id| id != b.client_id)
-                {
-                    return Err(IdentityError::InvalidRequest(
-                        "client_id does not match the credentials".into(),
-                    ));
-                }
-                (b.client_id, Some(b.client_secret))
-            }
-            (None, secret) => {
-                let id = params
-                    .client_id
-                    .clone()
-                    .ok_or(IdentityError::InvalidClient { basic: false })?;
-                (id, secret.clone())
-            }
-        };
-        let client = self.clients.get(&*self.store, &client_id, now).await?;
-        let authenticated = match (&client, &secret) {
-            (Some(c), Some(secret)) => c
-                .secret_hash
-                .as_deref()
-                .is_some_and(|h| verify_client_secret(secret, h)),
-            (Some(c), None) => c.secret_hash.is_none(),
-            (None, _) => false,
-        };
-        match client {
-            Some(client) if authenticated => Ok(client),
-            _ => {
-                // Counted only to refuse further guesses; the answer is the same.
-                let _ = self.client_auth_failures.check(ip, now);
-                self.audit(
-                    AuditEvent::failure("oauth.client.auth_failure").detail("client_id", client_id),
-                    meta,
-                );
-                Err(IdentityError::InvalidClient { basic: used_basic })
-            }
-        }
-    }
-
     /// The audience asked for (`resource`, RFC 8707, or `audience`), which
     /// must be one the client may have; else its first allowed audience.
     /// With an audience authorized at `/authorize`, the token request may
     /// only repeat it (RFC 8707 §2.2), not swap it for another.
-    fn choose_audience(
+    pub(crate) fn choose_audience(
         &self,
         client: &Client,
         params: &TokenParams,
@@ -244,10 +197,13 @@ impl Provider {
         let code = match self.store.consume_code(&token_hash(code), now).await? {
             CodeUse::Consumed(code) => code,
             CodeUse::Replayed(code) => {
+                // RFC 6749 §4.1.2: revoke what the code produced.
+                let revoked = self.store.revoke_code_grant(&code.code_hash, now).await?;
                 self.audit(
                     AuditEvent::failure("oauth.code.replayed")
                         .actor(code.user_id.as_str())
-                        .detail("client_id", client.id.as_str()),
+                        .detail("client_id", client.id.as_str())
+                        .detail("revoked_refresh_tokens", revoked),
                     meta,
                 );
                 return Err(IdentityError::InvalidGrant(
@@ -286,27 +242,41 @@ impl Provider {
             (None, Some(_)) => return Err(invalid("code_verifier sent but no code_challenge was")),
             (None, None) => {}
         }
-        let user = self
-            .store
-            .user_by_id(&code.user_id)
-            .await?
-            .ok_or_else(|| invalid("user no longer exists"))?;
-        let mut audiences: Vec<String> = self
-            .choose_audience(client, params, code.audience.as_deref())?
-            .into_iter()
-            .collect();
-        audiences.push(self.config.userinfo_audience());
-
-        let signer = self.keys.signer(self.config.access_token_alg)?;
-        let access_token = self.access_token(
-            &signer,
-            &user.id,
-            &audiences,
-            &client.id,
-            &code.scope,
-            &user.roles,
-            now,
-        )?;
+        let UserAccess {
+            user,
+            access,
+            audiences,
+            signer,
+        } = self
+            .user_access_token(
+                client,
+                params,
+                &code.user_id,
+                code.audience.as_deref(),
+                &code.scope,
+                now,
+            )
+            .await?;
+        self.store
+            .record_code_access_token(&code.code_hash, &access.jti, access.expires_at)
+            .await?;
+        let offline = code.scope.split(' ').any(|s| s == OFFLINE_ACCESS)
+            && client.grant_types.iter().any(|g| g == GRANT_REFRESH_TOKEN);
+        let refresh_token = if offline {
+            // The family is named after the code, so a replay of the code
+            // finds and revokes it.
+            let family = NewFamily {
+                family_id: &code.code_hash,
+                client_id: &client.id,
+                user_id: &user.id,
+                scope: &code.scope,
+                audience: code.audience.as_deref(),
+                auth_time: code.auth_time,
+            };
+            Some(self.start_refresh_family(&family, &access, now).await?)
+        } else {
+            None
+        };
         let id_signer = self.keys.signer(Algorithm::RS256)?;
         let wants_email = code.scope.split(' ').any(|s| s == "email");
         let id_token = id_signer.sign(
@@ -319,7 +289,7 @@ impl Provider {
                 iat: now,
                 auth_time: code.auth_time,
                 nonce: code.nonce.as_deref(),
-                at_hash: at_hash(&access_token),
+                at_hash: at_hash(&access.token),
                 preferred_username: &user.username,
                 email: user.email.as_deref().filter(|_| wants_email),
                 roles: &user.roles,
@@ -334,11 +304,52 @@ impl Provider {
             meta,
         );
         Ok(TokenResponse {
-            access_token,
+            access_token: access.token,
             token_type: "Bearer",
             expires_in: self.config.access_token_ttl,
+            refresh_token,
             id_token: Some(id_token),
             scope: code.scope,
+        })
+    }
+
+    /// A user's access token for `client`, by code or refresh: for the
+    /// audience authorized at `/authorize` (or asked for now, see
+    /// [`Provider::choose_audience`]) and for `/userinfo`.
+    pub(crate) async fn user_access_token(
+        &self,
+        client: &Client,
+        params: &TokenParams,
+        user_id: &str,
+        authorized_audience: Option<&str>,
+        scope: &str,
+        now: i64,
+    ) -> Result<UserAccess> {
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or_else(|| IdentityError::InvalidGrant("user no longer exists".into()))?;
+        let mut audiences: Vec<String> = self
+            .choose_audience(client, params, authorized_audience)?
+            .into_iter()
+            .collect();
+        audiences.push(self.config.userinfo_audience());
+        let signer = self.keys.signer(self.config.access_token_alg)?;
+        let access = self.access_token(
+            &signer,
+            &user.id,
+            &audiences,
+            &client.id,
+            scope,
+            &user.roles,
+            now,
+        )?;
+        Ok(UserAccess {
+            user,
+            access,
+            audiences,
+            signer,
         })
     }
 
@@ -348,7 +359,7 @@ impl Provider {
         params: &TokenParams,
         meta: &RequestMeta,
     ) -> Result<TokenResponse> {
-        if client.secret_hash.is_none()
+        if client.is_public()
             || !client
                 .grant_types
                 .iter()
@@ -379,7 +390,7 @@ impl Provider {
         let now = self.clock.now();
         let signer = self.keys.signer(self.config.access_token_alg)?;
         let audiences = [audience];
-        let access_token = self.access_token(
+        let access = self.access_token(
             &signer,
             &client.id,
             &audiences,
@@ -397,9 +408,10 @@ impl Provider {
             meta,
         );
         Ok(TokenResponse {
-            access_token,
+            access_token: access.token,
             token_type: "Bearer",
             expires_in: self.config.access_token_ttl,
+            refresh_token: None,
             id_token: None,
             scope,
         })
@@ -411,7 +423,7 @@ impl Provider {
     pub fn own_service_token(&self, audience: &str, scope: &str) -> Result<String> {
         let signer = self.keys.signer(self.config.access_token_alg)?;
         let audiences = [audience.to_owned()];
-        self.access_token(
+        let minted = self.access_token(
             &signer,
             IDENTITY_SERVICE,
             &audiences,
@@ -419,11 +431,12 @@ impl Provider {
             scope,
             &[],
             self.clock.now(),
-        )
+        )?;
+        Ok(minted.token)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn access_token(
+    pub(crate) fn access_token(
         &self,
         signer: &SigningKey,
         sub: &str,
@@ -432,24 +445,31 @@ impl Provider {
         scope: &str,
         roles: &[String],
         now: i64,
-    ) -> Result<String> {
-        Ok(signer.sign(
+    ) -> Result<Minted> {
+        let jti = b64url(&random_bytes::<16>());
+        let expires_at = now + self.config.access_token_ttl;
+        let token = signer.sign(
             "at+jwt",
             &AccessClaims {
                 iss: &self.config.issuer,
                 sub,
                 aud: Aud::of(audiences),
-                exp: now + self.config.access_token_ttl,
+                exp: expires_at,
                 iat: now,
-                jti: b64url(&random_bytes::<16>()),
+                jti: jti.clone(),
                 client_id,
                 scope,
                 roles,
             },
-        )?)
+        )?;
+        Ok(Minted {
+            token,
+            jti,
+            expires_at,
+        })
     }
 
-    fn audit_issued(
+    pub(crate) fn audit_issued(
         &self,
         client: &Client,
         actor: &str,

@@ -1,7 +1,8 @@
 //! Echo's storage layer.
 //!
 //! Each aggregate has a small repository trait ([`UserStore`],
-//! [`ClientStore`], [`KeyStore`], [`CodeStore`], [`SessionStore`]); [`Store`]
+//! [`ClientStore`], [`KeyStore`], [`CodeStore`], [`SessionStore`],
+//! [`RefreshTokenStore`], [`RevocationStore`], [`PurgeStore`]); [`Store`]
 //! is all of them. There is one implementation per backend:
 //! [`SqliteStore`] (the embedded default, a file in the data directory) and
 //! [`PgStore`] (scale-out). Both run the same SQL (see `sql.rs`), each with
@@ -66,6 +67,21 @@ pub struct Client {
     pub post_logout_redirect_uris: Vec<String>,
     pub allow_no_pkce: bool,
     pub created_at: i64,
+    /// Public keys (a JWK Set as JSON) of a client that authenticates with
+    /// `private_key_jwt` (RFC 7523 §2.2) instead of a secret.
+    pub jwks: Option<String>,
+    /// The secret replaced by the last rotation, still accepted until
+    /// `previous_secret_expires_at`.
+    pub previous_secret_hash: Option<String>,
+    pub previous_secret_expires_at: Option<i64>,
+}
+
+impl Client {
+    /// A client that cannot authenticate (no secret, no keys): RFC 6749
+    /// §2.1 "public".
+    pub fn is_public(&self) -> bool {
+        self.secret_hash.is_none() && self.jwks.is_none()
+    }
 }
 
 /// A signing key; the private half is sealed with the master key.
@@ -106,6 +122,49 @@ pub enum CodeUse {
     NotFound,
 }
 
+/// A refresh token (RFC 6749 §6), stored under the hash of the token. Every
+/// use rotates it (RFC 9700 §4.14.2): the row is marked used and a successor
+/// of the same family is inserted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub token_hash: String,
+    /// The grant this token descends from; rotation keeps it, revocation
+    /// takes the whole family.
+    pub family_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    /// The scope originally granted (a refresh may narrow the access
+    /// token's scope, never this).
+    pub scope: String,
+    /// Audience authorized at `/authorize` (RFC 8707 `resource`).
+    pub audience: Option<String>,
+    pub auth_time: i64,
+    pub issued_at: i64,
+    /// Idle expiry, never after `family_expires_at`.
+    pub expires_at: i64,
+    /// Absolute expiry of the family.
+    pub family_expires_at: i64,
+    /// The access token issued together with this refresh token, revoked
+    /// with the family.
+    pub access_jti: String,
+    pub access_expires_at: i64,
+    pub used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    /// The answer that replaced this token, sealed by the provider, so a
+    /// repeated use within the grace period gets the same successor.
+    pub successor: Option<Vec<u8>>,
+}
+
+/// Rows removed by one [`PurgeStore::purge_expired`] run, per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub codes: u64,
+    pub refresh_tokens: u64,
+    pub revoked_tokens: u64,
+    pub client_assertions: u64,
+    pub sessions: u64,
+}
+
 /// A single-sign-on session at identity, stored under the hash of its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SsoSession {
@@ -130,6 +189,15 @@ pub trait ClientStore: Send + Sync {
     async fn insert_client(&self, client: &Client) -> Result<()>;
     async fn client(&self, id: &str) -> Result<Option<Client>>;
     async fn list_clients(&self) -> Result<Vec<Client>>;
+    /// Makes `new_secret_hash` the client's secret and keeps the current one
+    /// as the previous secret until `previous_expires_at`. `false` when the
+    /// client does not exist or has no secret.
+    async fn rotate_client_secret(
+        &self,
+        id: &str,
+        new_secret_hash: &str,
+        previous_expires_at: i64,
+    ) -> Result<bool>;
 }
 
 #[async_trait]
@@ -145,6 +213,18 @@ pub trait CodeStore: Send + Sync {
     /// Marks the code spent, atomically: of two concurrent calls exactly one
     /// gets [`CodeUse::Consumed`].
     async fn consume_code(&self, code_hash: &str, now: i64) -> Result<CodeUse>;
+    /// Remembers the access token a consumed code produced, so that a replay
+    /// of the code can revoke it.
+    async fn record_code_access_token(
+        &self,
+        code_hash: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> Result<()>;
+    /// RFC 6749 §4.1.2: revokes what the code produced (its access token and
+    /// the refresh-token family whose id is the code hash). Returns the
+    /// number of refresh tokens revoked.
+    async fn revoke_code_grant(&self, code_hash: &str, now: i64) -> Result<u64>;
 }
 
 #[async_trait]
@@ -154,9 +234,72 @@ pub trait SessionStore: Send + Sync {
     async fn delete_session(&self, id_hash: &str) -> Result<()>;
 }
 
+#[async_trait]
+pub trait RefreshTokenStore: Send + Sync {
+    async fn insert_refresh_token(&self, token: &RefreshToken) -> Result<()>;
+    async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshToken>>;
+    /// Marks `old_hash` used at `now` (keeping `sealed_successor` on it) and
+    /// inserts `successor`, atomically and only if `old_hash` was neither
+    /// used nor revoked: of two concurrent rotations exactly one gets `true`.
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        now: i64,
+        sealed_successor: &[u8],
+        successor: &RefreshToken,
+    ) -> Result<bool>;
+    /// Revokes every refresh token of the family and records the access
+    /// tokens issued with them (those not yet expired at `now`) as revoked.
+    /// Returns the number of refresh tokens revoked.
+    async fn revoke_refresh_family(&self, family_id: &str, now: i64) -> Result<u64>;
+}
+
+#[async_trait]
+pub trait RevocationStore: Send + Sync {
+    /// Records an access token's `jti` as revoked until it expires anyway.
+    async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<()>;
+    async fn access_token_revoked(&self, jti: &str) -> Result<bool>;
+    /// Records a client assertion's `jti` until `expires_at`; `false` if the
+    /// client used it before (a replay, RFC 7523 §3).
+    async fn record_client_assertion(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> Result<bool>;
+}
+
+#[async_trait]
+pub trait PurgeStore: Send + Sync {
+    /// Deletes codes, refresh tokens, revocation entries, client-assertion
+    /// ids and SSO sessions whose time ended at or before `now`, at most
+    /// `batch` rows per statement, so no statement holds the database long.
+    async fn purge_expired(&self, now: i64, batch: u32) -> Result<Purged>;
+}
+
 /// Everything identity keeps.
-pub trait Store: UserStore + ClientStore + KeyStore + CodeStore + SessionStore {}
-impl<T: UserStore + ClientStore + KeyStore + CodeStore + SessionStore> Store for T {}
+pub trait Store:
+    UserStore
+    + ClientStore
+    + KeyStore
+    + CodeStore
+    + SessionStore
+    + RefreshTokenStore
+    + RevocationStore
+    + PurgeStore
+{
+}
+impl<T> Store for T where
+    T: UserStore
+        + ClientStore
+        + KeyStore
+        + CodeStore
+        + SessionStore
+        + RefreshTokenStore
+        + RevocationStore
+        + PurgeStore
+{
+}
 
 /// Opens the configured backend and brings its schema up to date:
 /// PostgreSQL when `database_url` is a `postgres://` URL, otherwise the

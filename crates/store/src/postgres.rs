@@ -25,4 +25,4 @@ impl PgStore {
     }
 }
 
-crate::sql::sql_repositories!(PgStore);
+crate::sql::sql_repositories!(PgStore, sqlx::Postgres);

@@ -7,7 +7,7 @@
 //! only has to provide two pools: `read` and `write` (SQLite serialises
 //! writers on one connection; PostgreSQL uses one pool for both).
 
-use crate::{AuthCode, Client, Result, SsoSession, StoreError, StoredKey, User};
+use crate::{AuthCode, Client, RefreshToken, Result, SsoSession, StoreError, StoredKey, User};
 
 pub(crate) fn to_json(list: &[String]) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned())
@@ -62,6 +62,9 @@ pub(crate) struct ClientRow {
     post_logout_redirect_uris: String,
     allow_no_pkce: bool,
     created_at: i64,
+    jwks: Option<String>,
+    previous_secret_hash: Option<String>,
+    previous_secret_expires_at: Option<i64>,
 }
 
 impl TryFrom<ClientRow> for Client {
@@ -80,6 +83,9 @@ impl TryFrom<ClientRow> for Client {
             secret_hash: r.secret_hash,
             allow_no_pkce: r.allow_no_pkce,
             created_at: r.created_at,
+            jwks: r.jwks,
+            previous_secret_hash: r.previous_secret_hash,
+            previous_secret_expires_at: r.previous_secret_expires_at,
         })
     }
 }
@@ -155,23 +161,88 @@ impl From<SessionRow> for SsoSession {
     }
 }
 
+#[derive(sqlx::FromRow)]
+pub(crate) struct RefreshRow {
+    token_hash: String,
+    family_id: String,
+    client_id: String,
+    user_id: String,
+    scope: String,
+    audience: Option<String>,
+    auth_time: i64,
+    issued_at: i64,
+    expires_at: i64,
+    family_expires_at: i64,
+    access_jti: String,
+    access_expires_at: i64,
+    used_at: Option<i64>,
+    revoked_at: Option<i64>,
+    successor: Option<Vec<u8>>,
+}
+
+impl From<RefreshRow> for RefreshToken {
+    fn from(r: RefreshRow) -> Self {
+        RefreshToken {
+            token_hash: r.token_hash,
+            family_id: r.family_id,
+            client_id: r.client_id,
+            user_id: r.user_id,
+            scope: r.scope,
+            audience: r.audience,
+            auth_time: r.auth_time,
+            issued_at: r.issued_at,
+            expires_at: r.expires_at,
+            family_expires_at: r.family_expires_at,
+            access_jti: r.access_jti,
+            access_expires_at: r.access_expires_at,
+            used_at: r.used_at,
+            revoked_at: r.revoked_at,
+            successor: r.successor,
+        }
+    }
+}
+
 pub(crate) const USER_COLUMNS: &str = "id, username, email, password_hash, roles, created_at";
 pub(crate) const CLIENT_COLUMNS: &str = "id, secret_hash, redirect_uris, grant_types, audiences, scopes, \
-     post_logout_redirect_uris, allow_no_pkce, created_at";
+     post_logout_redirect_uris, allow_no_pkce, created_at, jwks, previous_secret_hash, \
+     previous_secret_expires_at";
 pub(crate) const CODE_COLUMNS: &str = "code_hash, client_id, user_id, redirect_uri, scope, nonce, \
      code_challenge, audience, auth_time, expires_at";
+pub(crate) const REFRESH_COLUMNS: &str = "token_hash, family_id, client_id, user_id, scope, audience, \
+     auth_time, issued_at, expires_at, family_expires_at, access_jti, access_expires_at, used_at, \
+     revoked_at, successor";
+
+/// Records the unexpired access tokens of family `$1` (at time `$2`) as revoked.
+pub(crate) const REVOKE_FAMILY_ACCESS_TOKENS: &str = "INSERT INTO revoked_tokens (jti, expires_at) \
+     SELECT access_jti, access_expires_at FROM refresh_tokens \
+     WHERE family_id = $1 AND access_expires_at > $2 ON CONFLICT DO NOTHING";
+/// Revokes the refresh tokens of family `$1` at time `$2`. They expire at
+/// once too, so the next purge removes them.
+pub(crate) const REVOKE_FAMILY: &str = "UPDATE refresh_tokens SET revoked_at = $2, expires_at = $2 \
+     WHERE family_id = $1 AND revoked_at IS NULL";
+
+/// Tables [`crate::PurgeStore::purge_expired`] trims, with their keys.
+pub(crate) const PURGED_TABLES: [(&str, &str); 5] = [
+    ("auth_codes", "code_hash"),
+    ("refresh_tokens", "token_hash"),
+    ("revoked_tokens", "jti"),
+    ("client_assertions", "client_id, jti"),
+    ("sso_sessions", "id_hash"),
+];
 
 /// Implements every repository trait for `$store`, a type with `read` and
-/// `write` pools of one sqlx database.
+/// `write` pools of the sqlx database `$db`.
 macro_rules! sql_repositories {
-    ($store:ty) => {
+    ($store:ty, $db:ty) => {
         use $crate::sql::{
-            conflict, to_json, ClientRow, CodeRow, KeyRow, SessionRow, UserRow, CLIENT_COLUMNS,
-            CODE_COLUMNS, USER_COLUMNS,
+            conflict, to_json, ClientRow, CodeRow, KeyRow, RefreshRow, SessionRow, UserRow,
+            CLIENT_COLUMNS, CODE_COLUMNS, PURGED_TABLES, REFRESH_COLUMNS, REVOKE_FAMILY,
+            REVOKE_FAMILY_ACCESS_TOKENS, USER_COLUMNS,
         };
         use $crate::{
-            AuthCode, Client, ClientStore, CodeStore, CodeUse, KeyStore, SessionStore, SsoSession,
-            StoredKey, User, UserStore,
+            AuthCode, Client, ClientStore, CodeStore, CodeUse, KeyStore, PurgeStore, Purged,
+            RefreshToken, RefreshTokenStore, RevocationStore, SessionStore, SsoSession, StoredKey,
+            User, UserStore,
         };
 
         #[async_trait::async_trait]
@@ -225,9 +296,8 @@ macro_rules! sql_repositories {
         impl ClientStore for $store {
             async fn insert_client(&self, c: &Client) -> $crate::Result<()> {
                 sqlx::query(
-                    "INSERT INTO clients (id, secret_hash, redirect_uris, grant_types, audiences, scopes, \
-                     post_logout_redirect_uris, allow_no_pkce, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    &format!("INSERT INTO clients ({CLIENT_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"),
                 )
                 .bind(&c.id)
                 .bind(&c.secret_hash)
@@ -238,6 +308,9 @@ macro_rules! sql_repositories {
                 .bind(to_json(&c.post_logout_redirect_uris))
                 .bind(c.allow_no_pkce)
                 .bind(c.created_at)
+                .bind(&c.jwks)
+                .bind(&c.previous_secret_hash)
+                .bind(c.previous_secret_expires_at)
                 .execute(&self.write)
                 .await
                 .map_err(conflict(&format!("client {}", c.id)))?;
@@ -260,6 +333,25 @@ macro_rules! sql_repositories {
                     .into_iter()
                     .map(Client::try_from)
                     .collect()
+            }
+
+            async fn rotate_client_secret(
+                &self,
+                id: &str,
+                new_secret_hash: &str,
+                previous_expires_at: i64,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE clients SET previous_secret_hash = secret_hash, \
+                     previous_secret_expires_at = $3, secret_hash = $2 \
+                     WHERE id = $1 AND secret_hash IS NOT NULL",
+                )
+                .bind(id)
+                .bind(new_secret_hash)
+                .bind(previous_expires_at)
+                .execute(&self.write)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
         }
 
@@ -335,6 +427,218 @@ macro_rules! sql_repositories {
                 .fetch_optional(&self.write)
                 .await?;
                 Ok(spent.map_or(CodeUse::NotFound, |row| CodeUse::Replayed(row.into())))
+            }
+
+            async fn record_code_access_token(
+                &self,
+                code_hash: &str,
+                jti: &str,
+                expires_at: i64,
+            ) -> $crate::Result<()> {
+                sqlx::query(
+                    "UPDATE auth_codes SET access_jti = $2, access_expires_at = $3 WHERE code_hash = $1",
+                )
+                .bind(code_hash)
+                .bind(jti)
+                .bind(expires_at)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn revoke_code_grant(&self, code_hash: &str, now: i64) -> $crate::Result<u64> {
+                let mut tx = self.write.begin().await?;
+                sqlx::query(
+                    "INSERT INTO revoked_tokens (jti, expires_at) \
+                     SELECT access_jti, access_expires_at FROM auth_codes \
+                     WHERE code_hash = $1 AND access_jti IS NOT NULL AND access_expires_at > $2 \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(code_hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let revoked = self.revoke_family_in(&mut tx, code_hash, now).await?;
+                tx.commit().await?;
+                Ok(revoked)
+            }
+        }
+
+        impl $store {
+            /// Revokes a refresh-token family and its access tokens inside `tx`.
+            async fn revoke_family_in(
+                &self,
+                tx: &mut sqlx::Transaction<'_, $db>,
+                family_id: &str,
+                now: i64,
+            ) -> $crate::Result<u64> {
+                sqlx::query(REVOKE_FAMILY_ACCESS_TOKENS)
+                    .bind(family_id)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                let revoked = sqlx::query(REVOKE_FAMILY)
+                    .bind(family_id)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(revoked.rows_affected())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl RefreshTokenStore for $store {
+            async fn insert_refresh_token(&self, t: &RefreshToken) -> $crate::Result<()> {
+                Self::insert_refresh_in(&self.write, t).await
+            }
+
+            async fn refresh_token(&self, token_hash: &str) -> $crate::Result<Option<RefreshToken>> {
+                // From the writer: a rotation that just lost a race must see
+                // the winner's successor.
+                Ok(sqlx::query_as::<_, RefreshRow>(&format!(
+                    "SELECT {REFRESH_COLUMNS} FROM refresh_tokens WHERE token_hash = $1"
+                ))
+                .bind(token_hash)
+                .fetch_optional(&self.write)
+                .await?
+                .map(RefreshToken::from))
+            }
+
+            async fn rotate_refresh_token(
+                &self,
+                old_hash: &str,
+                now: i64,
+                sealed_successor: &[u8],
+                successor: &RefreshToken,
+            ) -> $crate::Result<bool> {
+                let mut tx = self.write.begin().await?;
+                let spent = sqlx::query(
+                    "UPDATE refresh_tokens SET used_at = $2, successor = $3 \
+                     WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL",
+                )
+                .bind(old_hash)
+                .bind(now)
+                .bind(sealed_successor)
+                .execute(&mut *tx)
+                .await?;
+                if spent.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                Self::insert_refresh_in(&mut *tx, successor).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn revoke_refresh_family(&self, family_id: &str, now: i64) -> $crate::Result<u64> {
+                let mut tx = self.write.begin().await?;
+                let revoked = self.revoke_family_in(&mut tx, family_id, now).await?;
+                tx.commit().await?;
+                Ok(revoked)
+            }
+        }
+
+        impl $store {
+            async fn insert_refresh_in<'e, E>(executor: E, t: &RefreshToken) -> $crate::Result<()>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                sqlx::query(&format!(
+                    "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                ))
+                .bind(&t.token_hash)
+                .bind(&t.family_id)
+                .bind(&t.client_id)
+                .bind(&t.user_id)
+                .bind(&t.scope)
+                .bind(&t.audience)
+                .bind(t.auth_time)
+                .bind(t.issued_at)
+                .bind(t.expires_at)
+                .bind(t.family_expires_at)
+                .bind(&t.access_jti)
+                .bind(t.access_expires_at)
+                .bind(t.used_at)
+                .bind(t.revoked_at)
+                .bind(&t.successor)
+                .execute(executor)
+                .await
+                .map_err(conflict("refresh token"))?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl RevocationStore for $store {
+            async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(jti)
+                .bind(expires_at)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn access_token_revoked(&self, jti: &str) -> $crate::Result<bool> {
+                Ok(sqlx::query("SELECT 1 FROM revoked_tokens WHERE jti = $1")
+                    .bind(jti)
+                    .fetch_optional(&self.read)
+                    .await?
+                    .is_some())
+            }
+
+            async fn record_client_assertion(
+                &self,
+                client_id: &str,
+                jti: &str,
+                expires_at: i64,
+            ) -> $crate::Result<bool> {
+                let recorded = sqlx::query(
+                    "INSERT INTO client_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(client_id)
+                .bind(jti)
+                .bind(expires_at)
+                .execute(&self.write)
+                .await?;
+                Ok(recorded.rows_affected() == 1)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl PurgeStore for $store {
+            async fn purge_expired(&self, now: i64, batch: u32) -> $crate::Result<Purged> {
+                let batch = i64::from(batch.max(1));
+                let mut counts = [0u64; PURGED_TABLES.len()];
+                for ((table, key), count) in PURGED_TABLES.iter().zip(&mut counts) {
+                    let statement = format!(
+                        "DELETE FROM {table} WHERE ({key}) IN \
+                         (SELECT {key} FROM {table} WHERE expires_at <= $1 LIMIT $2)"
+                    );
+                    loop {
+                        let deleted = sqlx::query(&statement)
+                            .bind(now)
+                            .bind(batch)
+                            .execute(&self.write)
+                            .await?
+                            .rows_affected();
+                        *count += deleted;
+                        if deleted < batch as u64 {
+                            break;
+                        }
+                    }
+                }
+                let [codes, refresh_tokens, revoked_tokens, client_assertions, sessions] = counts;
+                Ok(Purged {
+                    codes,
+                    refresh_tokens,
+                    revoked_tokens,
+                    client_assertions,
+                    sessions,
+                })
             }
         }
 

@@ -68,4 +68,4 @@ pub async fn open_pools(
     Ok((read, write))
 }
 
-crate::sql::sql_repositories!(SqliteStore);
+crate::sql::sql_repositories!(SqliteStore, sqlx::Sqlite);

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use echo_testkit::PgTestDb;
 
 mod audit;
+mod clients;
 
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
 

@@ -28,7 +28,9 @@ impl IdentityError {
             }
             IdentityError::InvalidScope(_) => (StatusCode::BAD_REQUEST, "invalid_scope"),
             IdentityError::InvalidTarget(_) => (StatusCode::BAD_REQUEST, "invalid_target"),
-            IdentityError::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            IdentityError::InvalidToken(_)
+            | IdentityError::TokenRejected(_)
+            | IdentityError::TokenRevoked => (StatusCode::UNAUTHORIZED, "invalid_token"),
             IdentityError::LoginFailed => (StatusCode::UNAUTHORIZED, "access_denied"),
             IdentityError::Csrf => (StatusCode::FORBIDDEN, "invalid_request"),
             IdentityError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "slow_down"),
@@ -48,6 +50,16 @@ impl IdentityError {
         }
     }
 
+    /// Why an access token was refused, as the short code `/verify`
+    /// answers; `None` for errors that are not about the token.
+    pub(crate) fn rejection_code(&self) -> Option<&'static str> {
+        match self {
+            IdentityError::TokenRejected(e) => Some(e.code()),
+            IdentityError::TokenRevoked => Some("revoked"),
+            _ => None,
+        }
+    }
+
     /// Extra headers the error demands, and the one log line for 500s.
     pub(crate) fn decorate(&self, response: &mut Response) {
         let headers = response.headers_mut();
@@ -58,10 +70,12 @@ impl IdentityError {
                     HeaderValue::from_static(r#"Basic realm="echo""#),
                 );
             }
-            IdentityError::InvalidToken(why) => {
+            IdentityError::InvalidToken(_)
+            | IdentityError::TokenRejected(_)
+            | IdentityError::TokenRevoked => {
                 let value = format!(
                     r#"Bearer error="invalid_token", error_description="{}""#,
-                    why.replace('"', "'")
+                    self.to_string().replace('"', "'")
                 );
                 if let Ok(value) = HeaderValue::from_str(&value) {
                     headers.insert(WWW_AUTHENTICATE, value);

@@ -18,6 +18,8 @@ use super::pages::{
 };
 use super::request::{Meta, basic_credentials, bearer, cookie};
 use crate::authorize::{AuthorizeError, AuthorizeParams, AuthorizeRequest, Prompt};
+use crate::client_auth::BasicCredentials;
+use crate::introspect::TokenRequest;
 use crate::login::LogoutParams;
 use crate::token::TokenParams;
 use crate::{IdentityError, Provider};
@@ -221,26 +223,25 @@ pub async fn login(
     }
 }
 
-/// POST /token.
-pub async fn token(
-    State(p): AppState,
-    Meta(meta): Meta,
-    headers: HeaderMap,
-    form: Result<Form<TokenParams>, FormRejection>,
+/// Runs a client-authenticated endpoint: reads the form and any Basic
+/// credentials, calls `run`, and answers uncacheably (RFC 6749 §5.1, and
+/// RFC 7662 §2.2 by reference).
+async fn client_endpoint<T, R: IntoResponse>(
+    form: Result<Form<T>, FormRejection>,
+    headers: &HeaderMap,
+    run: impl AsyncFnOnce(T, Option<BasicCredentials>) -> Result<R, IdentityError>,
 ) -> Response {
     let result = async {
-        let Form(params) = form
-            .map_err(|e| IdentityError::InvalidRequest(format!("malformed token request: {e}")))?;
-        let basic = basic_credentials(&headers)
+        let Form(params) =
+            form.map_err(|e| IdentityError::InvalidRequest(format!("malformed request: {e}")))?;
+        let basic = basic_credentials(headers)
             .map_err(|()| IdentityError::InvalidClient { basic: true })?;
-        p.token(params, basic, &meta).await
-    }
-    .await;
-    let mut response = match result {
-        Ok(tokens) => Json(tokens).into_response(),
+        run(params, basic).await
+    };
+    let mut response = match result.await {
+        Ok(answer) => answer.into_response(),
         Err(e) => e.into_response(),
     };
-    // RFC 6749 §5.1: token responses must not be cached.
     let headers = response.headers_mut();
     headers.insert(
         CACHE_CONTROL,
@@ -248,6 +249,47 @@ pub async fn token(
     );
     headers.insert(PRAGMA, axum::http::HeaderValue::from_static("no-cache"));
     response
+}
+
+/// POST /token.
+pub async fn token(
+    State(p): AppState,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    form: Result<Form<TokenParams>, FormRejection>,
+) -> Response {
+    client_endpoint(form, &headers, async |params, basic| {
+        p.token(params, basic, &meta).await.map(Json)
+    })
+    .await
+}
+
+/// POST /revoke (RFC 7009): 200 with an empty body whatever the token was.
+pub async fn revoke(
+    State(p): AppState,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    form: Result<Form<TokenRequest>, FormRejection>,
+) -> Response {
+    client_endpoint(form, &headers, async |request, basic| {
+        p.revoke(&request, basic, &meta)
+            .await
+            .map(|()| StatusCode::OK)
+    })
+    .await
+}
+
+/// POST /introspect (RFC 7662).
+pub async fn introspect(
+    State(p): AppState,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    form: Result<Form<TokenRequest>, FormRejection>,
+) -> Response {
+    client_endpoint(form, &headers, async |request, basic| {
+        p.introspect(&request, basic, &meta).await.map(Json)
+    })
+    .await
 }
 
 /// GET or POST /userinfo with a bearer access token.
@@ -281,7 +323,10 @@ pub async fn verify(
         .await
     {
         Ok(claims) => Json(json!({"valid": true, "claims": &*claims})).into_response(),
-        Err(e) => Json(json!({"valid": false, "error": e.code()})).into_response(),
+        Err(e) => match e.rejection_code() {
+            Some(code) => Json(json!({"valid": false, "error": code})).into_response(),
+            None => e.into_response(),
+        },
     }
 }
 

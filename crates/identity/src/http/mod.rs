@@ -28,6 +28,8 @@ pub fn router(provider: Arc<Provider>) -> Router {
         .route("/authorize", get(handlers::authorize))
         .route("/login", post(handlers::login))
         .route("/token", post(handlers::token))
+        .route("/revoke", post(handlers::revoke))
+        .route("/introspect", post(handlers::introspect))
         .route(
             "/userinfo",
             get(handlers::userinfo).post(handlers::userinfo),
@@ -47,16 +49,20 @@ pub fn router(provider: Arc<Provider>) -> Router {
         .with_state(provider)
 }
 
-/// Serves identity on `listener` until `shutdown` completes.
+/// Serves identity on `listener` until `shutdown` completes, purging
+/// expired rows on the configured schedule meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     provider: Arc<Provider>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let purger = tokio::spawn(crate::purge::run(provider.clone()));
+    let served = axum::serve(
         listener,
         router(provider).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    purger.abort();
+    served
 }

@@ -10,8 +10,8 @@ use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::client_auth::BasicCredentials;
 use crate::provider::RequestMeta;
-use crate::token::BasicCredentials;
 
 /// The peer address (never `X-Forwarded-For`, which a client can forge) and
 /// user agent of a request.

@@ -47,6 +47,9 @@ pub struct Server {
     pub clock: Arc<dyn Clock>,
     pub audit: Arc<MemoryAuditSink>,
     pub user_id: String,
+    /// The database's URL, where a test may count rows (`None` when the
+    /// test handed in its own store).
+    pub db_url: Option<String>,
     task: tokio::task::JoinHandle<()>,
     _dir: Option<TempDir>,
 }
@@ -77,15 +80,45 @@ impl Server {
     pub async fn start_manual(
         configure: impl FnOnce(&mut IdentityConfig),
     ) -> (Self, Arc<ManualClock>) {
+        Self::start_manual_on(None, configure).await
+    }
+
+    /// A clock the test moves by hand, on PostgreSQL at `postgres_url` or
+    /// (`None`) SQLite in a fresh data directory; [`Server::db_url`] set.
+    pub async fn start_manual_on(
+        postgres_url: Option<&str>,
+        configure: impl FnOnce(&mut IdentityConfig),
+    ) -> (Self, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
         let dir = echo_testkit::data_dir();
-        let store = echo_store::open(None, dir.path())
+        let store = echo_store::open(postgres_url, dir.path())
             .await
-            .expect("open sqlite store");
-        (
-            Self::start_with(store, clock.clone(), Some(dir), configure).await,
-            clock,
-        )
+            .expect("open store");
+        let db_url = match postgres_url {
+            Some(url) => url.to_owned(),
+            None => format!("sqlite://{}?mode=ro", dir.path().join("echo.db").display()),
+        };
+        let mut server = Self::start_with(store, clock.clone(), Some(dir), configure).await;
+        server.db_url = Some(db_url);
+        (server, clock)
+    }
+
+    /// How many rows `table` holds now.
+    pub async fn row_count(&self, table: &str) -> i64 {
+        use sqlx::Connection;
+        let url = self
+            .db_url
+            .as_deref()
+            .expect("a server with a known database");
+        let query = format!("SELECT COUNT(*) FROM {table}");
+        if url.starts_with("postgres") {
+            let mut db = sqlx::PgConnection::connect(url).await.expect("connect");
+            sqlx::query_scalar(&query).fetch_one(&mut db).await
+        } else {
+            let mut db = sqlx::SqliteConnection::connect(url).await.expect("connect");
+            sqlx::query_scalar(&query).fetch_one(&mut db).await
+        }
+        .expect("count rows")
     }
 
     /// Any store and clock; `dir` is kept alive as long as the server.
@@ -126,6 +159,7 @@ impl Server {
             clock,
             audit,
             user_id,
+            db_url: None,
             task,
             _dir: dir,
         }
@@ -197,6 +231,7 @@ async fn register_fixtures(
     let clients = [
         NewClient {
             redirect_uris: vec![WEB_REDIRECT.into()],
+            grants: vec!["authorization_code".into(), "refresh_token".into()],
             post_logout_redirect_uris: vec![WEB_LOGOUT.into()],
             audiences: vec!["audit".into(), "gateway".into()],
             ..client(WEB, ClientSecret::Provided(WEB_SECRET.into()))
@@ -582,11 +617,21 @@ pub enum ClientAuth<'a> {
 
 /// POST /token with `form` and the client's credentials.
 pub async fn token_request(server: &Server, auth: ClientAuth<'_>, form: &[(&str, &str)]) -> Page {
+    client_request(server, "/token", auth, form).await
+}
+
+/// POST `path` with `form` and the client's credentials.
+pub async fn client_request(
+    server: &Server,
+    path: &str,
+    auth: ClientAuth<'_>,
+    form: &[(&str, &str)],
+) -> Page {
     let mut form: Vec<(String, String)> = form
         .iter()
         .map(|(k, v)| ((*k).into(), (*v).into()))
         .collect();
-    let mut request = no_redirect_client().post(server.url("/token"));
+    let mut request = no_redirect_client().post(server.url(path));
     match auth {
         ClientAuth::Basic(id, secret) => {
             request = request.basic_auth(form_encode(id), Some(form_encode(secret)))
@@ -597,7 +642,7 @@ pub async fn token_request(server: &Server, auth: ClientAuth<'_>, form: &[(&str,
         }
         ClientAuth::Public(id) => form.push(("client_id".into(), id.into())),
     }
-    read(request.form(&form).send().await.expect("token request")).await
+    read(request.form(&form).send().await.expect("client request")).await
 }
 
 /// RFC 6749 §2.3.1: Basic credentials are form-urlencoded first.
@@ -670,6 +715,15 @@ pub async fn userinfo(server: &Server, token: &str) -> Page {
         .send()
         .await;
     read(response.expect("userinfo request")).await
+}
+
+/// GET the discovery document.
+pub async fn discovery(server: &Server) -> Page {
+    let response = no_redirect_client()
+        .get(server.url("/.well-known/openid-configuration"))
+        .send()
+        .await;
+    read(response.expect("discovery request")).await
 }
 
 /// POST /verify `{"token","aud"}`.

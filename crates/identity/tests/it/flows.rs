@@ -154,14 +154,7 @@ async fn sso_session_ends_with_its_lifetime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_document_is_complete_and_honest() {
     let server = Server::start().await;
-    let page = read(
-        no_redirect_client()
-            .get(server.url("/.well-known/openid-configuration"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let page = discovery(&server).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(
         page.header("content-type")
@@ -194,9 +187,9 @@ async fn discovery_document_is_complete_and_honest() {
     // Every advertised grant actually works (or is refused for the right reason).
     let grants = doc["grant_types_supported"].as_array().expect("array");
     assert!(
-        grants
-            .iter()
-            .all(|g| g == "authorization_code" || g == "client_credentials"),
+        grants.iter().all(|g| g == "authorization_code"
+            || g == "client_credentials"
+            || g == "refresh_token"),
         "{grants:?}"
     );
 }

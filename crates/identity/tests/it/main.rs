@@ -7,3 +7,4 @@ mod common;
 mod flows;
 mod logout;
 mod rp;
+mod tokens;

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use echo_store::{AuthCode, Client, CodeUse, SsoSession, Store, StoreError, StoredKey, User};
+use echo_store::{
+    AuthCode, Client, CodeUse, Purged, RefreshToken, SsoSession, Store, StoreError, StoredKey, User,
+};
 use echo_testkit::PgTestDb;
 
 fn user(name: &str) -> User {
@@ -27,6 +29,29 @@ fn client(id: &str) -> Client {
         post_logout_redirect_uris: vec!["https://app.test/bye".into()],
         allow_no_pkce: false,
         created_at: 100,
+        jwks: None,
+        previous_secret_hash: None,
+        previous_secret_expires_at: None,
+    }
+}
+
+fn refresh(hash: &str, family: &str, jti: &str) -> RefreshToken {
+    RefreshToken {
+        token_hash: hash.to_owned(),
+        family_id: family.to_owned(),
+        client_id: "web".into(),
+        user_id: "id-alice".into(),
+        scope: "openid offline_access".into(),
+        audience: Some("gateway".into()),
+        auth_time: 100,
+        issued_at: 100,
+        expires_at: 1_000,
+        family_expires_at: 5_000,
+        access_jti: jti.to_owned(),
+        access_expires_at: 700,
+        used_at: None,
+        revoked_at: None,
+        successor: None,
     }
 }
 
@@ -142,12 +167,198 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(store.session("s1").await.unwrap(), Some(session));
     store.delete_session("s1").await.unwrap();
     assert_eq!(store.session("s1").await.unwrap(), None);
+
+    // client-secret rotation keeps the old hash as the previous one
+    assert!(
+        store
+            .rotate_client_secret("web", "sha256:new", 500)
+            .await
+            .unwrap()
+    );
+    let rotated = store.client("web").await.unwrap().unwrap();
+    assert_eq!(rotated.secret_hash.as_deref(), Some("sha256:new"));
+    assert_eq!(rotated.previous_secret_hash.as_deref(), Some("sha256:abc"));
+    assert_eq!(rotated.previous_secret_expires_at, Some(500));
+    assert!(
+        !store
+            .rotate_client_secret("spa", "sha256:x", 500)
+            .await
+            .unwrap(),
+        "a public client has no secret to rotate"
+    );
+    let keyed = Client {
+        secret_hash: None,
+        jwks: Some(r#"{"keys":[]}"#.into()),
+        ..client("jwt-client")
+    };
+    store.insert_client(&keyed).await.unwrap();
+    assert_eq!(store.client("jwt-client").await.unwrap(), Some(keyed));
+
+    refresh_tokens(&*store).await;
+}
+
+/// Rotation is atomic and single-winner; family revocation takes every
+/// token of the family and the access tokens issued with them.
+async fn refresh_tokens(store: &dyn Store) {
+    store
+        .insert_refresh_token(&refresh("r1", "f1", "j1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.refresh_token("r1").await.unwrap(),
+        Some(refresh("r1", "f1", "j1"))
+    );
+    assert_eq!(store.refresh_token("nope").await.unwrap(), None);
+    let next = refresh("r2", "f1", "j2");
+    assert!(
+        store
+            .rotate_refresh_token("r1", 200, b"sealed", &next)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .rotate_refresh_token("r1", 201, b"other", &refresh("r3", "f1", "j3"))
+            .await
+            .unwrap(),
+        "a spent token cannot be rotated again"
+    );
+    assert_eq!(
+        store.refresh_token("r3").await.unwrap(),
+        None,
+        "loser left no row"
+    );
+    let spent = store.refresh_token("r1").await.unwrap().unwrap();
+    assert_eq!(spent.used_at, Some(200));
+    assert_eq!(spent.successor.as_deref(), Some(&b"sealed"[..]));
+
+    store
+        .insert_refresh_token(&refresh("other", "f2", "j9"))
+        .await
+        .unwrap();
+    assert_eq!(store.revoke_refresh_family("f1", 300).await.unwrap(), 2);
+    assert_eq!(store.revoke_refresh_family("f1", 301).await.unwrap(), 0);
+    for hash in ["r1", "r2"] {
+        let t = store.refresh_token(hash).await.unwrap().unwrap();
+        assert_eq!(t.revoked_at, Some(300), "{hash}");
+    }
+    assert!(store.access_token_revoked("j1").await.unwrap());
+    assert!(store.access_token_revoked("j2").await.unwrap());
+    assert!(
+        !store.access_token_revoked("j9").await.unwrap(),
+        "other family untouched"
+    );
+    assert!(
+        store
+            .refresh_token("other")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+    assert!(
+        !store
+            .rotate_refresh_token("r2", 302, b"x", &refresh("r4", "f1", "j4"))
+            .await
+            .unwrap(),
+        "a revoked token cannot be rotated"
+    );
+
+    // a replayed code revokes its access token and the family named after it
+    store.insert_code(&code("c9")).await.unwrap();
+    store.consume_code("c9", 120).await.unwrap();
+    store
+        .record_code_access_token("c9", "jc", 700)
+        .await
+        .unwrap();
+    store
+        .insert_refresh_token(&refresh("rc", "c9", "jr"))
+        .await
+        .unwrap();
+    assert_eq!(store.revoke_code_grant("c9", 130).await.unwrap(), 1);
+    assert!(store.access_token_revoked("jc").await.unwrap());
+    assert!(store.access_token_revoked("jr").await.unwrap());
+
+    store.revoke_access_token("ja", 400).await.unwrap();
+    store.revoke_access_token("ja", 400).await.unwrap();
+    assert!(store.access_token_revoked("ja").await.unwrap());
+
+    assert!(
+        store
+            .record_client_assertion("web", "a1", 400)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_client_assertion("web", "a1", 400)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_client_assertion("spa", "a1", 400)
+            .await
+            .unwrap()
+    );
+}
+
+/// Purging in batches of 3 removes exactly what has ended.
+async fn purge(store: &dyn Store) {
+    for i in 0..8 {
+        let mut c = code(&format!("pc{i}"));
+        c.expires_at = if i < 7 { 100 } else { 10_000 };
+        store.insert_code(&c).await.unwrap();
+        let mut r = refresh(&format!("pr{i}"), &format!("pf{i}"), &format!("pj{i}"));
+        r.expires_at = if i < 5 { 100 } else { 10_000 };
+        store.insert_refresh_token(&r).await.unwrap();
+        store
+            .revoke_access_token(&format!("pj{i}"), if i < 4 { 100 } else { 10_000 })
+            .await
+            .unwrap();
+        store
+            .record_client_assertion("web", &format!("pa{i}"), if i < 3 { 100 } else { 10_000 })
+            .await
+            .unwrap();
+        store
+            .insert_session(&SsoSession {
+                id_hash: format!("ps{i}"),
+                user_id: "id-alice".into(),
+                auth_time: 1,
+                expires_at: if i < 6 { 100 } else { 10_000 },
+            })
+            .await
+            .unwrap();
+    }
+    let purged = store.purge_expired(100, 3).await.unwrap();
+    assert_eq!(
+        purged,
+        Purged {
+            codes: 7,
+            refresh_tokens: 5,
+            revoked_tokens: 4,
+            client_assertions: 3,
+            sessions: 6,
+        }
+    );
+    assert_eq!(
+        store.purge_expired(100, 3).await.unwrap(),
+        Purged::default()
+    );
+    assert!(store.refresh_token("pr5").await.unwrap().is_some());
+    assert!(store.refresh_token("pr4").await.unwrap().is_none());
+    assert!(store.session("ps6").await.unwrap().is_some());
+    assert!(store.access_token_revoked("pj4").await.unwrap());
+    assert!(!store.access_token_revoked("pj3").await.unwrap());
 }
 
 #[tokio::test]
 async fn sqlite_backend_passes_the_suite() {
     let dir = echo_testkit::data_dir();
     suite(echo_store::open(None, dir.path()).await.unwrap()).await;
+    let dir = echo_testkit::data_dir();
+    purge(&*echo_store::open(None, dir.path()).await.unwrap()).await;
 }
 
 #[tokio::test]
@@ -157,6 +368,11 @@ async fn postgres_backend_passes_the_suite() {
     };
     let dir = echo_testkit::data_dir();
     suite(echo_store::open(Some(&db.url), dir.path()).await.unwrap()).await;
+    db.drop_db().await;
+    let Some(db) = PgTestDb::create("postgres_backend_purges").await else {
+        return;
+    };
+    purge(&*echo_store::open(Some(&db.url), dir.path()).await.unwrap()).await;
     db.drop_db().await;
 }
 

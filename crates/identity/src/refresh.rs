@@ -1,0 +1,314 @@
+//! Refresh tokens (RFC 6749 §6) with rotation and reuse detection
+//! (RFC 9700 §4.14.2).
+//!
+//! A refresh token is issued only when the `offline_access` scope was
+//! granted (OIDC Core §11) to a client registered for the `refresh_token`
+//! grant. It is 256 random bits, stored as its SHA-256 hash. Every token
+//! belongs to a *family*: the authorization code it descends from (the
+//! family id is the code's hash, so a replayed code finds its family).
+//!
+//! Each use rotates: the presented token is marked used and a successor of
+//! the same family is issued with a new access token, atomically (of two
+//! concurrent uses exactly one rotates). Presenting a spent token again:
+//! - within [`IdentityConfig::refresh_token_grace`] seconds of its rotation,
+//!   by its own client, returns the very same answer (the same successor and
+//!   access token). A hash cannot give the successor back, so the rotation
+//!   seals the whole answer under a key derived from the master key
+//!   (AES-256-GCM, bound to the spent token's hash) and keeps it on the
+//!   spent row. Two tabs refreshing at once, or a retry after a lost
+//!   response, therefore do not log the user out.
+//! - later, is treated as theft (RFC 9700 §4.14.2): the whole family is
+//!   revoked, with every access token issued from it still alive, and the
+//!   event is audited as `oauth.refresh.reuse_detected`.
+//!
+//! Lifetimes: a token expires after the idle lifetime, and never after the
+//! family's absolute lifetime, counted from the code exchange.
+//!
+//! [`IdentityConfig::refresh_token_grace`]: crate::IdentityConfig::refresh_token_grace
+
+use echo_core::audit::AuditEvent;
+use echo_crypto::secret::{random_token, token_hash};
+use echo_store::{Client, RefreshToken, StoreError};
+use serde::{Deserialize, Serialize};
+
+use crate::admin::GRANT_REFRESH_TOKEN;
+use crate::provider::RequestMeta;
+use crate::token::{Minted, TokenParams, TokenResponse, UserAccess};
+use crate::{IdentityError, Provider, Result};
+
+/// OIDC Core §11: the scope that asks for a refresh token.
+pub const OFFLINE_ACCESS: &str = "offline_access";
+
+/// The grant a new family starts from.
+#[derive(Debug)]
+pub(crate) struct NewFamily<'a> {
+    pub family_id: &'a str,
+    pub client_id: &'a str,
+    pub user_id: &'a str,
+    pub scope: &'a str,
+    pub audience: Option<&'a str>,
+    pub auth_time: i64,
+}
+
+/// The answer a rotation produced, sealed on the spent token's row.
+#[derive(Debug, Serialize, Deserialize)]
+struct Successor {
+    access_token: String,
+    access_expires_at: i64,
+    refresh_token: String,
+    scope: String,
+}
+
+impl Successor {
+    fn response(self, now: i64) -> TokenResponse {
+        TokenResponse {
+            access_token: self.access_token,
+            token_type: "Bearer",
+            expires_in: (self.access_expires_at - now).max(0),
+            refresh_token: Some(self.refresh_token),
+            id_token: None,
+            scope: self.scope,
+        }
+    }
+}
+
+/// RFC 6749 §6: the requested scope "MUST NOT include any scope not
+/// originally granted", and omitted means the original one.
+fn narrowed_scope(granted: &str, asked: Option<&str>) -> Result<String> {
+    let Some(asked) = asked.filter(|s| !s.trim().is_empty()) else {
+        return Ok(granted.to_owned());
+    };
+    let granted: Vec<&str> = granted.split(' ').collect();
+    let mut narrowed: Vec<&str> = Vec::new();
+    for scope in asked.split(' ').filter(|s| !s.is_empty()) {
+        if !granted.contains(&scope) {
+            return Err(IdentityError::InvalidScope(format!(
+                "scope {scope} was not granted to this refresh token"
+            )));
+        }
+        if !narrowed.contains(&scope) {
+            narrowed.push(scope);
+        }
+    }
+    Ok(narrowed.join(" "))
+}
+
+fn corrupt(e: impl std::fmt::Display) -> IdentityError {
+    IdentityError::Store(StoreError::Corrupt(format!("refresh successor: {e}")))
+}
+
+impl Provider {
+    /// The first refresh token of a family, issued with `access`.
+    pub(crate) async fn start_refresh_family(
+        &self,
+        family: &NewFamily<'_>,
+        access: &Minted,
+        now: i64,
+    ) -> Result<String> {
+        let token = random_token();
+        self.store
+            .insert_refresh_token(&RefreshToken {
+                token_hash: token_hash(&token),
+                family_id: family.family_id.to_owned(),
+                client_id: family.client_id.to_owned(),
+                user_id: family.user_id.to_owned(),
+                scope: family.scope.to_owned(),
+                audience: family.audience.map(str::to_owned),
+                auth_time: family.auth_time,
+                issued_at: now,
+                expires_at: now + self.config.refresh_token_idle_ttl,
+                family_expires_at: now + self.config.refresh_token_absolute_ttl,
+                access_jti: access.jti.clone(),
+                access_expires_at: self.acceptance_end(access.expires_at),
+                used_at: None,
+                revoked_at: None,
+                successor: None,
+            })
+            .await?;
+        Ok(token)
+    }
+
+    /// RFC 6749 §6: the refresh-token grant, with rotation.
+    pub(crate) async fn refresh_token_grant(
+        &self,
+        client: &Client,
+        params: &TokenParams,
+        meta: &RequestMeta,
+    ) -> Result<TokenResponse> {
+        if !client.grant_types.iter().any(|g| g == GRANT_REFRESH_TOKEN) {
+            return Err(IdentityError::UnauthorizedClient(
+                "client may not use the refresh token grant".into(),
+            ));
+        }
+        let presented = params
+            .refresh_token
+            .as_deref()
+            .ok_or_else(|| IdentityError::InvalidRequest("refresh_token is required".into()))?;
+        let invalid = |why: &str| IdentityError::InvalidGrant(why.to_owned());
+        let hash = token_hash(presented);
+        let now = self.clock.now();
+        let token = self
+            .store
+            .refresh_token(&hash)
+            .await?
+            .ok_or_else(|| invalid("unknown refresh token"))?;
+        if token.client_id != client.id {
+            self.audit(
+                AuditEvent::failure("oauth.refresh.wrong_client")
+                    .actor(token.user_id.as_str())
+                    .detail("client_id", client.id.as_str())
+                    .detail("issued_to", token.client_id.as_str()),
+                meta,
+            );
+            return Err(invalid("refresh token was issued to another client"));
+        }
+        if token.revoked_at.is_some() {
+            return Err(invalid("refresh token revoked"));
+        }
+        if token.used_at.is_some() {
+            return self.spent_refresh_token(token, now, meta).await;
+        }
+        if token.expires_at <= now {
+            return Err(invalid("refresh token expired"));
+        }
+        let scope = narrowed_scope(&token.scope, params.scope.as_deref())?;
+        let UserAccess {
+            user,
+            access,
+            audiences,
+            signer,
+        } = self
+            .user_access_token(
+                client,
+                params,
+                &token.user_id,
+                token.audience.as_deref(),
+                &scope,
+                now,
+            )
+            .await?;
+        let refresh_token = random_token();
+        let successor = RefreshToken {
+            token_hash: token_hash(&refresh_token),
+            issued_at: now,
+            expires_at: (now + self.config.refresh_token_idle_ttl).min(token.family_expires_at),
+            access_jti: access.jti.clone(),
+            access_expires_at: self.acceptance_end(access.expires_at),
+            used_at: None,
+            revoked_at: None,
+            successor: None,
+            ..token.clone()
+        };
+        let answer = Successor {
+            access_token: access.token,
+            access_expires_at: access.expires_at,
+            refresh_token,
+            scope,
+        };
+        let sealed = self.successor_key.seal(
+            hash.as_bytes(),
+            &serde_json::to_vec(&answer).map_err(corrupt)?,
+        )?;
+        if self
+            .store
+            .rotate_refresh_token(&hash, now, &sealed, &successor)
+            .await?
+        {
+            self.audit_issued(
+                client,
+                &user.id,
+                &audiences,
+                &signer,
+                GRANT_REFRESH_TOKEN,
+                meta,
+            );
+            return Ok(answer.response(now));
+        }
+        // A concurrent use rotated it first (or revoked it): answer as to
+        // a spent token.
+        let token = self
+            .store
+            .refresh_token(&hash)
+            .await?
+            .filter(|t| t.revoked_at.is_none())
+            .ok_or_else(|| invalid("refresh token revoked"))?;
+        self.spent_refresh_token(token, now, meta).await
+    }
+
+    /// A used refresh token presented again: the same successor within the
+    /// grace period, else the family is revoked (RFC 9700 §4.14.2).
+    async fn spent_refresh_token(
+        &self,
+        token: RefreshToken,
+        now: i64,
+        meta: &RequestMeta,
+    ) -> Result<TokenResponse> {
+        let within_grace = token
+            .used_at
+            .is_some_and(|used| now - used <= self.config.refresh_token_grace);
+        if let (true, Some(sealed)) = (within_grace, &token.successor) {
+            let plain = self
+                .successor_key
+                .open(token.token_hash.as_bytes(), sealed)?;
+            let answer: Successor = serde_json::from_slice(&plain).map_err(corrupt)?;
+            self.audit(
+                AuditEvent::success("oauth.refresh.grace_reuse")
+                    .actor(token.user_id.as_str())
+                    .detail("client_id", token.client_id.as_str()),
+                meta,
+            );
+            return Ok(answer.response(now));
+        }
+        let revoked = self
+            .store
+            .revoke_refresh_family(&token.family_id, now)
+            .await?;
+        self.audit(
+            AuditEvent::failure("oauth.refresh.reuse_detected")
+                .actor(token.user_id.as_str())
+                .detail("client_id", token.client_id.as_str())
+                .detail(
+                    "reason",
+                    "spent refresh token presented again: possible theft",
+                )
+                .detail("revoked_refresh_tokens", revoked),
+            meta,
+        );
+        Err(IdentityError::InvalidGrant(
+            "refresh token already used".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_may_narrow_but_never_widen() {
+        let granted = "openid profile offline_access";
+        assert_eq!(narrowed_scope(granted, None).unwrap(), granted);
+        assert_eq!(narrowed_scope(granted, Some("  ")).unwrap(), granted);
+        assert_eq!(
+            narrowed_scope(granted, Some("openid openid profile")).unwrap(),
+            "openid profile"
+        );
+        assert!(matches!(
+            narrowed_scope(granted, Some("openid email")),
+            Err(IdentityError::InvalidScope(_))
+        ));
+    }
+
+    #[test]
+    fn a_grace_answer_counts_down_the_access_token() {
+        let answer = Successor {
+            access_token: "at".into(),
+            access_expires_at: 1_600,
+            refresh_token: "rt".into(),
+            scope: "openid".into(),
+        };
+        let response = answer.response(1_000);
+        assert_eq!(response.expires_in, 600);
+        assert_eq!(response.refresh_token.as_deref(), Some("rt"));
+    }
+}
