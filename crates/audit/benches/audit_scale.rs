@@ -150,7 +150,10 @@ fn main() {
         (
             "page deep (cursor at half)",
             EventQuery {
-                before: Some(total as i64 / 2),
+                before: Some(echo_audit::store::Cursor {
+                    time: 1_800_000_000_000 + total as i64 * 5,
+                    seq: total as i64 / 2,
+                }),
                 ..base.clone()
             },
         ),
@@ -165,6 +168,20 @@ fn main() {
             "free text 'failure'",
             EventQuery {
                 words: search_words("failure"),
+                ..base.clone()
+            },
+        ),
+        (
+            "free text 'user'",
+            EventQuery {
+                words: search_words("user"),
+                ..base.clone()
+            },
+        ),
+        (
+            "free text prefix 'fail*'",
+            EventQuery {
+                words: search_words("fail*"),
                 ..base.clone()
             },
         ),

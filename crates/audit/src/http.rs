@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use crate::chain::ChainedEvent;
 use crate::service::{AuditError, AuditService};
-use crate::store::{EventQuery, search_words};
+use crate::store::{Cursor, EventQuery, search_words};
 
 /// Largest request body accepted (a full batch of large events).
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -194,7 +194,7 @@ struct QueryParams {
     since: Option<i64>,
     until: Option<i64>,
     q: Option<String>,
-    cursor: Option<i64>,
+    cursor: Option<String>,
     limit: Option<i64>,
 }
 
@@ -216,6 +216,13 @@ async fn query(
     let Ok(Query(p)) = params else {
         return problem(StatusCode::BAD_REQUEST, "malformed query parameters");
     };
+    let before = match p.cursor.as_deref().map(str::parse::<Cursor>) {
+        None => None,
+        Some(Ok(cursor)) => Some(cursor),
+        Some(Err(())) => {
+            return problem(StatusCode::BAD_REQUEST, "cursor: not a next_cursor value");
+        }
+    };
     let words = search_words(p.q.as_deref().unwrap_or_default());
     if p.q.as_deref().is_some_and(|q| !q.trim().is_empty()) && words.is_empty() {
         return problem(
@@ -232,7 +239,7 @@ async fn query(
         since: p.since,
         until: p.until,
         words,
-        before: p.cursor,
+        before,
         limit: p.limit.unwrap_or(100),
     };
     let limit = query.limit;
@@ -251,7 +258,7 @@ async fn query(
                 return ([(CONTENT_TYPE, "application/x-ndjson")], body).into_response();
             }
             let next = (rows.len() as i64 >= limit.clamp(1, crate::service::MAX_LIMIT))
-                .then(|| rows.last().map(|r| r.seq))
+                .then(|| rows.last().map(|r| Cursor::of(r).to_string()))
                 .flatten();
             Json(json!({"events": rows.iter().map(event_json).collect::<Vec<_>>(), "next_cursor": next})).into_response()
         }

@@ -55,8 +55,9 @@ pub struct Appended {
     pub head: Anchor,
 }
 
-/// Filters of `GET /v1/events`. Results come newest first; `before` is the
-/// keyset cursor (a `seq`).
+/// Filters of `GET /v1/events`. Results come newest first by event time
+/// (ties by `seq`), or with free text by arrival (`seq`); `before` is the
+/// keyset cursor: the last row of the previous page.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventQuery {
     pub service: Option<String>,
@@ -68,11 +69,45 @@ pub struct EventQuery {
     pub since: Option<i64>,
     /// Unix milliseconds, exclusive.
     pub until: Option<i64>,
-    /// Free text: every word must start a word of the message, action or
-    /// actor (see [`search_words`]); empty for no text filter.
+    /// Free text: every word must be a word of the message, action or actor
+    /// (a prefix of one if it ends in `*`; see [`search_words`]); empty for
+    /// no text filter.
     pub words: Vec<String>,
-    pub before: Option<i64>,
+    pub before: Option<Cursor>,
     pub limit: i64,
+}
+
+/// A position in query order, written `<time>.<seq>` in the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub time: i64,
+    pub seq: i64,
+}
+
+impl Cursor {
+    pub fn of(row: &ChainedEvent) -> Self {
+        Cursor {
+            time: row.event.time,
+            seq: row.seq,
+        }
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.time, self.seq)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (time, seq) = s.split_once('.').ok_or(())?;
+        Ok(Cursor {
+            time: time.parse().map_err(|_| ())?,
+            seq: seq.parse().map_err(|_| ())?,
+        })
+    }
 }
 
 /// One stored row as a [`RowPage`] lends it.

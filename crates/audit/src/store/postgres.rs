@@ -47,10 +47,16 @@ impl PgAuditStore {
     }
 }
 
-/// A tsquery: each word as a prefix lexeme, all required. Words are letters
-/// and digits only, so they need no quoting.
+/// A tsquery: each word a lexeme (a prefix if it ends in `*`), all
+/// required. Words are letters and digits only, so they need no quoting.
 fn tsquery(words: &[String]) -> String {
-    let terms: Vec<String> = words.iter().map(|w| format!("{w}:*")).collect();
+    let terms: Vec<String> = words
+        .iter()
+        .map(|w| match w.strip_suffix('*') {
+            Some(prefix) => format!("{prefix}:*"),
+            None => w.clone(),
+        })
+        .collect();
     terms.join(" & ")
 }
 
@@ -60,6 +66,8 @@ super::sql::sql_audit_store!(
     // The GIN index over `audit_text(...)` (migration 0003) keeps itself.
     index_new: None,
     unindex_through: None,
-    text_filter: " AND audit_text(message, action, actor) @@ to_tsquery('simple', ",
+    text_from: " FROM audit_events WHERE audit_text(message, action, actor) @@ to_tsquery('simple', ",
+    text_from_end: ")",
+    text_order: " ORDER BY seq DESC",
     text_query: tsquery,
 );

@@ -70,12 +70,27 @@ pub(crate) const INSERT_CHUNK: usize = 500;
 
 /// Words of a free-text search: maximal runs of letters and digits, which
 /// is how both backends' indexes split text (FTS5's `unicode61`, and the
-/// PostgreSQL index expression that turns everything else into spaces).
+/// PostgreSQL index expression that turns everything else into spaces),
+/// lowercased; a word followed by `*` keeps it and matches as a prefix.
 pub fn search_words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    let mut words = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if !c.is_alphanumeric() {
+            continue;
+        }
+        let mut end = start + c.len_utf8();
+        while let Some(&(i, c)) = chars.peek().filter(|(_, c)| c.is_alphanumeric()) {
+            end = i + c.len_utf8();
+            chars.next();
+        }
+        let mut word = text[start..end].to_lowercase();
+        if chars.next_if(|&(_, c)| c == '*').is_some() {
+            word.push('*');
+        }
+        words.push(word);
+    }
+    words
 }
 
 /// Implements [`super::AuditStore`] for `$store` (with `read` and `write`
@@ -88,15 +103,19 @@ pub fn search_words(text: &str) -> Vec<String> {
 ///   to index the new rows for free text (`None` where an index expression
 ///   does it);
 /// - `unindex_through`: run as pruning deletes rows with seq ≤ `$1`;
-/// - `text_filter`: the SQL that precedes the bound match expression built
-///   by `text_query` from the search words.
+/// - `text_from`, `text_from_end`: the `FROM … WHERE` of a free-text query,
+///   around the bound match expression `text_query` builds from the words;
+/// - `text_order`: a free-text query's order, newest arrival first (by
+///   `seq`), so the index can hand over hits in order and stop early.
 macro_rules! sql_audit_store {
     (
         $store:ty, $db:ty,
         optimize: $optimize:literal,
         index_new: $index_new:expr,
         unindex_through: $unindex_through:expr,
-        text_filter: $text_filter:literal,
+        text_from: $text_from:literal,
+        text_from_end: $text_from_end:literal,
+        text_order: $text_order:literal,
         text_query: $text_query:expr $(,)?
     ) => {
         use $crate::chain::{link, Anchor, ChainedEvent};
@@ -195,7 +214,14 @@ macro_rules! sql_audit_store {
             }
 
             async fn query(&self, q: &EventQuery) -> $crate::store::Result<Vec<ChainedEvent>> {
-                let mut sql = sqlx::QueryBuilder::<$db>::new(format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE 1 = 1"));
+                let text = !q.words.is_empty();
+                let mut sql = sqlx::QueryBuilder::<$db>::new(format!("SELECT {EVENT_COLUMNS}"));
+                if text {
+                    let text_query: fn(&[String]) -> String = $text_query;
+                    sql.push($text_from).push_bind(text_query(&q.words)).push($text_from_end);
+                } else {
+                    sql.push(" FROM audit_events WHERE 1 = 1");
+                }
                 for (column, value) in [
                     ("service", &q.service),
                     ("action", &q.action),
@@ -213,14 +239,23 @@ macro_rules! sql_audit_store {
                 if let Some(until) = q.until {
                     sql.push(" AND time < ").push_bind(until);
                 }
-                if !q.words.is_empty() {
-                    let text_query: fn(&[String]) -> String = $text_query;
-                    sql.push($text_filter).push_bind(text_query(&q.words)).push(")");
+                match (q.before, text) {
+                    (Some(before), true) => {
+                        sql.push(" AND seq < ").push_bind(before.seq);
+                    }
+                    (Some(before), false) => {
+                        sql.push(" AND (time, seq) < (").push_bind(before.time).push(", ").push_bind(before.seq).push(")");
+                    }
+                    (None, _) => {}
                 }
-                if let Some(before) = q.before {
-                    sql.push(" AND seq < ").push_bind(before);
+                if text {
+                    sql.push($text_order);
+                } else {
+                    // Each filter's index ends in (time, seq), so this order
+                    // is an index walk that stops after `limit` rows.
+                    sql.push(" ORDER BY time DESC, seq DESC");
                 }
-                sql.push(" ORDER BY seq DESC LIMIT ").push_bind(q.limit);
+                sql.push(" LIMIT ").push_bind(q.limit);
                 sql.build_query_as::<EventRow>()
                     .fetch_all(&self.read)
                     .await?
@@ -325,3 +360,18 @@ macro_rules! sql_audit_store {
 }
 
 pub(crate) use sql_audit_store;
+
+#[cfg(test)]
+mod tests {
+    use super::search_words;
+
+    #[test]
+    fn words_split_on_everything_but_letters_and_digits() {
+        assert_eq!(
+            search_words("auth.login.FAILURE user-42 é*"),
+            ["auth", "login", "failure", "user", "42", "é*"]
+        );
+        assert_eq!(search_words("fail* *x **"), ["fail*", "x"]);
+        assert!(search_words(" .-* ").is_empty());
+    }
+}

@@ -63,10 +63,17 @@ fn scan_file(path: &Path, after: i64, through: i64, limit: i64) -> rusqlite::Res
     Ok(page)
 }
 
-/// An FTS5 match expression: each word as a quoted prefix term, all required.
-/// Words are letters and digits only, so quoting cannot be escaped.
+/// An FTS5 match expression: each word a quoted term (a prefix term if it
+/// ends in `*`), all required. Words are letters and digits only, so quoting
+/// cannot be escaped.
 fn fts5_query(words: &[String]) -> String {
-    let terms: Vec<String> = words.iter().map(|w| format!("\"{w}\"*")).collect();
+    let terms: Vec<String> = words
+        .iter()
+        .map(|w| match w.strip_suffix('*') {
+            Some(prefix) => format!("\"{prefix}\"*"),
+            None => format!("\"{w}\""),
+        })
+        .collect();
     terms.join(" AND ")
 }
 
@@ -77,10 +84,14 @@ super::sql::sql_audit_store!(
     // The full-text index is a contentless FTS5 table keyed by seq, filled
     // in the append's transaction from the rows just written.
     index_new: Some(
-        "INSERT INTO audit_fts (rowid, message, action, actor) \
+        "INSERT INTO audit_fts (rowid, fts_message, fts_action, fts_actor) \
          SELECT seq, message, action, actor FROM audit_events WHERE seq > $1"
     ),
     unindex_through: Some("DELETE FROM audit_fts WHERE rowid <= $1"),
-    text_filter: " AND seq IN (SELECT rowid FROM audit_fts WHERE audit_fts MATCH ",
+    // Driven by the index, newest match first: FTS5 walks its doclists
+    // backwards by rowid and stops after `limit` hits.
+    text_from: " FROM audit_fts JOIN audit_events ON seq = audit_fts.rowid WHERE audit_fts MATCH ",
+    text_from_end: "",
+    text_order: " ORDER BY audit_fts.rowid DESC",
     text_query: fts5_query,
 );

@@ -317,7 +317,7 @@ async fn only_auditors_admins_and_audit_read_services_may_read() {
                 .iter()
                 .map(|e| e["id"].as_str().unwrap().to_owned()),
         );
-        match page["next_cursor"].as_i64() {
+        match page["next_cursor"].as_str() {
             Some(cursor) => path = format!("/v1/events?service=identity&limit=10&cursor={cursor}"),
             None => break,
         }
@@ -326,6 +326,26 @@ async fn only_auditors_admins_and_audit_read_services_may_read() {
     assert_eq!(seen, expected);
     let (_, filtered) = f.get("/v1/events?q=event%20q07", &auditor).await;
     assert_eq!(filtered["events"].as_array().unwrap().len(), 1);
+    let (status, _) = f.get("/v1/events?cursor=12x", &auditor).await;
+    assert_eq!(status, 400);
+    let (status, _) = f.get("/v1/events?q=..", &auditor).await;
+    assert_eq!(status, 400);
+    // Newest first by event time: an event that arrives late with an old
+    // time (a writer's spool resent after an outage) takes its place.
+    let late = json!([{"id": "late", "time": 1_000, "level": "info", "action": "test.late", "message": "late"}]);
+    f.post("/v1/events", &f.service_token("identity"), late.to_string())
+        .await;
+    let (_, page) = f
+        .get("/v1/events?service=identity&limit=1000", &auditor)
+        .await;
+    let ids: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.last(), Some(&"late"));
+    assert_eq!(ids.first(), Some(&"q24"));
     let (_, capped) = f.get("/v1/events?limit=100000", &auditor).await;
     assert!(capped["events"].as_array().unwrap().len() <= 1000);
 }

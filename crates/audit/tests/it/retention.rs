@@ -73,6 +73,9 @@ async fn retention_suite(store: Arc<dyn AuditStore>) {
     };
     assert_eq!(count(&store, text("ev-7")).await, 0);
     assert_eq!(count(&store, text("ev-2999")).await, 1);
+    // A word ending in `*` is a prefix: ev-2900 … ev-2999 remain.
+    assert_eq!(count(&store, text("ev-29*")).await, 100);
+    assert_eq!(count(&store, text("ev-29")).await, 0);
     let pruned = EventQuery {
         action: Some("audit.retention.pruned".into()),
         ..Default::default()
