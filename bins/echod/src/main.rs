@@ -7,6 +7,7 @@
 
 mod admin;
 mod audit;
+mod gateway;
 mod platform;
 mod settings;
 
@@ -66,6 +67,45 @@ enum Service {
     Identity(ServeIdentityArgs),
     /// The tamper-evident audit log.
     Audit(AuditArgs),
+    /// The gateway: browser sessions (BFF), the bearer-token API, the web UI.
+    Gateway(ServeGatewayArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeGatewayArgs {
+    /// Address to listen on.
+    #[arg(
+        long = "listen",
+        env = "ECHO_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: String,
+    /// Identity's issuer URL: where users sign in, whose JWKS verifies tokens.
+    #[arg(long, env = "ECHO_ISSUER", default_value = "http://127.0.0.1:8081")]
+    pub issuer: String,
+    /// The gateway's external base URL, for its redirect URIs (default:
+    /// http://<listen address>).
+    #[arg(long, env = "ECHO_GATEWAY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    #[command(flatten)]
+    pub session: GatewaySessionArgs,
+    /// The audit service the gateway records its events to; without it
+    /// they go to the log.
+    #[arg(long, env = "ECHO_AUDIT_URL")]
+    pub audit_url: Option<String>,
+    /// Audience of the audit service's tokens.
+    #[arg(long, env = "ECHO_AUDIT_AUDIENCE", default_value = "audit")]
+    pub audit_audience: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GatewaySessionArgs {
+    /// A gateway session unused this long ends (e.g. `30m`).
+    #[arg(long = "gateway-session-idle", env = "ECHO_GATEWAY_SESSION_IDLE", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub session_idle: std::time::Duration,
+    /// No gateway session outlives its login by more than this (e.g. `12h`).
+    #[arg(long = "gateway-session-max", env = "ECHO_GATEWAY_SESSION_MAX", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub session_max: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -98,6 +138,14 @@ pub struct UpArgs {
     /// without it events are kept forever.
     #[arg(long, env = "ECHO_AUDIT_RETENTION", value_parser = humantime::parse_duration)]
     pub audit_retention: Option<std::time::Duration>,
+    /// Address of the gateway.
+    #[arg(long, env = "ECHO_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub gateway_listen: String,
+    /// The gateway's external base URL (default: http://<gateway address>).
+    #[arg(long, env = "ECHO_GATEWAY_PUBLIC_URL")]
+    pub gateway_public_url: Option<String>,
+    #[command(flatten)]
+    pub gateway_session: GatewaySessionArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -280,6 +328,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             service: Service::Audit(args),
         } => platform::serve_audit(&data_dir, &args).await,
+        Command::Serve {
+            service: Service::Gateway(args),
+        } => platform::serve_gateway(&data_dir, &args).await,
         Command::Up(args) => platform::up(&data_dir, &args).await,
         Command::Audit {
             command: AuditCommand::Tail { lines, follow },

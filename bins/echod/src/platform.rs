@@ -17,7 +17,9 @@ use echo_store::Store;
 use tokio::net::TcpListener;
 
 use crate::settings::{master_key, open_store};
-use crate::{AuditArgs, IdentityArgs, ServeIdentityArgs, TokenAlg, UpArgs, audit};
+use crate::{
+    AuditArgs, IdentityArgs, ServeGatewayArgs, ServeIdentityArgs, TokenAlg, UpArgs, audit, gateway,
+};
 
 /// Prints the line scripts wait for, once the socket accepts connections.
 fn announce_ready(listener: &TcpListener) -> anyhow::Result<()> {
@@ -156,12 +158,17 @@ impl TokenSource for OwnToken {
 
 /// Every service built so far, each on its own port, stopped together.
 /// Identity sends its audit events to the audit service, over HTTP with its
-/// own service token, through the writer's disk spool.
+/// own service token, through the writer's disk spool; the gateway, a
+/// first-party client registered here, with client credentials.
 pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let store = open_store(data_dir).await?;
     bootstrap(&*store).await?;
     let audit_listener = audit::bind(&args.audit_listen).await?;
     let audit_url = format!("http://{}", audit_listener.local_addr()?);
+    let gateway_listener = audit::bind(&args.gateway_listen).await?;
+    let gateway_url = gateway::public_url(args.gateway_public_url.as_deref(), &gateway_listener)?;
+    let gateway_secret = gateway::client_secret(data_dir, true)?;
+    gateway::register_client(&*store, &gateway_url, &gateway_secret, &args.audit_audience).await?;
     let (writer, own_token) = identity_audit_writer(data_dir, &audit_url, &args.audit_audience)?;
     let (identity_listener, provider) =
         start_identity(data_dir, &args.identity, store, writer.clone()).await?;
@@ -173,8 +180,26 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.audit_checkpoint_seconds.max(1)),
         args.audit_retention,
     );
+    let gateway_audit = gateway::audit_sink(
+        data_dir,
+        &issuer,
+        &gateway_secret,
+        Some((&audit_url, &args.audit_audience)),
+    )?;
+    let gateway_app = gateway::build(
+        data_dir,
+        &issuer,
+        &gateway_url,
+        gateway_secret,
+        &args.gateway_session,
+        gateway_audit.sink.clone(),
+    )
+    .await?;
     announce_ready(&identity_listener)?;
     announce_ready(&audit_listener)?;
+    announce_ready(&gateway_listener)?;
+    println!("up {gateway_url}");
+    std::io::stdout().flush()?;
 
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
     let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
@@ -185,17 +210,52 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     };
     let identity = echo_identity::serve(identity_listener, provider, stopped(&stop));
     let audit = echo_audit::http::serve(audit_listener, audit_app, stopped(&stop));
+    let gateway = echo_gateway::serve(gateway_listener, gateway_app, stopped(&stop));
     let signal = async {
         shutdown_signal().await;
         let _ = stop.send(());
     };
-    let (identity, audit, ()) = tokio::join!(identity, audit, signal);
+    let (identity, audit, gateway, ()) = tokio::join!(identity, audit, gateway, signal);
     // Whatever the audit service did not take before it stopped is spooled
     // to disk and sent on the next start.
     writer.shutdown().await;
+    if let Some(writer) = gateway_audit.writer {
+        writer.shutdown().await;
+    }
     identity?;
     audit?;
+    gateway?;
     Ok(())
+}
+
+/// The gateway alone, in front of the identity at `--issuer`. Its client
+/// registration and secret must exist (`echod up` creates both; elsewhere
+/// `echod client add gateway …` and `ECHO_GATEWAY_CLIENT_SECRET`).
+pub async fn serve_gateway(data_dir: &Path, args: &ServeGatewayArgs) -> anyhow::Result<()> {
+    let listener = audit::bind(&args.listen).await?;
+    let url = gateway::public_url(args.public_url.as_deref(), &listener)?;
+    let secret = gateway::client_secret(data_dir, false)?;
+    let audit_target = args
+        .audit_url
+        .as_deref()
+        .map(|url| (url, args.audit_audience.as_str()));
+    let audit = gateway::audit_sink(data_dir, &args.issuer, &secret, audit_target)?;
+    let app = gateway::build(
+        data_dir,
+        &args.issuer,
+        &url,
+        secret,
+        &args.session,
+        audit.sink.clone(),
+    )
+    .await?;
+    tracing::info!(public_url = %url, issuer = %args.issuer, "gateway listening");
+    announce_ready(&listener)?;
+    let served = echo_gateway::serve(listener, app, shutdown_signal()).await;
+    if let Some(writer) = audit.writer {
+        writer.shutdown().await;
+    }
+    Ok(served?)
 }
 
 pub async fn serve_audit(data_dir: &Path, args: &AuditArgs) -> anyhow::Result<()> {

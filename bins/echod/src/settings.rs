@@ -52,21 +52,10 @@ pub fn secret_text(
     file: &str,
     generate: impl FnOnce() -> String,
 ) -> anyhow::Result<String> {
-    if let Ok(text) = std::env::var(env_var) {
+    if let Some(text) = existing_secret_text(dir, env_var, file)? {
         return Ok(text);
     }
     let path = dir.join(file);
-    if path.exists() {
-        let mode = fs::metadata(&path)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            anyhow::bail!(
-                "{} is readable by others (mode {mode:o}); chmod 600 it",
-                path.display()
-            );
-        }
-        return fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()));
-    }
     let text = generate();
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -77,6 +66,31 @@ pub fn secret_text(
     writeln!(file, "{text}")?;
     tracing::info!(path = %path.display(), "created secret key file");
     Ok(text)
+}
+
+/// The secret of [`secret_text`] if it exists already (never creates it).
+pub fn existing_secret_text(
+    dir: &Path,
+    env_var: &str,
+    file: &str,
+) -> anyhow::Result<Option<String>> {
+    if let Ok(text) = std::env::var(env_var) {
+        return Ok(Some(text));
+    }
+    let path = dir.join(file);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let mode = fs::metadata(&path)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "{} is readable by others (mode {mode:o}); chmod 600 it",
+            path.display()
+        );
+    }
+    fs::read_to_string(&path)
+        .map(Some)
+        .with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// The master key that seals signing keys: `ECHO_MASTER_KEY` or `master.key`.

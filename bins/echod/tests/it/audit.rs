@@ -5,22 +5,14 @@ use std::path::Path;
 
 use sqlx::{Connection, SqliteConnection};
 
-use super::{SECRET, add_svc_a, client_credentials, echod, start};
+use super::{SECRET, add_svc_a, client_credentials, echod, start, start_up, up_on_free_ports};
 
 /// A data directory whose audit log holds events e1..e10 from service
 /// `svc-a` and a signed checkpoint over all ten.
 async fn seeded() -> echo_testkit::TempDir {
     let dir = echo_testkit::data_dir();
     add_svc_a(echod(dir.path()));
-    let mut up = echod(dir.path());
-    up.args([
-        "up",
-        "--listen",
-        "127.0.0.1:0",
-        "--audit-listen",
-        "127.0.0.1:0",
-    ]);
-    let server = start(up, 2);
+    let server = start_up(up_on_free_ports(dir.path()));
     let audit = server.ready[1].clone();
     let token: serde_json::Value = client_credentials(&server.addr, "svc-a", SECRET)
         .await

@@ -11,6 +11,7 @@ use echo_testkit::PgTestDb;
 
 mod audit;
 mod clients;
+mod gateway;
 
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
@@ -48,6 +49,8 @@ pub struct Server {
     /// Every `ready` address, in the order printed.
     ready: Vec<String>,
     stdout_lines: Vec<String>,
+    /// `echod up`'s last line: `up <gateway URL>`.
+    up: Option<String>,
 }
 
 impl Drop for Server {
@@ -57,8 +60,33 @@ impl Drop for Server {
     }
 }
 
+/// `echod up` with every service on a free port.
+pub fn up_on_free_ports(data_dir: &Path) -> Command {
+    let mut cmd = echod(data_dir);
+    cmd.args([
+        "up",
+        "--listen",
+        "127.0.0.1:0",
+        "--audit-listen",
+        "127.0.0.1:0",
+        "--gateway-listen",
+        "127.0.0.1:0",
+    ]);
+    cmd
+}
+
 /// Starts `echod <args>` and waits for `services` lines `ready <addr>`.
-pub fn start(mut cmd: Command, services: usize) -> Server {
+pub fn start(cmd: Command, services: usize) -> Server {
+    start_until(cmd, services, false)
+}
+
+/// Starts `echod up …` and waits for its three `ready` lines (identity,
+/// audit, gateway) and the `up <gateway URL>` line after them.
+pub fn start_up(cmd: Command) -> Server {
+    start_until(cmd, 3, true)
+}
+
+fn start_until(mut cmd: Command, services: usize, up_line: bool) -> Server {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -72,14 +100,16 @@ pub fn start(mut cmd: Command, services: usize) -> Server {
         stdout_lines.push(line.clone());
         if let Some(addr) = line.strip_prefix("ready ") {
             ready.push(addr.to_owned());
-            if ready.len() == services {
-                return Server {
-                    child,
-                    addr: ready[0].clone(),
-                    ready,
-                    stdout_lines,
-                };
-            }
+        }
+        let up = line.strip_prefix("up ").map(str::to_owned);
+        if ready.len() == services && (!up_line || up.is_some()) {
+            return Server {
+                child,
+                addr: ready[0].clone(),
+                ready,
+                stdout_lines,
+                up,
+            };
         }
     }
     let _ = child.kill();
@@ -291,17 +321,7 @@ fn bad_admin_input_is_a_clear_error_and_a_nonzero_exit() {
 #[tokio::test]
 async fn up_bootstraps_an_admin_once() {
     let dir = echo_testkit::data_dir();
-    let first = {
-        let mut cmd = echod(dir.path());
-        cmd.args([
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--audit-listen",
-            "127.0.0.1:0",
-        ]);
-        start(cmd, 2)
-    };
+    let first = { start_up(up_on_free_ports(dir.path())) };
     let banner = first.stdout_lines.join("\n");
     let password = banner
         .split("password ")
@@ -312,17 +332,7 @@ async fn up_bootstraps_an_admin_once() {
     assert!(password.len() >= 32);
     drop(first);
 
-    let second = {
-        let mut cmd = echod(dir.path());
-        cmd.args([
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--audit-listen",
-            "127.0.0.1:0",
-        ]);
-        start(cmd, 2)
-    };
+    let second = { start_up(up_on_free_ports(dir.path())) };
     assert!(
         !second.stdout_lines.join("\n").contains("password"),
         "the password is printed only once"

@@ -1,0 +1,186 @@
+//! The gateway's composition: its secret, its registration at identity
+//! (by `echod up`), its session database and verifier.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use echo_audit_client::{AuditWriter, ClientCredentials, WriterConfig};
+use echo_core::SystemClock;
+use echo_core::audit::{AuditSink, LogAuditSink};
+use echo_crypto::secret::{generate_client_secret, hash_client_secret, verify_client_secret};
+use echo_gateway::{ClientSecret, Gateway, GatewayConfig, SqliteSessionStore};
+use echo_identity::admin::{self, NewClient};
+use echo_store::Store;
+use echo_verify::{HttpJwks, Verifier, VerifierOptions};
+
+use crate::GatewaySessionArgs;
+use crate::settings::{ensure_data_dir, existing_secret_text, master_key, secret_text};
+
+/// The gateway's client id at identity (and the audience of its API).
+pub const CLIENT_ID: &str = "gateway";
+const SECRET_VAR: &str = "ECHO_GATEWAY_CLIENT_SECRET";
+const SECRET_FILE: &str = "gateway-client.secret";
+
+/// The gateway's client secret: `ECHO_GATEWAY_CLIENT_SECRET`, else
+/// `<data>/gateway-client.secret` (0600), created by `echod up` on first
+/// run. Never printed or logged.
+pub fn client_secret(dir: &Path, create: bool) -> anyhow::Result<ClientSecret> {
+    let text = if create {
+        secret_text(dir, SECRET_VAR, SECRET_FILE, generate_client_secret)?
+    } else {
+        existing_secret_text(dir, SECRET_VAR, SECRET_FILE)?.with_context(|| {
+            format!(
+                "the gateway needs its client secret: set {SECRET_VAR} or put it in {}",
+                dir.join(SECRET_FILE).display()
+            )
+        })?
+    };
+    Ok(ClientSecret::new(text))
+}
+
+/// `<public URL>` given, or `http://<listen address>`.
+pub fn public_url(
+    given: Option<&str>,
+    listener: &tokio::net::TcpListener,
+) -> anyhow::Result<String> {
+    Ok(match given {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{}", listener.local_addr()?),
+    })
+}
+
+/// Registers the gateway at identity as a first-party confidential client
+/// (bootstrap of `echod up`): code flow with refresh tokens for browsers,
+/// client credentials for its own audit writes. An existing registration
+/// gets the current secret; redirect URIs cannot be changed in place yet,
+/// so a moved gateway is reported.
+pub async fn register_client(
+    store: &dyn Store,
+    url: &str,
+    secret: &ClientSecret,
+    audit_audience: &str,
+) -> anyhow::Result<()> {
+    let redirect_uri = format!("{url}/callback");
+    let signed_out = format!("{url}/signed-out");
+    let Some(client) = store.client(CLIENT_ID).await? else {
+        let new = NewClient {
+            id: CLIENT_ID.into(),
+            secret: admin::ClientSecret::Provided(secret.expose().to_owned()),
+            redirect_uris: vec![redirect_uri],
+            grants: vec![
+                admin::GRANT_AUTHORIZATION_CODE.into(),
+                admin::GRANT_REFRESH_TOKEN.into(),
+                admin::GRANT_CLIENT_CREDENTIALS.into(),
+            ],
+            audiences: vec![CLIENT_ID.into(), audit_audience.into()],
+            scopes: ["openid", "profile", "offline_access"]
+                .map(String::from)
+                .to_vec(),
+            post_logout_redirect_uris: vec![signed_out],
+            allow_no_pkce: false,
+        };
+        admin::add_client(store, &LogAuditSink, &SystemClock, new).await?;
+        println!("registered the gateway as client {CLIENT_ID} of identity");
+        return Ok(());
+    };
+    let current = client
+        .secret_hash
+        .as_deref()
+        .is_some_and(|stored| verify_client_secret(secret.expose(), stored));
+    if !current {
+        // The secret changed (ECHO_GATEWAY_CLIENT_SECRET, a new data
+        // directory): the old one stops working at once.
+        let now = echo_core::Clock::now(&SystemClock);
+        store
+            .rotate_client_secret(CLIENT_ID, &hash_client_secret(secret.expose()), now)
+            .await?;
+        tracing::info!(
+            client = CLIENT_ID,
+            "updated the gateway's client secret at identity"
+        );
+    }
+    if !client.redirect_uris.contains(&redirect_uri)
+        || !client.post_logout_redirect_uris.contains(&signed_out)
+    {
+        tracing::warn!(
+            client = CLIENT_ID,
+            registered = ?client.redirect_uris,
+            wanted = %redirect_uri,
+            "the gateway client is registered for another address: sign-in through the gateway \
+             will fail until its redirect URIs are updated"
+        );
+    }
+    Ok(())
+}
+
+/// Where the gateway's audit events go, and the writer to flush at
+/// shutdown if it is one.
+pub struct GatewayAudit {
+    pub sink: Arc<dyn AuditSink>,
+    pub writer: Option<Arc<AuditWriter>>,
+}
+
+/// The audit service at `audit` (URL, audience), as client `gateway` with
+/// client credentials, spooled under `<data>/audit-spool/gateway`; else
+/// the log.
+pub fn audit_sink(
+    dir: &Path,
+    issuer: &str,
+    secret: &ClientSecret,
+    audit: Option<(&str, &str)>,
+) -> anyhow::Result<GatewayAudit> {
+    let Some((url, audience)) = audit else {
+        return Ok(GatewayAudit {
+            sink: Arc::new(LogAuditSink),
+            writer: None,
+        });
+    };
+    let token = ClientCredentials::new(
+        format!("{}/token", issuer.trim_end_matches('/')),
+        CLIENT_ID.into(),
+        secret.expose().to_owned(),
+        audience.into(),
+    );
+    let config = WriterConfig::new(
+        url.trim_end_matches('/'),
+        dir.join("audit-spool").join("gateway"),
+    );
+    let writer = AuditWriter::start(config, Arc::new(token))
+        .context("cannot start the gateway's audit writer")?;
+    Ok(GatewayAudit {
+        sink: writer.clone(),
+        writer: Some(writer),
+    })
+}
+
+/// The gateway over `<data>/gateway.db`, verifying `issuer`'s tokens.
+pub async fn build(
+    dir: &Path,
+    issuer: &str,
+    public_url: &str,
+    secret: ClientSecret,
+    session: &GatewaySessionArgs,
+    audit: Arc<dyn AuditSink>,
+) -> anyhow::Result<Arc<Gateway>> {
+    ensure_data_dir(dir)?;
+    let seconds = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let mut config = GatewayConfig::new(public_url, issuer, secret)?;
+    config.session_idle_ttl = seconds(session.session_idle).max(1);
+    config.session_absolute_ttl = seconds(session.session_max).max(1);
+    let path = dir.join("gateway.db");
+    let store = SqliteSessionStore::open(&path)
+        .await
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let jwks = HttpJwks::new(format!("{}/jwks", config.issuer));
+    let verifier = Verifier::new(&config.issuer, Arc::new(jwks), VerifierOptions::default());
+    let master = master_key(dir)?;
+    Ok(Arc::new(Gateway::new(
+        config,
+        Arc::new(store),
+        &master,
+        Arc::new(verifier),
+        audit,
+        Arc::new(SystemClock),
+    )))
+}

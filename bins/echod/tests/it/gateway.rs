@@ -1,0 +1,192 @@
+//! The gateway inside `echod up` (registered at identity, signing a user in
+//! end to end) and `echod serve gateway` on its own.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::{echod, run_with_stdin, start, start_up, up_on_free_ports};
+
+/// A client that never follows redirects, carrying `cookies` by hand.
+struct Hop {
+    http: reqwest::Client,
+    cookies: HashMap<String, String>,
+}
+
+impl Hop {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    /// Sends `request` with the cookies so far; keeps those it sets.
+    async fn send(
+        &mut self,
+        request: reqwest::RequestBuilder,
+    ) -> (reqwest::StatusCode, String, String) {
+        let cookie: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let response = request
+            .header("cookie", cookie.join("; "))
+            .send()
+            .await
+            .unwrap();
+        for set in response.headers().get_all("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.insert(name.into(), value.into());
+        }
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, location, response.text().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn up_runs_the_gateway_as_a_registered_client_and_signs_a_user_in() {
+    let dir = echo_testkit::data_dir();
+    let mut add = echod(dir.path());
+    add.args([
+        "user",
+        "add",
+        "carol",
+        "--password-stdin",
+        "--role",
+        "auditor",
+    ]);
+    assert!(
+        run_with_stdin(add, "carol's long password\n")
+            .status
+            .success()
+    );
+    let mut server = start_up(up_on_free_ports(dir.path()));
+    assert_eq!(server.ready.len(), 3);
+    let gateway = format!("http://{}", server.ready[2]);
+    assert_eq!(
+        server.up.as_deref(),
+        Some(gateway.as_str()),
+        "up <gateway URL>"
+    );
+    let banner = server.stdout_lines.join("\n");
+
+    let secret_file = dir.path().join("gateway-client.secret");
+    let mode = std::fs::metadata(&secret_file)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let secret = std::fs::read_to_string(&secret_file).unwrap();
+    assert!(
+        !banner.contains(secret.trim()),
+        "the secret is never printed"
+    );
+
+    let mut browser = Hop::new();
+    let (_, authorize, _) = browser
+        .send(browser.http.get(format!("{gateway}/login")))
+        .await;
+    assert!(authorize.starts_with(&format!("http://{}/authorize?", server.addr)));
+    let (status, _, form) = browser.send(browser.http.get(&authorize)).await;
+    assert_eq!(
+        status, 200,
+        "identity knows the gateway's redirect URI: {form}"
+    );
+    let csrf = form
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let mut fields: Vec<(String, String)> = url::Url::parse(&authorize)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    fields.extend([
+        ("csrf".into(), csrf),
+        ("username".into(), "carol".into()),
+        ("password".into(), "carol's long password".into()),
+    ]);
+    let login = browser
+        .http
+        .post(format!("http://{}/login", server.addr))
+        .form(&fields);
+    let (status, callback, body) = browser.send(login).await;
+    assert!(
+        callback.starts_with(&format!("{gateway}/callback?")),
+        "{status} {callback} {body}"
+    );
+    let (status, landed, _) = browser.send(browser.http.get(&callback)).await;
+    assert_eq!((status.as_u16(), landed.as_str()), (303, "/"));
+    let me = browser
+        .http
+        .get(format!("{gateway}/api/me"))
+        .header("x-echo-csrf", "1");
+    let (status, _, body) = browser.send(me).await;
+    assert_eq!(status, 200, "{body}");
+    let me: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(me["name"], "carol");
+    assert_eq!(me["roles"], serde_json::json!(["auditor"]));
+
+    // SIGTERM stops every service cleanly.
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "echod up did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn serve_gateway_needs_its_client_secret_and_prints_ready() {
+    let dir = echo_testkit::data_dir();
+    let out = echod(dir.path())
+        .args(["serve", "gateway", "--listen", "127.0.0.1:0"])
+        .env_remove("ECHO_GATEWAY_CLIENT_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ECHO_GATEWAY_CLIENT_SECRET"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut cmd = echod(dir.path());
+    cmd.args(["serve", "gateway", "--listen", "127.0.0.1:0"])
+        .env(
+            "ECHO_GATEWAY_CLIENT_SECRET",
+            "0123456789abcdef0123456789abcdef",
+        );
+    let server = start(cmd, 1);
+    let health = reqwest::get(format!("http://{}/healthz", server.addr))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(dir.path().join("gateway.db").exists());
+}

@@ -1,0 +1,55 @@
+use echo_verify::VerifyError;
+
+/// Everything that can go wrong in the gateway. `http/error.rs` is the one
+/// place these become responses: pages for browsers, JSON for `/api/...`.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Bad configuration, found at start.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A malformed request (e.g. an off-site `return_to`).
+    #[error("{0}")]
+    BadRequest(String),
+    /// `/callback` with a missing, unknown, expired or foreign `state`.
+    #[error("this sign-in is unknown, expired or was started in another browser")]
+    LoginState,
+    /// The login came back refused or with something we will not trust
+    /// (identity's error, a bad ID token, a wrong nonce).
+    #[error("sign-in failed: {0}")]
+    LoginFailed(String),
+    /// `/api/...` without any credentials.
+    #[error("authentication required")]
+    NotSignedIn,
+    /// The session cookie names a session that ended (idle or absolute
+    /// timeout, logout, a refresh identity refused).
+    #[error("your session has expired")]
+    SessionExpired,
+    /// A bearer token (or a token identity handed us) failed verification.
+    #[error("invalid token: {0}")]
+    Token(#[from] VerifyError),
+    /// A state-changing browser request without its CSRF proof.
+    #[error("request refused: {0}")]
+    Csrf(&'static str),
+    /// Identity's token endpoint refused a grant (its OAuth error code).
+    #[error("identity refused: {0}")]
+    IdentityRefused(String),
+    /// Identity could not be reached or answered nonsense.
+    #[error("identity unavailable: {0}")]
+    Identity(String),
+    #[error("session storage: {0}")]
+    Storage(Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Crypto(#[from] echo_crypto::CryptoError),
+}
+
+impl From<sqlx::Error> for GatewayError {
+    fn from(e: sqlx::Error) -> Self {
+        GatewayError::Storage(Box::new(e))
+    }
+}
+
+impl From<echo_store::StoreError> for GatewayError {
+    fn from(e: echo_store::StoreError) -> Self {
+        GatewayError::Storage(Box::new(e))
+    }
+}

@@ -1,0 +1,344 @@
+//! [`Gateway`]: the domain service behind every endpoint. Login and logout
+//! live here; request authentication (the pipeline's first phase) in
+//! `pipeline.rs`.
+
+use std::sync::Arc;
+
+use aws_lc_rs::hmac;
+use echo_core::Clock;
+use echo_core::audit::{AuditEvent, AuditSink};
+use echo_crypto::seal::MasterKey;
+use echo_crypto::secret::{b64url, constant_time_eq, random_token, token_hash};
+use echo_verify::{Claims, Expectations, Verifier, VerifyError};
+
+use crate::oidc::{IdentityClient, LoginSecrets, authorize_url, logout_url};
+use crate::pipeline::RefreshLocks;
+use crate::return_to::safe_return_to;
+use crate::session::{LoginAttempt, Session, SessionStore, Tokens};
+use crate::{GatewayConfig, GatewayError, Result};
+
+/// Where a request came from, for audit events.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A started login: send the browser to `authorize_url`, with the binding
+/// cookie set to `browser_binding`.
+#[derive(Debug)]
+pub struct LoginStart {
+    pub authorize_url: String,
+    pub browser_binding: String,
+}
+
+/// What identity sent back to `/callback` (RFC 6749 §4.1.2, RFC 9207).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Callback {
+    pub state: Option<String>,
+    pub code: Option<String>,
+    pub error: Option<String>,
+    pub iss: Option<String>,
+}
+
+/// A finished login: the new session's cookie value and where to go.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub session_token: String,
+    pub return_to: String,
+}
+
+/// The gateway: configuration, session storage, the token verifier and the
+/// relying-party client of identity. Shared by every request behind an
+/// `Arc`.
+pub struct Gateway {
+    pub(crate) config: GatewayConfig,
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) identity: IdentityClient,
+    pub(crate) verifier: Arc<Verifier>,
+    pub(crate) audit: Arc<dyn AuditSink>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Seals tokens at rest.
+    pub(crate) sealer: MasterKey,
+    csrf_key: hmac::Key,
+    pub(crate) refreshing: RefreshLocks,
+}
+
+impl Gateway {
+    /// `master` is the platform's master key; the gateway derives its own
+    /// keys from it (one to seal tokens, one for CSRF tokens). `verifier`
+    /// checks identity's tokens (ID tokens, and access tokens for
+    /// `config.audience`).
+    pub fn new(
+        config: GatewayConfig,
+        store: Arc<dyn SessionStore>,
+        master: &MasterKey,
+        verifier: Arc<Verifier>,
+        audit: Arc<dyn AuditSink>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            identity: IdentityClient::new(&config),
+            config,
+            store,
+            verifier,
+            audit,
+            clock,
+            sealer: master.derive("echo-gateway session tokens v1"),
+            csrf_key: master.subkey("echo-gateway csrf v1"),
+            refreshing: RefreshLocks::default(),
+        }
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    pub(crate) fn audit(&self, event: AuditEvent, meta: &RequestMeta) {
+        self.audit
+            .record(event.origin(meta.ip.clone(), meta.user_agent.clone()));
+    }
+
+    /// The CSRF token of forms in session `id_hash`: an HMAC of the session
+    /// id's hash, so it is bound to the session and needs no storage.
+    pub(crate) fn csrf_token(&self, id_hash: &str) -> String {
+        b64url(hmac::sign(&self.csrf_key, id_hash.as_bytes()).as_ref())
+    }
+
+    /// Refuses a request whose `Origin` is another site's (OWASP CSRF
+    /// cheat sheet, "verifying origin with standard headers").
+    pub(crate) fn check_origin(&self, origin: Option<&str>, meta: &RequestMeta) -> Result<()> {
+        match origin {
+            Some(origin) if origin != self.config.public_url => {
+                self.refuse_csrf("cross-origin request", meta)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn refuse_csrf(&self, reason: &'static str, meta: &RequestMeta) -> Result<()> {
+        self.audit(
+            AuditEvent::failure("gateway.csrf.refused").detail("reason", reason),
+            meta,
+        );
+        Err(GatewayError::Csrf(reason))
+    }
+
+    /// `/login`: remembers `state`, `nonce` and the PKCE verifier under the
+    /// hash of `state`, bound to this browser, and answers where to send it.
+    pub async fn begin_login(
+        &self,
+        return_to: Option<&str>,
+        browser: Option<&str>,
+    ) -> Result<LoginStart> {
+        let return_to = safe_return_to(return_to)?;
+        let browser_binding = match browser {
+            Some(binding) if binding.len() == 43 => binding.to_owned(),
+            _ => random_token(),
+        };
+        let secrets = LoginSecrets::generate();
+        self.store
+            .insert_attempt(&LoginAttempt {
+                state_hash: token_hash(&secrets.state),
+                browser_hash: token_hash(&browser_binding),
+                nonce: secrets.nonce.clone(),
+                pkce_verifier: secrets.pkce_verifier.clone(),
+                return_to,
+                expires_at: self.clock.now() + self.config.login_ttl,
+            })
+            .await?;
+        Ok(LoginStart {
+            authorize_url: authorize_url(&self.config, &secrets)?,
+            browser_binding,
+        })
+    }
+
+    /// `/callback`: checks the response, redeems the code, verifies the ID
+    /// token and opens a new session (a new id at every login, so an id
+    /// planted before login is worth nothing). The session the browser
+    /// had before (`previous`), if any, ends.
+    pub async fn finish_login(
+        &self,
+        callback: &Callback,
+        browser: Option<&str>,
+        previous: Option<&str>,
+        meta: &RequestMeta,
+    ) -> Result<SignedIn> {
+        match self.complete_login(callback, browser).await {
+            Ok((signed_in, subject)) => {
+                if let Some(previous) = previous {
+                    self.store.delete_session(&token_hash(previous)).await?;
+                }
+                self.audit(
+                    AuditEvent::success("gateway.login.success").actor(subject),
+                    meta,
+                );
+                Ok(signed_in)
+            }
+            Err(e) => {
+                self.audit(
+                    AuditEvent::failure("gateway.login.failure").detail("reason", e.to_string()),
+                    meta,
+                );
+                Err(e)
+            }
+        }
+    }
+
+    async fn complete_login(
+        &self,
+        callback: &Callback,
+        browser: Option<&str>,
+    ) -> Result<(SignedIn, String)> {
+        let state = callback.state.as_deref().ok_or(GatewayError::LoginState)?;
+        let attempt = self
+            .store
+            .take_attempt(&token_hash(state))
+            .await?
+            .ok_or(GatewayError::LoginState)?;
+        let now = self.clock.now();
+        let same_browser = browser.is_some_and(|b| {
+            constant_time_eq(token_hash(b).as_bytes(), attempt.browser_hash.as_bytes())
+        });
+        if attempt.expires_at <= now || !same_browser {
+            return Err(GatewayError::LoginState);
+        }
+        if let Some(error) = &callback.error {
+            let error: String = error
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            return Err(GatewayError::LoginFailed(format!(
+                "identity answered {error}"
+            )));
+        }
+        // RFC 9207: the response must come from the issuer we asked.
+        if callback
+            .iss
+            .as_deref()
+            .is_some_and(|iss| iss != self.config.issuer)
+        {
+            return Err(GatewayError::LoginFailed(
+                "response from another issuer".into(),
+            ));
+        }
+        let code = callback
+            .code
+            .as_deref()
+            .ok_or_else(|| GatewayError::LoginFailed("no code in the response".into()))?;
+        let answer = self
+            .identity
+            .exchange_code(code, &attempt.pkce_verifier, &self.config.redirect_uri())
+            .await?;
+        let id_token = answer
+            .id_token
+            .ok_or_else(|| GatewayError::LoginFailed("no ID token".into()))?;
+        let id = self
+            .verify_issued(&id_token, &Expectations::id_token(&self.config.client_id))
+            .await?;
+        // OIDC Core §3.1.3.7 step 11.
+        let nonce = id.other.get("nonce").and_then(|n| n.as_str()).unwrap_or("");
+        if !constant_time_eq(nonce.as_bytes(), attempt.nonce.as_bytes()) {
+            return Err(GatewayError::LoginFailed("nonce mismatch".into()));
+        }
+        let access = self
+            .verify_issued(
+                &answer.access_token,
+                &Expectations::access_token(&self.config.audience),
+            )
+            .await?;
+        if access.sub != id.sub {
+            return Err(GatewayError::LoginFailed(
+                "tokens name different users".into(),
+            ));
+        }
+        let session_token = random_token();
+        let id_hash = token_hash(&session_token);
+        let tokens = Tokens {
+            access_token: answer.access_token,
+            refresh_token: answer.refresh_token,
+            id_token,
+        };
+        let name = ["preferred_username", "name"]
+            .iter()
+            .find_map(|claim| id.other.get(*claim).and_then(|v| v.as_str()))
+            .map(str::to_owned);
+        self.store
+            .insert_session(&Session {
+                tokens: tokens.seal(&self.sealer, &id_hash)?,
+                id_hash,
+                subject: id.sub.clone(),
+                name,
+                roles: access.roles.clone(),
+                created_at: now,
+                last_seen_at: now,
+                expires_at: now + self.config.session_absolute_ttl,
+                access_expires_at: access.exp,
+            })
+            .await?;
+        let signed_in = SignedIn {
+            session_token,
+            return_to: attempt.return_to,
+        };
+        Ok((signed_in, id.sub.clone()))
+    }
+
+    /// Verifies a token identity just handed us. A bad one fails the login
+    /// (or refresh); unreachable keys stay a 503.
+    pub(crate) async fn verify_issued(
+        &self,
+        token: &str,
+        expect: &Expectations<'_>,
+    ) -> Result<Arc<Claims>> {
+        self.verifier
+            .verify(token, expect)
+            .await
+            .map_err(|e| match e {
+                VerifyError::KeysUnavailable(_) => GatewayError::Token(e),
+                other => {
+                    GatewayError::LoginFailed(format!("{} token: {}", expect.typ, other.code()))
+                }
+            })
+    }
+
+    /// `/logout` (a CSRF-checked form): ends the session here and answers
+    /// identity's RP-initiated logout URL, which ends the SSO session and
+    /// comes back to the signed-out page. Without a live session there is
+    /// nothing to protect: straight to the signed-out page.
+    pub async fn logout(
+        &self,
+        session: Option<&str>,
+        csrf: Option<&str>,
+        origin: Option<&str>,
+        meta: &RequestMeta,
+    ) -> Result<String> {
+        let signed_out = self.config.post_logout_redirect_uri();
+        let Some(id_hash) = session.map(token_hash) else {
+            return Ok(signed_out);
+        };
+        let Some(session) = self.store.session(&id_hash).await? else {
+            return Ok(signed_out);
+        };
+        self.check_origin(origin, meta)?;
+        let expected = self.csrf_token(&id_hash);
+        if !csrf.is_some_and(|token| constant_time_eq(token.as_bytes(), expected.as_bytes())) {
+            self.refuse_csrf("missing or wrong CSRF token", meta)?;
+        }
+        self.store.delete_session(&id_hash).await?;
+        self.audit(
+            AuditEvent::success("gateway.logout").actor(session.subject.as_str()),
+            meta,
+        );
+        let tokens = Tokens::open(&self.sealer, &id_hash, &session.tokens)?;
+        logout_url(&self.config, &tokens.id_token)
+    }
+
+    /// Deletes ended sessions and stale logins; how many rows went.
+    pub async fn purge(&self) -> Result<u64> {
+        let now = self.clock.now();
+        self.store
+            .purge(now, now - self.config.session_idle_ttl)
+            .await
+    }
+}

@@ -1,0 +1,124 @@
+//! The one place where [`GatewayError`] becomes a response: a page (or a
+//! redirect to login) for browsers, JSON with RFC 6750 `WWW-Authenticate`
+//! for the API. Internal causes are logged once, here, and never shown.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use echo_verify::VerifyError;
+use echo_web::{bearer_challenge, render, see_other};
+use serde_json::json;
+
+use super::pages::{ErrorPage, session_cookie};
+use crate::{Gateway, GatewayError};
+
+impl GatewayError {
+    /// HTTP status and a short stable code for API answers.
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            GatewayError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            GatewayError::LoginState => (StatusCode::BAD_REQUEST, "invalid_state"),
+            GatewayError::LoginFailed(_) | GatewayError::IdentityRefused(_) => {
+                (StatusCode::BAD_REQUEST, "login_failed")
+            }
+            GatewayError::NotSignedIn => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            GatewayError::SessionExpired => (StatusCode::UNAUTHORIZED, "session_expired"),
+            GatewayError::Token(VerifyError::KeysUnavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+            }
+            GatewayError::Token(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            GatewayError::Csrf(_) => (StatusCode::FORBIDDEN, "csrf"),
+            GatewayError::Identity(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+            GatewayError::Config(_) | GatewayError::Storage(_) | GatewayError::Crypto(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
+            }
+        }
+    }
+
+    /// What the caller may read; internal causes are logged instead.
+    fn public_message(&self) -> String {
+        match self {
+            GatewayError::Token(e) => e.code().to_owned(),
+            GatewayError::Identity(cause) => {
+                tracing::warn!(error = %cause, "identity unavailable");
+                "the identity service is unavailable".to_owned()
+            }
+            GatewayError::Config(_) | GatewayError::Storage(_) | GatewayError::Crypto(_) => {
+                tracing::error!(error = %self, "internal failure");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// An error on a page request that came for `here` (path and query).
+pub fn page_error(g: &Gateway, error: GatewayError, here: &str) -> Response {
+    if let GatewayError::SessionExpired = error {
+        // Sign in again and come back; the dead cookie goes.
+        let location = format!(
+            "/login?return_to={}",
+            url::form_urlencoded::byte_serialize(here.as_bytes()).collect::<String>()
+        );
+        return see_other(&location, &[session_cookie(g.config(), None)]);
+    }
+    let (status, _) = error.status_and_code();
+    let message = error.public_message();
+    let sign_in = Some(("/login", "Sign in again"));
+    let (title, next) = match &error {
+        GatewayError::LoginState => ("Sign-in expired", sign_in),
+        GatewayError::LoginFailed(_) | GatewayError::IdentityRefused(_) => {
+            ("Sign-in failed", sign_in)
+        }
+        GatewayError::Csrf(_) => ("Request refused", Some(("/", "Back to the start"))),
+        GatewayError::Identity(_) => ("Identity is unavailable", Some(("/", "Try again"))),
+        _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+            ("Temporarily unavailable", Some(("/", "Try again")))
+        }
+        _ if status.is_server_error() => ("Something went wrong", None),
+        _ => ("Invalid request", Some(("/", "Back to the start"))),
+    };
+    render(
+        status,
+        &ErrorPage {
+            title,
+            message: &message,
+            next,
+        },
+    )
+}
+
+pub fn not_found_page() -> Response {
+    render(
+        StatusCode::NOT_FOUND,
+        &ErrorPage {
+            title: "Not found",
+            message: "There is nothing at this address.",
+            next: Some(("/", "Back to the start")),
+        },
+    )
+}
+
+/// An error on an `/api/...` request: JSON `{"error","message"}`; a 401
+/// carries `WWW-Authenticate: Bearer` (RFC 6750 §3, with `invalid_token`
+/// when a token was refused).
+pub fn api_error(g: &Gateway, error: GatewayError) -> Response {
+    let (status, code) = error.status_and_code();
+    let mut response = (
+        status,
+        Json(json!({"error": code, "message": error.public_message()})),
+    )
+        .into_response();
+    match &error {
+        GatewayError::Token(e) if status == StatusCode::UNAUTHORIZED => {
+            bearer_challenge(&mut response, Some(e.code()));
+        }
+        GatewayError::SessionExpired => {
+            bearer_challenge(&mut response, None);
+            echo_web::add_cookies(&mut response, &[session_cookie(g.config(), None)]);
+        }
+        _ if status == StatusCode::UNAUTHORIZED => bearer_challenge(&mut response, None),
+        _ => {}
+    }
+    response
+}

@@ -1,0 +1,87 @@
+//! The HTTP face of the gateway: routes, request parsing, pages and the
+//! one error → response mapping. Handlers stay thin: they read the
+//! request, call one [`Gateway`] method and map its result.
+
+mod error;
+mod handlers;
+mod pages;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderValue;
+use axum::routing::{any, get, post};
+use echo_web::SecurityHeaders;
+
+use crate::Gateway;
+
+/// All of the gateway's endpoints.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let config = gateway.config();
+    // `form-action` also covers the redirect after a form: logout posts
+    // here and continues to identity's logout endpoint.
+    let identity_origin = url::Url::parse(&config.issuer)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
+    let csp = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'self' {identity_origin}; \
+         frame-ancestors 'none'"
+    );
+    let headers = SecurityHeaders {
+        csp: HeaderValue::from_str(&csp)
+            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
+        https: config.https(),
+    };
+    Router::new()
+        .route("/", get(handlers::home))
+        .route("/account", get(handlers::account))
+        .route("/login", get(handlers::login))
+        .route("/callback", get(handlers::callback))
+        .route("/logout", post(handlers::logout))
+        .route("/signed-out", get(handlers::signed_out))
+        .route("/api/me", get(handlers::me))
+        .route("/api/{*rest}", any(handlers::api_not_found))
+        .route("/static/gateway.css", get(pages::stylesheet))
+        .route("/ping", get(|| async { "pong" }))
+        .route("/healthz", get(handlers::healthz))
+        .fallback(handlers::not_found)
+        .layer(axum::middleware::from_fn(move |request, next| {
+            headers.clone().apply(request, next)
+        }))
+        .with_state(gateway)
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes, purging
+/// ended sessions on the configured schedule meanwhile.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let interval = gateway.config().purge_interval;
+    let purging = gateway.clone();
+    let purger = tokio::spawn(async move {
+        if interval == 0 {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(interval));
+        loop {
+            tick.tick().await;
+            if let Err(e) = purging.purge().await {
+                tracing::warn!(error = %e, "session purge failed");
+            }
+        }
+    });
+    let served = axum::serve(
+        listener,
+        router(gateway).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    purger.abort();
+    served
+}

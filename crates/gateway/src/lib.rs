@@ -1,0 +1,53 @@
+//! Echo's gateway: the one door users see.
+//!
+//! Phase 1 (this crate today) is the browser's backend-for-frontend and
+//! the gateway's own API:
+//!
+//! - **Login** (`/login` → identity `/authorize` → `/callback`): the
+//!   authorization code flow with PKCE (S256), `state` and `nonce` kept
+//!   server-side in a short-lived [`LoginAttempt`] keyed by the hash of
+//!   `state` and bound to the browser by a cookie (no login CSRF). The code
+//!   is redeemed with `client_secret_basic`; the ID token is verified
+//!   (signature via identity's JWKS, `iss`, `aud`, `exp`, `typ`, `nonce`)
+//!   with the shared [`echo_verify::Verifier`].
+//! - **Sessions** ([`Session`], [`SessionStore`]): server-side; the cookie
+//!   holds an opaque 256-bit id, stored only as its hash. A new id at every
+//!   login; idle and absolute timeouts; the tokens sealed with AES-256-GCM
+//!   under a key derived from the master key. An access token about to
+//!   expire is refreshed (RFC 6749 §6) by one request per session at a
+//!   time (`pipeline.rs`).
+//! - **CSRF**: forms carry an HMAC of the session id; session calls to
+//!   `/api/...` need `X-Echo-CSRF: 1`; a foreign `Origin` is refused.
+//! - **API**: `/api/...` takes a bearer JWT from identity with
+//!   `aud` = gateway, verified locally, or a session.
+//! - **Logout** ends the session here and at identity (RP-initiated
+//!   logout with `id_token_hint`).
+//!
+//! The map: [`Gateway`] (`gateway.rs`: login, logout; `pipeline.rs`: the
+//! authenticate phase of the request pipeline, where phase 2's routing
+//! phases slot in) is the domain service and knows nothing of HTTP;
+//! `oidc.rs` is the relying-party client; [`SqliteSessionStore`] the
+//! default storage; [`http`] the thin axum layer with the one
+//! error → response mapping (`http/error.rs`). Security-relevant events
+//! (login success and failure, logout, session expiry, CSRF refusals) go
+//! to the [`echo_core::audit::AuditSink`] the gateway is given.
+
+mod config;
+mod error;
+mod gateway;
+pub mod http;
+mod oidc;
+mod pipeline;
+mod return_to;
+mod session;
+mod sqlite;
+
+pub use config::{ClientSecret, GatewayConfig};
+pub use error::GatewayError;
+pub use gateway::{Callback, Gateway, LoginStart, RequestMeta, SignedIn};
+pub use http::{router, serve};
+pub use pipeline::{Presented, Principal, SessionInfo, Surface};
+pub use session::{LoginAttempt, Session, SessionStore, Tokens};
+pub use sqlite::SqliteSessionStore;
+
+pub type Result<T, E = GatewayError> = std::result::Result<T, E>;

@@ -1,0 +1,203 @@
+//! The gateway as an OpenID Connect relying party: the URLs it sends
+//! browsers to and its calls to identity's token endpoint.
+
+use std::time::Duration;
+
+use echo_crypto::secret::{b64url, sha256};
+use serde::Deserialize;
+use url::Url;
+
+use crate::{GatewayConfig, GatewayError, Result};
+
+const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// RFC 6749 §5.1 (and §5.2 on failure), the fields the gateway reads.
+#[derive(Deserialize)]
+pub(crate) struct TokenAnswer {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub id_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: String,
+}
+
+/// Talks to identity's token endpoint as a confidential client.
+pub(crate) struct IdentityClient {
+    http: reqwest::Client,
+    token_endpoint: String,
+    /// RFC 6749 §2.3.1: id and secret are form-urlencoded before base64.
+    basic_user: String,
+    basic_password: String,
+}
+
+impl IdentityClient {
+    pub fn new(config: &GatewayConfig) -> Self {
+        let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(TOKEN_REQUEST_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+            token_endpoint: config.identity_endpoint("/token"),
+            basic_user: encode(&config.client_id),
+            basic_password: encode(config.client_secret.expose()),
+        }
+    }
+
+    /// RFC 6749 §4.1.3 with the PKCE verifier (RFC 7636 §4.5).
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<TokenAnswer> {
+        self.token(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", verifier),
+        ])
+        .await
+    }
+
+    /// RFC 6749 §6.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenAnswer> {
+        self.token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        .await
+    }
+
+    /// A refusal (4xx with an OAuth error) is [`GatewayError::IdentityRefused`];
+    /// anything else that is not a token is [`GatewayError::Identity`].
+    async fn token(&self, form: &[(&str, &str)]) -> Result<TokenAnswer> {
+        let response = self
+            .http
+            .post(&self.token_endpoint)
+            .basic_auth(&self.basic_user, Some(&self.basic_password))
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| GatewayError::Identity(format!("token endpoint unreachable: {e}")))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| GatewayError::Identity(format!("token endpoint: {e}")))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| {
+                GatewayError::Identity(format!("token endpoint answered no token: {e}"))
+            });
+        }
+        match serde_json::from_slice::<ErrorAnswer>(&body) {
+            Ok(answer) if status.is_client_error() => {
+                Err(GatewayError::IdentityRefused(answer.error))
+            }
+            _ => Err(GatewayError::Identity(format!(
+                "token endpoint answered {status}"
+            ))),
+        }
+    }
+}
+
+/// What `/login` remembers to finish the login.
+pub(crate) struct LoginSecrets {
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+}
+
+impl LoginSecrets {
+    pub fn generate() -> Self {
+        use echo_crypto::secret::random_token;
+        Self {
+            state: random_token(),
+            nonce: random_token(),
+            // RFC 7636 §4.1: 43 characters of the unreserved set.
+            pkce_verifier: random_token(),
+        }
+    }
+}
+
+/// RFC 7636 §4.2: `S256` challenge of `verifier`.
+pub(crate) fn pkce_challenge(verifier: &str) -> String {
+    b64url(&sha256(verifier.as_bytes()))
+}
+
+/// `url` with `pairs` appended to its query.
+fn with_query(url: &str, pairs: &[(&str, &str)]) -> Result<String> {
+    let mut url =
+        Url::parse(url).map_err(|e| GatewayError::Config(format!("identity URL {url:?}: {e}")))?;
+    url.query_pairs_mut().extend_pairs(pairs);
+    Ok(url.into())
+}
+
+/// The authorization request (RFC 6749 §4.1.1, OIDC Core §3.1.2.1).
+pub(crate) fn authorize_url(config: &GatewayConfig, secrets: &LoginSecrets) -> Result<String> {
+    with_query(
+        &config.identity_endpoint("/authorize"),
+        &[
+            ("response_type", "code"),
+            ("client_id", &config.client_id),
+            ("redirect_uri", &config.redirect_uri()),
+            ("scope", &config.scopes),
+            ("state", &secrets.state),
+            ("nonce", &secrets.nonce),
+            ("code_challenge", &pkce_challenge(&secrets.pkce_verifier)),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+}
+
+/// OpenID Connect RP-Initiated Logout 1.0 §2.
+pub(crate) fn logout_url(config: &GatewayConfig, id_token: &str) -> Result<String> {
+    with_query(
+        &config.identity_endpoint("/logout"),
+        &[
+            ("id_token_hint", id_token),
+            (
+                "post_logout_redirect_uri",
+                &config.post_logout_redirect_uri(),
+            ),
+            ("client_id", &config.client_id),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClientSecret;
+
+    #[test]
+    fn authorize_url_carries_state_nonce_and_s256_challenge() {
+        let config =
+            GatewayConfig::new("http://gw.test", "http://id.test", ClientSecret::new("s")).unwrap();
+        let secrets = LoginSecrets::generate();
+        let url = Url::parse(&authorize_url(&config, &secrets).unwrap()).unwrap();
+        assert_eq!(url.path(), "/authorize");
+        let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(query["state"], secrets.state);
+        assert_eq!(query["nonce"], secrets.nonce);
+        assert_eq!(query["redirect_uri"], "http://gw.test/callback");
+        assert_eq!(query["code_challenge_method"], "S256");
+        assert_eq!(
+            query["code_challenge"],
+            pkce_challenge(&secrets.pkce_verifier)
+        );
+        assert!(
+            !url.as_str().contains(&secrets.pkce_verifier),
+            "the verifier stays here"
+        );
+        // RFC 7636 appendix B.
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+}
