@@ -124,29 +124,42 @@ macro_rules! sql_audit_store {
         use $crate::store::sql::{to_hash, EventRow, INSERT_CHUNK};
         use $crate::store::{Appended, AuditStore, EventQuery};
 
-        #[async_trait::async_trait]
-        impl AuditStore for $store {
-            async fn append(&self, events: &[Event]) -> $crate::store::Result<Appended> {
+        impl $store {
+            /// One attempt at an append. Without `check_stored` it assumes no
+            /// event was stored before (the common case: no look-up) and
+            /// gives up, rolling back, if an insert hits a stored one;
+            /// with it, stored events are looked up first and skipped.
+            async fn append_once(&self, events: &[Event], check_stored: bool) -> $crate::store::Result<Option<Appended>> {
                 let mut tx = self.write.begin().await?;
                 // Taking the head row's lock first serialises appenders, so
-                // the duplicate check below cannot race another append.
+                // neither the look-up nor the chain can race another append.
                 sqlx::query("UPDATE audit_head SET seq = seq WHERE one = 1").execute(&mut *tx).await?;
                 let (before, head): (i64, Vec<u8>) =
                     sqlx::query_as("SELECT seq, hash FROM audit_head WHERE one = 1").fetch_one(&mut *tx).await?;
-                // A retried batch: events already stored (same service and
-                // id) are skipped, as are repeats within the batch.
+                // Repeats within the batch are skipped either way.
                 let mut seen = std::collections::HashSet::new();
-                for chunk in events.chunks(INSERT_CHUNK) {
-                    let mut sql = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT service, id FROM audit_events WHERE (service, id) IN (",
-                    );
-                    let mut list = sql.separated(", ");
-                    for event in chunk {
-                        list.push("(").push_bind_unseparated(&event.service);
-                        list.push_unseparated(", ").push_bind_unseparated(&event.id).push_unseparated(")");
+                if check_stored {
+                    let mut by_service: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+                    for event in events {
+                        by_service.entry(&event.service).or_default().push(&event.id);
                     }
-                    sql.push(")");
-                    seen.extend(sql.build_query_as::<(String, String)>().fetch_all(&mut *tx).await?);
+                    for (service, ids) in by_service {
+                        for chunk in ids.chunks(INSERT_CHUNK) {
+                            let mut sql = sqlx::QueryBuilder::<$db>::new("SELECT id FROM audit_events WHERE service = ");
+                            sql.push_bind(service).push(" AND id IN (");
+                            let mut list = sql.separated(", ");
+                            for id in chunk {
+                                list.push_bind(*id);
+                            }
+                            sql.push(")");
+                            // Not prepared: PostgreSQL's generic plan for a
+                            // long IN list scans the table; planned with the
+                            // values, it uses the (service, id) index.
+                            let stored: Vec<String> =
+                                sql.build_query_scalar().persistent(false).fetch_all(&mut *tx).await?;
+                            seen.extend(stored.into_iter().map(|id| (service.to_owned(), id)));
+                        }
+                    }
                 }
                 let mut hash = to_hash(head)?;
                 let mut chained = Vec::with_capacity(events.len());
@@ -175,7 +188,13 @@ macro_rules! sql_audit_store {
                             .push_bind(event.context_json())
                             .push_bind(hash.to_vec());
                     });
-                    sql.build().execute(&mut *tx).await?;
+                    sql.push(" ON CONFLICT (service, id) DO NOTHING");
+                    let inserted = sql.build().execute(&mut *tx).await?.rows_affected();
+                    if inserted != chunk.len() as u64 {
+                        // A retried batch: the seqs and hashes assumed every
+                        // event new. Dropping the transaction rolls it back.
+                        return Ok(None);
+                    }
                 }
                 let stored = chained.len();
                 let seq = before + stored as i64;
@@ -191,7 +210,19 @@ macro_rules! sql_audit_store {
                         .await?;
                 }
                 tx.commit().await?;
-                Ok(Appended { stored, duplicates: events.len() - stored, head: Anchor { size: seq, head: hash } })
+                Ok(Some(Appended { stored, duplicates: events.len() - stored, head: Anchor { size: seq, head: hash } }))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl AuditStore for $store {
+            async fn append(&self, events: &[Event]) -> $crate::store::Result<Appended> {
+                if let Some(appended) = self.append_once(events, false).await? {
+                    return Ok(appended);
+                }
+                self.append_once(events, true).await?.ok_or_else(|| {
+                    $crate::store::AuditStoreError::Corrupt("an insert conflicted with no stored event".into())
+                })
             }
 
             async fn head(&self) -> $crate::store::Result<Anchor> {

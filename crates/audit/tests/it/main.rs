@@ -392,6 +392,17 @@ async fn store_suite(store: Arc<dyn AuditStore>) {
             .1["stored"],
         0
     );
+    // A retry mixing stored and new events (one repeated within the batch):
+    // only the new ones are chained, once each.
+    let mut mixed: Vec<Value> = (40..60).map(|i| event(&format!("s{i}"))).collect();
+    mixed.push(event("s55"));
+    let (_, answer) = f
+        .post("/v1/events", &token, Value::Array(mixed).to_string())
+        .await;
+    assert_eq!(
+        (answer["stored"].as_u64(), answer["duplicates"].as_u64()),
+        (Some(10), Some(11))
+    );
     // Concurrent writers all land, each once, in one unbroken chain.
     let writers = (0..4).map(|w| {
         let url = f.url.clone();
@@ -414,7 +425,7 @@ async fn store_suite(store: Arc<dyn AuditStore>) {
         writer.await.unwrap();
     }
     let rows = store.rows(0, 1000).await.unwrap();
-    assert_eq!(rows.len(), 250);
+    assert_eq!(rows.len(), 260);
     let mut verifier = echo_audit::chain::ChainVerifier::new(
         echo_audit::chain::Anchor {
             size: 0,
@@ -425,7 +436,7 @@ async fn store_suite(store: Arc<dyn AuditStore>) {
     for row in rows {
         verifier.push(row).unwrap();
     }
-    assert_eq!(verifier.finish().unwrap().count, 250);
+    assert_eq!(verifier.finish().unwrap().count, 260);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
