@@ -10,9 +10,11 @@ use anyhow::Context;
 use echo_core::SystemClock;
 use echo_core::audit::LogAuditSink;
 use echo_identity::admin::{self, ClientSecret, NewClient, NewUser};
+use echo_identity::user_state::{UserState, change_state};
+use echo_identity::{IdentityConfig, lockout, mfa};
 
 use crate::settings::open_store;
-use crate::{ClientAddArgs, Grant};
+use crate::{ClientAddArgs, Grant, UserCommand};
 
 /// One line of standard input, without its line ending.
 fn read_stdin_line(what: &str) -> anyhow::Result<String> {
@@ -25,16 +27,15 @@ fn read_stdin_line(what: &str) -> anyhow::Result<String> {
     Ok(line)
 }
 
-pub async fn user_add(
-    dir: &Path,
+async fn user_add(
+    store: &dyn echo_store::Store,
     name: String,
     email: Option<String>,
     roles: Vec<String>,
 ) -> anyhow::Result<()> {
     let password = read_stdin_line("password")?;
-    let store = open_store(dir).await?;
     let user = admin::add_user(
-        &*store,
+        store,
         &LogAuditSink,
         &SystemClock,
         NewUser {
@@ -49,8 +50,79 @@ pub async fn user_add(
     Ok(())
 }
 
-pub async fn user_list(dir: &Path) -> anyhow::Result<()> {
+/// `echod user …`.
+pub async fn user_command(dir: &Path, command: UserCommand) -> anyhow::Result<()> {
     let store = open_store(dir).await?;
+    let (store, audit, clock) = (&*store, &LogAuditSink, &SystemClock);
+    match command {
+        UserCommand::Add {
+            name, email, roles, ..
+        } => user_add(store, name, email, roles).await?,
+        UserCommand::List => user_list(store).await?,
+        UserCommand::Invite { name, email, roles } => {
+            let user = admin::invite_user(store, audit, clock, name, email, roles).await?;
+            println!("invited user {} (id {})", user.username, user.id);
+        }
+        UserCommand::Activate {
+            name,
+            password_stdin,
+        } => {
+            let password = password_stdin
+                .then(|| read_stdin_line("password"))
+                .transpose()?;
+            let from = admin::activate_user(store, audit, clock, &name, password).await?;
+            println!("user {name}: {from} → active");
+        }
+        UserCommand::Suspend { name } => {
+            let from = change_state(store, audit, clock, &name, UserState::Suspended).await?;
+            println!("user {name}: {from} → suspended (sessions and refresh tokens revoked)");
+        }
+        UserCommand::Delete { name } => {
+            let from = change_state(store, audit, clock, &name, UserState::Deleted).await?;
+            println!("user {name}: {from} → deleted (sessions and refresh tokens revoked)");
+        }
+        UserCommand::Show { name } => {
+            let user = admin::find_user(store, &name).await?;
+            let policy = IdentityConfig::new("").lockout;
+            println!("username  {}", user.username);
+            println!("id        {}", user.id);
+            println!("email     {}", user.email.as_deref().unwrap_or("-"));
+            println!("state     {}", user.state);
+            println!("roles     {}", list_or_dash(&user.roles));
+            println!("mfa       {}", mfa::mfa_state(store, &user.id).await?);
+            println!(
+                "lockout   {}",
+                lockout::lockout_status(store, &policy, clock, &user.id).await?
+            );
+        }
+        UserCommand::SetRoles { name, roles } => {
+            let roles = admin::set_roles(store, audit, &name, roles).await?;
+            println!("user {name}: roles {}", list_or_dash(&roles));
+        }
+        UserCommand::Unlock { name } => {
+            lockout::unlock_user(store, audit, &name).await?;
+            println!("user {name}: unlocked");
+        }
+        UserCommand::ResetMfa { name } => {
+            if mfa::reset_mfa(store, audit, &name).await? {
+                println!("user {name}: TOTP and recovery codes removed");
+            } else {
+                println!("user {name}: had no second factor");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list_or_dash(list: &[String]) -> String {
+    if list.is_empty() {
+        "-".to_owned()
+    } else {
+        list.join(",")
+    }
+}
+
+async fn user_list(store: &dyn echo_store::Store) -> anyhow::Result<()> {
     println!("{:<24} {:<24} {:<32} ROLES", "USERNAME", "ID", "EMAIL");
     for user in store.list_users().await? {
         println!(
@@ -84,6 +156,7 @@ pub async fn client_add(dir: &Path, args: ClientAddArgs) -> anyhow::Result<()> {
             Grant::AuthorizationCode => admin::GRANT_AUTHORIZATION_CODE,
             Grant::RefreshToken => admin::GRANT_REFRESH_TOKEN,
             Grant::ClientCredentials => admin::GRANT_CLIENT_CREDENTIALS,
+            Grant::TokenExchange => echo_identity::exchange::GRANT_TOKEN_EXCHANGE,
         })
         .map(str::to_owned)
         .collect();

@@ -9,8 +9,9 @@ use echo_audit_client::{AuditWriter, ClientCredentials, WriterConfig};
 use echo_core::SystemClock;
 use echo_core::audit::{AuditSink, LogAuditSink};
 use echo_crypto::secret::{generate_client_secret, hash_client_secret, verify_client_secret};
-use echo_gateway::{ClientSecret, Gateway, GatewayConfig, SqliteSessionStore};
+use echo_gateway::{ClientSecret, Gateway, GatewayConfig, GatewayFile, SqliteSessionStore};
 use echo_identity::admin::{self, NewClient};
+use echo_identity::exchange::GRANT_TOKEN_EXCHANGE;
 use echo_store::Store;
 use echo_verify::{HttpJwks, Verifier, VerifierOptions};
 
@@ -39,6 +40,34 @@ pub fn client_secret(dir: &Path, create: bool) -> anyhow::Result<ClientSecret> {
     Ok(ClientSecret::new(text))
 }
 
+/// The gateway's configuration file (`--config`, `ECHO_CONFIG`), parsed
+/// and validated; none is an empty file (no routes, default limits).
+pub fn load_file(path: Option<&Path>) -> anyhow::Result<GatewayFile> {
+    let Some(path) = path else {
+        return Ok(GatewayFile::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = GatewayFile::parse(&text).with_context(|| format!("in {}", path.display()))?;
+    // Validate now, so a bad route stops the start with its name.
+    file.route_table()
+        .and_then(|_| file.rate_limits())
+        .with_context(|| format!("in {}", path.display()))?;
+    Ok(file)
+}
+
+/// The audiences the gateway may ask identity for: its own, the audit
+/// service's, and every route's upstream.
+fn audiences(audit_audience: &str, file: &GatewayFile) -> Vec<String> {
+    let mut all = vec![CLIENT_ID.to_owned(), audit_audience.to_owned()];
+    for spec in &file.routes {
+        if !all.contains(&spec.audience) {
+            all.push(spec.audience.clone());
+        }
+    }
+    all
+}
+
 /// `<public URL>` given, or `http://<listen address>`.
 pub fn public_url(
     given: Option<&str>,
@@ -52,15 +81,19 @@ pub fn public_url(
 
 /// Registers the gateway at identity as a first-party confidential client
 /// (bootstrap of `echod up`): code flow with refresh tokens for browsers,
-/// client credentials for its own audit writes. An existing registration
-/// gets the current secret; redirect URIs cannot be changed in place yet,
-/// so a moved gateway is reported.
+/// client credentials for its own audit writes and reads, token exchange
+/// (RFC 8693) for the upstreams of its routes. An existing registration
+/// gets the current secret; redirect URIs, grants and audiences cannot be
+/// changed in place yet, so a moved gateway or a new route audience is
+/// reported.
 pub async fn register_client(
     store: &dyn Store,
     url: &str,
     secret: &ClientSecret,
     audit_audience: &str,
+    file: &GatewayFile,
 ) -> anyhow::Result<()> {
+    let audiences = audiences(audit_audience, file);
     let redirect_uri = format!("{url}/callback");
     let signed_out = format!("{url}/signed-out");
     let Some(client) = store.client(CLIENT_ID).await? else {
@@ -72,9 +105,10 @@ pub async fn register_client(
                 admin::GRANT_AUTHORIZATION_CODE.into(),
                 admin::GRANT_REFRESH_TOKEN.into(),
                 admin::GRANT_CLIENT_CREDENTIALS.into(),
+                GRANT_TOKEN_EXCHANGE.into(),
             ],
-            audiences: vec![CLIENT_ID.into(), audit_audience.into()],
-            scopes: ["openid", "profile", "offline_access"]
+            audiences,
+            scopes: ["openid", "profile", "offline_access", "audit.read"]
                 .map(String::from)
                 .to_vec(),
             post_logout_redirect_uris: vec![signed_out],
@@ -109,6 +143,18 @@ pub async fn register_client(
             wanted = %redirect_uri,
             "the gateway client is registered for another address: sign-in through the gateway \
              will fail until its redirect URIs are updated"
+        );
+    }
+    let missing: Vec<&String> = audiences
+        .iter()
+        .filter(|a| !client.audiences.contains(a))
+        .collect();
+    if !client.grant_types.iter().any(|g| g == GRANT_TOKEN_EXCHANGE) || !missing.is_empty() {
+        tracing::warn!(
+            client = CLIENT_ID,
+            missing_audiences = ?missing,
+            "the gateway client lacks the token-exchange grant or a route's audience: requests \
+             to those upstreams get 403 until it is registered anew"
         );
     }
     Ok(())
@@ -154,13 +200,24 @@ pub fn audit_sink(
     })
 }
 
-/// The gateway over `<data>/gateway.db`, verifying `issuer`'s tokens.
+/// The audit service the gateway records to and reads from: URL and
+/// audience.
+pub struct AuditService<'a> {
+    pub url: Option<&'a str>,
+    pub audience: &'a str,
+}
+
+/// The gateway over `<data>/gateway.db`, verifying `issuer`'s tokens, with
+/// the routes of `file`.
+#[allow(clippy::too_many_arguments)]
 pub async fn build(
     dir: &Path,
     issuer: &str,
     public_url: &str,
     secret: ClientSecret,
     session: &GatewaySessionArgs,
+    file: &GatewayFile,
+    audit_service: AuditService<'_>,
     audit: Arc<dyn AuditSink>,
 ) -> anyhow::Result<Arc<Gateway>> {
     ensure_data_dir(dir)?;
@@ -168,6 +225,11 @@ pub async fn build(
     let mut config = GatewayConfig::new(public_url, issuer, secret)?;
     config.session_idle_ttl = seconds(session.session_idle).max(1);
     config.session_absolute_ttl = seconds(session.session_max).max(1);
+    config.apply_file(file)?;
+    config.audit_url = audit_service
+        .url
+        .map(|u| u.trim_end_matches('/').to_owned());
+    config.audit_audience = audit_service.audience.to_owned();
     let path = dir.join("gateway.db");
     let store = SqliteSessionStore::open(&path)
         .await

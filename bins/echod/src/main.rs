@@ -8,6 +8,7 @@
 mod admin;
 mod audit;
 mod gateway;
+mod keys;
 mod platform;
 mod settings;
 
@@ -59,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +104,7 @@ pub struct ServeGatewayArgs {
     pub audit_audience: String,
 }
 
+/// The gateway's sessions and configuration file (`serve gateway` and `up`).
 #[derive(Debug, Clone, Args)]
 pub struct GatewaySessionArgs {
     /// A gateway session unused this long ends (e.g. `30m`).
@@ -106,6 +113,9 @@ pub struct GatewaySessionArgs {
     /// No gateway session outlives its login by more than this (e.g. `12h`).
     #[arg(long = "gateway-session-max", env = "ECHO_GATEWAY_SESSION_MAX", default_value = "12h", value_parser = humantime::parse_duration)]
     pub session_max: std::time::Duration,
+    /// The gateway's TOML file: routes, rate limits, trusted proxies.
+    #[arg(long = "config", env = "ECHO_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -209,6 +219,12 @@ pub struct IdentityArgs {
     /// Algorithm of access tokens.
     #[arg(long, env = "ECHO_ACCESS_TOKEN_ALG", value_enum, default_value_t = TokenAlg::EdDsa)]
     pub access_token_alg: TokenAlg,
+    /// Replace each signing key once it is this old (e.g. `30d`); `0s`
+    /// turns automatic rotation off.
+    #[arg(long, env = "ECHO_KEY_ROTATION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub key_rotation: std::time::Duration,
+    #[command(flatten)]
+    pub key_publish_delay: keys::PublishDelayArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -219,6 +235,16 @@ pub enum TokenAlg {
     EdDsa,
     #[value(name = "RS256")]
     Rs256,
+}
+
+impl From<TokenAlg> for echo_crypto::Algorithm {
+    fn from(alg: TokenAlg) -> Self {
+        match alg {
+            TokenAlg::Es256 => Self::ES256,
+            TokenAlg::EdDsa => Self::EdDSA,
+            TokenAlg::Rs256 => Self::RS256,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +263,34 @@ enum UserCommand {
     },
     /// List users.
     List,
+    /// Register a user who cannot log in until activated.
+    Invite {
+        name: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// A role to grant (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// Make an invited or suspended user active.
+    Activate {
+        name: String,
+        /// Read a new password from standard input (an invited user needs one).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Suspend an active user: no login, sessions and refresh tokens revoked.
+    Suspend { name: String },
+    /// Delete a user for good (the record stays, unusable).
+    Delete { name: String },
+    /// Show a user's state, roles, second factor and lockout.
+    Show { name: String },
+    /// Replace a user's roles (none clears them).
+    SetRoles { name: String, roles: Vec<String> },
+    /// Lift a lockout: forget the user's failed attempts.
+    Unlock { name: String },
+    /// Remove a user's TOTP and recovery codes (a lost authenticator).
+    ResetMfa { name: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -247,6 +301,9 @@ enum Grant {
     RefreshToken,
     #[value(name = "client_credentials")]
     ClientCredentials,
+    /// RFC 8693 token exchange.
+    #[value(name = "token_exchange")]
+    TokenExchange,
 }
 
 #[derive(Debug, Subcommand)]
@@ -347,18 +404,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("the audit chain does not verify")
             }
         }
-        Command::User {
-            command:
-                UserCommand::Add {
-                    name,
-                    password_stdin: _,
-                    email,
-                    roles,
-                },
-        } => admin::user_add(&data_dir, name, email, roles).await,
-        Command::User {
-            command: UserCommand::List,
-        } => admin::user_list(&data_dir).await,
+        Command::User { command } => admin::user_command(&data_dir, command).await,
         Command::Client {
             command: ClientCommand::Add(args),
         } => admin::client_add(&data_dir, args).await,
@@ -368,5 +414,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Client {
             command: ClientCommand::RotateSecret { id, overlap },
         } => admin::client_rotate_secret(&data_dir, &id, overlap).await,
+        Command::Keys { command } => keys::keys_command(&data_dir, command).await,
     }
 }

@@ -9,7 +9,6 @@ use anyhow::Context;
 use echo_audit_client::{AuditWriter, TokenSource, WriterConfig};
 use echo_core::SystemClock;
 use echo_core::audit::{AuditSink, LogAuditSink};
-use echo_crypto::Algorithm;
 use echo_crypto::secret::random_token;
 use echo_identity::admin::{self, NewUser};
 use echo_identity::{IdentityConfig, Provider};
@@ -17,9 +16,7 @@ use echo_store::Store;
 use tokio::net::TcpListener;
 
 use crate::settings::{master_key, open_store};
-use crate::{
-    AuditArgs, IdentityArgs, ServeGatewayArgs, ServeIdentityArgs, TokenAlg, UpArgs, audit, gateway,
-};
+use crate::{AuditArgs, IdentityArgs, ServeGatewayArgs, ServeIdentityArgs, UpArgs, audit, gateway};
 
 /// Prints the line scripts wait for, once the socket accepts connections.
 fn announce_ready(listener: &TcpListener) -> anyhow::Result<()> {
@@ -67,11 +64,10 @@ async fn start_identity(
     };
     url::Url::parse(&issuer).with_context(|| format!("issuer {issuer:?} is not a URL"))?;
     let mut config = IdentityConfig::new(&issuer);
-    config.access_token_alg = match args.access_token_alg {
-        TokenAlg::Es256 => Algorithm::ES256,
-        TokenAlg::EdDsa => Algorithm::EdDSA,
-        TokenAlg::Rs256 => Algorithm::RS256,
-    };
+    config.access_token_alg = args.access_token_alg.into();
+    config.keys.publish_delay = args.key_publish_delay.seconds()?;
+    config.keys.rotation_interval =
+        i64::try_from(args.key_rotation.as_secs()).context("the key rotation is too long")?;
     let master = master_key(data_dir)?;
     let provider = Provider::new(config, store, &master, audit, Arc::new(SystemClock)).await?;
     Ok((listener, Arc::new(provider)))
@@ -168,7 +164,15 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let gateway_listener = audit::bind(&args.gateway_listen).await?;
     let gateway_url = gateway::public_url(args.gateway_public_url.as_deref(), &gateway_listener)?;
     let gateway_secret = gateway::client_secret(data_dir, true)?;
-    gateway::register_client(&*store, &gateway_url, &gateway_secret, &args.audit_audience).await?;
+    let gateway_file = gateway::load_file(args.gateway_session.config.as_deref())?;
+    gateway::register_client(
+        &*store,
+        &gateway_url,
+        &gateway_secret,
+        &args.audit_audience,
+        &gateway_file,
+    )
+    .await?;
     let (writer, own_token) = identity_audit_writer(data_dir, &audit_url, &args.audit_audience)?;
     let (identity_listener, provider) =
         start_identity(data_dir, &args.identity, store, writer.clone()).await?;
@@ -192,6 +196,11 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
         &gateway_url,
         gateway_secret,
         &args.gateway_session,
+        &gateway_file,
+        gateway::AuditService {
+            url: Some(&audit_url),
+            audience: &args.audit_audience,
+        },
         gateway_audit.sink.clone(),
     )
     .await?;
@@ -235,6 +244,7 @@ pub async fn serve_gateway(data_dir: &Path, args: &ServeGatewayArgs) -> anyhow::
     let listener = audit::bind(&args.listen).await?;
     let url = gateway::public_url(args.public_url.as_deref(), &listener)?;
     let secret = gateway::client_secret(data_dir, false)?;
+    let file = gateway::load_file(args.session.config.as_deref())?;
     let audit_target = args
         .audit_url
         .as_deref()
@@ -246,6 +256,11 @@ pub async fn serve_gateway(data_dir: &Path, args: &ServeGatewayArgs) -> anyhow::
         &url,
         secret,
         &args.session,
+        &file,
+        gateway::AuditService {
+            url: args.audit_url.as_deref(),
+            audience: &args.audit_audience,
+        },
         audit.sink.clone(),
     )
     .await?;

@@ -1,7 +1,9 @@
 use std::fmt;
+use std::net::IpAddr;
 
 use url::Url;
 
+use crate::routes::{GatewayFile, RateLimits, RouteTable};
 use crate::{GatewayError, Result};
 
 /// The gateway's client secret at identity. Never printed.
@@ -52,6 +54,16 @@ pub struct GatewayConfig {
     /// Seconds between two purges of ended sessions and stale logins; 0
     /// runs none.
     pub purge_interval: u64,
+    /// Path prefix → upstream (from the configuration file).
+    pub routes: RouteTable,
+    pub rate_limits: RateLimits,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// The audit service the logs page, the dashboard and the home page's
+    /// activity read from (`GET /v1/events`); `None` hides them.
+    pub audit_url: Option<String>,
+    /// The audit service's audience.
+    pub audit_audience: String,
 }
 
 impl GatewayConfig {
@@ -82,7 +94,21 @@ impl GatewayConfig {
             login_ttl: 10 * 60,
             refresh_margin: 30,
             purge_interval: 5 * 60,
+            routes: RouteTable::default(),
+            rate_limits: RateLimits::default(),
+            trusted_proxies: Vec::new(),
+            audit_url: None,
+            audit_audience: "audit".into(),
         })
+    }
+
+    /// Takes the routes, rate limits and trusted proxies of a validated
+    /// configuration file.
+    pub fn apply_file(&mut self, file: &GatewayFile) -> Result<()> {
+        self.routes = file.route_table()?;
+        self.rate_limits = file.rate_limits()?;
+        self.trusted_proxies = file.trusted_proxies.clone();
+        Ok(())
     }
 
     /// Served over https: `Secure`, `__Host-` cookies and HSTS.

@@ -1,5 +1,16 @@
 use echo_verify::VerifyError;
 
+/// Whose fault a failure is, after Pingora's error sources: it decides
+/// between 4xx (downstream: the caller's request), 502/504 (upstream: a
+/// service behind the gateway) and 500 (internal), and how loudly it is
+/// logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Downstream,
+    Upstream,
+    Internal,
+}
+
 /// Everything that can go wrong in the gateway. `http/error.rs` is the one
 /// place these become responses: pages for browsers, JSON for `/api/...`.
 #[derive(Debug, thiserror::Error)]
@@ -36,10 +47,42 @@ pub enum GatewayError {
     /// Identity could not be reached or answered nonsense.
     #[error("identity unavailable: {0}")]
     Identity(String),
+    /// Nothing is routed at this path.
+    #[error("there is nothing at this address")]
+    NotFound,
+    /// The caller lacks a role or scope the resource needs.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A rate limit refused the request.
+    #[error("too many requests: try again in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    /// An upstream (or the audit service) could not be reached, or failed
+    /// while answering.
+    #[error("upstream {upstream} unavailable: {cause}")]
+    UpstreamUnavailable { upstream: String, cause: String },
+    /// An upstream did not answer within its route's timeout.
+    #[error("upstream {upstream} did not answer in time")]
+    UpstreamTimeout { upstream: String },
     #[error("session storage: {0}")]
     Storage(Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     Crypto(#[from] echo_crypto::CryptoError),
+}
+
+impl GatewayError {
+    /// Whose fault this is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            GatewayError::Identity(_)
+            | GatewayError::Token(VerifyError::KeysUnavailable(_))
+            | GatewayError::UpstreamUnavailable { .. }
+            | GatewayError::UpstreamTimeout { .. } => Fault::Upstream,
+            GatewayError::Config(_) | GatewayError::Storage(_) | GatewayError::Crypto(_) => {
+                Fault::Internal
+            }
+            _ => Fault::Downstream,
+        }
+    }
 }
 
 impl From<sqlx::Error> for GatewayError {

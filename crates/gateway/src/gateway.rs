@@ -11,8 +11,11 @@ use echo_crypto::seal::MasterKey;
 use echo_crypto::secret::{b64url, constant_time_eq, random_token, token_hash};
 use echo_verify::{Claims, Expectations, Verifier, VerifyError};
 
+use crate::exchange::TokenCache;
 use crate::oidc::{IdentityClient, LoginSecrets, authorize_url, logout_url};
 use crate::pipeline::RefreshLocks;
+use crate::proxy::{Upstreams, upstreams};
+use crate::rate_limit::RateLimiter;
 use crate::return_to::safe_return_to;
 use crate::session::{LoginAttempt, Session, SessionStore, Tokens};
 use crate::{GatewayConfig, GatewayError, Result};
@@ -62,6 +65,11 @@ pub struct Gateway {
     pub(crate) sealer: MasterKey,
     csrf_key: hmac::Key,
     pub(crate) refreshing: RefreshLocks,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) tokens: TokenCache,
+    pub(crate) upstreams: Upstreams,
+    /// Reads the audit service (pages).
+    pub(crate) http: reqwest::Client,
 }
 
 impl Gateway {
@@ -87,6 +95,14 @@ impl Gateway {
             sealer: master.derive("echo-gateway session tokens v1"),
             csrf_key: master.subkey("echo-gateway csrf v1"),
             refreshing: RefreshLocks::default(),
+            limiter: RateLimiter::default(),
+            tokens: TokenCache::default(),
+            upstreams: upstreams(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
         }
     }
 
@@ -107,9 +123,14 @@ impl Gateway {
 
     /// Refuses a request whose `Origin` is another site's (OWASP CSRF
     /// cheat sheet, "verifying origin with standard headers").
+    ///
+    /// `Origin: null` counts as no `Origin`: under our `Referrer-Policy:
+    /// no-referrer` browsers send `null` on their own form posts (Fetch
+    /// §3.2.5, found by the browser tests on logout). Such a request still
+    /// needs its CSRF token or header, which a foreign page cannot supply.
     pub(crate) fn check_origin(&self, origin: Option<&str>, meta: &RequestMeta) -> Result<()> {
         match origin {
-            Some(origin) if origin != self.config.public_url => {
+            Some(origin) if origin != self.config.public_url && origin != "null" => {
                 self.refuse_csrf("cross-origin request", meta)
             }
             _ => Ok(()),

@@ -1,7 +1,7 @@
 //! Echo's gateway: the one door users see.
 //!
-//! Phase 1 (this crate today) is the browser's backend-for-frontend and
-//! the gateway's own API:
+//! The browser's backend-for-frontend, the gateway's own API, and the
+//! routes to upstreams:
 //!
 //! - **Login** (`/login` → identity `/authorize` → `/callback`): the
 //!   authorization code flow with PKCE (S256), `state` and `nonce` kept
@@ -22,31 +22,46 @@
 //!   `aud` = gateway, verified locally, or a session.
 //! - **Logout** ends the session here and at identity (RP-initiated
 //!   logout with `id_token_hint`).
+//! - **Routes** (`routes.rs`, from the TOML file): path prefix →
+//!   upstream, run through the phases of `pipeline.rs` (admit, route,
+//!   authenticate, authorize, rate limit, upstream token, rewrite,
+//!   forward); the upstream gets a token for its own audience by token
+//!   exchange at identity (`exchange.rs`, RFC 8693), never the cookie;
+//!   `proxy.rs` holds the HTTP mechanics (hyper-util client, hop-by-hop
+//!   headers, request ids, trace context), `rate_limit.rs` the buckets.
+//! - **Pages** over the audit log (`audit_log.rs`): the logs page, the
+//!   admin dashboard's login chart, the home page's recent activity.
 //!
 //! The map: [`Gateway`] (`gateway.rs`: login, logout; `pipeline.rs`: the
-//! authenticate phase of the request pipeline, where phase 2's routing
-//! phases slot in) is the domain service and knows nothing of HTTP;
+//! request pipeline) is the domain service and knows nothing of HTTP;
 //! `oidc.rs` is the relying-party client; [`SqliteSessionStore`] the
 //! default storage; [`http`] the thin axum layer with the one
 //! error → response mapping (`http/error.rs`). Security-relevant events
 //! (login success and failure, logout, session expiry, CSRF refusals) go
 //! to the [`echo_core::audit::AuditSink`] the gateway is given.
 
+mod audit_log;
 mod config;
 mod error;
+mod exchange;
 mod gateway;
 pub mod http;
 mod oidc;
 mod pipeline;
+mod proxy;
+mod rate_limit;
 mod return_to;
+mod routes;
 mod session;
 mod sqlite;
 
+pub use audit_log::{EventsPage, LogEvent, LogFilters, LoginChart};
 pub use config::{ClientSecret, GatewayConfig};
-pub use error::GatewayError;
+pub use error::{Fault, GatewayError};
 pub use gateway::{Callback, Gateway, LoginStart, RequestMeta, SignedIn};
 pub use http::{router, serve};
 pub use pipeline::{Presented, Principal, SessionInfo, Surface};
+pub use routes::{GatewayFile, Limit, RateLimits, Route, RouteTable};
 pub use session::{LoginAttempt, Session, SessionStore, Tokens};
 pub use sqlite::SqliteSessionStore;
 

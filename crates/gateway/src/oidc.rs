@@ -10,6 +10,9 @@ use url::Url;
 use crate::{GatewayConfig, GatewayError, Result};
 
 const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// RFC 8693 §2.1 and §3.
+const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// RFC 6749 §5.1 (and §5.2 on failure), the fields the gateway reads.
 #[derive(Deserialize)]
@@ -17,6 +20,8 @@ pub(crate) struct TokenAnswer {
     pub access_token: String,
     pub refresh_token: Option<String>,
     pub id_token: Option<String>,
+    /// Seconds the access token lives.
+    pub expires_in: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +74,29 @@ impl IdentityClient {
         self.token(&[
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
+        ])
+        .await
+    }
+
+    /// RFC 8693 §2.1: the user's access token (issued to the gateway)
+    /// traded for one for `audience`, with the gateway as actor.
+    pub async fn exchange(&self, subject_token: &str, audience: &str) -> Result<TokenAnswer> {
+        self.token(&[
+            ("grant_type", GRANT_TOKEN_EXCHANGE),
+            ("subject_token", subject_token),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
+            ("requested_token_type", ACCESS_TOKEN_TYPE),
+            ("audience", audience),
+        ])
+        .await
+    }
+
+    /// RFC 6749 §4.4: the gateway's own token for `audience`.
+    pub async fn client_credentials(&self, audience: &str, scope: &str) -> Result<TokenAnswer> {
+        self.token(&[
+            ("grant_type", "client_credentials"),
+            ("audience", audience),
+            ("scope", scope),
         ])
         .await
     }

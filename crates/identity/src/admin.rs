@@ -12,15 +12,17 @@ use echo_store::{Client, Store, User};
 use url::Url;
 
 use crate::client_auth::parse_client_jwks;
+use crate::user_state::{UserState, change_state, state_of};
 use crate::{IdentityError, Result};
 
 pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
 pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
-const GRANTS: [&str; 3] = [
+const GRANTS: [&str; 4] = [
     GRANT_AUTHORIZATION_CODE,
     GRANT_REFRESH_TOKEN,
     GRANT_CLIENT_CREDENTIALS,
+    crate::exchange::GRANT_TOKEN_EXCHANGE,
 ];
 
 /// Shortest password accepted (NIST SP 800-63B).
@@ -252,49 +254,145 @@ pub async fn rotate_client_secret(
     Ok(secret)
 }
 
-/// Registers a user with an argon2id password hash.
+/// Registers an active user with an argon2id password hash.
 pub async fn add_user(
     store: &dyn Store,
     audit: &dyn AuditSink,
     clock: &dyn Clock,
     new: NewUser,
 ) -> Result<User> {
-    check_name("username", &new.username, &['@'])?;
-    for role in &new.roles {
+    check_profile(&new.username, new.email.as_deref(), &new.roles)?;
+    let password_hash = password_hash(new.password).await?;
+    let user = user_record(clock, new.username, new.email, new.roles, password_hash);
+    insert_user(store, audit, user).await
+}
+
+/// `echod user invite`: registers a user in state `invited`, without a
+/// password; they cannot log in until activated with one.
+pub async fn invite_user(
+    store: &dyn Store,
+    audit: &dyn AuditSink,
+    clock: &dyn Clock,
+    username: String,
+    email: Option<String>,
+    roles: Vec<String>,
+) -> Result<User> {
+    check_profile(&username, email.as_deref(), &roles)?;
+    let user = User {
+        state: UserState::Invited.as_str().to_owned(),
+        ..user_record(clock, username, email, roles, String::new())
+    };
+    insert_user(store, audit, user).await
+}
+
+/// `echod user activate NAME [--password-stdin]`: an invited user needs a
+/// password to become active; a suspended one keeps theirs unless given one.
+pub async fn activate_user(
+    store: &dyn Store,
+    audit: &dyn AuditSink,
+    clock: &dyn Clock,
+    username: &str,
+    password: Option<String>,
+) -> Result<UserState> {
+    let user = find_user(store, username).await?;
+    state_of(&user)?.check_transition(UserState::Active)?;
+    if let Some(password) = password {
+        let hash = password_hash(password).await?;
+        store.set_user_password(&user.id, &hash).await?;
+    }
+    change_state(store, audit, clock, username, UserState::Active).await
+}
+
+/// `echod user set-roles NAME R…`: replaces the user's roles (they appear
+/// in tokens as `roles` from the next token on).
+pub async fn set_roles(
+    store: &dyn Store,
+    audit: &dyn AuditSink,
+    username: &str,
+    roles: Vec<String>,
+) -> Result<Vec<String>> {
+    let user = find_user(store, username).await?;
+    check_profile(username, None, &roles)?;
+    let roles = normalised_roles(roles);
+    store.set_user_roles(&user.id, &roles).await?;
+    audit.record(
+        AuditEvent::success("admin.user.roles_set")
+            .actor("cli")
+            .detail("user_id", user.id.as_str())
+            .detail("username", username)
+            .detail("roles", roles.clone()),
+    );
+    Ok(roles)
+}
+
+/// The user named `username`, or a clear error.
+pub async fn find_user(store: &dyn Store, username: &str) -> Result<User> {
+    store
+        .user_by_username(username)
+        .await?
+        .ok_or_else(|| IdentityError::BadInput(format!("no user named {username:?}")))
+}
+
+fn check_profile(username: &str, email: Option<&str>, roles: &[String]) -> Result<()> {
+    check_name("username", username, &['@'])?;
+    for role in roles {
         check_name("role", role, &[])?;
     }
-    if new.password.chars().count() < MIN_PASSWORD_LEN {
-        return Err(IdentityError::BadInput(format!(
-            "password too short: at least {MIN_PASSWORD_LEN} characters"
-        )));
-    }
-    if let Some(email) = &new.email
+    if let Some(email) = email
         && (!email.contains('@') || email.contains(char::is_whitespace))
     {
         return Err(IdentityError::BadInput(format!("invalid email {email:?}")));
     }
-    let password = new.password;
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+    Ok(())
+}
+
+/// Checks a new password's length and hashes it off the async runtime.
+async fn password_hash(password: String) -> Result<String> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(IdentityError::BadInput(format!(
+            "password too short: at least {MIN_PASSWORD_LEN} characters"
+        )));
+    }
+    tokio::task::spawn_blocking(move || hash_password(&password))
         .await
-        .map_err(|e| IdentityError::BadInput(e.to_string()))??;
-    let mut roles = new.roles;
+        .map_err(|e| IdentityError::BadInput(e.to_string()))?
+        .map_err(IdentityError::from)
+}
+
+fn normalised_roles(mut roles: Vec<String>) -> Vec<String> {
     roles.sort();
     roles.dedup();
-    let user = User {
+    roles
+}
+
+/// A new active user's row.
+fn user_record(
+    clock: &dyn Clock,
+    username: String,
+    email: Option<String>,
+    roles: Vec<String>,
+    password_hash: String,
+) -> User {
+    User {
         id: b64url(&random_bytes::<16>()),
-        username: new.username,
-        email: new.email,
+        username,
+        email,
         password_hash,
-        roles,
+        roles: normalised_roles(roles),
         created_at: clock.now(),
-    };
+        state: UserState::Active.as_str().to_owned(),
+    }
+}
+
+async fn insert_user(store: &dyn Store, audit: &dyn AuditSink, user: User) -> Result<User> {
     store.insert_user(&user).await?;
     audit.record(
         AuditEvent::success("admin.user.created")
             .actor("cli")
             .detail("user_id", user.id.as_str())
             .detail("username", user.username.as_str())
-            .detail("roles", user.roles.clone()),
+            .detail("roles", user.roles.clone())
+            .detail("state", user.state.as_str()),
     );
     Ok(user)
 }

@@ -271,6 +271,7 @@ impl Provider {
         request: &AuthorizeRequest,
         user: &User,
         auth_time: i64,
+        amr: &[String],
         meta: &RequestMeta,
     ) -> Result<String, IdentityError> {
         let code = random_token();
@@ -287,6 +288,7 @@ impl Provider {
                 audience: request.audience.clone(),
                 auth_time,
                 expires_at: now + self.config.code_ttl,
+                amr: amr.to_vec(),
             })
             .await?;
         self.audit(

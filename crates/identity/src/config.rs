@@ -1,4 +1,8 @@
 use echo_crypto::Algorithm;
+use echo_verify::VerifierOptions;
+
+use crate::keys::KeyPolicy;
+use crate::lockout::LockoutPolicy;
 
 /// Longest access-token lifetime allowed (RFC 9068 tokens are bearer
 /// tokens; a short life bounds the damage of a leak).
@@ -35,6 +39,13 @@ pub struct IdentityConfig {
     pub purge_interval: u64,
     /// Rows deleted per statement by a purge.
     pub purge_batch: u32,
+    /// Per-account guessing protection: progressive delay, then lockout.
+    pub lockout: LockoutPolicy,
+    /// Users with any of these roles must pass a second factor (TOTP); one
+    /// who has not set it up enrols during login. Default: `admin`.
+    pub mfa_required_roles: Vec<String>,
+    /// Signing-key rotation: publish delay, schedule, reload interval.
+    pub keys: KeyPolicy,
 }
 
 impl IdentityConfig {
@@ -58,6 +69,9 @@ impl IdentityConfig {
             refresh_token_grace: 10,
             purge_interval: 5 * 60,
             purge_batch: 500,
+            lockout: LockoutPolicy::default(),
+            mfa_required_roles: vec!["admin".to_owned()],
+            keys: KeyPolicy::default(),
         }
     }
 
@@ -69,6 +83,12 @@ impl IdentityConfig {
     /// The audience under which access tokens may call `/userinfo`.
     pub fn userinfo_audience(&self) -> String {
         format!("{}/userinfo", self.issuer)
+    }
+
+    /// How long a retired signing key stays published: the longest
+    /// lifetime of a token it signed, plus the verifiers' clock leeway.
+    pub fn key_retention(&self) -> i64 {
+        self.access_token_ttl.max(self.id_token_ttl) + VerifierOptions::default().leeway
     }
 
     pub fn endpoint(&self, path: &str) -> String {

@@ -2,6 +2,8 @@ use echo_crypto::CryptoError;
 use echo_store::StoreError;
 use echo_verify::VerifyError;
 
+use crate::user_state::UserState;
+
 /// Everything the provider can refuse or fail at. The HTTP mapping lives
 /// in `http/error.rs`; OAuth variants carry RFC 6749 §5.2 error codes.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,12 @@ pub enum IdentityError {
     /// Wrong username or password: deliberately says no more than that.
     #[error("invalid username or password")]
     LoginFailed,
+    /// A wrong, reused or unchecked second-factor code: says no more.
+    #[error("invalid code")]
+    MfaFailed,
+    /// The user state machine does not allow this change.
+    #[error("cannot move a user from {from} to {to} (allowed from {from}: {})", allowed_text(*.from))]
+    InvalidTransition { from: UserState, to: UserState },
     /// A login or form request without a valid CSRF token.
     #[error("invalid or missing CSRF token")]
     Csrf,
@@ -52,6 +60,15 @@ pub enum IdentityError {
     Store(StoreError),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+}
+
+fn allowed_text(from: UserState) -> String {
+    let allowed: Vec<&str> = from.successors().iter().map(|s| s.as_str()).collect();
+    if allowed.is_empty() {
+        "none".to_owned()
+    } else {
+        allowed.join(", ")
+    }
 }
 
 impl From<StoreError> for IdentityError {

@@ -4,13 +4,19 @@
 //! - [`Provider`] (`provider.rs`) is the domain service. It validates
 //!   authorization requests ([`authorize`]), logs users in and keeps their
 //!   SSO sessions ([`login`]), authenticates clients ([`client_auth`]), runs
-//!   the token endpoint's grants ([`token`], [`refresh`]), revokes and
+//!   the token endpoint's grants ([`token`], [`refresh`], [`exchange`]), revokes and
 //!   introspects tokens ([`introspect`]) and purges what expired (`purge.rs`,
 //!   on a schedule started by [`serve`]). It knows nothing of HTTP.
 //! - [`KeyRing`] (`keys.rs`) holds the signing keys, publishes the JWKS and
-//!   seals private keys with the master key.
+//!   seals private keys with the master key; [`KeyAdmin`] rotates, retires
+//!   and revokes them (the `echod keys` commands and the rotation schedule,
+//!   `keys/state.rs` for the lifecycle).
 //! - [`admin`] registers users and clients (the `echod user|client`
 //!   commands), validating everything an operator types.
+//! - Account security: [`lockout`] (per-account progressive delay and
+//!   lockout, reserved atomically before a secret is checked), [`mfa`]
+//!   (TOTP, RFC 6238, and recovery codes) and [`user_state`] (the
+//!   `invited → active ⇄ suspended → deleted` machine).
 //! - [`http`] is the thin axum layer: parse, call the provider, map the
 //!   result. [`IdentityError`] becomes an HTTP/OAuth error in one place,
 //!   `http/error.rs`.
@@ -24,20 +30,25 @@ pub mod client_auth;
 mod client_cache;
 mod config;
 mod error;
+pub mod exchange;
 pub mod http;
 pub mod introspect;
 mod keys;
+pub mod lockout;
 pub mod login;
+pub mod mfa;
 mod provider;
 mod purge;
 mod rate_limit;
 pub mod refresh;
+mod schedule;
 pub mod token;
+pub mod user_state;
 
 pub use config::IdentityConfig;
 pub use error::IdentityError;
 pub use http::{router, serve};
-pub use keys::KeyRing;
-pub use provider::Provider;
+pub use keys::{KeyAdmin, KeyInfo, KeyPolicy, KeyRing, KeyState, Revocation};
+pub use provider::{Provider, RequestMeta};
 
 pub type Result<T, E = IdentityError> = std::result::Result<T, E>;

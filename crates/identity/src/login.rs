@@ -8,11 +8,24 @@
 
 use aws_lc_rs::hmac;
 use echo_core::audit::AuditEvent;
-use echo_crypto::secret::{b64url, constant_time_eq, random_token, token_hash};
+use echo_crypto::secret::{b64url, b64url_decode, constant_time_eq, random_token, token_hash};
 use echo_store::{SsoSession, User};
+use serde::{Deserialize, Serialize};
 
+use crate::lockout::Reservation;
+use crate::mfa::Enrolment;
 use crate::provider::RequestMeta;
+use crate::user_state::{UserState, state_of};
 use crate::{IdentityError, Provider, Result};
+
+/// RFC 8176 §2 authentication method references.
+pub const AMR_PASSWORD: &str = "pwd";
+pub const AMR_OTP: &str = "otp";
+
+/// How long the second step may follow the password, in seconds.
+const PENDING_TTL: i64 = 5 * 60;
+/// Associated data of sealed pending logins.
+const PENDING_AAD: &[u8] = b"identity-login-pending";
 
 /// A successful login: the user and the SSO session cookie value to set.
 #[derive(Debug)]
@@ -20,6 +33,47 @@ pub struct LoggedIn {
     pub user: User,
     pub session_token: String,
     pub auth_time: i64,
+    /// RFC 8176 methods used, for the `amr` claim.
+    pub amr: Vec<String>,
+}
+
+/// Where a correct password leads.
+#[derive(Debug)]
+pub enum PasswordOutcome {
+    /// No second factor needed: logged in.
+    LoggedIn(LoggedIn),
+    /// A second factor is due. `pending` (sealed, short-lived) names the
+    /// user to the second step; it belongs in an HttpOnly cookie.
+    SecondFactor { pending: String },
+    /// The user's role requires a second factor they have not set up: they
+    /// enrol now, and the confirmation completes the login.
+    Enrol {
+        pending: String,
+        enrolment: Enrolment,
+    },
+}
+
+/// What the second step asks for, to show its page again.
+#[derive(Debug)]
+pub enum PendingStep {
+    Code,
+    Enrol(Enrolment),
+}
+
+/// A completed second step.
+#[derive(Debug)]
+pub struct SecondStep {
+    pub logged_in: LoggedIn,
+    /// Recovery codes to show once, when the step was an enrolment.
+    pub recovery_codes: Option<Vec<String>>,
+}
+
+/// A password checked, a second factor not yet: sealed into the pending
+/// cookie.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    sub: String,
+    exp: i64,
 }
 
 impl Provider {
@@ -40,7 +94,9 @@ impl Provider {
         }
     }
 
-    /// The user of a live SSO session, if the cookie names one.
+    /// The user of a live SSO session, if the cookie names one. A session
+    /// of a user who is no longer active, or that lacks a second factor
+    /// the user's role now requires, is no session.
     pub async fn session_user(
         &self,
         session_token: Option<&str>,
@@ -54,24 +110,31 @@ impl Provider {
         if session.expires_at <= self.clock.now() {
             return Ok(None);
         }
-        Ok(self
-            .store
-            .user_by_id(&session.user_id)
-            .await?
-            .map(|user| (user, session)))
+        let Some(user) = self.store.user_by_id(&session.user_id).await? else {
+            return Ok(None);
+        };
+        let mfa_missing =
+            self.mfa_required_by_role(&user) && !session.amr.iter().any(|m| m == AMR_OTP);
+        if state_of(&user)? != UserState::Active || mfa_missing {
+            return Ok(None);
+        }
+        Ok(Some((user, session)))
     }
 
-    /// Checks a username and password and opens an SSO session.
+    /// Checks a username and password: the first login step.
     ///
-    /// Every failure is the same [`IdentityError::LoginFailed`], and a
-    /// missing user costs the same argon2 time as a wrong password, so
-    /// neither the answer nor its timing tells whether an account exists.
+    /// Every failure is the same [`IdentityError::LoginFailed`]: a wrong
+    /// password, a missing user, a user who is not active, a locked
+    /// account. Each costs one argon2 verification (against a dummy hash
+    /// when there is nothing to check), so the timing does not tell them
+    /// apart either. A guess is reserved with the lockout before the hash
+    /// is checked (`lockout.rs`).
     pub async fn login(
         &self,
         username: &str,
         password: &str,
         meta: &RequestMeta,
-    ) -> Result<LoggedIn> {
+    ) -> Result<PasswordOutcome> {
         let now = self.clock.now();
         let limit_key = meta.ip.as_deref().unwrap_or("unknown");
         if let Err(retry_after) = self.login_limiter.check(limit_key, now) {
@@ -82,18 +145,129 @@ impl Provider {
             return Err(IdentityError::RateLimited { retry_after });
         }
         let user = self.store.user_by_username(username).await?;
-        let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
+        let (reserved, reason) = match &user {
+            None => (None, "unknown_user"),
+            Some(u) => match state_of(u)? {
+                UserState::Active => match self.reserve_attempt(&u.id).await? {
+                    Reservation::Granted(reserved) => (Some(reserved), "wrong_password"),
+                    Reservation::Refused => (None, "locked"),
+                },
+                other => (None, other.as_str()),
+            },
+        };
+        let stored_hash = user
+            .as_ref()
+            .filter(|_| reserved.is_some())
+            .map(|u| u.password_hash.clone());
         let valid = self
             .passwords
             .verify(password.to_owned(), stored_hash)
             .await;
-        let Some(user) = user.filter(|_| valid) else {
-            self.audit(
-                AuditEvent::failure("auth.login.failure").detail("username", username),
-                meta,
-            );
+        let user = match (user, reserved) {
+            (Some(user), Some(_)) if valid => user,
+            (user, reserved) => {
+                if let (Some(user), Some(reserved)) = (&user, reserved) {
+                    self.attempt_failed(&user.id, reserved, meta);
+                }
+                self.audit(
+                    AuditEvent::failure("auth.login.failure")
+                        .detail("username", username)
+                        .detail("reason", reason),
+                    meta,
+                );
+                return Err(IdentityError::LoginFailed);
+            }
+        };
+        if self.has_totp(&user).await? {
+            let pending = self.seal_pending(&user.id, now)?;
+            return Ok(PasswordOutcome::SecondFactor { pending });
+        }
+        if self.mfa_required_by_role(&user) {
+            let pending = self.seal_pending(&user.id, now)?;
+            let enrolment = self.begin_totp_enrolment(&user).await?;
+            return Ok(PasswordOutcome::Enrol { pending, enrolment });
+        }
+        let logged_in = self
+            .complete_login(user, vec![AMR_PASSWORD.to_owned()], meta)
+            .await?;
+        Ok(PasswordOutcome::LoggedIn(logged_in))
+    }
+
+    /// The second login step, for the user the `pending` cookie names: a
+    /// TOTP or recovery code, or, for a user who must enrol, the code that
+    /// confirms the enrolment.
+    pub async fn second_factor(
+        &self,
+        pending: Option<&str>,
+        code: &str,
+        meta: &RequestMeta,
+    ) -> Result<SecondStep> {
+        let user = self.pending_user(pending).await?;
+        let recovery_codes = if self.has_totp(&user).await? {
+            self.verify_second_factor(&user, code, meta).await?;
+            None
+        } else if self.mfa_required_by_role(&user) {
+            Some(self.confirm_totp_enrolment(&user, code, meta).await?)
+        } else {
+            // The credential was reset meanwhile: start again.
             return Err(IdentityError::LoginFailed);
         };
+        let amr = vec![AMR_PASSWORD.to_owned(), AMR_OTP.to_owned()];
+        let logged_in = self.complete_login(user, amr, meta).await?;
+        Ok(SecondStep {
+            logged_in,
+            recovery_codes,
+        })
+    }
+
+    /// What the second step of the `pending` login asks for.
+    pub async fn pending_step(&self, pending: Option<&str>) -> Result<PendingStep> {
+        let user = self.pending_user(pending).await?;
+        Ok(match self.pending_enrolment(&user).await? {
+            Some(enrolment) => PendingStep::Enrol(enrolment),
+            None => PendingStep::Code,
+        })
+    }
+
+    fn seal_pending(&self, user_id: &str, now: i64) -> Result<String> {
+        let pending = Pending {
+            sub: user_id.to_owned(),
+            exp: now + PENDING_TTL,
+        };
+        let json = serde_json::to_vec(&pending)
+            .map_err(|e| IdentityError::BadInput(format!("pending login: {e}")))?;
+        Ok(b64url(&self.pending_key.seal(PENDING_AAD, &json)?))
+    }
+
+    /// The active user a live pending login names; anything else is the
+    /// generic [`IdentityError::LoginFailed`] (start again).
+    async fn pending_user(&self, pending: Option<&str>) -> Result<User> {
+        let pending: Pending = pending
+            .and_then(b64url_decode)
+            .and_then(|sealed| self.pending_key.open(PENDING_AAD, &sealed).ok())
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .filter(|p: &Pending| p.exp > self.clock.now())
+            .ok_or(IdentityError::LoginFailed)?;
+        let user = self
+            .store
+            .user_by_id(&pending.sub)
+            .await?
+            .ok_or(IdentityError::LoginFailed)?;
+        if state_of(&user)? != UserState::Active {
+            return Err(IdentityError::LoginFailed);
+        }
+        Ok(user)
+    }
+
+    /// Forgets the user's failures and opens the SSO session.
+    async fn complete_login(
+        &self,
+        user: User,
+        amr: Vec<String>,
+        meta: &RequestMeta,
+    ) -> Result<LoggedIn> {
+        self.clear_failures(&user.id).await?;
+        let now = self.clock.now();
         let session_token = random_token();
         self.store
             .insert_session(&SsoSession {
@@ -101,18 +275,21 @@ impl Provider {
                 user_id: user.id.clone(),
                 auth_time: now,
                 expires_at: now + self.config.sso_session_ttl,
+                amr: amr.clone(),
             })
             .await?;
         self.audit(
             AuditEvent::success("auth.login.success")
                 .actor(user.id.as_str())
-                .detail("username", username),
+                .detail("username", user.username.as_str())
+                .detail("amr", amr.clone()),
             meta,
         );
         Ok(LoggedIn {
             user,
             session_token,
             auth_time: now,
+            amr,
         })
     }
 

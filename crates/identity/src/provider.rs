@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::client_cache::ClientCache;
 use crate::config::MAX_ACCESS_TOKEN_TTL;
 use crate::rate_limit::RateLimiter;
-use crate::{IdentityConfig, IdentityError, KeyRing, Result};
+use crate::{IdentityConfig, IdentityError, KeyAdmin, KeyRing, Result};
 
 /// Where a request came from, for audit events and rate limits.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +38,10 @@ pub struct Provider {
     pub(crate) clients: ClientCache,
     /// Seals the answer of a refresh-token rotation (see `refresh.rs`).
     pub(crate) successor_key: MasterKey,
+    /// Seals TOTP secrets (see `mfa.rs`).
+    pub(crate) totp_key: MasterKey,
+    /// Seals a login between its password and second-factor steps.
+    pub(crate) pending_key: MasterKey,
     discovery_json: Bytes,
 }
 
@@ -63,16 +67,25 @@ impl Provider {
                 "access token lifetime must be 1..={MAX_ACCESS_TOKEN_TTL} seconds"
             )));
         }
+        config.keys.validate()?;
         let mut algs = vec![Algorithm::RS256];
         if config.access_token_alg != Algorithm::RS256 {
             algs.push(config.access_token_alg);
         }
-        let keys = Arc::new(KeyRing::load_or_create(&*store, master, &algs, &*clock).await?);
+        let actor = crate::token::IDENTITY_SERVICE;
+        KeyAdmin::new(&*store, master, &*audit, &*clock, &config, actor)
+            .ensure_signers(&algs)
+            .await?;
+        let retention = config.key_retention();
+        let keys = Arc::new(KeyRing::load(&*store, master.clone(), retention, clock.now()).await?);
         let verifier = Verifier::with_clock(
             config.issuer.clone(),
             keys.clone(),
             VerifierOptions {
                 refresh_interval: std::time::Duration::from_secs(1),
+                // The ring is local and cheap to read: follow its reloads
+                // closely, so a revoked key stops verifying here too.
+                max_key_age: std::time::Duration::from_secs(1),
                 ..Default::default()
             },
             clock.clone(),
@@ -84,6 +97,8 @@ impl Provider {
             clients: ClientCache::new(10_000),
             csrf_key: master.subkey("identity-csrf"),
             successor_key: master.derive("identity-refresh-successor"),
+            totp_key: master.derive("identity-totp"),
+            pending_key: master.derive("identity-login-pending"),
             passwords: PasswordPool::for_this_machine(),
             config,
             store,
@@ -215,7 +230,8 @@ fn discovery(config: &IdentityConfig) -> Value {
         "introspection_endpoint": config.endpoint("/introspect"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
+                                  crate::exchange::GRANT_TOKEN_EXCHANGE],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
@@ -228,7 +244,8 @@ fn discovery(config: &IdentityConfig) -> Value {
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash",
-                             "name", "preferred_username", "email", "email_verified", "roles"],
+                             "name", "preferred_username", "email", "email_verified", "roles",
+                             "amr"],
         "prompt_values_supported": ["none", "login"],
         "authorization_response_iss_parameter_supported": true,
     })

@@ -13,7 +13,6 @@
 //! [`IdentityConfig::purge_batch`]: crate::IdentityConfig::purge_batch
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use echo_store::Purged;
 
@@ -43,15 +42,8 @@ impl Provider {
 /// Purges on the configured schedule, forever; the caller aborts it.
 pub(crate) async fn run(provider: Arc<Provider>) {
     let seconds = provider.config().purge_interval;
-    if seconds == 0 {
-        return;
-    }
-    let mut ticks = tokio::time::interval(Duration::from_secs(seconds));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        if let Err(e) = provider.purge_expired().await {
-            tracing::warn!(error = %e, "purge failed; retrying at the next interval");
-        }
-    }
+    crate::schedule::every(seconds, "purge", || async {
+        provider.purge_expired().await.map(drop)
+    })
+    .await;
 }

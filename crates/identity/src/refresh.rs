@@ -68,6 +68,7 @@ impl Successor {
             refresh_token: Some(self.refresh_token),
             id_token: None,
             scope: self.scope,
+            issued_token_type: None,
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct TokenParams {
     pub resource: Option<String>,
     #[serde(flatten)]
     pub client: ClientAuthParams,
+    /// RFC 8693's parameters (`exchange.rs`).
+    #[serde(flatten)]
+    pub exchange: crate::exchange::ExchangeParams,
 }
 
 /// RFC 6749 §5.1.
@@ -47,6 +50,9 @@ pub struct TokenResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
     pub scope: String,
+    /// RFC 8693 §2.2.1: set by token exchange only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
 }
 
 /// A user's freshly signed access token and what went into it.
@@ -114,6 +120,8 @@ struct IdClaims<'a> {
     email: Option<&'a str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     roles: &'a [String],
+    /// OIDC Core §2 and RFC 8176: how the user authenticated.
+    amr: &'a [String],
 }
 
 /// OIDC Core §3.1.3.6: base64url of the left half of SHA-256(access token).
@@ -139,6 +147,9 @@ impl Provider {
             Some(GRANT_REFRESH_TOKEN) => self.refresh_token_grant(&client, &params, meta).await,
             Some(GRANT_CLIENT_CREDENTIALS) => {
                 self.client_credentials_grant(&client, &params, meta).await
+            }
+            Some(crate::exchange::GRANT_TOKEN_EXCHANGE) => {
+                self.token_exchange_grant(&client, &params, meta).await
             }
             Some(_) => Err(IdentityError::UnsupportedGrantType),
             None => Err(IdentityError::InvalidRequest(
@@ -277,7 +288,7 @@ impl Provider {
         } else {
             None
         };
-        let id_signer = self.keys.signer(Algorithm::RS256)?;
+        let id_signer = self.keys.signer(Algorithm::RS256, Some(&client.id), now)?;
         let wants_email = code.scope.split(' ').any(|s| s == "email");
         let id_token = id_signer.sign(
             "JWT",
@@ -293,6 +304,7 @@ impl Provider {
                 preferred_username: &user.username,
                 email: user.email.as_deref().filter(|_| wants_email),
                 roles: &user.roles,
+                amr: &code.amr,
             },
         )?;
         self.audit_issued(
@@ -310,6 +322,7 @@ impl Provider {
             refresh_token,
             id_token: Some(id_token),
             scope: code.scope,
+            issued_token_type: None,
         })
     }
 
@@ -330,12 +343,20 @@ impl Provider {
             .user_by_id(user_id)
             .await?
             .ok_or_else(|| IdentityError::InvalidGrant("user no longer exists".into()))?;
+        // A suspended or deleted user's grants stop working at once.
+        if crate::user_state::state_of(&user)? != crate::user_state::UserState::Active {
+            return Err(IdentityError::InvalidGrant("user is not active".into()));
+        }
         let mut audiences: Vec<String> = self
             .choose_audience(client, params, authorized_audience)?
             .into_iter()
             .collect();
         audiences.push(self.config.userinfo_audience());
-        let signer = self.keys.signer(self.config.access_token_alg)?;
+        let signer = self.keys.signer(
+            self.config.access_token_alg,
+            audiences.first().map(String::as_str),
+            now,
+        )?;
         let access = self.access_token(
             &signer,
             &user.id,
@@ -388,7 +409,9 @@ impl Provider {
             None => client.scopes.join(" "),
         };
         let now = self.clock.now();
-        let signer = self.keys.signer(self.config.access_token_alg)?;
+        let signer = self
+            .keys
+            .signer(self.config.access_token_alg, Some(&audience), now)?;
         let audiences = [audience];
         let access = self.access_token(
             &signer,
@@ -414,6 +437,7 @@ impl Provider {
             refresh_token: None,
             id_token: None,
             scope,
+            issued_token_type: None,
         })
     }
 
@@ -421,7 +445,10 @@ impl Provider {
     /// to other services (its audit writes): `sub` and `client_id` are
     /// [`IDENTITY_SERVICE`], signed like every access token.
     pub fn own_service_token(&self, audience: &str, scope: &str) -> Result<String> {
-        let signer = self.keys.signer(self.config.access_token_alg)?;
+        let now = self.clock.now();
+        let signer = self
+            .keys
+            .signer(self.config.access_token_alg, Some(audience), now)?;
         let audiences = [audience.to_owned()];
         let minted = self.access_token(
             &signer,
@@ -430,7 +457,7 @@ impl Provider {
             IDENTITY_SERVICE,
             scope,
             &[],
-            self.clock.now(),
+            now,
         )?;
         Ok(minted.token)
     }

@@ -2,7 +2,8 @@
 //!
 //! Each aggregate has a small repository trait ([`UserStore`],
 //! [`ClientStore`], [`KeyStore`], [`CodeStore`], [`SessionStore`],
-//! [`RefreshTokenStore`], [`RevocationStore`], [`PurgeStore`]); [`Store`]
+//! [`RefreshTokenStore`], [`RevocationStore`], [`PurgeStore`],
+//! [`AccountStore`]); [`Store`]
 //! is all of them. There is one implementation per backend:
 //! [`SqliteStore`] (the embedded default, a file in the data directory) and
 //! [`PgStore`] (scale-out). Both run the same SQL (see `sql.rs`), each with
@@ -19,10 +20,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+mod accounts;
+mod keys;
 mod postgres;
 mod sql;
 mod sqlite;
 
+pub use accounts::{AccountStore, LoginCounter, TotpCredential};
+pub use keys::{KeyStore, StoredKey};
 pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, open_pools as open_sqlite_pools};
 
@@ -52,6 +57,9 @@ pub struct User {
     pub password_hash: String,
     pub roles: Vec<String>,
     pub created_at: i64,
+    /// Lifecycle state (`invited`, `active`, `suspended`, `deleted`); what
+    /// the states mean and which transitions exist is identity's business.
+    pub state: String,
 }
 
 /// An OAuth client registration.
@@ -84,17 +92,6 @@ impl Client {
     }
 }
 
-/// A signing key; the private half is sealed with the master key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredKey {
-    pub kid: String,
-    pub alg: String,
-    pub sealed_private: Vec<u8>,
-    /// The public JWK as JSON.
-    pub public_jwk: String,
-    pub created_at: i64,
-}
-
 /// An issued authorization code, stored under the hash of the code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthCode {
@@ -110,6 +107,8 @@ pub struct AuthCode {
     pub audience: Option<String>,
     pub auth_time: i64,
     pub expires_at: i64,
+    /// RFC 8176 authentication methods of the login behind the code.
+    pub amr: Vec<String>,
 }
 
 /// What happened when a code was presented.
@@ -172,6 +171,8 @@ pub struct SsoSession {
     pub user_id: String,
     pub auth_time: i64,
     pub expires_at: i64,
+    /// RFC 8176 authentication methods of the login that opened it.
+    pub amr: Vec<String>,
 }
 
 #[async_trait]
@@ -198,13 +199,6 @@ pub trait ClientStore: Send + Sync {
         new_secret_hash: &str,
         previous_expires_at: i64,
     ) -> Result<bool>;
-}
-
-#[async_trait]
-pub trait KeyStore: Send + Sync {
-    async fn insert_key(&self, key: &StoredKey) -> Result<()>;
-    /// All keys, oldest first.
-    async fn keys(&self) -> Result<Vec<StoredKey>>;
 }
 
 #[async_trait]
@@ -287,6 +281,7 @@ pub trait Store:
     + RefreshTokenStore
     + RevocationStore
     + PurgeStore
+    + AccountStore
 {
 }
 impl<T> Store for T where
@@ -298,6 +293,7 @@ impl<T> Store for T where
         + RefreshTokenStore
         + RevocationStore
         + PurgeStore
+        + AccountStore
 {
 }
 

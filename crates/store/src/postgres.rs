@@ -26,3 +26,5 @@ impl PgStore {
 }
 
 crate::sql::sql_repositories!(PgStore, sqlx::Postgres);
+crate::accounts::account_repositories!(PgStore);
+crate::keys::key_repositories!(PgStore);

@@ -7,7 +7,7 @@
 //! only has to provide two pools: `read` and `write` (SQLite serialises
 //! writers on one connection; PostgreSQL uses one pool for both).
 
-use crate::{AuthCode, Client, RefreshToken, Result, SsoSession, StoreError, StoredKey, User};
+use crate::{AuthCode, Client, RefreshToken, Result, SsoSession, StoreError, User};
 
 pub(crate) fn to_json(list: &[String]) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned())
@@ -35,6 +35,7 @@ pub(crate) struct UserRow {
     password_hash: String,
     roles: String,
     created_at: i64,
+    state: String,
 }
 
 impl TryFrom<UserRow> for User {
@@ -47,6 +48,7 @@ impl TryFrom<UserRow> for User {
             email: r.email,
             password_hash: r.password_hash,
             created_at: r.created_at,
+            state: r.state,
         })
     }
 }
@@ -91,27 +93,6 @@ impl TryFrom<ClientRow> for Client {
 }
 
 #[derive(sqlx::FromRow)]
-pub(crate) struct KeyRow {
-    kid: String,
-    alg: String,
-    sealed_private: Vec<u8>,
-    public_jwk: String,
-    created_at: i64,
-}
-
-impl From<KeyRow> for StoredKey {
-    fn from(r: KeyRow) -> Self {
-        StoredKey {
-            kid: r.kid,
-            alg: r.alg,
-            sealed_private: r.sealed_private,
-            public_jwk: r.public_jwk,
-            created_at: r.created_at,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
 pub(crate) struct CodeRow {
     code_hash: String,
     client_id: String,
@@ -123,11 +104,14 @@ pub(crate) struct CodeRow {
     audience: Option<String>,
     auth_time: i64,
     expires_at: i64,
+    amr: String,
 }
 
-impl From<CodeRow> for AuthCode {
-    fn from(r: CodeRow) -> Self {
-        AuthCode {
+impl TryFrom<CodeRow> for AuthCode {
+    type Error = StoreError;
+    fn try_from(r: CodeRow) -> Result<Self> {
+        Ok(AuthCode {
+            amr: from_json("auth_codes.amr", &r.amr)?,
             code_hash: r.code_hash,
             client_id: r.client_id,
             user_id: r.user_id,
@@ -138,7 +122,7 @@ impl From<CodeRow> for AuthCode {
             audience: r.audience,
             auth_time: r.auth_time,
             expires_at: r.expires_at,
-        }
+        })
     }
 }
 
@@ -148,16 +132,19 @@ pub(crate) struct SessionRow {
     user_id: String,
     auth_time: i64,
     expires_at: i64,
+    amr: String,
 }
 
-impl From<SessionRow> for SsoSession {
-    fn from(r: SessionRow) -> Self {
-        SsoSession {
+impl TryFrom<SessionRow> for SsoSession {
+    type Error = StoreError;
+    fn try_from(r: SessionRow) -> Result<Self> {
+        Ok(SsoSession {
+            amr: from_json("sso_sessions.amr", &r.amr)?,
             id_hash: r.id_hash,
             user_id: r.user_id,
             auth_time: r.auth_time,
             expires_at: r.expires_at,
-        }
+        })
     }
 }
 
@@ -202,12 +189,13 @@ impl From<RefreshRow> for RefreshToken {
     }
 }
 
-pub(crate) const USER_COLUMNS: &str = "id, username, email, password_hash, roles, created_at";
+pub(crate) const USER_COLUMNS: &str =
+    "id, username, email, password_hash, roles, created_at, state";
 pub(crate) const CLIENT_COLUMNS: &str = "id, secret_hash, redirect_uris, grant_types, audiences, scopes, \
      post_logout_redirect_uris, allow_no_pkce, created_at, jwks, previous_secret_hash, \
      previous_secret_expires_at";
 pub(crate) const CODE_COLUMNS: &str = "code_hash, client_id, user_id, redirect_uri, scope, nonce, \
-     code_challenge, audience, auth_time, expires_at";
+     code_challenge, audience, auth_time, expires_at, amr";
 pub(crate) const REFRESH_COLUMNS: &str = "token_hash, family_id, client_id, user_id, scope, audience, \
      auth_time, issued_at, expires_at, family_expires_at, access_jti, access_expires_at, used_at, \
      revoked_at, successor";
@@ -235,13 +223,13 @@ pub(crate) const PURGED_TABLES: [(&str, &str); 5] = [
 macro_rules! sql_repositories {
     ($store:ty, $db:ty) => {
         use $crate::sql::{
-            conflict, to_json, ClientRow, CodeRow, KeyRow, RefreshRow, SessionRow, UserRow,
+            conflict, to_json, ClientRow, CodeRow, RefreshRow, SessionRow, UserRow,
             CLIENT_COLUMNS, CODE_COLUMNS, PURGED_TABLES, REFRESH_COLUMNS, REVOKE_FAMILY,
             REVOKE_FAMILY_ACCESS_TOKENS, USER_COLUMNS,
         };
         use $crate::{
-            AuthCode, Client, ClientStore, CodeStore, CodeUse, KeyStore, PurgeStore, Purged,
-            RefreshToken, RefreshTokenStore, RevocationStore, SessionStore, SsoSession, StoredKey,
+            AuthCode, Client, ClientStore, CodeStore, CodeUse, PurgeStore, Purged,
+            RefreshToken, RefreshTokenStore, RevocationStore, SessionStore, SsoSession,
             User, UserStore,
         };
 
@@ -249,8 +237,7 @@ macro_rules! sql_repositories {
         impl UserStore for $store {
             async fn insert_user(&self, u: &User) -> $crate::Result<()> {
                 sqlx::query(
-                    "INSERT INTO users (id, username, email, password_hash, roles, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
                 )
                 .bind(&u.id)
                 .bind(&u.username)
@@ -258,6 +245,7 @@ macro_rules! sql_repositories {
                 .bind(&u.password_hash)
                 .bind(to_json(&u.roles))
                 .bind(u.created_at)
+                .bind(&u.state)
                 .execute(&self.write)
                 .await
                 .map_err(conflict(&format!("user {}", u.username)))?;
@@ -356,41 +344,10 @@ macro_rules! sql_repositories {
         }
 
         #[async_trait::async_trait]
-        impl KeyStore for $store {
-            async fn insert_key(&self, k: &StoredKey) -> $crate::Result<()> {
-                sqlx::query(
-                    "INSERT INTO signing_keys (kid, alg, sealed_private, public_jwk, created_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&k.kid)
-                .bind(&k.alg)
-                .bind(&k.sealed_private)
-                .bind(&k.public_jwk)
-                .bind(k.created_at)
-                .execute(&self.write)
-                .await
-                .map_err(conflict(&format!("key {}", k.kid)))?;
-                Ok(())
-            }
-
-            async fn keys(&self) -> $crate::Result<Vec<StoredKey>> {
-                Ok(sqlx::query_as::<_, KeyRow>(
-                    "SELECT kid, alg, sealed_private, public_jwk, created_at FROM signing_keys \
-                     ORDER BY created_at, kid",
-                )
-                .fetch_all(&self.read)
-                .await?
-                .into_iter()
-                .map(StoredKey::from)
-                .collect())
-            }
-        }
-
-        #[async_trait::async_trait]
         impl CodeStore for $store {
             async fn insert_code(&self, c: &AuthCode) -> $crate::Result<()> {
                 sqlx::query(&format!(
-                    "INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                    "INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
                 ))
                 .bind(&c.code_hash)
                 .bind(&c.client_id)
@@ -402,6 +359,7 @@ macro_rules! sql_repositories {
                 .bind(&c.audience)
                 .bind(c.auth_time)
                 .bind(c.expires_at)
+                .bind(to_json(&c.amr))
                 .execute(&self.write)
                 .await
                 .map_err(conflict("authorization code"))?;
@@ -418,7 +376,7 @@ macro_rules! sql_repositories {
                 .fetch_optional(&self.write)
                 .await?;
                 if let Some(row) = consumed {
-                    return Ok(CodeUse::Consumed(row.into()));
+                    return Ok(CodeUse::Consumed(row.try_into()?));
                 }
                 let spent = sqlx::query_as::<_, CodeRow>(&format!(
                     "SELECT {CODE_COLUMNS} FROM auth_codes WHERE code_hash = $1"
@@ -426,7 +384,10 @@ macro_rules! sql_repositories {
                 .bind(code_hash)
                 .fetch_optional(&self.write)
                 .await?;
-                Ok(spent.map_or(CodeUse::NotFound, |row| CodeUse::Replayed(row.into())))
+                Ok(match spent {
+                    Some(row) => CodeUse::Replayed(row.try_into()?),
+                    None => CodeUse::NotFound,
+                })
             }
 
             async fn record_code_access_token(
@@ -646,12 +607,14 @@ macro_rules! sql_repositories {
         impl SessionStore for $store {
             async fn insert_session(&self, s: &SsoSession) -> $crate::Result<()> {
                 sqlx::query(
-                    "INSERT INTO sso_sessions (id_hash, user_id, auth_time, expires_at) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO sso_sessions (id_hash, user_id, auth_time, expires_at, amr) \
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(&s.id_hash)
                 .bind(&s.user_id)
                 .bind(s.auth_time)
                 .bind(s.expires_at)
+                .bind(to_json(&s.amr))
                 .execute(&self.write)
                 .await
                 .map_err(conflict("session"))?;
@@ -659,13 +622,14 @@ macro_rules! sql_repositories {
             }
 
             async fn session(&self, id_hash: &str) -> $crate::Result<Option<SsoSession>> {
-                Ok(sqlx::query_as::<_, SessionRow>(
-                    "SELECT id_hash, user_id, auth_time, expires_at FROM sso_sessions WHERE id_hash = $1",
+                sqlx::query_as::<_, SessionRow>(
+                    "SELECT id_hash, user_id, auth_time, expires_at, amr FROM sso_sessions WHERE id_hash = $1",
                 )
                 .bind(id_hash)
                 .fetch_optional(&self.read)
                 .await?
-                .map(SsoSession::from))
+                .map(SsoSession::try_from)
+                .transpose()
             }
 
             async fn delete_session(&self, id_hash: &str) -> $crate::Result<()> {

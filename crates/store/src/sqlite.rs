@@ -69,3 +69,5 @@ pub async fn open_pools(
 }
 
 crate::sql::sql_repositories!(SqliteStore, sqlx::Sqlite);
+crate::accounts::account_repositories!(SqliteStore);
+crate::keys::key_repositories!(SqliteStore);

@@ -126,8 +126,9 @@ async fn audit_verify_names_every_kind_of_tampering() {
         })
         .collect();
     assert_eq!(ids, ["e8", "e9", "e10"]);
-    // Identity's token.issued and audit.query.denied events, then e1..e10.
-    assert!(out.starts_with("ok 12 events, head "), "{out}");
+    // Identity's key.created events (its first two signing keys), its
+    // token.issued and audit.query.denied events, then e1..e10.
+    assert!(out.starts_with("ok 14 events, head "), "{out}");
 
     let cases: [(&str, &[&str], &str); 5] = [
         (
@@ -235,18 +236,18 @@ async fn audit_prune_keeps_recent_events_and_anchors_what_remains() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert_eq!(prune("1h"), "pruned 0 events\n");
-    // Everything is older than nothing: all twelve go, and the prune's own
-    // record starts the retained chain.
-    assert_eq!(prune("0s"), "pruned 12 events\n");
+    // Everything is older than nothing: all fourteen go, and the prune's
+    // own record starts the retained chain.
+    assert_eq!(prune("0s"), "pruned 14 events\n");
     let (ok, out) = verify(dir.path());
     assert!(ok, "{out}");
     assert!(out.starts_with("ok 1 events, head "), "{out}");
-    assert!(out.contains("events 1 to 12 were pruned"), "{out}");
+    assert!(out.contains("events 1 to 14 were pruned"), "{out}");
 
     // Without the checkpoint signed at the cut, the cut is unexplained.
     tamper(
         dir.path(),
-        &["DELETE FROM audit_checkpoints WHERE size = 12"],
+        &["DELETE FROM audit_checkpoints WHERE size = 14"],
     )
     .await;
     let (ok, out) = verify(dir.path());

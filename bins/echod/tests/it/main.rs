@@ -10,8 +10,11 @@ use std::process::{Child, Command, Output, Stdio};
 use echo_testkit::PgTestDb;
 
 mod audit;
+mod browser;
 mod clients;
 mod gateway;
+mod keys;
+mod users;
 
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
 

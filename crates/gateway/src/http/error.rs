@@ -3,14 +3,15 @@
 //! for the API. Internal causes are logged once, here, and never shown.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use echo_verify::VerifyError;
 use echo_web::{bearer_challenge, render, see_other};
 use serde_json::json;
 
 use super::pages::{ErrorPage, session_cookie};
-use crate::{Gateway, GatewayError};
+use crate::{Fault, Gateway, GatewayError};
 
 impl GatewayError {
     /// HTTP status and a short stable code for API answers.
@@ -28,28 +29,54 @@ impl GatewayError {
             }
             GatewayError::Token(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             GatewayError::Csrf(_) => (StatusCode::FORBIDDEN, "csrf"),
-            GatewayError::Identity(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+            GatewayError::Identity(_) | GatewayError::UpstreamUnavailable { .. } => {
+                (StatusCode::BAD_GATEWAY, "bad_gateway")
+            }
+            GatewayError::UpstreamTimeout { .. } => {
+                (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout")
+            }
+            GatewayError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            GatewayError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            GatewayError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             GatewayError::Config(_) | GatewayError::Storage(_) | GatewayError::Crypto(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
             }
         }
     }
 
-    /// What the caller may read; internal causes are logged instead.
+    /// What the caller may read; upstream and internal causes are logged
+    /// (once, here) instead.
     fn public_message(&self) -> String {
+        match self.fault() {
+            Fault::Upstream => tracing::warn!(error = %self, "upstream failure"),
+            Fault::Internal => tracing::error!(error = %self, "internal failure"),
+            Fault::Downstream => {}
+        }
         match self {
             GatewayError::Token(e) => e.code().to_owned(),
-            GatewayError::Identity(cause) => {
-                tracing::warn!(error = %cause, "identity unavailable");
-                "the identity service is unavailable".to_owned()
+            GatewayError::Identity(_) => "the identity service is unavailable".to_owned(),
+            GatewayError::UpstreamUnavailable { .. } => {
+                "the service behind this address is unavailable".to_owned()
+            }
+            GatewayError::UpstreamTimeout { .. } => {
+                "the service behind this address did not answer in time".to_owned()
             }
             GatewayError::Config(_) | GatewayError::Storage(_) | GatewayError::Crypto(_) => {
-                tracing::error!(error = %self, "internal failure");
                 "internal error".to_owned()
             }
             other => other.to_string(),
         }
     }
+}
+
+/// RFC 6585 §4: a 429 says when to come back.
+fn with_retry_after(mut response: Response, error: &GatewayError) -> Response {
+    if let GatewayError::RateLimited { retry_after } = error {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+    }
+    response
 }
 
 /// An error on a page request that came for `here` (path and query).
@@ -72,31 +99,30 @@ pub fn page_error(g: &Gateway, error: GatewayError, here: &str) -> Response {
         }
         GatewayError::Csrf(_) => ("Request refused", Some(("/", "Back to the start"))),
         GatewayError::Identity(_) => ("Identity is unavailable", Some(("/", "Try again"))),
+        GatewayError::NotFound => ("Not found", Some(("/", "Back to the start"))),
+        GatewayError::Forbidden(_) => ("Access denied", Some(("/", "Back to the start"))),
+        GatewayError::RateLimited { .. } => ("Slow down", Some(("/", "Back to the start"))),
+        GatewayError::UpstreamUnavailable { .. } => {
+            ("Service unavailable", Some(("/", "Back to the start")))
+        }
+        GatewayError::UpstreamTimeout { .. } => {
+            ("Service did not answer", Some(("/", "Back to the start")))
+        }
         _ if status == StatusCode::SERVICE_UNAVAILABLE => {
             ("Temporarily unavailable", Some(("/", "Try again")))
         }
         _ if status.is_server_error() => ("Something went wrong", None),
         _ => ("Invalid request", Some(("/", "Back to the start"))),
     };
-    render(
+    let page = render(
         status,
         &ErrorPage {
             title,
             message: &message,
             next,
         },
-    )
-}
-
-pub fn not_found_page() -> Response {
-    render(
-        StatusCode::NOT_FOUND,
-        &ErrorPage {
-            title: "Not found",
-            message: "There is nothing at this address.",
-            next: Some(("/", "Back to the start")),
-        },
-    )
+    );
+    with_retry_after(page, &error)
 }
 
 /// An error on an `/api/...` request: JSON `{"error","message"}`; a 401
@@ -120,5 +146,5 @@ pub fn api_error(g: &Gateway, error: GatewayError) -> Response {
         _ if status == StatusCode::UNAUTHORIZED => bearer_challenge(&mut response, None),
         _ => {}
     }
-    response
+    with_retry_after(response, &error)
 }

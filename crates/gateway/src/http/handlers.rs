@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{Form, FromRequestParts, OriginalUri, Query, State};
+use axum::extract::{Form, FromRequestParts, OriginalUri, Query, Request, State};
 use axum::http::header::ORIGIN;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use echo_web::{Peer, bearer, cookie, render, see_other};
 use serde::Deserialize;
@@ -15,25 +16,80 @@ use serde_json::json;
 
 use super::error::{api_error, page_error};
 use super::pages::{
-    AccountPage, HomePage, SignedOutPage, login_cookie, login_cookie_name, session_cookie,
-    session_cookie_name, utc,
+    AccountPage, DashboardPage, EventRow, HomePage, LogsPage, SignedOutPage, login_cookie,
+    login_cookie_name, session_cookie, session_cookie_name, utc,
 };
-use crate::{Callback, Gateway, GatewayError, Presented, RequestMeta, Surface};
+use crate::proxy::client_ip;
+use crate::{
+    Callback, Gateway, GatewayError, LogFilters, Presented, Principal, RequestMeta, Surface,
+};
 
 type AppState = State<Arc<Gateway>>;
 
 /// The header a session call to `/api/...` carries as its CSRF proof.
 pub const CSRF_HEADER: &str = "x-echo-csrf";
 
-/// [`Peer`] as the gateway's [`RequestMeta`].
+/// [`Peer`] as the gateway's [`RequestMeta`]: the peer address, or the
+/// caller's behind a trusted proxy.
 pub struct Meta(pub RequestMeta);
 
-impl<S: Send + Sync> FromRequestParts<S> for Meta {
+impl FromRequestParts<Arc<Gateway>> for Meta {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Peer { ip, user_agent } = Peer::from_request_parts(parts, state).await?;
-        Ok(Meta(RequestMeta { ip, user_agent }))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        g: &Arc<Gateway>,
+    ) -> Result<Self, Self::Rejection> {
+        let Peer { ip, user_agent } = Peer::from_request_parts(parts, g).await?;
+        let peer = ip.and_then(|ip| ip.parse().ok());
+        let ip = client_ip(peer, &parts.headers, &g.config().trusted_proxies);
+        Ok(Meta(RequestMeta {
+            ip: ip.map(|ip| ip.to_string()),
+            user_agent,
+        }))
+    }
+}
+
+/// Whether `path` is the API's (JSON answers) rather than a page's.
+fn is_api(path: &str) -> bool {
+    path.starts_with("/api/")
+}
+
+/// An error for the request at `uri`: JSON under `/api/`, else a page.
+fn error_for(g: &Gateway, error: GatewayError, uri: &axum::http::Uri) -> Response {
+    if is_api(uri.path()) {
+        api_error(g, error)
+    } else {
+        let here = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        page_error(g, error, here)
+    }
+}
+
+/// Middleware: phase 0 (the per-IP rate limit) for everything but static
+/// files and health checks.
+pub async fn admit(State(g): AppState, Meta(meta): Meta, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let exempt = path.starts_with("/static/") || path == "/ping" || path == "/healthz";
+    match g.admit(&meta) {
+        Err(e) if !exempt => error_for(&g, e, request.uri()),
+        _ => next.run(request).await,
+    }
+}
+
+/// Everything the gateway does not answer itself: the route table's
+/// upstreams, else 404.
+pub async fn proxy(State(g): AppState, Meta(meta): Meta, request: Request) -> Response {
+    let uri = request.uri().clone();
+    let headers = request.headers().clone();
+    let surface = if is_api(uri.path()) {
+        Surface::Api
+    } else {
+        Surface::Page
+    };
+    let presented = presented(&g, &headers, surface);
+    match g.forward(&presented, request, &meta).await {
+        Ok(response) => response,
+        Err(e) => error_for(&g, e, &uri),
     }
 }
 
@@ -55,26 +111,50 @@ fn here(uri: &OriginalUri) -> String {
         .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned())
 }
 
-/// GET /: who is signed in, and the way on.
+/// GET /: who is signed in, their recent activity, and the way on.
 pub async fn home(
     State(g): AppState,
     Meta(meta): Meta,
     uri: OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    match g
+    let user = match g
         .authenticate(&presented(&g, &headers, Surface::Page), &meta)
         .await
     {
-        Ok(user) => render(
-            StatusCode::OK,
-            &HomePage {
-                user: user.as_ref(),
-                issuer: &g.config().issuer,
-            },
-        ),
-        Err(e) => page_error(&g, e, &here(&uri)),
-    }
+        Ok(user) => user,
+        Err(e) => return page_error(&g, e, &here(&uri)),
+    };
+    let activity = match &user {
+        Some(user) => g
+            .recent_activity(user)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "recent activity unavailable"))
+            .ok()
+            .map(EventRow::all),
+        None => None,
+    };
+    render(
+        StatusCode::OK,
+        &HomePage {
+            user: user.as_ref(),
+            issuer: &g.config().issuer,
+            activity,
+        },
+    )
+}
+
+/// The signed-in browser's principal; without a session, the way to
+/// login and back.
+async fn signed_in(
+    g: &Gateway,
+    meta: &RequestMeta,
+    headers: &HeaderMap,
+) -> Result<Principal, GatewayError> {
+    g.authenticate(&presented(g, headers, Surface::Page), meta)
+        .await?
+        .filter(|user| user.session.is_some())
+        .ok_or(GatewayError::SessionExpired)
 }
 
 /// GET /account: roles and session expiry; signing in first if needed.
@@ -84,25 +164,72 @@ pub async fn account(
     uri: OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    let user = g
-        .authenticate(&presented(&g, &headers, Surface::Page), &meta)
-        .await;
-    match user {
-        Ok(Some(user)) => {
-            let Some(session) = &user.session else {
-                return page_error(&g, GatewayError::SessionExpired, &here(&uri));
-            };
-            render(
-                StatusCode::OK,
-                &AccountPage {
-                    user: &user,
-                    expires_at: utc(session.expires_at),
-                    idle_expires_at: utc(session.idle_expires_at),
-                    csrf: &session.csrf,
-                },
-            )
-        }
-        Ok(None) => page_error(&g, GatewayError::SessionExpired, &here(&uri)),
+    let user = match signed_in(&g, &meta, &headers).await {
+        Ok(user) => user,
+        Err(e) => return page_error(&g, e, &here(&uri)),
+    };
+    let Some(session) = &user.session else {
+        return page_error(&g, GatewayError::SessionExpired, &here(&uri));
+    };
+    render(
+        StatusCode::OK,
+        &AccountPage {
+            user: &user,
+            expires_at: utc(session.expires_at),
+            idle_expires_at: utc(session.idle_expires_at),
+            csrf: &session.csrf,
+        },
+    )
+}
+
+/// GET /logs: the audit log with filters and paging (auditors, admins).
+pub async fn logs(
+    State(g): AppState,
+    Meta(meta): Meta,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    query: Result<Query<LogFilters>, QueryRejection>,
+) -> Response {
+    let Ok(Query(filters)) = query else {
+        return page_error(
+            &g,
+            GatewayError::BadRequest("malformed filters".into()),
+            "/logs",
+        );
+    };
+    let page = match signed_in(&g, &meta, &headers).await {
+        Ok(user) => g.logs(&user, &filters).await,
+        Err(e) => Err(e),
+    };
+    match page {
+        Ok(page) => render(
+            StatusCode::OK,
+            &LogsPage {
+                next: page
+                    .next_cursor
+                    .as_deref()
+                    .map(|cursor| LogsPage::older_link(&filters, cursor)),
+                filters: &filters,
+                rows: EventRow::all(page.events),
+            },
+        ),
+        Err(e) => page_error(&g, e, &here(&uri)),
+    }
+}
+
+/// GET /admin: the dashboard, logins per hour as an SVG chart (admins).
+pub async fn dashboard(
+    State(g): AppState,
+    Meta(meta): Meta,
+    uri: OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    let chart = match signed_in(&g, &meta, &headers).await {
+        Ok(user) => g.login_chart(&user).await,
+        Err(e) => Err(e),
+    };
+    match chart {
+        Ok(chart) => render(StatusCode::OK, &DashboardPage::of(&chart)),
         Err(e) => page_error(&g, e, &here(&uri)),
     }
 }
@@ -190,18 +317,6 @@ pub async fn me(State(g): AppState, Meta(meta): Meta, headers: HeaderMap) -> Res
         Ok(None) => api_error(&g, GatewayError::NotSignedIn),
         Err(e) => api_error(&g, e),
     }
-}
-
-pub async fn api_not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({"error": "not_found", "message": "no such API endpoint"})),
-    )
-        .into_response()
-}
-
-pub async fn not_found() -> Response {
-    super::error::not_found_page()
 }
 
 pub async fn healthz() -> Response {

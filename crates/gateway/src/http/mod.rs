@@ -13,10 +13,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::HeaderValue;
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use echo_web::SecurityHeaders;
 
 use crate::Gateway;
+
+pub use handlers::CSRF_HEADER;
 
 /// All of the gateway's endpoints.
 pub fn router(gateway: Arc<Gateway>) -> Router {
@@ -39,16 +41,21 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/", get(handlers::home))
         .route("/account", get(handlers::account))
+        .route("/logs", get(handlers::logs))
+        .route("/admin", get(handlers::dashboard))
         .route("/login", get(handlers::login))
         .route("/callback", get(handlers::callback))
         .route("/logout", post(handlers::logout))
         .route("/signed-out", get(handlers::signed_out))
         .route("/api/me", get(handlers::me))
-        .route("/api/{*rest}", any(handlers::api_not_found))
         .route("/static/gateway.css", get(pages::stylesheet))
         .route("/ping", get(|| async { "pong" }))
         .route("/healthz", get(handlers::healthz))
-        .fallback(handlers::not_found)
+        .fallback(handlers::proxy)
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            handlers::admit,
+        ))
         .layer(axum::middleware::from_fn(move |request, next| {
             headers.clone().apply(request, next)
         }))

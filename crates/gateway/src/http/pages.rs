@@ -5,6 +5,7 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use echo_web::{cookie_name, set_cookie};
 
+use crate::audit_log::{LogEvent, LogFilters, LoginChart};
 use crate::{GatewayConfig, Principal};
 
 /// The session cookie: an opaque id, nothing else.
@@ -49,6 +50,129 @@ pub fn login_cookie(config: &GatewayConfig, binding: &str) -> String {
 pub struct HomePage<'a> {
     pub user: Option<&'a Principal>,
     pub issuer: &'a str,
+    /// The user's own latest events; `None` when the log cannot be read.
+    pub activity: Option<Vec<EventRow>>,
+}
+
+/// An event with its time for people.
+pub struct EventRow {
+    pub time: String,
+    pub event: LogEvent,
+}
+
+impl EventRow {
+    pub fn all(events: Vec<LogEvent>) -> Vec<Self> {
+        events
+            .into_iter()
+            .map(|event| EventRow {
+                time: utc(event.time.div_euclid(1000)),
+                event,
+            })
+            .collect()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "logs.html")]
+pub struct LogsPage<'a> {
+    pub filters: &'a LogFilters,
+    pub rows: Vec<EventRow>,
+    /// The link to the next, older page.
+    pub next: Option<String>,
+}
+
+impl LogsPage<'_> {
+    /// `/logs?<filters>&cursor=<cursor>`.
+    pub fn older_link(filters: &LogFilters, cursor: &str) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in filters.named() {
+            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+                query.append_pair(name, value);
+            }
+        }
+        query.append_pair("cursor", cursor);
+        format!("/logs?{}", query.finish())
+    }
+}
+
+/// One bar of the dashboard's chart, in SVG user units.
+pub struct Bar {
+    pub class: &'static str,
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    pub label: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+pub struct DashboardPage {
+    pub width: u32,
+    pub height: u32,
+    pub baseline: u32,
+    pub max: u32,
+    pub bars: Vec<Bar>,
+    /// (x, label) under the axis, every third hour.
+    pub ticks: Vec<(u32, String)>,
+    pub total_success: u32,
+    pub total_failure: u32,
+}
+
+impl DashboardPage {
+    const LEFT: u32 = 40;
+    const SLOT: u32 = 30;
+    const BAR: u32 = 12;
+    const TOP: u32 = 20;
+
+    /// The chart laid out server-side: two bars per hour, scaled to the
+    /// busiest hour.
+    pub fn of(chart: &LoginChart) -> Self {
+        let baseline = 230;
+        let max = chart
+            .success
+            .iter()
+            .chain(&chart.failure)
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut bars = Vec::new();
+        let mut ticks = Vec::new();
+        for hour in 0..24u32 {
+            let slot_x = Self::LEFT + hour * Self::SLOT;
+            let start = chart.start + i64::from(hour) * 3600;
+            let clock = &utc(start)[11..16];
+            let series = [
+                ("success", chart.success[hour as usize], 0),
+                ("failure", chart.failure[hour as usize], Self::BAR + 2),
+            ];
+            for (class, count, offset) in series {
+                let height = count * (baseline - Self::TOP) / max;
+                bars.push(Bar {
+                    class,
+                    x: slot_x + offset,
+                    y: baseline - height,
+                    width: Self::BAR,
+                    height,
+                    label: format!("{clock} UTC: {count} {class}"),
+                });
+            }
+            if hour % 3 == 0 {
+                ticks.push((slot_x, clock.to_owned()));
+            }
+        }
+        Self {
+            width: Self::LEFT + 24 * Self::SLOT,
+            height: baseline + 30,
+            baseline,
+            max,
+            bars,
+            ticks,
+            total_success: chart.success.iter().sum(),
+            total_failure: chart.failure.iter().sum(),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -130,6 +254,26 @@ mod tests {
             session_cookie(&http, None).contains("Max-Age=0"),
             "deletion"
         );
+    }
+
+    #[test]
+    fn the_chart_scales_to_the_busiest_hour() {
+        let mut chart = LoginChart {
+            start: 0,
+            success: [0; 24],
+            failure: [0; 24],
+        };
+        chart.success[0] = 4;
+        chart.failure[23] = 2;
+        let page = DashboardPage::of(&chart);
+        assert_eq!(page.bars.len(), 48);
+        assert_eq!((page.bars[0].height, page.bars[0].y), (210, 20), "tallest");
+        assert_eq!(page.bars[47].height, 105, "half");
+        assert_eq!(page.bars[1].height, 0);
+        assert_eq!(page.ticks[1], (130, "03:00".to_owned()));
+        assert_eq!((page.total_success, page.total_failure), (4, 2));
+        let svg = page.render().unwrap();
+        assert!(svg.contains("<svg class=\"chart\"") && !svg.contains("<script"));
     }
 
     #[test]

@@ -63,8 +63,9 @@ async fn forged_expired_wrong_audience_and_unsigned_tokens_get_401() {
         b64url(claims.to_string().as_bytes())
     );
     let wrong_audience = platform.provider.own_service_token("audit", "x").unwrap();
-    platform.clock.advance(-3600);
     let expired = platform.provider.own_service_token("gateway", "x").unwrap();
+    // The tokens are checked an hour later, when `expired` has expired (no
+    // signing key exists an hour back to mint an old one with).
     platform.clock.advance(3600);
 
     for (name, token) in [

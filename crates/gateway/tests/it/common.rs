@@ -22,6 +22,8 @@ use url::Url;
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const GATEWAY_SECRET: &str = "gateway-secret-0123456789abcdefghijklmnop";
+/// The audience of the test upstreams.
+pub const UPSTREAM_AUDIENCE: &str = "upstream";
 
 /// A served service, stopped gracefully on [`Served::stop`] or drop.
 struct Served {
@@ -76,6 +78,13 @@ pub struct Platform {
 
 impl Platform {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A platform whose gateway configuration `configure` adjusts (routes,
+    /// limits); the gateway client may exchange tokens for the audiences
+    /// [`UPSTREAM_AUDIENCE`] and `audit`.
+    pub async fn start_with(configure: impl FnOnce(&mut GatewayConfig)) -> Self {
         let dir = echo_testkit::data_dir();
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
         let identity_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -102,8 +111,9 @@ impl Platform {
                 "authorization_code".into(),
                 "refresh_token".into(),
                 "client_credentials".into(),
+                echo_identity::exchange::GRANT_TOKEN_EXCHANGE.into(),
             ],
-            audiences: vec!["gateway".into()],
+            audiences: vec!["gateway".into(), UPSTREAM_AUDIENCE.into(), "audit".into()],
             scopes: ["openid", "profile", "offline_access"]
                 .map(String::from)
                 .to_vec(),
@@ -129,8 +139,9 @@ impl Platform {
         let identity =
             Served::spawn(move |stop| echo_identity::serve(identity_listener, serving, stop));
 
-        let config =
+        let mut config =
             GatewayConfig::new(&gateway_url, &issuer, ClientSecret::new(GATEWAY_SECRET)).unwrap();
+        configure(&mut config);
         let sessions = SqliteSessionStore::open(&dir.path().join("gateway.db"))
             .await
             .unwrap();

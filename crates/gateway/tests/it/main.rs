@@ -5,4 +5,5 @@
 mod api;
 mod common;
 mod login;
+mod proxy;
 mod sessions;

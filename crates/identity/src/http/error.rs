@@ -31,7 +31,10 @@ impl IdentityError {
             IdentityError::InvalidToken(_)
             | IdentityError::TokenRejected(_)
             | IdentityError::TokenRevoked => (StatusCode::UNAUTHORIZED, "invalid_token"),
-            IdentityError::LoginFailed => (StatusCode::UNAUTHORIZED, "access_denied"),
+            IdentityError::LoginFailed | IdentityError::MfaFailed => {
+                (StatusCode::UNAUTHORIZED, "access_denied")
+            }
+            IdentityError::InvalidTransition { .. } => (StatusCode::CONFLICT, "invalid_request"),
             IdentityError::Csrf => (StatusCode::FORBIDDEN, "invalid_request"),
             IdentityError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "slow_down"),
             IdentityError::BadInput(_) => (StatusCode::BAD_REQUEST, "invalid_request"),

@@ -20,7 +20,7 @@ use super::request::{Meta, basic_credentials, bearer, cookie};
 use crate::authorize::{AuthorizeError, AuthorizeParams, AuthorizeRequest, Prompt};
 use crate::client_auth::BasicCredentials;
 use crate::introspect::TokenRequest;
-use crate::login::LogoutParams;
+use crate::login::{LoggedIn, LogoutParams, PasswordOutcome};
 use crate::token::TokenParams;
 use crate::{IdentityError, Provider};
 
@@ -28,6 +28,8 @@ type AppState = State<Arc<Provider>>;
 
 const SSO_COOKIE: &str = "echo_sso";
 const CSRF_COOKIE: &str = "echo_csrf";
+/// The sealed login between its password and second-factor steps.
+const PENDING_COOKIE: &str = "echo_mfa";
 
 fn json_bytes(body: axum::body::Bytes, cache: &'static str) -> Response {
     (
@@ -50,7 +52,7 @@ pub async fn healthz() -> Response {
 }
 
 /// The CSRF cookie's nonce (a new one when absent) and the cookie to set.
-fn csrf_nonce(p: &Provider, headers: &HeaderMap) -> (String, Option<String>) {
+pub(super) fn csrf_nonce(p: &Provider, headers: &HeaderMap) -> (String, Option<String>) {
     let secure = p.config().secure_cookies();
     let name = cookie_name(secure, CSRF_COOKIE);
     match cookie(headers, &name) {
@@ -65,7 +67,11 @@ fn csrf_nonce(p: &Provider, headers: &HeaderMap) -> (String, Option<String>) {
 
 /// The refusal of a form whose CSRF token does not match this browser's
 /// cookie, if it does not.
-fn csrf_refusal(p: &Provider, headers: &HeaderMap, token: Option<&str>) -> Option<Response> {
+pub(super) fn csrf_refusal(
+    p: &Provider,
+    headers: &HeaderMap,
+    token: Option<&str>,
+) -> Option<Response> {
     let name = cookie_name(p.config().secure_cookies(), CSRF_COOKIE);
     p.check_csrf(cookie(headers, &name), token)
         .err()
@@ -73,14 +79,14 @@ fn csrf_refusal(p: &Provider, headers: &HeaderMap, token: Option<&str>) -> Optio
 }
 
 /// The SSO session cookie's value, if the browser sent one.
-fn sso_cookie<'h>(p: &Provider, headers: &'h HeaderMap) -> Option<&'h str> {
+pub(super) fn sso_cookie<'h>(p: &Provider, headers: &'h HeaderMap) -> Option<&'h str> {
     cookie(
         headers,
         &cookie_name(p.config().secure_cookies(), SSO_COOKIE),
     )
 }
 
-fn authorize_failure(error: AuthorizeError) -> Response {
+pub(super) fn authorize_failure(error: AuthorizeError) -> Response {
     match error {
         AuthorizeError::Untrusted(message) => {
             error_page(StatusCode::BAD_REQUEST, "Cannot continue", &message)
@@ -91,7 +97,7 @@ fn authorize_failure(error: AuthorizeError) -> Response {
 }
 
 /// Request parameters carried through a form as hidden fields.
-fn hidden_fields(params: &impl serde::Serialize) -> Vec<(String, String)> {
+pub(super) fn hidden_fields(params: &impl serde::Serialize) -> Vec<(String, String)> {
     match serde_json::to_value(params) {
         Ok(serde_json::Value::Object(map)) => map
             .into_iter()
@@ -101,7 +107,7 @@ fn hidden_fields(params: &impl serde::Serialize) -> Vec<(String, String)> {
     }
 }
 
-fn login_page(
+pub(super) fn login_page(
     p: &Provider,
     headers: &HeaderMap,
     request: &AuthorizeRequest,
@@ -148,7 +154,7 @@ pub async fn authorize(
     match (session, request.prompt) {
         (Some((user, session)), Prompt::Default | Prompt::None) => {
             match p
-                .issue_code(&request, &user, session.auth_time, &meta)
+                .issue_code(&request, &user, session.auth_time, &session.amr, &meta)
                 .await
             {
                 Ok(location) => see_other(&location, &[]),
@@ -189,28 +195,23 @@ pub async fn login(
     if let Some(refused) = csrf_refusal(&p, &headers, form.csrf.as_deref()) {
         return refused;
     }
-    let secure = p.config().secure_cookies();
     let request = match p.validate_authorize(form.authorize).await {
         Ok(request) => request,
         Err(e) => return authorize_failure(e),
     };
     match p.login(&form.username, &form.password, &meta).await {
-        Ok(logged_in) => match p
-            .issue_code(&request, &logged_in.user, logged_in.auth_time, &meta)
-            .await
-        {
-            Ok(location) => {
-                let sso = set_cookie(
-                    secure,
-                    &cookie_name(secure, SSO_COOKIE),
-                    &logged_in.session_token,
-                    "Lax",
-                    p.config().sso_session_ttl,
-                );
-                see_other(&location, &[sso])
-            }
-            Err(e) => error_as_page(e),
-        },
+        Ok(PasswordOutcome::LoggedIn(logged_in)) => {
+            finish_login(&p, &request, logged_in, &meta).await
+        }
+        Ok(PasswordOutcome::SecondFactor { pending }) => {
+            let page = super::account::second_step_page(&p, &headers, &request, None, None);
+            with_pending_cookie(&p, page, &pending)
+        }
+        Ok(PasswordOutcome::Enrol { pending, enrolment }) => {
+            let page =
+                super::account::second_step_page(&p, &headers, &request, Some(&enrolment), None);
+            with_pending_cookie(&p, page, &pending)
+        }
         Err(IdentityError::LoginFailed) => login_page(
             &p,
             &headers,
@@ -219,6 +220,71 @@ pub async fn login(
             &form.username,
             Some("Invalid username or password."),
         ),
+        Err(e) => error_as_page(e),
+    }
+}
+
+/// The pending-login cookie's value, if the browser sent one.
+pub(super) fn pending_cookie<'h>(p: &Provider, headers: &'h HeaderMap) -> Option<&'h str> {
+    cookie(
+        headers,
+        &cookie_name(p.config().secure_cookies(), PENDING_COOKIE),
+    )
+}
+
+/// `page` with the pending-login cookie set: Strict, as short-lived as the
+/// pending login itself.
+fn with_pending_cookie(p: &Provider, mut page: Response, pending: &str) -> Response {
+    let secure = p.config().secure_cookies();
+    let name = cookie_name(secure, PENDING_COOKIE);
+    add_cookies(
+        &mut page,
+        &[set_cookie(secure, &name, pending, "Strict", 300)],
+    );
+    page
+}
+
+/// Cookies that set the SSO session of `logged_in` and drop any pending
+/// login.
+pub(super) fn session_cookies(p: &Provider, logged_in: &LoggedIn) -> Vec<String> {
+    let secure = p.config().secure_cookies();
+    vec![
+        set_cookie(
+            secure,
+            &cookie_name(secure, SSO_COOKIE),
+            &logged_in.session_token,
+            "Lax",
+            p.config().sso_session_ttl,
+        ),
+        set_cookie(
+            secure,
+            &cookie_name(secure, PENDING_COOKIE),
+            "",
+            "Strict",
+            0,
+        ),
+    ]
+}
+
+/// A completed login answers the authorization request: a code, and the
+/// SSO session cookie.
+pub(super) async fn finish_login(
+    p: &Provider,
+    request: &AuthorizeRequest,
+    logged_in: LoggedIn,
+    meta: &crate::provider::RequestMeta,
+) -> Response {
+    match p
+        .issue_code(
+            request,
+            &logged_in.user,
+            logged_in.auth_time,
+            &logged_in.amr,
+            meta,
+        )
+        .await
+    {
+        Ok(location) => see_other(&location, &session_cookies(p, &logged_in)),
         Err(e) => error_as_page(e),
     }
 }

@@ -2,6 +2,7 @@
 //! mapping. Handlers stay thin: they parse, call one [`Provider`] method and
 //! map its result.
 
+mod account;
 mod error;
 mod handlers;
 mod pages;
@@ -27,6 +28,9 @@ pub fn router(provider: Arc<Provider>) -> Router {
         .route("/jwks", get(handlers::jwks))
         .route("/authorize", get(handlers::authorize))
         .route("/login", post(handlers::login))
+        .route("/login/mfa", post(account::login_mfa))
+        .route("/account", get(account::account))
+        .route("/account/totp", post(account::account_totp))
         .route("/token", post(handlers::token))
         .route("/revoke", post(handlers::revoke))
         .route("/introspect", post(handlers::introspect))
@@ -50,13 +54,15 @@ pub fn router(provider: Arc<Provider>) -> Router {
 }
 
 /// Serves identity on `listener` until `shutdown` completes, purging
-/// expired rows on the configured schedule meanwhile.
+/// expired rows and refreshing the signing keys on their schedules
+/// meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     provider: Arc<Provider>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let purger = tokio::spawn(crate::purge::run(provider.clone()));
+    let key_refresher = tokio::spawn(crate::keys::run(provider.clone()));
     let served = axum::serve(
         listener,
         router(provider).into_make_service_with_connect_info::<SocketAddr>(),
@@ -64,5 +70,6 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await;
     purger.abort();
+    key_refresher.abort();
     served
 }

@@ -20,6 +20,42 @@ pub struct LoginPage<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "mfa.html")]
+pub struct MfaPage {
+    pub csrf: String,
+    pub hidden: Vec<(String, String)>,
+    pub error: Option<&'static str>,
+}
+
+/// TOTP enrolment: the QR code (inline SVG, drawn server-side), the secret
+/// as text and as an otpauth URI, and the confirmation code field.
+#[derive(Template)]
+#[template(path = "enrol.html")]
+pub struct EnrolPage<'a> {
+    pub action: &'static str,
+    pub csrf: String,
+    pub hidden: Vec<(String, String)>,
+    pub secret: &'a str,
+    pub uri: &'a str,
+    pub qr_svg: &'a str,
+    pub error: Option<&'static str>,
+}
+
+#[derive(Template)]
+#[template(path = "recovery.html")]
+pub struct RecoveryPage<'a> {
+    pub codes: &'a [String],
+    pub continue_to: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+pub struct AccountPage<'a> {
+    pub username: &'a str,
+    pub recovery_codes_left: i64,
+}
+
+#[derive(Template)]
 #[template(path = "error.html")]
 pub struct ErrorPage<'a> {
     pub title: &'a str,

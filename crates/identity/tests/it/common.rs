@@ -480,6 +480,21 @@ impl Browser {
         }
     }
 
+    /// A browser whose connections come from `ip`, a loopback address
+    /// such as `127.0.0.7`: on Linux all of 127.0.0.0/8 reaches the
+    /// server, which sees each as a distinct client address.
+    pub fn from_address(ip: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(ip.parse::<std::net::IpAddr>().expect("IP address"))
+            .build()
+            .expect("reqwest client");
+        Self {
+            http,
+            jar: Mutex::new(BTreeMap::new()),
+        }
+    }
+
     pub fn cookie(&self, name: &str) -> Option<String> {
         self.jar.lock().expect("jar").get(name).cloned()
     }
@@ -694,10 +709,20 @@ pub async fn web_tokens(server: &Server) -> (Browser, Value) {
 
 /// A client-credentials access token for the svc client (audience `audit`).
 pub async fn service_token(server: &Server) -> String {
+    client_credentials_token(server, SVC, SVC_SECRET, "audit").await
+}
+
+/// A client-credentials access token of `client` for `audience`.
+pub async fn client_credentials_token(
+    server: &Server,
+    client: &str,
+    secret: &str,
+    audience: &str,
+) -> String {
     let page = token_request(
         server,
-        ClientAuth::Basic(SVC, SVC_SECRET),
-        &[("grant_type", "client_credentials"), ("audience", "audit")],
+        ClientAuth::Basic(client, secret),
+        &[("grant_type", "client_credentials"), ("audience", audience)],
     )
     .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);

@@ -189,7 +189,8 @@ async fn discovery_document_is_complete_and_honest() {
     assert!(
         grants.iter().all(|g| g == "authorization_code"
             || g == "client_credentials"
-            || g == "refresh_token"),
+            || g == "refresh_token"
+            || g == echo_identity::exchange::GRANT_TOKEN_EXCHANGE),
         "{grants:?}"
     );
 }

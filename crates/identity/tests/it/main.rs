@@ -2,9 +2,12 @@
 //! server on an ephemeral port and talks to it over HTTP, as a browser, a
 //! relying party (the `openidconnect` crate) or a service would.
 
+mod accounts;
 mod attacks;
 mod common;
+mod exchange;
 mod flows;
+mod keys;
 mod logout;
 mod rp;
 mod tokens;

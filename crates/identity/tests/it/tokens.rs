@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 const OFFLINE_SCOPE: &str = "openid profile email offline_access";
-const WEB_AUTH: ClientAuth<'static> = ClientAuth::Basic(WEB, WEB_SECRET);
+pub(crate) const WEB_AUTH: ClientAuth<'static> = ClientAuth::Basic(WEB, WEB_SECRET);
 const SVC_AUTH: ClientAuth<'static> = ClientAuth::Basic(SVC, SVC_SECRET);
 
 fn text(value: &Value, key: &str) -> String {
@@ -30,7 +30,7 @@ fn text(value: &Value, key: &str) -> String {
 
 /// The web client's tokens for a grant that includes `offline_access`,
 /// logging in with `browser` (or reusing its SSO session).
-async fn offline_tokens(server: &Server, browser: &Browser) -> Value {
+pub(crate) async fn offline_tokens(server: &Server, browser: &Browser) -> Value {
     let pkce = Pkce::new();
     let params = Params::code_flow(WEB, WEB_REDIRECT, &pkce).set("scope", OFFLINE_SCOPE);
     let code = browser.login_for_code(server, &params).await;
@@ -39,7 +39,7 @@ async fn offline_tokens(server: &Server, browser: &Browser) -> Value {
     page.json()
 }
 
-async fn refresh(
+pub(crate) async fn refresh(
     server: &Server,
     auth: ClientAuth<'_>,
     token: &str,
@@ -603,7 +603,7 @@ async fn introspection_describes_active_tokens_and_nothing_else() {
     let signer = server
         .provider
         .keys()
-        .signer(Algorithm::EdDSA)
+        .signer(Algorithm::EdDSA, None, server.clock.now())
         .expect("signer");
     let mut foreign = claims.clone();
     foreign["iss"] = json!("https://elsewhere.example");

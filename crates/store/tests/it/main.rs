@@ -3,9 +3,12 @@
 use std::sync::Arc;
 
 use echo_store::{
-    AuthCode, Client, CodeUse, Purged, RefreshToken, SsoSession, Store, StoreError, StoredKey, User,
+    AuthCode, Client, CodeUse, LoginCounter, Purged, RefreshToken, SsoSession, Store, StoreError,
+    TotpCredential, User,
 };
 use echo_testkit::PgTestDb;
+
+mod keys;
 
 fn user(name: &str) -> User {
     User {
@@ -15,6 +18,7 @@ fn user(name: &str) -> User {
         password_hash: "$argon2id$...".into(),
         roles: vec!["admin".into(), "auditor".into()],
         created_at: 100,
+        state: "active".into(),
     }
 }
 
@@ -67,6 +71,7 @@ fn code(hash: &str) -> AuthCode {
         audience: None,
         auth_time: 100,
         expires_at: 160,
+        amr: vec!["pwd".into(), "otp".into()],
     }
 }
 
@@ -112,20 +117,7 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(store.client("spa").await.unwrap(), Some(public));
     assert_eq!(store.list_clients().await.unwrap().len(), 2);
 
-    // keys
-    let key = StoredKey {
-        kid: "k1".into(),
-        alg: "ES256".into(),
-        sealed_private: vec![0, 1, 255],
-        public_jwk: "{}".into(),
-        created_at: 5,
-    };
-    store.insert_key(&key).await.unwrap();
-    assert!(matches!(
-        store.insert_key(&key).await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(store.keys().await.unwrap(), vec![key]);
+    keys::lifecycle(&*store).await;
 
     // codes: consumed once, then a replay, and unknown codes are not found
     store.insert_code(&code("h1")).await.unwrap();
@@ -162,6 +154,7 @@ async fn suite(store: Arc<dyn Store>) {
         user_id: "id-alice".into(),
         auth_time: 100,
         expires_at: 200,
+        amr: vec!["pwd".into()],
     };
     store.insert_session(&session).await.unwrap();
     assert_eq!(store.session("s1").await.unwrap(), Some(session));
@@ -327,6 +320,7 @@ async fn purge(store: &dyn Store) {
                 user_id: "id-alice".into(),
                 auth_time: 1,
                 expires_at: if i < 6 { 100 } else { 10_000 },
+                amr: vec!["pwd".into()],
             })
             .await
             .unwrap();
@@ -353,12 +347,152 @@ async fn purge(store: &dyn Store) {
     assert!(!store.access_token_revoked("pj3").await.unwrap());
 }
 
+/// User states, the failure counter, TOTP credentials and recovery codes.
+async fn accounts(store: Arc<dyn Store>) {
+    store.insert_user(&user("alice")).await.unwrap();
+    let id = "id-alice";
+
+    // the failure counter is a compare-and-swap: of 8 concurrent swaps from
+    // one value exactly one wins
+    let zero = LoginCounter::default();
+    assert_eq!(store.login_counter(id).await.unwrap(), Some(zero));
+    assert_eq!(store.login_counter("nobody").await.unwrap(), None);
+    let one = LoginCounter {
+        failures: 1,
+        last_failed_at: 50,
+    };
+    let swaps = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.swap_login_counter(id, zero, one).await.unwrap() })
+    });
+    let mut winners = 0;
+    for swap in swaps {
+        winners += usize::from(swap.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(store.login_counter(id).await.unwrap(), Some(one));
+
+    // a state change is conditional on the current state, and ending the
+    // sessions revokes the user's refresh tokens, their access tokens and
+    // SSO sessions
+    store
+        .insert_refresh_token(&refresh("ar1", "af1", "aj1"))
+        .await
+        .unwrap();
+    store
+        .insert_session(&SsoSession {
+            id_hash: "as1".into(),
+            user_id: id.into(),
+            auth_time: 1,
+            expires_at: 10_000,
+            amr: vec!["pwd".into()],
+        })
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .set_user_state(id, "suspended", "active", false, 100)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_user_state(id, "active", "suspended", true, 100)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.user_by_id(id).await.unwrap().unwrap().state,
+        "suspended"
+    );
+    assert!(
+        store
+            .refresh_token("ar1")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    assert!(store.access_token_revoked("aj1").await.unwrap());
+    assert_eq!(store.session("as1").await.unwrap(), None);
+
+    assert!(
+        store
+            .set_user_roles(id, &["reader".to_owned()])
+            .await
+            .unwrap()
+    );
+    assert!(store.set_user_password(id, "$argon2id$new").await.unwrap());
+    let changed = store.user_by_id(id).await.unwrap().unwrap();
+    assert_eq!(changed.roles, ["reader"]);
+    assert_eq!(changed.password_hash, "$argon2id$new");
+
+    // TOTP: unconfirmed secrets may be replaced, confirmed ones not; a
+    // confirmation needs the very secret it checked
+    let credential = |secret: &[u8]| TotpCredential {
+        user_id: id.into(),
+        sealed_secret: secret.to_vec(),
+        created_at: 10,
+        confirmed_at: None,
+        last_step: 0,
+    };
+    assert!(
+        store
+            .put_unconfirmed_totp(&credential(b"s1"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_unconfirmed_totp(&credential(b"s2"))
+            .await
+            .unwrap()
+    );
+    let codes = ["rc1".to_owned(), "rc2".to_owned()];
+    assert!(!store.confirm_totp(id, b"s1", 7, 20, &codes).await.unwrap());
+    assert!(!store.use_totp_step(id, 8).await.unwrap(), "unconfirmed");
+    assert!(store.confirm_totp(id, b"s2", 7, 20, &codes).await.unwrap());
+    assert!(
+        !store
+            .put_unconfirmed_totp(&credential(b"s3"))
+            .await
+            .unwrap()
+    );
+    let stored = store.totp_credential(id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.sealed_secret.as_slice(),
+            stored.confirmed_at,
+            stored.last_step
+        ),
+        (&b"s2"[..], Some(20), 7)
+    );
+
+    // a time step and a recovery code are each accepted once
+    assert!(!store.use_totp_step(id, 7).await.unwrap());
+    assert!(store.use_totp_step(id, 8).await.unwrap());
+    assert!(!store.use_totp_step(id, 8).await.unwrap());
+    assert_eq!(store.recovery_codes_left(id).await.unwrap(), 2);
+    assert!(store.use_recovery_code(id, "rc1", 30).await.unwrap());
+    assert!(!store.use_recovery_code(id, "rc1", 31).await.unwrap());
+    assert!(!store.use_recovery_code(id, "unknown", 31).await.unwrap());
+    assert_eq!(store.recovery_codes_left(id).await.unwrap(), 1);
+
+    assert!(store.delete_mfa(id).await.unwrap());
+    assert!(!store.delete_mfa(id).await.unwrap());
+    assert_eq!(store.totp_credential(id).await.unwrap(), None);
+    assert_eq!(store.recovery_codes_left(id).await.unwrap(), 0);
+}
+
 #[tokio::test]
 async fn sqlite_backend_passes_the_suite() {
     let dir = echo_testkit::data_dir();
     suite(echo_store::open(None, dir.path()).await.unwrap()).await;
     let dir = echo_testkit::data_dir();
     purge(&*echo_store::open(None, dir.path()).await.unwrap()).await;
+    let dir = echo_testkit::data_dir();
+    accounts(echo_store::open(None, dir.path()).await.unwrap()).await;
 }
 
 #[tokio::test]
@@ -373,6 +507,11 @@ async fn postgres_backend_passes_the_suite() {
         return;
     };
     purge(&*echo_store::open(Some(&db.url), dir.path()).await.unwrap()).await;
+    db.drop_db().await;
+    let Some(db) = PgTestDb::create("postgres_backend_accounts").await else {
+        return;
+    };
+    accounts(echo_store::open(Some(&db.url), dir.path()).await.unwrap()).await;
     db.drop_db().await;
 }
 

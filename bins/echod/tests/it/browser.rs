@@ -1,0 +1,330 @@
+//! The web UI in a real browser: `echod up` driven through headless
+//! Chromium (Debian's `chromium` and `chromium-driver`) over WebDriver.
+//! Every page visited is saved as a screenshot under
+//! `target/browser-screenshots/<test>/`.
+//!
+//! Without Chromium the tests say so and pass, except under `CI=true`,
+//! where a missing browser is a failure (`.ci/run` installs it).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use super::{Server, echod, run_with_stdin, start_up, up_on_free_ports};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver on a free port, with one headless Chromium session.
+struct Browser {
+    client: Client,
+    driver: Child,
+    shots: PathBuf,
+    taken: usize,
+}
+
+impl Browser {
+    /// `None` (after saying why) when Chromium is not installed outside CI.
+    async fn start(test: &str) -> Option<Self> {
+        if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)"
+            );
+            eprintln!(
+                "skipping {test}: no {CHROMIUM} or {CHROMEDRIVER} (apt-get install chromium chromium-driver)"
+            );
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver");
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--window-size=1200,900",
+                    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+                ],
+            }),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            let connected = ClientBuilder::rustls()
+                .expect("rustls")
+                .capabilities(capabilities.clone())
+                .connect(&url)
+                .await;
+            match connected {
+                Ok(client) => break client,
+                Err(e) if Instant::now() > deadline => panic!("chromedriver: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        let shots = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .unwrap()
+            .join("browser-screenshots")
+            .join(test);
+        let _ = std::fs::remove_dir_all(&shots);
+        std::fs::create_dir_all(&shots).unwrap();
+        Some(Self {
+            client,
+            driver,
+            shots,
+            taken: 0,
+        })
+    }
+
+    /// Goes to `url`.
+    async fn goto(&mut self, url: &str) {
+        self.client.goto(url).await.expect("goto");
+    }
+
+    /// Saves a screenshot of the page as `<n>-<name>.png`.
+    async fn shot(&mut self, name: &str) {
+        self.taken += 1;
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(
+            self.shots.join(format!("{:02}-{name}.png", self.taken)),
+            png,
+        )
+        .unwrap();
+    }
+
+    /// The page once it contains `needle` (or the last one after 10 s).
+    async fn text_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.text().await;
+            if text.contains(needle) || Instant::now() > deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn text(&self) -> String {
+        self.client.source().await.expect("page source")
+    }
+
+    /// The path once it satisfies `wanted` (a click's navigation may
+    /// still be under way), or the last one seen after 10 s.
+    async fn path_when(&self, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let path = self.path().await;
+            if wanted(&path) || Instant::now() > deadline {
+                return path;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn path(&self) -> String {
+        let url = self.client.current_url().await.expect("url");
+        match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        }
+    }
+
+    /// Fills in identity's login form and submits it.
+    async fn submit_login(&mut self, username: &str, password: &str) {
+        let form = &self.client;
+        let field = form
+            .find(Locator::Css("#username"))
+            .await
+            .expect("the login form");
+        // Identity keeps the name typed before a failed attempt.
+        field.clear().await.unwrap();
+        field.send_keys(username).await.unwrap();
+        form.find(Locator::Css("#password"))
+            .await
+            .unwrap()
+            .send_keys(password)
+            .await
+            .unwrap();
+        self.shot("login-form").await;
+        self.click("button[type=submit]").await;
+    }
+
+    /// Clicks the first element matching `css`.
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn stop(self) {
+        let _ = self.client.close().await;
+        let mut driver = self.driver;
+        let _ = driver.kill();
+        let _ = driver.wait();
+    }
+}
+
+/// `echod up` with users `dave` (no role) and `carol` (auditor), with
+/// `extra` arguments.
+fn platform(dir: &Path, extra: &[&str]) -> (Server, String) {
+    for (name, role) in [("dave", None), ("carol", Some("auditor"))] {
+        let mut add = echod(dir);
+        add.args(["user", "add", name, "--password-stdin"]);
+        if let Some(role) = role {
+            add.args(["--role", role]);
+        }
+        let added = run_with_stdin(add, &format!("{name}'s long password\n"));
+        assert!(added.status.success(), "{added:?}");
+    }
+    let mut up = up_on_free_ports(dir);
+    up.args(extra);
+    let server = start_up(up);
+    let gateway = server.up.clone().expect("up line");
+    (server, gateway)
+}
+
+#[tokio::test]
+async fn browser_sign_in_wrong_password_home_403_on_logs_and_logout() {
+    let Some(mut browser) = Browser::start("sign_in_and_out").await else {
+        return;
+    };
+    let dir = echo_testkit::data_dir();
+    let (_server, gateway) = platform(dir.path(), &[]);
+
+    browser.goto(&gateway).await;
+    browser.shot("home-anonymous").await;
+    browser.click("a.button").await;
+    // A wrong password: the generic error, on identity's page.
+    browser.submit_login("dave", "not dave's password").await;
+    let refused = browser.text_with("Invalid username or password").await;
+    assert!(
+        refused.contains("Invalid username or password"),
+        "{refused}"
+    );
+    browser.shot("wrong-password").await;
+    browser.submit_login("dave", "dave's long password").await;
+    assert_eq!(browser.path_when(|p| p == "/").await, "/");
+    let home = browser.text().await;
+    assert!(home.contains("Welcome, dave"), "{home}");
+    assert!(home.contains("Your recent activity"));
+    assert!(!home.contains("id=\"logs-link\""), "not for a plain user");
+    browser.shot("home").await;
+
+    browser.goto(&format!("{gateway}/logs")).await;
+    let denied = browser.text().await;
+    assert!(denied.contains("Access denied"), "{denied}");
+    browser.shot("logs-forbidden").await;
+
+    browser.goto(&format!("{gateway}/account")).await;
+    browser.shot("account").await;
+    browser.click("form[action='/logout'] button").await;
+    let landed = browser.path_when(|p| p.starts_with("/signed-out")).await;
+    assert!(landed.starts_with("/signed-out"), "{landed}");
+    assert!(
+        browser
+            .text_with("You are signed out")
+            .await
+            .contains("You are signed out")
+    );
+    browser.shot("signed-out").await;
+    browser.goto(&format!("{gateway}/account")).await;
+    assert!(
+        browser.path().await.starts_with("/authorize"),
+        "signed out here and at identity: the login form again"
+    );
+    browser.stop().await;
+}
+
+#[tokio::test]
+async fn browser_an_auditor_sees_and_filters_events() {
+    let Some(mut browser) = Browser::start("auditor_logs").await else {
+        return;
+    };
+    let dir = echo_testkit::data_dir();
+    let (_server, gateway) = platform(dir.path(), &[]);
+    browser.goto(&format!("{gateway}/logs")).await;
+    browser.submit_login("carol", "carol's long password").await;
+    assert_eq!(
+        browser.path_when(|p| p == "/logs").await,
+        "/logs",
+        "back where the login started"
+    );
+    // Identity's audit writer sends in batches: wait for carol's login.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let page = browser.text().await;
+        if page.contains("auth.login.success") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no events: {page}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        browser.goto(&format!("{gateway}/logs")).await;
+    }
+    browser.shot("logs").await;
+    browser
+        .client
+        .find(Locator::Css("input[name=action]"))
+        .await
+        .unwrap()
+        .send_keys("auth.login.failure")
+        .await
+        .unwrap();
+    browser.click("form.filters button").await;
+    let filtered = browser.path_when(|p| p.contains("action=")).await;
+    assert!(filtered.contains("action=auth.login.failure"), "{filtered}");
+    let filtered = browser.text().await;
+    assert!(
+        !filtered.contains("auth.login.success"),
+        "filtered: {filtered}"
+    );
+    browser.shot("logs-filtered").await;
+    browser.goto(&gateway).await;
+    assert!(browser.text().await.contains("id=\"logs-link\""));
+    browser.shot("home-auditor").await;
+    browser.stop().await;
+}
+
+#[tokio::test]
+async fn browser_an_expired_session_goes_to_login_and_back() {
+    let Some(mut browser) = Browser::start("expired_session").await else {
+        return;
+    };
+    let dir = echo_testkit::data_dir();
+    let (_server, gateway) = platform(dir.path(), &["--gateway-session-idle", "3s"]);
+    browser.goto(&format!("{gateway}/account")).await;
+    browser.submit_login("dave", "dave's long password").await;
+    assert_eq!(browser.path_when(|p| p == "/account").await, "/account");
+    browser.shot("account").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Idle too long: to login, and (identity's SSO session still alive)
+    // straight back to the page asked for.
+    browser.goto(&format!("{gateway}/account?tab=roles")).await;
+    assert_eq!(
+        browser.path_when(|p| p == "/account?tab=roles").await,
+        "/account?tab=roles"
+    );
+    assert!(browser.text().await.contains("Your account"));
+    browser.shot("back-after-expiry").await;
+    browser.stop().await;
+}

@@ -1,0 +1,142 @@
+//! `echod user …`: the lifecycle state machine, roles, lockout and MFA
+//! administration, on the database a server would use.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::Connection;
+
+use crate::{echod, run_with_stdin};
+
+/// Runs `echod user <args>`; stdout on success, else panics with stderr.
+fn user(dir: &Path, args: &[&str]) -> String {
+    let out = echod(dir).arg("user").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "echod user {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `echod user <args>` expecting failure; its stderr.
+fn user_fails(dir: &Path, args: &[&str]) -> String {
+    let out = echod(dir).arg("user").args(args).output().unwrap();
+    assert!(!out.status.success(), "echod user {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn add(dir: &Path, name: &str) {
+    let mut cmd = echod(dir);
+    cmd.args(["user", "add", name, "--password-stdin", "--role", "auditor"]);
+    assert!(
+        run_with_stdin(cmd, "correct horse battery\n")
+            .status
+            .success()
+    );
+}
+
+/// The `field` line of `echod user show NAME`.
+fn shown(dir: &Path, name: &str, field: &str) -> String {
+    user(dir, &["show", name])
+        .lines()
+        .find_map(|line| line.strip_prefix(field).map(|v| v.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no {field} in user show"))
+}
+
+#[test]
+fn user_states_move_only_along_the_machine() {
+    let dir = echo_testkit::data_dir();
+    let dir = dir.path();
+    add(dir, "alice");
+    assert_eq!(shown(dir, "alice", "state"), "active");
+    assert_eq!(shown(dir, "alice", "roles"), "auditor");
+    assert_eq!(shown(dir, "alice", "mfa"), "none");
+    assert_eq!(shown(dir, "alice", "lockout"), "none");
+
+    user(dir, &["set-roles", "alice", "admin", "auditor", "admin"]);
+    assert_eq!(shown(dir, "alice", "roles"), "admin,auditor");
+    user(dir, &["set-roles", "alice"]);
+    assert_eq!(shown(dir, "alice", "roles"), "-");
+    assert!(user_fails(dir, &["set-roles", "alice", "bad role"]).contains("invalid role"));
+
+    assert!(user(dir, &["suspend", "alice"]).contains("active → suspended"));
+    assert_eq!(shown(dir, "alice", "state"), "suspended");
+    assert!(
+        user_fails(dir, &["suspend", "alice"])
+            .contains("from suspended to suspended (allowed from suspended: active, deleted)")
+    );
+    user(dir, &["activate", "alice"]);
+    assert_eq!(shown(dir, "alice", "state"), "active");
+    user(dir, &["delete", "alice"]);
+    assert_eq!(shown(dir, "alice", "state"), "deleted");
+    let error = user_fails(dir, &["activate", "alice"]);
+    assert!(
+        error.contains("cannot move a user from deleted to active (allowed from deleted: none)"),
+        "{error}"
+    );
+
+    user(dir, &["invite", "bob", "--email", "bob@example.test"]);
+    assert_eq!(shown(dir, "bob", "state"), "invited");
+    assert!(
+        user_fails(dir, &["suspend", "bob"])
+            .contains("from invited to suspended (allowed from invited: active, deleted)")
+    );
+    assert!(user_fails(dir, &["activate", "bob"]).contains("no password yet"));
+    let mut activate = echod(dir);
+    activate.args(["user", "activate", "bob", "--password-stdin"]);
+    assert!(
+        run_with_stdin(activate, "bobs new password\n")
+            .status
+            .success()
+    );
+    assert_eq!(shown(dir, "bob", "state"), "active");
+
+    assert!(user_fails(dir, &["show", "carol"]).contains("no user named \"carol\""));
+    let listing = user(dir, &["list"]);
+    assert!(
+        listing.contains("alice") && listing.contains("bob"),
+        "{listing}"
+    );
+}
+
+#[tokio::test]
+async fn unlock_and_reset_mfa_clear_what_they_should() {
+    let dir = echo_testkit::data_dir();
+    let path = dir.path();
+    add(path, "alice");
+    // Ten failures just now, and a TOTP credential, written as a running
+    // server would have.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let url = format!("sqlite://{}", path.join("echo.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "UPDATE users SET failed_logins = 10, last_failed_at = $1 WHERE username = 'alice'",
+    )
+    .bind(now)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO totp_credentials (user_id, sealed_secret, created_at, confirmed_at) \
+         SELECT id, x'00', $1, $1 FROM users WHERE username = 'alice'",
+    )
+    .bind(now)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+
+    assert!(shown(path, "alice", "lockout").starts_with("locked for"));
+    assert_eq!(shown(path, "alice", "mfa"), "TOTP, 0 recovery codes left");
+
+    assert!(user(path, &["unlock", "alice"]).contains("unlocked"));
+    assert_eq!(shown(path, "alice", "lockout"), "none");
+    assert!(user(path, &["reset-mfa", "alice"]).contains("removed"));
+    assert_eq!(shown(path, "alice", "mfa"), "none");
+    assert!(user(path, &["reset-mfa", "alice"]).contains("had no second factor"));
+    assert!(user_fails(path, &["unlock", "nobody"]).contains("no user named"));
+}

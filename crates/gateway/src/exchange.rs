@@ -1,0 +1,123 @@
+//! Tokens the gateway sends on: for an upstream, the caller's token traded
+//! at identity (RFC 8693 token exchange) for one whose `aud` is that
+//! upstream, naming the user as `sub` and the gateway as `act`; for the
+//! gateway's own reads of the audit log, its client-credentials token.
+//!
+//! Both are cached until shortly before they expire: exchanged tokens per
+//! caller token and audience (a session's access token changes at each
+//! refresh, so this is per session and audience, and a refreshed session
+//! trades its new token), so identity sees one exchange per session,
+//! audience and token lifetime rather than one per request.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use echo_crypto::secret::token_hash;
+
+use crate::oidc::TokenAnswer;
+use crate::pipeline::{Credential, Principal};
+use crate::session::Tokens;
+use crate::{Gateway, GatewayError, Result};
+
+/// A cached token is not handed out this close to its expiry (seconds).
+const EXPIRY_MARGIN: i64 = 30;
+/// Entries kept before expired ones are swept.
+const SWEEP_AT: usize = 10_000;
+/// What identity's client-credentials token lets the gateway do at audit.
+const AUDIT_READ: &str = "audit.read";
+
+/// Tokens by `(whose, audience)`, with their expiry (Unix seconds).
+#[derive(Default)]
+pub(crate) struct TokenCache(Mutex<HashMap<(String, String), (String, i64)>>);
+
+impl TokenCache {
+    fn get(&self, key: &(String, String), now: i64) -> Option<String> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key)
+            .filter(|(_, exp)| exp - EXPIRY_MARGIN > now)
+            .map(|(token, _)| token.clone())
+    }
+
+    fn put(&self, key: (String, String), token: String, expires_at: i64, now: i64) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= SWEEP_AT {
+            map.retain(|_, (_, exp)| *exp - EXPIRY_MARGIN > now);
+        }
+        map.insert(key, (token, expires_at));
+    }
+}
+
+impl Gateway {
+    /// The caller's token, as presented (bearer) or opened from the
+    /// session. Never logged.
+    fn subject_token(&self, principal: &Principal) -> Result<String> {
+        match &principal.credential {
+            Credential::Bearer(token) => Ok(token.clone()),
+            Credential::Session { id_hash, sealed } => {
+                Ok(Tokens::open(&self.sealer, id_hash, sealed)?.access_token)
+            }
+        }
+    }
+
+    /// A token for `audience` that names the caller (RFC 8693), from the
+    /// cache or from identity.
+    pub(crate) async fn token_for(&self, principal: &Principal, audience: &str) -> Result<String> {
+        let subject = self.subject_token(principal)?;
+        let key = (token_hash(&subject), audience.to_owned());
+        self.cached(key, || async {
+            self.identity
+                .exchange(&subject, audience)
+                .await
+                .map_err(|e| match e {
+                    // Identity will not let the gateway act for this caller
+                    // there (an audience not registered for the gateway, a
+                    // revoked token): the caller may not go there.
+                    GatewayError::IdentityRefused(code) => GatewayError::Forbidden(format!(
+                        "identity refused a token for {audience}: {code}"
+                    )),
+                    other => other,
+                })
+        })
+        .await
+    }
+
+    /// The gateway's own token for reading the audit log (scope
+    /// `audit.read`), by client credentials.
+    pub(crate) async fn own_audit_token(&self) -> Result<String> {
+        let audience = &self.config.audit_audience;
+        self.cached((String::new(), audience.clone()), || {
+            self.identity.client_credentials(audience, AUDIT_READ)
+        })
+        .await
+    }
+
+    async fn cached<F>(&self, key: (String, String), fetch: impl FnOnce() -> F) -> Result<String>
+    where
+        F: Future<Output = Result<TokenAnswer>>,
+    {
+        let now = self.clock.now();
+        if let Some(token) = self.tokens.get(&key, now) {
+            return Ok(token);
+        }
+        let answer = fetch().await?;
+        let expires_at = now + answer.expires_in.unwrap_or(0);
+        self.tokens
+            .put(key, answer.access_token.clone(), expires_at, now);
+        Ok(answer.access_token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_tokens_are_not_handed_out_near_expiry() {
+        let cache = TokenCache::default();
+        let key = ("h".to_owned(), "docs".to_owned());
+        cache.put(key.clone(), "t".into(), 1000, 0);
+        assert_eq!(cache.get(&key, 900).as_deref(), Some("t"));
+        assert_eq!(cache.get(&key, 1000 - EXPIRY_MARGIN), None);
+        assert_eq!(cache.get(&("h".into(), "other".into()), 0), None);
+    }
+}

@@ -1,0 +1,122 @@
+//! Token buckets in memory, one per key (an IP, a user, a route and IP…).
+//!
+//! A bucket holds at most `burst` tokens and gains `per_second` tokens a
+//! second; a request takes one or is refused with the seconds until one
+//! is back (`Retry-After`). A refusal is reported for audit once per
+//! window per key (a window is the time a bucket takes to fill again), not
+//! for every request of a flood. Buckets that have filled up again are
+//! forgotten when the map grows, so memory stays bounded by the keys that
+//! are busy now.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::routes::Limit;
+
+/// Buckets kept before full ones are swept.
+const SWEEP_AT: usize = 10_000;
+
+/// What a refused request learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// Whole seconds until a token is back (at least 1).
+    pub retry_after: u64,
+    /// The first refusal of this key's window: audit it.
+    pub first_in_window: bool,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+    /// Until when refusals of this key are not audited again.
+    quiet_until: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl RateLimiter {
+    /// Takes a token from `key`'s bucket at `now`.
+    pub fn check(&self, key: &str, limit: Limit, now: Instant) -> Result<(), Refusal> {
+        let burst = f64::from(limit.burst);
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if buckets.len() >= SWEEP_AT && !buckets.contains_key(key) {
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * limit.per_second < burst
+            });
+        }
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+            quiet_until: None,
+        });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = (1.0 - bucket.tokens) / limit.per_second;
+        let first_in_window = bucket.quiet_until.is_none_or(|until| now >= until);
+        if first_in_window {
+            let window = Duration::from_secs_f64(burst / limit.per_second);
+            bucket.quiet_until = Some(now + window);
+        }
+        Err(Refusal {
+            // Rounded up: a client that waits this long will get through.
+            retry_after: (wait.ceil() as u64).max(1),
+            first_in_window,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_empties_refills_and_audits_once_per_window() {
+        let limiter = RateLimiter::default();
+        let limit = Limit {
+            per_second: 1.0,
+            burst: 2,
+        };
+        let t0 = Instant::now();
+        assert!(limiter.check("k", limit, t0).is_ok());
+        assert!(limiter.check("k", limit, t0).is_ok());
+        let refused = limiter.check("k", limit, t0).unwrap_err();
+        assert_eq!(refused.retry_after, 1);
+        assert!(refused.first_in_window);
+        assert!(!limiter.check("k", limit, t0).unwrap_err().first_in_window);
+        assert!(limiter.check("other", limit, t0).is_ok(), "keys are apart");
+        // One second later one token is back.
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(limiter.check("k", limit, t1).is_ok());
+        assert!(!limiter.check("k", limit, t1).unwrap_err().first_in_window);
+        // After the window (2 s) a new refusal is audited again.
+        let t3 = t0 + Duration::from_millis(3500);
+        assert!(limiter.check("k", limit, t3).is_ok());
+        assert!(limiter.check("k", limit, t3).is_ok());
+        assert!(limiter.check("k", limit, t3).unwrap_err().first_in_window);
+    }
+
+    #[test]
+    fn slow_refill_answers_whole_seconds() {
+        let limiter = RateLimiter::default();
+        let limit = Limit {
+            per_second: 0.1,
+            burst: 1,
+        };
+        let t0 = Instant::now();
+        assert!(limiter.check("k", limit, t0).is_ok());
+        assert_eq!(limiter.check("k", limit, t0).unwrap_err().retry_after, 10);
+    }
+}

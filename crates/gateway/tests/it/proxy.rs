@@ -1,0 +1,348 @@
+//! The route table: what an upstream receives (its own token, never the
+//! cookie), rate limits, and upstream failures as clean 502/504.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::routing::{any, get};
+use echo_gateway::{GatewayConfig, GatewayFile};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{Browser, Platform, UPSTREAM_AUDIENCE};
+
+/// What the upstream saw of the last request.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    headers: HeaderMap,
+    body_len: usize,
+}
+
+/// A trivial upstream on 127.0.0.1:0: `/slow` answers after 2 s, anything
+/// else at once with `upstream ok`, recording what it saw.
+struct Upstream {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    async fn start() -> Self {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> String {
+            let (parts, body) = request.into_parts();
+            let body: Bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            seen.lock().unwrap().push(Seen {
+                path: parts.uri.to_string(),
+                headers: parts.headers,
+                body_len: body.len(),
+            });
+            "upstream ok".to_owned()
+        }
+        let app = axum::Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    "late"
+                }),
+            )
+            .fallback(any(record))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, seen }
+    }
+
+    fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a request")
+    }
+}
+
+/// A port nothing listens on.
+async fn closed_port() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    url
+}
+
+fn routes(toml: &str) -> impl FnOnce(&mut GatewayConfig) {
+    let file = GatewayFile::parse(toml).unwrap();
+    move |config| config.apply_file(&file).unwrap()
+}
+
+/// A platform with one route, `/api/up` → `upstream`, plus `extra` lines.
+async fn with_route(upstream: &str, extra: &str) -> Platform {
+    let route = format!(
+        "[[routes]]\nprefix = \"/api/up\"\nupstream = \"{upstream}\"\n\
+         audience = \"{UPSTREAM_AUDIENCE}\"\n{extra}\n"
+    );
+    Platform::start_with(routes(&route)).await
+}
+
+/// The claims of a JWT (unverified: the test only reads them).
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&echo_crypto::secret::b64url_decode(payload).unwrap()).unwrap()
+}
+
+fn bearer_of(seen: &Seen) -> String {
+    let value = seen.headers["authorization"].to_str().unwrap();
+    value.strip_prefix("Bearer ").unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_upstream_gets_its_own_token_and_never_the_cookie() {
+    let upstream = Upstream::start().await;
+    let platform = with_route(&format!("{}/base", upstream.url), "strip_prefix = true").await;
+    let browser = Browser::new();
+    platform.sign_in(&browser, None).await;
+    let sub = browser.api_me(&platform).await.json()["sub"].clone();
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let page = browser
+        .get_with(
+            &platform.gw("/api/up/items?x=1"),
+            &[
+                ("x-echo-csrf", "1"),
+                ("x-request-id", "req-42"),
+                ("traceparent", trace),
+                ("connection", "x-hop"),
+                ("x-hop", "secret"),
+                ("keep-alive", "timeout=5"),
+                ("x-forwarded-for", "203.0.113.9"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.body, "upstream ok");
+    assert_eq!(page.header("x-request-id"), Some("req-42"));
+
+    let seen = upstream.last();
+    assert_eq!(seen.path, "/base/items?x=1", "prefix stripped, base kept");
+    for gone in ["cookie", "x-echo-csrf", "x-hop", "keep-alive", "connection"] {
+        assert!(!seen.headers.contains_key(gone), "{gone} forwarded");
+    }
+    assert_eq!(
+        seen.headers["x-forwarded-for"], "127.0.0.1",
+        "not the forged one"
+    );
+    assert_eq!(seen.headers["x-request-id"], "req-42");
+    let forwarded_trace = seen.headers["traceparent"].to_str().unwrap();
+    assert!(forwarded_trace.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+    assert!(forwarded_trace.ends_with("-01"));
+
+    let token = bearer_of(&seen);
+    let claims = claims_of(&token);
+    assert_eq!(claims["aud"], UPSTREAM_AUDIENCE);
+    assert_eq!(claims["sub"], sub);
+    assert_eq!(claims["act"], json!({"sub": "gateway"}));
+    assert_eq!(claims["roles"], json!(["auditor"]));
+    // Good at the upstream's audience, verified against identity's keys.
+    let check = reqwest::Client::new()
+        .post(format!("{}/verify", platform.issuer))
+        .json(&json!({"token": token, "aud": UPSTREAM_AUDIENCE}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(check["valid"], true, "{check}");
+
+    // The exchanged token is cached: a second call trades nothing.
+    browser
+        .get_with(&platform.gw("/api/up/again"), &[("x-echo-csrf", "1")])
+        .await;
+    let again = upstream.last();
+    assert_eq!(bearer_of(&again), token);
+    assert_eq!(again.path, "/base/again");
+    assert!(
+        again.headers["x-request-id"].len() >= 16,
+        "generated when absent"
+    );
+    let exchanges = platform
+        .identity_audit
+        .events()
+        .into_iter()
+        .filter(|e| e.action == "token.exchanged")
+        .count();
+    assert_eq!(exchanges, 1);
+}
+
+#[tokio::test]
+async fn a_bearer_caller_is_exchanged_too_and_bodies_stream_through() {
+    let upstream = Upstream::start().await;
+    let platform = with_route(&upstream.url, "").await;
+    let token = platform.provider.own_service_token("gateway", "x").unwrap();
+    let body = vec![b'a'; 3 << 20];
+    let response = reqwest::Client::new()
+        .post(platform.gw("/api/up/upload"))
+        .bearer_auth(&token)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = upstream.last();
+    assert_eq!(seen.path, "/api/up/upload", "no stripping unless asked");
+    assert_eq!(seen.body_len, 3 << 20);
+    let forwarded = bearer_of(&seen);
+    assert_ne!(forwarded, token, "the caller's own token stays here");
+    assert_eq!(claims_of(&forwarded)["aud"], UPSTREAM_AUDIENCE);
+    assert_eq!(claims_of(&forwarded)["sub"], "identity");
+}
+
+#[tokio::test]
+async fn a_missing_role_is_403_and_a_page_route_without_session_goes_to_login() {
+    let upstream = Upstream::start().await;
+    let platform = Platform::start_with(routes(&format!(
+        r#"
+        [[routes]]
+        prefix = "/api/admin-only"
+        upstream = "{0}"
+        audience = "{UPSTREAM_AUDIENCE}"
+        roles = ["admin"]
+
+        [[routes]]
+        prefix = "/app"
+        upstream = "{0}"
+        audience = "{UPSTREAM_AUDIENCE}"
+        "#,
+        upstream.url
+    )))
+    .await;
+    let browser = Browser::new();
+    let page = browser.get(&platform.gw("/app/x")).await;
+    assert_eq!(page.location(), "/login?return_to=%2Fapp%2Fx");
+    platform.sign_in(&browser, None).await;
+    let denied = browser
+        .get_with(&platform.gw("/api/admin-only/x"), &[("x-echo-csrf", "1")])
+        .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert_eq!(denied.json()["error"], "forbidden");
+    assert_eq!(platform.gateway_audited("gateway.route.denied").len(), 1);
+    assert!(upstream.seen.lock().unwrap().is_empty());
+    let allowed = browser.get(&platform.gw("/app/x")).await;
+    assert_eq!(allowed.status, StatusCode::OK);
+    let missing = browser
+        .get_with(&platform.gw("/api/nothing"), &[("x-echo-csrf", "1")])
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.json()["error"], "not_found");
+}
+
+#[tokio::test]
+async fn rate_limits_trip_with_retry_after_are_audited_once_and_reset() {
+    let upstream = Upstream::start().await;
+    let platform = with_route(
+        &upstream.url,
+        "rate_limit = { per_second = 2.0, burst = 2 }",
+    )
+    .await;
+    let token = platform.provider.own_service_token("gateway", "x").unwrap();
+    let call = || async {
+        Browser::new()
+            .get_with(
+                &platform.gw("/api/up/x"),
+                &[("authorization", &format!("Bearer {token}"))],
+            )
+            .await
+    };
+    assert_eq!(call().await.status, StatusCode::OK);
+    assert_eq!(call().await.status, StatusCode::OK);
+    for _ in 0..3 {
+        let refused = call().await;
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.header("retry-after"), Some("1"));
+        assert_eq!(refused.json()["error"], "rate_limited");
+    }
+    let audited = platform.gateway_audited("gateway.rate_limited");
+    assert_eq!(audited.len(), 1, "once per window, not per request");
+    assert_eq!(audited[0].actor.as_deref(), Some("identity"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(call().await.status, StatusCode::OK, "refilled");
+}
+
+#[tokio::test]
+async fn the_global_per_ip_limit_covers_pages_with_a_friendly_429() {
+    let platform = Platform::start_with(|config| {
+        config.rate_limits.per_ip = Some(echo_gateway::Limit {
+            per_second: 0.5,
+            burst: 2,
+        });
+    })
+    .await;
+    let browser = Browser::new();
+    for _ in 0..2 {
+        assert_eq!(browser.get(&platform.gw("/")).await.status, StatusCode::OK);
+    }
+    let refused = browser.get(&platform.gw("/")).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.header("retry-after"), Some("2"));
+    assert!(refused.body.contains("Slow down"), "{}", refused.body);
+    assert_eq!(
+        browser.get(&platform.gw("/healthz")).await.status,
+        StatusCode::OK,
+        "health checks are never limited"
+    );
+}
+
+#[tokio::test]
+async fn upstream_timeouts_are_504_and_unreachable_upstreams_502() {
+    let upstream = Upstream::start().await;
+    let down = closed_port().await;
+    let platform = Platform::start_with(routes(&format!(
+        r#"
+        [[routes]]
+        prefix = "/api/slow"
+        upstream = "{0}/slow"
+        audience = "{UPSTREAM_AUDIENCE}"
+        strip_prefix = true
+        timeout = "300ms"
+
+        [[routes]]
+        prefix = "/api/down"
+        upstream = "{down}"
+        audience = "{UPSTREAM_AUDIENCE}"
+
+        [[routes]]
+        prefix = "/down"
+        upstream = "{down}"
+        audience = "{UPSTREAM_AUDIENCE}"
+        "#,
+        upstream.url
+    )))
+    .await;
+    let token = platform.provider.own_service_token("gateway", "x").unwrap();
+    let bearer = format!("Bearer {token}");
+    let browser = Browser::new();
+    let slow = browser
+        .get_with(&platform.gw("/api/slow"), &[("authorization", &bearer)])
+        .await;
+    assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(slow.json()["error"], "gateway_timeout");
+    let down_api = browser
+        .get_with(&platform.gw("/api/down/x"), &[("authorization", &bearer)])
+        .await;
+    assert_eq!(down_api.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(down_api.json()["error"], "bad_gateway");
+    assert!(!down_api.body.contains("127.0.0.1"), "no internals shown");
+    platform.sign_in(&browser, None).await;
+    let down_page = browser.get(&platform.gw("/down/x")).await;
+    assert_eq!(down_page.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        down_page.body.contains("Service unavailable"),
+        "{}",
+        down_page.body
+    );
+}

@@ -1,0 +1,266 @@
+//! The second login step (`/login/mfa`) and the account page (`/account`),
+//! where a signed-in user sets up TOTP. Thin, like every handler: the
+//! logic is in `login.rs` and `mfa.rs`.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::handlers::{
+    authorize_failure, csrf_nonce, csrf_refusal, finish_login, hidden_fields, login_page,
+    pending_cookie, session_cookies, sso_cookie,
+};
+use super::pages::{
+    AccountPage, EnrolPage, MfaPage, RecoveryPage, add_cookies, error_as_page, error_page, render,
+};
+use super::request::Meta;
+use crate::authorize::{AuthorizeParams, AuthorizeRequest};
+use crate::login::PendingStep;
+use crate::mfa::{AccountView, Enrolment};
+use echo_store::User;
+
+use crate::{IdentityError, Provider};
+
+type AppState = State<Arc<Provider>>;
+
+const INVALID_CODE: &str = "Invalid code.";
+
+/// A page with a CSRF-protected form, and the CSRF cookie it may need.
+fn form_page(p: &Provider, headers: &HeaderMap, page: impl FnOnce(String) -> Response) -> Response {
+    let (nonce, set) = csrf_nonce(p, headers);
+    let mut response = page(p.csrf_token(&nonce));
+    add_cookies(&mut response, &set.into_iter().collect::<Vec<_>>());
+    response
+}
+
+fn status_for(error: Option<&str>) -> StatusCode {
+    if error.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// The enrolment page: the QR code, the secret in text, a code field.
+fn enrol_page(
+    p: &Provider,
+    headers: &HeaderMap,
+    action: &'static str,
+    hidden: Vec<(String, String)>,
+    enrolment: &Enrolment,
+    error: Option<&'static str>,
+) -> Response {
+    let status = status_for(error);
+    form_page(p, headers, |csrf| {
+        render(
+            status,
+            &EnrolPage {
+                action,
+                csrf,
+                hidden,
+                secret: &enrolment.secret,
+                uri: &enrolment.uri,
+                qr_svg: &enrolment.qr_svg,
+                error,
+            },
+        )
+    })
+}
+
+/// The second login step's page for `request`: an enrolment when one is
+/// given, else the code form.
+pub(super) fn second_step_page(
+    p: &Provider,
+    headers: &HeaderMap,
+    request: &AuthorizeRequest,
+    enrolment: Option<&Enrolment>,
+    error: Option<&'static str>,
+) -> Response {
+    let hidden = hidden_fields(&request.params);
+    if let Some(enrolment) = enrolment {
+        return enrol_page(p, headers, "/login/mfa", hidden, enrolment, error);
+    }
+    let status = status_for(error);
+    form_page(p, headers, |csrf| {
+        render(
+            status,
+            &MfaPage {
+                csrf,
+                hidden,
+                error,
+            },
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SecondStepForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    code: String,
+    #[serde(flatten)]
+    authorize: AuthorizeParams,
+}
+
+/// POST /login/mfa: the second factor (or the enrolment a role requires),
+/// then the answer to the authorization request.
+pub async fn login_mfa(
+    State(p): AppState,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    form: Result<Form<SecondStepForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The form is malformed.",
+        );
+    };
+    if let Some(refused) = csrf_refusal(&p, &headers, form.csrf.as_deref()) {
+        return refused;
+    }
+    let request = match p.validate_authorize(form.authorize).await {
+        Ok(request) => request,
+        Err(e) => return authorize_failure(e),
+    };
+    let pending = pending_cookie(&p, &headers);
+    match p.second_factor(pending, &form.code, &meta).await {
+        Ok(step) => match step.recovery_codes {
+            None => finish_login(&p, &request, step.logged_in, &meta).await,
+            Some(codes) => {
+                // Shown once. Continuing re-enters /authorize, which the new
+                // SSO session answers with a fresh code.
+                let mut params = hidden_fields(&request.params);
+                params.retain(|(name, _)| name != "prompt");
+                let query: String = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(params)
+                    .finish();
+                let continue_to = format!("/authorize?{query}");
+                let mut page = render(
+                    StatusCode::OK,
+                    &RecoveryPage {
+                        codes: &codes,
+                        continue_to: &continue_to,
+                    },
+                );
+                add_cookies(&mut page, &session_cookies(&p, &step.logged_in));
+                page
+            }
+        },
+        Err(IdentityError::MfaFailed) => match p.pending_step(pending).await {
+            Ok(PendingStep::Code) => {
+                second_step_page(&p, &headers, &request, None, Some(INVALID_CODE))
+            }
+            Ok(PendingStep::Enrol(enrolment)) => {
+                second_step_page(&p, &headers, &request, Some(&enrolment), Some(INVALID_CODE))
+            }
+            Err(e) => error_as_page(e),
+        },
+        Err(IdentityError::LoginFailed) => login_page(
+            &p,
+            &headers,
+            &request,
+            StatusCode::UNAUTHORIZED,
+            "",
+            Some("Please sign in again."),
+        ),
+        Err(e) => error_as_page(e),
+    }
+}
+
+/// The user of the browser's SSO session, or the page that says why not.
+async fn signed_in_user(p: &Provider, headers: &HeaderMap) -> Result<User, Response> {
+    match p.session_user(sso_cookie(p, headers)).await {
+        Ok(Some((user, _))) => Ok(user),
+        Ok(None) => Err(error_page(
+            StatusCode::UNAUTHORIZED,
+            "Not signed in",
+            "Sign in through an application first, then come back to this page.",
+        )),
+        Err(e) => Err(error_as_page(e)),
+    }
+}
+
+/// GET /account: the signed-in user's second factor, or its enrolment.
+pub async fn account(State(p): AppState, headers: HeaderMap) -> Response {
+    let user = match signed_in_user(&p, &headers).await {
+        Ok(user) => user,
+        Err(refusal) => return refusal,
+    };
+    match p.account_view(&user).await {
+        Ok(AccountView::Enrolled {
+            recovery_codes_left,
+        }) => render(
+            StatusCode::OK,
+            &AccountPage {
+                username: &user.username,
+                recovery_codes_left,
+            },
+        ),
+        Ok(AccountView::Enrol(enrolment)) => {
+            enrol_page(&p, &headers, "/account/totp", Vec::new(), &enrolment, None)
+        }
+        Err(e) => error_as_page(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConfirmForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    code: String,
+}
+
+/// POST /account/totp: confirms the enrolment; shows the recovery codes.
+pub async fn account_totp(
+    State(p): AppState,
+    Meta(meta): Meta,
+    headers: HeaderMap,
+    form: Result<Form<ConfirmForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The form is malformed.",
+        );
+    };
+    if let Some(refused) = csrf_refusal(&p, &headers, form.csrf.as_deref()) {
+        return refused;
+    }
+    let user = match signed_in_user(&p, &headers).await {
+        Ok(user) => user,
+        Err(refusal) => return refusal,
+    };
+    match p.confirm_totp_enrolment(&user, &form.code, &meta).await {
+        Ok(codes) => render(
+            StatusCode::OK,
+            &RecoveryPage {
+                codes: &codes,
+                continue_to: "/account",
+            },
+        ),
+        Err(IdentityError::MfaFailed) => match p.pending_enrolment(&user).await {
+            Ok(Some(enrolment)) => enrol_page(
+                &p,
+                &headers,
+                "/account/totp",
+                Vec::new(),
+                &enrolment,
+                Some(INVALID_CODE),
+            ),
+            Ok(None) => error_page(
+                StatusCode::CONFLICT,
+                "Nothing to confirm",
+                "Start the set-up again from your account page.",
+            ),
+            Err(e) => error_as_page(e),
+        },
+        Err(e) => error_as_page(e),
+    }
+}

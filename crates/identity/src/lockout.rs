@@ -1,0 +1,247 @@
+//! Guessing protection per account: a progressive delay, then a temporary
+//! lockout (NIST SP 800-63B §5.2.2, "rate limiting"; OWASP ASVS V2.2.1).
+//!
+//! Every guess at a user's secrets (a password, a TOTP code, a recovery
+//! code) first *reserves* an attempt: the user's failure counter is
+//! advanced with a compare-and-swap in the database before the secret is
+//! checked, and only a successful login resets it. So however many guesses
+//! arrive at once, from however many addresses, at most
+//! [`LockoutPolicy::lock_after`] of them are ever checked before the
+//! account locks: the concurrent bypass of a read-then-write counter (a
+//! real ZITADEL advisory) cannot happen. A refused guess still costs
+//! the caller an argon2 verification against a dummy hash (see `login.rs`),
+//! so neither the answer nor its timing tells a locked account from a wrong
+//! password or a missing user.
+
+use echo_core::Clock;
+use echo_core::audit::{AuditEvent, AuditSink};
+use echo_store::{LoginCounter, Store};
+
+use crate::provider::RequestMeta;
+use crate::{Provider, Result};
+
+/// Compare-and-swap rounds before a reservation gives up and refuses (fail
+/// closed); each lost round means another guess was counted meanwhile.
+const MAX_SWAPS: usize = 256;
+
+/// When guesses at one account are slowed and stopped. Times in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Consecutive failures allowed without delay (default 5).
+    pub free_failures: i64,
+    /// Wait after the first delayed failure (default 1 s); it doubles with
+    /// every further failure: 1, 2, 4, 8, 16 s with the defaults.
+    pub base_delay: i64,
+    /// Consecutive failures that lock the account (default 10).
+    pub lock_after: i64,
+    /// How long a lock lasts (default 15 min). Failures are forgotten once
+    /// this long has passed since the last one.
+    pub lock_duration: i64,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        Self {
+            free_failures: 5,
+            base_delay: 1,
+            lock_after: 10,
+            lock_duration: 15 * 60,
+        }
+    }
+}
+
+impl LockoutPolicy {
+    /// The counter as it stands at `now`: failures are forgotten after a
+    /// quiet `lock_duration`.
+    pub fn current(&self, counter: LoginCounter, now: i64) -> LoginCounter {
+        if counter.failures > 0 && now >= counter.last_failed_at + self.lock_duration {
+            LoginCounter::default()
+        } else {
+            counter
+        }
+    }
+
+    /// When the next guess may be made after `counter`'s failures.
+    pub fn next_attempt_at(&self, counter: LoginCounter) -> i64 {
+        let LoginCounter {
+            failures,
+            last_failed_at,
+        } = counter;
+        if failures >= self.lock_after {
+            last_failed_at + self.lock_duration
+        } else if failures >= self.free_failures {
+            let doublings = (failures - self.free_failures).min(32) as u32;
+            last_failed_at + self.base_delay.saturating_mul(1 << doublings)
+        } else {
+            last_failed_at
+        }
+    }
+
+    /// The counter with one more guess reserved at `now`, or the time
+    /// before which no guess is allowed.
+    pub fn reserve(&self, counter: LoginCounter, now: i64) -> Result<LoginCounter, i64> {
+        let counter = self.current(counter, now);
+        let allowed_at = self.next_attempt_at(counter);
+        if now < allowed_at {
+            return Err(allowed_at);
+        }
+        Ok(LoginCounter {
+            failures: counter.failures + 1,
+            last_failed_at: now,
+        })
+    }
+
+    /// Until when the account is locked at `now`, if it is.
+    pub fn locked_until(&self, counter: LoginCounter, now: i64) -> Option<i64> {
+        let counter = self.current(counter, now);
+        (counter.failures >= self.lock_after).then(|| self.next_attempt_at(counter))
+    }
+}
+
+/// The outcome of reserving a guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reservation {
+    /// The guess may be checked; the counter already counts it as failed.
+    Granted(LoginCounter),
+    /// Delayed or locked: the guess must not be checked.
+    Refused,
+}
+
+impl Provider {
+    /// Reserves one guess at `user_id`'s secrets, before checking it.
+    pub(crate) async fn reserve_attempt(&self, user_id: &str) -> Result<Reservation> {
+        let policy = self.config.lockout;
+        for _ in 0..MAX_SWAPS {
+            let Some(counter) = self.store.login_counter(user_id).await? else {
+                return Ok(Reservation::Refused);
+            };
+            let Ok(reserved) = policy.reserve(counter, self.clock.now()) else {
+                return Ok(Reservation::Refused);
+            };
+            if self
+                .store
+                .swap_login_counter(user_id, counter, reserved)
+                .await?
+            {
+                return Ok(Reservation::Granted(reserved));
+            }
+        }
+        Ok(Reservation::Refused)
+    }
+
+    /// A reserved guess turned out wrong: audits the lock it caused, if any.
+    pub(crate) fn attempt_failed(&self, user_id: &str, reserved: LoginCounter, meta: &RequestMeta) {
+        if reserved.failures == self.config.lockout.lock_after {
+            self.audit(
+                AuditEvent::failure("auth.account.locked")
+                    .actor(user_id)
+                    .detail("failures", reserved.failures)
+                    .detail("until", self.config.lockout.next_attempt_at(reserved)),
+                meta,
+            );
+        }
+    }
+
+    /// A login completed: the user's failures are forgotten.
+    pub(crate) async fn clear_failures(&self, user_id: &str) -> Result<()> {
+        clear_failures(&*self.store, user_id).await
+    }
+}
+
+/// Resets `user_id`'s failure counter (whatever concurrent guesses add).
+async fn clear_failures(store: &dyn Store, user_id: &str) -> Result<()> {
+    for _ in 0..MAX_SWAPS {
+        match store.login_counter(user_id).await? {
+            Some(counter) if counter != LoginCounter::default() => {
+                if store
+                    .swap_login_counter(user_id, counter, LoginCounter::default())
+                    .await?
+                {
+                    return Ok(());
+                }
+            }
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// `echod user unlock NAME`: forgets the user's failures, lifting a lock.
+pub async fn unlock_user(store: &dyn Store, audit: &dyn AuditSink, username: &str) -> Result<()> {
+    let user = crate::admin::find_user(store, username).await?;
+    clear_failures(store, &user.id).await?;
+    audit.record(
+        AuditEvent::success("admin.user.unlocked")
+            .actor("cli")
+            .detail("user_id", user.id.as_str())
+            .detail("username", username),
+    );
+    Ok(())
+}
+
+/// What `echod user show` says about a user's lockout at `clock`'s now.
+pub async fn lockout_status(
+    store: &dyn Store,
+    policy: &LockoutPolicy,
+    clock: &dyn Clock,
+    user_id: &str,
+) -> Result<String> {
+    let now = clock.now();
+    let counter = policy.current(store.login_counter(user_id).await?.unwrap_or_default(), now);
+    Ok(match policy.locked_until(counter, now) {
+        Some(until) => format!("locked for {} s more", until - now),
+        None if counter.failures == 0 => "none".to_owned(),
+        None => format!("{} recent failed attempts", counter.failures),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter(failures: i64, last_failed_at: i64) -> LoginCounter {
+        LoginCounter {
+            failures,
+            last_failed_at,
+        }
+    }
+
+    #[test]
+    fn five_free_guesses_then_doubling_delays_then_a_lock() {
+        let policy = LockoutPolicy::default();
+        let mut now = 1_000;
+        let mut c = LoginCounter::default();
+        for expected in 1..=5 {
+            c = policy.reserve(c, now).unwrap();
+            assert_eq!(c.failures, expected);
+        }
+        for delay in [1, 2, 4, 8, 16] {
+            assert_eq!(policy.reserve(c, now + delay - 1), Err(now + delay));
+            now += delay;
+            c = policy.reserve(c, now).unwrap();
+        }
+        assert_eq!(c.failures, 10);
+        assert_eq!(policy.locked_until(c, now), Some(now + 900));
+        assert_eq!(policy.reserve(c, now + 899), Err(now + 900));
+        // the lock ends and the failures are forgotten with it
+        assert_eq!(policy.locked_until(c, now + 900), None);
+        assert_eq!(policy.reserve(c, now + 900), Ok(counter(1, now + 900)));
+    }
+
+    #[test]
+    fn failures_are_forgotten_after_a_quiet_lock_duration() {
+        let policy = LockoutPolicy::default();
+        let c = counter(4, 100);
+        assert_eq!(policy.current(c, 999), c);
+        assert_eq!(policy.current(c, 1_000), LoginCounter::default());
+    }
+
+    #[test]
+    fn long_delays_saturate_instead_of_overflowing() {
+        let policy = LockoutPolicy {
+            lock_after: i64::MAX,
+            ..LockoutPolicy::default()
+        };
+        assert!(policy.next_attempt_at(counter(200, 0)) > 0);
+    }
+}
