@@ -19,8 +19,8 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use echo_verify::{Claims, Expectations, Verifier, VerifyError};
@@ -89,28 +89,24 @@ impl IntoResponse for AuditError {
 
 /// The caller's verified claims, or the 401/503 to answer.
 async fn caller(app: &AuditApp, headers: &HeaderMap) -> Result<Arc<Claims>, Response> {
-    let token = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| unauthorized("missing bearer token"))?;
+    let Some(token) = echo_web::bearer(headers) else {
+        return Err(unauthorized("missing bearer token", None));
+    };
     app.verifier
-        .verify(token.trim(), &Expectations::access_token(&app.audience))
+        .verify(token, &Expectations::access_token(&app.audience))
         .await
         .map_err(|e| match e {
             VerifyError::KeysUnavailable(_) => {
                 problem(StatusCode::SERVICE_UNAVAILABLE, "signing keys unavailable")
             }
-            other => unauthorized(other.code()),
+            other => unauthorized(other.code(), Some(other.code())),
         })
 }
 
-fn unauthorized(reason: &str) -> Response {
-    let mut response = problem(StatusCode::UNAUTHORIZED, reason);
-    let challenge = format!(r#"Bearer error="invalid_token", error_description="{reason}""#);
-    if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response.headers_mut().insert(WWW_AUTHENTICATE, value);
-    }
+/// 401 with the RFC 6750 challenge; `refused` names why a token was refused.
+fn unauthorized(message: &str, refused: Option<&str>) -> Response {
+    let mut response = problem(StatusCode::UNAUTHORIZED, message);
+    echo_web::bearer_challenge(&mut response, refused);
     response
 }
 

@@ -48,7 +48,7 @@ pub fn router(provider: Arc<Provider>) -> Router {
         .route("/static/echo.css", get(pages::stylesheet))
         .fallback(pages::not_found)
         .layer(axum::middleware::from_fn(move |req, next| {
-            pages::security_headers(secure, req, next)
+            pages::security_headers(secure).apply(req, next)
         }))
         .with_state(provider)
 }

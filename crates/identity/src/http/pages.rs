@@ -1,11 +1,10 @@
 //! HTML pages, cookies and the security headers every response carries.
 
 use askama::Template;
-use axum::extract::Request;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+pub use echo_web::{SecurityHeaders, add_cookies, cookie_name, render, see_other, set_cookie};
 
 use crate::IdentityError;
 
@@ -73,17 +72,6 @@ pub struct LogoutPage {
 #[template(path = "signed_out.html")]
 pub struct SignedOutPage;
 
-/// Renders a page with `status`; pages are never cached.
-pub fn render(status: StatusCode, page: &impl Template) -> Response {
-    match page.render() {
-        Ok(html) => (status, [(CACHE_CONTROL, "no-store")], Html(html)).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "template failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
-        }
-    }
-}
-
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     render(status, &ErrorPage { title, message })
 }
@@ -100,40 +88,6 @@ pub fn error_as_page(error: IdentityError) -> Response {
     let mut response = error_page(status, title, &error.public_description());
     error.decorate(&mut response);
     response
-}
-
-/// 303 See Other to `location`, with cookies to set.
-pub fn see_other(location: &str, cookies: &[String]) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(LOCATION, value);
-    }
-    add_cookies(&mut response, cookies);
-    response
-}
-
-pub fn add_cookies(response: &mut Response, cookies: &[String]) {
-    for cookie in cookies {
-        if let Ok(value) = HeaderValue::from_str(cookie) {
-            response.headers_mut().append(SET_COOKIE, value);
-        }
-    }
-}
-
-/// Cookie names: `__Host-` prefixed under https, which pins them to this
-/// host, path `/` and `Secure`.
-pub fn cookie_name(secure: bool, base: &str) -> String {
-    if secure {
-        format!("__Host-{base}")
-    } else {
-        base.to_owned()
-    }
-}
-
-/// A `Set-Cookie` value: always HttpOnly, `Secure` under https.
-pub fn set_cookie(secure: bool, name: &str, value: &str, same_site: &str, max_age: i64) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!("{name}={value}; Path=/; HttpOnly; SameSite={same_site}; Max-Age={max_age}{secure}")
 }
 
 pub async fn stylesheet() -> Response {
@@ -155,54 +109,14 @@ pub async fn not_found() -> Response {
     )
 }
 
-/// Headers for every response: no inline script or style, no framing, no
-/// MIME sniffing, no referrer leaking codes, HSTS under https.
-pub async fn security_headers(https: bool, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    let set = |headers: &mut axum::http::HeaderMap, name: HeaderName, value: &'static str| {
-        headers.insert(name, HeaderValue::from_static(value));
-    };
-    set(
-        headers,
-        HeaderName::from_static("content-security-policy"),
-        "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'",
-    );
-    set(
-        headers,
-        HeaderName::from_static("x-content-type-options"),
-        "nosniff",
-    );
-    set(headers, HeaderName::from_static("x-frame-options"), "DENY");
-    set(
-        headers,
-        HeaderName::from_static("referrer-policy"),
-        "no-referrer",
-    );
-    if https {
-        set(
-            headers,
-            HeaderName::from_static("strict-transport-security"),
-            "max-age=31536000; includeSubDomains",
-        );
-    }
-    response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cookies_are_host_prefixed_and_secure_under_https_only() {
-        assert_eq!(cookie_name(true, "echo_sso"), "__Host-echo_sso");
-        assert_eq!(cookie_name(false, "echo_sso"), "echo_sso");
-        let secure = set_cookie(true, "__Host-echo_sso", "v", "Lax", 60);
-        assert_eq!(
-            secure,
-            "__Host-echo_sso=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure"
-        );
-        let plain = set_cookie(false, "echo_sso", "v", "Lax", 60);
-        assert!(plain.contains("HttpOnly") && !plain.contains("Secure"));
+/// The security headers of every identity response: no inline script or
+/// style at all (identity's pages need none), no framing, no MIME sniffing,
+/// no referrer leaking codes, HSTS under https.
+pub fn security_headers(https: bool) -> SecurityHeaders {
+    SecurityHeaders {
+        csp: HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        https,
     }
 }
