@@ -5,6 +5,7 @@
 //! backend, loads the master key, and wires the library crates together.
 //! Everything else lives in the crates under `crates/`.
 
+mod account_policy;
 mod admin;
 mod audit;
 mod gateway;
@@ -225,6 +226,8 @@ pub struct IdentityArgs {
     pub key_rotation: std::time::Duration,
     #[command(flatten)]
     pub key_publish_delay: keys::PublishDelayArg,
+    #[command(flatten)]
+    pub account_policy: account_policy::AccountPolicyArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -68,6 +68,7 @@ async fn start_identity(
     config.keys.publish_delay = args.key_publish_delay.seconds()?;
     config.keys.rotation_interval =
         i64::try_from(args.key_rotation.as_secs()).context("the key rotation is too long")?;
+    args.account_policy.apply(&mut config)?;
     let master = master_key(data_dir)?;
     let provider = Provider::new(config, store, &master, audit, Arc::new(SystemClock)).await?;
     Ok((listener, Arc::new(provider)))

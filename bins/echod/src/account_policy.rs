@@ -1,0 +1,158 @@
+//! Flags for identity's account and token policy: refresh-token lifetimes,
+//! the lockout, and which roles need a second factor.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use echo_identity::IdentityConfig;
+
+#[derive(Debug, Clone, Args)]
+pub struct AccountPolicyArgs {
+    /// A refresh token unused this long expires (e.g. `30d`).
+    #[arg(long, env = "ECHO_REFRESH_IDLE", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub refresh_idle: Duration,
+    /// No refresh token outlives its first login by more than this.
+    #[arg(long, env = "ECHO_REFRESH_MAX", default_value = "90d", value_parser = humantime::parse_duration)]
+    pub refresh_max: Duration,
+    /// Within this long of a rotation, the spent refresh token returns the
+    /// same successor (parallel tabs, retries) instead of revoking its family.
+    #[arg(long, env = "ECHO_REFRESH_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub refresh_grace: Duration,
+    /// Consecutive failed logins that lock an account.
+    #[arg(long, env = "ECHO_LOCKOUT_AFTER", default_value_t = 10)]
+    pub lockout_after: i64,
+    /// How long a lockout lasts.
+    #[arg(long, env = "ECHO_LOCKOUT_DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub lockout_duration: Duration,
+    /// Roles that must use a second factor, comma-separated (empty: none).
+    #[arg(
+        long,
+        env = "ECHO_MFA_REQUIRED_ROLES",
+        default_value = "admin",
+        value_delimiter = ','
+    )]
+    pub mfa_required_roles: Vec<String>,
+}
+
+fn seconds(d: Duration, what: &str) -> anyhow::Result<i64> {
+    i64::try_from(d.as_secs()).with_context(|| format!("{what} is too long"))
+}
+
+impl AccountPolicyArgs {
+    /// Sets the policy on `config`, refusing combinations that make no sense.
+    pub fn apply(&self, config: &mut IdentityConfig) -> anyhow::Result<()> {
+        config.refresh_token_idle_ttl = seconds(self.refresh_idle, "--refresh-idle")?;
+        config.refresh_token_absolute_ttl = seconds(self.refresh_max, "--refresh-max")?;
+        config.refresh_token_grace = seconds(self.refresh_grace, "--refresh-grace")?;
+        if config.refresh_token_idle_ttl == 0
+            || config.refresh_token_idle_ttl > config.refresh_token_absolute_ttl
+        {
+            anyhow::bail!("--refresh-idle must be above zero and at most --refresh-max");
+        }
+        if config.refresh_token_grace > 60 {
+            anyhow::bail!(
+                "--refresh-grace is at most 60s: a longer grace lets a stolen token ride along"
+            );
+        }
+        let lockout = &mut config.lockout;
+        if self.lockout_after <= lockout.free_failures {
+            anyhow::bail!(
+                "--lockout-after must be above the {} failures allowed without delay",
+                lockout.free_failures
+            );
+        }
+        lockout.lock_after = self.lockout_after;
+        lockout.lock_duration = seconds(self.lockout_duration, "--lockout-duration")?;
+        config.mfa_required_roles = self
+            .mfa_required_roles
+            .iter()
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .collect();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        policy: AccountPolicyArgs,
+    }
+
+    fn applied(args: &[&str]) -> anyhow::Result<IdentityConfig> {
+        let cli = Cli::try_parse_from(std::iter::once("echod").chain(args.iter().copied()))?;
+        let mut config = IdentityConfig::new("http://127.0.0.1:8081");
+        cli.policy.apply(&mut config)?;
+        Ok(config)
+    }
+
+    #[test]
+    fn defaults_keep_the_documented_policy() {
+        let config = applied(&[]).unwrap();
+        let default = IdentityConfig::new("http://127.0.0.1:8081");
+        assert_eq!(
+            config.refresh_token_idle_ttl,
+            default.refresh_token_idle_ttl
+        );
+        assert_eq!(
+            config.refresh_token_absolute_ttl,
+            default.refresh_token_absolute_ttl
+        );
+        assert_eq!(config.refresh_token_grace, default.refresh_token_grace);
+        assert_eq!(config.lockout.lock_after, default.lockout.lock_after);
+        assert_eq!(config.lockout.lock_duration, default.lockout.lock_duration);
+        assert_eq!(config.mfa_required_roles, ["admin"]);
+    }
+
+    #[test]
+    fn flags_set_the_policy() {
+        let config = applied(&[
+            "--refresh-idle",
+            "1d",
+            "--refresh-max",
+            "7d",
+            "--refresh-grace",
+            "2s",
+            "--lockout-after",
+            "6",
+            "--lockout-duration",
+            "1h",
+            "--mfa-required-roles",
+            "admin,auditor",
+        ])
+        .unwrap();
+        assert_eq!(config.refresh_token_idle_ttl, 86_400);
+        assert_eq!(config.refresh_token_absolute_ttl, 7 * 86_400);
+        assert_eq!(config.refresh_token_grace, 2);
+        assert_eq!(
+            (config.lockout.lock_after, config.lockout.lock_duration),
+            (6, 3_600)
+        );
+        assert_eq!(config.mfa_required_roles, ["admin", "auditor"]);
+        assert!(
+            applied(&["--mfa-required-roles", ""])
+                .unwrap()
+                .mfa_required_roles
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn nonsense_is_refused_clearly() {
+        for (args, expected) in [
+            (&["--refresh-idle", "100d"][..], "at most --refresh-max"),
+            (&["--refresh-grace", "5m"][..], "at most 60s"),
+            (&["--lockout-after", "3"][..], "above the 5 failures"),
+            (&["--refresh-idle", "soon"][..], "invalid value"),
+        ] {
+            let error = applied(args).unwrap_err().to_string();
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
+    }
+}
