@@ -23,6 +23,10 @@ use crate::{Provider, Result};
 /// Compare-and-swap rounds before a reservation gives up and refuses (fail
 /// closed); each lost round means another guess was counted meanwhile.
 const MAX_SWAPS: usize = 256;
+/// How long a delayed or locked guess waits for the guesses in flight before
+/// it to settle (see [`Provider::reserve_attempt`]), and how often it looks.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// When guesses at one account are slowed and stopped. Times in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,24 +113,42 @@ pub(crate) enum Reservation {
 
 impl Provider {
     /// Reserves one guess at `user_id`'s secrets, before checking it.
+    ///
+    /// A reservation counts as a failure until the guess is settled, so
+    /// legitimate logins arriving together (a user's tabs, a retrying
+    /// client) can find the delay or the lock reached by guesses still in
+    /// flight that are about to succeed. A refused reservation therefore
+    /// waits up to [`SETTLE_WAIT`], re-reading the counter, before it is
+    /// refused: a success clears the counter, and a short delay expires.
+    /// Never more than `lock_after` guesses are checked either way.
     pub(crate) async fn reserve_attempt(&self, user_id: &str) -> Result<Reservation> {
         let policy = self.config.lockout;
-        for _ in 0..MAX_SWAPS {
+        let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+        let mut swaps = 0;
+        loop {
             let Some(counter) = self.store.login_counter(user_id).await? else {
                 return Ok(Reservation::Refused);
             };
-            let Ok(reserved) = policy.reserve(counter, self.clock.now()) else {
-                return Ok(Reservation::Refused);
-            };
-            if self
-                .store
-                .swap_login_counter(user_id, counter, reserved)
-                .await?
-            {
-                return Ok(Reservation::Granted(reserved));
+            match policy.reserve(counter, self.clock.now()) {
+                Ok(reserved) => {
+                    if self
+                        .store
+                        .swap_login_counter(user_id, counter, reserved)
+                        .await?
+                    {
+                        return Ok(Reservation::Granted(reserved));
+                    }
+                    swaps += 1;
+                    if swaps >= MAX_SWAPS {
+                        return Ok(Reservation::Refused);
+                    }
+                }
+                Err(_) if tokio::time::Instant::now() + SETTLE_POLL > deadline => {
+                    return Ok(Reservation::Refused);
+                }
+                Err(_) => tokio::time::sleep(SETTLE_POLL).await,
             }
         }
-        Ok(Reservation::Refused)
     }
 
     /// A reserved guess turned out wrong: audits the lock it caused, if any.

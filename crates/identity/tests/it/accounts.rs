@@ -271,6 +271,31 @@ async fn parallel_guesses_under_the_default_policy_get_five_checks() {
     assert_eq!(failures(&server, "wrong_password"), 5);
 }
 
+/// Regression: a reservation counts as a failure until its guess settles, so
+/// eight correct logins at once used to see the delay reached by the five
+/// in flight and three were refused (and audited as locked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_correct_logins_all_succeed() {
+    let (server, _clock) =
+        Server::start_manual(|config| config.login_attempts_per_minute = 1_000).await;
+    let server = Arc::new(server);
+    let mut logins = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let server = server.clone();
+        logins.spawn(async move {
+            let browser = Browser::new();
+            let params = Params::code_flow(WEB, WEB_REDIRECT, &Pkce::new());
+            let form = browser.get(&server.authorize_url(&params)).await;
+            let page = browser.submit_login(&server, &form, USER, PASSWORD).await;
+            code_from(&server, &page, &params)
+        });
+    }
+    while let Some(code) = logins.join_next().await {
+        assert!(!code.expect("login task").is_empty());
+    }
+    assert_eq!(failures(&server, "locked"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_and_inactive_users_are_refused_like_wrong_passwords() {
     let (server, _clock) = Server::start_with_manual_clock().await;
