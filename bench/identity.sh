@@ -8,36 +8,9 @@
 #   DURATION=10 bench/identity.sh     # shorter runs
 #   ECHO_ACCESS_TOKEN_ALG=EdDSA bench/identity.sh
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PEER="${PEER:-$ROOT/../shared/peer}"
-OUT="$ROOT/bench/out/$(date -u +%Y%m%dT%H%M%SZ)"
-PORT="${PORT:-18081}"
-export DURATION="${DURATION:-20}"
-mkdir -p "$OUT"
-
-cargo build --release -p echod --manifest-path "$ROOT/Cargo.toml" >&2
-ECHOD="$ROOT/target/release/echod"
-DATA="$(mktemp -d)"
-trap 'kill "${PID:-}" 2>/dev/null || true; rm -rf "$DATA"' EXIT
-# Default log level: audit events (one per token) are written, as in production.
-
-SECRET="$(head -c 32 /dev/urandom | base64 | tr -d '=+/' | head -c 43)"
-echo "$SECRET" | "$ECHOD" --data-dir "$DATA" client add svc-a --secret-stdin \
-  --grant client_credentials --audience logging-service --scope logs:write >/dev/null
-
-# Starts echod on core 0; sets PID and START_MS (spawn to `ready` line).
-start() {
-  local t0 t1
-  t0=$(date +%s%N)
-  exec 3< <(taskset -c 0 "$ECHOD" --data-dir "$DATA" serve identity --listen "127.0.0.1:$PORT" 2>>"$OUT/echod.log"; echo "exited")
-  local line=""
-  while read -r line <&3; do [[ "$line" == ready* || "$line" == exited ]] && break; done
-  t1=$(date +%s%N)
-  [[ "$line" == ready* ]] || { echo "echod did not start" >&2; exit 1; }
-  PID="$(pgrep -n -f "echod --data-dir $DATA serve identity")"
-  START_MS=$(( (t1 - t0) / 1000000 ))
-}
-stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; sleep 0.3; }
+DURATION="${DURATION:-20}"
+# ROOT, PEER, OUT, PORT, ECHOD, DATA, SECRET (client svc-a), start, stop
+source "$(dirname "${BASH_SOURCE[0]}")/identity-common.sh"
 
 start; first="$START_MS"; stop
 ready=()
