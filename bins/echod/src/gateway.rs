@@ -9,7 +9,10 @@ use echo_audit_client::{AuditWriter, ClientCredentials, WriterConfig};
 use echo_core::SystemClock;
 use echo_core::audit::{AuditSink, LogAuditSink};
 use echo_crypto::secret::{generate_client_secret, hash_client_secret, verify_client_secret};
-use echo_gateway::{ClientSecret, Gateway, GatewayConfig, GatewayFile, SqliteSessionStore};
+use echo_gateway::{
+    ClientSecret, Gateway, GatewayConfig, GatewayFile, RedisSessionStore, SessionStore,
+    SqliteSessionStore,
+};
 use echo_identity::admin::{self, NewClient};
 use echo_identity::exchange::GRANT_TOKEN_EXCHANGE;
 use echo_store::Store;
@@ -207,7 +210,27 @@ pub struct AuditService<'a> {
     pub audience: &'a str,
 }
 
-/// The gateway over `<data>/gateway.db`, verifying `issuer`'s tokens, with
+/// Where sessions live: Redis if `--redis-url` names one, else
+/// `<data>/gateway.db`.
+async fn session_store(
+    dir: &Path,
+    session: &GatewaySessionArgs,
+    idle_ttl: i64,
+) -> anyhow::Result<Arc<dyn SessionStore>> {
+    if let Some(url) = &session.redis_url {
+        let store = RedisSessionStore::open(url, &session.redis_prefix, idle_ttl)
+            .await
+            .context("cannot connect to the gateway's Redis (ECHO_REDIS_URL)")?;
+        return Ok(Arc::new(store));
+    }
+    let path = dir.join("gateway.db");
+    let store = SqliteSessionStore::open(&path)
+        .await
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// The gateway over its session store (`<data>/gateway.db` or Redis), verifying `issuer`'s tokens, with
 /// the routes of `file`.
 #[allow(clippy::too_many_arguments)]
 pub async fn build(
@@ -230,16 +253,13 @@ pub async fn build(
         .url
         .map(|u| u.trim_end_matches('/').to_owned());
     config.audit_audience = audit_service.audience.to_owned();
-    let path = dir.join("gateway.db");
-    let store = SqliteSessionStore::open(&path)
-        .await
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let store = session_store(dir, session, config.session_idle_ttl).await?;
     let jwks = HttpJwks::new(format!("{}/jwks", config.issuer));
     let verifier = Verifier::new(&config.issuer, Arc::new(jwks), VerifierOptions::default());
     let master = master_key(dir)?;
     Ok(Arc::new(Gateway::new(
         config,
-        Arc::new(store),
+        store,
         &master,
         Arc::new(verifier),
         audit,

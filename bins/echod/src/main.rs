@@ -117,6 +117,13 @@ pub struct GatewaySessionArgs {
     /// The gateway's TOML file: routes, rate limits, trusted proxies.
     #[arg(long = "config", env = "ECHO_CONFIG")]
     pub config: Option<std::path::PathBuf>,
+    /// Keep gateway sessions in this Redis (`redis://host:port[/db]`)
+    /// instead of `<data>/gateway.db`.
+    #[arg(long = "redis-url", env = "ECHO_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of the gateway's keys in Redis.
+    #[arg(long = "redis-prefix", env = "ECHO_REDIS_PREFIX", default_value = echo_gateway::DEFAULT_REDIS_PREFIX)]
+    pub redis_prefix: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -35,7 +35,7 @@
 //! The map: [`Gateway`] (`gateway.rs`: login, logout; `pipeline.rs`: the
 //! request pipeline) is the domain service and knows nothing of HTTP;
 //! `oidc.rs` is the relying-party client; [`SqliteSessionStore`] the
-//! default storage; [`http`] the thin axum layer with the one
+//! default storage, [`RedisSessionStore`] the shared one; [`http`] the thin axum layer with the one
 //! error → response mapping (`http/error.rs`). Security-relevant events
 //! (login success and failure, logout, session expiry, CSRF refusals) go
 //! to the [`echo_core::audit::AuditSink`] the gateway is given.
@@ -50,6 +50,7 @@ mod oidc;
 mod pipeline;
 mod proxy;
 mod rate_limit;
+mod redis_store;
 mod return_to;
 mod routes;
 mod session;
@@ -61,6 +62,7 @@ pub use error::{Fault, GatewayError};
 pub use gateway::{Callback, Gateway, LoginStart, RequestMeta, SignedIn};
 pub use http::{router, serve};
 pub use pipeline::{Presented, Principal, SessionInfo, Surface};
+pub use redis_store::{DEFAULT_REDIS_PREFIX, RedisSessionStore};
 pub use routes::{GatewayFile, Limit, RateLimits, Route, RouteTable};
 pub use session::{LoginAttempt, Session, SessionStore, Tokens};
 pub use sqlite::SqliteSessionStore;

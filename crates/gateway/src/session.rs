@@ -1,7 +1,8 @@
 //! What the gateway keeps per browser, and the storage interface for it.
 //!
-//! [`SessionStore`] is the seam for other backends: SQLite
-//! ([`SqliteSessionStore`](crate::SqliteSessionStore)) today, Redis later.
+//! [`SessionStore`] has two backends: SQLite
+//! ([`SqliteSessionStore`](crate::SqliteSessionStore), the default) and
+//! Redis ([`RedisSessionStore`](crate::RedisSessionStore)).
 //! Stores hold only hashes of the browser-side secrets (session id, login
 //! `state`, browser binding) and tokens sealed under a key the store never
 //! sees, so a copy of the store signs nobody in.
@@ -14,7 +15,7 @@ use crate::Result;
 
 /// A login between `/login` and `/callback`, found by the hash of its
 /// `state`. Single use.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginAttempt {
     pub state_hash: String,
     /// Hash of the binding cookie of the browser that started the login,

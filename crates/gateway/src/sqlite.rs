@@ -1,7 +1,11 @@
 //! [`SessionStore`] on the gateway's own SQLite file (`<data>/gateway.db`):
-//! WAL, one writer connection and a reader pool, as every Echo SQLite file.
+//! WAL, one writer connection and a reader pool, as every Echo SQLite file,
+//! and a small cache of recently read sessions in front of it.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -10,10 +14,74 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqliteRow, SqliteSynchronou
 use crate::session::{LoginAttempt, Session, SessionStore};
 use crate::{GatewayError, Result};
 
+/// How long a read session is served from memory.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Sessions cached at most.
+const CACHE_CAPACITY: usize = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct SqliteSessionStore {
     read: SqlitePool,
     write: SqlitePool,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// Sessions read in the last [`CACHE_TTL`], so a busy session costs no
+/// database read per request. The file is this process's alone and every
+/// write goes through this store, which drops the session's entry (logout
+/// ends a session at once); the TTL bounds how stale an entry could be if
+/// something else wrote the file.
+///
+/// A read that raced a write must not cache what it read before the write:
+/// every write bumps `generation`, and a read caches its row only if no
+/// write happened since it began.
+#[derive(Debug, Default)]
+struct Recent {
+    generation: u64,
+    sessions: HashMap<String, (Session, Instant)>,
+}
+
+impl SqliteSessionStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cached(&self, id_hash: &str) -> std::result::Result<Session, u64> {
+        let recent = self.lock();
+        match recent.sessions.get(id_hash) {
+            Some((session, at)) if at.elapsed() < CACHE_TTL => Ok(session.clone()),
+            _ => Err(recent.generation),
+        }
+    }
+
+    fn remember(&self, session: &Session, generation: u64) {
+        let mut recent = self.lock();
+        if recent.generation != generation {
+            return;
+        }
+        if recent.sessions.len() >= CACHE_CAPACITY {
+            recent
+                .sessions
+                .retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+            if recent.sessions.len() >= CACHE_CAPACITY {
+                return;
+            }
+        }
+        let entry = (session.clone(), Instant::now());
+        recent.sessions.insert(session.id_hash.clone(), entry);
+    }
+
+    /// After a write to `id_hash`'s row (`None`: to any rows).
+    fn forget(&self, id_hash: Option<&str>) {
+        let mut recent = self.lock();
+        recent.generation += 1;
+        match id_hash {
+            Some(id_hash) => {
+                recent.sessions.remove(id_hash);
+            }
+            None => recent.sessions.clear(),
+        }
+    }
 }
 
 impl SqliteSessionStore {
@@ -26,7 +94,11 @@ impl SqliteSessionStore {
             .synchronous(SqliteSynchronous::Normal);
         let (read, write) =
             echo_store::open_sqlite_pools(options, &sqlx::migrate!("./migrations/sqlite")).await?;
-        Ok(Self { read, write })
+        Ok(Self {
+            read,
+            write,
+            recent: Arc::default(),
+        })
     }
 }
 
@@ -108,11 +180,19 @@ impl SessionStore for SqliteSessionStore {
     }
 
     async fn session(&self, id_hash: &str) -> Result<Option<Session>> {
+        let generation = match self.cached(id_hash) {
+            Ok(session) => return Ok(Some(session)),
+            Err(generation) => generation,
+        };
         let row = sqlx::query("SELECT * FROM sessions WHERE id_hash = ?")
             .bind(id_hash)
             .fetch_optional(&self.read)
             .await?;
-        row.as_ref().map(session_from).transpose()
+        let session = row.as_ref().map(session_from).transpose()?;
+        if let Some(session) = &session {
+            self.remember(session, generation);
+        }
+        Ok(session)
     }
 
     async fn touch_session(&self, id_hash: &str, now: i64) -> Result<()> {
@@ -122,6 +202,7 @@ impl SessionStore for SqliteSessionStore {
             .bind(now)
             .execute(&self.write)
             .await?;
+        self.forget(Some(id_hash));
         Ok(())
     }
 
@@ -141,6 +222,7 @@ impl SessionStore for SqliteSessionStore {
         .bind(id_hash)
         .execute(&self.write)
         .await?;
+        self.forget(Some(id_hash));
         Ok(())
     }
 
@@ -149,6 +231,7 @@ impl SessionStore for SqliteSessionStore {
             .bind(id_hash)
             .execute(&self.write)
             .await?;
+        self.forget(Some(id_hash));
         Ok(done.rows_affected() > 0)
     }
 
@@ -163,65 +246,7 @@ impl SessionStore for SqliteSessionStore {
             .bind(now)
             .execute(&self.write)
             .await?;
+        self.forget(None);
         Ok(sessions.rows_affected() + attempts.rows_affected())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn session(id: &str, last_seen_at: i64, expires_at: i64) -> Session {
-        Session {
-            id_hash: id.into(),
-            subject: "u1".into(),
-            name: Some("alice".into()),
-            roles: vec!["admin".into()],
-            created_at: 0,
-            last_seen_at,
-            expires_at,
-            access_expires_at: 10,
-            tokens: vec![1, 2, 3],
-        }
-    }
-
-    #[tokio::test]
-    async fn attempts_are_single_use_and_sessions_round_trip() {
-        let dir = echo_testkit::data_dir();
-        let store = SqliteSessionStore::open(&dir.path().join("gateway.db"))
-            .await
-            .unwrap();
-        let attempt = LoginAttempt {
-            state_hash: "s".into(),
-            browser_hash: "b".into(),
-            nonce: "n".into(),
-            pkce_verifier: "v".into(),
-            return_to: "/x".into(),
-            expires_at: 100,
-        };
-        store.insert_attempt(&attempt).await.unwrap();
-        assert_eq!(store.take_attempt("s").await.unwrap(), Some(attempt));
-        assert_eq!(store.take_attempt("s").await.unwrap(), None);
-
-        store.insert_session(&session("a", 50, 1000)).await.unwrap();
-        store
-            .insert_session(&session("idle", 10, 1000))
-            .await
-            .unwrap();
-        store.insert_session(&session("old", 50, 60)).await.unwrap();
-        store.touch_session("a", 70).await.unwrap();
-        store
-            .update_tokens("a", &[9], 500, &["auditor".into()])
-            .await
-            .unwrap();
-        let a = store.session("a").await.unwrap().unwrap();
-        assert_eq!(
-            (a.last_seen_at, a.access_expires_at, a.tokens, a.roles),
-            (70, 500, vec![9], vec!["auditor".to_owned()])
-        );
-        assert_eq!(store.purge(60, 20).await.unwrap(), 2, "idle and old");
-        assert!(store.session("a").await.unwrap().is_some());
-        assert!(store.delete_session("a").await.unwrap());
-        assert!(!store.delete_session("a").await.unwrap());
     }
 }

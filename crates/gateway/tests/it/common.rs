@@ -1,5 +1,5 @@
-//! The platform under test (identity + gateway sharing a hand-moved clock),
-//! and a small browser: a cookie jar (by name: cookies ignore ports, so
+//! The platform under test (identity + gateway sharing a hand-moved clock,
+//! the gateway's sessions in SQLite or Redis), and a small browser: a cookie jar (by name: cookies ignore ports, so
 //! identity's and the gateway's share it as in a real browser) over a
 //! client that never follows redirects.
 
@@ -10,7 +10,9 @@ use std::time::Duration;
 use echo_core::audit::MemoryAuditSink;
 use echo_core::{Clock, ManualClock, SystemClock};
 use echo_crypto::seal::MasterKey;
-use echo_gateway::{ClientSecret, Gateway, GatewayConfig, SqliteSessionStore};
+use echo_gateway::{
+    ClientSecret, Gateway, GatewayConfig, RedisSessionStore, SessionStore, SqliteSessionStore,
+};
 use echo_identity::admin::{self, NewClient, NewUser};
 use echo_identity::{IdentityConfig, Provider};
 use echo_testkit::TempDir;
@@ -24,6 +26,126 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub const GATEWAY_SECRET: &str = "gateway-secret-0123456789abcdefghijklmnop";
 /// The audience of the test upstreams.
 pub const UPSTREAM_AUDIENCE: &str = "upstream";
+
+/// The Redis the Redis half of the session suite runs against.
+pub const REDIS_URL_VAR: &str = "ECHO_TEST_REDIS_URL";
+
+/// Where the gateway under test keeps its sessions.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    /// At [`REDIS_URL_VAR`], under a prefix of the test's own.
+    Redis,
+}
+
+/// Whether the Redis half of `test` runs: without [`REDIS_URL_VAR`] it is
+/// skipped (and says so), except under `CI=true`, where that fails.
+pub fn redis_configured(test: &str) -> bool {
+    if std::env::var_os(REDIS_URL_VAR).is_some() {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(
+        !ci,
+        "{REDIS_URL_VAR} is not set under CI=true: Redis tests cannot be skipped in CI"
+    );
+    eprintln!("SKIPPED {test}: Redis half skipped, set {REDIS_URL_VAR} to run it");
+    false
+}
+
+/// Defines each named `async fn(Backend)` as a test per session store:
+/// `sqlite::<name>` and `redis::<name>`.
+macro_rules! on_every_store {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($crate::common::Backend::Sqlite).await;
+                }
+            )+
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    if $crate::common::redis_configured(concat!(module_path!(), "::", stringify!($test))) {
+                        super::$test($crate::common::Backend::Redis).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_every_store;
+
+/// Keys under a random prefix in Redis, all deleted on drop.
+struct RedisKeys {
+    url: String,
+    prefix: String,
+}
+
+impl RedisKeys {
+    fn new() -> Self {
+        let url = std::env::var(REDIS_URL_VAR).expect("checked by redis_configured");
+        let prefix = format!(
+            "echo:test:{}:",
+            echo_crypto::secret::token_hash(&echo_crypto::secret::random_token())
+        );
+        Self { url, prefix }
+    }
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        use redis::Commands;
+        let mut redis = redis::Client::open(self.url.as_str())
+            .and_then(|client| client.get_connection())
+            .expect("Redis for cleanup");
+        let keys: Vec<String> = redis
+            .scan_match::<_, String>(format!("{}*", self.prefix))
+            .expect("SCAN")
+            .collect::<Result<_, _>>()
+            .expect("SCAN");
+        if !keys.is_empty() {
+            redis.del::<_, ()>(keys).expect("DEL");
+        }
+    }
+}
+
+/// A session store of `backend` for one test, and what must outlive it.
+pub struct TestStore {
+    pub store: Arc<dyn SessionStore>,
+    _keys: Option<RedisKeys>,
+}
+
+impl TestStore {
+    /// Sessions idle out after `idle_ttl` seconds (Redis expires them so).
+    pub async fn open(backend: Backend, dir: &std::path::Path, idle_ttl: i64) -> Self {
+        match backend {
+            Backend::Sqlite => Self {
+                store: Arc::new(
+                    SqliteSessionStore::open(&dir.join("gateway.db"))
+                        .await
+                        .unwrap(),
+                ),
+                _keys: None,
+            },
+            Backend::Redis => {
+                let keys = RedisKeys::new();
+                let store = RedisSessionStore::open(&keys.url, &keys.prefix, idle_ttl)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("{REDIS_URL_VAR}={} is not reachable: {e}", keys.url)
+                    });
+                Self {
+                    store: Arc::new(store),
+                    _keys: Some(keys),
+                }
+            }
+        }
+    }
+}
 
 /// A served service, stopped gracefully on [`Served::stop`] or drop.
 struct Served {
@@ -73,6 +195,7 @@ pub struct Platform {
     pub gateway_audit: Arc<MemoryAuditSink>,
     identity: Served,
     _gateway: Served,
+    _sessions: TestStore,
     _dir: TempDir,
 }
 
@@ -81,10 +204,19 @@ impl Platform {
         Self::start_with(|_| {}).await
     }
 
+    /// A platform whose gateway keeps its sessions in `backend`.
+    pub async fn start_on(backend: Backend) -> Self {
+        Self::launch(backend, |_| {}).await
+    }
+
     /// A platform whose gateway configuration `configure` adjusts (routes,
     /// limits); the gateway client may exchange tokens for the audiences
     /// [`UPSTREAM_AUDIENCE`] and `audit`.
     pub async fn start_with(configure: impl FnOnce(&mut GatewayConfig)) -> Self {
+        Self::launch(Backend::Sqlite, configure).await
+    }
+
+    async fn launch(backend: Backend, configure: impl FnOnce(&mut GatewayConfig)) -> Self {
         let dir = echo_testkit::data_dir();
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
         let identity_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -142,9 +274,7 @@ impl Platform {
         let mut config =
             GatewayConfig::new(&gateway_url, &issuer, ClientSecret::new(GATEWAY_SECRET)).unwrap();
         configure(&mut config);
-        let sessions = SqliteSessionStore::open(&dir.path().join("gateway.db"))
-            .await
-            .unwrap();
+        let sessions = TestStore::open(backend, dir.path(), config.session_idle_ttl).await;
         // Every unknown `kid` refetches at once, so a test can see the
         // fetch fail without waiting out the rate limit.
         let options = VerifierOptions {
@@ -156,7 +286,7 @@ impl Platform {
         let gateway_audit = Arc::new(MemoryAuditSink::default());
         let gateway = Arc::new(Gateway::new(
             config,
-            Arc::new(sessions),
+            sessions.store.clone(),
             &MasterKey::generate(),
             Arc::new(verifier),
             gateway_audit.clone(),
@@ -173,6 +303,7 @@ impl Platform {
             gateway_audit,
             identity,
             _gateway: gateway_served,
+            _sessions: sessions,
             _dir: dir,
         }
     }

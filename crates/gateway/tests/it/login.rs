@@ -1,14 +1,21 @@
-//! The BFF login and logout, end to end through identity's login form.
+//! The BFF login and logout, end to end through identity's login form;
+//! what touches the session store runs once per store.
 
 use std::collections::BTreeMap;
 
 use reqwest::StatusCode;
 
-use crate::common::{Browser, Platform, query_of, with_param};
+use crate::common::{Backend, Browser, Platform, on_every_store, query_of, with_param};
 
-#[tokio::test]
-async fn login_session_api_logout_and_the_cookie_is_dead_afterwards() {
-    let platform = Platform::start().await;
+on_every_store!(
+    login_session_api_logout_and_the_cookie_is_dead_afterwards,
+    a_new_session_id_at_every_login,
+    callback_without_a_matching_state_is_400,
+    logout_needs_the_csrf_token_and_this_origin,
+);
+
+async fn login_session_api_logout_and_the_cookie_is_dead_afterwards(backend: Backend) {
+    let platform = Platform::start_on(backend).await;
     let browser = Browser::new();
 
     let start = browser
@@ -95,9 +102,8 @@ async fn login_session_api_logout_and_the_cookie_is_dead_afterwards() {
     assert!(form.body.contains(r#"name="password""#));
 }
 
-#[tokio::test]
-async fn a_new_session_id_at_every_login() {
-    let platform = Platform::start().await;
+async fn a_new_session_id_at_every_login(backend: Backend) {
+    let platform = Platform::start_on(backend).await;
     let browser = Browser::new();
     // A planted id (session fixation) is replaced, never adopted.
     browser.set_cookie("echo_session", "planted-by-an-attacker");
@@ -115,9 +121,8 @@ async fn a_new_session_id_at_every_login() {
     );
 }
 
-#[tokio::test]
-async fn callback_without_a_matching_state_is_400() {
-    let platform = Platform::start().await;
+async fn callback_without_a_matching_state_is_400(backend: Backend) {
+    let platform = Platform::start_on(backend).await;
     let browser = Browser::new();
     for path in [
         "/callback?code=abc",
@@ -178,9 +183,8 @@ async fn return_to_must_stay_on_this_site() {
     }
 }
 
-#[tokio::test]
-async fn logout_needs_the_csrf_token_and_this_origin() {
-    let platform = Platform::start().await;
+async fn logout_needs_the_csrf_token_and_this_origin(backend: Backend) {
+    let platform = Platform::start_on(backend).await;
     let browser = Browser::new();
     platform.sign_in(&browser, None).await;
     let home = browser.get(&platform.gw("/")).await;

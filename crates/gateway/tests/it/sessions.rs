@@ -1,13 +1,112 @@
-//! Session lifetimes, CSRF on session API calls, and the refresh of the
-//! access token by one request at a time.
+//! The session store's contract, session lifetimes, CSRF on session API
+//! calls, and the refresh of the access token by one request at a time:
+//! each test runs once per session store (SQLite, Redis).
 
+use echo_core::{Clock, SystemClock};
+use echo_gateway::{LoginAttempt, Session};
 use reqwest::StatusCode;
 
-use crate::common::{Browser, Platform};
+use crate::common::{Backend, Browser, Platform, TestStore, on_every_store};
 
-#[tokio::test]
-async fn an_idle_session_sends_pages_to_login_and_back_and_the_api_gets_401() {
-    let platform = Platform::start().await;
+on_every_store!(
+    the_store_keeps_attempts_single_use_and_sessions_until_they_end,
+    an_idle_session_sends_pages_to_login_and_back_and_the_api_gets_401,
+    use_keeps_a_session_alive_until_its_absolute_end,
+    session_api_calls_need_the_csrf_header_and_this_origin,
+    twenty_parallel_requests_at_expiry_refresh_once_and_the_session_survives,
+);
+
+fn session(id: &str, last_seen_at: i64, expires_at: i64) -> Session {
+    Session {
+        id_hash: id.into(),
+        subject: "u1".into(),
+        name: Some("alice".into()),
+        roles: vec!["admin".into()],
+        created_at: last_seen_at,
+        last_seen_at,
+        expires_at,
+        access_expires_at: last_seen_at + 600,
+        tokens: vec![1, 2, 3],
+    }
+}
+
+/// On the store alone, in real time (Redis expires keys by its own clock).
+async fn the_store_keeps_attempts_single_use_and_sessions_until_they_end(backend: Backend) {
+    const IDLE: i64 = 1800;
+    let dir = echo_testkit::data_dir();
+    let sessions = TestStore::open(backend, dir.path(), IDLE).await;
+    let store = &sessions.store;
+    let now = SystemClock.now();
+    let attempt = LoginAttempt {
+        state_hash: "s".into(),
+        browser_hash: "b".into(),
+        nonce: "n".into(),
+        pkce_verifier: "v".into(),
+        return_to: "/x".into(),
+        expires_at: now + 600,
+    };
+    store.insert_attempt(&attempt).await.unwrap();
+    assert_eq!(store.take_attempt("s").await.unwrap(), Some(attempt));
+    assert_eq!(store.take_attempt("s").await.unwrap(), None, "single use");
+
+    store
+        .insert_session(&session("a", now, now + 3600))
+        .await
+        .unwrap();
+    let anonymous = Session {
+        name: None,
+        ..session("anonymous", now, now + 3600)
+    };
+    store.insert_session(&anonymous).await.unwrap();
+    store
+        .insert_session(&session("idle", now - IDLE - 10, now + 3600))
+        .await
+        .unwrap();
+    store
+        .insert_session(&session("old", now - 60, now - 1))
+        .await
+        .unwrap();
+    store.touch_session("a", now + 70).await.unwrap();
+    store.touch_session("a", now + 10).await.unwrap();
+    store
+        .update_tokens("a", &[9, 0, 255], now + 900, &["auditor".into()])
+        .await
+        .unwrap();
+    let a = store.session("a").await.unwrap().unwrap();
+    assert_eq!(
+        (a.last_seen_at, a.access_expires_at, a.tokens, a.roles),
+        (
+            now + 70,
+            now + 900,
+            vec![9, 0, 255],
+            vec!["auditor".to_owned()]
+        ),
+        "use only moves forward"
+    );
+    assert_eq!(a.name.as_deref(), Some("alice"));
+    assert_eq!(store.session("anonymous").await.unwrap(), Some(anonymous));
+
+    store.purge(now, now - IDLE).await.unwrap();
+    for ended in ["idle", "old"] {
+        assert_eq!(store.session(ended).await.unwrap(), None, "{ended}");
+    }
+    store
+        .update_tokens("old", &[1], now + 900, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session("old").await.unwrap(),
+        None,
+        "an update does not bring a session back"
+    );
+    assert!(store.session("a").await.unwrap().is_some());
+    assert!(store.delete_session("a").await.unwrap());
+    assert!(!store.delete_session("a").await.unwrap());
+    assert_eq!(store.session("a").await.unwrap(), None);
+}
+
+async fn an_idle_session_sends_pages_to_login_and_back_and_the_api_gets_401(backend: Backend) {
+    let platform = Platform::start_on(backend).await;
     let browser = Browser::new();
     platform.sign_in(&browser, None).await;
     assert_eq!(browser.api_me(&platform).await.status, StatusCode::OK);
@@ -36,9 +135,8 @@ async fn an_idle_session_sends_pages_to_login_and_back_and_the_api_gets_401() {
     );
 }
 
-#[tokio::test]
-async fn use_keeps_a_session_alive_until_its_absolute_end() {
-    let platform = Platform::start().await;
+async fn use_keeps_a_session_alive_until_its_absolute_end(backend: Backend) {
+    let platform = Platform::start_on(backend).await;
     let browser = Browser::new();
     platform.sign_in(&browser, None).await;
     // 12 h absolute: used every 20 minutes, it still ends.
@@ -55,9 +153,8 @@ async fn use_keeps_a_session_alive_until_its_absolute_end() {
     assert_eq!(expired[0].details["reason"], "absolute_timeout");
 }
 
-#[tokio::test]
-async fn session_api_calls_need_the_csrf_header_and_this_origin() {
-    let platform = Platform::start().await;
+async fn session_api_calls_need_the_csrf_header_and_this_origin(backend: Backend) {
+    let platform = Platform::start_on(backend).await;
     let browser = Browser::new();
     platform.sign_in(&browser, None).await;
     let no_header = browser.get(&platform.gw("/api/me")).await;
@@ -80,9 +177,10 @@ async fn session_api_calls_need_the_csrf_header_and_this_origin() {
     assert_eq!(platform.gateway_audited("gateway.csrf.refused").len(), 2);
 }
 
-#[tokio::test]
-async fn twenty_parallel_requests_at_expiry_refresh_once_and_the_session_survives() {
-    let platform = Platform::start().await;
+async fn twenty_parallel_requests_at_expiry_refresh_once_and_the_session_survives(
+    backend: Backend,
+) {
+    let platform = Platform::start_on(backend).await;
     let browser = std::sync::Arc::new(Browser::new());
     platform.sign_in(&browser, None).await;
     let refreshes = || {
