@@ -10,6 +10,7 @@ mod admin;
 mod audit;
 mod gateway;
 mod keys;
+mod parser;
 mod platform;
 mod settings;
 
@@ -66,6 +67,9 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Parse one file from stdin in isolation (run by the parser service).
+    #[command(hide = true)]
+    ParseWorker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +80,8 @@ enum Service {
     Audit(AuditArgs),
     /// The gateway: browser sessions (BFF), the bearer-token API, the web UI.
     Gateway(ServeGatewayArgs),
+    /// Text extraction from uploaded files, for other services.
+    Parser(parser::ServeParserArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -398,6 +404,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             service: Service::Gateway(args),
         } => platform::serve_gateway(&data_dir, &args).await,
+        Command::Serve {
+            service: Service::Parser(args),
+        } => parser::serve(&args).await,
+        Command::ParseWorker => parser::worker(),
         Command::Up(args) => platform::up(&data_dir, &args).await,
         Command::Audit {
             command: AuditCommand::Tail { lines, follow },

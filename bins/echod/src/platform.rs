@@ -19,7 +19,7 @@ use crate::settings::{master_key, open_store};
 use crate::{AuditArgs, IdentityArgs, ServeGatewayArgs, ServeIdentityArgs, UpArgs, audit, gateway};
 
 /// Prints the line scripts wait for, once the socket accepts connections.
-fn announce_ready(listener: &TcpListener) -> anyhow::Result<()> {
+pub(crate) fn announce_ready(listener: &TcpListener) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "ready {addr}")?;
@@ -28,7 +28,7 @@ fn announce_ready(listener: &TcpListener) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

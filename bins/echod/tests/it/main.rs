@@ -14,6 +14,7 @@ mod browser;
 mod clients;
 mod gateway;
 mod keys;
+mod parser;
 mod users;
 
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef";

@@ -1,0 +1,135 @@
+//! `echod serve parser`: the real binary, tokens from a real identity, and
+//! every parse in an `echod parse-worker` child process.
+
+use std::path::Path;
+
+use crate::{SECRET, Server, client_credentials, echod, run_with_stdin, start};
+
+/// Registers `svc-p`, a service allowed tokens for `audience`.
+fn add_service(dir: &Path, name: &str, audience: &str) {
+    let mut cmd = echod(dir);
+    cmd.args([
+        "client",
+        "add",
+        name,
+        "--secret-stdin",
+        "--grant",
+        "client_credentials",
+    ])
+    .args(["--audience", audience]);
+    let out = run_with_stdin(cmd, &format!("{SECRET}\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Identity, then the parser trusting it, with `extra` parser flags.
+fn start_both(dir: &Path, extra: &[&str]) -> (Server, Server) {
+    add_service(dir, "svc-p", "parser");
+    add_service(dir, "svc-a", "audit");
+    let mut identity = echod(dir);
+    identity.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
+    let identity = start(identity, 1);
+    let mut parser = echod(dir);
+    parser
+        .args(["serve", "parser", "--listen", "127.0.0.1:0", "--issuer"])
+        .arg(format!("http://{}", identity.addr))
+        .args(extra);
+    let parser = start(parser, 1);
+    (identity, parser)
+}
+
+async fn token(identity: &Server, client: &str) -> String {
+    let response = client_credentials(&identity.addr, client, SECRET).await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn parse(
+    parser: &Server,
+    token: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/v1/parse", parser.addr))
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_parser_refuses_hostile_files_in_a_worker_and_keeps_answering() {
+    let dir = echo_testkit::data_dir();
+    let (identity, parser) = start_both(dir.path(), &[]);
+    let good = token(&identity, "svc-p").await;
+    let (status, body) = parse(&parser, &good, "plain words").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["type"].as_str(), body["text"].as_str()),
+        (Some("txt"), Some("plain words"))
+    );
+
+    let audit_token = token(&identity, "svc-a").await;
+    assert_eq!(
+        parse(&parser, &audit_token, "x").await.0,
+        401,
+        "a token for another audience"
+    );
+
+    let hostile: [(&str, Vec<u8>); 3] = [
+        (
+            "truncated pdf",
+            b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R".to_vec(),
+        ),
+        (
+            "deep json",
+            format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
+        ),
+        ("fake zip", b"PK\x03\x04\x14\0\0\0\x08\0garbage".to_vec()),
+    ];
+    for (what, bytes) in hostile {
+        let (status, body) = parse(&parser, &good, bytes).await;
+        assert_eq!(status, 422, "{what}: {}", body["error"]);
+        assert_eq!(parse(&parser, &good, "alive").await.0, 200, "after {what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_over_its_memory_or_time_limit_is_a_422() {
+    let dir = echo_testkit::data_dir();
+    let (identity, starved) = start_both(dir.path(), &["--parser-worker-memory-bytes", "1048576"]);
+    let good = token(&identity, "svc-p").await;
+    let (status, body) = parse(&starved, &good, "x".repeat(4 << 20)).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("parser failed"),
+        "{body}"
+    );
+
+    let mut slow = echod(dir.path());
+    slow.args([
+        "serve",
+        "parser",
+        "--listen",
+        "127.0.0.1:0",
+        "--parser-timeout",
+        "1ms",
+        "--issuer",
+    ])
+    .arg(format!("http://{}", identity.addr));
+    let slow = start(slow, 1);
+    // Megabytes through two pipes and a parse: never within 1 ms.
+    let (status, body) = parse(&slow, &good, "words ".repeat(2 << 20)).await;
+    assert_eq!(status, 422, "{}", body["error"]);
+    assert!(
+        body["error"].as_str().unwrap().contains("took too long"),
+        "{body}"
+    );
+}

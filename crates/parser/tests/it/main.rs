@@ -1,0 +1,187 @@
+//! Black-box tests of the parser service over real HTTP: each format from
+//! files the tests generate, hostile files, limits, and who may call.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use echo_crypto::{Algorithm, JwkSet, SigningKey};
+use echo_parser::{Isolation, Limits, ParserApp};
+use echo_verify::{JwksSource, Verifier, VerifierOptions, VerifyError};
+use serde_json::{Value, json};
+
+mod files;
+mod formats;
+mod hostile;
+
+const ISSUER: &str = "http://127.0.0.1:8081";
+
+struct Keys(JwkSet);
+
+#[async_trait]
+impl JwksSource for Keys {
+    async fn fetch(&self) -> Result<JwkSet, VerifyError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// A parser on an ephemeral port, and the key that signs its callers'
+/// tokens (standing in for identity).
+pub struct Fixture {
+    url: String,
+    key: SigningKey,
+}
+
+impl Fixture {
+    pub async fn start() -> Self {
+        Self::with_limits(Limits::default()).await
+    }
+
+    pub async fn with_limits(limits: Limits) -> Self {
+        let key = SigningKey::generate(Algorithm::EdDSA, "k1").unwrap();
+        let verifier = Verifier::new(
+            ISSUER,
+            Arc::new(Keys(JwkSet {
+                keys: vec![key.public_jwk()],
+            })),
+            VerifierOptions::default(),
+        );
+        let app = ParserApp::new(Arc::new(verifier), "parser", limits, Isolation::Thread);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(echo_parser::serve(
+            listener,
+            Arc::new(app),
+            std::future::pending(),
+        ));
+        Self { url, key }
+    }
+
+    pub fn token(&self, claims: Value) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut base = json!({"iss": ISSUER, "aud": "parser", "sub": "worker",
+            "client_id": "worker", "exp": now + 300, "iat": now});
+        for (k, v) in claims.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        self.key.sign("at+jwt", &base).unwrap()
+    }
+
+    /// Posts `body` to `/v1/parse` with `token` (if any) and the optional
+    /// `filename` hint.
+    pub async fn post_as(
+        &self,
+        token: Option<&str>,
+        filename: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/v1/parse", self.url))
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(filename) = filename {
+            request = request.query(&[("filename", filename)]);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Parses `body` as the `worker` service.
+    pub async fn parse(
+        &self,
+        filename: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let token = self.token(json!({}));
+        self.post_as(Some(&token), filename, body).await
+    }
+
+    /// Panics unless the service still parses a small text file.
+    pub async fn assert_alive(&self) {
+        let (status, body) = self.parse(Some("ok.txt"), "still here").await;
+        assert_eq!((status, body["text"].as_str()), (200, Some("still here")));
+    }
+}
+
+#[tokio::test]
+async fn only_service_tokens_for_the_parser_are_accepted() {
+    let fixture = Fixture::start().await;
+    let (status, body) = fixture.post_as(None, None, "hello").await;
+    assert_eq!(status, 401, "{body}");
+    let wrong_audience = fixture.token(json!({"aud": "audit"}));
+    assert_eq!(
+        fixture
+            .post_as(Some(&wrong_audience), None, "hello")
+            .await
+            .0,
+        401
+    );
+    let user = fixture.token(json!({"sub": "alice", "client_id": "gateway"}));
+    assert_eq!(fixture.post_as(Some(&user), None, "hello").await.0, 401);
+    let expired = fixture.token(json!({"exp": 1_000_000}));
+    assert_eq!(fixture.post_as(Some(&expired), None, "hello").await.0, 401);
+    let other_key = SigningKey::generate(Algorithm::EdDSA, "k1").unwrap();
+    let forged = other_key
+        .sign("at+jwt", &json!({"iss": ISSUER, "aud": "parser", "sub": "worker", "client_id": "worker", "exp": 4_000_000_000u64}))
+        .unwrap();
+    assert_eq!(fixture.post_as(Some(&forged), None, "hello").await.0, 401);
+    fixture.assert_alive().await;
+}
+
+#[tokio::test]
+async fn a_refusal_carries_the_bearer_challenge() {
+    let fixture = Fixture::start().await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/parse", fixture.url))
+        .bearer_auth(fixture.token(json!({"aud": "audit"})))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.contains(r#"error="invalid_token""#),
+        "{challenge}"
+    );
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
+async fn unknown_keys_without_a_jwks_are_a_503() {
+    struct Down;
+    #[async_trait]
+    impl JwksSource for Down {
+        async fn fetch(&self) -> Result<JwkSet, VerifyError> {
+            Err(VerifyError::KeysUnavailable("down".into()))
+        }
+    }
+    let verifier = Verifier::new(ISSUER, Arc::new(Down), VerifierOptions::default());
+    let app = ParserApp::new(
+        Arc::new(verifier),
+        "parser",
+        Limits::default(),
+        Isolation::Thread,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(echo_parser::serve(
+        listener,
+        Arc::new(app),
+        std::future::pending(),
+    ));
+    let fixture = Fixture::start().await;
+    let response = reqwest::Client::new()
+        .post(format!("{url}/v1/parse"))
+        .bearer_auth(fixture.token(json!({})))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+}
