@@ -12,7 +12,6 @@
 //! service's audience, verified locally with the shared verifier.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -60,12 +59,7 @@ pub async fn serve(
     app: Arc<AuditApp>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(app).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    echo_web::serve(listener, router(app), shutdown).await
 }
 
 fn problem(status: StatusCode, message: &str) -> Response {

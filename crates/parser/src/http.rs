@@ -12,7 +12,6 @@
 //! access token is refused even with the right audience.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -96,12 +95,7 @@ pub async fn serve(
     app: Arc<ParserApp>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(app).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    echo_web::serve(listener, router(app), shutdown).await
 }
 
 /// The calling service's verified claims, or the 401/503 to answer.

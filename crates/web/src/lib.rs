@@ -45,6 +45,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     }
 }
 
+/// Serves `router` on `listener` until `shutdown` completes, letting
+/// requests in flight finish; handlers can read the peer address ([`Peer`]).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
 /// Renders a page with `status`; pages are never cached.
 pub fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {

@@ -7,7 +7,6 @@ mod handlers;
 mod pages;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,12 +82,7 @@ pub async fn serve(
             }
         }
     });
-    let served = axum::serve(
-        listener,
-        router(gateway).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let served = echo_web::serve(listener, router(gateway), shutdown).await;
     purger.abort();
     served
 }

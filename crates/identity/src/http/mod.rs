@@ -9,7 +9,6 @@ mod pages;
 mod request;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -63,12 +62,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let purger = tokio::spawn(crate::purge::run(provider.clone()));
     let key_refresher = tokio::spawn(crate::keys::run(provider.clone()));
-    let served = axum::serve(
-        listener,
-        router(provider).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let served = echo_web::serve(listener, router(provider), shutdown).await;
     purger.abort();
     key_refresher.abort();
     served
