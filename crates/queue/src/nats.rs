@@ -1,0 +1,401 @@
+//! The queue on NATS JetStream.
+//!
+//! - Jobs are messages on `<name>.jobs` in the work-queue stream `<name>`,
+//!   consumed by one durable pull consumer (`workers`) with explicit acks.
+//!   The consumer's `ack_wait` is the lease: a job not acked, nak'ed or
+//!   extended (`+WPI`) within it is redelivered to the next taker.
+//! - Attempts are deliveries. A transient failure naks the message with the
+//!   backoff as its delay; `max_deliver` is `max_attempts + 1`, and the one
+//!   extra delivery exists only so that a job whose worker died during its
+//!   last attempt comes back once, to be dead-lettered instead of lingering.
+//! - Dead letters are published to `<name>.dead` (stream `<name>_DEAD`,
+//!   JSON: id, kind, attempts, error) and the message is terminated.
+//! - Status lives in the KV bucket `<name>_STATUS`, one entry per job id,
+//!   written with compare-and-set on its revision. The entry names the
+//!   current delivery (its ack subject): that is how a stale lease is
+//!   refused, and how a redelivery of a job already done is dropped.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Failed, Failure, JobId, JobQueue, JobState, JobStatus, LAST_LEASE_EXPIRED, Lease, Leased,
+    QueueConfig, QueueError, Result,
+};
+
+const CONSUMER: &str = "workers";
+
+/// The queue on a NATS server with JetStream.
+#[derive(Debug, Clone)]
+pub struct NatsQueue {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    consumer: consumer::Consumer<consumer::pull::Config>,
+    status: kv::Store,
+    config: QueueConfig,
+}
+
+/// A job as published.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    id: JobId,
+    kind: String,
+    payload: serde_json::Value,
+}
+
+/// A dead letter as published on `<name>.dead`.
+#[derive(Serialize)]
+struct DeadLetter<'a> {
+    id: &'a JobId,
+    kind: &'a str,
+    attempts: u32,
+    error: &'a str,
+}
+
+/// A job's KV status entry.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    kind: String,
+    state: JobState,
+    attempts: u32,
+    last_error: Option<String>,
+    progress: u8,
+    /// The ack subject of the delivery holding the lease, while processing.
+    delivery: Option<String>,
+    /// Who took the latest attempt.
+    worker: Option<String>,
+}
+
+fn nats(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Nats(e.to_string())
+}
+
+impl NatsQueue {
+    /// Connects and creates (or reuses) the streams, consumer and bucket
+    /// named after `config.nats_name`.
+    pub async fn connect(url: &str, config: QueueConfig) -> Result<Self> {
+        let client = async_nats::connect(url).await.map_err(nats)?;
+        let jetstream = jetstream::new(client.clone());
+        let name = &config.nats_name;
+        let jobs = jetstream
+            .get_or_create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![format!("{name}.jobs")],
+                retention: stream::RetentionPolicy::WorkQueue,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats(format!("stream {name}: {e}")))?;
+        jetstream
+            .get_or_create_stream(stream::Config {
+                name: format!("{name}_DEAD"),
+                subjects: vec![format!("{name}.dead")],
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats(format!("dead-letter stream {name}: {e}")))?;
+        let consumer = jobs
+            .get_or_create_consumer(
+                CONSUMER,
+                consumer::pull::Config {
+                    durable_name: Some(CONSUMER.into()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: config.nats_lease,
+                    max_deliver: i64::from(config.max_attempts) + 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| nats(format!("consumer {name}: {e}")))?;
+        // The bucket's stream as `create_key_value` would make it: that
+        // call first reads the account info, whose NATS 2.9 form async-nats
+        // cannot parse, so the stream is made here and opened as a bucket.
+        let bucket = format!("{name}_STATUS");
+        jetstream
+            .get_or_create_stream(stream::Config {
+                name: format!("KV_{bucket}"),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats(format!("status bucket {bucket}: {e}")))?;
+        let status = jetstream.get_key_value(&bucket).await.map_err(nats)?;
+        Ok(Self {
+            client,
+            jetstream,
+            consumer,
+            status,
+            config,
+        })
+    }
+
+    /// Deletes the streams and the status bucket, with every job in them.
+    pub async fn delete(self) -> Result<()> {
+        let name = &self.config.nats_name;
+        self.jetstream.delete_stream(name).await.map_err(nats)?;
+        self.jetstream
+            .delete_stream(format!("{name}_DEAD"))
+            .await
+            .map_err(nats)?;
+        self.jetstream
+            .delete_key_value(format!("{name}_STATUS"))
+            .await
+            .map_err(nats)?;
+        Ok(())
+    }
+
+    async fn record(&self, id: &JobId) -> Result<Option<(Record, u64)>> {
+        let Some(entry) = self.status.entry(id.as_str()).await.map_err(nats)? else {
+            return Ok(None);
+        };
+        let record = serde_json::from_slice(&entry.value)
+            .map_err(|e| QueueError::Corrupt(format!("status of job {id}: {e}")))?;
+        Ok(Some((record, entry.revision)))
+    }
+
+    /// Writes `record` if the entry is still at `revision`; false if it
+    /// changed meanwhile.
+    async fn save(&self, id: &JobId, record: &Record, revision: u64) -> Result<bool> {
+        let value = serde_json::to_vec(record).map_err(nats)?;
+        match self
+            .status
+            .update(id.as_str(), value.into(), revision)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(nats(e)),
+        }
+    }
+
+    /// Applies `change` to the job's record while `lease` holds it.
+    async fn update_held(&self, lease: &Lease, change: impl Fn(&mut Record)) -> Result<Record> {
+        loop {
+            let stale = || QueueError::StaleLease(lease.job.clone());
+            let (mut record, revision) = self.record(&lease.job).await?.ok_or_else(stale)?;
+            if record.state != JobState::Processing
+                || record.delivery.as_deref() != Some(&lease.token)
+            {
+                return Err(stale());
+            }
+            change(&mut record);
+            if self.save(&lease.job, &record, revision).await? {
+                return Ok(record);
+            }
+        }
+    }
+
+    /// Tells the server what became of a delivery.
+    async fn ack(&self, delivery: &str, kind: AckKind) -> Result<()> {
+        self.client
+            .publish(delivery.to_owned(), kind.into())
+            .await
+            .map_err(nats)?;
+        self.client.flush().await.map_err(nats)
+    }
+
+    async fn dead_letter(&self, id: &JobId, record: &Record, error: &str) -> Result<()> {
+        let letter = DeadLetter {
+            id,
+            kind: &record.kind,
+            attempts: record.attempts,
+            error,
+        };
+        let body = serde_json::to_vec(&letter).map_err(nats)?;
+        self.jetstream
+            .publish(format!("{}.dead", self.config.nats_name), body.into())
+            .await
+            .map_err(nats)?
+            .await
+            .map_err(nats)?;
+        Ok(())
+    }
+
+    /// Leases one delivery, or says why not: `None` if it must be skipped
+    /// (the job already ended, or had its last attempt).
+    async fn lease(&self, message: &jetstream::Message, worker: &str) -> Result<Option<Leased>> {
+        let delivery = message
+            .reply
+            .as_ref()
+            .ok_or_else(|| QueueError::Nats("a delivery without an ack subject".into()))?
+            .to_string();
+        let delivered = message.info().map_err(nats)?.delivered;
+        let envelope: Envelope = serde_json::from_slice(&message.payload)
+            .map_err(|e| QueueError::Corrupt(format!("job message: {e}")))?;
+        let id = envelope.id;
+        loop {
+            let Some((mut record, revision)) = self.record(&id).await? else {
+                return Err(QueueError::Corrupt(format!("job {id} has no status")));
+            };
+            if matches!(record.state, JobState::Done | JobState::Failed) {
+                // A redelivery of a job that already ended (its ack was lost).
+                self.ack(&delivery, AckKind::Term).await?;
+                return Ok(None);
+            }
+            let attempt = u32::try_from(delivered).unwrap_or(u32::MAX);
+            if attempt > self.config.max_attempts {
+                record.state = JobState::Failed;
+                record.last_error = Some(LAST_LEASE_EXPIRED.into());
+                record.delivery = None;
+                if self.save(&id, &record, revision).await? {
+                    self.dead_letter(&id, &record, LAST_LEASE_EXPIRED).await?;
+                    self.ack(&delivery, AckKind::Term).await?;
+                    return Ok(None);
+                }
+                continue;
+            }
+            record.state = JobState::Processing;
+            record.attempts = attempt;
+            record.progress = 0;
+            record.delivery = Some(delivery.clone());
+            record.worker = Some(worker.into());
+            if self.save(&id, &record, revision).await? {
+                return Ok(Some(Leased {
+                    kind: envelope.kind,
+                    payload: envelope.payload,
+                    lease: Lease {
+                        job: id,
+                        attempt,
+                        token: delivery,
+                        duration: self.config.nats_lease,
+                    },
+                }));
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl JobQueue for NatsQueue {
+    async fn enqueue(
+        &self,
+        kind: &str,
+        payload: &serde_json::Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<JobId> {
+        let id = idempotency_key.map_or_else(JobId::random, JobId::for_key);
+        let record = Record {
+            kind: kind.into(),
+            state: JobState::Queued,
+            attempts: 0,
+            last_error: None,
+            progress: 0,
+            delivery: None,
+            worker: None,
+        };
+        let value = serde_json::to_vec(&record).map_err(nats)?;
+        // The status entry is created first: if it exists, the key was
+        // enqueued before and this is the no-op.
+        match self.status.create(id.as_str(), value.into()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(id),
+            Err(e) => return Err(nats(e)),
+        }
+        let envelope = Envelope {
+            id,
+            kind: kind.into(),
+            payload: payload.clone(),
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", envelope.id.as_str());
+        let body = serde_json::to_vec(&envelope).map_err(nats)?;
+        self.jetstream
+            .publish_with_headers(
+                format!("{}.jobs", self.config.nats_name),
+                headers,
+                body.into(),
+            )
+            .await
+            .map_err(nats)?
+            .await
+            .map_err(nats)?;
+        Ok(envelope.id)
+    }
+
+    async fn take(&self, worker: &str, lease: Duration) -> Result<Option<Leased>> {
+        if lease != self.config.nats_lease {
+            return Err(QueueError::Unsupported(format!(
+                "on NATS the lease is the consumer's ack_wait ({:?}), not {lease:?}",
+                self.config.nats_lease
+            )));
+        }
+        loop {
+            let mut batch = self
+                .consumer
+                .fetch()
+                .max_messages(1)
+                .messages()
+                .await
+                .map_err(nats)?;
+            let Some(message) = batch.next().await else {
+                return Ok(None);
+            };
+            let message = message.map_err(nats)?;
+            if let Some(leased) = self.lease(&message, worker).await? {
+                return Ok(Some(leased));
+            }
+        }
+    }
+
+    async fn heartbeat(&self, lease: &Lease) -> Result<()> {
+        self.update_held(lease, |_| {}).await?;
+        self.ack(&lease.token, AckKind::Progress).await
+    }
+
+    async fn complete(&self, lease: &Lease) -> Result<()> {
+        self.update_held(lease, |record| {
+            record.state = JobState::Done;
+            record.progress = 100;
+            record.delivery = None;
+        })
+        .await?;
+        self.ack(&lease.token, AckKind::Ack).await
+    }
+
+    async fn fail(&self, lease: &Lease, error: &str, failure: Failure) -> Result<Failed> {
+        let outcome = self.config.after_failure(lease.attempt, failure);
+        let record = self
+            .update_held(lease, |record| {
+                record.state = match outcome {
+                    Failed::Retrying { .. } => JobState::Queued,
+                    Failed::Dead => JobState::Failed,
+                };
+                record.last_error = Some(error.into());
+                record.delivery = None;
+            })
+            .await?;
+        match outcome {
+            Failed::Retrying { after } => self.ack(&lease.token, AckKind::Nak(Some(after))).await?,
+            Failed::Dead => {
+                self.dead_letter(&lease.job, &record, error).await?;
+                self.ack(&lease.token, AckKind::Term).await?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn set_progress(&self, lease: &Lease, percent: u8) -> Result<()> {
+        self.update_held(lease, |record| record.progress = percent.min(100))
+            .await
+            .map(drop)
+    }
+
+    async fn status(&self, id: &JobId) -> Result<Option<JobStatus>> {
+        Ok(self.record(id).await?.map(|(record, _)| JobStatus {
+            id: id.clone(),
+            kind: record.kind,
+            state: record.state,
+            attempts: record.attempts,
+            last_error: record.last_error,
+            progress: record.progress,
+        }))
+    }
+}
