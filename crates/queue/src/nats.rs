@@ -27,6 +27,8 @@ use crate::{
 };
 
 const CONSUMER: &str = "workers";
+/// How long `take` waits for the server to answer a fetch.
+const FETCH_WAIT: Duration = Duration::from_secs(1);
 
 /// The queue on a NATS server with JetStream.
 #[derive(Debug, Clone)]
@@ -328,14 +330,24 @@ impl JobQueue for NatsQueue {
             )));
         }
         loop {
-            let mut batch = self
-                .consumer
-                .fetch()
-                .max_messages(1)
-                .messages()
-                .await
-                .map_err(nats)?;
-            let Some(message) = batch.next().await else {
+            // A no-wait fetch can go unanswered by the server (seen with
+            // NATS 2.9 under parallel load), so it is bounded: no answer
+            // in time reads as an empty queue, and the caller polls again.
+            let fetched = tokio::time::timeout(FETCH_WAIT, async {
+                let mut batch = self
+                    .consumer
+                    .fetch()
+                    .max_messages(1)
+                    .messages()
+                    .await
+                    .map_err(nats)?;
+                Ok::<_, QueueError>(batch.next().await)
+            })
+            .await;
+            let Ok(fetched) = fetched else {
+                return Ok(None);
+            };
+            let Some(message) = fetched? else {
                 return Ok(None);
             };
             let message = message.map_err(nats)?;
