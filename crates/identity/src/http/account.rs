@@ -11,7 +11,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::handlers::{
-    authorize_failure, csrf_nonce, csrf_refusal, finish_login, hidden_fields, login_page,
+    authorize_failure, checked_form, csrf_nonce, finish_login, hidden_fields, login_page,
     pending_cookie, session_cookies, sso_cookie,
 };
 use super::pages::{
@@ -114,16 +114,10 @@ pub async fn login_mfa(
     headers: HeaderMap,
     form: Result<Form<SecondStepForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The form is malformed.",
-        );
+    let form = match checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
+        Ok(form) => form,
+        Err(refused) => return refused,
     };
-    if let Some(refused) = csrf_refusal(&p, &headers, form.csrf.as_deref()) {
-        return refused;
-    }
     let request = match p.validate_authorize(form.authorize).await {
         Ok(request) => request,
         Err(e) => return authorize_failure(e),
@@ -223,16 +217,10 @@ pub async fn account_totp(
     headers: HeaderMap,
     form: Result<Form<ConfirmForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The form is malformed.",
-        );
+    let form = match checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
+        Ok(form) => form,
+        Err(refused) => return refused,
     };
-    if let Some(refused) = csrf_refusal(&p, &headers, form.csrf.as_deref()) {
-        return refused;
-    }
     let user = match signed_in_user(&p, &headers).await {
         Ok(user) => user,
         Err(refusal) => return refusal,

@@ -67,15 +67,36 @@ pub(super) fn csrf_nonce(p: &Provider, headers: &HeaderMap) -> (String, Option<S
 
 /// The refusal of a form whose CSRF token does not match this browser's
 /// cookie, if it does not.
-pub(super) fn csrf_refusal(
-    p: &Provider,
-    headers: &HeaderMap,
-    token: Option<&str>,
-) -> Option<Response> {
+fn csrf_refusal(p: &Provider, headers: &HeaderMap, token: Option<&str>) -> Option<Response> {
     let name = cookie_name(p.config().secure_cookies(), CSRF_COOKIE);
     p.check_csrf(cookie(headers, &name), token)
         .err()
         .map(error_as_page)
+}
+
+/// A POSTed browser form, parsed and CSRF-checked (its token read by
+/// `csrf`), or the page refusing it; `what` names the form in the refusal.
+// The error is the handler's own answer, returned at once: boxing it would
+// only add an allocation.
+#[allow(clippy::result_large_err)]
+pub(super) fn checked_form<T>(
+    p: &Provider,
+    headers: &HeaderMap,
+    form: Result<Form<T>, FormRejection>,
+    what: &str,
+    csrf: impl Fn(&T) -> Option<&str>,
+) -> Result<T, Response> {
+    let Ok(Form(form)) = form else {
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            &format!("The {what} is malformed."),
+        ));
+    };
+    match csrf_refusal(p, headers, csrf(&form)) {
+        Some(refused) => Err(refused),
+        None => Ok(form),
+    }
 }
 
 /// The SSO session cookie's value, if the browser sent one.
@@ -185,16 +206,10 @@ pub async fn login(
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The login form is malformed.",
-        );
+    let form = match checked_form(&p, &headers, form, "login form", |f| f.csrf.as_deref()) {
+        Ok(form) => form,
+        Err(refused) => return refused,
     };
-    if let Some(refused) = csrf_refusal(&p, &headers, form.csrf.as_deref()) {
-        return refused;
-    }
     let request = match p.validate_authorize(form.authorize).await {
         Ok(request) => request,
         Err(e) => return authorize_failure(e),
@@ -472,16 +487,10 @@ pub async fn logout_confirmed(
     headers: HeaderMap,
     form: Result<Form<LogoutForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The logout form is malformed.",
-        );
+    let form = match checked_form(&p, &headers, form, "logout form", |f| f.csrf.as_deref()) {
+        Ok(form) => form,
+        Err(refused) => return refused,
     };
-    if let Some(refused) = csrf_refusal(&p, &headers, form.csrf.as_deref()) {
-        return refused;
-    }
     // The user confirmed with a CSRF-checked form: whoever the hint names.
     match p.plan_logout(&form.params, None).await {
         Ok(plan) => sign_out(&p, &headers, &meta, plan.redirect).await,
