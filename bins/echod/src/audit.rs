@@ -14,7 +14,7 @@ use echo_crypto::secret::{b64url, b64url_decode, random_bytes};
 use echo_verify::{HttpJwks, Verifier, VerifierOptions};
 use tokio::net::TcpListener;
 
-use crate::settings::{ensure_data_dir, secret_text};
+use crate::settings::{ensure_data_dir, existing_secret_text, secret_text};
 
 pub const AUDIT_DATABASE_URL_VAR: &str = "ECHO_AUDIT_DATABASE_URL";
 pub const AUDIT_SIGNING_KEY_VAR: &str = "ECHO_AUDIT_SIGNING_KEY";
@@ -171,7 +171,7 @@ pub async fn tail(dir: &Path, last: i64, follow: bool) -> anyhow::Result<()> {
 /// without the signing key rather than create one (a new key would verify
 /// no checkpoint).
 pub async fn verify(dir: &Path) -> anyhow::Result<bool> {
-    if std::env::var_os(AUDIT_SIGNING_KEY_VAR).is_none() && !dir.join(SIGNING_KEY_FILE).exists() {
+    if existing_secret_text(dir, AUDIT_SIGNING_KEY_VAR, SIGNING_KEY_FILE)?.is_none() {
         anyhow::bail!(
             "no audit signing key: set {AUDIT_SIGNING_KEY_VAR} or put {SIGNING_KEY_FILE} in {}",
             dir.display()
