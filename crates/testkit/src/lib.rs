@@ -1,11 +1,14 @@
 //! Test helpers shared by every crate's black-box tests: a throwaway
-//! PostgreSQL database per test and a throwaway data directory.
+//! PostgreSQL database per test, a throwaway data directory, and the
+//! documents ([`files`]) tests build byte by byte.
 //!
 //! PostgreSQL tests read `ECHO_TEST_POSTGRES_URL` (an admin connection,
 //! `.ci/run` sets `postgres://postgres@127.0.0.1:5432/test`). Each test gets
 //! a database of its own, created for it and dropped after, so tests run in
 //! parallel and leave nothing behind. Without the variable the test says it
 //! was skipped, except under `CI=true`, where a missing database fails.
+
+pub mod files;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,8 +1,9 @@
 //! Each format, from files the tests generate.
 
+use echo_testkit::files;
 use serde_json::json;
 
-use crate::{Fixture, files};
+use crate::Fixture;
 
 #[tokio::test]
 async fn plain_text_and_markdown() {

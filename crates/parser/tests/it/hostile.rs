@@ -3,8 +3,9 @@
 use std::time::{Duration, Instant};
 
 use echo_parser::Limits;
+use echo_testkit::files;
 
-use crate::{Fixture, files};
+use crate::Fixture;
 
 #[tokio::test]
 async fn a_truncated_pdf_is_a_422() {

@@ -9,7 +9,6 @@ use echo_parser::{Isolation, Limits, ParserApp};
 use echo_verify::{JwksSource, Verifier, VerifierOptions, VerifyError};
 use serde_json::{Value, json};
 
-mod files;
 mod formats;
 mod hostile;
 

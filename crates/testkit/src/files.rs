@@ -1,4 +1,5 @@
-//! Files the tests build byte by byte: no downloaded fixtures.
+//! Documents the tests build byte by byte (PDF, DOCX, zip, noise): no
+//! downloaded fixtures.
 
 use std::io::Write;
 
