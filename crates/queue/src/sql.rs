@@ -52,8 +52,9 @@ pub(crate) fn held(rows_affected: u64, job: &JobId) -> Result<()> {
     }
 }
 
-/// Implements [`crate::JobQueue`] for `$queue` (with `read` and `write`
-/// pools and a `config: QueueConfig`) over the sqlx database `$db`.
+/// Implements [`crate::JobQueue`] for `$queue` (with `read`, `write` and
+/// `advisory` pools, the last for takes, progress and heartbeats, and a
+/// `config: QueueConfig`) over the sqlx database `$db`.
 /// `skip_locked` is appended to the take's row choice: PostgreSQL's
 /// `FOR UPDATE SKIP LOCKED` lets concurrent takers pass each other's rows;
 /// SQLite needs nothing, as its one writer connection serialises takes.
@@ -119,7 +120,7 @@ macro_rules! sql_job_queue {
                 .bind(worker)
                 .bind(now)
                 .bind(i64::from(self.config.max_attempts))
-                .fetch_optional(&self.write)
+                .fetch_optional(&self.advisory)
                 .await?;
                 let Some(row) = taken else { return Ok(None) };
                 let corrupt = |what: &str| QueueError::Corrupt(format!("job {}: {what}", row.id));
@@ -145,7 +146,7 @@ macro_rules! sql_job_queue {
                 .bind(now)
                 .bind(lease.job.as_str())
                 .bind(&lease.token)
-                .execute(&self.write)
+                .execute(&self.advisory)
                 .await?;
                 held(done.rows_affected(), &lease.job)
             }
@@ -195,7 +196,7 @@ macro_rules! sql_job_queue {
                 .bind(now_ms())
                 .bind(lease.job.as_str())
                 .bind(&lease.token)
-                .execute(&self.write)
+                .execute(&self.advisory)
                 .await?;
                 held(done.rows_affected(), &lease.job)
             }

@@ -10,6 +10,9 @@ use crate::QueueConfig;
 pub struct SqliteQueue {
     read: SqlitePool,
     write: SqlitePool,
+    /// The writer again: `synchronous = NORMAL` already makes every commit
+    /// as cheap as PostgreSQL's advisory writes.
+    advisory: SqlitePool,
     config: QueueConfig,
 }
 
@@ -25,6 +28,7 @@ impl SqliteQueue {
             echo_store::open_sqlite_pools(options, &sqlx::migrate!("./migrations/sqlite")).await?;
         Ok(Self {
             read,
+            advisory: write.clone(),
             write,
             config,
         })
