@@ -49,7 +49,10 @@ fn bench_queue(c: &mut Criterion, runtime: &Runtime, name: &str, queue: &dyn Job
     EMPTY_TAKES.store(0, Ordering::Relaxed);
     group.bench_function(name, |b| b.iter(|| runtime.block_on(one_job(queue))));
     group.finish();
-    println!("{name}: {} empty takes", EMPTY_TAKES.load(Ordering::Relaxed));
+    println!(
+        "{name}: {} empty takes",
+        EMPTY_TAKES.load(Ordering::Relaxed)
+    );
 }
 
 fn config() -> QueueConfig {
@@ -88,7 +91,9 @@ fn jobs(c: &mut Criterion) {
             .block_on(NatsQueue::connect(&url, config()))
             .expect("NATS queue");
         bench_queue(c, &runtime, "nats", &nats);
-        runtime.block_on(nats.delete()).expect("delete the bench streams");
+        runtime
+            .block_on(nats.delete())
+            .expect("delete the bench streams");
     }
 }
 

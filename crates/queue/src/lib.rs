@@ -328,6 +328,16 @@ pub trait JobQueue: Send + Sync {
     async fn set_progress(&self, lease: &Lease, percent: u8) -> Result<()>;
 
     async fn status(&self, id: &JobId) -> Result<Option<JobStatus>>;
+
+    /// The status of each of `ids` that exists, in no particular order: a
+    /// listing of many documents asks once, not once per document.
+    async fn statuses(&self, ids: &[JobId]) -> Result<Vec<JobStatus>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(self.status(id).await?);
+        }
+        Ok(found)
+    }
 }
 
 /// The queue `url` names: PostgreSQL for `postgres://` (or

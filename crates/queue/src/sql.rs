@@ -210,6 +210,26 @@ macro_rules! sql_job_queue {
                 .await?;
                 row.map(JobStatus::try_from).transpose()
             }
+
+            async fn statuses(&self, ids: &[JobId]) -> Result<Vec<JobStatus>> {
+                let mut found = Vec::with_capacity(ids.len());
+                // Well under SQLite's and PostgreSQL's bound-parameter limits.
+                for part in ids.chunks(500) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT id, kind, state, attempts, last_error, progress FROM queue_jobs WHERE id IN (",
+                    );
+                    let mut list = query.separated(", ");
+                    for id in part {
+                        list.push_bind(id.as_str());
+                    }
+                    query.push(")");
+                    let rows: Vec<StatusRow> = query.build_query_as().fetch_all(&self.read).await?;
+                    for row in rows {
+                        found.push(JobStatus::try_from(row)?);
+                    }
+                }
+                Ok(found)
+            }
         }
     };
 }

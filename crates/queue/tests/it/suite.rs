@@ -23,6 +23,7 @@ per_backend!(
     worker_dying_on_the_last_attempt_dead_letters,
     idempotency_key_makes_one_job,
     parallel_workers_process_each_job_once,
+    statuses_of_many_jobs_in_one_call,
 );
 
 /// Polls `take` until it hands out a job, for at most five seconds.
@@ -335,5 +336,41 @@ async fn parallel_workers_process_each_job_once(backend: Backend) {
             JobState::Done
         );
     }
+    t.close().await;
+}
+
+async fn statuses_of_many_jobs_in_one_call(backend: Backend) {
+    let Some(t) = backend
+        .open("statuses_of_many_jobs_in_one_call", LONG)
+        .await
+    else {
+        return;
+    };
+    let q = &*t.queue;
+    // More than one chunk of the SQL backends' IN list.
+    let mut ids = Vec::new();
+    for n in 0..601 {
+        ids.push(q.enqueue("parse", &json!(n), None).await.unwrap());
+    }
+    let job = take_soon(q, "w", LONG).await;
+    q.complete(&job.lease).await.unwrap();
+    let unknown = echo_queue::JobId::from("f".repeat(32));
+    let mut asked = ids.clone();
+    asked.push(unknown);
+    let statuses = q.statuses(&asked).await.unwrap();
+    assert_eq!(statuses.len(), ids.len(), "the unknown id is left out");
+    let done: Vec<_> = statuses
+        .iter()
+        .filter(|s| s.state == JobState::Done)
+        .map(|s| s.id.clone())
+        .collect();
+    assert_eq!(done, vec![job.id().clone()]);
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| s.state == JobState::Queued)
+            .count(),
+        600
+    );
     t.close().await;
 }
