@@ -199,6 +199,15 @@ pub trait ClientStore: Send + Sync {
         new_secret_hash: &str,
         previous_expires_at: i64,
     ) -> Result<bool>;
+    /// Replaces what a client may ask for: its grant types, audiences and
+    /// scopes. `false` when the client does not exist.
+    async fn update_client_access(
+        &self,
+        id: &str,
+        grant_types: &[String],
+        audiences: &[String],
+        scopes: &[String],
+    ) -> Result<bool>;
 }
 
 #[async_trait]

@@ -341,6 +341,25 @@ macro_rules! sql_repositories {
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
+
+            async fn update_client_access(
+                &self,
+                id: &str,
+                grant_types: &[String],
+                audiences: &[String],
+                scopes: &[String],
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE clients SET grant_types = $2, audiences = $3, scopes = $4 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(to_json(grant_types))
+                .bind(to_json(audiences))
+                .bind(to_json(scopes))
+                .execute(&self.write)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
         }
 
         #[async_trait::async_trait]

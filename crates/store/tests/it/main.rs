@@ -179,6 +179,33 @@ async fn suite(store: Arc<dyn Store>) {
             .unwrap(),
         "a public client has no secret to rotate"
     );
+    // a registration's grants, audiences and scopes can be replaced
+    let access = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert!(
+        store
+            .update_client_access(
+                "web",
+                &access(&["client_credentials"]),
+                &access(&["audit", "docs"]),
+                &access(&["audit.write"]),
+            )
+            .await
+            .unwrap()
+    );
+    let updated = store.client("web").await.unwrap().unwrap();
+    assert_eq!(updated.grant_types, access(&["client_credentials"]));
+    assert_eq!(updated.audiences, access(&["audit", "docs"]));
+    assert_eq!(updated.scopes, access(&["audit.write"]));
+    assert_eq!(
+        updated.secret_hash, rotated.secret_hash,
+        "nothing else changes"
+    );
+    assert!(
+        !store
+            .update_client_access("nobody", &[], &[], &[])
+            .await
+            .unwrap()
+    );
     let keyed = Client {
         secret_hash: None,
         jwks: Some(r#"{"keys":[]}"#.into()),
