@@ -1,0 +1,190 @@
+//! Search latency: `SearchIndex::search(owner, question, 5)` over an index
+//! of 10,000 small synthetic documents (3 chunks each, 20 owners), on disk
+//! in a temporary directory, measured by criterion, then p50/p99 over 2,000
+//! timed queries printed to stdout.
+//!
+//! cargo bench -p echo-docs --bench query
+//!
+//! Without `--bench` (e.g. `cargo test --benches`) it is a smoke run on a
+//! small index.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use echo_docs::{Chunk, SearchIndex};
+
+const DOCUMENTS: usize = 1_000;
+const SMOKE_DOCUMENTS: usize = 200;
+const CHUNKS_PER_DOCUMENT: usize = 3;
+const WORDS_PER_CHUNK: usize = 45;
+const OWNERS: usize = 20;
+const VOCABULARY: usize = 5_000;
+const TIMED_QUERIES: usize = 2_000;
+/// Concurrent indexers: their `replace` calls share commits.
+const INDEXING_THREADS: usize = 16;
+
+/// Deterministic pseudo-random numbers (xorshift).
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+
+    /// A word index skewed towards small indexes (common words), roughly
+    /// like word frequencies in text.
+    fn word(&mut self) -> usize {
+        let a = self.below(VOCABULARY);
+        let b = self.below(VOCABULARY);
+        a * b / VOCABULARY
+    }
+}
+
+/// Pronounceable made-up words: syllables from the word's index.
+fn vocabulary() -> Vec<String> {
+    const SYLLABLES: [&str; 20] = [
+        "ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "dan", "mer", "lin", "qua",
+        "bor", "sel", "tri", "ost", "gar", "fen",
+    ];
+    (0..VOCABULARY)
+        .map(|index| {
+            let mut word = String::new();
+            let mut rest = index + SYLLABLES.len();
+            while rest > 0 {
+                word.push_str(SYLLABLES[rest % SYLLABLES.len()]);
+                rest /= SYLLABLES.len();
+            }
+            word
+        })
+        .collect()
+}
+
+fn sentence(random: &mut Random, words: &[String], count: usize) -> String {
+    let mut text = String::new();
+    for index in 0..count {
+        if index > 0 {
+            text.push(if random.below(12) == 0 { '.' } else { ' ' });
+            text.push(' ');
+        }
+        text.push_str(&words[random.word()]);
+    }
+    text.push('.');
+    text
+}
+
+fn owner(index: usize) -> String {
+    format!("user-{:02}", index % OWNERS)
+}
+
+/// Builds the index with `documents` documents on disk, from several threads.
+fn build_index(dir: &std::path::Path, documents: usize, words: &Arc<Vec<String>>) -> SearchIndex {
+    let index = Arc::new(SearchIndex::open(dir).expect("open the index"));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..INDEXING_THREADS)
+        .map(|thread| {
+            let index = Arc::clone(&index);
+            let words = Arc::clone(words);
+            std::thread::spawn(move || {
+                let mut random = Random(0x9e37_79b9_7f4a_7c15 ^ (thread as u64 + 1));
+                for document in (thread..documents).step_by(INDEXING_THREADS) {
+                    let mut start = 0;
+                    let chunks: Vec<Chunk> = (0..CHUNKS_PER_DOCUMENT)
+                        .map(|position| {
+                            let text = sentence(&mut random, &words, WORDS_PER_CHUNK);
+                            let chunk = Chunk {
+                                position: position as u32,
+                                start,
+                                text,
+                            };
+                            start += chunk.text.chars().count() + 2;
+                            chunk
+                        })
+                        .collect();
+                    index
+                        .replace(
+                            &format!("doc-{document}"),
+                            &owner(document),
+                            &format!("document {document}.txt"),
+                            &chunks,
+                        )
+                        .expect("index a document");
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("an indexing thread panicked");
+    }
+    println!(
+        "indexed {documents} documents ({} chunks) in {:.1?}",
+        documents * CHUNKS_PER_DOCUMENT,
+        started.elapsed()
+    );
+    Arc::into_inner(index).expect("the indexing threads are done")
+}
+
+/// Questions of 2–5 words, with their owners.
+fn questions(words: &[String], count: usize) -> Vec<(String, String)> {
+    let mut random = Random(0x2545_f491_4f6c_dd1d);
+    (0..count)
+        .map(|index| {
+            let length = 2 + random.below(4);
+            let question = (0..length)
+                .map(|_| words[random.word()].as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            (owner(index), format!("{question}?"))
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let index = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+fn main() {
+    let full_run = std::env::args().any(|argument| argument == "--bench");
+    let documents = if full_run { DOCUMENTS } else { SMOKE_DOCUMENTS };
+    let words = Arc::new(vocabulary());
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let index = build_index(&dir.path().join("index"), documents, &words);
+    let questions = questions(&words, TIMED_QUERIES);
+
+    let mut criterion = Criterion::default().configure_from_args();
+    let mut next = 0;
+    criterion.bench_function(&format!("search top 5 of {documents} documents"), |bench| {
+        bench.iter(|| {
+            let (owner, question) = &questions[next % questions.len()];
+            next += 1;
+            index.search(owner, question, 5).expect("search")
+        });
+    });
+    criterion.final_summary();
+
+    let timed = if full_run { TIMED_QUERIES } else { 50 };
+    let mut latencies = Vec::with_capacity(timed);
+    let mut found = 0;
+    for (owner, question) in questions.iter().take(timed) {
+        let started = Instant::now();
+        found += index.search(owner, question, 5).expect("search").len();
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "search latency over {timed} questions ({documents} documents, {OWNERS} owners): \
+         p50 {:.1?}, p99 {:.1?}, max {:.1?}; {:.1} passages per question",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1],
+        found as f64 / timed as f64,
+    );
+}

@@ -1,0 +1,65 @@
+//! The docs service's one error enum. `http.rs` maps it to HTTP, in one
+//! place: the caller's mistakes become 4xx with their message, everything
+//! else an opaque 500 whose cause is logged.
+
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocsError {
+    #[error("search index error: {0}")]
+    Index(String),
+    #[error("the language model failed: {0}")]
+    Llm(String),
+
+    // The caller's mistakes (4xx).
+    /// No usable bearer token: `None` when there was none, else why the
+    /// token was refused (a short code such as `expired`).
+    #[error("{}", .0.unwrap_or("missing bearer token"))]
+    Unauthorized(Option<&'static str>),
+    /// Identity's signing keys could not be fetched, so no token can be
+    /// checked (503).
+    #[error("signing keys unavailable")]
+    KeysUnavailable,
+    /// A valid token of the wrong kind for the endpoint.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// Unknown, or someone else's: the same answer either way, so ids of
+    /// other users' documents cannot be probed.
+    #[error("document not found")]
+    NotFound,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the document is larger than the limit of {max} bytes")]
+    TooLarge { max: usize },
+    #[error("at most {max} files may be uploaded in one request")]
+    TooManyFiles { max: usize },
+    #[error("{name}: not a supported type (expected pdf, docx, html, md, txt, csv or json)")]
+    Unsupported { name: String },
+
+    // Ours (500, logged).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored document data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("blob store error: {0}")]
+    Blob(#[from] io::Error),
+    #[error("job queue error: {0}")]
+    Queue(#[from] echo_queue::QueueError),
+    #[error("{0}")]
+    Config(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// From the shared SQLite opener.
+impl From<echo_store::StoreError> for DocsError {
+    fn from(e: echo_store::StoreError) -> Self {
+        match e {
+            echo_store::StoreError::Database(e) => DocsError::Database(e),
+            echo_store::StoreError::Migrate(e) => DocsError::Migrate(e),
+            other => DocsError::Corrupt(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! The docs service's HTTP face: authenticate, call one [`Docs`] method,
+//! map the result. Every error answer is `{"error": "…"}`, from
+//! [`DocsError`]'s one mapping below.
+//!
+//! User endpoints (a user's access token for the docs audience; the owner is
+//! its `sub`, an admin has the role `admin`):
+//! - `POST /v1/documents`: multipart/form-data, every field named `file` one
+//!   document, or the file as the raw body with `?name=NAME`. 201
+//!   `{"documents": [view…]}`.
+//! - `GET /v1/documents`, `GET /v1/documents/{id}`,
+//!   `GET /v1/documents/{id}/content`, `DELETE /v1/documents/{id}`.
+//! - `POST /v1/query` `{"question"}` → `{"answer", "citations"}`.
+//!
+//! Worker endpoints (a service token, `sub` = `client_id`, with scope
+//! `docs.index`):
+//! - `GET /v1/documents/{id}/content` (any document).
+//! - `PUT /v1/documents/{id}/index` `{"chunks": [{"position", "start", "text"}]}`.
+//!
+//! A user token on a worker endpoint, or a service token on a user
+//! endpoint, is 403.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use echo_core::audit::AuditSink;
+use echo_parser::Kind;
+use echo_queue::JobQueue;
+use echo_verify::{Expectations, HttpJwks, Verifier, VerifierOptions, VerifyError};
+use echo_web::{Peer, SecurityHeaders};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::blobs::BlobStore;
+use crate::service::{Caller, Content, Docs, Limits, Upload, Uploads, Worker};
+use crate::store::open_store;
+use crate::{Chunk, DocsError, LlmClient, Result, SearchIndex};
+
+/// The scope a service token needs for the worker endpoints.
+pub const INDEX_SCOPE: &str = "docs.index";
+
+/// What `echod` configures.
+#[derive(Debug, Clone)]
+pub struct DocsConfig {
+    /// Identity's issuer URL; its keys are fetched from `<issuer>/jwks`.
+    pub issuer: String,
+    /// The `aud` tokens must carry (`docs`).
+    pub audience: String,
+    /// The data directory: records in `docs.db` (unless `database_url`),
+    /// blobs under `docs/blobs/`, the search index in `docs/index/`.
+    pub data_dir: PathBuf,
+    /// A `postgres://` URL for the records instead of SQLite.
+    pub database_url: Option<String>,
+    pub limits: Limits,
+}
+
+/// What the HTTP layer needs.
+#[derive(Debug)]
+pub struct DocsApp {
+    verifier: Arc<Verifier>,
+    audience: String,
+    docs: Docs,
+}
+
+impl DocsApp {
+    /// The service accepting tokens for `audience` checked by `verifier`.
+    pub fn new(verifier: Arc<Verifier>, audience: &str, docs: Docs) -> Self {
+        Self {
+            verifier,
+            audience: audience.to_owned(),
+            docs,
+        }
+    }
+}
+
+/// The docs service as `echod serve docs` and `echod up` run it: opens the
+/// record store, the blob directory and the search index under
+/// `config.data_dir`, and checks tokens against `config.issuer`'s keys.
+/// `llm` answers questions when set (else answers are extractive).
+pub async fn build(
+    config: &DocsConfig,
+    queue: Arc<dyn JobQueue>,
+    llm: Option<LlmClient>,
+    audit: Arc<dyn AuditSink>,
+) -> Result<Arc<DocsApp>> {
+    let store = open_store(
+        config.database_url.as_deref(),
+        &config.data_dir.join("docs.db"),
+    )
+    .await?;
+    let dir = config.data_dir.join("docs");
+    let blobs = BlobStore::open(&dir.join("blobs"))?;
+    let index_dir = dir.join("index");
+    let index = tokio::task::spawn_blocking(move || SearchIndex::open(&index_dir))
+        .await
+        .map_err(|e| DocsError::Internal(format!("opening the index failed: {e}")))??;
+    let docs = Docs::new(store, blobs, Arc::new(index), queue, audit)
+        .with_limits(config.limits.clone())
+        .with_llm(llm);
+    let issuer = config.issuer.trim_end_matches('/');
+    let jwks = HttpJwks::new(format!("{issuer}/jwks"));
+    let verifier = Verifier::new(issuer, Arc::new(jwks), VerifierOptions::default());
+    Ok(Arc::new(DocsApp::new(
+        Arc::new(verifier),
+        &config.audience,
+        docs,
+    )))
+}
+
+type AppState = State<Arc<DocsApp>>;
+
+pub fn router(app: Arc<DocsApp>) -> Router {
+    let headers = SecurityHeaders {
+        // `sandbox`: a downloaded HTML document opened in place runs nothing.
+        csp: HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; sandbox"),
+        https: false,
+    };
+    let limits = app.docs.limits();
+    // Multipart bodies are capped per file while they stream (`next_file`);
+    // this only bounds the request as a whole.
+    let upload_limit = DefaultBodyLimit::max(
+        limits
+            .max_upload_bytes
+            .saturating_add(64 * 1024)
+            .saturating_mul(limits.max_files_per_request),
+    );
+    let index_limit = DefaultBodyLimit::max(limits.max_index_bytes);
+    Router::new()
+        .route("/v1/documents", post(upload).get(list).layer(upload_limit))
+        .route("/v1/documents/{id}", get(get_one).delete(delete))
+        .route("/v1/documents/{id}/content", get(content))
+        .route("/v1/documents/{id}/index", put(index).layer(index_limit))
+        .route("/v1/query", post(query))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            headers.clone().apply(request, next)
+        }))
+        .with_state(app)
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Arc<DocsApp>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    echo_web::serve(listener, router(app), shutdown).await
+}
+
+/// Who a verified token speaks for.
+enum Principal {
+    User(Caller),
+    /// A service token (`sub` = `client_id`, what client credentials
+    /// issue); `indexer` when it carries [`INDEX_SCOPE`].
+    Service {
+        worker: Worker,
+        indexer: bool,
+    },
+}
+
+const USER_TOKEN_REQUIRED: &str = "a user token is required";
+const INDEX_TOKEN_REQUIRED: &str = "a service token with scope docs.index is required";
+
+impl DocsApp {
+    async fn principal(&self, headers: &HeaderMap, peer: Peer) -> Result<Principal> {
+        let token = echo_web::bearer(headers).ok_or(DocsError::Unauthorized(None))?;
+        let claims = self
+            .verifier
+            .verify(token, &Expectations::access_token(&self.audience))
+            .await
+            .map_err(|e| match e {
+                VerifyError::KeysUnavailable(_) => DocsError::KeysUnavailable,
+                other => DocsError::Unauthorized(Some(other.code())),
+            })?;
+        Ok(
+            if claims.client_id.as_deref() == Some(claims.sub.as_str()) {
+                Principal::Service {
+                    indexer: claims.has_scope(INDEX_SCOPE),
+                    worker: Worker {
+                        client_id: claims.sub.clone(),
+                    },
+                }
+            } else {
+                Principal::User(Caller {
+                    subject: claims.sub.clone(),
+                    admin: claims.roles.iter().any(|r| r == "admin"),
+                    ip: peer.ip,
+                    user_agent: peer.user_agent,
+                })
+            },
+        )
+    }
+
+    async fn user(&self, headers: &HeaderMap, peer: Peer) -> Result<Caller> {
+        match self.principal(headers, peer).await? {
+            Principal::User(caller) => Ok(caller),
+            Principal::Service { .. } => Err(DocsError::Forbidden(USER_TOKEN_REQUIRED)),
+        }
+    }
+
+    async fn worker(&self, headers: &HeaderMap, peer: Peer) -> Result<Worker> {
+        match self.principal(headers, peer).await? {
+            Principal::Service {
+                worker,
+                indexer: true,
+            } => Ok(worker),
+            _ => Err(DocsError::Forbidden(INDEX_TOKEN_REQUIRED)),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct UploadParams {
+    /// The raw body's file name (for display, and to tell txt, md and csv
+    /// apart).
+    name: Option<String>,
+}
+
+async fn upload(
+    State(app): AppState,
+    peer: Peer,
+    params: std::result::Result<Query<UploadParams>, QueryRejection>,
+    request: Request,
+) -> Result<Response> {
+    let caller = app.user(request.headers(), peer).await?;
+    let max = app.docs.limits().max_upload_bytes;
+    let documents = if is_multipart(request.headers()) {
+        let multipart = Multipart::from_request(request, &())
+            .await
+            .map_err(|e| DocsError::BadRequest(e.body_text()))?;
+        let mut files = MultipartFiles { multipart, max };
+        uncancelled(async move { app.docs.upload(&caller, &mut files).await }).await?
+    } else {
+        let Query(params) = params.map_err(|e| DocsError::BadRequest(e.body_text()))?;
+        let mut file = RawFile {
+            name: params.name.unwrap_or_default(),
+            declared: declared_length(request.headers()),
+            body: Some(request.into_body()),
+            max,
+        };
+        uncancelled(async move { app.docs.upload(&caller, &mut file).await }).await?
+    };
+    Ok((StatusCode::CREATED, Json(json!({"documents": documents}))).into_response())
+}
+
+async fn list(State(app): AppState, peer: Peer, headers: HeaderMap) -> Result<Response> {
+    let caller = app.user(&headers, peer).await?;
+    let documents = app.docs.list(&caller).await?;
+    Ok(Json(json!({"documents": documents})).into_response())
+}
+
+async fn get_one(
+    State(app): AppState,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let caller = app.user(&headers, peer).await?;
+    Ok(Json(app.docs.get(&caller, &id).await?).into_response())
+}
+
+async fn delete(
+    State(app): AppState,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let caller = app.user(&headers, peer).await?;
+    uncancelled(async move { app.docs.delete(&caller, &id).await }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A user's own document, or any for the worker.
+async fn content(
+    State(app): AppState,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let content = match app.principal(&headers, peer).await? {
+        Principal::User(caller) => app.docs.content(&caller, &id).await?,
+        Principal::Service {
+            worker,
+            indexer: true,
+        } => app.docs.worker_content(&worker, &id).await?,
+        Principal::Service { .. } => return Err(DocsError::Forbidden(INDEX_TOKEN_REQUIRED)),
+    };
+    Ok(download(content))
+}
+
+#[derive(Debug, Deserialize)]
+struct IndexBody {
+    chunks: Vec<Chunk>,
+}
+
+async fn index(
+    State(app): AppState,
+    peer: Peer,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response> {
+    let worker = app.worker(request.headers(), peer).await?;
+    let body: IndexBody = json_body(request, app.docs.limits().max_index_bytes).await?;
+    uncancelled(async move { app.docs.index_document(&worker, &id, body.chunks).await }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct QueryBody {
+    question: String,
+}
+
+async fn query(State(app): AppState, peer: Peer, request: Request) -> Result<Response> {
+    let caller = app.user(request.headers(), peer).await?;
+    // The default body limit (2 MB) is ample for a question.
+    let body: QueryBody = json_body(request, 2 * 1024 * 1024).await?;
+    Ok(Json(app.docs.query(&caller, &body.question).await?).into_response())
+}
+
+/// Runs a write to completion even if the client goes away mid-request: a
+/// dropped request must not stop it halfway (a record without its job,
+/// chunks written after their document's delete). Its own errors still
+/// undo what it did.
+async fn uncancelled<T: Send + 'static>(
+    work: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| DocsError::Internal(format!("request task failed: {e}")))?
+}
+
+/// The JSON body of `request`, read only once the caller is known (413
+/// above `max`, which is the route's body limit; 400 if malformed).
+async fn json_body<T: serde::de::DeserializeOwned>(request: Request, max: usize) -> Result<T> {
+    let Json(body) = Json::<T>::from_request(request, &())
+        .await
+        .map_err(|e| json_rejection(e, max))?;
+    Ok(body)
+}
+
+/// The files of a multipart body: every field named `file`, each read up
+/// to `max` bytes; other fields are skipped.
+struct MultipartFiles {
+    multipart: Multipart,
+    max: usize,
+}
+
+impl Uploads for MultipartFiles {
+    async fn next_file(&mut self) -> Result<Option<Upload>> {
+        let max = self.max;
+        let refused = |e: axum::extract::multipart::MultipartError| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                DocsError::TooLarge { max }
+            } else {
+                DocsError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
+            }
+        };
+        while let Some(mut field) = self.multipart.next_field().await.map_err(refused)? {
+            if field.name() != Some("file") {
+                continue;
+            }
+            let name = field.file_name().unwrap_or_default().to_owned();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(refused)? {
+                if bytes.len() + chunk.len() > max {
+                    return Err(DocsError::TooLarge { max });
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            return Ok(Some(Upload { name, bytes }));
+        }
+        Ok(None)
+    }
+}
+
+/// A raw body: one file, read up to `max` bytes (refused at once when its
+/// declared length is larger).
+struct RawFile {
+    name: String,
+    declared: Option<u64>,
+    body: Option<Body>,
+    max: usize,
+}
+
+impl Uploads for RawFile {
+    async fn next_file(&mut self) -> Result<Option<Upload>> {
+        let Some(body) = self.body.take() else {
+            return Ok(None);
+        };
+        let max = self.max;
+        if self.declared.is_some_and(|len| len > max as u64) {
+            return Err(DocsError::TooLarge { max });
+        }
+        let mut stream = body.into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| DocsError::BadRequest(format!("cannot read the body: {e}")))?;
+            if bytes.len() + chunk.len() > max {
+                return Err(DocsError::TooLarge { max });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some(Upload {
+            name: std::mem::take(&mut self.name),
+            bytes,
+        }))
+    }
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        })
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A JSON body refused by axum, as ours: 413 above `max`, else 400.
+fn json_rejection(e: JsonRejection, max: usize) -> DocsError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        DocsError::TooLarge { max }
+    } else {
+        DocsError::BadRequest(e.body_text())
+    }
+}
+
+/// The original bytes as an attachment, typed by what sniffing found.
+fn download(content: Content) -> Response {
+    let disposition = HeaderValue::from_str(&attachment(&content.name))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+    (
+        [
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static(media_type(content.kind)),
+            ),
+            (CONTENT_DISPOSITION, disposition),
+            (CACHE_CONTROL, HeaderValue::from_static("private, no-store")),
+        ],
+        content.bytes,
+    )
+        .into_response()
+}
+
+fn media_type(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Pdf => "application/pdf",
+        Kind::Docx => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        Kind::Html => "text/html",
+        Kind::Md => "text/markdown",
+        Kind::Txt => "text/plain",
+        Kind::Csv => "text/csv",
+        Kind::Json => "application/json",
+    }
+}
+
+/// `Content-Disposition: attachment` naming the file twice (RFC 6266 §4.3):
+/// `filename` in plain ASCII (anything else, quotes and backslashes become
+/// `_`) for old clients, and `filename*` with the exact name in UTF-8,
+/// percent-encoded (RFC 8187).
+fn attachment(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '_',
+            c if c == ' ' || c.is_ascii_graphic() => c,
+            _ => '_',
+        })
+        .collect();
+    let mut encoded = String::new();
+    for byte in name.bytes() {
+        // RFC 8187 §3.2.1 attr-char.
+        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+/// The one mapping of errors to HTTP: the caller's mistakes with their
+/// message, 401 with the RFC 6750 challenge, ours as an opaque 500 (or 502
+/// for the language model) with the cause logged here.
+impl IntoResponse for DocsError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            DocsError::Unauthorized(refused) => {
+                let mut response = problem(StatusCode::UNAUTHORIZED, &self.to_string());
+                echo_web::bearer_challenge(&mut response, *refused);
+                return response;
+            }
+            DocsError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            DocsError::Forbidden(_) => StatusCode::FORBIDDEN,
+            DocsError::NotFound => StatusCode::NOT_FOUND,
+            DocsError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            DocsError::TooLarge { .. } | DocsError::TooManyFiles { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            DocsError::Unsupported { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            DocsError::Llm(_) => {
+                tracing::error!(error = %self, "language model failure");
+                return problem(
+                    StatusCode::BAD_GATEWAY,
+                    "the language model could not answer; try again later",
+                );
+            }
+            DocsError::Index(_)
+            | DocsError::Database(_)
+            | DocsError::Migrate(_)
+            | DocsError::Corrupt(_)
+            | DocsError::Blob(_)
+            | DocsError::Queue(_)
+            | DocsError::Config(_)
+            | DocsError::Internal(_) => {
+                tracing::error!(error = %self, "docs failure");
+                return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+            }
+        };
+        problem(status, &self.to_string())
+    }
+}
+
+fn problem(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachment_names_are_ascii_and_utf8() {
+        assert_eq!(
+            attachment("été \"x\".pdf"),
+            "attachment; filename=\"_t_ _x_.pdf\"; filename*=UTF-8''%C3%A9t%C3%A9%20%22x%22.pdf"
+        );
+        assert!(HeaderValue::from_str(&attachment("a\\b;c=d.txt")).is_ok());
+    }
+}

@@ -1,0 +1,43 @@
+//! The docs service: a user's documents, stored content-addressed, indexed
+//! for full-text search by the worker, and questions answered from the
+//! caller's own documents only.
+//!
+//! The data flow of a document:
+//!
+//! 1. [`http`]: a user uploads (`POST /v1/documents`, multipart or raw); the
+//!    token's `sub` is the owner.
+//! 2. [`service`]: the type is sniffed from the content
+//!    ([`echo_parser::sniff`]); the bytes go to the [`blobs`] store under
+//!    their SHA-256, the record to the [`store`], and a job `index_document`
+//!    `{"document_id"}` to the [`echo_queue`] queue.
+//! 3. The worker (another service) fetches the content, has the parser
+//!    extract the text, cuts it with [`chunk_text`] and `PUT`s the chunks
+//!    back; [`Docs::index_document`] writes them to the [`SearchIndex`]
+//!    with the record's owner on every chunk.
+//! 4. A document's status is its job's, read from the queue.
+//! 5. `POST /v1/query`: [`SearchIndex::search`] over the caller's own chunks
+//!    (BM25), then [`answer`]: an [`LlmClient`] writes the answer from those
+//!    passages only, or [`extractive`] picks the best sentences.
+//!
+//! Errors are one enum, [`DocsError`], mapped to HTTP in one place
+//! ([`http`]). `docs/docs.md` describes the API.
+
+pub mod answer;
+pub mod blobs;
+pub mod chunk;
+pub mod error;
+pub mod http;
+pub mod index;
+pub mod service;
+pub mod store;
+
+pub use answer::{Answer, Citation, LlmClient, extractive};
+pub use blobs::BlobStore;
+pub use chunk::{Chunk, DEFAULT_CHUNK_CHARS, chunk_text};
+pub use error::DocsError;
+pub use http::{DocsApp, DocsConfig, INDEX_SCOPE, build, router, serve};
+pub use index::{Passage, SearchIndex};
+pub use service::{Caller, Docs, DocumentView, INDEX_JOB, Limits, Worker};
+pub use store::{Document, DocumentStore, PgDocumentStore, SqliteDocumentStore, open_store};
+
+pub type Result<T, E = DocsError> = std::result::Result<T, E>;

@@ -1,0 +1,79 @@
+//! Where document records live: one small trait, [`DocumentStore`], with
+//! one implementation per backend, [`SqliteDocumentStore`] (the default,
+//! `<data>/docs.db`) and [`PgDocumentStore`] (a `postgres://` URL). Both run
+//! the same SQL (`sql.rs`), each with its own migrations under
+//! `migrations/<backend>/`.
+//!
+//! A record is plain data: who owns the document, what it is called and
+//! which blob holds its bytes. Who may see it is the service's business.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use echo_parser::Kind;
+
+use crate::{DocsError, Result};
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use postgres::PgDocumentStore;
+pub(crate) use sql::kind_name;
+pub use sqlite::SqliteDocumentStore;
+
+/// One uploaded document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// 32 random hex digits.
+    pub id: String,
+    /// The `sub` of the user who uploaded it.
+    pub owner: String,
+    /// The name the user gave it, for display only (never a path).
+    pub name: String,
+    /// What sniffing the content found.
+    pub kind: Kind,
+    pub size: u64,
+    /// The blob holding the bytes (SHA-256, hex).
+    pub sha256: String,
+    /// The indexing job; `None` only between the insert and the enqueue.
+    pub job_id: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+#[async_trait]
+pub trait DocumentStore: Send + Sync {
+    async fn insert(&self, document: &Document) -> Result<()>;
+
+    /// Records the document's indexing job.
+    async fn set_job(&self, id: &str, job_id: &str) -> Result<()>;
+
+    async fn get(&self, id: &str) -> Result<Option<Document>>;
+
+    /// Newest first: `owner`'s documents, or everyone's for `None`.
+    async fn list(&self, owner: Option<&str>) -> Result<Vec<Document>>;
+
+    /// Deletes the record; whether there was one.
+    async fn delete(&self, id: &str) -> Result<bool>;
+
+    /// Whether any record's bytes are the blob `sha256`.
+    async fn references(&self, sha256: &str) -> Result<bool>;
+}
+
+/// The store `url` names: PostgreSQL for `postgres://` (or
+/// `postgresql://`), else SQLite at `sqlite_path`.
+pub async fn open_store(url: Option<&str>, sqlite_path: &Path) -> Result<Arc<dyn DocumentStore>> {
+    Ok(match url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Arc::new(PgDocumentStore::connect(url).await?)
+        }
+        Some(other) => {
+            return Err(DocsError::Config(format!(
+                "docs database URL {other:?}: expected postgres://"
+            )));
+        }
+        None => Arc::new(SqliteDocumentStore::open(sqlite_path).await?),
+    })
+}
