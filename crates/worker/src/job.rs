@@ -1,0 +1,339 @@
+//! One `index_document` job: the document's bytes from docs, its text from
+//! the parser, its chunks back to docs' index. Every call is HTTP with the
+//! worker's own service token for the service called.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use echo_audit_client::TokenSource;
+use echo_queue::{JobQueue, Leased, QueueError};
+use reqwest::{Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::error::{Result, WorkerError, parser_refusal};
+use crate::{Tokens, WorkerConfig};
+
+/// The job kind the docs service enqueues for every upload.
+pub const INDEX_DOCUMENT: &str = "index_document";
+
+/// How a job ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Parsed, chunked and indexed, with this many chunks.
+    Indexed(usize),
+    /// The document was deleted before (or while) it was indexed: nothing
+    /// to do.
+    Deleted,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    document_id: String,
+}
+
+/// The part of the parser's answer the worker uses.
+#[derive(Deserialize)]
+struct Parsed {
+    text: String,
+}
+
+#[derive(Serialize)]
+struct IndexBody<'a> {
+    chunks: &'a [echo_docs::Chunk],
+}
+
+/// What a job needs: the HTTP client, the services and the tokens.
+pub(crate) struct Pipeline {
+    pub http: reqwest::Client,
+    pub docs: Url,
+    pub parser: Url,
+    pub tokens: Tokens,
+    pub queue: Arc<dyn JobQueue>,
+}
+
+impl Pipeline {
+    pub fn new(queue: Arc<dyn JobQueue>, tokens: Tokens, config: &WorkerConfig) -> Result<Self> {
+        let base = |url: &str| {
+            Url::parse(url.trim_end_matches('/'))
+                .map_err(|e| WorkerError::Config(format!("URL {url:?}: {e}")))
+        };
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|e| WorkerError::Config(e.to_string()))?;
+        Ok(Self {
+            http,
+            docs: base(&config.docs_url)?,
+            parser: base(&config.parser_url)?,
+            tokens,
+            queue,
+        })
+    }
+
+    /// Runs `job` to its end (progress 10 / 50 / 90 on the way); the caller
+    /// completes or fails it.
+    pub async fn run(&self, job: &Leased) -> Result<Outcome> {
+        if job.kind != INDEX_DOCUMENT {
+            return Err(WorkerError::UnknownKind(job.kind.clone()));
+        }
+        let payload: Payload = serde_json::from_value(job.payload.clone())
+            .map_err(|e| WorkerError::Payload(e.to_string()))?;
+        let id = payload.document_id;
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(WorkerError::Payload(format!("document id {id:?}")));
+        }
+        let Some((bytes, filename)) = self.content(&id).await? else {
+            return Ok(Outcome::Deleted);
+        };
+        self.progress(job, 10).await?;
+        let text = self.parse(bytes, filename.as_deref()).await?;
+        self.progress(job, 50).await?;
+        let chunks = echo_docs::chunk_text(&text, echo_docs::DEFAULT_CHUNK_CHARS);
+        self.progress(job, 90).await?;
+        if !self.index(&id, &chunks).await? {
+            return Ok(Outcome::Deleted);
+        }
+        Ok(Outcome::Indexed(chunks.len()))
+    }
+
+    /// Reports progress; a lease lost meanwhile ends the job here (another
+    /// worker has it now), other queue trouble is only logged.
+    async fn progress(&self, job: &Leased, percent: u8) -> Result<()> {
+        match self.queue.set_progress(&job.lease, percent).await {
+            Ok(()) => Ok(()),
+            Err(e @ QueueError::StaleLease(_)) => Err(e.into()),
+            Err(e) => {
+                tracing::warn!(job = %job.id(), error = %e, "cannot record progress");
+                Ok(())
+            }
+        }
+    }
+
+    /// `GET <docs>/v1/documents/{id}/content`: the bytes and the file name
+    /// docs gives them, or `None` when the document is gone (404).
+    async fn content(&self, id: &str) -> Result<Option<(Bytes, Option<String>)>> {
+        let url = document_url(&self.docs, id, "content");
+        let response = send("docs", &*self.tokens.docs, |token| {
+            self.http.get(url.clone()).bearer_auth(token)
+        })
+        .await?;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            status => {
+                return Err(WorkerError::Status {
+                    service: "docs",
+                    status: status.as_u16(),
+                });
+            }
+        }
+        let filename = response
+            .headers()
+            .get(reqwest::header::CONTENT_DISPOSITION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(disposition_filename);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| unreachable("docs", &e))?;
+        Ok(Some((bytes, filename)))
+    }
+
+    /// `POST <parser>/v1/parse?filename=NAME`: the document's text.
+    async fn parse(&self, bytes: Bytes, filename: Option<&str>) -> Result<String> {
+        let mut url = self.parser.clone();
+        url.path_segments_mut()
+            .map_err(|()| WorkerError::Config("the parser URL cannot have a path".into()))?
+            .extend(["v1", "parse"]);
+        if let Some(name) = filename {
+            url.query_pairs_mut().append_pair("filename", name);
+        }
+        let response = send("parser", &*self.tokens.parser, |token| {
+            // `Bytes` clones cheaply, so a retried request resends the body.
+            self.http
+                .post(url.clone())
+                .bearer_auth(token)
+                .body(bytes.clone())
+        })
+        .await?;
+        let status = response.status();
+        let answer = response
+            .bytes()
+            .await
+            .map_err(|e| unreachable("parser", &e))?;
+        if status != StatusCode::OK {
+            return Err(parser_refusal(status.as_u16(), &answer));
+        }
+        let parsed: Parsed = serde_json::from_slice(&answer).map_err(|e| {
+            tracing::warn!(error = %e, "the parser's answer is not the promised JSON");
+            WorkerError::Malformed("parser")
+        })?;
+        Ok(parsed.text)
+    }
+
+    /// `PUT <docs>/v1/documents/{id}/index`: `false` when the document is
+    /// gone (404).
+    async fn index(&self, id: &str, chunks: &[echo_docs::Chunk]) -> Result<bool> {
+        let url = document_url(&self.docs, id, "index");
+        let body = IndexBody { chunks };
+        let response = send("docs", &*self.tokens.docs, |token| {
+            self.http.put(url.clone()).bearer_auth(token).json(&body)
+        })
+        .await?;
+        match response.status() {
+            status if status.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            status => Err(WorkerError::Status {
+                service: "docs",
+                status: status.as_u16(),
+            }),
+        }
+    }
+}
+
+/// Sends the request `build` makes with a token from `tokens`; a 401 drops
+/// that token and tries once more with a fresh one (the cached token may
+/// have been revoked or its keys rotated).
+async fn send(
+    service: &'static str,
+    tokens: &dyn TokenSource,
+    build: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> Result<Response> {
+    let mut retried = false;
+    loop {
+        let token = tokens.token().await.map_err(|e| {
+            tracing::warn!(service, error = %e, "cannot get a service token");
+            WorkerError::Token(service)
+        })?;
+        let response = build(&token)
+            .send()
+            .await
+            .map_err(|e| unreachable(service, &e))?;
+        if response.status() != StatusCode::UNAUTHORIZED || retried {
+            return Ok(response);
+        }
+        tokens.invalidate(&token).await;
+        retried = true;
+    }
+}
+
+fn unreachable(service: &'static str, error: &reqwest::Error) -> WorkerError {
+    // reqwest's errors name the URL, never the headers (so no token).
+    tracing::warn!(service, error = %error, "request failed");
+    WorkerError::Unreachable(service)
+}
+
+/// `<docs>/v1/documents/<id>/<tail>`.
+fn document_url(docs: &Url, id: &str, tail: &str) -> Url {
+    let mut url = docs.clone();
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.extend(["v1", "documents", id, tail]);
+    }
+    url
+}
+
+/// The file name of a `Content-Disposition` header (RFC 6266): the
+/// RFC 8187 `filename*=UTF-8''…` form first, else `filename="…"` or a bare
+/// `filename=…`. It is only a hint for the parser (which sniffs the
+/// content), never a path.
+fn disposition_filename(header: &str) -> Option<String> {
+    let params: Vec<(&str, &str)> = header
+        .split(';')
+        .skip(1)
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let extended = params
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("filename*"))
+        .and_then(|(_, v)| {
+            let (charset, rest) = v.split_once('\'')?;
+            let (_, encoded) = rest.split_once('\'')?;
+            charset
+                .eq_ignore_ascii_case("utf-8")
+                .then(|| percent_decode(encoded))?
+        });
+    let plain = || {
+        params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("filename"))
+            .map(|(_, v)| {
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v);
+                v.replace("\\\"", "\"").replace("\\\\", "\\")
+            })
+    };
+    extended
+        .or_else(plain)
+        .filter(|name| !name.trim().is_empty())
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_name_comes_from_content_disposition() {
+        let cases = [
+            (r#"attachment; filename="report.pdf""#, Some("report.pdf")),
+            ("attachment; filename=notes.txt", Some("notes.txt")),
+            (
+                r#"attachment; filename="a.txt"; filename*=UTF-8''r%C3%A9sum%C3%A9.docx"#,
+                Some("résumé.docx"),
+            ),
+            (
+                r#"attachment; filename="say \"hi\".md""#,
+                Some(r#"say "hi".md"#),
+            ),
+            ("attachment", None),
+            (r#"attachment; filename="""#, None),
+            ("attachment; filename*=UTF-8''bad%zz", None),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(
+                disposition_filename(header).as_deref(),
+                expected,
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn document_urls_keep_a_base_path_and_encode_the_id() {
+        let docs = Url::parse("http://127.0.0.1:8083/base").unwrap();
+        assert_eq!(
+            document_url(&docs, "abc", "content").as_str(),
+            "http://127.0.0.1:8083/base/v1/documents/abc/content"
+        );
+        let root = Url::parse("http://127.0.0.1:8083").unwrap();
+        assert_eq!(
+            document_url(&root, "a b", "index").as_str(),
+            "http://127.0.0.1:8083/v1/documents/a%20b/index"
+        );
+    }
+}
