@@ -31,6 +31,10 @@
 //!   headers, request ids, trace context), `rate_limit.rs` the buckets.
 //! - **Pages** over the audit log (`audit_log.rs`): the logs page, the
 //!   admin dashboard's login chart, the home page's recent activity.
+//! - **Document pages** (`/upload`, `/documents`, `/ask`): shells for
+//!   signed-in users, brought to life by `static/documents.js`, which
+//!   calls the docs service's routes (`/api/documents`, `/api/query`)
+//!   through the routing table like any other session call.
 //!
 //! The map: [`Gateway`] (`gateway.rs`: login, logout; `pipeline.rs`: the
 //! request pipeline) is the domain service and knows nothing of HTTP;
@@ -63,7 +67,7 @@ pub use gateway::{Callback, Gateway, LoginStart, RequestMeta, SignedIn};
 pub use http::{router, serve};
 pub use pipeline::{Presented, Principal, SessionInfo, Surface};
 pub use redis_store::{DEFAULT_REDIS_PREFIX, RedisSessionStore};
-pub use routes::{GatewayFile, Limit, RateLimits, Route, RouteTable};
+pub use routes::{GatewayFile, Limit, RateLimits, Route, RouteSpec, RouteTable};
 pub use session::{LoginAttempt, Session, SessionStore, Tokens};
 pub use sqlite::SqliteSessionStore;
 

@@ -31,8 +31,11 @@ use crate::{GatewayError, Result};
 
 /// Paths the gateway answers itself; no route may take them (or sit
 /// under them, or above them).
-const RESERVED: [&str; 12] = [
+const RESERVED: [&str; 15] = [
     "/account",
+    "/upload",
+    "/documents",
+    "/ask",
     "/login",
     "/callback",
     "/logout",

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use askama::Template;
 use axum::Json;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Form, FromRequestParts, OriginalUri, Query, Request, State};
@@ -16,8 +17,9 @@ use serde_json::json;
 
 use super::error::{api_error, page_error};
 use super::pages::{
-    AccountPage, DashboardPage, EventRow, HomePage, LogsPage, SignedOutPage, login_cookie,
-    login_cookie_name, session_cookie, session_cookie_name, utc,
+    AccountPage, AskPage, DashboardPage, DocumentsPage, EventRow, HomePage, LogsPage,
+    SignedOutPage, UploadPage, login_cookie, login_cookie_name, session_cookie,
+    session_cookie_name, utc,
 };
 use crate::proxy::client_ip;
 use crate::{
@@ -232,6 +234,52 @@ pub async fn dashboard(
         Ok(chart) => render(StatusCode::OK, &DashboardPage::of(&chart)),
         Err(e) => page_error(&g, e, &here(&uri)),
     }
+}
+
+/// `page` for a signed-in browser; without a session, the way to login
+/// and back. The document pages need nothing more from the server: their
+/// script calls the docs service's routes itself.
+async fn signed_in_page(
+    g: &Gateway,
+    meta: &RequestMeta,
+    uri: &OriginalUri,
+    headers: &HeaderMap,
+    page: &impl Template,
+) -> Response {
+    match signed_in(g, meta, headers).await {
+        Ok(_) => render(StatusCode::OK, page),
+        Err(e) => page_error(g, e, &here(uri)),
+    }
+}
+
+/// GET /upload: several files, one upload and one progress bar each.
+pub async fn upload(
+    State(g): AppState,
+    Meta(meta): Meta,
+    uri: OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    signed_in_page(&g, &meta, &uri, &headers, &UploadPage).await
+}
+
+/// GET /documents: the user's documents, with live status and progress.
+pub async fn documents(
+    State(g): AppState,
+    Meta(meta): Meta,
+    uri: OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    signed_in_page(&g, &meta, &uri, &headers, &DocumentsPage).await
+}
+
+/// GET /ask: a question answered from the user's documents, with citations.
+pub async fn ask(
+    State(g): AppState,
+    Meta(meta): Meta,
+    uri: OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    signed_in_page(&g, &meta, &uri, &headers, &AskPage).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -184,6 +184,21 @@ pub struct AccountPage<'a> {
     pub csrf: &'a str,
 }
 
+/// The document pages: a shell each, filled in by
+/// `/static/documents.js` from `/api/documents` and `/api/query` (routes
+/// to the docs service).
+#[derive(Template)]
+#[template(path = "upload.html")]
+pub struct UploadPage;
+
+#[derive(Template)]
+#[template(path = "documents.html")]
+pub struct DocumentsPage;
+
+#[derive(Template)]
+#[template(path = "ask.html")]
+pub struct AskPage;
+
 #[derive(Template)]
 #[template(path = "signed_out.html")]
 pub struct SignedOutPage;
@@ -204,6 +219,17 @@ pub async fn stylesheet() -> Response {
             (CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("../../static/gateway.css"),
+    )
+        .into_response()
+}
+
+pub async fn documents_script() -> Response {
+    (
+        [
+            (CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../static/documents.js"),
     )
         .into_response()
 }

@@ -144,6 +144,8 @@ async fn every_response_carries_the_security_headers() {
         "/no-such-page",
         "/signed-out",
         "/static/gateway.css",
+        "/static/documents.js",
+        "/upload",
     ] {
         let page = browser.get(&platform.gw(path)).await;
         let csp = page.header("content-security-policy").unwrap_or_default();

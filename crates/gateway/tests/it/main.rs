@@ -5,5 +5,6 @@
 mod api;
 mod common;
 mod login;
+mod pages;
 mod proxy;
 mod sessions;
