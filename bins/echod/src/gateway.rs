@@ -8,39 +8,40 @@ use anyhow::Context;
 use echo_audit_client::{AuditWriter, ClientCredentials, WriterConfig};
 use echo_core::SystemClock;
 use echo_core::audit::{AuditSink, LogAuditSink};
-use echo_crypto::secret::{generate_client_secret, hash_client_secret, verify_client_secret};
 use echo_gateway::{
     ClientSecret, Gateway, GatewayConfig, GatewayFile, RedisSessionStore, SessionStore,
     SqliteSessionStore,
 };
-use echo_identity::admin::{self, NewClient};
+use echo_identity::admin;
 use echo_identity::exchange::GRANT_TOKEN_EXCHANGE;
 use echo_store::Store;
 use echo_verify::{HttpJwks, Verifier, VerifierOptions};
 
 use crate::GatewaySessionArgs;
-use crate::settings::{ensure_data_dir, existing_secret_text, master_key, secret_text};
+use crate::first_party::{self, Registration, SecretPlace};
+use crate::settings::{ensure_data_dir, master_key};
 
 /// The gateway's client id at identity (and the audience of its API).
 pub const CLIENT_ID: &str = "gateway";
-const SECRET_VAR: &str = "ECHO_GATEWAY_CLIENT_SECRET";
-const SECRET_FILE: &str = "gateway-client.secret";
+/// Code flow with refresh tokens for browsers, client credentials for its
+/// own audit writes and reads, token exchange for its routes' upstreams.
+const GRANTS: [&str; 4] = [
+    admin::GRANT_AUTHORIZATION_CODE,
+    admin::GRANT_REFRESH_TOKEN,
+    admin::GRANT_CLIENT_CREDENTIALS,
+    GRANT_TOKEN_EXCHANGE,
+];
+const SCOPES: [&str; 4] = ["openid", "profile", "offline_access", "audit.read"];
+/// Its client secret (`echod up` creates the file on first run).
+pub const SECRET: SecretPlace = SecretPlace {
+    var: "ECHO_GATEWAY_CLIENT_SECRET",
+    file: "gateway-client.secret",
+    service: "the gateway",
+};
 
-/// The gateway's client secret: `ECHO_GATEWAY_CLIENT_SECRET`, else
-/// `<data>/gateway-client.secret` (0600), created by `echod up` on first
-/// run. Never printed or logged.
+/// The gateway's client secret (see [`SECRET`]).
 pub fn client_secret(dir: &Path, create: bool) -> anyhow::Result<ClientSecret> {
-    let text = if create {
-        secret_text(dir, SECRET_VAR, SECRET_FILE, generate_client_secret)?
-    } else {
-        existing_secret_text(dir, SECRET_VAR, SECRET_FILE)?.with_context(|| {
-            format!(
-                "the gateway needs its client secret: set {SECRET_VAR} or put it in {}",
-                dir.join(SECRET_FILE).display()
-            )
-        })?
-    };
-    Ok(ClientSecret::new(text))
+    first_party::client_secret(dir, &SECRET, create).map(ClientSecret::new)
 }
 
 /// The gateway's configuration file (`--config`, `ECHO_CONFIG`), parsed
@@ -86,9 +87,9 @@ pub fn public_url(
 /// (bootstrap of `echod up`): code flow with refresh tokens for browsers,
 /// client credentials for its own audit writes and reads, token exchange
 /// (RFC 8693) for the upstreams of its routes. An existing registration
-/// gets the current secret; redirect URIs, grants and audiences cannot be
-/// changed in place yet, so a moved gateway or a new route audience is
-/// reported.
+/// gets the current secret and whatever grants, audiences (a new route's)
+/// and scopes it lacks; redirect URIs are not changed in place, so a moved
+/// gateway is reported.
 pub async fn register_client(
     store: &dyn Store,
     url: &str,
@@ -99,44 +100,23 @@ pub async fn register_client(
     let audiences = audiences(audit_audience, file);
     let redirect_uri = format!("{url}/callback");
     let signed_out = format!("{url}/signed-out");
-    let Some(client) = store.client(CLIENT_ID).await? else {
-        let new = NewClient {
-            id: CLIENT_ID.into(),
-            secret: admin::ClientSecret::Provided(secret.expose().to_owned()),
-            redirect_uris: vec![redirect_uri],
-            grants: vec![
-                admin::GRANT_AUTHORIZATION_CODE.into(),
-                admin::GRANT_REFRESH_TOKEN.into(),
-                admin::GRANT_CLIENT_CREDENTIALS.into(),
-                GRANT_TOKEN_EXCHANGE.into(),
-            ],
+    let registered = first_party::register(
+        store,
+        Registration {
+            id: CLIENT_ID,
+            secret: secret.expose(),
+            grants: GRANTS.map(String::from).to_vec(),
             audiences,
-            scopes: ["openid", "profile", "offline_access", "audit.read"]
-                .map(String::from)
-                .to_vec(),
-            post_logout_redirect_uris: vec![signed_out],
-            allow_no_pkce: false,
-        };
-        admin::add_client(store, &LogAuditSink, &SystemClock, new).await?;
+            scopes: SCOPES.map(String::from).to_vec(),
+            redirect_uris: vec![redirect_uri.clone()],
+            post_logout_redirect_uris: vec![signed_out.clone()],
+        },
+    )
+    .await?;
+    let Some(client) = registered else {
         println!("registered the gateway as client {CLIENT_ID} of identity");
         return Ok(());
     };
-    let current = client
-        .secret_hash
-        .as_deref()
-        .is_some_and(|stored| verify_client_secret(secret.expose(), stored));
-    if !current {
-        // The secret changed (ECHO_GATEWAY_CLIENT_SECRET, a new data
-        // directory): the old one stops working at once.
-        let now = echo_core::Clock::now(&SystemClock);
-        store
-            .rotate_client_secret(CLIENT_ID, &hash_client_secret(secret.expose()), now)
-            .await?;
-        tracing::info!(
-            client = CLIENT_ID,
-            "updated the gateway's client secret at identity"
-        );
-    }
     if !client.redirect_uris.contains(&redirect_uri)
         || !client.post_logout_redirect_uris.contains(&signed_out)
     {
@@ -146,18 +126,6 @@ pub async fn register_client(
             wanted = %redirect_uri,
             "the gateway client is registered for another address: sign-in through the gateway \
              will fail until its redirect URIs are updated"
-        );
-    }
-    let missing: Vec<&String> = audiences
-        .iter()
-        .filter(|a| !client.audiences.contains(a))
-        .collect();
-    if !client.grant_types.iter().any(|g| g == GRANT_TOKEN_EXCHANGE) || !missing.is_empty() {
-        tracing::warn!(
-            client = CLIENT_ID,
-            missing_audiences = ?missing,
-            "the gateway client lacks the token-exchange grant or a route's audience: requests \
-             to those upstreams get 403 until it is registered anew"
         );
     }
     Ok(())

@@ -8,11 +8,15 @@
 mod account_policy;
 mod admin;
 mod audit;
+mod docs;
+mod first_party;
 mod gateway;
 mod keys;
 mod parser;
 mod platform;
+mod queue;
 mod settings;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,7 +50,7 @@ enum Command {
         service: Service,
     },
     /// Run every service, each on its own port; bootstrap on first run.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Inspect the audit log.
     Audit {
         #[command(subcommand)]
@@ -82,6 +86,10 @@ enum Service {
     Gateway(ServeGatewayArgs),
     /// Text extraction from uploaded files, for other services.
     Parser(parser::ServeParserArgs),
+    /// Users' documents: upload, status, download, questions.
+    Docs(docs::ServeDocsArgs),
+    /// The pipeline's worker: parses, chunks and indexes uploaded documents.
+    Worker(worker::ServeWorkerArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -170,6 +178,31 @@ pub struct UpArgs {
     pub gateway_public_url: Option<String>,
     #[command(flatten)]
     pub gateway_session: GatewaySessionArgs,
+    /// Address of the docs service.
+    #[arg(long, env = "ECHO_DOCS_LISTEN", default_value = "127.0.0.1:8083")]
+    pub docs_listen: String,
+    /// Audience of tokens the docs service accepts.
+    #[arg(long, env = "ECHO_DOCS_AUDIENCE", default_value = "docs")]
+    pub docs_audience: String,
+    #[command(flatten)]
+    pub docs: docs::DocsOptions,
+    /// Address of the parser.
+    #[arg(long, env = "ECHO_PARSER_LISTEN", default_value = "127.0.0.1:8084")]
+    pub parser_listen: String,
+    /// Audience of tokens the parser accepts.
+    #[arg(long, env = "ECHO_PARSER_AUDIENCE", default_value = "parser")]
+    pub parser_audience: String,
+    #[command(flatten)]
+    pub parser_limits: parser::ParserLimitArgs,
+    #[command(flatten)]
+    pub queue: queue::QueueArgs,
+    /// Jobs the worker works on at once.
+    #[arg(long, env = "ECHO_WORKER_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_concurrency: u16,
+    /// Run no worker in this process: documents wait for an `echod serve
+    /// worker` elsewhere.
+    #[arg(long)]
+    pub no_worker: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -407,6 +440,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             service: Service::Parser(args),
         } => parser::serve(&args).await,
+        Command::Serve {
+            service: Service::Docs(args),
+        } => docs::serve(&data_dir, &args).await,
+        Command::Serve {
+            service: Service::Worker(args),
+        } => worker::serve(&data_dir, &args).await,
         Command::ParseWorker => parser::worker(),
         Command::Up(args) => platform::up(&data_dir, &args).await,
         Command::Audit {

@@ -15,8 +15,13 @@ use echo_identity::{IdentityConfig, Provider};
 use echo_store::Store;
 use tokio::net::TcpListener;
 
+use crate::docs::DocsAudit;
+use crate::first_party;
 use crate::settings::{master_key, open_store};
-use crate::{AuditArgs, IdentityArgs, ServeGatewayArgs, ServeIdentityArgs, UpArgs, audit, gateway};
+use crate::{
+    AuditArgs, IdentityArgs, ServeGatewayArgs, ServeIdentityArgs, UpArgs, audit, docs, gateway,
+    parser, worker,
+};
 
 /// Prints the line scripts wait for, once the socket accepts connections.
 pub(crate) fn announce_ready(listener: &TcpListener) -> anyhow::Result<()> {
@@ -153,10 +158,36 @@ impl TokenSource for OwnToken {
     }
 }
 
-/// Every service built so far, each on its own port, stopped together.
-/// Identity sends its audit events to the audit service, over HTTP with its
-/// own service token, through the writer's disk spool; the gateway, a
-/// first-party client registered here, with client credentials.
+/// The gateway's routes to docs (`/api/documents`, `/api/query`), added to
+/// the table of its file unless the file routes those prefixes itself.
+fn add_docs_routes(file: &mut echo_gateway::GatewayFile, docs_url: &str, audience: &str) {
+    for (prefix, path) in [
+        ("/api/documents", "/v1/documents"),
+        ("/api/query", "/v1/query"),
+    ] {
+        if file.routes.iter().any(|r| r.prefix == prefix) {
+            continue;
+        }
+        file.routes.push(echo_gateway::RouteSpec {
+            prefix: prefix.to_owned(),
+            upstream: format!("{docs_url}{path}"),
+            audience: audience.to_owned(),
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            strip_prefix: true,
+            // Long enough for an upload of many large files to be stored.
+            timeout: Some("120s".to_owned()),
+            rate_limit: None,
+        });
+    }
+}
+
+/// Every service, each on its own port, stopped together: identity,
+/// audit, gateway, docs and parser, and the pipeline's worker (unless
+/// `--no-worker`). Identity sends its audit events to the audit service,
+/// over HTTP with its own service token, through the writer's disk spool;
+/// the gateway, docs and the worker are first-party clients registered
+/// here, with client credentials.
 pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let store = open_store(data_dir).await?;
     bootstrap(&*store).await?;
@@ -164,14 +195,41 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let audit_url = format!("http://{}", audit_listener.local_addr()?);
     let gateway_listener = audit::bind(&args.gateway_listen).await?;
     let gateway_url = gateway::public_url(args.gateway_public_url.as_deref(), &gateway_listener)?;
+    let docs_listener = audit::bind(&args.docs_listen).await?;
+    let docs_url = format!("http://{}", docs_listener.local_addr()?);
+    let parser_listener = audit::bind(&args.parser_listen).await?;
+    let parser_url = format!("http://{}", parser_listener.local_addr()?);
     let gateway_secret = gateway::client_secret(data_dir, true)?;
-    let gateway_file = gateway::load_file(args.gateway_session.config.as_deref())?;
+    let mut gateway_file = gateway::load_file(args.gateway_session.config.as_deref())?;
+    add_docs_routes(&mut gateway_file, &docs_url, &args.docs_audience);
     gateway::register_client(
         &*store,
         &gateway_url,
         &gateway_secret,
         &args.audit_audience,
         &gateway_file,
+    )
+    .await?;
+    let worker_secret = first_party::client_secret(data_dir, &worker::SECRET, true)?;
+    first_party::register_service(
+        &*store,
+        worker::CLIENT_ID,
+        &worker_secret,
+        vec![
+            args.parser_audience.clone(),
+            args.docs_audience.clone(),
+            args.audit_audience.clone(),
+        ],
+        worker::SCOPES.map(String::from).to_vec(),
+    )
+    .await?;
+    let docs_secret = first_party::client_secret(data_dir, &docs::SECRET, true)?;
+    first_party::register_service(
+        &*store,
+        docs::CLIENT_ID,
+        &docs_secret,
+        vec![args.audit_audience.clone()],
+        vec!["audit.write".into()],
     )
     .await?;
     let (writer, own_token) = identity_audit_writer(data_dir, &audit_url, &args.audit_audience)?;
@@ -205,9 +263,53 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
         gateway_audit.sink.clone(),
     )
     .await?;
-    announce_ready(&identity_listener)?;
-    announce_ready(&audit_listener)?;
-    announce_ready(&gateway_listener)?;
+    let queue = args.queue.open(data_dir).await?;
+    let docs_audit = DocsAudit::writer(
+        data_dir,
+        &issuer,
+        &docs_secret,
+        &audit_url,
+        &args.audit_audience,
+    )?;
+    let docs_app = docs::build(
+        data_dir,
+        (&issuer, &args.docs_audience),
+        &args.docs,
+        queue.clone(),
+        docs_audit.sink.clone(),
+    )
+    .await?;
+    let parser_app = echo_parser::build(
+        &issuer,
+        &args.parser_audience,
+        args.parser_limits.limits(),
+        parser::isolation()?,
+    );
+    let worker = if args.no_worker {
+        None
+    } else {
+        Some(worker::build(
+            queue,
+            &worker::WorkerSetup {
+                issuer: &issuer,
+                client_id: worker::CLIENT_ID,
+                secret: &worker_secret,
+                docs: (&docs_url, &args.docs_audience),
+                parser: (&parser_url, &args.parser_audience),
+                lease: args.queue.lease,
+                concurrency: args.worker_concurrency,
+            },
+        )?)
+    };
+    for listener in [
+        &identity_listener,
+        &audit_listener,
+        &gateway_listener,
+        &docs_listener,
+        &parser_listener,
+    ] {
+        announce_ready(listener)?;
+    }
     println!("up {gateway_url}");
     std::io::stdout().flush()?;
 
@@ -221,20 +323,34 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let identity = echo_identity::serve(identity_listener, provider, stopped(&stop));
     let audit = echo_audit::http::serve(audit_listener, audit_app, stopped(&stop));
     let gateway = echo_gateway::serve(gateway_listener, gateway_app, stopped(&stop));
+    let docs = echo_docs::serve(docs_listener, docs_app, stopped(&stop));
+    let parser = echo_parser::serve(parser_listener, parser_app, stopped(&stop));
+    let worker = {
+        let stopped = stopped(&stop);
+        async move {
+            if let Some(worker) = worker {
+                worker.run(stopped).await;
+            }
+        }
+    };
     let signal = async {
         shutdown_signal().await;
         let _ = stop.send(());
     };
-    let (identity, audit, gateway, ()) = tokio::join!(identity, audit, gateway, signal);
+    let (identity, audit, gateway, docs, parser, (), ()) =
+        tokio::join!(identity, audit, gateway, docs, parser, worker, signal);
     // Whatever the audit service did not take before it stopped is spooled
     // to disk and sent on the next start.
     writer.shutdown().await;
     if let Some(writer) = gateway_audit.writer {
         writer.shutdown().await;
     }
+    docs_audit.shutdown().await;
     identity?;
     audit?;
     gateway?;
+    docs?;
+    parser?;
     Ok(())
 }
 
@@ -285,4 +401,31 @@ pub async fn serve_audit(data_dir: &Path, args: &AuditArgs) -> anyhow::Result<()
     announce_ready(&listener)?;
     echo_audit::http::serve(listener, app, shutdown_signal()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docs_routes_are_added_unless_the_file_routes_the_prefix() {
+        let mut file = echo_gateway::GatewayFile::parse(
+            "[[routes]]\nprefix = \"/api/query\"\nupstream = \"http://127.0.0.1:9\"\naudience = \"mine\"\n",
+        )
+        .unwrap();
+        add_docs_routes(&mut file, "http://127.0.0.1:8083", "docs");
+        let table = file.route_table().unwrap();
+        let documents = table.find("/api/documents/abc").unwrap();
+        assert_eq!(documents.audience, "docs");
+        assert_eq!(
+            documents.upstream_path("/api/documents/abc?x=1"),
+            "/v1/documents/abc?x=1"
+        );
+        assert_eq!(documents.upstream_path("/api/documents"), "/v1/documents");
+        assert_eq!(
+            table.find("/api/query").unwrap().audience,
+            "mine",
+            "the file's own route wins"
+        );
+    }
 }

@@ -16,8 +16,8 @@ const TARGET_BYTES: usize = 1 << 20;
 /// Deterministic English-like sentences.
 fn sentences(count: usize) -> Vec<String> {
     const WORDS: [&str; 16] = [
-        "echo", "parser", "document", "token", "service", "identity", "audit", "gateway",
-        "queue", "worker", "index", "search", "answer", "citation", "owner", "passage",
+        "echo", "parser", "document", "token", "service", "identity", "audit", "gateway", "queue",
+        "worker", "index", "search", "answer", "citation", "owner", "passage",
     ];
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     (0..count)
@@ -48,7 +48,11 @@ fn inputs() -> Vec<(&'static str, Vec<u8>)> {
         .collect();
     let mut html = String::from("<html><head><style>p{color:red}</style></head><body>");
     for chunk in lines.chunks(8) {
-        let _ = write!(html, "<p>{}</p><script>var x = 1;</script>", chunk.join(" "));
+        let _ = write!(
+            html,
+            "<p>{}</p><script>var x = 1;</script>",
+            chunk.join(" ")
+        );
     }
     html.push_str("</body></html>");
     let mut csv = String::from("id,title,body\n");

@@ -121,6 +121,18 @@ impl Browser {
         }
     }
 
+    /// The page once `wanted` holds for it (or the last one after `secs`).
+    async fn text_when(&self, secs: u64, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let text = self.text().await;
+            if wanted(&text) || Instant::now() > deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn text(&self) -> String {
         self.client.source().await.expect("page source")
     }
@@ -164,6 +176,18 @@ impl Browser {
             .unwrap();
         self.shot("login-form").await;
         self.click("button[type=submit]").await;
+    }
+
+    /// Types `text` into the first element matching `css`; for a file
+    /// input, `text` is the files' paths, one a line.
+    async fn type_into(&self, css: &str, text: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .send_keys(text)
+            .await
+            .unwrap();
     }
 
     /// Clicks the first element matching `css`.
@@ -326,5 +350,220 @@ async fn browser_an_expired_session_goes_to_login_and_back() {
     );
     assert!(browser.text().await.contains("Your account"));
     browser.shot("back-after-expiry").await;
+    browser.stop().await;
+}
+
+/// The question the PDF answers, and the sentence that answers it.
+const QUESTION: &str = "How many gulls does the lighthouse keeper count?";
+const ANSWER: &str = "The lighthouse keeper counts seventeen gulls";
+
+/// Asks `QUESTION` on `/ask`; the page once the answer is shown (the
+/// citation list then carries `data-count`).
+async fn ask(browser: &mut Browser, gateway: &str) -> String {
+    browser.goto(&format!("{gateway}/ask")).await;
+    browser.type_into("#question", QUESTION).await;
+    browser.click("#ask-button").await;
+    browser
+        .text_when(20, |t| {
+            t.contains("data-count=") || t.contains("No answer:")
+        })
+        .await
+}
+
+#[tokio::test]
+async fn browser_upload_documents_and_ask() {
+    let Some(mut browser) = Browser::start("documents").await else {
+        return;
+    };
+    let dir = echo_testkit::data_dir();
+    let (_server, gateway) = platform(dir.path(), &[]);
+    let files = tempfile::tempdir().unwrap();
+    let pdf = files.path().join("lighthouse-log.pdf");
+    let answer_line = format!("{ANSWER} on the rocks every morning.");
+    let lines = [
+        "Log of the north cape light.",
+        answer_line.as_str(),
+        "The lamp is lit at dusk.",
+    ];
+    std::fs::write(&pdf, echo_testkit::files::pdf(&lines)).unwrap();
+    let docx = files.path().join("harbour-notes.docx");
+    let paragraphs = ["The harbour master paints the boats blue every spring."];
+    std::fs::write(
+        &docx,
+        echo_testkit::files::docx("Harbour notes", &paragraphs),
+    )
+    .unwrap();
+
+    // dave signs in on the way to /upload and uploads both files at once.
+    browser.goto(&format!("{gateway}/upload")).await;
+    browser.submit_login("dave", "dave's long password").await;
+    assert_eq!(browser.path_when(|p| p == "/upload").await, "/upload");
+    browser.shot("upload").await;
+    let chosen = format!("{}\n{}", pdf.display(), docx.display());
+    browser.type_into("#files", &chosen).await;
+    browser.click("#upload-button").await;
+    let settled = |t: &str| {
+        t.matches(r#"data-status="done""#).count() == 2 || t.contains(r#"data-status="failed""#)
+    };
+    let uploads = browser.text_when(60, settled).await;
+    browser.shot("uploaded").await;
+    assert_eq!(
+        uploads.matches(r#"data-status="done""#).count(),
+        2,
+        "both indexed: {uploads}"
+    );
+    assert_eq!(
+        uploads.matches("<progress").count(),
+        2,
+        "a bar per file: {uploads}"
+    );
+    assert_eq!(uploads.matches(r#"value="100""#).count(), 2, "{uploads}");
+    assert!(uploads.contains("lighthouse-log.pdf") && uploads.contains("harbour-notes.docx"));
+
+    browser.goto(&format!("{gateway}/documents")).await;
+    let listed = browser
+        .text_when(20, |t| t.contains(r#"data-count="2""#))
+        .await;
+    browser.shot("documents").await;
+    assert!(listed.contains(r#"data-count="2""#), "{listed}");
+    assert_eq!(
+        listed.matches(r#"data-status="done""#).count(),
+        2,
+        "{listed}"
+    );
+    for shown in [
+        "lighthouse-log.pdf",
+        "harbour-notes.docx",
+        ">PDF<",
+        ">DOCX<",
+        "Download",
+        "Delete",
+    ] {
+        assert!(listed.contains(shown), "{shown}: {listed}");
+    }
+
+    let answered = ask(&mut browser, &gateway).await;
+    browser.shot("answer").await;
+    assert!(
+        answered.contains(r#"data-count="1""#) || answered.contains(r#"data-count="2""#),
+        "{answered}"
+    );
+    let citations = answered
+        .split(r#"id="citations""#)
+        .nth(1)
+        .expect("the citations")
+        .split("</ol>")
+        .next()
+        .unwrap();
+    assert!(citations.contains("lighthouse-log.pdf"), "{citations}");
+    assert!(citations.contains(ANSWER), "the sentence: {citations}");
+    // A citation leads to its document's row on /documents.
+    browser.click("a.citation-link").await;
+    assert_eq!(browser.path_when(|p| p == "/documents").await, "/documents");
+    let cited = browser
+        .text_when(10, |t| t.contains(r#"class="highlight""#))
+        .await;
+    let row = cited
+        .split(r#"class="highlight""#)
+        .nth(1)
+        .expect("the cited row, highlighted")
+        .split("</tr>")
+        .next()
+        .unwrap();
+    assert!(row.contains("lighthouse-log.pdf"), "{row}");
+    browser.shot("cited-document").await;
+
+    // carol, signed in after dave signed out, sees none of it.
+    browser.goto(&format!("{gateway}/account")).await;
+    browser.click("form[action='/logout'] button").await;
+    browser.path_when(|p| p.starts_with("/signed-out")).await;
+    browser.goto(&format!("{gateway}/documents")).await;
+    browser.submit_login("carol", "carol's long password").await;
+    assert_eq!(browser.path_when(|p| p == "/documents").await, "/documents");
+    let none = browser
+        .text_when(10, |t| t.contains(r#"data-count="0""#))
+        .await;
+    browser.shot("documents-other-user").await;
+    assert!(none.contains(r#"data-count="0""#), "{none}");
+    assert!(!none.contains("lighthouse-log.pdf") && !none.contains("harbour-notes.docx"));
+    let unanswered = ask(&mut browser, &gateway).await;
+    browser.shot("answer-other-user").await;
+    assert!(unanswered.contains(r#"data-count="0""#), "{unanswered}");
+    assert!(!unanswered.contains("seventeen") && !unanswered.contains("lighthouse-log.pdf"));
+    browser.stop().await;
+}
+
+#[tokio::test]
+async fn browser_failed_documents_say_why_and_can_be_deleted() {
+    let Some(mut browser) = Browser::start("failed_documents").await else {
+        return;
+    };
+    let dir = echo_testkit::data_dir();
+    let (_server, gateway) = platform(dir.path(), &[]);
+    let files = tempfile::tempdir().unwrap();
+    // A PDF cut in half passes the type check and fails in the parser;
+    // noise is refused at upload.
+    let torn = files.path().join("torn.pdf");
+    let pdf = echo_testkit::files::pdf(&["Half a page."]);
+    std::fs::write(&torn, &pdf[..pdf.len() / 2]).unwrap();
+    let noise = files.path().join("noise.bin");
+    std::fs::write(&noise, echo_testkit::files::noise(4096, 7)).unwrap();
+
+    browser.goto(&format!("{gateway}/upload")).await;
+    browser.submit_login("dave", "dave's long password").await;
+    assert_eq!(browser.path_when(|p| p == "/upload").await, "/upload");
+    let chosen = format!("{}\n{}", torn.display(), noise.display());
+    browser.type_into("#files", &chosen).await;
+    browser.click("#upload-button").await;
+    let uploads = browser
+        .text_when(60, |t| t.matches(r#"data-status="failed""#).count() == 2)
+        .await;
+    browser.shot("upload-failures").await;
+    assert_eq!(
+        uploads.matches(r#"data-status="failed""#).count(),
+        2,
+        "{uploads}"
+    );
+    assert!(
+        uploads.contains(r#"class="upload-error">noise.bin: not a supported type"#),
+        "{uploads}"
+    );
+
+    browser.goto(&format!("{gateway}/documents")).await;
+    let listed = browser
+        .text_when(20, |t| t.contains(r#"data-count="1""#))
+        .await;
+    browser.shot("documents-failed").await;
+    let row = listed
+        .split(r#"data-status="failed""#)
+        .nth(1)
+        .expect("the torn PDF, failed")
+        .split("</tr>")
+        .next()
+        .unwrap();
+    assert!(row.contains("torn.pdf") && row.contains("Failed"), "{row}");
+    let error = row
+        .split(r#"class="doc-error">"#)
+        .nth(1)
+        .and_then(|e| e.split('<').next())
+        .unwrap_or_default();
+    assert!(!error.trim().is_empty(), "the error in words: {row}");
+    assert!(
+        !listed.contains("noise.bin"),
+        "refused uploads are no documents"
+    );
+
+    browser.click("button.delete").await;
+    browser
+        .client
+        .accept_alert()
+        .await
+        .expect("the confirmation");
+    let emptied = browser
+        .text_when(10, |t| t.contains(r#"data-count="0""#))
+        .await;
+    browser.shot("documents-deleted").await;
+    assert!(emptied.contains(r#"data-count="0""#), "{emptied}");
+    assert!(!emptied.contains("torn.pdf"));
     browser.stop().await;
 }

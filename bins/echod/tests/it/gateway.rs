@@ -1,59 +1,11 @@
 //! The gateway inside `echod up` (registered at identity, signing a user in
 //! end to end) and `echod serve gateway` on its own.
 
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{echod, run_with_stdin, start, start_up, up_on_free_ports};
-
-/// A client that never follows redirects, carrying `cookies` by hand.
-struct Hop {
-    http: reqwest::Client,
-    cookies: HashMap<String, String>,
-}
-
-impl Hop {
-    fn new() -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            cookies: HashMap::new(),
-        }
-    }
-
-    /// Sends `request` with the cookies so far; keeps those it sets.
-    async fn send(
-        &mut self,
-        request: reqwest::RequestBuilder,
-    ) -> (reqwest::StatusCode, String, String) {
-        let cookie: Vec<String> = self
-            .cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let response = request
-            .header("cookie", cookie.join("; "))
-            .send()
-            .await
-            .unwrap();
-        for set in response.headers().get_all("set-cookie") {
-            let pair = set.to_str().unwrap().split(';').next().unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            self.cookies.insert(name.into(), value.into());
-        }
-        let status = response.status();
-        let location = response
-            .headers()
-            .get("location")
-            .map(|l| l.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        (status, location, response.text().await.unwrap())
-    }
-}
+use super::{Hop, echod, run_with_stdin, start, start_up, up_on_free_ports};
 
 #[tokio::test]
 async fn up_runs_the_gateway_as_a_registered_client_and_signs_a_user_in() {
@@ -73,7 +25,11 @@ async fn up_runs_the_gateway_as_a_registered_client_and_signs_a_user_in() {
             .success()
     );
     let mut server = start_up(up_on_free_ports(dir.path()));
-    assert_eq!(server.ready.len(), 3);
+    assert_eq!(
+        server.ready.len(),
+        5,
+        "identity, audit, gateway, docs, parser"
+    );
     let gateway = format!("http://{}", server.ready[2]);
     assert_eq!(
         server.up.as_deref(),
@@ -95,7 +51,7 @@ async fn up_runs_the_gateway_as_a_registered_client_and_signs_a_user_in() {
         "the secret is never printed"
     );
 
-    let mut browser = Hop::new();
+    let mut browser = Hop::default();
     let (_, authorize, _) = browser
         .send(browser.http.get(format!("{gateway}/login")))
         .await;

@@ -2,6 +2,7 @@
 //! script against, exit codes, the `ready` line, and admin commands on a
 //! running server's database.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -12,6 +13,7 @@ use echo_testkit::PgTestDb;
 mod audit;
 mod browser;
 mod clients;
+mod docs;
 mod gateway;
 mod keys;
 mod parser;
@@ -25,6 +27,10 @@ pub fn echod(data_dir: &Path) -> Command {
         .arg(data_dir)
         .env_remove("ECHO_DATABASE_URL")
         .env_remove("ECHO_MASTER_KEY")
+        .env_remove("ECHO_NATS_URL")
+        .env_remove("ECHO_QUEUE_URL")
+        .env_remove("ECHO_DOCS_DATABASE_URL")
+        .env_remove("ECHO_LLM_URL")
         .env("ECHO_LOG", "warn");
     cmd
 }
@@ -75,6 +81,10 @@ pub fn up_on_free_ports(data_dir: &Path) -> Command {
         "127.0.0.1:0",
         "--gateway-listen",
         "127.0.0.1:0",
+        "--docs-listen",
+        "127.0.0.1:0",
+        "--parser-listen",
+        "127.0.0.1:0",
     ]);
     cmd
 }
@@ -84,10 +94,11 @@ pub fn start(cmd: Command, services: usize) -> Server {
     start_until(cmd, services, false)
 }
 
-/// Starts `echod up …` and waits for its three `ready` lines (identity,
-/// audit, gateway) and the `up <gateway URL>` line after them.
+/// Starts `echod up …` and waits for its five `ready` lines (identity,
+/// audit, gateway, docs, parser) and the `up <gateway URL>` line after
+/// them.
 pub fn start_up(cmd: Command) -> Server {
-    start_until(cmd, 3, true)
+    start_until(cmd, 5, true)
 }
 
 fn start_until(mut cmd: Command, services: usize, up_line: bool) -> Server {
@@ -119,6 +130,55 @@ fn start_until(mut cmd: Command, services: usize, up_line: bool) -> Server {
     let _ = child.kill();
     let _ = child.wait();
     panic!("server exited before printing ready: {stdout_lines:?}");
+}
+
+/// A client that never follows redirects, carrying `cookies` by hand.
+pub struct Hop {
+    pub http: reqwest::Client,
+    pub cookies: HashMap<String, String>,
+}
+
+impl Default for Hop {
+    fn default() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: HashMap::new(),
+        }
+    }
+}
+
+impl Hop {
+    /// Sends `request` with the cookies so far; keeps those it sets.
+    pub async fn send(
+        &mut self,
+        request: reqwest::RequestBuilder,
+    ) -> (reqwest::StatusCode, String, String) {
+        let cookie: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let response = request
+            .header("cookie", cookie.join("; "))
+            .send()
+            .await
+            .unwrap();
+        for set in response.headers().get_all("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.insert(name.into(), value.into());
+        }
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, location, response.text().await.unwrap())
+    }
 }
 
 /// Registers `svc-a` (secret [`SECRET`], client credentials for the

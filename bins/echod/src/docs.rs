@@ -1,0 +1,197 @@
+//! `echod serve docs` (and the docs service inside `echod up`): its
+//! options, its audit writer as client `docs` of identity, the model that
+//! answers questions.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use echo_audit_client::{AuditWriter, ClientCredentials, WriterConfig};
+use echo_core::audit::{AuditSink, LogAuditSink};
+use echo_docs::{DocsApp, DocsConfig, LlmClient};
+use echo_queue::JobQueue;
+
+use crate::first_party::{self, SecretPlace};
+use crate::platform::{announce_ready, shutdown_signal};
+use crate::queue::QueueArgs;
+use crate::settings::{ensure_data_dir, existing_secret_text};
+
+/// The docs service's client id at identity, for its audit writes.
+pub const CLIENT_ID: &str = "docs";
+/// Its client secret (`echod up` creates the file on first run).
+pub const SECRET: SecretPlace = SecretPlace {
+    var: "ECHO_DOCS_CLIENT_SECRET",
+    file: "docs-client.secret",
+    service: "docs",
+};
+const LLM_KEY_VAR: &str = "ECHO_LLM_API_KEY";
+const LLM_KEY_FILE: &str = "llm-api.key";
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeDocsArgs {
+    /// Address to listen on.
+    #[arg(
+        long = "listen",
+        env = "ECHO_DOCS_LISTEN",
+        default_value = "127.0.0.1:8083"
+    )]
+    pub listen: String,
+    /// Identity's issuer URL, whose JWKS verifies callers' tokens.
+    #[arg(long, env = "ECHO_ISSUER", default_value = "http://127.0.0.1:8081")]
+    pub issuer: String,
+    /// Audience of tokens the docs service accepts.
+    #[arg(long, env = "ECHO_DOCS_AUDIENCE", default_value = "docs")]
+    pub audience: String,
+    /// The audit service docs records its events to (as client `docs`,
+    /// secret `ECHO_DOCS_CLIENT_SECRET` or `<data>/docs-client.secret`);
+    /// without it they go to the log.
+    #[arg(long, env = "ECHO_AUDIT_URL")]
+    pub audit_url: Option<String>,
+    /// Audience of the audit service's tokens.
+    #[arg(long, env = "ECHO_AUDIT_AUDIENCE", default_value = "audit")]
+    pub audit_audience: String,
+    #[command(flatten)]
+    pub options: DocsOptions,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+}
+
+/// The docs service's settings (`serve docs` and `up`).
+#[derive(Debug, Clone, Args)]
+pub struct DocsOptions {
+    /// Largest document accepted, in bytes (413 above).
+    #[arg(long = "max-upload-bytes", env = "ECHO_DOCS_MAX_UPLOAD_BYTES", default_value_t = echo_docs::Limits::default().max_upload_bytes)]
+    pub max_upload_bytes: usize,
+    /// PostgreSQL database of the document records (`postgres://…`);
+    /// without it SQLite `<data>/docs.db`.
+    #[arg(long = "docs-database-url", env = "ECHO_DOCS_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// An OpenAI-compatible chat completions endpoint that writes answers
+    /// from the passages found (a base URL ending in `/v1`, or the full
+    /// `…/chat/completions` URL); its key is `ECHO_LLM_API_KEY` or
+    /// `<data>/llm-api.key`. Without it answers are extractive.
+    #[arg(long = "llm-url", env = "ECHO_LLM_URL")]
+    pub llm_url: Option<String>,
+    /// The model asked.
+    #[arg(long = "llm-model", env = "ECHO_LLM_MODEL", default_value = "llama3.2")]
+    pub llm_model: String,
+    /// How long the model may take to answer (e.g. `60s`).
+    #[arg(long = "llm-timeout", env = "ECHO_LLM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub llm_timeout: Duration,
+}
+
+/// Where docs' audit events go, and the writer to flush at shutdown if it
+/// is one.
+pub struct DocsAudit {
+    pub sink: Arc<dyn AuditSink>,
+    pub writer: Option<Arc<AuditWriter>>,
+}
+
+impl DocsAudit {
+    /// The audit service at `url` with tokens for `audience`, as client
+    /// `docs` (its secret `secret`), spooled under `<data>/audit-spool/docs`.
+    pub fn writer(
+        dir: &Path,
+        issuer: &str,
+        secret: &str,
+        url: &str,
+        audience: &str,
+    ) -> anyhow::Result<Self> {
+        let token = ClientCredentials::new(
+            format!("{}/token", issuer.trim_end_matches('/')),
+            CLIENT_ID.into(),
+            secret.to_owned(),
+            audience.into(),
+        );
+        let config = WriterConfig::new(
+            url.trim_end_matches('/'),
+            dir.join("audit-spool").join("docs"),
+        );
+        let writer = AuditWriter::start(config, Arc::new(token))
+            .context("cannot start the docs service's audit writer")?;
+        Ok(Self {
+            sink: writer.clone(),
+            writer: Some(writer),
+        })
+    }
+
+    /// Events to the log.
+    pub fn log() -> Self {
+        Self {
+            sink: Arc::new(LogAuditSink),
+            writer: None,
+        }
+    }
+
+    /// Sends what is still buffered (the rest stays spooled on disk).
+    pub async fn shutdown(self) {
+        if let Some(writer) = self.writer {
+            writer.shutdown().await;
+        }
+    }
+}
+
+/// The docs service over `queue`, accepting `issuer`'s tokens for
+/// `audience`.
+pub async fn build(
+    dir: &Path,
+    (issuer, audience): (&str, &str),
+    options: &DocsOptions,
+    queue: Arc<dyn JobQueue>,
+    audit: Arc<dyn AuditSink>,
+) -> anyhow::Result<Arc<DocsApp>> {
+    ensure_data_dir(dir)?;
+    let config = DocsConfig {
+        issuer: issuer.to_owned(),
+        audience: audience.to_owned(),
+        data_dir: dir.to_owned(),
+        database_url: options.database_url.clone().filter(|u| !u.is_empty()),
+        limits: echo_docs::Limits {
+            max_upload_bytes: options.max_upload_bytes,
+            ..echo_docs::Limits::default()
+        },
+    };
+    let llm = match options.llm_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let key =
+                existing_secret_text(dir, LLM_KEY_VAR, LLM_KEY_FILE)?.map(|k| k.trim().to_owned());
+            let client = LlmClient::new(url, key, &options.llm_model, options.llm_timeout)
+                .context("ECHO_LLM_URL")?;
+            tracing::info!(endpoint = client.endpoint(), model = %options.llm_model, "answers come from a language model");
+            Some(client)
+        }
+        None => None,
+    };
+    echo_docs::build(&config, queue, llm, audit)
+        .await
+        .context("cannot start the docs service")
+}
+
+pub async fn serve(data_dir: &Path, args: &ServeDocsArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let audit = match &args.audit_url {
+        Some(url) => {
+            let secret = first_party::client_secret(data_dir, &SECRET, false)?;
+            DocsAudit::writer(data_dir, &args.issuer, &secret, url, &args.audit_audience)?
+        }
+        None => DocsAudit::log(),
+    };
+    let queue = args.queue.open(data_dir).await?;
+    let app = build(
+        data_dir,
+        (&args.issuer, &args.audience),
+        &args.options,
+        queue,
+        audit.sink.clone(),
+    )
+    .await?;
+    tracing::info!(issuer = %args.issuer, "docs listening");
+    announce_ready(&listener)?;
+    let served = echo_docs::serve(listener, app, shutdown_signal()).await;
+    audit.shutdown().await;
+    Ok(served?)
+}

@@ -1,0 +1,67 @@
+//! The job queue the docs service enqueues to and the worker takes from,
+//! chosen the same way for `serve docs`, `serve worker` and `up`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use echo_queue::{JobQueue, QueueConfig};
+
+use crate::settings::ensure_data_dir;
+
+/// Where jobs are kept: NATS JetStream when `ECHO_NATS_URL` is set, else
+/// the PostgreSQL database of `ECHO_QUEUE_URL`, else SQLite
+/// `<data>/queue.db`.
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// NATS JetStream server of the job queue (`nats://host:port`); wins
+    /// over `--queue-url`.
+    #[arg(long = "nats-url", env = "ECHO_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// PostgreSQL database of the job queue (`postgres://…`, its own
+    /// database); without it and NATS, SQLite `<data>/queue.db`.
+    #[arg(long = "queue-url", env = "ECHO_QUEUE_URL")]
+    pub queue_url: Option<String>,
+    /// NATS only: the stream's name (also the prefix of its subjects, dead
+    /// letters and status bucket).
+    #[arg(
+        long = "queue-name",
+        env = "ECHO_QUEUE_NAME",
+        default_value = "ECHO_JOBS"
+    )]
+    pub name: String,
+    /// How long a worker holds a job without renewing it (e.g. `30s`); a
+    /// job whose worker died is taken again after it. On NATS it is the
+    /// consumer's ack wait, set by whichever process creates the consumer
+    /// first: give docs and workers the same value.
+    #[arg(long = "lease", env = "ECHO_WORKER_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+}
+
+impl QueueArgs {
+    /// Opens the queue these arguments name.
+    pub async fn open(&self, data_dir: &Path) -> anyhow::Result<Arc<dyn JobQueue>> {
+        let config = QueueConfig {
+            nats_lease: self.lease,
+            nats_name: self.name.clone(),
+            ..QueueConfig::default()
+        };
+        let nonempty = |url: &Option<String>| url.clone().filter(|u| !u.is_empty());
+        let (url, named_by) = match (nonempty(&self.nats_url), nonempty(&self.queue_url)) {
+            (Some(url), _) => (Some(url), "ECHO_NATS_URL"),
+            (None, Some(url)) => (Some(url), "ECHO_QUEUE_URL"),
+            (None, None) => {
+                ensure_data_dir(data_dir)?;
+                (None, "")
+            }
+        };
+        echo_queue::open_queue(url.as_deref(), data_dir, config)
+            .await
+            .with_context(|| match url {
+                Some(_) => format!("cannot open the job queue named by {named_by}"),
+                None => format!("cannot open the job queue in {}", data_dir.display()),
+            })
+    }
+}

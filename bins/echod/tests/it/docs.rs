@@ -1,0 +1,538 @@
+//! The document pipeline inside `echod up`, through the gateway's API:
+//! upload, indexing by the worker, questions, isolation between users; and
+//! a worker killed (SIGKILL) in the middle of a job, on SQLite and on NATS.
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use echo_testkit::files;
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use super::{Hop, Server, echod, run_with_stdin, start_up, up_on_free_ports};
+
+const NATS_URL_VAR: &str = "ECHO_TEST_NATS_URL";
+
+/// Adds user `name` with password `<name>'s long password`.
+fn add_user(dir: &Path, name: &str) {
+    let mut add = echod(dir);
+    add.args(["user", "add", name, "--password-stdin"]);
+    let out = run_with_stdin(add, &format!("{name}'s long password\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A user signed in to the gateway of `server`, calling its `/api/...`
+/// with the session cookie and the CSRF header.
+struct User {
+    hop: Hop,
+    gateway: String,
+}
+
+impl User {
+    async fn sign_in(server: &Server, name: &str) -> Self {
+        let gateway = server.up.clone().expect("up line");
+        let mut hop = Hop::default();
+        let (_, authorize, _) = hop.send(hop.http.get(format!("{gateway}/login"))).await;
+        let (status, _, form) = hop.send(hop.http.get(&authorize)).await;
+        assert_eq!(status, 200, "{form}");
+        let csrf = form
+            .split(r#"name="csrf" value=""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("login form's csrf field")
+            .to_owned();
+        let mut fields: Vec<(String, String)> = url::Url::parse(&authorize)
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+        fields.extend([
+            ("csrf".into(), csrf),
+            ("username".into(), name.into()),
+            ("password".into(), format!("{name}'s long password")),
+        ]);
+        let login = hop
+            .http
+            .post(format!("http://{}/login", server.addr))
+            .form(&fields);
+        let (_, callback, body) = hop.send(login).await;
+        assert!(
+            callback.starts_with(&format!("{gateway}/callback?")),
+            "{body}"
+        );
+        let (status, _, _) = hop.send(hop.http.get(&callback)).await;
+        assert_eq!(status, 303, "signed in");
+        Self { hop, gateway }
+    }
+
+    /// `method path` with an optional JSON body: (status, JSON answer).
+    async fn api(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .hop
+            .http
+            .request(method, format!("{}{path}", self.gateway))
+            .header("x-echo-csrf", "1");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let (status, _, text) = self.hop.send(request).await;
+        (
+            status.as_u16(),
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Uploads `files` (name, bytes) in one multipart request; the created
+    /// documents' ids, in order.
+    async fn upload(&mut self, uploads: &[(&str, Vec<u8>)]) -> Vec<String> {
+        let boundary = "echo-test-boundary-7f3a";
+        let mut body = Vec::new();
+        for (name, bytes) in uploads {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
+                     filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let request = self
+            .hop
+            .http
+            .post(format!("{}/api/documents", self.gateway))
+            .header("x-echo-csrf", "1")
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body);
+        let (status, _, text) = self.hop.send(request).await;
+        assert_eq!(status, 201, "{text}");
+        let created: Value = serde_json::from_str(&text).unwrap();
+        let documents = created["documents"].as_array().unwrap();
+        assert_eq!(documents.len(), uploads.len(), "{created}");
+        documents
+            .iter()
+            .map(|d| {
+                assert_eq!(d["status"], "queued", "{d}");
+                d["id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    /// The document's view once its status is `done` or `failed`.
+    async fn wait_for(&mut self, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, view) = self
+                .api(reqwest::Method::GET, &format!("/api/documents/{id}"), None)
+                .await;
+            assert_eq!(status, 200, "{view}");
+            if view["status"] == "done" || view["status"] == "failed" {
+                return view;
+            }
+            assert!(Instant::now() < deadline, "still {view} after {within:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn ask(&mut self, question: &str) -> Value {
+        let (status, answer) = self
+            .api(
+                reqwest::Method::POST,
+                "/api/query",
+                Some(json!({ "question": question })),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        answer
+    }
+}
+
+/// The citations of `answer` from document `id`.
+fn citations_of<'a>(answer: &'a Value, id: &str) -> Vec<&'a Value> {
+    answer["citations"]
+        .as_array()
+        .expect("citations")
+        .iter()
+        .filter(|c| c["document_id"] == id)
+        .collect()
+}
+
+#[tokio::test]
+async fn uploads_are_indexed_and_answer_their_owner_only() {
+    let dir = echo_testkit::data_dir();
+    add_user(dir.path(), "alice");
+    add_user(dir.path(), "bob");
+    let server = start_up(up_on_free_ports(dir.path()));
+    let mut alice = User::sign_in(&server, "alice").await;
+
+    let pdf = files::pdf(&["The zephyr turbine delivers nine megawatts at dawn."]);
+    let corrupt = pdf[..pdf.len() / 2].to_vec();
+    let ids = alice
+        .upload(&[
+            (
+                "notes.txt",
+                b"Quarterly census: the valley keeps forty two alpacas.".to_vec(),
+            ),
+            ("turbine.pdf", pdf),
+            ("broken.pdf", corrupt),
+        ])
+        .await;
+    let (txt, pdf, broken) = (&ids[0], &ids[1], &ids[2]);
+
+    for id in [txt, pdf] {
+        let view = alice.wait_for(id, Duration::from_secs(60)).await;
+        assert_eq!(view["status"], "done", "{view}");
+        assert_eq!(view["progress"], 100, "{view}");
+        assert_eq!(view["error"], Value::Null, "{view}");
+    }
+    let failed = alice.wait_for(broken, Duration::from_secs(60)).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let error = failed["error"].as_str().expect("an error in words");
+    assert!(
+        !error.is_empty() && !error.contains("answered"),
+        "the parser's own message, not a status code: {error}"
+    );
+
+    let answer = alice.ask("How much does the zephyr turbine deliver?").await;
+    let cited = citations_of(&answer, pdf);
+    assert!(
+        cited
+            .iter()
+            .any(|c| c["snippet"].as_str().unwrap().contains("zephyr turbine")),
+        "{answer}"
+    );
+    assert_eq!(cited[0]["name"], "turbine.pdf");
+    let (status, listed) = alice
+        .api(reqwest::Method::GET, "/api/documents", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["documents"].as_array().unwrap().len(), 3, "{listed}");
+
+    let mut bob = User::sign_in(&server, "bob").await;
+    for path in [
+        format!("/api/documents/{pdf}"),
+        format!("/api/documents/{pdf}/content"),
+    ] {
+        let (status, body) = bob.api(reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    let (status, _) = bob
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/api/documents/{pdf}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "bob cannot delete alice's document");
+    let (_, listed) = bob.api(reqwest::Method::GET, "/api/documents", None).await;
+    assert_eq!(listed["documents"], json!([]), "{listed}");
+    let answer = bob.ask("How much does the zephyr turbine deliver?").await;
+    assert_eq!(
+        answer["citations"],
+        json!([]),
+        "nothing of alice's: {answer}"
+    );
+    assert!(!answer.to_string().contains("megawatts"), "{answer}");
+
+    let (status, _) = alice
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/api/documents/{pdf}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let answer = alice.ask("How much does the zephyr turbine deliver?").await;
+    assert!(citations_of(&answer, pdf).is_empty(), "deleted: {answer}");
+}
+
+/// A TCP proxy to `upstream` that holds its first connection (never
+/// forwarding it) until released, then passes every later one through.
+struct HoldingProxy {
+    addr: String,
+    /// Fires once the first connection has sent its request.
+    held: oneshot::Receiver<()>,
+    /// Closes the held connection.
+    release: oneshot::Sender<()>,
+}
+
+impl HoldingProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (held_tx, held) = oneshot::channel();
+        let (release, released) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut first, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 512];
+            let _ = first.read(&mut head).await;
+            let _ = held_tx.send(());
+            let _ = released.await;
+            drop(first);
+            loop {
+                let (mut inbound, _) = listener.accept().await.unwrap();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            held,
+            release,
+        }
+    }
+}
+
+/// An `echod serve worker` process, killed on drop.
+struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    fn start(dir: &Path, server: &Server, parser: &str, queue_env: &[(&str, String)]) -> Self {
+        let mut cmd: Command = echod(dir);
+        cmd.args([
+            "serve",
+            "worker",
+            "--issuer",
+            &format!("http://{}", server.ready[0]),
+            "--docs-url",
+            &format!("http://{}", server.ready[3]),
+            "--parser-url",
+            &format!("http://{parser}"),
+        ])
+        .envs(queue_env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        Self(cmd.spawn().unwrap())
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `echod up --no-worker` (lease 2 s) and a worker process whose parser
+/// calls go through a proxy that holds the first one; the worker is
+/// SIGKILLed while the parse is in flight, a new one started: the job is
+/// taken again once the lease expires and the document is indexed once.
+async fn a_worker_killed_mid_job(dir: &Path, queue_env: &[(&str, String)]) {
+    add_user(dir, "alice");
+    let mut up = up_on_free_ports(dir);
+    up.arg("--no-worker")
+        .envs(queue_env.iter().map(|(k, v)| (k, v)));
+    let server = start_up(up);
+    let mut alice = User::sign_in(&server, "alice").await;
+    let proxy = HoldingProxy::start(server.ready[4].clone()).await;
+
+    let text = b"The lighthouse keeper logs seventeen ships each foggy evening.".to_vec();
+    let id = alice.upload(&[("log.txt", text)]).await.remove(0);
+    let mut first = WorkerProcess::start(dir, &server, &proxy.addr, queue_env);
+    tokio::time::timeout(Duration::from_secs(60), proxy.held)
+        .await
+        .expect("the worker calls the parser")
+        .unwrap();
+    let (_, view) = alice
+        .api(reqwest::Method::GET, &format!("/api/documents/{id}"), None)
+        .await;
+    assert_eq!(view["status"], "processing", "{view}");
+    assert_eq!(view["progress"], 10, "fetched, not parsed yet: {view}");
+
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
+    let _ = proxy.release.send(());
+    let _second = WorkerProcess::start(dir, &server, &proxy.addr, queue_env);
+
+    let view = alice.wait_for(&id, Duration::from_secs(60)).await;
+    assert_eq!(view["status"], "done", "{view}");
+    let answer = alice
+        .ask("How many ships does the lighthouse keeper log?")
+        .await;
+    let cited = citations_of(&answer, &id);
+    let positions: HashSet<u64> = cited
+        .iter()
+        .map(|c| c["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(cited.len(), 1, "indexed once: {answer}");
+    assert_eq!(
+        positions.len(),
+        cited.len(),
+        "no duplicate chunks: {answer}"
+    );
+    assert!(
+        cited[0]["snippet"]
+            .as_str()
+            .unwrap()
+            .contains("seventeen ships"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_job_leaves_it_to_the_next_worker() {
+    let dir = echo_testkit::data_dir();
+    let env = [("ECHO_WORKER_LEASE", "2s".to_owned())];
+    a_worker_killed_mid_job(dir.path(), &env).await;
+
+    // The job ran twice: the killed attempt and the one that finished.
+    let url = format!("sqlite://{}?mode=ro", dir.path().join("queue.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let (attempts, state): (i64, String) = sqlx::query_as("SELECT attempts, state FROM queue_jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((attempts, state.as_str()), (2, "done"));
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_job_on_nats_leaves_it_to_the_next_worker() {
+    let Ok(url) = std::env::var(NATS_URL_VAR) else {
+        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(
+            !in_ci,
+            "{NATS_URL_VAR} is not set under CI=true: NATS tests cannot be skipped in CI"
+        );
+        eprintln!("SKIPPED: set {NATS_URL_VAR} to run the worker fault test on NATS");
+        return;
+    };
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let name = format!("echo_test_docs_{}_{started}", std::process::id());
+    let lease = Duration::from_secs(2);
+    let env = [
+        ("ECHO_NATS_URL", url.clone()),
+        ("ECHO_QUEUE_NAME", name.clone()),
+        ("ECHO_WORKER_LEASE", "2s".to_owned()),
+    ];
+    let dir = echo_testkit::data_dir();
+    a_worker_killed_mid_job(dir.path(), &env).await;
+    assert!(
+        !dir.path().join("queue.db").exists(),
+        "no SQLite queue when NATS is configured"
+    );
+    let config = echo_queue::QueueConfig {
+        nats_lease: lease,
+        nats_name: name,
+        ..echo_queue::QueueConfig::default()
+    };
+    echo_queue::NatsQueue::connect(&url, config)
+        .await
+        .unwrap()
+        .delete()
+        .await
+        .expect("delete the test's NATS streams");
+}
+
+#[tokio::test]
+async fn up_registers_the_pipeline_clients_and_updates_an_older_gateway() {
+    let dir = echo_testkit::data_dir();
+    // The gateway as an `echod up` before the pipeline registered it.
+    let mut old = echod(dir.path());
+    old.args([
+        "client",
+        "add",
+        "gateway",
+        "--secret-stdin",
+        "--redirect-uri",
+        "http://127.0.0.1:1/callback",
+        "--grant",
+        "authorization_code",
+        "--grant",
+        "client_credentials",
+        "--audience",
+        "gateway",
+        "--audience",
+        "audit",
+    ]);
+    assert!(
+        run_with_stdin(old, "0123456789abcdef0123456789abcdef\n")
+            .status
+            .success()
+    );
+    for _ in 0..2 {
+        drop(start_up(up_on_free_ports(dir.path())));
+    }
+    let list = echod(dir.path()).args(["client", "list"]).output().unwrap();
+    let listing = String::from_utf8_lossy(&list.stdout);
+    let row = |id: &str| {
+        listing
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .unwrap_or_else(|| panic!("no client {id}: {listing}"))
+            .to_owned()
+    };
+    let gateway = row("gateway");
+    assert!(
+        gateway.contains("gateway,audit,docs") && gateway.contains("token-exchange"),
+        "{gateway}"
+    );
+    let worker = row("worker");
+    assert!(
+        worker.contains("client_credentials") && worker.contains("parser,docs,audit"),
+        "{worker}"
+    );
+    assert!(row("docs").contains("audit"), "{listing}");
+    for secret in ["worker-client.secret", "docs-client.secret"] {
+        let mode = std::fs::metadata(dir.path().join(secret))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{secret}");
+    }
+}
+
+#[tokio::test]
+async fn serve_docs_prints_ready_and_serve_worker_needs_its_secret() {
+    let dir = echo_testkit::data_dir();
+    let mut cmd = echod(dir.path());
+    cmd.args(["serve", "docs", "--listen", "127.0.0.1:0"]);
+    let server = super::start(cmd, 1);
+    let health = reqwest::get(format!("http://{}/healthz", server.addr))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let anonymous = reqwest::get(format!("http://{}/v1/documents", server.addr))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(dir.path().join("queue.db").exists() && dir.path().join("docs.db").exists());
+
+    let out = echod(dir.path())
+        .args(["serve", "worker"])
+        .env_remove("ECHO_WORKER_CLIENT_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ECHO_WORKER_CLIENT_SECRET"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
