@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Pipeline benchmark (issue 6), driven through the gateway's public API.
+
+Signs in through the gateway (a browser login with a cookie jar), uploads
+N small text documents (8 uploads in flight), waits until every one is
+`done`, then asks Q questions and reports:
+
+- pipeline throughput: documents per second from the first upload to the
+  last document searchable (status `done`: indexed and committed);
+- query latency p50/p99 over HTTP through the gateway (session + CSRF
+  header), over whatever the user has indexed.
+
+Usage: pipeline.py GATEWAY_URL USER PASSWORD [DOCUMENTS] [QUERIES]
+Standard library only.
+"""
+import concurrent.futures
+import html
+import http.cookiejar
+import json
+import random
+import re
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+WORDS = ("echo parser document token service identity audit gateway queue worker "
+         "index search answer citation owner passage lighthouse harbour river "
+         "mountain garden library station bridge market").split()
+
+
+def sign_in(gateway, user, password):
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    form = opener.open(gateway + "/login")
+    action = urllib.parse.urljoin(form.geturl(), "/login")
+    page = form.read().decode()
+    fields = {n: html.unescape(v) for n, v in re.findall(r'name="([^"]+)" value="([^"]*)"', page)}
+    fields.update(username=user, password=password)
+    opener.open(action, urllib.parse.urlencode(fields).encode()).read()
+    return opener
+
+
+def document(rng, n):
+    sentences = []
+    for _ in range(12):
+        sentences.append(" ".join(rng.choice(WORDS) for _ in range(10)).capitalize() + ".")
+    sentences.append(f"Document number {n} is unique.")
+    return " ".join(sentences).encode()
+
+
+def upload(opener, gateway, name, body):
+    boundary = "echo-bench-boundary"
+    data = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            "Content-Type: text/plain\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        gateway + "/api/documents", data=data, method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", "X-Echo-CSRF": "1"})
+    with opener.open(request) as response:
+        return json.load(response)["documents"][0]["id"]
+
+
+def api(opener, gateway, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(gateway + path, data=data, headers={
+        "X-Echo-CSRF": "1", "Content-Type": "application/json"})
+    with opener.open(request) as response:
+        return json.load(response)
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
+
+
+def main():
+    gateway, user, password = sys.argv[1:4]
+    count = int(sys.argv[4]) if len(sys.argv) > 4 else 1000
+    queries = int(sys.argv[5]) if len(sys.argv) > 5 else 500
+    opener = sign_in(gateway, user, password)
+    rng = random.Random(6)
+    bodies = [(f"doc-{n}.txt", document(rng, n)) for n in range(count)]
+
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda nb: upload(opener, gateway, *nb), bodies))
+    uploaded = time.monotonic()
+    wanted = set(ids)
+    while True:
+        listed = api(opener, gateway, "/api/documents")["documents"]
+        states = {d["id"]: d["status"] for d in listed if d["id"] in wanted}
+        failed = [i for i, s in states.items() if s == "failed"]
+        if failed:
+            sys.exit(f"{len(failed)} documents failed")
+        if sum(1 for s in states.values() if s == "done") == count:
+            break
+        time.sleep(0.05)
+    done = time.monotonic()
+    print(f"documents: {count}, uploads took {uploaded - start:.2f} s, "
+          f"all searchable after {done - start:.2f} s: {count / (done - start):.1f} documents/s")
+
+    if queries == 0:
+        return
+    latencies = []
+    for q in range(queries):
+        question = f"Which document has the number {rng.randrange(count)} and the {rng.choice(WORDS)}?"
+        t = time.monotonic()
+        answer = api(opener, gateway, "/api/query", {"question": question})
+        latencies.append((time.monotonic() - t) * 1000)
+        assert "answer" in answer
+    print(f"queries: {queries}, p50 {percentile(latencies, 50):.2f} ms, "
+          f"p99 {percentile(latencies, 99):.2f} ms, max {max(latencies):.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

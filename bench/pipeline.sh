@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Pipeline benchmark (issue 6): 1,000 small documents uploaded through the
+# gateway, parsed, chunked and indexed until searchable (documents/s), then
+# 9,000 more so that 10,000 are indexed, and query latency over them
+# (p50/p99 through the gateway). `echod up` (every service and the worker)
+# runs on core 0, the load generator on core 1.
+# Usage: bench/pipeline.sh [first batch] [second batch] [queries]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+FIRST="${1:-1000}"; SECOND="${2:-9000}"; QUERIES="${3:-500}"
+
+cargo build --release -q -p echod
+ECHOD=target/release/echod
+WORK="$(mktemp -d)"
+PID=""
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cat > "$WORK/gateway.toml" <<TOML
+[rate_limit]
+# No limits: one user sends all the load.
+TOML
+
+export ECHO_LOG=warn
+echo "bench user's password" | "$ECHOD" --data-dir "$WORK/data" user add bench --password-stdin >/dev/null
+taskset -c 0 "$ECHOD" --data-dir "$WORK/data" up --listen "127.0.0.1:$(free_port)" \
+  --audit-listen "127.0.0.1:$(free_port)" --gateway-listen "127.0.0.1:$(free_port)" \
+  --docs-listen "127.0.0.1:$(free_port)" --parser-listen "127.0.0.1:$(free_port)" \
+  --config "$WORK/gateway.toml" > "$WORK/up.out" &
+PID=$!
+for _ in $(seq 1 200); do grep -q '^up ' "$WORK/up.out" 2>/dev/null && break; sleep 0.1; done
+GW="$(awk '/^up / {print $2}' "$WORK/up.out")"
+[ -n "$GW" ] || { cat "$WORK/up.out"; exit 1; }
+
+taskset -c 1 python3 bench/pipeline.py "$GW" bench "bench user's password" "$FIRST" 0
+taskset -c 1 python3 bench/pipeline.py "$GW" bench "bench user's password" "$SECOND" "$QUERIES"
