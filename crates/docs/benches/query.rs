@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use echo_docs::{Chunk, SearchIndex};
 
-const DOCUMENTS: usize = 1_000;
+const DOCUMENTS: usize = 10_000;
 const SMOKE_DOCUMENTS: usize = 200;
 const CHUNKS_PER_DOCUMENT: usize = 3;
 const WORDS_PER_CHUNK: usize = 45;
