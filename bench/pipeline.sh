@@ -34,4 +34,10 @@ GW="$(awk '/^up / {print $2}' "$WORK/up.out")"
 [ -n "$GW" ] || { cat "$WORK/up.out"; exit 1; }
 
 taskset -c 1 python3 bench/pipeline.py "$GW" bench "bench user's password" "$FIRST" 0
+# The parser alone, with the worker's own service token.
+ISSUER="http://$(awk '/^ready / {print $2; exit}' "$WORK/up.out")"
+PARSER="http://$(awk '/^ready / {n++} n==5 {print $2; exit}' "$WORK/up.out")"
+TOKEN="$(curl -sf -u "worker:$(cat "$WORK/data/worker-client.secret")" -d grant_type=client_credentials \
+  -d audience=parser "$ISSUER/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+taskset -c 1 python3 bench/pipeline.py --parse-only "$PARSER" "$TOKEN" "$FIRST"
 taskset -c 1 python3 bench/pipeline.py "$GW" bench "bench user's password" "$SECOND" "$QUERIES"

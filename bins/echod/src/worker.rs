@@ -47,8 +47,8 @@ pub struct ServeWorkerArgs {
     /// Audience of the parser's tokens.
     #[arg(long, env = "ECHO_PARSER_AUDIENCE", default_value = "parser")]
     pub parser_audience: String,
-    /// Jobs worked on at once.
-    #[arg(long, env = "ECHO_WORKER_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Jobs worked on at once (see `echod up --worker-concurrency`).
+    #[arg(long, env = "ECHO_WORKER_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
     #[command(flatten)]
     pub queue: QueueArgs,
