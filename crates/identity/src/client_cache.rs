@@ -1,32 +1,28 @@
-//! Client registrations on the token endpoint's hot path.
-//!
-//! Every token request authenticates its client. Reading the registration
-//! from the database each time costs more than signing the token (measured:
-//! the SQLite round trip through its worker thread dominated a
-//! client-credentials request), so found registrations are kept for
-//! [`CLIENT_CACHE_SECONDS`]. Unknown ids are never cached, so a client added
-//! with `echod client add` works at once; a changed registration takes
-//! effect within that bound, except that a failed authentication reads the
-//! registration again ([`ClientCache::reload`]) before refusing, so a
-//! rotated secret or new key works at once.
+//! Client registrations on the token endpoint's hot path: every token
+//! request authenticates its client, so found registrations are kept for
+//! [`CLIENT_CACHE_SECONDS`] (see [`FreshCache`]). Unknown ids are never
+//! cached, so a client added with `echod client add` works at once; a
+//! changed registration takes effect within that bound, except that a failed
+//! authentication reads the registration again ([`ClientCache::reload`])
+//! before refusing, so a rotated secret or new key works at once.
 
 use std::sync::Arc;
 
 use echo_store::{Client, ClientStore};
-use quick_cache::sync::Cache;
 
 use crate::Result;
+use crate::fresh_cache::FreshCache;
 
 pub const CLIENT_CACHE_SECONDS: i64 = 2;
 
 pub(crate) struct ClientCache {
-    entries: Cache<String, (Arc<Client>, i64)>,
+    entries: FreshCache<Arc<Client>>,
 }
 
 impl ClientCache {
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: Cache::new(capacity),
+            entries: FreshCache::new(capacity, CLIENT_CACHE_SECONDS),
         }
     }
 
@@ -38,9 +34,7 @@ impl ClientCache {
         id: &str,
         now: i64,
     ) -> Result<Option<Arc<Client>>> {
-        if let Some((client, read_at)) = self.entries.get(id)
-            && now - read_at < CLIENT_CACHE_SECONDS
-        {
+        if let Some(client) = self.entries.get(id, now) {
             return Ok(Some(client));
         }
         self.reload(store, id, now).await
@@ -55,10 +49,8 @@ impl ClientCache {
     ) -> Result<Option<Arc<Client>>> {
         let client = store.client(id).await?.map(Arc::new);
         match &client {
-            Some(client) => self.entries.insert(id.to_owned(), (client.clone(), now)),
-            None => {
-                self.entries.remove(id);
-            }
+            Some(client) => self.entries.insert(id, client.clone(), now),
+            None => self.entries.remove(id),
         }
         Ok(client)
     }

@@ -119,6 +119,7 @@ impl Provider {
                     self.store
                         .revoke_access_token(jti, self.acceptance_end(*exp))
                         .await?;
+                    self.revocations.insert(jti, true, now);
                     "access_token"
                 }
                 _ => return Ok(()),
@@ -129,6 +130,7 @@ impl Provider {
                     self.store
                         .revoke_refresh_family(&refresh.family_id, now)
                         .await?;
+                    self.forget_revocation_answers();
                     "refresh_token"
                 }
                 _ => return Ok(()),
@@ -183,10 +185,7 @@ impl Provider {
         let username = if claims.client_id.as_deref() == Some(claims.sub.as_str()) {
             None
         } else {
-            self.store
-                .user_by_id(&claims.sub)
-                .await?
-                .map(|u| u.username)
+            self.username(&claims.sub).await?
         };
         Ok(Introspection {
             active: true,
@@ -222,11 +221,7 @@ impl Provider {
         else {
             return Ok(Introspection::inactive());
         };
-        let username = self
-            .store
-            .user_by_id(&refresh.user_id)
-            .await?
-            .map(|u| u.username);
+        let username = self.username(&refresh.user_id).await?;
         Ok(Introspection {
             active: true,
             scope: Some(refresh.scope),

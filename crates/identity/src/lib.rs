@@ -31,6 +31,7 @@ mod client_cache;
 mod config;
 mod error;
 pub mod exchange;
+mod fresh_cache;
 pub mod http;
 pub mod introspect;
 mod keys;

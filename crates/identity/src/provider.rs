@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::client_cache::ClientCache;
 use crate::config::MAX_ACCESS_TOKEN_TTL;
+use crate::fresh_cache::FreshCache;
 use crate::rate_limit::RateLimiter;
 use crate::{IdentityConfig, IdentityError, KeyAdmin, KeyRing, Result};
 
@@ -21,6 +22,11 @@ pub struct RequestMeta {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
 }
+
+/// How long an answer about a token's revocation (or a user's name) is
+/// used. A revocation made by this process is seen at once; one made by
+/// another instance sharing the database, within this bound.
+pub const REVOCATION_CACHE_SECONDS: i64 = 2;
 
 /// The OpenID provider: configuration, storage, keys and the services the
 /// protocol endpoints call. Shared by every request behind an `Arc`.
@@ -36,6 +42,11 @@ pub struct Provider {
     pub(crate) login_limiter: RateLimiter,
     pub(crate) client_auth_failures: RateLimiter,
     pub(crate) clients: ClientCache,
+    /// Whether an access token's `jti` is revoked, for
+    /// [`REVOCATION_CACHE_SECONDS`]; every revocation made here clears it.
+    pub(crate) revocations: FreshCache<bool>,
+    /// User id → username, for introspection answers.
+    pub(crate) usernames: FreshCache<Option<String>>,
     /// Seals the answer of a refresh-token rotation (see `refresh.rs`).
     pub(crate) successor_key: MasterKey,
     /// Seals TOTP secrets (see `mfa.rs`).
@@ -95,6 +106,8 @@ impl Provider {
             login_limiter: RateLimiter::new(config.login_attempts_per_minute, 60),
             client_auth_failures: RateLimiter::new(config.client_auth_failures_per_minute, 60),
             clients: ClientCache::new(10_000),
+            revocations: FreshCache::new(100_000, REVOCATION_CACHE_SECONDS),
+            usernames: FreshCache::new(10_000, REVOCATION_CACHE_SECONDS),
             csrf_key: master.subkey("identity-csrf"),
             successor_key: master.derive("identity-refresh-successor"),
             totp_key: master.derive("identity-totp"),
@@ -165,10 +178,33 @@ impl Provider {
     /// Whether an access token was revoked, by itself (RFC 7009) or with
     /// its refresh-token family or authorization code.
     pub(crate) async fn access_token_revoked(&self, claims: &Claims) -> Result<bool> {
-        match &claims.jti {
-            Some(jti) => Ok(self.store.access_token_revoked(jti).await?),
-            None => Ok(false),
+        let Some(jti) = &claims.jti else {
+            return Ok(false);
+        };
+        let now = self.clock.now();
+        if let Some(revoked) = self.revocations.get(jti, now) {
+            return Ok(revoked);
         }
+        let revoked = self.store.access_token_revoked(jti).await?;
+        self.revocations.insert(jti, revoked, now);
+        Ok(revoked)
+    }
+
+    /// After a revocation that may cover access tokens this process has
+    /// seen (a refresh family, a replayed code's grant).
+    pub(crate) fn forget_revocation_answers(&self) {
+        self.revocations.clear();
+    }
+
+    /// The username of a user id (`None` for a user deleted since).
+    pub(crate) async fn username(&self, user_id: &str) -> Result<Option<String>> {
+        let now = self.clock.now();
+        if let Some(name) = self.usernames.get(user_id, now) {
+            return Ok(name);
+        }
+        let name = self.store.user_by_id(user_id).await?.map(|u| u.username);
+        self.usernames.insert(user_id, name.clone(), now);
+        Ok(name)
     }
 
     /// Until when the verifier still accepts a token that expires at `exp`

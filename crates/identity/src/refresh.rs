@@ -264,6 +264,7 @@ impl Provider {
             .store
             .revoke_refresh_family(&token.family_id, now)
             .await?;
+        self.forget_revocation_answers();
         self.audit(
             AuditEvent::failure("oauth.refresh.reuse_detected")
                 .actor(token.user_id.as_str())

@@ -210,6 +210,7 @@ impl Provider {
             CodeUse::Replayed(code) => {
                 // RFC 6749 §4.1.2: revoke what the code produced.
                 let revoked = self.store.revoke_code_grant(&code.code_hash, now).await?;
+                self.forget_revocation_answers();
                 self.audit(
                     AuditEvent::failure("oauth.code.replayed")
                         .actor(code.user_id.as_str())
