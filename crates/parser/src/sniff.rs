@@ -63,6 +63,8 @@ pub fn sniff(bytes: &[u8], filename: Option<&str>) -> Option<Kind> {
 
 /// `bytes` as text: UTF-8 (a BOM dropped), or else Latin-1 when the bytes
 /// carry no NUL and almost no control characters; `None` for binary data.
+/// UTF-8 that is damaged (cut inside a character, a few corrupt bytes) stays
+/// UTF-8 with the damage as U+FFFD, rather than all of it read as Latin-1.
 pub fn decode_text(bytes: &[u8]) -> Option<Cow<'_, str>> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let controls = bytes
@@ -74,8 +76,21 @@ pub fn decode_text(bytes: &[u8]) -> Option<Cow<'_, str>> {
     }
     match std::str::from_utf8(bytes) {
         Ok(text) => Some(Cow::Borrowed(text)),
+        Err(_) if mostly_utf8(bytes) => Some(String::from_utf8_lossy(bytes)),
         Err(_) => Some(Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect())),
     }
+}
+
+/// At least as many well-formed multi-byte UTF-8 characters as malformed
+/// sequences, and at least one: damaged UTF-8 rather than Latin-1 (whose
+/// accented letters are almost never well-formed UTF-8).
+fn mostly_utf8(bytes: &[u8]) -> bool {
+    let (mut multibyte, mut malformed) = (0usize, 0usize);
+    for chunk in bytes.utf8_chunks() {
+        multibyte += chunk.valid().chars().filter(|c| !c.is_ascii()).count();
+        malformed += usize::from(!chunk.invalid().is_empty());
+    }
+    multibyte > 0 && multibyte >= malformed
 }
 
 fn looks_like_html(start: &str) -> bool {
@@ -148,5 +163,22 @@ mod tests {
         assert_eq!(decode_text(b"caf\xe9").as_deref(), Some("café"));
         assert_eq!(decode_text(b"\xEF\xBB\xBFhi").as_deref(), Some("hi"));
         assert_eq!(decode_text(b"a\x01\x02\x03b"), None);
+    }
+
+    #[test]
+    fn damaged_utf8_stays_utf8() {
+        // Cut inside the last character: the rest is not Latin-1 mojibake.
+        let text = "naïve café — ".as_bytes();
+        let cut = &text[..text.len() - 2];
+        assert_eq!(decode_text(cut).as_deref(), Some("naïve café \u{FFFD}"));
+        assert_eq!(
+            decode_text(b"caf\xc3\xa9 \xff ok").as_deref(),
+            Some("café \u{FFFD} ok")
+        );
+        // Latin-1 with one accidental UTF-8 pair stays Latin-1.
+        assert_eq!(
+            decode_text(b"\xc3\xa9t\xe9 \xe0 \xe7a").as_deref(),
+            Some("Ã©té à ça")
+        );
     }
 }

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 
 mod formats;
 mod hostile;
+mod properties;
+mod samples;
 
 const ISSUER: &str = "http://127.0.0.1:8081";
 
