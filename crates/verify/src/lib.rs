@@ -21,7 +21,7 @@ mod source;
 mod verifier;
 
 pub use claims::{Audience, Claims};
-pub use source::{HttpJwks, JwksSource};
+pub use source::{HttpJwks, JwksSource, StaticJwks};
 pub use verifier::{Expectations, Verifier, VerifierOptions};
 
 /// Why a token was refused. All but [`VerifyError::KeysUnavailable`] are

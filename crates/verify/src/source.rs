@@ -67,3 +67,15 @@ impl JwksSource for HttpJwks {
         self.get_json(&self.url).await
     }
 }
+
+/// A fixed key set, given when the verifier is built: for keys distributed
+/// out of band, and for tests that sign their own tokens.
+#[derive(Debug, Clone)]
+pub struct StaticJwks(pub JwkSet);
+
+#[async_trait]
+impl JwksSource for StaticJwks {
+    async fn fetch(&self) -> Result<JwkSet, VerifyError> {
+        Ok(self.0.clone())
+    }
+}

@@ -24,22 +24,13 @@ use echo_audit_client::{
 use echo_core::audit::{AuditEvent, AuditSink};
 use echo_core::{Clock, SystemClock};
 use echo_crypto::{Algorithm, JwkSet, SigningKey};
-use echo_verify::{JwksSource, Verifier, VerifierOptions, VerifyError};
+use echo_verify::{StaticJwks, Verifier, VerifierOptions};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ISSUER: &str = "http://127.0.0.1:8081";
 /// Longest any test waits for something to happen.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-struct Keys(JwkSet);
-
-#[async_trait]
-impl JwksSource for Keys {
-    async fn fetch(&self) -> Result<JwkSet, VerifyError> {
-        Ok(self.0.clone())
-    }
-}
 
 /// Stands in for identity: signs the writers' tokens.
 struct Issuer {
@@ -80,7 +71,7 @@ impl Audit {
         let store = echo_audit::store::open(None, dir.path()).await.unwrap();
         let verifier = Verifier::new(
             ISSUER,
-            Arc::new(Keys(JwkSet {
+            Arc::new(StaticJwks(JwkSet {
                 keys: vec![issuer.key.public_jwk()],
             })),
             VerifierOptions::default(),

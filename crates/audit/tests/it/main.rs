@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use echo_audit::checkpoint::{NoteSigner, verify_note};
 use echo_audit::http::AuditApp;
 use echo_audit::service::AuditService;
@@ -12,7 +11,7 @@ use echo_audit::store::AuditStore;
 use echo_core::SystemClock;
 use echo_crypto::{Algorithm, JwkSet, SigningKey};
 use echo_testkit::PgTestDb;
-use echo_verify::{JwksSource, Verifier, VerifierOptions, VerifyError};
+use echo_verify::{StaticJwks, Verifier, VerifierOptions};
 use serde_json::{Value, json};
 
 mod retention;
@@ -36,15 +35,6 @@ fn stored_event(n: usize, time: i64) -> echo_audit::event::Event {
         trace_id: None,
         message: format!("event ev-{n}"),
         context: json!({"n": n}),
-    }
-}
-
-struct Keys(JwkSet);
-
-#[async_trait]
-impl JwksSource for Keys {
-    async fn fetch(&self) -> Result<JwkSet, VerifyError> {
-        Ok(self.0.clone())
     }
 }
 
@@ -73,7 +63,7 @@ impl Fixture {
         let key = SigningKey::generate(Algorithm::EdDSA, "k1").unwrap();
         let verifier = Verifier::new(
             ISSUER,
-            Arc::new(Keys(JwkSet {
+            Arc::new(StaticJwks(JwkSet {
                 keys: vec![key.public_jwk()],
             })),
             VerifierOptions::default(),

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use echo_core::audit::MemoryAuditSink;
 use echo_crypto::{Algorithm, JwkSet, SigningKey};
 use echo_docs::{
@@ -16,7 +15,7 @@ use echo_docs::{
 };
 use echo_queue::{JobQueue, QueueConfig, SqliteQueue};
 use echo_testkit::TempDir;
-use echo_verify::{JwksSource, Verifier, VerifierOptions, VerifyError};
+use echo_verify::{JwksSource, StaticJwks, Verifier, VerifierOptions};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
@@ -29,15 +28,6 @@ mod status;
 mod store;
 
 const ISSUER: &str = "http://127.0.0.1:8081";
-
-struct Keys(JwkSet);
-
-#[async_trait]
-impl JwksSource for Keys {
-    async fn fetch(&self) -> Result<JwkSet, VerifyError> {
-        Ok(self.0.clone())
-    }
-}
 
 /// A docs service on an ephemeral port, its parts, and the key that signs
 /// its callers' tokens.
@@ -71,7 +61,7 @@ impl Fixture {
         let dir = echo_testkit::data_dir();
         let key = SigningKey::generate(Algorithm::EdDSA, "k1").unwrap();
         let jwks = jwks.unwrap_or_else(|| {
-            Arc::new(Keys(JwkSet {
+            Arc::new(StaticJwks(JwkSet {
                 keys: vec![key.public_jwk()],
             }))
         });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use echo_crypto::{Algorithm, JwkSet, SigningKey};
 use echo_parser::{Isolation, Limits, ParserApp};
-use echo_verify::{JwksSource, Verifier, VerifierOptions, VerifyError};
+use echo_verify::{JwksSource, StaticJwks, Verifier, VerifierOptions, VerifyError};
 use serde_json::{Value, json};
 
 mod formats;
@@ -15,15 +15,6 @@ mod properties;
 mod samples;
 
 const ISSUER: &str = "http://127.0.0.1:8081";
-
-struct Keys(JwkSet);
-
-#[async_trait]
-impl JwksSource for Keys {
-    async fn fetch(&self) -> Result<JwkSet, VerifyError> {
-        Ok(self.0.clone())
-    }
-}
 
 /// A parser on an ephemeral port, and the key that signs its callers'
 /// tokens (standing in for identity).
@@ -41,7 +32,7 @@ impl Fixture {
         let key = SigningKey::generate(Algorithm::EdDSA, "k1").unwrap();
         let verifier = Verifier::new(
             ISSUER,
-            Arc::new(Keys(JwkSet {
+            Arc::new(StaticJwks(JwkSet {
                 keys: vec![key.public_jwk()],
             })),
             VerifierOptions::default(),
