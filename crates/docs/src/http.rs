@@ -134,17 +134,14 @@ pub fn router(app: Arc<DocsApp>) -> Router {
             .saturating_mul(limits.max_files_per_request),
     );
     let index_limit = DefaultBodyLimit::max(limits.max_index_bytes);
-    Router::new()
+    let router = Router::new()
         .route("/v1/documents", post(upload).get(list).layer(upload_limit))
         .route("/v1/documents/{id}", get(get_one).delete(delete))
         .route("/v1/documents/{id}/content", get(content))
         .route("/v1/documents/{id}/index", put(index).layer(index_limit))
         .route("/v1/query", post(query))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .layer(axum::middleware::from_fn(move |request, next| {
-            headers.clone().apply(request, next)
-        }))
-        .with_state(app)
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }));
+    headers.wrap(router).with_state(app)
 }
 
 pub async fn serve(

@@ -81,13 +81,10 @@ pub fn router(app: Arc<ParserApp>) -> Router {
         csp: HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         https: false,
     };
-    Router::new()
+    let router = Router::new()
         .route("/v1/parse", post(parse))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .layer(axum::middleware::from_fn(move |request, next| {
-            headers.clone().apply(request, next)
-        }))
-        .with_state(app)
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }));
+    headers.wrap(router).with_state(app)
 }
 
 pub async fn serve(

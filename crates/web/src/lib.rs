@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 
 use askama::Template;
+use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::header::{
     AUTHORIZATION, CACHE_CONTROL, COOKIE, LOCATION, SET_COOKIE, USER_AGENT, WWW_AUTHENTICATE,
@@ -177,6 +178,16 @@ impl SecurityHeaders {
             );
         }
         response
+    }
+
+    /// `router` with these headers on every response it gives.
+    pub fn wrap<S>(self, router: Router<S>) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        router.layer(axum::middleware::from_fn(move |request, next| {
+            self.clone().apply(request, next)
+        }))
     }
 }
 

@@ -37,7 +37,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
         https: config.https(),
     };
-    Router::new()
+    let router = Router::new()
         .route("/", get(handlers::home))
         .route("/account", get(handlers::account))
         .route("/logs", get(handlers::logs))
@@ -58,11 +58,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
             handlers::admit,
-        ))
-        .layer(axum::middleware::from_fn(move |request, next| {
-            headers.clone().apply(request, next)
-        }))
-        .with_state(gateway)
+        ));
+    headers.wrap(router).with_state(gateway)
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, purging
