@@ -41,35 +41,9 @@ impl User {
     async fn sign_in(server: &Server, name: &str) -> Self {
         let gateway = server.up.clone().expect("up line");
         let mut hop = Hop::default();
-        let (_, authorize, _) = hop.send(hop.http.get(format!("{gateway}/login"))).await;
-        let (status, _, form) = hop.send(hop.http.get(&authorize)).await;
-        assert_eq!(status, 200, "{form}");
-        let csrf = form
-            .split(r#"name="csrf" value=""#)
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("login form's csrf field")
-            .to_owned();
-        let mut fields: Vec<(String, String)> = url::Url::parse(&authorize)
-            .unwrap()
-            .query_pairs()
-            .into_owned()
-            .collect();
-        fields.extend([
-            ("csrf".into(), csrf),
-            ("username".into(), name.into()),
-            ("password".into(), format!("{name}'s long password")),
-        ]);
-        let login = hop
-            .http
-            .post(format!("http://{}/login", server.addr))
-            .form(&fields);
-        let (_, callback, body) = hop.send(login).await;
-        assert!(
-            callback.starts_with(&format!("{gateway}/callback?")),
-            "{body}"
-        );
-        let (status, _, _) = hop.send(hop.http.get(&callback)).await;
+        let (status, _) = hop
+            .sign_in_through_gateway(server, &gateway, name, &format!("{name}'s long password"))
+            .await;
         assert_eq!(status, 303, "signed in");
         Self { hop, gateway }
     }

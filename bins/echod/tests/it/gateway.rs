@@ -52,41 +52,9 @@ async fn up_runs_the_gateway_as_a_registered_client_and_signs_a_user_in() {
     );
 
     let mut browser = Hop::default();
-    let (_, authorize, _) = browser
-        .send(browser.http.get(format!("{gateway}/login")))
+    let (status, landed) = browser
+        .sign_in_through_gateway(&server, &gateway, "carol", "carol's long password")
         .await;
-    assert!(authorize.starts_with(&format!("http://{}/authorize?", server.addr)));
-    let (status, _, form) = browser.send(browser.http.get(&authorize)).await;
-    assert_eq!(
-        status, 200,
-        "identity knows the gateway's redirect URI: {form}"
-    );
-    let csrf = form
-        .split(r#"name="csrf" value=""#)
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
-    let mut fields: Vec<(String, String)> = url::Url::parse(&authorize)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect();
-    fields.extend([
-        ("csrf".into(), csrf),
-        ("username".into(), "carol".into()),
-        ("password".into(), "carol's long password".into()),
-    ]);
-    let login = browser
-        .http
-        .post(format!("http://{}/login", server.addr))
-        .form(&fields);
-    let (status, callback, body) = browser.send(login).await;
-    assert!(
-        callback.starts_with(&format!("{gateway}/callback?")),
-        "{status} {callback} {body}"
-    );
-    let (status, landed, _) = browser.send(browser.http.get(&callback)).await;
     assert_eq!((status.as_u16(), landed.as_str()), (303, "/"));
     let me = browser
         .http

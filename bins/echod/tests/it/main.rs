@@ -179,6 +179,53 @@ impl Hop {
             .unwrap_or_default();
         (status, location, response.text().await.unwrap())
     }
+
+    /// Signs in as a browser does through the gateway at `gateway` of
+    /// `server`: its `/login`, identity's login form, back to its
+    /// `/callback`. Answers the callback's status and where it sent the
+    /// browser.
+    pub async fn sign_in_through_gateway(
+        &mut self,
+        server: &Server,
+        gateway: &str,
+        username: &str,
+        password: &str,
+    ) -> (reqwest::StatusCode, String) {
+        let (_, authorize, _) = self.send(self.http.get(format!("{gateway}/login"))).await;
+        assert!(authorize.starts_with(&format!("http://{}/authorize?", server.addr)));
+        let (status, _, form) = self.send(self.http.get(&authorize)).await;
+        assert_eq!(
+            status, 200,
+            "identity knows the gateway's redirect URI: {form}"
+        );
+        let csrf = form
+            .split(r#"name="csrf" value=""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("login form's csrf field")
+            .to_owned();
+        let mut fields: Vec<(String, String)> = url::Url::parse(&authorize)
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+        fields.extend([
+            ("csrf".into(), csrf),
+            ("username".into(), username.into()),
+            ("password".into(), password.into()),
+        ]);
+        let login = self
+            .http
+            .post(format!("http://{}/login", server.addr))
+            .form(&fields);
+        let (status, callback, body) = self.send(login).await;
+        assert!(
+            callback.starts_with(&format!("{gateway}/callback?")),
+            "{status} {callback} {body}"
+        );
+        let (status, landed, _) = self.send(self.http.get(&callback)).await;
+        (status, landed)
+    }
 }
 
 /// Registers `svc-a` (secret [`SECRET`], client credentials for the
