@@ -148,9 +148,11 @@ impl Provider {
         let invalid = |why: &str| IdentityError::InvalidGrant(why.to_owned());
         let hash = token_hash(presented);
         let now = self.clock.now();
-        let token = self
+        // The token and its user in one read: the user's state is checked
+        // on every refresh, so a suspension stops refreshes at once.
+        let (token, user) = self
             .store
-            .refresh_token(&hash)
+            .refresh_grant(&hash)
             .await?
             .ok_or_else(|| invalid("unknown refresh token"))?;
         if token.client_id != client.id {
@@ -178,16 +180,7 @@ impl Provider {
             access,
             audiences,
             signer,
-        } = self
-            .user_access_token(
-                client,
-                params,
-                &token.user_id,
-                token.audience.as_deref(),
-                &scope,
-                now,
-            )
-            .await?;
+        } = self.user_access_token(client, params, user, token.audience.as_deref(), &scope, now)?;
         let refresh_token = random_token();
         let successor = RefreshToken {
             token_hash: token_hash(&refresh_token),

@@ -259,16 +259,14 @@ impl Provider {
             access,
             audiences,
             signer,
-        } = self
-            .user_access_token(
-                client,
-                params,
-                &code.user_id,
-                code.audience.as_deref(),
-                &code.scope,
-                now,
-            )
-            .await?;
+        } = self.user_access_token(
+            client,
+            params,
+            self.granted_user(&code.user_id).await?,
+            code.audience.as_deref(),
+            &code.scope,
+            now,
+        )?;
         self.store
             .record_code_access_token(&code.code_hash, &access.jti, access.expires_at)
             .await?;
@@ -327,23 +325,26 @@ impl Provider {
         })
     }
 
+    /// The user a grant was made to, who must still exist.
+    async fn granted_user(&self, user_id: &str) -> Result<User> {
+        self.store
+            .user_by_id(user_id)
+            .await?
+            .ok_or_else(|| IdentityError::InvalidGrant("user no longer exists".into()))
+    }
+
     /// A user's access token for `client`, by code or refresh: for the
     /// audience authorized at `/authorize` (or asked for now, see
     /// [`Provider::choose_audience`]) and for `/userinfo`.
-    pub(crate) async fn user_access_token(
+    pub(crate) fn user_access_token(
         &self,
         client: &Client,
         params: &TokenParams,
-        user_id: &str,
+        user: User,
         authorized_audience: Option<&str>,
         scope: &str,
         now: i64,
     ) -> Result<UserAccess> {
-        let user = self
-            .store
-            .user_by_id(user_id)
-            .await?
-            .ok_or_else(|| IdentityError::InvalidGrant("user no longer exists".into()))?;
         // A suspended or deleted user's grants stop working at once.
         if crate::user_state::state_of(&user)? != crate::user_state::UserState::Active {
             return Err(IdentityError::InvalidGrant("user is not active".into()));

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 mod accounts;
+mod batcher;
 mod keys;
 mod postgres;
 mod sql;
@@ -43,6 +44,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A batched write could not be done (see `batcher`).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -241,6 +245,9 @@ pub trait SessionStore: Send + Sync {
 pub trait RefreshTokenStore: Send + Sync {
     async fn insert_refresh_token(&self, token: &RefreshToken) -> Result<()>;
     async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshToken>>;
+    /// The token with the user it was issued to, read together: what a
+    /// refresh needs before it can mint. Concurrent calls share one query.
+    async fn refresh_grant(&self, token_hash: &str) -> Result<Option<(RefreshToken, User)>>;
     /// Marks `old_hash` used at `now` (keeping `sealed_successor` on it) and
     /// inserts `successor`, atomically and only if `old_hash` was neither
     /// used nor revoked: of two concurrent rotations exactly one gets `true`.

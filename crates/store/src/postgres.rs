@@ -9,6 +9,8 @@ use crate::Result;
 pub struct PgStore {
     read: PgPool,
     write: PgPool,
+    refresh_grants: Batcher<String, Option<(RefreshToken, User)>>,
+    rotations: Batcher<Rotation, bool>,
 }
 
 impl PgStore {
@@ -18,9 +20,12 @@ impl PgStore {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let (refresh_grants, rotations) = Self::refresh_batchers(&pool, &pool);
         Ok(Self {
             read: pool.clone(),
             write: pool,
+            refresh_grants,
+            rotations,
         })
     }
 }

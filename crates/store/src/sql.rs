@@ -28,6 +28,21 @@ pub(crate) fn conflict(what: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '
 }
 
 #[derive(sqlx::FromRow)]
+pub(crate) struct RefreshGrantRow {
+    #[sqlx(flatten)]
+    token: RefreshRow,
+    #[sqlx(flatten)]
+    user: UserRow,
+}
+
+impl TryFrom<RefreshGrantRow> for (RefreshToken, User) {
+    type Error = StoreError;
+    fn try_from(r: RefreshGrantRow) -> Result<Self> {
+        Ok((r.token.into(), r.user.try_into()?))
+    }
+}
+
+#[derive(sqlx::FromRow)]
 pub(crate) struct UserRow {
     id: String,
     username: String,
@@ -209,6 +224,51 @@ pub(crate) const REVOKE_FAMILY_ACCESS_TOKENS: &str = "INSERT INTO revoked_tokens
 pub(crate) const REVOKE_FAMILY: &str = "UPDATE refresh_tokens SET revoked_at = $2, expires_at = $2 \
      WHERE family_id = $1 AND revoked_at IS NULL";
 
+/// Refresh-token rotations one transaction takes at most, and lookups one
+/// query takes (a rotation binds 18 parameters; both backends allow
+/// thousands).
+pub(crate) const REFRESH_BATCH: usize = 64;
+
+/// A refresh-token rotation waiting for its group commit.
+pub(crate) struct Rotation {
+    pub old_hash: String,
+    pub now: i64,
+    pub sealed_successor: Vec<u8>,
+    pub successor: RefreshToken,
+}
+
+/// `columns` (a comma-separated list) each prefixed with `alias.`.
+pub(crate) fn qualified(alias: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `rows` parenthesised groups of `columns` parameters: `($1, $2), ($3, $4)`
+/// for 2 × 2, in the order they are bound. SQLite gets plain `?`: it looks a
+/// numbered parameter's name up in a linear list on every bind, which makes
+/// a statement with hundreds of them quadratic to bind.
+pub(crate) fn placeholders<DB: sqlx::Database>(rows: usize, columns: usize) -> String {
+    let sqlite = DB::NAME == "SQLite";
+    (0..rows)
+        .map(|row| {
+            let params: Vec<String> = (1..=columns)
+                .map(|c| {
+                    if sqlite {
+                        "?".to_owned()
+                    } else {
+                        format!("${}", row * columns + c)
+                    }
+                })
+                .collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Tables [`crate::PurgeStore::purge_expired`] trims, with their keys.
 pub(crate) const PURGED_TABLES: [(&str, &str); 5] = [
     ("auth_codes", "code_hash"),
@@ -223,10 +283,11 @@ pub(crate) const PURGED_TABLES: [(&str, &str); 5] = [
 macro_rules! sql_repositories {
     ($store:ty, $db:ty) => {
         use $crate::sql::{
-            conflict, to_json, ClientRow, CodeRow, RefreshRow, SessionRow, UserRow,
-            CLIENT_COLUMNS, CODE_COLUMNS, PURGED_TABLES, REFRESH_COLUMNS, REVOKE_FAMILY,
-            REVOKE_FAMILY_ACCESS_TOKENS, USER_COLUMNS,
+            conflict, placeholders, qualified, to_json, ClientRow, CodeRow, RefreshGrantRow, RefreshRow, Rotation,
+            SessionRow, UserRow, CLIENT_COLUMNS, CODE_COLUMNS, PURGED_TABLES, REFRESH_COLUMNS,
+            REVOKE_FAMILY, REVOKE_FAMILY_ACCESS_TOKENS, REFRESH_BATCH, USER_COLUMNS,
         };
+        use $crate::batcher::Batcher;
         use $crate::{
             AuthCode, Client, ClientStore, CodeStore, CodeUse, PurgeStore, Purged,
             RefreshToken, RefreshTokenStore, RevocationStore, SessionStore, SsoSession,
@@ -469,19 +530,27 @@ macro_rules! sql_repositories {
         #[async_trait::async_trait]
         impl RefreshTokenStore for $store {
             async fn insert_refresh_token(&self, t: &RefreshToken) -> $crate::Result<()> {
-                Self::insert_refresh_in(&self.write, t).await
+                Self::insert_refresh_rows(&self.write, &[t]).await
             }
 
             async fn refresh_token(&self, token_hash: &str) -> $crate::Result<Option<RefreshToken>> {
-                // From the writer: a rotation that just lost a race must see
-                // the winner's successor.
+                // A reader suffices: a rotation answers only after its
+                // commit, so whoever lost a race to it reads the winner's
+                // successor here.
                 Ok(sqlx::query_as::<_, RefreshRow>(&format!(
                     "SELECT {REFRESH_COLUMNS} FROM refresh_tokens WHERE token_hash = $1"
                 ))
                 .bind(token_hash)
-                .fetch_optional(&self.write)
+                .fetch_optional(&self.read)
                 .await?
                 .map(RefreshToken::from))
+            }
+
+            async fn refresh_grant(
+                &self,
+                token_hash: &str,
+            ) -> $crate::Result<Option<(RefreshToken, User)>> {
+                self.refresh_grants.submit(token_hash.to_owned()).await
             }
 
             async fn rotate_refresh_token(
@@ -491,22 +560,14 @@ macro_rules! sql_repositories {
                 sealed_successor: &[u8],
                 successor: &RefreshToken,
             ) -> $crate::Result<bool> {
-                let mut tx = self.write.begin().await?;
-                let spent = sqlx::query(
-                    "UPDATE refresh_tokens SET used_at = $2, successor = $3 \
-                     WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL",
-                )
-                .bind(old_hash)
-                .bind(now)
-                .bind(sealed_successor)
-                .execute(&mut *tx)
-                .await?;
-                if spent.rows_affected() != 1 {
-                    return Ok(false);
-                }
-                Self::insert_refresh_in(&mut *tx, successor).await?;
-                tx.commit().await?;
-                Ok(true)
+                self.rotations
+                    .submit(Rotation {
+                        old_hash: old_hash.to_owned(),
+                        now,
+                        sealed_successor: sealed_successor.to_vec(),
+                        successor: successor.clone(),
+                    })
+                    .await
             }
 
             async fn revoke_refresh_family(&self, family_id: &str, now: i64) -> $crate::Result<u64> {
@@ -518,32 +579,136 @@ macro_rules! sql_repositories {
         }
 
         impl $store {
-            async fn insert_refresh_in<'e, E>(executor: E, t: &RefreshToken) -> $crate::Result<()>
+            /// The batchers a refresh goes through: concurrent lookups share
+            /// one query ([`RefreshTokenStore::refresh_grant`]), concurrent
+            /// rotations one transaction
+            /// ([`RefreshTokenStore::rotate_refresh_token`]).
+            fn refresh_batchers(
+                read: &sqlx::Pool<$db>,
+                write: &sqlx::Pool<$db>,
+            ) -> (
+                Batcher<String, Option<(RefreshToken, User)>>,
+                Batcher<Rotation, bool>,
+            ) {
+                let read = read.clone();
+                let write = write.clone();
+                (
+                    Batcher::start(REFRESH_BATCH, move |hashes| {
+                        let read = read.clone();
+                        async move { Self::refresh_grant_batch(&read, hashes).await }
+                    }),
+                    Batcher::start(REFRESH_BATCH, move |batch| {
+                        let write = write.clone();
+                        async move { Self::rotate_batch(&write, batch).await }
+                    }),
+                )
+            }
+
+            /// Looks up a batch of tokens with their users in one query,
+            /// answering in the order asked. A reader suffices: a rotation
+            /// answers only after its commit.
+            async fn refresh_grant_batch(
+                read: &sqlx::Pool<$db>,
+                hashes: Vec<String>,
+            ) -> $crate::Result<Vec<Option<(RefreshToken, User)>>> {
+                let lookup = format!(
+                    "SELECT {}, {} FROM refresh_tokens r JOIN users u ON u.id = r.user_id \
+                     WHERE r.token_hash IN {}",
+                    qualified("r", REFRESH_COLUMNS),
+                    qualified("u", USER_COLUMNS),
+                    placeholders::<$db>(1, hashes.len())
+                );
+                let mut query = sqlx::query_as::<_, RefreshGrantRow>(&lookup);
+                for hash in &hashes {
+                    query = query.bind(hash);
+                }
+                let mut found = std::collections::HashMap::new();
+                for row in query.fetch_all(read).await? {
+                    let (token, user) = <(RefreshToken, User)>::try_from(row)?;
+                    found.insert(token.token_hash.clone(), (token, user));
+                }
+                Ok(hashes.iter().map(|h| found.get(h).cloned()).collect())
+            }
+
+            /// Rotates a batch in one transaction: one `UPDATE` marks every
+            /// presented token that is neither used nor revoked as spent
+            /// (returning which ones it marked), one `INSERT` adds their
+            /// successors. A token presented twice in one batch (two tabs
+            /// at once) rotates once; its later copies lose, like a
+            /// concurrent use.
+            async fn rotate_batch(
+                write: &sqlx::Pool<$db>,
+                batch: Vec<Rotation>,
+            ) -> $crate::Result<Vec<bool>> {
+                let mut seen = std::collections::HashSet::new();
+                let firsts: Vec<&Rotation> =
+                    batch.iter().filter(|r| seen.insert(r.old_hash.as_str())).collect();
+                let mut tx = write.begin().await?;
+                let update = format!(
+                    "UPDATE refresh_tokens SET used_at = v.column2, successor = v.column3 \
+                     FROM (VALUES {}) AS v \
+                     WHERE token_hash = v.column1 AND used_at IS NULL AND revoked_at IS NULL \
+                     RETURNING token_hash",
+                    placeholders::<$db>(firsts.len(), 3)
+                );
+                let mut query = sqlx::query_scalar::<_, String>(&update);
+                for r in &firsts {
+                    query = query.bind(&r.old_hash).bind(r.now).bind(&r.sealed_successor);
+                }
+                let spent: std::collections::HashSet<String> =
+                    query.fetch_all(&mut *tx).await?.into_iter().collect();
+                let successors: Vec<&RefreshToken> = firsts
+                    .iter()
+                    .filter(|r| spent.contains(&r.old_hash))
+                    .map(|r| &r.successor)
+                    .collect();
+                Self::insert_refresh_rows(&mut *tx, &successors).await?;
+                tx.commit().await?;
+                let mut rotated = spent;
+                Ok(batch
+                    .iter()
+                    .map(|r| rotated.remove(&r.old_hash))
+                    .collect())
+            }
+
+            /// Inserts refresh-token rows in one statement.
+            async fn insert_refresh_rows<'e, E>(
+                executor: E,
+                rows: &[&RefreshToken],
+            ) -> $crate::Result<()>
             where
                 E: sqlx::Executor<'e, Database = $db>,
             {
-                sqlx::query(&format!(
-                    "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-                ))
-                .bind(&t.token_hash)
-                .bind(&t.family_id)
-                .bind(&t.client_id)
-                .bind(&t.user_id)
-                .bind(&t.scope)
-                .bind(&t.audience)
-                .bind(t.auth_time)
-                .bind(t.issued_at)
-                .bind(t.expires_at)
-                .bind(t.family_expires_at)
-                .bind(&t.access_jti)
-                .bind(t.access_expires_at)
-                .bind(t.used_at)
-                .bind(t.revoked_at)
-                .bind(&t.successor)
-                .execute(executor)
-                .await
-                .map_err(conflict("refresh token"))?;
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                let insert = format!(
+                    "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) VALUES {}",
+                    placeholders::<$db>(rows.len(), 15)
+                );
+                let mut query = sqlx::query(&insert);
+                for t in rows {
+                    query = query
+                        .bind(&t.token_hash)
+                        .bind(&t.family_id)
+                        .bind(&t.client_id)
+                        .bind(&t.user_id)
+                        .bind(&t.scope)
+                        .bind(&t.audience)
+                        .bind(t.auth_time)
+                        .bind(t.issued_at)
+                        .bind(t.expires_at)
+                        .bind(t.family_expires_at)
+                        .bind(&t.access_jti)
+                        .bind(t.access_expires_at)
+                        .bind(t.used_at)
+                        .bind(t.revoked_at)
+                        .bind(&t.successor);
+                }
+                query
+                    .execute(executor)
+                    .await
+                    .map_err(conflict("refresh token"))?;
                 Ok(())
             }
         }
@@ -663,3 +828,15 @@ macro_rules! sql_repositories {
 }
 
 pub(crate) use sql_repositories;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_postgres_parameters_and_leave_sqlite_ones_plain() {
+        assert_eq!(placeholders::<sqlx::Postgres>(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(placeholders::<sqlx::Sqlite>(2, 2), "(?, ?), (?, ?)");
+        assert_eq!(qualified("r", "a, b"), "r.a, r.b");
+    }
+}

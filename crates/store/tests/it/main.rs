@@ -215,6 +215,7 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(store.client("jwt-client").await.unwrap(), Some(keyed));
 
     refresh_tokens(&*store).await;
+    concurrent_rotations(store.clone()).await;
 }
 
 /// Rotation is atomic and single-winner; family revocation takes every
@@ -229,6 +230,10 @@ async fn refresh_tokens(store: &dyn Store) {
         Some(refresh("r1", "f1", "j1"))
     );
     assert_eq!(store.refresh_token("nope").await.unwrap(), None);
+    let (token, owner) = store.refresh_grant("r1").await.unwrap().unwrap();
+    assert_eq!(token, refresh("r1", "f1", "j1"));
+    assert_eq!(Some(owner), store.user_by_id("id-alice").await.unwrap());
+    assert_eq!(store.refresh_grant("nope").await.unwrap(), None);
     let next = refresh("r2", "f1", "j2");
     assert!(
         store
@@ -322,6 +327,85 @@ async fn refresh_tokens(store: &dyn Store) {
             .await
             .unwrap()
     );
+}
+
+/// Concurrent rotations share transactions (group commit) and still keep
+/// the rule: of the uses of one token exactly one rotates.
+async fn concurrent_rotations(store: Arc<dyn Store>) {
+    for i in 0..40 {
+        store
+            .insert_refresh_token(&refresh(&format!("cr{i}"), "fc", &format!("jc{i}")))
+            .await
+            .unwrap();
+    }
+    // Concurrent lookups share queries; each gets its own answer, in order.
+    let lookups: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { (i, store.refresh_grant(&format!("cr{i}")).await.unwrap()) })
+        })
+        .collect();
+    for lookup in lookups {
+        let (i, grant) = lookup.await.unwrap();
+        match grant {
+            Some((token, owner)) => {
+                assert!(i < 40);
+                assert_eq!(token.token_hash, format!("cr{i}"));
+                assert_eq!(owner.id, token.user_id);
+            }
+            None => assert!(i >= 40, "cr{i} exists"),
+        }
+    }
+    // Each of 40 tokens presented once, and cr0 eight more times at once.
+    let uses = (0..40).map(|i| (i, 0)).chain((1..=8).map(|copy| (0, copy)));
+    let rotations: Vec<_> = uses
+        .map(|(i, copy)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let successor = format!("cr{i}-next{copy}");
+                let rotated = store
+                    .rotate_refresh_token(
+                        &format!("cr{i}"),
+                        500,
+                        successor.as_bytes(),
+                        &refresh(&successor, "fc", &format!("jn{i}-{copy}")),
+                    )
+                    .await
+                    .unwrap();
+                (i, successor, rotated)
+            })
+        })
+        .collect();
+    let mut winners = std::collections::HashMap::new();
+    for rotation in rotations {
+        let (i, successor, rotated) = rotation.await.unwrap();
+        let stored = store.refresh_token(&successor).await.unwrap();
+        assert_eq!(
+            stored.is_some(),
+            rotated,
+            "{successor}: a row only for the winner"
+        );
+        if rotated {
+            assert!(
+                winners.insert(i, successor).is_none(),
+                "cr{i} rotated twice"
+            );
+        }
+    }
+    assert_eq!(winners.len(), 40, "every token rotated exactly once");
+    for (i, successor) in winners {
+        let spent = store
+            .refresh_token(&format!("cr{i}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(spent.used_at, Some(500));
+        assert_eq!(
+            spent.successor.as_deref(),
+            Some(successor.as_bytes()),
+            "cr{i} keeps its winner's sealed answer"
+        );
+    }
 }
 
 /// Purging in batches of 3 removes exactly what has ended.
@@ -553,4 +637,33 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
         .unwrap();
     let again = echo_store::open(None, dir.path()).await.unwrap();
     assert!(again.user_by_username("alice").await.unwrap().is_some());
+}
+
+/// The WAL reaches the database file without the writer stopping to copy
+/// it: the background checkpointer does it within moments, although the
+/// writer's own threshold is far from reached.
+#[tokio::test]
+async fn the_wal_is_copied_into_the_database_in_the_background() {
+    let dir = echo_testkit::data_dir();
+    let store = echo_store::open(None, dir.path()).await.unwrap();
+    store.insert_user(&user("alice")).await.unwrap();
+    let file = dir.path().join("echo.db");
+    let before = std::fs::metadata(&file).unwrap().len();
+    for i in 0..300 {
+        let mut token = refresh(&format!("wal{i}"), "fw", &format!("jw{i}"));
+        token.successor = Some(vec![7; 1_000]);
+        store.insert_refresh_token(&token).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = std::fs::metadata(&file).unwrap().len();
+        if now >= before + 300_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "database file still {now} bytes (was {before}): the WAL was not checkpointed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
