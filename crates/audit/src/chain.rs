@@ -619,25 +619,11 @@ mod tests {
         assert_eq!(first.to_string(), "Changed at event evt-2");
     }
 
-    /// xorshift64*: a deterministic generator so failures reproduce.
-    struct Rng(u64);
-    impl Rng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next_u64() % n as u64) as usize
-        }
-    }
-
     /// Random chains and random single tamperings: each is refused and names
     /// the expected event (and kind, where the kind is determined).
     #[test]
     fn seeded_tampering() {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = echo_testkit::Xorshift(0x9E37_79B9_7F4A_7C15);
         for round in 0..300 {
             let n = 2 + rng.below(30);
             let original = chain(n as u64);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use echo_docs::{Chunk, SearchIndex};
+use echo_testkit::Xorshift;
 
 const DOCUMENTS: usize = 10_000;
 const SMOKE_DOCUMENTS: usize = 200;
@@ -24,19 +25,12 @@ const TIMED_QUERIES: usize = 2_000;
 /// Concurrent indexers: their `replace` calls share commits.
 const INDEXING_THREADS: usize = 16;
 
-/// Deterministic pseudo-random numbers (xorshift).
-struct Random(u64);
+/// Deterministic pseudo-random numbers.
+struct Random(Xorshift);
 
 impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
     fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
+        self.0.below(bound)
     }
 
     /// A word index skewed towards small indexes (common words), roughly
@@ -93,7 +87,7 @@ fn build_index(dir: &std::path::Path, documents: usize, words: &Arc<Vec<String>>
             let index = Arc::clone(&index);
             let words = Arc::clone(words);
             std::thread::spawn(move || {
-                let mut random = Random(0x9e37_79b9_7f4a_7c15 ^ (thread as u64 + 1));
+                let mut random = Random(Xorshift(0x9e37_79b9_7f4a_7c15 ^ (thread as u64 + 1)));
                 for document in (thread..documents).step_by(INDEXING_THREADS) {
                     let mut start = 0;
                     let chunks: Vec<Chunk> = (0..CHUNKS_PER_DOCUMENT)
@@ -133,7 +127,7 @@ fn build_index(dir: &std::path::Path, documents: usize, words: &Arc<Vec<String>>
 
 /// Questions of 2–5 words, with their owners.
 fn questions(words: &[String], count: usize) -> Vec<(String, String)> {
-    let mut random = Random(0x2545_f491_4f6c_dd1d);
+    let mut random = Random(Xorshift(0x2545_f491_4f6c_dd1d));
     (0..count)
         .map(|index| {
             let length = 2 + random.below(4);

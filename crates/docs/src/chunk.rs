@@ -130,6 +130,7 @@ fn trim_end(chars: &[char], start: usize, end: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use echo_testkit::Xorshift;
 
     fn texts(chunks: &[Chunk]) -> Vec<&str> {
         chunks.iter().map(|chunk| chunk.text.as_str()).collect()
@@ -227,23 +228,6 @@ mod tests {
             let length = chunk.text.chars().count();
             assert!(length <= DEFAULT_CHUNK_CHARS);
             assert!(chunk.text.ends_with("search."), "{:?}", chunk.text);
-        }
-    }
-
-    /// A deterministic pseudo-random generator (xorshift), so the property
-    /// test needs no external crate and every run checks the same inputs.
-    struct Xorshift(u64);
-
-    impl Xorshift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, bound: usize) -> usize {
-            (self.next() % bound as u64) as usize
         }
     }
 

@@ -83,14 +83,8 @@ pub fn docx(title: &str, paragraphs: &[&str]) -> Vec<u8> {
     ])
 }
 
-/// Deterministic noise (xorshift), for "random bytes" tests.
-pub fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
+/// Deterministic noise, for "random bytes" tests.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut random = crate::Xorshift(seed);
+    (0..len).map(|_| random.next_u64() as u8).collect()
 }

@@ -98,3 +98,23 @@ pub fn data_dir() -> TempDir {
         .tempdir()
         .expect("temporary directory")
 }
+
+/// A deterministic pseudo-random generator (xorshift64), so generated test
+/// and benchmark inputs are the same on every run and failures reproduce.
+/// The seed must not be 0.
+#[derive(Debug, Clone)]
+pub struct Xorshift(pub u64);
+
+impl Xorshift {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..bound`.
+    pub fn below(&mut self, bound: usize) -> usize {
+        (self.next_u64() % bound as u64) as usize
+    }
+}
