@@ -53,18 +53,33 @@ impl Gateway {
     fn subject_token(&self, principal: &Principal) -> Result<String> {
         match &principal.credential {
             Credential::Bearer(token) => Ok(token.clone()),
-            Credential::Session { id_hash, sealed } => {
-                Ok(Tokens::open(&self.sealer, id_hash, sealed)?.access_token)
-            }
+            Credential::Session {
+                id_hash, sealed, ..
+            } => Ok(Tokens::open(&self.sealer, id_hash, sealed)?.access_token),
+        }
+    }
+
+    /// What the exchanged tokens of `principal` are cached under: the
+    /// bearer token's hash, or the session and its access token's expiry
+    /// (so a session's tokens are opened only to make an exchange, not on
+    /// every request, and a refreshed session trades its new token).
+    fn subject_key(principal: &Principal) -> String {
+        match &principal.credential {
+            Credential::Bearer(token) => token_hash(token),
+            Credential::Session {
+                id_hash,
+                access_expires_at,
+                ..
+            } => format!("session {id_hash} {access_expires_at}"),
         }
     }
 
     /// A token for `audience` that names the caller (RFC 8693), from the
     /// cache or from identity.
     pub(crate) async fn token_for(&self, principal: &Principal, audience: &str) -> Result<String> {
-        let subject = self.subject_token(principal)?;
-        let key = (token_hash(&subject), audience.to_owned());
+        let key = (Self::subject_key(principal), audience.to_owned());
         self.cached(key, || async {
+            let subject = self.subject_token(principal)?;
             self.identity
                 .exchange(&subject, audience)
                 .await
@@ -119,5 +134,38 @@ mod tests {
         assert_eq!(cache.get(&key, 900).as_deref(), Some("t"));
         assert_eq!(cache.get(&key, 1000 - EXPIRY_MARGIN), None);
         assert_eq!(cache.get(&("h".into(), "other".into()), 0), None);
+    }
+
+    fn caller(credential: Credential) -> Principal {
+        Principal {
+            subject: "u1".into(),
+            name: None,
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            session: None,
+            credential,
+        }
+    }
+
+    #[test]
+    fn a_refreshed_session_is_cached_apart_and_its_tokens_stay_sealed() {
+        let session = |sealed: &[u8], access_expires_at| {
+            caller(Credential::Session {
+                id_hash: "s1".into(),
+                sealed: sealed.to_vec(),
+                access_expires_at,
+            })
+        };
+        // Not a sealed box: a key that opened it would fail.
+        let before = Gateway::subject_key(&session(b"not opened", 1_000));
+        assert_eq!(
+            before,
+            Gateway::subject_key(&session(b"other bytes", 1_000))
+        );
+        assert_ne!(before, Gateway::subject_key(&session(b"not opened", 1_900)));
+        assert_eq!(
+            Gateway::subject_key(&caller(Credential::Bearer("jwt".into()))),
+            token_hash("jwt")
+        );
     }
 }

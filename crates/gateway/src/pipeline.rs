@@ -107,7 +107,14 @@ impl Principal {
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Credential {
     Bearer(String),
-    Session { id_hash: String, sealed: Vec<u8> },
+    Session {
+        id_hash: String,
+        sealed: Vec<u8>,
+        /// When the sealed access token expires: it changes with every
+        /// refresh, so it tells the session's tokens apart without opening
+        /// them.
+        access_expires_at: i64,
+    },
 }
 
 impl std::fmt::Debug for Credential {
@@ -191,6 +198,7 @@ impl Gateway {
             credential: Credential::Session {
                 id_hash: session.id_hash.clone(),
                 sealed: session.tokens,
+                access_expires_at: session.access_expires_at,
             },
             session: Some(SessionInfo {
                 expires_at: session.expires_at,
