@@ -1,5 +1,5 @@
-//! `echod serve parser` and the hidden `echod parse-worker` it runs for
-//! every parse (see `echo_parser::isolate`).
+//! `echod serve parser` and the hidden `echod parse-worker` processes it
+//! runs the parses in (see `echo_parser::isolate`).
 
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ impl ParserLimitArgs {
     }
 }
 
-/// Every parse in a child process: this binary as `echod parse-worker`.
+/// Parses in child processes: this binary as `echod parse-worker`.
 pub fn isolation() -> anyhow::Result<Isolation> {
     let program = std::env::current_exe().context("cannot find the echod binary")?;
     Ok(Isolation::Process {
@@ -82,7 +82,8 @@ pub async fn serve(args: &ServeParserArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `echod parse-worker`: one parse, stdin to stdout.
+/// `echod parse-worker`: parses the jobs on stdin, answers on stdout
+/// (the protocol is in `echo_parser::isolate`).
 pub fn worker() -> anyhow::Result<()> {
     echo_parser::run_worker().context("parse worker")
 }

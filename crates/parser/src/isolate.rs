@@ -3,12 +3,15 @@
 //! `pdf-extract` panics on malformed PDFs by policy, and any parser may
 //! loop or allocate without end on a crafted file. Two isolations:
 //!
-//! - [`Isolation::Process`] (what `echod serve parser` uses): one child
-//!   process per parse, the same binary run as `echod parse-worker`. The
-//!   child first lowers its own limits (address space
-//!   [`Limits::worker_memory_bytes`], CPU time [`Limits::timeout`] + 1 s),
-//!   then parses; the service kills it at the timeout. A panic, an abort on
-//!   allocation failure or a signal ends the child, never the service.
+//! - [`Isolation::Process`] (what `echod serve parser` uses): parses run in
+//!   child processes, the same binary run as `echod parse-worker`. A worker
+//!   first lowers its own limits (address space
+//!   [`Limits::worker_memory_bytes`], CPU time for all the parses it may
+//!   serve), then parses one file at a time; the service kills it at a
+//!   parse's timeout. A panic, an abort on allocation failure or a signal
+//!   ends the worker, never the service. A worker that answered is kept for
+//!   the next parse, up to [`PARSES_PER_WORKER`], so a parse does not pay a
+//!   process start; one that panicked, timed out or died is never reused.
 //! - [`Isolation::Thread`]: a blocking thread with the panic caught. It
 //!   cannot stop a parse that loops (the thread runs on, abandoned, holding
 //!   its concurrency permit) nor bound its memory: for tests and embedding.
@@ -16,20 +19,25 @@
 //! Either way at most `concurrency` parses run at once and a request gives
 //! up after [`Limits::timeout`].
 //!
-//! The worker protocol, on the child's stdin: one line of JSON
-//! `{"kind", "limits"}`, then the file's bytes to end of input. On stdout:
-//! one line of JSON, an [`Outcome`], last.
+//! The worker protocol, on the child's stdin, per parse: one line of JSON, a
+//! [`Job`] (`kind`, `limits`, the file's length, a fresh random `nonce`),
+//! then the file's bytes. On stdout: a line `<nonce> <Outcome as JSON>`.
+//! Anything else a parsing library prints is skipped, and it cannot forge
+//! the answer: it never sees the nonce. End of input ends the worker.
 
 use std::ffi::OsString;
+use std::hash::{BuildHasher, RandomState};
 use std::io::{BufRead, Read, Write};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::Semaphore;
 
 use crate::{Kind, Limits, ParseError, Parsed, extract};
@@ -47,14 +55,22 @@ pub enum Isolation {
     },
 }
 
-/// The first line a worker reads.
+/// Parses one worker process serves before it is replaced: a bound on what
+/// a long-lived process could accumulate (heap fragmentation, CPU time).
+pub const PARSES_PER_WORKER: u64 = 100;
+
+/// The line that starts each job.
 #[derive(Debug, Serialize, Deserialize)]
 struct Job {
     kind: Kind,
     limits: Limits,
+    /// The file's length: that many bytes follow the line.
+    len: usize,
+    /// Starts the answer's line; random per job.
+    nonce: String,
 }
 
-/// The last line a worker writes.
+/// The answer a worker writes.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Outcome {
@@ -91,6 +107,23 @@ impl From<Outcome> for Result<Parsed, ParseError> {
 pub struct Isolator {
     isolation: Isolation,
     permits: Arc<Semaphore>,
+    /// Process workers waiting for their next parse.
+    idle: Mutex<Vec<Worker>>,
+    /// Makes each job's nonce unpredictable (keys from the OS's randomness).
+    nonces: RandomState,
+    jobs: AtomicU64,
+}
+
+/// A parse worker process between or during parses.
+#[derive(Debug)]
+struct Worker {
+    /// Killed when dropped.
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// What the worker limited itself to: it only takes jobs with the same.
+    limits: Limits,
+    parses: u64,
 }
 
 impl Isolator {
@@ -98,6 +131,9 @@ impl Isolator {
         Self {
             isolation,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            idle: Mutex::new(Vec::new()),
+            nonces: RandomState::new(),
+            jobs: AtomicU64::new(0),
         }
     }
 
@@ -131,74 +167,131 @@ impl Isolator {
                 }
             }
             Isolation::Process { program, args } => {
-                let result = in_process(program, args, kind, &bytes, limits).await;
+                let result = self.in_process(program, args, kind, &bytes, limits).await;
                 drop(permit);
                 result
             }
         }
     }
+
+    /// One parse in a worker process (an idle one, or a new one), killed at
+    /// the timeout.
+    async fn in_process(
+        &self,
+        program: &PathBuf,
+        args: &[OsString],
+        kind: Kind,
+        bytes: &[u8],
+        limits: &Limits,
+    ) -> Result<Parsed, ParseError> {
+        let mut worker = match self.idle_worker(limits) {
+            Some(worker) => worker,
+            None => Worker::start(program, args, limits)?,
+        };
+        let nonce = format!(
+            "{:016x}",
+            self.nonces
+                .hash_one(self.jobs.fetch_add(1, Ordering::Relaxed))
+        );
+        let job = Job {
+            kind,
+            limits: limits.clone(),
+            len: bytes.len(),
+            nonce,
+        };
+        match tokio::time::timeout(limits.timeout, worker.parse(&job, bytes)).await {
+            Err(_) => Err(ParseError::TimedOut(limits.timeout)),
+            Ok(Some(outcome)) => {
+                worker.parses += 1;
+                let reusable = !matches!(outcome, Outcome::Crashed(_));
+                if reusable && worker.parses < PARSES_PER_WORKER {
+                    self.idle
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(worker);
+                }
+                outcome.into()
+            }
+            Ok(None) => Err(worker.died().await),
+        }
+    }
+
+    /// An idle worker for `limits` that is still alive (one may have been
+    /// killed while it waited, by the OOM killer say).
+    fn idle_worker(&self, limits: &Limits) -> Option<Worker> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain_mut(|w| matches!(w.child.try_wait(), Ok(None)));
+        let at = idle.iter().position(|w| &w.limits == limits)?;
+        Some(idle.swap_remove(at))
+    }
 }
 
-/// One parse in a child process, killed at the timeout.
-async fn in_process(
-    program: &PathBuf,
-    args: &[OsString],
-    kind: Kind,
-    bytes: &[u8],
-    limits: &Limits,
-) -> Result<Parsed, ParseError> {
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| ParseError::Internal(format!("cannot start the parse worker: {e}")))?;
-    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err(ParseError::Internal("the parse worker has no pipes".into()));
-    };
-    let mut header = serde_json::to_vec(&Job {
-        kind,
-        limits: limits.clone(),
-    })
-    .map_err(|e| ParseError::Internal(e.to_string()))?;
-    header.push(b'\n');
-    // Room for the text with every character escaped, plus metadata.
-    let cap = (limits.max_output_chars as u64).saturating_mul(6) + (1 << 20);
-    let exchange = async {
+impl Worker {
+    fn start(program: &PathBuf, args: &[OsString], limits: &Limits) -> Result<Self, ParseError> {
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| ParseError::Internal(format!("cannot start the parse worker: {e}")))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(ParseError::Internal("the parse worker has no pipes".into()));
+        };
+        Ok(Self {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+            limits: limits.clone(),
+            parses: 0,
+        })
+    }
+
+    /// Sends the job and reads its answer; `None` if the worker ended (or
+    /// wrote more than an answer can be) first.
+    async fn parse(&mut self, job: &Job, bytes: &[u8]) -> Option<Outcome> {
+        let mut header = serde_json::to_vec(job).ok()?;
+        header.push(b'\n');
+        // Room for the text with every character escaped, plus metadata.
+        let mut budget = (job.limits.max_output_chars as u64).saturating_mul(6) + (1 << 20);
         let write = async {
-            // A worker that dies early closes the pipe: its exit says why.
-            let _ = stdin.write_all(&header).await;
-            let _ = stdin.write_all(bytes).await;
-            drop(stdin);
+            // A worker that dies early closes the pipe: the read sees it.
+            let _ = self.stdin.write_all(&header).await;
+            let _ = self.stdin.write_all(bytes).await;
+            let _ = self.stdin.flush().await;
         };
         let read = async {
-            let mut out = Vec::new();
-            stdout.take(cap).read_to_end(&mut out).await.map(|_| out)
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let read = (&mut self.stdout)
+                    .take(budget)
+                    .read_until(b'\n', &mut line)
+                    .await
+                    .ok()?;
+                if read == 0 || !line.ends_with(b"\n") {
+                    return None;
+                }
+                budget -= read as u64;
+                if let Some(answer) = line.strip_prefix(job.nonce.as_bytes()) {
+                    return serde_json::from_slice::<Outcome>(answer.trim_ascii()).ok();
+                }
+            }
         };
-        let ((), out) = tokio::join!(write, read);
-        (out, child.wait().await)
-    };
-    let (out, status) = match tokio::time::timeout(limits.timeout, exchange).await {
-        Ok(done) => done,
-        Err(_) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            return Err(ParseError::TimedOut(limits.timeout));
+        let ((), outcome) = tokio::join!(write, read);
+        outcome
+    }
+
+    /// Why a worker ended without an answer.
+    async fn died(mut self) -> ParseError {
+        let _ = self.child.start_kill();
+        match self.child.wait().await {
+            Ok(status) => ParseError::Crashed(format!(
+                "the worker ended without an answer ({status}; out of memory or CPU time?)"
+            )),
+            Err(e) => ParseError::Internal(format!("parse worker: {e}")),
         }
-    };
-    let outcome = out.ok().and_then(|out| {
-        out.split(|&b| b == b'\n')
-            .rfind(|line| !line.is_empty())
-            .and_then(|line| serde_json::from_slice::<Outcome>(line).ok())
-    });
-    match (outcome, status) {
-        (Some(outcome), _) => outcome.into(),
-        (None, Ok(status)) => Err(ParseError::Crashed(format!(
-            "the worker ended without an answer ({status}; out of memory or CPU time?)"
-        ))),
-        (None, Err(e)) => Err(ParseError::Internal(format!("parse worker: {e}"))),
     }
 }
 
@@ -211,38 +304,56 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     format!("it panicked ({message})")
 }
 
-/// The worker side (`echod parse-worker`): reads a job from stdin, limits
-/// its own memory and CPU time, parses, and writes the [`Outcome`] as the
-/// last line of stdout. Blocking; meant to be the whole life of a process.
+/// The worker side (`echod parse-worker`): limits its own memory and CPU
+/// time, then parses the jobs on stdin one after the other, writing each
+/// [`Outcome`] on a line of its own after the job's nonce. Blocking; meant to
+/// be the whole life of a process. Ends at end of input, after a panic, or
+/// after [`PARSES_PER_WORKER`] jobs.
 pub fn run_worker() -> std::io::Result<()> {
     let mut input = std::io::stdin().lock();
-    let mut line = Vec::new();
-    (&mut input).take(64 * 1024).read_until(b'\n', &mut line)?;
-    let job: Job = serde_json::from_slice(&line).map_err(std::io::Error::other)?;
-    limit_self(&job.limits)?;
-    let mut bytes = Vec::new();
-    input
-        .take(job.limits.max_input_bytes as u64 + 1)
-        .read_to_end(&mut bytes)?;
-    let result = if bytes.len() > job.limits.max_input_bytes {
-        Err(ParseError::TooLarge {
-            max: job.limits.max_input_bytes,
-        })
-    } else {
-        std::panic::catch_unwind(AssertUnwindSafe(|| extract(job.kind, &bytes, &job.limits)))
-            .unwrap_or_else(|panic| Err(ParseError::Crashed(panic_message(&*panic))))
-    };
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(b"\n")?;
-    serde_json::to_writer(&mut stdout, &Outcome::from(result)).map_err(std::io::Error::other)?;
-    stdout.write_all(b"\n")?;
-    stdout.flush()
+    let mut limited = false;
+    for _ in 0..PARSES_PER_WORKER {
+        let mut line = Vec::new();
+        if (&mut input).take(64 * 1024).read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let job: Job = serde_json::from_slice(&line).map_err(std::io::Error::other)?;
+        if !limited {
+            limit_self(&job.limits)?;
+            limited = true;
+        }
+        let result = if job.len > job.limits.max_input_bytes {
+            Err(ParseError::TooLarge {
+                max: job.limits.max_input_bytes,
+            })
+        } else {
+            let mut bytes = Vec::with_capacity(job.len);
+            (&mut input).take(job.len as u64).read_to_end(&mut bytes)?;
+            if bytes.len() < job.len {
+                return Ok(());
+            }
+            std::panic::catch_unwind(AssertUnwindSafe(|| extract(job.kind, &bytes, &job.limits)))
+                .unwrap_or_else(|panic| Err(ParseError::Crashed(panic_message(&*panic))))
+        };
+        let outcome = Outcome::from(result);
+        let mut stdout = std::io::stdout().lock();
+        // A new line first: a library may have left a partial one.
+        write!(stdout, "\n{} ", job.nonce)?;
+        serde_json::to_writer(&mut stdout, &outcome).map_err(std::io::Error::other)?;
+        stdout.write_all(b"\n")?;
+        stdout.flush()?;
+        if matches!(outcome, Outcome::Crashed(_)) || job.len > job.limits.max_input_bytes {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
-/// Lowers this process's address space and CPU time to the job's limits.
+/// Lowers this process's address space to the job's limit, and its CPU
+/// time to what all its parses may take.
 fn limit_self(limits: &Limits) -> std::io::Result<()> {
     let memory = limits.worker_memory_bytes;
     rlimit::setrlimit(rlimit::Resource::AS, memory, memory)?;
-    let cpu = limits.timeout.as_secs() + 1;
+    let cpu = (limits.timeout.as_secs() + 1) * PARSES_PER_WORKER;
     rlimit::setrlimit(rlimit::Resource::CPU, cpu, cpu + 1)
 }

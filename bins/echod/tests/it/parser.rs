@@ -133,3 +133,62 @@ async fn a_worker_over_its_memory_or_time_limit_is_a_422() {
         "{body}"
     );
 }
+
+/// The worker processes the parser keeps, read from /proc (children of any
+/// of its threads).
+fn worker_pids(parser: &Server) -> std::collections::BTreeSet<u32> {
+    let tasks = format!("/proc/{}/task", parser.child.id());
+    std::fs::read_dir(tasks)
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("children")).ok())
+        .flat_map(|pids| {
+            pids.split_whitespace()
+                .map(|pid| pid.parse().unwrap())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Workers are reused, and a reused worker never hands one caller's text
+/// to another: 40 parses, 8 sent at a time (the parser runs as many at once
+/// as the machine has cores), each gets its own text back, from a few
+/// processes rather than 40. A worker that failed is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_are_reused_and_each_parse_gets_its_own_answer() {
+    let dir = echo_testkit::data_dir();
+    let (identity, parser) = start_both(dir.path(), &[]);
+    let good = token(&identity, "svc-p").await;
+    let mut rounds = Vec::new();
+    for round in 0..5 {
+        let parses = (0..8).map(|i| {
+            let text = format!("document {round}-{i} says {}", "words ".repeat(i * 50));
+            let (parser, good) = (&parser, &good);
+            async move { (text.clone(), parse(parser, good, text).await) }
+        });
+        for (text, (status, body)) in futures_util::future::join_all(parses).await {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["text"].as_str(), Some(text.as_str()));
+        }
+        rounds.push(worker_pids(&parser));
+    }
+    let all: std::collections::BTreeSet<u32> = rounds.iter().flatten().copied().collect();
+    let throughout: Vec<&u32> = all
+        .iter()
+        .filter(|pid| rounds.iter().all(|round| round.contains(pid)))
+        .collect();
+    assert!(
+        !throughout.is_empty() && all.len() <= 8,
+        "40 parses in 5 rounds: workers {rounds:?}; none lived through every round"
+    );
+
+    // A worker that fails is not reused: the next parse still answers.
+    let (status, _) = parse(
+        &parser,
+        &good,
+        b"PK\x03\x04\x14\0\0\0\x08\0garbage".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, body) = parse(&parser, &good, "still here").await;
+    assert_eq!((status, body["text"].as_str()), (200, Some("still here")));
+}
