@@ -196,10 +196,9 @@ pub struct UpArgs {
     pub parser_limits: parser::ParserLimitArgs,
     #[command(flatten)]
     pub queue: queue::QueueArgs,
-    /// Jobs the worker works on at once. A job mostly waits (for the
-    /// parser's process, for the index commit it shares with other jobs),
-    /// so several per core keep the cores busy.
-    #[arg(long, env = "ECHO_WORKER_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Jobs the worker works on at once (see
+    /// `worker::DEFAULT_CONCURRENCY`).
+    #[arg(long, env = "ECHO_WORKER_CONCURRENCY", default_value_t = worker::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_concurrency: u16,
     /// Run no worker in this process: documents wait for an `echod serve
     /// worker` elsewhere.

@@ -26,6 +26,14 @@ pub const SECRET: SecretPlace = SecretPlace {
     service: "the worker",
 };
 
+/// Jobs a worker works on at once by default. A job mostly waits (for a
+/// parser permit, for the index commit it shares with the other jobs), and
+/// every job waiting at the index joins the same commit: with 8 the pipeline
+/// ran at 106–133 small documents/s, with 32 at 190–310 (BENCHMARKS.md). A
+/// job holds its document while it runs, so memory is bounded by this many
+/// documents (25 MiB each at most).
+pub const DEFAULT_CONCURRENCY: u16 = 32;
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeWorkerArgs {
     /// The docs service's base URL.
@@ -47,8 +55,8 @@ pub struct ServeWorkerArgs {
     /// Audience of the parser's tokens.
     #[arg(long, env = "ECHO_PARSER_AUDIENCE", default_value = "parser")]
     pub parser_audience: String,
-    /// Jobs worked on at once (see `echod up --worker-concurrency`).
-    #[arg(long, env = "ECHO_WORKER_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Jobs worked on at once (see [`DEFAULT_CONCURRENCY`]).
+    #[arg(long, env = "ECHO_WORKER_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
     #[command(flatten)]
     pub queue: QueueArgs,
