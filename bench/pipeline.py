@@ -5,6 +5,10 @@ Signs in through the gateway (a browser login with a cookie jar), uploads
 N small text documents (8 uploads in flight), waits until every one is
 `done`, then asks Q questions and reports:
 
+With PDF_LINES=N in the environment the documents are one-page PDFs of N
+lines of words instead (about 60 bytes a line), whose parsing costs what a
+real PDF's does.
+
 - pipeline throughput: documents per second from the first upload to the
   last document searchable (status `done`: indexed and committed);
 - query latency p50/p99 over HTTP through the gateway (session + CSRF
@@ -18,6 +22,7 @@ import concurrent.futures
 import html
 import http.cookiejar
 import json
+import os
 import random
 import re
 import sys
@@ -42,7 +47,14 @@ def sign_in(gateway, user, password):
     return opener
 
 
+PDF_LINES = int(os.environ.get("PDF_LINES", "0"))
+EXTENSION = "pdf" if PDF_LINES else "txt"
+
+
 def document(rng, n):
+    if PDF_LINES:
+        lines = [" ".join(rng.choice(WORDS) for _ in range(8)) for _ in range(PDF_LINES)]
+        return pdf(lines + [f"Document number {n} is unique."])
     sentences = []
     for _ in range(12):
         sentences.append(" ".join(rng.choice(WORDS) for _ in range(10)).capitalize() + ".")
@@ -50,10 +62,34 @@ def document(rng, n):
     return " ".join(sentences).encode()
 
 
+def pdf(lines):
+    """A one-page PDF showing `lines`, with a correct xref table (as
+    echo_testkit::files::pdf builds them)."""
+    content = "BT /F1 10 Tf 36 770 Td 12 TL\n" + "".join(f"({line}) Tj T*\n" for line in lines) + "ET"
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        "/Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(content)} >>\nstream\n{content}\nendstream",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+    ]
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for i, obj in enumerate(objects):
+        offsets.append(len(out))
+        out += f"{i + 1} 0 obj\n{obj}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{o:010} 00000 n \n" for o in offsets).encode()
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out
+
+
 def upload(opener, gateway, name, body):
     boundary = "echo-bench-boundary"
     data = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-            "Content-Type: text/plain\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
+            f"Content-Type: {'application/pdf' if PDF_LINES else 'text/plain'}\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
     request = urllib.request.Request(
         gateway + "/api/documents", data=data, method="POST",
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}", "X-Echo-CSRF": "1"})
@@ -81,7 +117,7 @@ def parse_only(parser_url, token, count):
     bodies = [document(rng, n) for n in range(count)]
 
     def parse(body):
-        request = urllib.request.Request(parser_url + "/v1/parse?filename=doc.txt", data=body,
+        request = urllib.request.Request(parser_url + f"/v1/parse?filename=doc.{EXTENSION}", data=body,
                                          headers={"Authorization": "Bearer " + token})
         with urllib.request.urlopen(request) as response:
             response.read()
@@ -90,7 +126,9 @@ def parse_only(parser_url, token, count):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(parse, bodies))
     took = time.monotonic() - start
-    print(f"parser alone: {count} documents in {took:.2f} s: {count / took:.1f} documents/s")
+    size = sum(map(len, bodies)) / len(bodies) / 1024
+    print(f"parser alone: {count} documents ({EXTENSION}, {size:.1f} KiB on average) in {took:.2f} s: "
+          f"{count / took:.1f} documents/s")
 
 
 def main():
@@ -103,7 +141,7 @@ def main():
     queries = int(sys.argv[5]) if len(sys.argv) > 5 else 500
     opener = sign_in(gateway, user, password)
     rng = random.Random(6)
-    bodies = [(f"doc-{n}.txt", document(rng, n)) for n in range(count)]
+    bodies = [(f"doc-{n}.{EXTENSION}", document(rng, n)) for n in range(count)]
 
     start = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(8) as pool:

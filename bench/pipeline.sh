@@ -5,6 +5,7 @@
 # (p50/p99 through the gateway). `echod up` (every service and the worker)
 # runs on core 0, the load generator on core 1.
 # Usage: bench/pipeline.sh [first batch] [second batch] [queries]
+# PDF_LINES=N: one-page PDFs of N lines instead of small text documents.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 FIRST="${1:-1000}"; SECOND="${2:-9000}"; QUERIES="${3:-500}"
