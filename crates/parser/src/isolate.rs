@@ -322,7 +322,9 @@ pub fn run_worker() -> std::io::Result<()> {
             limit_self(&job.limits)?;
             limited = true;
         }
-        let result = if job.len > job.limits.max_input_bytes {
+        // An oversize file is refused unread, so the worker cannot go on.
+        let too_large = job.len > job.limits.max_input_bytes;
+        let result = if too_large {
             Err(ParseError::TooLarge {
                 max: job.limits.max_input_bytes,
             })
@@ -342,7 +344,7 @@ pub fn run_worker() -> std::io::Result<()> {
         serde_json::to_writer(&mut stdout, &outcome).map_err(std::io::Error::other)?;
         stdout.write_all(b"\n")?;
         stdout.flush()?;
-        if matches!(outcome, Outcome::Crashed(_)) || job.len > job.limits.max_input_bytes {
+        if too_large || matches!(outcome, Outcome::Crashed(_)) {
             return Ok(());
         }
     }

@@ -655,7 +655,7 @@ macro_rules! sql_repositories {
                 for r in &firsts {
                     query = query.bind(&r.old_hash).bind(r.now).bind(&r.sealed_successor);
                 }
-                let spent: std::collections::HashSet<String> =
+                let mut spent: std::collections::HashSet<String> =
                     query.fetch_all(&mut *tx).await?.into_iter().collect();
                 let successors: Vec<&RefreshToken> = firsts
                     .iter()
@@ -664,11 +664,8 @@ macro_rules! sql_repositories {
                     .collect();
                 Self::insert_refresh_rows(&mut *tx, &successors).await?;
                 tx.commit().await?;
-                let mut rotated = spent;
-                Ok(batch
-                    .iter()
-                    .map(|r| rotated.remove(&r.old_hash))
-                    .collect())
+                // `remove`: only a token's first copy in the batch rotated.
+                Ok(batch.iter().map(|r| spent.remove(&r.old_hash)).collect())
             }
 
             /// Inserts refresh-token rows in one statement.
@@ -684,7 +681,7 @@ macro_rules! sql_repositories {
                 }
                 let insert = format!(
                     "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) VALUES {}",
-                    placeholders::<$db>(rows.len(), 15)
+                    placeholders::<$db>(rows.len(), REFRESH_COLUMNS.split(',').count())
                 );
                 let mut query = sqlx::query(&insert);
                 for t in rows {
