@@ -253,19 +253,8 @@ async fn multipart_fields_other_than_file_are_ignored() {
          --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"kept.txt\"\r\n\r\nkept\r\n\
          --{boundary}--\r\n"
     );
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/documents", f.url))
-        .bearer_auth(f.user("alice"))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
+    let (status, body) = f.post_multipart(&f.user("alice"), boundary, body).await;
+    assert_eq!(status, 201, "{body}");
     let names: Vec<&str> = body["documents"]
         .as_array()
         .unwrap()

@@ -159,6 +159,16 @@ impl Fixture {
             body.extend_from_slice(b"\r\n");
         }
         body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        self.post_multipart(token, boundary, body).await
+    }
+
+    /// Posts a multipart `body` already built with `boundary`.
+    pub async fn post_multipart(
+        &self,
+        token: &str,
+        boundary: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
         let response = self
             .http
             .post(format!("{}/v1/documents", self.url))
@@ -196,28 +206,24 @@ impl Fixture {
     }
 
     pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        json_of(response).await
+        json_of(self.send_get(token, path).await).await
     }
 
     /// The raw answer of `GET {path}`.
     pub async fn download(&self, token: &str, path: &str) -> (u16, HeaderMap, Vec<u8>) {
-        let response = self
-            .http
+        let response = self.send_get(token, path).await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.bytes().await.unwrap().to_vec())
+    }
+
+    async fn send_get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http
             .get(format!("{}{path}", self.url))
             .bearer_auth(token)
             .send()
             .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        (status, headers, response.bytes().await.unwrap().to_vec())
+            .unwrap()
     }
 
     pub async fn delete(&self, token: &str, id: &str) -> (u16, Value) {
