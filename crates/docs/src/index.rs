@@ -13,15 +13,20 @@
 //! everyone else's), applies and commits it, reloads the reader and wakes
 //! the others. Operations keep arriving in the list while a commit runs, so
 //! under load each commit carries the work of every caller that came during
-//! the previous one, instead of each caller paying a commit. Every call
-//! returns once its changes are committed and the reader reloaded: a search
-//! right after sees them.
+//! the previous one, instead of each caller paying a commit. The committer
+//! also holds the list open for [`COMMIT_WINDOW`] before it takes it, so
+//! callers that arrive just after an idle moment share a commit too: a
+//! commit's fixed cost (a new segment, its files, merges of small segments,
+//! the reader's reload) is most of the cost of indexing a small document.
+//! Every call returns once its changes are committed and the reader
+//! reloaded: a search right after sees them.
 //!
 //! The functions block (tantivy is synchronous): async callers run them in
 //! `spawn_blocking`.
 
 use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Count, TopDocs};
@@ -48,6 +53,11 @@ const WRITER_MEMORY_BYTES: usize = 50_000_000;
 /// One indexing thread: the machines are small and documents are indexed a
 /// few chunks at a time, so more threads would only mean more segments.
 const WRITER_THREADS: usize = 1;
+
+/// How long a committer waits for more callers before it takes the pending
+/// list: a document becomes searchable up to this much later, and under
+/// load each commit carries several times more documents.
+pub const COMMIT_WINDOW: Duration = Duration::from_millis(20);
 
 /// One chunk found by a search.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +162,7 @@ pub struct SearchIndex {
     commits: Mutex<Commits>,
     /// Signalled when a commit attempt is over.
     commit_finished: Condvar,
+    commit_window: Duration,
     reader: IndexReader,
 }
 
@@ -209,8 +220,16 @@ impl SearchIndex {
             writer: Mutex::new(writer),
             commits: Mutex::new(Commits::default()),
             commit_finished: Condvar::new(),
+            commit_window: COMMIT_WINDOW,
             reader,
         })
+    }
+
+    /// Sets how long a committer collects operations before committing
+    /// (default [`COMMIT_WINDOW`]; zero commits at once).
+    pub fn with_commit_window(mut self, window: Duration) -> Self {
+        self.commit_window = window;
+        self
     }
 
     /// Replaces the document's chunks: deletes every chunk indexed for
@@ -354,16 +373,25 @@ impl SearchIndex {
         }
         // Not finished and none running: `finished == next_attempt`, and
         // `finished <= attempt <= next_attempt`, so the next attempt is ours.
-        let operations = std::mem::take(&mut commits.pending);
-        commits.next_attempt += 1;
         commits.committing = true;
-        drop(commits);
         // Ends the attempt even if the commit panics, so waiters never hang.
         let mut attempt_guard = AttemptGuard {
             index: self,
             attempt,
             succeeded: false,
         };
+        // The window: operations queued meanwhile still get `next_attempt`,
+        // which is this one, and wait for `commit_finished` like any other.
+        if !self.commit_window.is_zero() {
+            drop(commits);
+            std::thread::sleep(self.commit_window);
+            // As in `AttemptGuard`: the attempt must be taken whatever
+            // panicked elsewhere, or `next_attempt` would fall behind.
+            commits = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        }
+        let operations = std::mem::take(&mut commits.pending);
+        commits.next_attempt += 1;
+        drop(commits);
         self.commit_and_reload(operations)?;
         attempt_guard.succeeded = true;
         Ok(())
@@ -675,6 +703,40 @@ mod tests {
         // A later caller needs a new attempt.
         index.remove("doc-1").unwrap();
         assert_eq!(finished(), 2);
+    }
+
+    #[test]
+    fn callers_within_the_commit_window_share_a_commit() {
+        let window = Duration::from_millis(300);
+        let index = Arc::new(SearchIndex::in_memory().unwrap().with_commit_window(window));
+        let first = {
+            let index = Arc::clone(&index);
+            std::thread::spawn(move || {
+                index
+                    .replace("doc-1", "alice", "a.txt", &chunks(&["window one"]))
+                    .unwrap()
+            })
+        };
+        // The first caller's commit is open for 300 ms; the second arrives
+        // well inside it and rides along.
+        std::thread::sleep(window / 6);
+        index
+            .replace("doc-2", "alice", "b.txt", &chunks(&["window two"]))
+            .unwrap();
+        first.join().unwrap();
+        assert_eq!(index.commits.lock().unwrap().finished, 1);
+        assert_eq!(index.search("alice", "window", 5).unwrap().len(), 2);
+        // Without a window the same two callers pay a commit each.
+        let eager = SearchIndex::in_memory()
+            .unwrap()
+            .with_commit_window(Duration::ZERO);
+        eager
+            .replace("doc-1", "alice", "a.txt", &chunks(&["window one"]))
+            .unwrap();
+        eager
+            .replace("doc-2", "alice", "b.txt", &chunks(&["window two"]))
+            .unwrap();
+        assert_eq!(eager.commits.lock().unwrap().finished, 2);
     }
 
     #[test]
