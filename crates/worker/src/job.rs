@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use echo_audit_client::TokenSource;
-use echo_queue::{JobQueue, Leased, QueueError};
+use echo_queue::{JobQueue, Leased};
 use reqwest::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{Result, WorkerError, parser_refusal};
+use crate::progress::Progress;
 use crate::{Tokens, WorkerConfig};
 
 /// The job kind the docs service enqueues for every upload.
@@ -74,7 +75,7 @@ impl Pipeline {
 
     /// Runs `job` to its end (progress 10 / 50 / 90 on the way); the caller
     /// completes or fails it.
-    pub async fn run(&self, job: &Leased) -> Result<Outcome> {
+    pub async fn run(&self, job: &Leased, progress: &Progress) -> Result<Outcome> {
         if job.kind != INDEX_DOCUMENT {
             return Err(WorkerError::UnknownKind(job.kind.clone()));
         }
@@ -91,28 +92,15 @@ impl Pipeline {
         let Some((bytes, filename)) = self.content(&id).await? else {
             return Ok(Outcome::Deleted);
         };
-        self.progress(job, 10).await?;
+        progress.set(10);
         let text = self.parse(bytes, filename.as_deref()).await?;
-        self.progress(job, 50).await?;
+        progress.set(50);
         let chunks = echo_docs::chunk_text(&text, echo_docs::DEFAULT_CHUNK_CHARS);
-        self.progress(job, 90).await?;
+        progress.set(90);
         if !self.index(&id, &chunks).await? {
             return Ok(Outcome::Deleted);
         }
         Ok(Outcome::Indexed(chunks.len()))
-    }
-
-    /// Reports progress; a lease lost meanwhile ends the job here (another
-    /// worker has it now), other queue trouble is only logged.
-    async fn progress(&self, job: &Leased, percent: u8) -> Result<()> {
-        match self.queue.set_progress(&job.lease, percent).await {
-            Ok(()) => Ok(()),
-            Err(e @ QueueError::StaleLease(_)) => Err(e.into()),
-            Err(e) => {
-                tracing::warn!(job = %job.id(), error = %e, "cannot record progress");
-                Ok(())
-            }
-        }
     }
 
     /// `GET <docs>/v1/documents/{id}/content`: the bytes and the file name

@@ -15,6 +15,8 @@
 //! - Every call is HTTP with the worker's own service token for the service
 //!   called ([`Tokens`]: client credentials, audiences `docs` and `parser`);
 //!   a 401 drops the cached token and tries once more.
+//! - Progress is written [`PROGRESS_DELAY`] after it changes, so a job
+//!   that takes only milliseconds writes none (its completion sets 100).
 //! - Failures ([`WorkerError::failure`]): the parser's 413/415/422 fail the
 //!   job at once with the parser's message, which the user sees; so do an
 //!   unknown job kind and a malformed payload. Anything that may pass next
@@ -38,11 +40,14 @@ use tokio::task::JoinSet;
 
 mod error;
 mod job;
+mod progress;
 
 pub use error::{Result, WorkerError};
 pub use job::INDEX_DOCUMENT;
+pub use progress::PROGRESS_DELAY;
 
 use job::Pipeline;
+use progress::Progress;
 
 /// The worker's service tokens: one for docs' audience, one for the
 /// parser's (e.g. two [`echo_audit_client::ClientCredentials`] of one
@@ -168,9 +173,13 @@ impl Worker {
     async fn handle(&self, job: &Leased) {
         let queue = &self.pipeline.queue;
         let _heartbeat = Heartbeat::start(queue.clone(), job.lease.clone());
+        let progress = Progress::start(queue.clone(), job.lease.clone());
         let id = job.id().clone();
         let attempt = job.attempt();
-        let outcome = self.pipeline.run(job).await;
+        let outcome = self.pipeline.run(job, &progress).await;
+        // Stopped before the end is written; a progress write still in
+        // flight then finds the job no longer processing and changes nothing.
+        drop(progress);
         let ended = match &outcome {
             Ok(outcome) => {
                 tracing::info!(job = %id, attempt, ?outcome, "job done");

@@ -330,11 +330,23 @@ async fn a_worker_killed_mid_job(dir: &Path, queue_env: &[(&str, String)]) {
         .await
         .expect("the worker calls the parser")
         .unwrap();
-    let (_, view) = alice
-        .api(reqwest::Method::GET, &format!("/api/documents/{id}"), None)
-        .await;
-    assert_eq!(view["status"], "processing", "{view}");
-    assert_eq!(view["progress"], 10, "fetched, not parsed yet: {view}");
+    // The progress is written a moment after the fetch (PROGRESS_DELAY).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, view) = alice
+            .api(reqwest::Method::GET, &format!("/api/documents/{id}"), None)
+            .await;
+        assert_eq!(view["status"], "processing", "{view}");
+        if view["progress"] == 10 {
+            break; // fetched, not parsed yet
+        }
+        assert_eq!(view["progress"], 0, "{view}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     first.0.kill().unwrap(); // SIGKILL
     first.0.wait().unwrap();
