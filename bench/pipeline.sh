@@ -6,6 +6,8 @@
 # runs on core 0, the load generator on core 1.
 # Usage: bench/pipeline.sh [first batch] [second batch] [queries]
 # PDF_LINES=N: one-page PDFs of N lines instead of small text documents.
+# After the first batch, bench/cpu.py reports where echod's CPU time went
+# per document (parse workers, search index, SQLite, services).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 FIRST="${1:-1000}"; SECOND="${2:-9000}"; QUERIES="${3:-500}"
@@ -34,7 +36,10 @@ for _ in $(seq 1 200); do grep -q '^up ' "$WORK/up.out" 2>/dev/null && break; sl
 GW="$(awk '/^up / {print $2}' "$WORK/up.out")"
 [ -n "$GW" ] || { cat "$WORK/up.out"; exit 1; }
 
+python3 bench/cpu.py snapshot "$PID" > "$WORK/cpu-before.json"
 taskset -c 1 python3 bench/pipeline.py "$GW" bench "bench user's password" "$FIRST" 0
+python3 bench/cpu.py snapshot "$PID" > "$WORK/cpu-after.json"
+python3 bench/cpu.py report "$WORK/cpu-before.json" "$WORK/cpu-after.json" "$FIRST"
 # The parser alone, with the worker's own service token.
 ISSUER="http://$(awk '/^ready / {print $2; exit}' "$WORK/up.out")"
 PARSER="http://$(awk '/^ready / {n++} n==5 {print $2; exit}' "$WORK/up.out")"
