@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use echo_audit_client::{AuditWriter, ClientCredentials, WriterConfig};
-use echo_core::audit::{AuditSink, LogAuditSink};
+use echo_core::audit::AuditSink;
 use echo_docs::{DocsApp, DocsConfig, LlmClient};
 use echo_queue::JobQueue;
 
-use crate::first_party::{self, SecretPlace};
+use crate::first_party::{SecretPlace, ServiceAudit};
 use crate::platform::{announce_ready, shutdown_signal};
 use crate::queue::QueueArgs;
 use crate::settings::{ensure_data_dir, existing_secret_text};
@@ -82,57 +81,6 @@ pub struct DocsOptions {
     pub llm_timeout: Duration,
 }
 
-/// Where docs' audit events go, and the writer to flush at shutdown if it
-/// is one.
-pub struct DocsAudit {
-    pub sink: Arc<dyn AuditSink>,
-    pub writer: Option<Arc<AuditWriter>>,
-}
-
-impl DocsAudit {
-    /// The audit service at `url` with tokens for `audience`, as client
-    /// `docs` (its secret `secret`), spooled under `<data>/audit-spool/docs`.
-    pub fn writer(
-        dir: &Path,
-        issuer: &str,
-        secret: &str,
-        url: &str,
-        audience: &str,
-    ) -> anyhow::Result<Self> {
-        let token = ClientCredentials::new(
-            format!("{}/token", issuer.trim_end_matches('/')),
-            CLIENT_ID.into(),
-            secret.to_owned(),
-            audience.into(),
-        );
-        let config = WriterConfig::new(
-            url.trim_end_matches('/'),
-            dir.join("audit-spool").join("docs"),
-        );
-        let writer = AuditWriter::start(config, Arc::new(token))
-            .context("cannot start the docs service's audit writer")?;
-        Ok(Self {
-            sink: writer.clone(),
-            writer: Some(writer),
-        })
-    }
-
-    /// Events to the log.
-    pub fn log() -> Self {
-        Self {
-            sink: Arc::new(LogAuditSink),
-            writer: None,
-        }
-    }
-
-    /// Sends what is still buffered (the rest stays spooled on disk).
-    pub async fn shutdown(self) {
-        if let Some(writer) = self.writer {
-            writer.shutdown().await;
-        }
-    }
-}
-
 /// The docs service over `queue`, accepting `issuer`'s tokens for
 /// `audience`.
 pub async fn build(
@@ -173,13 +121,12 @@ pub async fn serve(data_dir: &Path, args: &ServeDocsArgs) -> anyhow::Result<()> 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let audit = match &args.audit_url {
-        Some(url) => {
-            let secret = first_party::client_secret(data_dir, &SECRET, false)?;
-            DocsAudit::writer(data_dir, &args.issuer, &secret, url, &args.audit_audience)?
-        }
-        None => DocsAudit::log(),
-    };
+    let audit = ServiceAudit::for_serve(
+        data_dir,
+        (&args.issuer, CLIENT_ID, &SECRET),
+        args.audit_url.as_deref(),
+        &args.audit_audience,
+    )?;
     let queue = args.queue.open(data_dir).await?;
     let app = build(
         data_dir,

@@ -1,12 +1,15 @@
 //! The first-party clients of identity that `echod up` registers (the
-//! gateway, docs, the worker): where each keeps its secret, and bringing
-//! each registration up to date on every start.
+//! gateway, docs, the parser, the worker): where each keeps its secret,
+//! bringing each registration up to date on every start, and the audit
+//! writer a service records through as its own client.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
+use echo_audit_client::{AuditWriter, ClientCredentials, WriterConfig};
 use echo_core::SystemClock;
-use echo_core::audit::LogAuditSink;
+use echo_core::audit::{AuditSink, LogAuditSink};
 use echo_crypto::secret::{generate_client_secret, hash_client_secret, verify_client_secret};
 use echo_identity::admin::{self, NewClient};
 use echo_store::Store;
@@ -159,4 +162,73 @@ async fn ensure_access(
         "updated a client's registration at identity"
     );
     Ok(())
+}
+
+/// Where a first-party service's audit events go (docs, the parser), and
+/// the writer to flush at shutdown if it is one.
+pub struct ServiceAudit {
+    pub sink: Arc<dyn AuditSink>,
+    pub writer: Option<Arc<AuditWriter>>,
+}
+
+impl ServiceAudit {
+    /// The audit service at `url` with tokens for `audience`, as the
+    /// service's own client of `issuer` (`client_id` with `secret`),
+    /// spooled under `<data>/audit-spool/<client_id>`.
+    pub fn writer(
+        dir: &Path,
+        (issuer, client_id, secret): (&str, &str, &str),
+        url: &str,
+        audience: &str,
+    ) -> anyhow::Result<Self> {
+        let token = ClientCredentials::new(
+            format!("{}/token", issuer.trim_end_matches('/')),
+            client_id.into(),
+            secret.to_owned(),
+            audience.into(),
+        );
+        let config = WriterConfig::new(
+            url.trim_end_matches('/'),
+            dir.join("audit-spool").join(client_id),
+        );
+        let writer = AuditWriter::start(config, Arc::new(token))
+            .with_context(|| format!("cannot start the audit writer of {client_id}"))?;
+        Ok(Self {
+            sink: writer.clone(),
+            writer: Some(writer),
+        })
+    }
+
+    /// What a `serve` command records through: the audit service at `url`
+    /// as the service's client (its secret from `place`, which must exist),
+    /// or the log without a URL.
+    pub fn for_serve(
+        dir: &Path,
+        (issuer, client_id, place): (&str, &str, &SecretPlace),
+        url: Option<&str>,
+        audience: &str,
+    ) -> anyhow::Result<Self> {
+        match url {
+            Some(url) => {
+                let secret = client_secret(dir, place, false)?;
+                Self::writer(dir, (issuer, client_id, &secret), url, audience)
+            }
+            None => Ok(Self::log()),
+        }
+    }
+
+    /// Events to the log.
+    pub fn log() -> Self {
+        Self {
+            sink: Arc::new(LogAuditSink),
+            writer: None,
+        }
+    }
+
+    /// Sends what is still buffered (the rest stays spooled on disk).
+    pub async fn shutdown(self) {
+        if let Some(writer) = self.writer {
+            writer.shutdown().await;
+        }
+    }
 }

@@ -440,7 +440,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => platform::serve_gateway(&data_dir, &args).await,
         Command::Serve {
             service: Service::Parser(args),
-        } => parser::serve(&args).await,
+        } => parser::serve(&data_dir, &args).await,
         Command::Serve {
             service: Service::Docs(args),
         } => docs::serve(&data_dir, &args).await,

@@ -1,13 +1,24 @@
 //! `echod serve parser` and the hidden `echod parse-worker` processes it
 //! runs the parses in (see `echo_parser::isolate`).
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use echo_parser::{Isolation, Limits};
 
+use crate::first_party::{SecretPlace, ServiceAudit};
 use crate::platform::{announce_ready, shutdown_signal};
+
+/// The parser's client id at identity, for its audit writes.
+pub const CLIENT_ID: &str = "parser";
+/// Its client secret (`echod up` creates the file on first run).
+pub const SECRET: SecretPlace = SecretPlace {
+    var: "ECHO_PARSER_CLIENT_SECRET",
+    file: "parser-client.secret",
+    service: "the parser",
+};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeParserArgs {
@@ -24,6 +35,14 @@ pub struct ServeParserArgs {
     /// Audience of tokens the parser accepts.
     #[arg(long, env = "ECHO_PARSER_AUDIENCE", default_value = "parser")]
     pub audience: String,
+    /// The audit service the parser records refused callers to (as client
+    /// `parser`, secret `ECHO_PARSER_CLIENT_SECRET` or
+    /// `<data>/parser-client.secret`); without it they go to the log.
+    #[arg(long, env = "ECHO_AUDIT_URL")]
+    pub audit_url: Option<String>,
+    /// Audience of the audit service's tokens.
+    #[arg(long, env = "ECHO_AUDIT_AUDIENCE", default_value = "audit")]
+    pub audit_audience: String,
     #[command(flatten)]
     pub limits: ParserLimitArgs,
 }
@@ -66,20 +85,28 @@ pub fn isolation() -> anyhow::Result<Isolation> {
     })
 }
 
-pub async fn serve(args: &ServeParserArgs) -> anyhow::Result<()> {
+pub async fn serve(data_dir: &Path, args: &ServeParserArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let audit = ServiceAudit::for_serve(
+        data_dir,
+        (&args.issuer, CLIENT_ID, &SECRET),
+        args.audit_url.as_deref(),
+        &args.audit_audience,
+    )?;
     let app = echo_parser::build(
         &args.issuer,
         &args.audience,
         args.limits.limits(),
         isolation()?,
+        audit.sink.clone(),
     );
     tracing::info!(issuer = %args.issuer, "parser listening");
     announce_ready(&listener)?;
-    echo_parser::serve(listener, app, shutdown_signal()).await?;
-    Ok(())
+    let served = echo_parser::serve(listener, app, shutdown_signal()).await;
+    audit.shutdown().await;
+    Ok(served?)
 }
 
 /// `echod parse-worker`: parses the jobs on stdin, answers on stdout

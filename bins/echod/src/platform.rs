@@ -15,8 +15,7 @@ use echo_identity::{IdentityConfig, Provider};
 use echo_store::Store;
 use tokio::net::TcpListener;
 
-use crate::docs::DocsAudit;
-use crate::first_party;
+use crate::first_party::{self, ServiceAudit};
 use crate::settings::{master_key, open_store};
 use crate::{
     AuditArgs, IdentityArgs, ServeGatewayArgs, ServeIdentityArgs, UpArgs, audit, docs, gateway,
@@ -224,14 +223,20 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     )
     .await?;
     let docs_secret = first_party::client_secret(data_dir, &docs::SECRET, true)?;
-    first_party::register_service(
-        &*store,
-        docs::CLIENT_ID,
-        &docs_secret,
-        vec![args.audit_audience.clone()],
-        vec!["audit.write".into()],
-    )
-    .await?;
+    let parser_secret = first_party::client_secret(data_dir, &parser::SECRET, true)?;
+    for (client_id, secret) in [
+        (docs::CLIENT_ID, &docs_secret),
+        (parser::CLIENT_ID, &parser_secret),
+    ] {
+        first_party::register_service(
+            &*store,
+            client_id,
+            secret,
+            vec![args.audit_audience.clone()],
+            vec!["audit.write".into()],
+        )
+        .await?;
+    }
     let (writer, own_token) = identity_audit_writer(data_dir, &audit_url, &args.audit_audience)?;
     let (identity_listener, provider) =
         start_identity(data_dir, &args.identity, store, writer.clone()).await?;
@@ -264,10 +269,9 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     )
     .await?;
     let queue = args.queue.open(data_dir).await?;
-    let docs_audit = DocsAudit::writer(
+    let docs_audit = ServiceAudit::writer(
         data_dir,
-        &issuer,
-        &docs_secret,
+        (&issuer, docs::CLIENT_ID, &docs_secret),
         &audit_url,
         &args.audit_audience,
     )?;
@@ -279,11 +283,18 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
         docs_audit.sink.clone(),
     )
     .await?;
+    let parser_audit = ServiceAudit::writer(
+        data_dir,
+        (&issuer, parser::CLIENT_ID, &parser_secret),
+        &audit_url,
+        &args.audit_audience,
+    )?;
     let parser_app = echo_parser::build(
         &issuer,
         &args.parser_audience,
         args.parser_limits.limits(),
         parser::isolation()?,
+        parser_audit.sink.clone(),
     );
     let worker = if args.no_worker {
         None
@@ -346,6 +357,7 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
         writer.shutdown().await;
     }
     docs_audit.shutdown().await;
+    parser_audit.shutdown().await;
     identity?;
     audit?;
     gateway?;

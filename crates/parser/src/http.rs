@@ -9,7 +9,9 @@
 //!
 //! Callers are services: the token must name the calling client as its
 //! subject (`sub` = `client_id`, what client credentials issue), so a user's
-//! access token is refused even with the right audience.
+//! access token is refused even with the right audience. Every refused
+//! token is audited (`parse.denied`, with the reason and the caller's
+//! address; the subject too when the token itself was valid).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,8 +25,9 @@ use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use echo_core::audit::{AuditEvent, AuditSink};
 use echo_verify::{Claims, Expectations, HttpJwks, Verifier, VerifierOptions, VerifyError};
-use echo_web::SecurityHeaders;
+use echo_web::{Peer, SecurityHeaders};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -34,22 +37,33 @@ use crate::isolate::Isolator;
 use crate::{Isolation, Limits, ParseError, Parsed, sniff};
 
 /// What the HTTP layer needs.
-#[derive(Debug)]
 pub struct ParserApp {
     verifier: Arc<Verifier>,
     audience: String,
     limits: Limits,
     isolator: Isolator,
+    audit: Arc<dyn AuditSink>,
+}
+
+impl std::fmt::Debug for ParserApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParserApp")
+            .field("audience", &self.audience)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ParserApp {
     /// A parser accepting tokens for `audience` checked by `verifier`,
-    /// running at most one parse per CPU at once.
+    /// running at most one parse per CPU at once, auditing refusals to
+    /// `audit`.
     pub fn new(
         verifier: Arc<Verifier>,
         audience: &str,
         limits: Limits,
         isolation: Isolation,
+        audit: Arc<dyn AuditSink>,
     ) -> Self {
         let concurrency = std::thread::available_parallelism().map_or(2, usize::from);
         Self {
@@ -57,13 +71,31 @@ impl ParserApp {
             audience: audience.to_owned(),
             limits,
             isolator: Isolator::new(isolation, concurrency),
+            audit,
         }
+    }
+
+    /// Records a refused caller.
+    fn denied(&self, peer: Peer, reason: &str, subject: Option<&str>) {
+        let mut event = AuditEvent::failure("parse.denied")
+            .origin(peer.ip, peer.user_agent)
+            .detail("reason", reason);
+        if let Some(subject) = subject {
+            event = event.actor(subject);
+        }
+        self.audit.record(event);
     }
 }
 
 /// The parser for `issuer`'s tokens (keys from its `/jwks`) with audience
 /// `audience`: what `echod serve parser` and `echod up` run.
-pub fn build(issuer: &str, audience: &str, limits: Limits, isolation: Isolation) -> Arc<ParserApp> {
+pub fn build(
+    issuer: &str,
+    audience: &str,
+    limits: Limits,
+    isolation: Isolation,
+    audit: Arc<dyn AuditSink>,
+) -> Arc<ParserApp> {
     let jwks = HttpJwks::new(format!("{}/jwks", issuer.trim_end_matches('/')));
     let verifier = Verifier::new(issuer, Arc::new(jwks), VerifierOptions::default());
     Arc::new(ParserApp::new(
@@ -71,6 +103,7 @@ pub fn build(issuer: &str, audience: &str, limits: Limits, isolation: Isolation)
         audience,
         limits,
         isolation,
+        audit,
     ))
 }
 
@@ -95,21 +128,36 @@ pub async fn serve(
     echo_web::serve(listener, router(app), shutdown).await
 }
 
-/// The calling service's verified claims, or the 401/503 to answer.
-async fn caller(app: &ParserApp, headers: &HeaderMap) -> Result<Arc<Claims>, Response> {
-    let token = echo_web::bearer(headers).ok_or_else(|| unauthorized(None))?;
-    let claims = app
+/// The calling service's verified claims, or the 401/503 to answer (a
+/// 401 audited).
+async fn caller(app: &ParserApp, headers: &HeaderMap, peer: Peer) -> Result<Arc<Claims>, Response> {
+    const MISSING: &str = "missing bearer token";
+    const NOT_A_SERVICE: &str = "not_a_service_token";
+    let Some(token) = echo_web::bearer(headers) else {
+        app.denied(peer, MISSING, None);
+        return Err(unauthorized(None));
+    };
+    let claims = match app
         .verifier
         .verify(token, &Expectations::access_token(&app.audience))
         .await
-        .map_err(|e| match e {
-            VerifyError::KeysUnavailable(_) => {
-                problem(StatusCode::SERVICE_UNAVAILABLE, "signing keys unavailable")
-            }
-            other => unauthorized(Some(other.code())),
-        })?;
+    {
+        Ok(claims) => claims,
+        // Our own trouble, not the caller's: nothing to audit.
+        Err(VerifyError::KeysUnavailable(_)) => {
+            return Err(problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "signing keys unavailable",
+            ));
+        }
+        Err(other) => {
+            app.denied(peer, other.code(), None);
+            return Err(unauthorized(Some(other.code())));
+        }
+    };
     if claims.client_id.as_deref() != Some(claims.sub.as_str()) {
-        return Err(unauthorized(Some("not_a_service_token")));
+        app.denied(peer, NOT_A_SERVICE, Some(&claims.sub));
+        return Err(unauthorized(Some(NOT_A_SERVICE)));
     }
     Ok(claims)
 }
@@ -132,10 +180,11 @@ struct ParseParams {
 async fn parse(
     State(app): AppState,
     Query(params): Query<ParseParams>,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let claims = match caller(&app, &headers).await {
+    let claims = match caller(&app, &headers, peer).await {
         Ok(claims) => claims,
         Err(response) => return response,
     };

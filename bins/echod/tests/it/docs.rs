@@ -484,7 +484,12 @@ async fn up_registers_the_pipeline_clients_and_updates_an_older_gateway() {
         "{worker}"
     );
     assert!(row("docs").contains("audit"), "{listing}");
-    for secret in ["worker-client.secret", "docs-client.secret"] {
+    assert!(row("parser").contains("audit"), "{listing}");
+    for secret in [
+        "worker-client.secret",
+        "docs-client.secret",
+        "parser-client.secret",
+    ] {
         let mode = std::fs::metadata(dir.path().join(secret))
             .unwrap()
             .permissions()

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use echo_core::audit::{MemoryAuditSink, Outcome};
 use echo_crypto::{Algorithm, JwkSet, SigningKey};
 use echo_parser::{Isolation, Limits, ParserApp};
 use echo_verify::{JwksSource, StaticJwks, Verifier, VerifierOptions, VerifyError};
@@ -21,6 +22,7 @@ const ISSUER: &str = "http://127.0.0.1:8081";
 pub struct Fixture {
     url: String,
     key: SigningKey,
+    audit: Arc<MemoryAuditSink>,
 }
 
 impl Fixture {
@@ -37,7 +39,14 @@ impl Fixture {
             })),
             VerifierOptions::default(),
         );
-        let app = ParserApp::new(Arc::new(verifier), "parser", limits, Isolation::Thread);
+        let audit = Arc::new(MemoryAuditSink::default());
+        let app = ParserApp::new(
+            Arc::new(verifier),
+            "parser",
+            limits,
+            Isolation::Thread,
+            audit.clone(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(echo_parser::serve(
@@ -45,7 +54,7 @@ impl Fixture {
             Arc::new(app),
             std::future::pending(),
         ));
-        Self { url, key }
+        Self { url, key, audit }
     }
 
     pub fn token(&self, claims: Value) -> String {
@@ -123,6 +132,36 @@ async fn only_service_tokens_for_the_parser_are_accepted() {
         .unwrap();
     assert_eq!(fixture.post_as(Some(&forged), None, "hello").await.0, 401);
     fixture.assert_alive().await;
+
+    // Every refusal is in the audit trail, with its reason and the caller's
+    // address; the subject only where the token itself was valid.
+    let denied: Vec<_> = fixture
+        .audit
+        .events()
+        .into_iter()
+        .filter(|e| e.action == "parse.denied")
+        .collect();
+    let reasons: Vec<_> = denied
+        .iter()
+        .map(|e| e.details["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "missing bearer token",
+            "wrong_audience",
+            "not_a_service_token",
+            "expired",
+            "bad_signature"
+        ],
+        "{denied:?}"
+    );
+    assert!(denied.iter().all(|e| e.outcome == Outcome::Failure));
+    assert!(denied.iter().all(|e| e.ip.as_deref() == Some("127.0.0.1")));
+    let actors: Vec<_> = denied.iter().map(|e| e.actor.as_deref()).collect();
+    assert_eq!(actors, [None, None, Some("alice"), None, None]);
+    // The accepted parse (assert_alive) is not an event.
+    assert_eq!(denied.len(), fixture.audit.events().len());
 }
 
 #[tokio::test]
@@ -154,11 +193,13 @@ async fn unknown_keys_without_a_jwks_are_a_503() {
         }
     }
     let verifier = Verifier::new(ISSUER, Arc::new(Down), VerifierOptions::default());
+    let audit = Arc::new(MemoryAuditSink::default());
     let app = ParserApp::new(
         Arc::new(verifier),
         "parser",
         Limits::default(),
         Isolation::Thread,
+        audit.clone(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
