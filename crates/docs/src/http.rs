@@ -160,6 +160,9 @@ enum Principal {
     Service {
         worker: Worker,
         indexer: bool,
+        /// Where the request came from (address, user agent), for the
+        /// audit trail.
+        origin: (Option<String>, Option<String>),
     },
 }
 
@@ -167,16 +170,31 @@ const USER_TOKEN_REQUIRED: &str = "a user token is required";
 const INDEX_TOKEN_REQUIRED: &str = "a service token with scope docs.index is required";
 
 impl DocsApp {
+    /// The verified caller; a refused token (not our own trouble fetching
+    /// keys) is audited.
     async fn principal(&self, headers: &HeaderMap, peer: Peer) -> Result<Principal> {
-        let token = echo_web::bearer(headers).ok_or(DocsError::Unauthorized(None))?;
-        let claims = self
-            .verifier
-            .verify(token, &Expectations::access_token(&self.audience))
-            .await
-            .map_err(|e| match e {
-                VerifyError::KeysUnavailable(_) => DocsError::KeysUnavailable,
-                other => DocsError::Unauthorized(Some(other.code())),
-            })?;
+        let verified = match echo_web::bearer(headers) {
+            None => Err(DocsError::Unauthorized(None)),
+            Some(token) => self
+                .verifier
+                .verify(token, &Expectations::access_token(&self.audience))
+                .await
+                .map_err(|e| match e {
+                    VerifyError::KeysUnavailable(_) => DocsError::KeysUnavailable,
+                    other => DocsError::Unauthorized(Some(other.code())),
+                }),
+        };
+        let claims = match verified {
+            Ok(claims) => claims,
+            Err(e) => {
+                if let DocsError::Unauthorized(code) = &e {
+                    let reason = code.unwrap_or("missing bearer token");
+                    self.docs
+                        .access_denied((peer.ip, peer.user_agent), reason, None);
+                }
+                return Err(e);
+            }
+        };
         Ok(
             if claims.client_id.as_deref() == Some(claims.sub.as_str()) {
                 Principal::Service {
@@ -184,6 +202,7 @@ impl DocsApp {
                     worker: Worker {
                         client_id: claims.sub.clone(),
                     },
+                    origin: (peer.ip, peer.user_agent),
                 }
             } else {
                 Principal::User(Caller {
@@ -199,7 +218,7 @@ impl DocsApp {
     async fn user(&self, headers: &HeaderMap, peer: Peer) -> Result<Caller> {
         match self.principal(headers, peer).await? {
             Principal::User(caller) => Ok(caller),
-            Principal::Service { .. } => Err(DocsError::Forbidden(USER_TOKEN_REQUIRED)),
+            service => Err(self.forbidden(service, USER_TOKEN_REQUIRED)),
         }
     }
 
@@ -208,9 +227,20 @@ impl DocsApp {
             Principal::Service {
                 worker,
                 indexer: true,
+                ..
             } => Ok(worker),
-            _ => Err(DocsError::Forbidden(INDEX_TOKEN_REQUIRED)),
+            other => Err(self.forbidden(other, INDEX_TOKEN_REQUIRED)),
         }
+    }
+
+    /// The 403 for a valid token of the wrong kind, audited.
+    fn forbidden(&self, principal: Principal, reason: &'static str) -> DocsError {
+        let (origin, subject) = match principal {
+            Principal::User(caller) => ((caller.ip, caller.user_agent), caller.subject),
+            Principal::Service { worker, origin, .. } => (origin, worker.client_id),
+        };
+        self.docs.access_denied(origin, reason, Some(&subject));
+        DocsError::Forbidden(reason)
     }
 }
 
@@ -287,8 +317,9 @@ async fn content(
         Principal::Service {
             worker,
             indexer: true,
+            ..
         } => app.docs.worker_content(&worker, &id).await?,
-        Principal::Service { .. } => return Err(DocsError::Forbidden(INDEX_TOKEN_REQUIRED)),
+        service => return Err(app.forbidden(service, INDEX_TOKEN_REQUIRED)),
     };
     Ok(download(content))
 }

@@ -404,6 +404,24 @@ impl Docs {
         }
     }
 
+    /// Records a request refused before it reached a document: a missing
+    /// or invalid token (401) or the wrong kind of token (403). `subject`
+    /// is the token's, when the token itself was valid.
+    pub fn access_denied(
+        &self,
+        origin: (Option<String>, Option<String>),
+        reason: &str,
+        subject: Option<&str>,
+    ) {
+        let mut event = AuditEvent::failure("docs.access.denied")
+            .origin(origin.0, origin.1)
+            .detail("reason", reason);
+        if let Some(subject) = subject {
+            event = event.actor(subject);
+        }
+        self.audit.record(event);
+    }
+
     /// The document `id` if the caller may see it; otherwise NotFound,
     /// audited.
     async fn visible(&self, caller: &Caller, id: &str, action: &str) -> Result<Document> {

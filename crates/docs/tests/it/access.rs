@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use echo_core::audit::Outcome;
 use echo_crypto::JwkSet;
 use echo_docs::Limits;
 use echo_verify::{JwksSource, VerifyError};
@@ -108,6 +109,15 @@ async fn worker_endpoints_need_a_service_token_with_docs_index() {
         (403, refused)
     );
     assert_eq!(f.index.chunk_count(&id).unwrap(), 0);
+    // Each refusal is audited with the token's subject.
+    let denied = access_denied(&f);
+    let subjects: Vec<_> = denied.iter().map(|e| e.actor.as_deref().unwrap()).collect();
+    assert_eq!(subjects, ["alice", "root", "reporter", "reporter"]);
+    assert!(
+        denied
+            .iter()
+            .all(|e| e.details["reason"] == "a service token with scope docs.index is required")
+    );
     // The worker reads any document, and indexes it.
     let (status, _, bytes) = f
         .download(&f.worker(), &format!("/v1/documents/{id}/content"))
@@ -130,6 +140,11 @@ async fn service_tokens_are_refused_on_user_endpoints() {
         refused
     );
     assert_eq!(f.delete(&worker, &id).await, refused);
+    let denied = access_denied(&f);
+    assert_eq!(denied.len(), 5);
+    assert!(denied.iter().all(|e| e.actor.as_deref() == Some("worker")
+        && e.details["reason"] == "a user token is required"
+        && e.ip.as_deref() == Some("127.0.0.1")));
 }
 
 #[tokio::test]
@@ -165,6 +180,30 @@ async fn missing_or_invalid_tokens_are_401_with_a_challenge() {
         let body: serde_json::Value = response.json().await.unwrap();
         assert!(body["error"].is_string());
     }
+    let denied = access_denied(&f);
+    let reasons: Vec<_> = denied.iter().map(|e| e.details["reason"].clone()).collect();
+    assert_eq!(
+        reasons,
+        [
+            json!("missing bearer token"),
+            json!("wrong_audience"),
+            json!("expired")
+        ]
+    );
+    assert!(
+        denied
+            .iter()
+            .all(|e| e.actor.is_none() && e.outcome == Outcome::Failure)
+    );
+}
+
+/// The `docs.access.denied` events recorded so far, in order.
+fn access_denied(f: &Fixture) -> Vec<echo_core::audit::AuditEvent> {
+    f.audit
+        .events()
+        .into_iter()
+        .filter(|e| e.action == "docs.access.denied")
+        .collect()
 }
 
 #[tokio::test]
