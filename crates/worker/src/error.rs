@@ -1,6 +1,6 @@
 //! The worker's one error enum, and how each error fails a job.
 
-use echo_queue::{Failure, QueueError};
+use echo_queue::Failure;
 
 /// Why a job (or the worker) could not go on.
 ///
@@ -9,9 +9,6 @@ use echo_queue::{Failure, QueueError};
 /// or internal detail (the detail is logged where it happens).
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// The queue refused or failed a call (a stale lease included).
-    #[error("queue error: {0}")]
-    Queue(#[from] QueueError),
     #[error("unknown job kind {0:?}")]
     UnknownKind(String),
     #[error("malformed job payload: {0}")]
@@ -47,8 +44,7 @@ impl WorkerError {
             WorkerError::UnknownKind(_) | WorkerError::Payload(_) | WorkerError::Rejected(_) => {
                 Failure::Permanent
             }
-            WorkerError::Queue(_)
-            | WorkerError::Token(_)
+            WorkerError::Token(_)
             | WorkerError::Unreachable(_)
             | WorkerError::Status { .. }
             | WorkerError::Malformed(_)
@@ -111,7 +107,6 @@ mod tests {
             WorkerError::Unreachable("parser"),
             WorkerError::Token("docs"),
             WorkerError::Malformed("docs"),
-            WorkerError::Queue(QueueError::Nats("down".into())),
         ] {
             assert_eq!(error.failure(), Failure::Transient, "{error}");
         }

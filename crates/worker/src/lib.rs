@@ -25,7 +25,9 @@
 //!   meanwhile (docs answers 404) completes the job: nothing to do.
 //! - Jobs run at least once (a worker that dies mid-job leaves its lease to
 //!   expire and the job to be taken again): indexing is idempotent on docs'
-//!   side (`PUT …/index` replaces the document's chunks).
+//!   side (`PUT …/index` replaces the document's chunks). A worker whose
+//!   lease was lost meanwhile finishes its run, and the queue refuses its
+//!   completion (logged): the other worker's run is the one that counts.
 //! - At shutdown a job in progress is abandoned, not failed: its lease
 //!   expires and another worker (or this one, restarted) takes it again.
 
@@ -184,10 +186,6 @@ impl Worker {
             Ok(outcome) => {
                 tracing::info!(job = %id, attempt, ?outcome, "job done");
                 queue.complete(&job.lease).await
-            }
-            Err(WorkerError::Queue(e)) => {
-                tracing::warn!(job = %id, attempt, error = %e, "job given up: the queue refused it");
-                return;
             }
             Err(e) => match queue.fail(&job.lease, &e.to_string(), e.failure()).await {
                 Ok(Failed::Retrying { after }) => {
