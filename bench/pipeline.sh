@@ -8,6 +8,11 @@
 # PDF_LINES=N: one-page PDFs of N lines instead of small text documents.
 # After the first batch, bench/cpu.py reports where echod's CPU time went
 # per document (parse workers, search index, SQLite, services).
+# QUEUE=postgres: the job queue in a PostgreSQL database made for the run
+# (ECHO_BENCH_POSTGRES, default postgres://postgres@127.0.0.1:5432) and
+# dropped after; QUEUE=nats: on NATS JetStream (ECHO_BENCH_NATS, default
+# nats://127.0.0.1:4222) in a stream made for the run and deleted after.
+# Default: SQLite under the data directory.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 FIRST="${1:-1000}"; SECOND="${2:-9000}"; QUERIES="${3:-500}"
@@ -16,8 +21,23 @@ cargo build --release -q -p echod
 ECHOD=target/release/echod
 WORK="$(mktemp -d)"
 PID=""
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
+RUN="bench_$$"
+cleanup() {
+  [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"
+  case "${QUEUE:-}" in
+    postgres) psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $RUN" || true ;;
+    nats) python3 bench/nats_delete_queue.py "$NATS" "${RUN^^}" || true ;;
+  esac
+}
 trap cleanup EXIT
+PG="${ECHO_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
+NATS="${ECHO_BENCH_NATS:-nats://127.0.0.1:4222}"
+case "${QUEUE:-sqlite}" in
+  sqlite) ;;
+  postgres) psql -q "$PG/postgres" -c "CREATE DATABASE $RUN"; export ECHO_QUEUE_URL="$PG/$RUN" ;;
+  nats) export ECHO_NATS_URL="$NATS" ECHO_QUEUE_NAME="${RUN^^}" ;;
+  *) echo "QUEUE must be sqlite, postgres or nats" >&2; exit 2 ;;
+esac
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cat > "$WORK/gateway.toml" <<TOML
