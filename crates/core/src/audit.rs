@@ -43,6 +43,16 @@ impl AuditEvent {
         Self::new(action, Outcome::Failure)
     }
 
+    /// A caller refused at the door (a 401 or 403): `reason` says why; the
+    /// actor is the token's subject when the token itself was valid.
+    pub fn refused(action: &'static str, reason: &str, subject: Option<&str>) -> Self {
+        let event = Self::failure(action).detail("reason", reason);
+        match subject {
+            Some(subject) => event.actor(subject),
+            None => event,
+        }
+    }
+
     fn new(action: &'static str, outcome: Outcome) -> Self {
         Self {
             action,
@@ -143,6 +153,16 @@ mod tests {
         assert_eq!(e.outcome, Outcome::Failure);
         assert_eq!(e.actor.as_deref(), Some("alice"));
         assert_eq!(e.details["client_id"], "web");
+    }
+
+    #[test]
+    fn a_refusal_is_a_failure_with_its_reason_and_a_known_subject() {
+        let anonymous = AuditEvent::refused("x.denied", "expired", None);
+        assert_eq!(anonymous.outcome, Outcome::Failure);
+        assert_eq!(anonymous.details["reason"], "expired");
+        assert_eq!(anonymous.actor, None);
+        let known = AuditEvent::refused("x.denied", "not_a_service_token", Some("alice"));
+        assert_eq!(known.actor.as_deref(), Some("alice"));
     }
 
     #[test]

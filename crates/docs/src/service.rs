@@ -413,13 +413,9 @@ impl Docs {
         reason: &str,
         subject: Option<&str>,
     ) {
-        let mut event = AuditEvent::failure("docs.access.denied")
-            .origin(origin.0, origin.1)
-            .detail("reason", reason);
-        if let Some(subject) = subject {
-            event = event.actor(subject);
-        }
-        self.audit.record(event);
+        self.audit.record(
+            AuditEvent::refused("docs.access.denied", reason, subject).origin(origin.0, origin.1),
+        );
     }
 
     /// The document `id` if the caller may see it; otherwise NotFound,

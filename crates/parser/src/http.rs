@@ -77,13 +77,9 @@ impl ParserApp {
 
     /// Records a refused caller.
     fn denied(&self, peer: Peer, reason: &str, subject: Option<&str>) {
-        let mut event = AuditEvent::failure("parse.denied")
-            .origin(peer.ip, peer.user_agent)
-            .detail("reason", reason);
-        if let Some(subject) = subject {
-            event = event.actor(subject);
-        }
-        self.audit.record(event);
+        self.audit.record(
+            AuditEvent::refused("parse.denied", reason, subject).origin(peer.ip, peer.user_agent),
+        );
     }
 }
 
