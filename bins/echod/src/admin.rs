@@ -4,9 +4,10 @@
 //! client's authentication would otherwise fail).
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
 use echo_core::SystemClock;
 use echo_core::audit::LogAuditSink;
 use echo_identity::admin::{self, ClientSecret, NewClient, NewUser};
@@ -14,7 +15,113 @@ use echo_identity::user_state::{UserState, change_state};
 use echo_identity::{IdentityConfig, lockout, mfa};
 
 use crate::settings::open_store;
-use crate::{ClientAddArgs, Grant, UserCommand};
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; the password is read from standard input.
+    Add {
+        name: String,
+        /// Read the password from standard input (required).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[arg(long)]
+        email: Option<String>,
+        /// A role to grant (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// List users.
+    List,
+    /// Register a user who cannot log in until activated.
+    Invite {
+        name: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// A role to grant (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// Make an invited or suspended user active.
+    Activate {
+        name: String,
+        /// Read a new password from standard input (an invited user needs one).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Suspend an active user: no login, sessions and refresh tokens revoked.
+    Suspend { name: String },
+    /// Delete a user for good (the record stays, unusable).
+    Delete { name: String },
+    /// Show a user's state, roles, second factor and lockout.
+    Show { name: String },
+    /// Replace a user's roles (none clears them).
+    SetRoles { name: String, roles: Vec<String> },
+    /// Lift a lockout: forget the user's failed attempts.
+    Unlock { name: String },
+    /// Remove a user's TOTP and recovery codes (a lost authenticator).
+    ResetMfa { name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Grant {
+    #[value(name = "authorization_code")]
+    AuthorizationCode,
+    #[value(name = "refresh_token")]
+    RefreshToken,
+    #[value(name = "client_credentials")]
+    ClientCredentials,
+    /// RFC 8693 token exchange.
+    #[value(name = "token_exchange")]
+    TokenExchange,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client.
+    Add(ClientAddArgs),
+    /// List clients.
+    List,
+    /// Give a client a new generated secret (printed once); the old one
+    /// keeps working during the overlap.
+    RotateSecret {
+        id: String,
+        /// How long the old secret keeps working, e.g. `24h`, `30m`, `0s`.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        overlap: std::time::Duration,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("auth").required(true).args(["secret_stdin", "generate_secret", "public", "jwks_file"])))]
+pub struct ClientAddArgs {
+    pub id: String,
+    /// Read the client secret from standard input (at least 32 characters).
+    #[arg(long)]
+    pub secret_stdin: bool,
+    /// Generate a 256-bit secret and print it once.
+    #[arg(long)]
+    generate_secret: bool,
+    /// A public client (no secret; PKCE required).
+    #[arg(long)]
+    public: bool,
+    /// Authenticate with private_key_jwt (RFC 7523) instead of a secret:
+    /// the client's public key(s), a JWK Set or one JWK, in this file.
+    #[arg(long, value_name = "PATH")]
+    jwks_file: Option<PathBuf>,
+    #[arg(long = "redirect-uri")]
+    redirect_uris: Vec<String>,
+    #[arg(long = "grant", value_enum)]
+    grants: Vec<Grant>,
+    #[arg(long = "audience")]
+    audiences: Vec<String>,
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    #[arg(long = "post-logout-redirect-uri")]
+    post_logout_redirect_uris: Vec<String>,
+    /// Let this confidential client skip PKCE (legacy apps only).
+    #[arg(long)]
+    allow_no_pkce: bool,
+}
 
 /// One line of standard input, without its line ending.
 fn read_stdin_line(what: &str) -> anyhow::Result<String> {

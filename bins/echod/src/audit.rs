@@ -1,9 +1,12 @@
-//! `echod serve audit` and `echod audit verify`.
+//! `echod serve audit` (and the audit service inside `echod up`), and
+//! `echod audit verify | tail | prune`.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use clap::Args;
 use echo_audit::checkpoint::NoteSigner;
 use echo_audit::http::AuditApp;
 use echo_audit::service::AuditService;
@@ -11,8 +14,11 @@ use echo_audit::store::AuditStore;
 use echo_audit::verify::{VerifyError, verify_chain};
 use echo_core::SystemClock;
 use echo_crypto::secret::{b64url, b64url_decode, random_bytes};
-use echo_verify::{HttpJwks, Verifier, VerifierOptions};
+use echo_edge::{Periodic, Service};
+use echo_verify::Verifier;
 use tokio::net::TcpListener;
+
+use crate::args::IssuerArg;
 
 use crate::settings::{ensure_data_dir, existing_secret_text, secret_text};
 
@@ -72,59 +78,95 @@ async fn service(dir: &Path) -> anyhow::Result<AuditService> {
     Ok(AuditService::new(store, signer, Arc::new(SystemClock)))
 }
 
-/// Builds the audit service for `issuer`'s tokens with audience `audience`.
-pub async fn build(dir: &Path, issuer: &str, audience: &str) -> anyhow::Result<Arc<AuditApp>> {
-    let service = service(dir).await?;
-    let jwks = HttpJwks::new(format!("{}/jwks", issuer.trim_end_matches('/')));
-    let verifier = Arc::new(Verifier::new(
-        issuer,
-        Arc::new(jwks),
-        VerifierOptions::default(),
-    ));
-    Ok(Arc::new(AuditApp {
-        service,
-        verifier,
-        audience: audience.to_owned(),
-    }))
+#[derive(Debug, Clone, Args)]
+pub struct ServeAuditArgs {
+    /// Address to listen on.
+    #[arg(
+        long = "listen",
+        env = "ECHO_AUDIT_LISTEN",
+        default_value = "127.0.0.1:8082"
+    )]
+    pub audit_listen: String,
+    #[command(flatten)]
+    pub issuer: IssuerArg,
+    /// Audience of tokens the audit service accepts.
+    #[arg(long, env = "ECHO_AUDIT_AUDIENCE", default_value = "audit")]
+    pub audience: String,
+    #[command(flatten)]
+    pub schedule: CheckpointArgs,
 }
 
-pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))
+/// How often the log is pinned by a signed checkpoint, and how long it
+/// keeps events (`serve audit` and `up`).
+#[derive(Debug, Clone, Args)]
+pub struct CheckpointArgs {
+    /// Seconds between signed checkpoints (when the log grew).
+    #[arg(
+        long = "audit-checkpoint-seconds",
+        visible_alias = "checkpoint-seconds",
+        env = "ECHO_AUDIT_CHECKPOINT_SECONDS",
+        default_value_t = 60
+    )]
+    pub checkpoint_seconds: u64,
+    /// Prune events older than this (e.g. `90d`), at each checkpoint;
+    /// without it events are kept forever.
+    #[arg(long = "audit-retention", visible_alias = "retention", env = "ECHO_AUDIT_RETENTION", value_parser = humantime::parse_duration)]
+    pub retention: Option<Duration>,
+}
+
+/// The audit service on `listener` for `issuer`'s tokens with audience
+/// `audience`, signing checkpoints (and pruning) on `schedule`.
+pub async fn start(
+    dir: &Path,
+    listener: TcpListener,
+    issuer: &str,
+    audience: &str,
+    schedule: &CheckpointArgs,
+) -> anyhow::Result<Service> {
+    let service = service(dir).await?;
+    let verifier = Arc::new(Verifier::for_issuer(issuer));
+    let app = Arc::new(AuditApp::new(service, verifier, audience));
+    let checkpoints = checkpoint_job(
+        app.clone(),
+        Duration::from_secs(schedule.checkpoint_seconds.max(1)),
+        schedule.retention,
+    );
+    Ok(echo_audit::http::service(listener, app).with_job(checkpoints))
+}
+
+pub async fn serve(dir: &Path, args: &ServeAuditArgs) -> anyhow::Result<()> {
+    let listener = echo_edge::bind(&args.audit_listen).await?;
+    let service = start(
+        dir,
+        listener,
+        &args.issuer.issuer,
+        &args.audience,
+        &args.schedule,
+    )
+    .await?;
+    echo_edge::run_until_signalled(service).await?;
+    Ok(())
 }
 
 /// Signs a checkpoint over the head every `every`, when the head moved, so
 /// that each interval's history is pinned by a signature handed out; prunes
 /// events older than `retention`, if set; and refreshes the query planner's
 /// statistics.
-pub fn spawn_checkpointer(
-    app: Arc<AuditApp>,
-    every: std::time::Duration,
-    retention: Option<std::time::Duration>,
-) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if let Err(e) = app.service.checkpoint().await {
-                tracing::error!(error = %e, "could not sign an audit checkpoint");
+fn checkpoint_job(app: Arc<AuditApp>, every: Duration, retention: Option<Duration>) -> Periodic {
+    Periodic::every("audit checkpoint", every, move || {
+        let app = app.clone();
+        async move {
+            app.service.checkpoint().await?;
+            if let Some(retention) = retention {
+                app.service.prune(cutoff_ms(retention)).await?;
             }
-            if let Some(retention) = retention
-                && let Err(e) = app.service.prune(cutoff_ms(retention)).await
-            {
-                tracing::error!(error = %e, "could not prune the audit log");
-            }
-            if let Err(e) = app.service.optimize().await {
-                tracing::warn!(error = %e, "could not refresh audit query statistics");
-            }
+            app.service.optimize().await
         }
-    });
+    })
 }
 
 /// Unix milliseconds `age` ago.
-fn cutoff_ms(age: std::time::Duration) -> i64 {
+fn cutoff_ms(age: Duration) -> i64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -132,7 +174,7 @@ fn cutoff_ms(age: std::time::Duration) -> i64 {
 }
 
 /// `echod audit prune --older-than AGE`.
-pub async fn prune(dir: &Path, older_than: std::time::Duration) -> anyhow::Result<()> {
+pub async fn prune(dir: &Path, older_than: Duration) -> anyhow::Result<()> {
     let deleted = service(dir).await?.prune(cutoff_ms(older_than)).await?;
     println!("pruned {deleted} events");
     Ok(())
@@ -160,7 +202,7 @@ pub async fn tail(dir: &Path, last: i64, follow: bool) -> anyhow::Result<()> {
             return Ok(());
         }
         if rows.is_empty() {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 }

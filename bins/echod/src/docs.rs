@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use echo_core::audit::AuditSink;
-use echo_docs::{DocsApp, DocsConfig, LlmClient};
+use echo_docs::{DocsConfig, LlmClient};
+use echo_edge::Service;
 use echo_queue::JobQueue;
+use tokio::net::TcpListener;
 
+use crate::args::{AuditTargetArgs, IssuerArg};
 use crate::first_party::{SecretPlace, ServiceAudit};
-use crate::platform::{announce_ready, shutdown_signal};
 use crate::queue::QueueArgs;
 use crate::settings::{ensure_data_dir, existing_secret_text};
 
@@ -37,20 +38,15 @@ pub struct ServeDocsArgs {
         default_value = "127.0.0.1:8083"
     )]
     pub listen: String,
-    /// Identity's issuer URL, whose JWKS verifies callers' tokens.
-    #[arg(long, env = "ECHO_ISSUER", default_value = "http://127.0.0.1:8081")]
-    pub issuer: String,
+    #[command(flatten)]
+    pub issuer: IssuerArg,
     /// Audience of tokens the docs service accepts.
     #[arg(long, env = "ECHO_DOCS_AUDIENCE", default_value = "docs")]
     pub audience: String,
-    /// The audit service docs records its events to (as client `docs`,
-    /// secret `ECHO_DOCS_CLIENT_SECRET` or `<data>/docs-client.secret`);
-    /// without it they go to the log.
-    #[arg(long, env = "ECHO_AUDIT_URL")]
-    pub audit_url: Option<String>,
-    /// Audience of the audit service's tokens.
-    #[arg(long, env = "ECHO_AUDIT_AUDIENCE", default_value = "audit")]
-    pub audit_audience: String,
+    /// The audit service docs records its events to is the client `docs`'s
+    /// (secret `ECHO_DOCS_CLIENT_SECRET` or `<data>/docs-client.secret`).
+    #[command(flatten)]
+    pub audit: AuditTargetArgs,
     #[command(flatten)]
     pub options: DocsOptions,
     #[command(flatten)]
@@ -81,15 +77,16 @@ pub struct DocsOptions {
     pub llm_timeout: Duration,
 }
 
-/// The docs service over `queue`, accepting `issuer`'s tokens for
-/// `audience`.
-pub async fn build(
+/// The docs service on `listener` over `queue`, accepting `issuer`'s
+/// tokens for `audience`, recording to `audit`.
+pub async fn start(
     dir: &Path,
+    listener: TcpListener,
     (issuer, audience): (&str, &str),
     options: &DocsOptions,
     queue: Arc<dyn JobQueue>,
-    audit: Arc<dyn AuditSink>,
-) -> anyhow::Result<Arc<DocsApp>> {
+    audit: ServiceAudit,
+) -> anyhow::Result<Service> {
     ensure_data_dir(dir)?;
     let config = DocsConfig {
         issuer: issuer.to_owned(),
@@ -112,33 +109,32 @@ pub async fn build(
         }
         None => None,
     };
-    echo_docs::build(&config, queue, llm, audit)
+    let app = echo_docs::build(&config, queue, llm, audit.sink.clone())
         .await
-        .context("cannot start the docs service")
+        .context("cannot start the docs service")?;
+    tracing::info!(issuer, "docs listening");
+    Ok(echo_docs::http::service(listener, app).on_stop(audit.shutdown()))
 }
 
 pub async fn serve(data_dir: &Path, args: &ServeDocsArgs) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = echo_edge::bind(&args.listen).await?;
+    let issuer = &args.issuer.issuer;
     let audit = ServiceAudit::for_serve(
         data_dir,
-        (&args.issuer, CLIENT_ID, &SECRET),
-        args.audit_url.as_deref(),
-        &args.audit_audience,
+        (issuer, CLIENT_ID, &SECRET),
+        args.audit.audit_url.as_deref(),
+        &args.audit.audience.audit_audience,
     )?;
     let queue = args.queue.open(data_dir).await?;
-    let app = build(
+    let service = start(
         data_dir,
-        (&args.issuer, &args.audience),
+        listener,
+        (issuer, &args.audience),
         &args.options,
         queue,
-        audit.sink.clone(),
+        audit,
     )
     .await?;
-    tracing::info!(issuer = %args.issuer, "docs listening");
-    announce_ready(&listener)?;
-    let served = echo_docs::serve(listener, app, shutdown_signal()).await;
-    audit.shutdown().await;
-    Ok(served?)
+    echo_edge::run_until_signalled(service).await?;
+    Ok(())
 }

@@ -1,37 +1,72 @@
-//! The gateway's composition: its secret, its registration at identity
-//! (by `echod up`), its session database and verifier.
+//! `echod serve gateway` (and the gateway inside `echod up`): its options,
+//! its secret, its configuration file, its session store and verifier.
+//! Its registration at identity is `bootstrap.rs`'s.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use echo_audit_client::{AuditWriter, ClientCredentials, WriterConfig};
+use clap::Args;
 use echo_core::SystemClock;
-use echo_core::audit::{AuditSink, LogAuditSink};
+use echo_edge::{Service, ServiceTokens};
 use echo_gateway::{
     ClientSecret, Gateway, GatewayConfig, GatewayFile, RedisSessionStore, SessionStore,
     SqliteSessionStore,
 };
-use echo_identity::admin;
-use echo_identity::exchange::GRANT_TOKEN_EXCHANGE;
-use echo_store::Store;
-use echo_verify::{HttpJwks, Verifier, VerifierOptions};
+use echo_verify::Verifier;
+use tokio::net::TcpListener;
 
-use crate::GatewaySessionArgs;
-use crate::first_party::{self, Registration, SecretPlace};
+use crate::args::{AuditTargetArgs, IssuerArg};
+use crate::first_party::{self, SecretPlace, ServiceAudit};
 use crate::settings::{ensure_data_dir, master_key};
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeGatewayArgs {
+    /// Address to listen on.
+    #[arg(
+        long = "listen",
+        env = "ECHO_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: String,
+    /// Identity: where users sign in, whose JWKS verifies tokens.
+    #[command(flatten)]
+    pub issuer: IssuerArg,
+    /// The gateway's external base URL, for its redirect URIs (default:
+    /// http://<listen address>).
+    #[arg(long, env = "ECHO_GATEWAY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    #[command(flatten)]
+    pub session: GatewaySessionArgs,
+    /// The audit service the gateway records its events to and reads the
+    /// logs pages from, as client `gateway`.
+    #[command(flatten)]
+    pub audit: AuditTargetArgs,
+}
+
+/// The gateway's sessions and configuration file (`serve gateway` and `up`).
+#[derive(Debug, Clone, Args)]
+pub struct GatewaySessionArgs {
+    /// A gateway session unused this long ends (e.g. `30m`).
+    #[arg(long = "gateway-session-idle", env = "ECHO_GATEWAY_SESSION_IDLE", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub session_idle: std::time::Duration,
+    /// No gateway session outlives its login by more than this (e.g. `12h`).
+    #[arg(long = "gateway-session-max", env = "ECHO_GATEWAY_SESSION_MAX", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub session_max: std::time::Duration,
+    /// The gateway's TOML file: routes, rate limits, trusted proxies.
+    #[arg(long = "config", env = "ECHO_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Keep gateway sessions in this Redis (`redis://host:port[/db]`)
+    /// instead of `<data>/gateway.db`.
+    #[arg(long = "redis-url", env = "ECHO_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of the gateway's keys in Redis.
+    #[arg(long = "redis-prefix", env = "ECHO_REDIS_PREFIX", default_value = echo_gateway::DEFAULT_REDIS_PREFIX)]
+    pub redis_prefix: String,
+}
 
 /// The gateway's client id at identity (and the audience of its API).
 pub const CLIENT_ID: &str = "gateway";
-/// Code flow with refresh tokens for browsers, client credentials for its
-/// own audit writes and reads, token exchange for its routes' upstreams.
-const GRANTS: [&str; 4] = [
-    admin::GRANT_AUTHORIZATION_CODE,
-    admin::GRANT_REFRESH_TOKEN,
-    admin::GRANT_CLIENT_CREDENTIALS,
-    GRANT_TOKEN_EXCHANGE,
-];
-const SCOPES: [&str; 4] = ["openid", "profile", "offline_access", "audit.read"];
 /// Its client secret (`echod up` creates the file on first run).
 pub const SECRET: SecretPlace = SecretPlace {
     var: "ECHO_GATEWAY_CLIENT_SECRET",
@@ -60,122 +95,12 @@ pub fn load_file(path: Option<&Path>) -> anyhow::Result<GatewayFile> {
     Ok(file)
 }
 
-/// The audiences the gateway may ask identity for: its own, the audit
-/// service's, and every route's upstream.
-fn audiences(audit_audience: &str, file: &GatewayFile) -> Vec<String> {
-    let mut all = vec![CLIENT_ID.to_owned(), audit_audience.to_owned()];
-    for spec in &file.routes {
-        if !all.contains(&spec.audience) {
-            all.push(spec.audience.clone());
-        }
-    }
-    all
-}
-
 /// `<public URL>` given, or `http://<listen address>`.
-pub fn public_url(
-    given: Option<&str>,
-    listener: &tokio::net::TcpListener,
-) -> anyhow::Result<String> {
+pub fn public_url(given: Option<&str>, listener: &TcpListener) -> anyhow::Result<String> {
     Ok(match given {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => format!("http://{}", listener.local_addr()?),
     })
-}
-
-/// Registers the gateway at identity as a first-party confidential client
-/// (bootstrap of `echod up`): code flow with refresh tokens for browsers,
-/// client credentials for its own audit writes and reads, token exchange
-/// (RFC 8693) for the upstreams of its routes. An existing registration
-/// gets the current secret and whatever grants, audiences (a new route's)
-/// and scopes it lacks; redirect URIs are not changed in place, so a moved
-/// gateway is reported.
-pub async fn register_client(
-    store: &dyn Store,
-    url: &str,
-    secret: &ClientSecret,
-    audit_audience: &str,
-    file: &GatewayFile,
-) -> anyhow::Result<()> {
-    let audiences = audiences(audit_audience, file);
-    let redirect_uri = format!("{url}/callback");
-    let signed_out = format!("{url}/signed-out");
-    let registered = first_party::register(
-        store,
-        Registration {
-            id: CLIENT_ID,
-            secret: secret.expose(),
-            grants: GRANTS.map(String::from).to_vec(),
-            audiences,
-            scopes: SCOPES.map(String::from).to_vec(),
-            redirect_uris: vec![redirect_uri.clone()],
-            post_logout_redirect_uris: vec![signed_out.clone()],
-        },
-    )
-    .await?;
-    let Some(client) = registered else {
-        println!("registered the gateway as client {CLIENT_ID} of identity");
-        return Ok(());
-    };
-    if !client.redirect_uris.contains(&redirect_uri)
-        || !client.post_logout_redirect_uris.contains(&signed_out)
-    {
-        tracing::warn!(
-            client = CLIENT_ID,
-            registered = ?client.redirect_uris,
-            wanted = %redirect_uri,
-            "the gateway client is registered for another address: sign-in through the gateway \
-             will fail until its redirect URIs are updated"
-        );
-    }
-    Ok(())
-}
-
-/// Where the gateway's audit events go, and the writer to flush at
-/// shutdown if it is one.
-pub struct GatewayAudit {
-    pub sink: Arc<dyn AuditSink>,
-    pub writer: Option<Arc<AuditWriter>>,
-}
-
-/// The audit service at `audit` (URL, audience), as client `gateway` with
-/// client credentials, spooled under `<data>/audit-spool/gateway`; else
-/// the log.
-pub fn audit_sink(
-    dir: &Path,
-    issuer: &str,
-    secret: &ClientSecret,
-    audit: Option<(&str, &str)>,
-) -> anyhow::Result<GatewayAudit> {
-    let Some((url, audience)) = audit else {
-        return Ok(GatewayAudit {
-            sink: Arc::new(LogAuditSink),
-            writer: None,
-        });
-    };
-    let token = ClientCredentials::new(
-        format!("{}/token", issuer.trim_end_matches('/')),
-        CLIENT_ID.into(),
-        secret.expose().to_owned(),
-        audience.into(),
-    );
-    let config = WriterConfig::new(
-        url.trim_end_matches('/'),
-        dir.join("audit-spool").join("gateway"),
-    );
-    let writer = AuditWriter::start(config, Arc::new(token))
-        .context("cannot start the gateway's audit writer")?;
-    Ok(GatewayAudit {
-        sink: writer.clone(),
-        writer: Some(writer),
-    })
-}
-
-/// The audit service the gateway records to and reads from: URL and
-/// audience.
-pub struct AuditService<'a> {
-    pub url: Option<&'a str>,
-    pub audience: &'a str,
 }
 
 /// Where sessions live: Redis if `--redis-url` names one, else
@@ -198,39 +123,72 @@ async fn session_store(
     Ok(Arc::new(store))
 }
 
-/// The gateway over its session store (`<data>/gateway.db` or Redis), verifying `issuer`'s tokens, with
-/// the routes of `file`.
+/// The gateway on `listener` at `public_url`, in front of `issuer`, with
+/// the routes of `file`; it records to and reads from the audit service
+/// at `audit` (URL, audience), or records to the log.
 #[allow(clippy::too_many_arguments)]
-pub async fn build(
+pub async fn start(
     dir: &Path,
+    listener: TcpListener,
     issuer: &str,
     public_url: &str,
     secret: ClientSecret,
     session: &GatewaySessionArgs,
     file: &GatewayFile,
-    audit_service: AuditService<'_>,
-    audit: Arc<dyn AuditSink>,
-) -> anyhow::Result<Arc<Gateway>> {
+    (audit_url, audit_audience): (Option<&str>, &str),
+) -> anyhow::Result<Service> {
     ensure_data_dir(dir)?;
     let seconds = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-    let mut config = GatewayConfig::new(public_url, issuer, secret)?;
+    let mut config = GatewayConfig::new(public_url, issuer, secret.clone())?;
     config.session_idle_ttl = seconds(session.session_idle).max(1);
     config.session_absolute_ttl = seconds(session.session_max).max(1);
     config.apply_file(file)?;
-    config.audit_url = audit_service
-        .url
-        .map(|u| u.trim_end_matches('/').to_owned());
-    config.audit_audience = audit_service.audience.to_owned();
+    config.audit_url = audit_url.map(|u| u.trim_end_matches('/').to_owned());
+    config.audit_audience = audit_audience.to_owned();
+    let audit = match audit_url {
+        Some(url) => {
+            let tokens = Arc::new(ServiceTokens::new(issuer, CLIENT_ID, secret.expose()));
+            ServiceAudit::writer(dir, &tokens, url, audit_audience)?
+        }
+        None => ServiceAudit::log(),
+    };
     let store = session_store(dir, session, config.session_idle_ttl).await?;
-    let jwks = HttpJwks::new(format!("{}/jwks", config.issuer));
-    let verifier = Verifier::new(&config.issuer, Arc::new(jwks), VerifierOptions::default());
+    let verifier = Arc::new(Verifier::for_issuer(&config.issuer));
     let master = master_key(dir)?;
-    Ok(Arc::new(Gateway::new(
+    let gateway = Arc::new(Gateway::new(
         config,
         store,
         &master,
-        Arc::new(verifier),
-        audit,
+        verifier,
+        audit.sink.clone(),
         Arc::new(SystemClock),
-    )))
+    ));
+    tracing::info!(public_url, issuer, "gateway listening");
+    Ok(echo_gateway::http::service(listener, gateway).on_stop(audit.shutdown()))
+}
+
+/// The gateway alone, in front of the identity at `--issuer`. Its client
+/// registration and secret must exist (`echod up` creates both; elsewhere
+/// `echod client add gateway …` and `ECHO_GATEWAY_CLIENT_SECRET`).
+pub async fn serve(data_dir: &Path, args: &ServeGatewayArgs) -> anyhow::Result<()> {
+    let listener = echo_edge::bind(&args.listen).await?;
+    let url = public_url(args.public_url.as_deref(), &listener)?;
+    let secret = client_secret(data_dir, false)?;
+    let file = load_file(args.session.config.as_deref())?;
+    let service = start(
+        data_dir,
+        listener,
+        &args.issuer.issuer,
+        &url,
+        secret,
+        &args.session,
+        &file,
+        (
+            args.audit.audit_url.as_deref(),
+            &args.audit.audience.audit_audience,
+        ),
+    )
+    .await?;
+    echo_edge::run_until_signalled(service).await?;
+    Ok(())
 }

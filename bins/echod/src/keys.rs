@@ -10,7 +10,7 @@ use echo_core::SystemClock;
 use echo_core::audit::LogAuditSink;
 use echo_identity::{IdentityConfig, KeyAdmin, KeyInfo};
 
-use crate::TokenAlg;
+use crate::args::TokenAlg;
 use crate::settings::{master_key, open_store};
 
 /// How long a new key is published before it signs; shared by `echod keys

@@ -8,8 +8,11 @@ use anyhow::Context;
 use clap::Args;
 use echo_parser::{Isolation, Limits};
 
+use echo_edge::Service;
+use tokio::net::TcpListener;
+
+use crate::args::{AuditTargetArgs, IssuerArg};
 use crate::first_party::{SecretPlace, ServiceAudit};
-use crate::platform::{announce_ready, shutdown_signal};
 
 /// The parser's client id at identity, for its audit writes.
 pub const CLIENT_ID: &str = "parser";
@@ -29,25 +32,20 @@ pub struct ServeParserArgs {
         default_value = "127.0.0.1:8084"
     )]
     pub listen: String,
-    /// Identity's issuer URL, whose JWKS verifies callers' tokens.
-    #[arg(long, env = "ECHO_ISSUER", default_value = "http://127.0.0.1:8081")]
-    pub issuer: String,
+    #[command(flatten)]
+    pub issuer: IssuerArg,
     /// Audience of tokens the parser accepts.
     #[arg(long, env = "ECHO_PARSER_AUDIENCE", default_value = "parser")]
     pub audience: String,
-    /// The audit service the parser records refused callers to (as client
-    /// `parser`, secret `ECHO_PARSER_CLIENT_SECRET` or
-    /// `<data>/parser-client.secret`); without it they go to the log.
-    #[arg(long, env = "ECHO_AUDIT_URL")]
-    pub audit_url: Option<String>,
-    /// Audience of the audit service's tokens.
-    #[arg(long, env = "ECHO_AUDIT_AUDIENCE", default_value = "audit")]
-    pub audit_audience: String,
+    /// The parser records refused callers as client `parser` (secret
+    /// `ECHO_PARSER_CLIENT_SECRET` or `<data>/parser-client.secret`).
+    #[command(flatten)]
+    pub audit: AuditTargetArgs,
     #[command(flatten)]
     pub limits: ParserLimitArgs,
 }
 
-/// The parser's limits (`serve parser`, later `up`).
+/// The parser's limits (`serve parser` and `up`).
 #[derive(Debug, Clone, Args)]
 pub struct ParserLimitArgs {
     /// Largest file accepted, in bytes (413 above).
@@ -85,28 +83,37 @@ pub fn isolation() -> anyhow::Result<Isolation> {
     })
 }
 
-pub async fn serve(data_dir: &Path, args: &ServeParserArgs) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let audit = ServiceAudit::for_serve(
-        data_dir,
-        (&args.issuer, CLIENT_ID, &SECRET),
-        args.audit_url.as_deref(),
-        &args.audit_audience,
-    )?;
+/// The parser on `listener`, accepting `issuer`'s tokens for `audience`,
+/// recording refused callers to `audit`.
+pub fn start(
+    listener: TcpListener,
+    (issuer, audience): (&str, &str),
+    limits: &ParserLimitArgs,
+    audit: ServiceAudit,
+) -> anyhow::Result<Service> {
     let app = echo_parser::build(
-        &args.issuer,
-        &args.audience,
-        args.limits.limits(),
+        issuer,
+        audience,
+        limits.limits(),
         isolation()?,
         audit.sink.clone(),
     );
-    tracing::info!(issuer = %args.issuer, "parser listening");
-    announce_ready(&listener)?;
-    let served = echo_parser::serve(listener, app, shutdown_signal()).await;
-    audit.shutdown().await;
-    Ok(served?)
+    tracing::info!(issuer, "parser listening");
+    Ok(echo_parser::http::service(listener, app).on_stop(audit.shutdown()))
+}
+
+pub async fn serve(data_dir: &Path, args: &ServeParserArgs) -> anyhow::Result<()> {
+    let listener = echo_edge::bind(&args.listen).await?;
+    let issuer = &args.issuer.issuer;
+    let audit = ServiceAudit::for_serve(
+        data_dir,
+        (issuer, CLIENT_ID, &SECRET),
+        args.audit.audit_url.as_deref(),
+        &args.audit.audience.audit_audience,
+    )?;
+    let service = start(listener, (issuer, &args.audience), &args.limits, audit)?;
+    echo_edge::run_until_signalled(service).await?;
+    Ok(())
 }
 
 /// `echod parse-worker`: parses the jobs on stdin, answers on stdout

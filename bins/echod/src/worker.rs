@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use echo_audit_client::ClientCredentials;
+use echo_edge::{Service, ServiceTokens};
 use echo_queue::JobQueue;
 use echo_worker::{Tokens, Worker, WorkerConfig};
 
+use crate::args::{IssuerArg, PipelineAudiences};
 use crate::first_party::{self, SecretPlace};
-use crate::platform::shutdown_signal;
 use crate::queue::QueueArgs;
 
 /// The worker's client id at identity (unless `--client-id`).
@@ -42,19 +42,14 @@ pub struct ServeWorkerArgs {
     /// The parser's base URL.
     #[arg(long, env = "ECHO_PARSER_URL", default_value = "http://127.0.0.1:8084")]
     pub parser_url: String,
-    /// Identity's issuer URL, whose `/token` gives the worker its tokens.
-    #[arg(long, env = "ECHO_ISSUER", default_value = "http://127.0.0.1:8081")]
-    pub issuer: String,
+    #[command(flatten)]
+    pub issuer: IssuerArg,
     /// The worker's client id at identity (secret: `ECHO_WORKER_CLIENT_SECRET`
     /// or `<data>/worker-client.secret`).
     #[arg(long, env = "ECHO_WORKER_CLIENT_ID", default_value = CLIENT_ID)]
     pub client_id: String,
-    /// Audience of the docs service's tokens.
-    #[arg(long, env = "ECHO_DOCS_AUDIENCE", default_value = "docs")]
-    pub docs_audience: String,
-    /// Audience of the parser's tokens.
-    #[arg(long, env = "ECHO_PARSER_AUDIENCE", default_value = "parser")]
-    pub parser_audience: String,
+    #[command(flatten)]
+    pub audiences: PipelineAudiences,
     /// Jobs worked on at once (see [`DEFAULT_CONCURRENCY`]).
     #[arg(long, env = "ECHO_WORKER_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
@@ -62,54 +57,46 @@ pub struct ServeWorkerArgs {
     pub queue: QueueArgs,
 }
 
-/// Where the worker's services are and who it is there.
+/// Where the worker's services are (URL, audience) and how it works.
 pub struct WorkerSetup<'a> {
-    pub issuer: &'a str,
-    pub client_id: &'a str,
-    pub secret: &'a str,
     pub docs: (&'a str, &'a str),
     pub parser: (&'a str, &'a str),
     pub lease: std::time::Duration,
     pub concurrency: u16,
 }
 
-/// The worker over `queue`, with a client credentials token source per
-/// service (URL, audience).
-pub fn build(queue: Arc<dyn JobQueue>, setup: &WorkerSetup<'_>) -> anyhow::Result<Worker> {
-    let token_endpoint = format!("{}/token", setup.issuer.trim_end_matches('/'));
-    let source = |audience: &str| {
-        Arc::new(ClientCredentials::new(
-            token_endpoint.clone(),
-            setup.client_id.to_owned(),
-            setup.secret.to_owned(),
-            audience.to_owned(),
-        ))
+/// The worker over `queue`, calling the services of `setup` with tokens
+/// of its client `tokens`: a service without a socket.
+pub fn start(
+    queue: Arc<dyn JobQueue>,
+    tokens: &Arc<ServiceTokens>,
+    setup: &WorkerSetup<'_>,
+) -> anyhow::Result<Service> {
+    let sources = Tokens {
+        docs: tokens.source(setup.docs.1, ""),
+        parser: tokens.source(setup.parser.1, ""),
     };
-    let tokens = Tokens {
-        docs: source(setup.docs.1),
-        parser: source(setup.parser.1),
-    };
-    let mut config = WorkerConfig::new(setup.docs.0, setup.parser.0, setup.client_id);
+    let mut config = WorkerConfig::new(setup.docs.0, setup.parser.0, tokens.client_id());
     config.concurrency = usize::from(setup.concurrency);
     config.lease = setup.lease;
-    Worker::new(queue, tokens, config).context("cannot start the worker")
+    let worker = Worker::new(queue, sources, config).context("cannot start the worker")?;
+    Ok(Service::task("worker", move |stop| worker.run(stop)))
 }
 
 pub async fn serve(data_dir: &Path, args: &ServeWorkerArgs) -> anyhow::Result<()> {
-    let secret = first_party::client_secret(data_dir, &SECRET, false)?;
+    let tokens =
+        first_party::service_tokens(data_dir, &args.issuer.issuer, &args.client_id, &SECRET)?;
     let queue = args.queue.open(data_dir).await?;
-    let worker = build(
+    let service = start(
         queue,
+        &tokens,
         &WorkerSetup {
-            issuer: &args.issuer,
-            client_id: &args.client_id,
-            secret: &secret,
-            docs: (&args.docs_url, &args.docs_audience),
-            parser: (&args.parser_url, &args.parser_audience),
+            docs: (&args.docs_url, &args.audiences.docs_audience),
+            parser: (&args.parser_url, &args.audiences.parser_audience),
             lease: args.queue.lease,
             concurrency: args.concurrency,
         },
     )?;
-    worker.run(shutdown_signal()).await;
+    echo_edge::run_until_signalled(service).await?;
     Ok(())
 }

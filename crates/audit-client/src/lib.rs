@@ -88,22 +88,20 @@
 //!
 //! # Authentication
 //!
-//! Each request carries a bearer token from a [`TokenSource`], normally
-//! [`ClientCredentials`] against identity's token endpoint with the audit
-//! service's audience. The service attributes events to the token's `sub`,
+//! Each request carries a bearer token from a [`TokenSource`](echo_edge::TokenSource), normally
+//! the service's [`echo_edge::ServiceTokens`] for the audit service's
+//! audience and scope `audit.write`. The service attributes events to the token's `sub`,
 //! so events carry no `service` field. On 401 the source is told the token
 //! was refused and the batch is retried once at once with a fresh token.
 
 mod sender;
 mod split;
 mod spool;
-mod token;
 mod wire;
 mod writer;
 
 pub use sender::BACKOFF_BASE;
 pub use spool::POISON_DIR;
-pub use token::{ClientCredentials, REFRESH_MARGIN, TokenSource};
 pub use wire::WireEvent;
 pub use writer::{
     AuditWriter, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, SHUTDOWN_GRACE, WriterConfig, WriterMetrics,

@@ -8,7 +8,7 @@ use echo_crypto::secret::random_bytes;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 
-use crate::token::TokenSource;
+use echo_edge::TokenSource;
 
 /// What became of one attempt to deliver a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -62,7 +62,7 @@ impl WireEvent {
             outcome: Some(outcome.to_owned()),
             ip: event.ip,
             user_agent: event.user_agent,
-            trace_id: None,
+            trace_id: event.trace_id,
             message: event.action.to_owned(),
             context: Value::Object(event.details),
         }

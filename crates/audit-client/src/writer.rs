@@ -17,8 +17,8 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use crate::sender::{Backoff, Sender};
 use crate::split::{self, Delivery, Refused};
 use crate::spool::{PushError, Spool};
-use crate::token::TokenSource;
 use crate::wire::{WireEvent, now_ms, write_ndjson_line};
+use echo_edge::TokenSource;
 
 /// Most events the audit service takes in one request; a larger batch
 /// would be refused (413) and have to be halved, so `batch_size` is capped

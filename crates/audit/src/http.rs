@@ -9,7 +9,9 @@
 //!   verifies it.
 //!
 //! Every request needs a bearer JWT from identity whose `aud` is the audit
-//! service's audience, verified locally with the shared verifier.
+//! service's audience, verified locally by the edge's [`Gate`]; refused
+//! callers are recorded in the audit service's own chain
+//! (`access.denied`). Errors are RFC 9457 problems.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,15 +21,18 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use echo_verify::{Claims, Expectations, Verifier, VerifyError};
+use echo_edge::{
+    Caller, EdgeLayer, Gate, HasGate, Problem, SecurityHeaders, Service, TrustedProxies,
+};
+use echo_verify::Verifier;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::chain::ChainedEvent;
-use crate::service::{AuditError, AuditService};
+use crate::service::{AuditError, AuditService, READ_RIGHT, may_read};
 use crate::store::{Cursor, EventQuery, search_words};
 
 /// Largest request body accepted (a full batch of large events).
@@ -36,22 +41,52 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// What the HTTP layer needs.
 pub struct AuditApp {
     pub service: AuditService,
-    pub verifier: Arc<Verifier>,
-    /// The `aud` writers' and readers' tokens must carry.
-    pub audience: String,
+    gate: Arc<Gate>,
+}
+
+impl AuditApp {
+    /// The service taking tokens for `audience` checked by `verifier`; its
+    /// refused callers are recorded in its own chain.
+    pub fn new(service: AuditService, verifier: Arc<Verifier>, audience: &str) -> Self {
+        let gate = Gate::new("audit", audience, verifier, service.own_sink());
+        Self {
+            service,
+            gate: Arc::new(gate),
+        }
+    }
+}
+
+impl HasGate for AuditApp {
+    fn gate(&self) -> &Gate {
+        &self.gate
+    }
 }
 
 type AppState = State<Arc<AuditApp>>;
 
 pub fn router(app: Arc<AuditApp>) -> Router {
-    Router::new()
+    let edge = EdgeLayer {
+        trusted_proxies: TrustedProxies::default(),
+        security_headers: SecurityHeaders {
+            csp: HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+            https: false,
+        },
+    };
+    let router = Router::new()
         .route("/v1/events", post(ingest).get(query))
         .route("/log", post(log))
         .route("/v1/checkpoint", get(checkpoint))
         .route("/ping", get(|| async { "pong" }))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(app)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
+    edge.wrap(router).with_state(app)
+}
+
+/// The audit service on `listener`, with the refusal counts' job (the
+/// checkpoints are `echod`'s, which knows their interval).
+pub fn service(listener: tokio::net::TcpListener, app: Arc<AuditApp>) -> Service {
+    let refusal_counts = app.gate.refusal_job();
+    Service::http("audit", listener, router(app)).with_job(refusal_counts)
 }
 
 pub async fn serve(
@@ -59,49 +94,24 @@ pub async fn serve(
     app: Arc<AuditApp>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    echo_web::serve(listener, router(app), shutdown).await
-}
-
-fn problem(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
+    service(listener, app).run(shutdown).await
 }
 
 impl IntoResponse for AuditError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            AuditError::InvalidEvent { .. } | AuditError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AuditError::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            AuditError::Impersonation { .. } | AuditError::Forbidden => StatusCode::FORBIDDEN,
+        let (status, code) = match &self {
+            AuditError::InvalidEvent { .. } | AuditError::BadRequest(_) => {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            }
+            AuditError::BatchTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            AuditError::Impersonation { .. } => (StatusCode::FORBIDDEN, "impersonation"),
             AuditError::Store(_) | AuditError::ChainBroken(_) => {
                 tracing::error!(error = %self, "audit storage failure");
-                return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+                return Problem::internal().into_response();
             }
         };
-        problem(status, &self.to_string())
+        Problem::new(status, code, self.to_string()).into_response()
     }
-}
-
-/// The caller's verified claims, or the 401/503 to answer.
-async fn caller(app: &AuditApp, headers: &HeaderMap) -> Result<Arc<Claims>, Response> {
-    let Some(token) = echo_web::bearer(headers) else {
-        return Err(unauthorized("missing bearer token", None));
-    };
-    app.verifier
-        .verify(token, &Expectations::access_token(&app.audience))
-        .await
-        .map_err(|e| match e {
-            VerifyError::KeysUnavailable(_) => {
-                problem(StatusCode::SERVICE_UNAVAILABLE, "signing keys unavailable")
-            }
-            other => unauthorized(other.code(), Some(other.code())),
-        })
-}
-
-/// 401 with the RFC 6750 challenge; `refused` names why a token was refused.
-fn unauthorized(message: &str, refused: Option<&str>) -> Response {
-    let mut response = problem(StatusCode::UNAUTHORIZED, message);
-    echo_web::bearer_challenge(&mut response, refused);
-    response
 }
 
 /// A JSON array, one JSON object, or NDJSON (one object per line).
@@ -123,12 +133,13 @@ fn parse_batch(body: &[u8]) -> Result<Vec<Value>, AuditError> {
         .collect()
 }
 
-async fn ingest(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let writer = match caller(&app, &headers).await {
-        Ok(claims) => claims,
-        Err(response) => return response,
-    };
-    let result = async { app.service.ingest(&writer, parse_batch(&body)?).await }.await;
+async fn ingest(State(app): AppState, writer: Caller, body: Bytes) -> Response {
+    let result = async {
+        app.service
+            .ingest(&writer.claims, parse_batch(&body)?)
+            .await
+    }
+    .await;
     match result {
         Ok(appended) => (
             StatusCode::OK,
@@ -150,14 +161,10 @@ struct LogRequest {
 }
 
 /// The original design's endpoint: one message, action `log.<level>`.
-async fn log(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let writer = match caller(&app, &headers).await {
-        Ok(claims) => claims,
-        Err(response) => return response,
-    };
+async fn log(State(app): AppState, writer: Caller, body: Bytes) -> Response {
     let request: LogRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
-        Err(e) => return problem(StatusCode::BAD_REQUEST, &format!("malformed JSON: {e}")),
+        Err(e) => return Problem::bad_request(format!("malformed JSON: {e}")).into_response(),
     };
     let mut event = json!({
         "level": request.level,
@@ -168,7 +175,7 @@ async fn log(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response 
     if let Some(service) = request.service {
         event["service"] = service.into();
     }
-    match app.service.ingest(&writer, vec![event]).await {
+    match app.service.ingest(&writer.claims, vec![event]).await {
         Ok(appended) => (StatusCode::OK, Json(json!({"stored": appended.stored}))).into_response(),
         Err(e) => e.into_response(),
     }
@@ -196,29 +203,26 @@ fn event_json(row: &ChainedEvent) -> Value {
 
 async fn query(
     State(app): AppState,
+    reader: Caller,
     headers: HeaderMap,
     params: Result<Query<QueryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let reader = match caller(&app, &headers).await {
-        Ok(claims) => claims,
-        Err(response) => return response,
-    };
+    if !may_read(&reader.claims) {
+        return app.gate.insufficient(&reader, READ_RIGHT).into_response();
+    }
     let Ok(Query(p)) = params else {
-        return problem(StatusCode::BAD_REQUEST, "malformed query parameters");
+        return Problem::bad_request("malformed query parameters").into_response();
     };
     let before = match p.cursor.as_deref().map(str::parse::<Cursor>) {
         None => None,
         Some(Ok(cursor)) => Some(cursor),
         Some(Err(())) => {
-            return problem(StatusCode::BAD_REQUEST, "cursor: not a next_cursor value");
+            return Problem::bad_request("cursor: not a next_cursor value").into_response();
         }
     };
     let words = search_words(p.q.as_deref().unwrap_or_default());
     if p.q.as_deref().is_some_and(|q| !q.trim().is_empty()) && words.is_empty() {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "q: free text needs a letter or digit",
-        );
+        return Problem::bad_request("q: free text needs a letter or digit").into_response();
     }
     let query = EventQuery {
         service: p.service,
@@ -233,7 +237,7 @@ async fn query(
         limit: p.limit.unwrap_or(100),
     };
     let limit = query.limit;
-    match app.service.query(&reader, query).await {
+    match app.service.query(query).await {
         Ok(rows) => {
             let ndjson = headers
                 .get(ACCEPT)
@@ -252,18 +256,11 @@ async fn query(
                 .flatten();
             Json(json!({"events": rows.iter().map(event_json).collect::<Vec<_>>(), "next_cursor": next})).into_response()
         }
-        Err(AuditError::Forbidden) => {
-            app.service.record_denied(&reader).await;
-            AuditError::Forbidden.into_response()
-        }
         Err(e) => e.into_response(),
     }
 }
 
-async fn checkpoint(State(app): AppState, headers: HeaderMap) -> Response {
-    if let Err(response) = caller(&app, &headers).await {
-        return response;
-    }
+async fn checkpoint(State(app): AppState, _caller: Caller) -> Response {
     match app.service.checkpoint().await {
         Ok(note) => Json(json!({"checkpoint": note, "verifier_key": app.service.verifier_key()}))
             .into_response(),

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use echo_core::Clock;
+use echo_core::audit::{AuditEvent, AuditSink, Outcome};
 use echo_crypto::secret::random_token;
 use echo_verify::Claims;
 
@@ -42,8 +43,6 @@ pub enum AuditError {
     BatchTooLarge,
     #[error("{0}")]
     BadRequest(String),
-    #[error("reading the audit log needs role auditor or admin, or scope audit.read")]
-    Forbidden,
     #[error("the audit chain does not verify: {0}")]
     ChainBroken(ChainBreak),
     #[error(transparent)]
@@ -107,15 +106,12 @@ impl AuditService {
         Ok(self.store.append(&events).await?)
     }
 
-    /// Events matching `query`, newest first; only for readers.
+    /// Events matching `query`, newest first; callers check [`may_read`]
+    /// first.
     pub async fn query(
         &self,
-        reader: &Claims,
         mut query: EventQuery,
     ) -> Result<Vec<crate::chain::ChainedEvent>, AuditError> {
-        if !may_read(reader) {
-            return Err(AuditError::Forbidden);
-        }
         if query.words.len() > MAX_WORDS {
             return Err(AuditError::BadRequest(format!(
                 "q: at most {MAX_WORDS} words"
@@ -168,23 +164,31 @@ impl AuditService {
     }
 }
 
-/// Users with role `auditor` or `admin`, services with scope `audit.read`.
+/// Who may read the log: users with role `auditor` or `admin`, services
+/// with scope `audit.read`.
 pub fn may_read(claims: &Claims) -> bool {
     claims.roles.iter().any(|r| r == "auditor" || r == "admin") || claims.has_scope("audit.read")
 }
 
+/// What reading the audit log needs, as a refusal names it.
+pub const READ_RIGHT: &str = "role auditor or admin, or scope audit.read";
+
 impl AuditService {
-    /// A refused read is itself audited, as the audit service's own event.
-    pub async fn record_denied(&self, reader: &Claims) {
-        self.record_own(Event {
-            level: Level::Warn,
-            action: "audit.query.denied".into(),
-            actor: Some(reader.sub.clone()),
-            outcome: Some("failure".into()),
-            message: "read of the audit log refused".into(),
-            ..self.own_event()
-        })
-        .await;
+    /// Where the audit service's own events go (its refused callers): into
+    /// its own chain, in the order recorded, by a task of their own.
+    pub fn own_sink(&self) -> Arc<dyn AuditSink> {
+        let (send, mut events) = tokio::sync::mpsc::unbounded_channel::<AuditEvent>();
+        let store = self.store.clone();
+        let clock = self.clock.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let event = own_event_of(event, clock.now() * 1000);
+                if let Err(e) = store.append(&[event]).await {
+                    tracing::error!(error = %e, "could not record an audit service event");
+                }
+            }
+        });
+        Arc::new(OwnSink(send))
     }
 
     /// An event of the audit service itself; callers fill in the rest.
@@ -269,4 +273,39 @@ impl AuditService {
         .await;
         Ok(deleted)
     }
+}
+
+/// The audit service's own events, sent to its writing task.
+struct OwnSink(tokio::sync::mpsc::UnboundedSender<AuditEvent>);
+
+impl AuditSink for OwnSink {
+    fn record(&self, event: AuditEvent) {
+        if self.0.send(event).is_err() {
+            tracing::error!("the audit service's own events can no longer be recorded");
+        }
+    }
+}
+
+/// An event of the audit service itself, from the shared audit vocabulary.
+fn own_event_of(event: AuditEvent, time_ms: i64) -> Event {
+    let (level, outcome) = match event.outcome {
+        Outcome::Success => (Level::Info, "success"),
+        Outcome::Failure => (Level::Warn, "failure"),
+    };
+    let mut own = Event {
+        id: random_token(),
+        time: time_ms,
+        service: "audit".into(),
+        level,
+        action: event.action.into(),
+        actor: event.actor,
+        outcome: Some(outcome.into()),
+        ip: event.ip,
+        user_agent: event.user_agent,
+        trace_id: event.trace_id,
+        message: event.action.into(),
+        context: serde_json::Value::Object(event.details),
+    };
+    redact(&mut own);
+    own
 }

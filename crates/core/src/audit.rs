@@ -30,6 +30,8 @@ pub struct AuditEvent {
     pub actor: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The W3C trace id of the request that caused the event.
+    pub trace_id: Option<String>,
     /// Everything else worth keeping: client id, audience, `kid`, reason.
     pub details: Map<String, Value>,
 }
@@ -60,6 +62,7 @@ impl AuditEvent {
             actor: None,
             ip: None,
             user_agent: None,
+            trace_id: None,
             details: Map::new(),
         }
     }
@@ -73,6 +76,12 @@ impl AuditEvent {
     pub fn origin(mut self, ip: Option<String>, user_agent: Option<String>) -> Self {
         self.ip = ip;
         self.user_agent = user_agent;
+        self
+    }
+
+    /// Records the trace of the request that caused the event.
+    pub fn trace(mut self, trace_id: Option<String>) -> Self {
+        self.trace_id = trace_id;
         self
     }
 

@@ -12,17 +12,10 @@ pub enum DocsError {
     Llm(String),
 
     // The caller's mistakes (4xx).
-    /// No usable bearer token: `None` when there was none, else why the
-    /// token was refused (a short code such as `expired`).
-    #[error("{}", .0.unwrap_or("missing bearer token"))]
-    Unauthorized(Option<&'static str>),
-    /// Identity's signing keys could not be fetched, so no token can be
-    /// checked (503).
-    #[error("signing keys unavailable")]
-    KeysUnavailable,
-    /// A valid token of the wrong kind for the endpoint.
+    /// Refused at the edge (401, 403, or 503 without keys), already
+    /// audited.
     #[error("{0}")]
-    Forbidden(&'static str),
+    Refused(#[from] echo_edge::Refusal),
     /// Unknown, or someone else's: the same answer either way, so ids of
     /// other users' documents cannot be probed.
     #[error("document not found")]

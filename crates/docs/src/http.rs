@@ -1,6 +1,7 @@
 //! The docs service's HTTP face: authenticate, call one [`Docs`] method,
-//! map the result. Every error answer is `{"error": "…"}`, from
-//! [`DocsError`]'s one mapping below.
+//! map the result. Every error answer is an RFC 9457 problem
+//! (`application/problem+json`), from [`DocsError`]'s one mapping below;
+//! callers are authenticated, and refusals audited, by the edge's [`Gate`].
 //!
 //! User endpoints (a user's access token for the docs audience; the owner is
 //! its `sub`, an admin has the role `admin`):
@@ -32,10 +33,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use echo_core::audit::AuditSink;
+use echo_edge::{
+    EdgeLayer, Gate, HasGate, Problem, Refusal, SecurityHeaders, Service, TrustedProxies,
+    UserCaller,
+};
 use echo_parser::Kind;
 use echo_queue::JobQueue;
-use echo_verify::{Expectations, HttpJwks, Verifier, VerifierOptions, VerifyError};
-use echo_web::{Peer, SecurityHeaders};
+use echo_verify::Verifier;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -66,19 +70,29 @@ pub struct DocsConfig {
 /// What the HTTP layer needs.
 #[derive(Debug)]
 pub struct DocsApp {
-    verifier: Arc<Verifier>,
-    audience: String,
+    gate: Arc<Gate>,
     docs: Docs,
 }
 
 impl DocsApp {
-    /// The service accepting tokens for `audience` checked by `verifier`.
-    pub fn new(verifier: Arc<Verifier>, audience: &str, docs: Docs) -> Self {
+    /// The service accepting tokens for `audience` checked by `verifier`;
+    /// refusals are audited to `audit`.
+    pub fn new(
+        verifier: Arc<Verifier>,
+        audience: &str,
+        docs: Docs,
+        audit: Arc<dyn AuditSink>,
+    ) -> Self {
         Self {
-            verifier,
-            audience: audience.to_owned(),
+            gate: Arc::new(Gate::new("docs", audience, verifier, audit)),
             docs,
         }
+    }
+}
+
+impl HasGate for DocsApp {
+    fn gate(&self) -> &Gate {
+        &self.gate
     }
 }
 
@@ -103,16 +117,15 @@ pub async fn build(
     let index = tokio::task::spawn_blocking(move || SearchIndex::open(&index_dir))
         .await
         .map_err(|e| DocsError::Internal(format!("opening the index failed: {e}")))??;
-    let docs = Docs::new(store, blobs, Arc::new(index), queue, audit)
+    let docs = Docs::new(store, blobs, Arc::new(index), queue, audit.clone())
         .with_limits(config.limits.clone())
         .with_llm(llm);
-    let issuer = config.issuer.trim_end_matches('/');
-    let jwks = HttpJwks::new(format!("{issuer}/jwks"));
-    let verifier = Verifier::new(issuer, Arc::new(jwks), VerifierOptions::default());
+    let verifier = Arc::new(Verifier::for_issuer(&config.issuer));
     Ok(Arc::new(DocsApp::new(
-        Arc::new(verifier),
+        verifier,
         &config.audience,
         docs,
+        audit,
     )))
 }
 
@@ -141,7 +154,17 @@ pub fn router(app: Arc<DocsApp>) -> Router {
         .route("/v1/documents/{id}/index", put(index).layer(index_limit))
         .route("/v1/query", post(query))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }));
-    headers.wrap(router).with_state(app)
+    let edge = EdgeLayer {
+        trusted_proxies: TrustedProxies::default(),
+        security_headers: headers,
+    };
+    edge.wrap(router).with_state(app)
+}
+
+/// The docs service on `listener`, with its periodic jobs.
+pub fn service(listener: tokio::net::TcpListener, app: Arc<DocsApp>) -> Service {
+    let refusal_counts = app.gate.refusal_job();
+    Service::http("docs", listener, router(app)).with_job(refusal_counts)
 }
 
 pub async fn serve(
@@ -149,98 +172,26 @@ pub async fn serve(
     app: Arc<DocsApp>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    echo_web::serve(listener, router(app), shutdown).await
+    service(listener, app).run(shutdown).await
 }
 
-/// Who a verified token speaks for.
-enum Principal {
-    User(Caller),
-    /// A service token (`sub` = `client_id`, what client credentials
-    /// issue); `indexer` when it carries [`INDEX_SCOPE`].
-    Service {
-        worker: Worker,
-        indexer: bool,
-        /// Where the request came from (address, user agent), for the
-        /// audit trail.
-        origin: (Option<String>, Option<String>),
-    },
+/// The user a verified token speaks for, as the domain takes it.
+fn user(caller: echo_edge::Caller) -> Caller {
+    Caller {
+        admin: caller.has_role("admin"),
+        subject: caller.subject,
+        origin: caller.origin,
+    }
 }
-
-const USER_TOKEN_REQUIRED: &str = "a user token is required";
-const INDEX_TOKEN_REQUIRED: &str = "a service token with scope docs.index is required";
 
 impl DocsApp {
-    /// The verified caller; a refused token (not our own trouble fetching
-    /// keys) is audited.
-    async fn principal(&self, headers: &HeaderMap, peer: Peer) -> Result<Principal> {
-        let verified = match echo_web::bearer(headers) {
-            None => Err(DocsError::Unauthorized(None)),
-            Some(token) => self
-                .verifier
-                .verify(token, &Expectations::access_token(&self.audience))
-                .await
-                .map_err(|e| match e {
-                    VerifyError::KeysUnavailable(_) => DocsError::KeysUnavailable,
-                    other => DocsError::Unauthorized(Some(other.code())),
-                }),
-        };
-        let claims = match verified {
-            Ok(claims) => claims,
-            Err(e) => {
-                if let DocsError::Unauthorized(code) = &e {
-                    let reason = code.unwrap_or("missing bearer token");
-                    self.docs
-                        .access_denied((peer.ip, peer.user_agent), reason, None);
-                }
-                return Err(e);
-            }
-        };
-        Ok(
-            if claims.client_id.as_deref() == Some(claims.sub.as_str()) {
-                Principal::Service {
-                    indexer: claims.has_scope(INDEX_SCOPE),
-                    worker: Worker {
-                        client_id: claims.sub.clone(),
-                    },
-                    origin: (peer.ip, peer.user_agent),
-                }
-            } else {
-                Principal::User(Caller {
-                    subject: claims.sub.clone(),
-                    admin: claims.roles.iter().any(|r| r == "admin"),
-                    ip: peer.ip,
-                    user_agent: peer.user_agent,
-                })
-            },
-        )
-    }
-
-    async fn user(&self, headers: &HeaderMap, peer: Peer) -> Result<Caller> {
-        match self.principal(headers, peer).await? {
-            Principal::User(caller) => Ok(caller),
-            service => Err(self.forbidden(service, USER_TOKEN_REQUIRED)),
-        }
-    }
-
-    async fn worker(&self, headers: &HeaderMap, peer: Peer) -> Result<Worker> {
-        match self.principal(headers, peer).await? {
-            Principal::Service {
-                worker,
-                indexer: true,
-                ..
-            } => Ok(worker),
-            other => Err(self.forbidden(other, INDEX_TOKEN_REQUIRED)),
-        }
-    }
-
-    /// The 403 for a valid token of the wrong kind, audited.
-    fn forbidden(&self, principal: Principal, reason: &'static str) -> DocsError {
-        let (origin, subject) = match principal {
-            Principal::User(caller) => ((caller.ip, caller.user_agent), caller.subject),
-            Principal::Service { worker, origin, .. } => (origin, worker.client_id),
-        };
-        self.docs.access_denied(origin, reason, Some(&subject));
-        DocsError::Forbidden(reason)
+    /// The indexing service: a service token with [`INDEX_SCOPE`].
+    fn indexer(&self, caller: echo_edge::Caller) -> std::result::Result<Worker, Refusal> {
+        self.gate.require_service(&caller)?;
+        self.gate.require_scope(&caller, INDEX_SCOPE)?;
+        Ok(Worker {
+            client_id: caller.subject,
+        })
     }
 }
 
@@ -253,11 +204,11 @@ struct UploadParams {
 
 async fn upload(
     State(app): AppState,
-    peer: Peer,
+    UserCaller(caller): UserCaller,
     params: std::result::Result<Query<UploadParams>, QueryRejection>,
     request: Request,
 ) -> Result<Response> {
-    let caller = app.user(request.headers(), peer).await?;
+    let caller = user(caller);
     let max = app.docs.limits().max_upload_bytes;
     let documents = if is_multipart(request.headers()) {
         let multipart = Multipart::from_request(request, &())
@@ -278,29 +229,25 @@ async fn upload(
     Ok((StatusCode::CREATED, Json(json!({"documents": documents}))).into_response())
 }
 
-async fn list(State(app): AppState, peer: Peer, headers: HeaderMap) -> Result<Response> {
-    let caller = app.user(&headers, peer).await?;
-    let documents = app.docs.list(&caller).await?;
+async fn list(State(app): AppState, UserCaller(caller): UserCaller) -> Result<Response> {
+    let documents = app.docs.list(&user(caller)).await?;
     Ok(Json(json!({"documents": documents})).into_response())
 }
 
 async fn get_one(
     State(app): AppState,
-    peer: Peer,
-    headers: HeaderMap,
+    UserCaller(caller): UserCaller,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let caller = app.user(&headers, peer).await?;
-    Ok(Json(app.docs.get(&caller, &id).await?).into_response())
+    Ok(Json(app.docs.get(&user(caller), &id).await?).into_response())
 }
 
 async fn delete(
     State(app): AppState,
-    peer: Peer,
-    headers: HeaderMap,
+    UserCaller(caller): UserCaller,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let caller = app.user(&headers, peer).await?;
+    let caller = user(caller);
     uncancelled(async move { app.docs.delete(&caller, &id).await }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -308,18 +255,13 @@ async fn delete(
 /// A user's own document, or any for the worker.
 async fn content(
     State(app): AppState,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: echo_edge::Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let content = match app.principal(&headers, peer).await? {
-        Principal::User(caller) => app.docs.content(&caller, &id).await?,
-        Principal::Service {
-            worker,
-            indexer: true,
-            ..
-        } => app.docs.worker_content(&worker, &id).await?,
-        service => return Err(app.forbidden(service, INDEX_TOKEN_REQUIRED)),
+    let content = if caller.is_service() {
+        app.docs.worker_content(&app.indexer(caller)?, &id).await?
+    } else {
+        app.docs.content(&user(caller), &id).await?
     };
     Ok(download(content))
 }
@@ -331,11 +273,11 @@ struct IndexBody {
 
 async fn index(
     State(app): AppState,
-    peer: Peer,
+    caller: echo_edge::Caller,
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response> {
-    let worker = app.worker(request.headers(), peer).await?;
+    let worker = app.indexer(caller)?;
     let body: IndexBody = json_body(request, app.docs.limits().max_index_bytes).await?;
     uncancelled(async move { app.docs.index_document(&worker, &id, body.chunks).await }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -346,8 +288,12 @@ struct QueryBody {
     question: String,
 }
 
-async fn query(State(app): AppState, peer: Peer, request: Request) -> Result<Response> {
-    let caller = app.user(request.headers(), peer).await?;
+async fn query(
+    State(app): AppState,
+    UserCaller(caller): UserCaller,
+    request: Request,
+) -> Result<Response> {
+    let caller = user(caller);
     // The default body limit (2 MB) is ample for a question.
     let body: QueryBody = json_body(request, 2 * 1024 * 1024).await?;
     Ok(Json(app.docs.query(&caller, &body.question).await?).into_response())
@@ -526,31 +472,28 @@ fn attachment(name: &str) -> String {
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
-/// The one mapping of errors to HTTP: the caller's mistakes with their
-/// message, 401 with the RFC 6750 challenge, ours as an opaque 500 (or 502
-/// for the language model) with the cause logged here.
+/// The one mapping of errors to HTTP, as RFC 9457 problems: the caller's
+/// mistakes with their message, refused tokens as the edge answers them,
+/// ours as an opaque 500 (or 502 for the language model) with the cause
+/// logged here.
 impl IntoResponse for DocsError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            DocsError::Unauthorized(refused) => {
-                let mut response = problem(StatusCode::UNAUTHORIZED, &self.to_string());
-                echo_web::bearer_challenge(&mut response, *refused);
-                return response;
-            }
-            DocsError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            DocsError::Forbidden(_) => StatusCode::FORBIDDEN,
-            DocsError::NotFound => StatusCode::NOT_FOUND,
-            DocsError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        let (status, code) = match &self {
+            DocsError::Refused(refusal) => return refusal.clone().into_response(),
+            DocsError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            DocsError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             DocsError::TooLarge { .. } | DocsError::TooManyFiles { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
             }
-            DocsError::Unsupported { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            DocsError::Unsupported { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported"),
             DocsError::Llm(_) => {
                 tracing::error!(error = %self, "language model failure");
-                return problem(
+                return Problem::new(
                     StatusCode::BAD_GATEWAY,
+                    "llm_unavailable",
                     "the language model could not answer; try again later",
-                );
+                )
+                .into_response();
             }
             DocsError::Index(_)
             | DocsError::Database(_)
@@ -561,15 +504,11 @@ impl IntoResponse for DocsError {
             | DocsError::Config(_)
             | DocsError::Internal(_) => {
                 tracing::error!(error = %self, "docs failure");
-                return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+                return Problem::internal().into_response();
             }
         };
-        problem(status, &self.to_string())
+        Problem::new(status, code, self.to_string()).into_response()
     }
-}
-
-fn problem(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
 }
 
 #[cfg(test)]

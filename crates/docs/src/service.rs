@@ -24,6 +24,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use echo_core::Clock;
 use echo_core::audit::{AuditEvent, AuditSink};
+use echo_edge::Origin;
 use echo_parser::Kind;
 use echo_queue::{JobId, JobQueue, JobState, JobStatus};
 use serde::Serialize;
@@ -76,8 +77,7 @@ pub struct Caller {
     /// May see and delete every user's documents.
     pub admin: bool,
     /// Where the request came from, for the audit trail.
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
+    pub origin: Origin,
 }
 
 /// The indexing service (a service token with scope `docs.index`).
@@ -404,20 +404,6 @@ impl Docs {
         }
     }
 
-    /// Records a request refused before it reached a document: a missing
-    /// or invalid token (401) or the wrong kind of token (403). `subject`
-    /// is the token's, when the token itself was valid.
-    pub fn access_denied(
-        &self,
-        origin: (Option<String>, Option<String>),
-        reason: &str,
-        subject: Option<&str>,
-    ) {
-        self.audit.record(
-            AuditEvent::refused("docs.access.denied", reason, subject).origin(origin.0, origin.1),
-        );
-    }
-
     /// The document `id` if the caller may see it; otherwise NotFound,
     /// audited.
     async fn visible(&self, caller: &Caller, id: &str, action: &str) -> Result<Document> {
@@ -529,9 +515,7 @@ pub fn display_name(raw: &str) -> String {
 }
 
 fn event(event: AuditEvent, caller: &Caller) -> AuditEvent {
-    event
-        .actor(caller.subject.as_str())
-        .origin(caller.ip.clone(), caller.user_agent.clone())
+    caller.origin.stamp(event.actor(caller.subject.as_str()))
 }
 
 fn rfc3339(unix_seconds: i64) -> String {

@@ -11,8 +11,9 @@
 
 use serde::Deserialize;
 
-use crate::pipeline::Principal;
-use crate::{Gateway, GatewayError, Result};
+use crate::gateway::Gateway;
+use crate::principal::Principal;
+use crate::{GatewayError, Result};
 
 /// Roles that may read the logs.
 pub const LOG_READERS: [&str; 2] = ["auditor", "admin"];

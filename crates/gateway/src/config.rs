@@ -1,5 +1,6 @@
 use std::fmt;
-use std::net::IpAddr;
+
+use echo_edge::TrustedProxies;
 
 use url::Url;
 
@@ -57,8 +58,9 @@ pub struct GatewayConfig {
     /// Path prefix → upstream (from the configuration file).
     pub routes: RouteTable,
     pub rate_limits: RateLimits,
-    /// Peers whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Peers whose `X-Forwarded-For` is believed (addresses or CIDR
+    /// blocks); none by default.
+    pub trusted_proxies: TrustedProxies,
     /// The audit service the logs page, the dashboard and the home page's
     /// activity read from (`GET /v1/events`); `None` hides them.
     pub audit_url: Option<String>,
@@ -96,7 +98,7 @@ impl GatewayConfig {
             purge_interval: 5 * 60,
             routes: RouteTable::default(),
             rate_limits: RateLimits::default(),
-            trusted_proxies: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
             audit_url: None,
             audit_audience: "audit".into(),
         })
@@ -107,7 +109,7 @@ impl GatewayConfig {
     pub fn apply_file(&mut self, file: &GatewayFile) -> Result<()> {
         self.routes = file.route_table()?;
         self.rate_limits = file.rate_limits()?;
-        self.trusted_proxies = file.trusted_proxies.clone();
+        self.trusted_proxies = file.trusted_proxies()?;
         Ok(())
     }
 

@@ -1,5 +1,3 @@
-use echo_verify::VerifyError;
-
 /// Whose fault a failure is, after Pingora's error sources: it decides
 /// between 4xx (downstream: the caller's request), 502/504 (upstream: a
 /// service behind the gateway) and 500 (internal), and how loudly it is
@@ -28,16 +26,18 @@ pub enum GatewayError {
     /// (identity's error, a bad ID token, a wrong nonce).
     #[error("sign-in failed: {0}")]
     LoginFailed(String),
-    /// `/api/...` without any credentials.
+    /// No credentials: a page sends the browser to sign in, the API
+    /// answers 401.
     #[error("authentication required")]
     NotSignedIn,
     /// The session cookie names a session that ended (idle or absolute
     /// timeout, logout, a refresh identity refused).
     #[error("your session has expired")]
     SessionExpired,
-    /// A bearer token (or a token identity handed us) failed verification.
-    #[error("invalid token: {0}")]
-    Token(#[from] VerifyError),
+    /// A bearer token refused at the edge (already audited), or the keys
+    /// to check tokens with unavailable.
+    #[error("{0}")]
+    Refused(#[from] echo_edge::Refusal),
     /// A state-changing browser request without its CSRF proof.
     #[error("request refused: {0}")]
     Csrf(&'static str),
@@ -73,8 +73,8 @@ impl GatewayError {
     /// Whose fault this is.
     pub fn fault(&self) -> Fault {
         match self {
+            GatewayError::Refused(refusal) if refusal.reason.is_none() => Fault::Upstream,
             GatewayError::Identity(_)
-            | GatewayError::Token(VerifyError::KeysUnavailable(_))
             | GatewayError::UpstreamUnavailable { .. }
             | GatewayError::UpstreamTimeout { .. } => Fault::Upstream,
             GatewayError::Config(_) | GatewayError::Storage(_) | GatewayError::Crypto(_) => {

@@ -1,51 +1,26 @@
 //! Tokens the gateway sends on: for an upstream, the caller's token traded
 //! at identity (RFC 8693 token exchange) for one whose `aud` is that
 //! upstream, naming the user as `sub` and the gateway as `act`; for the
-//! gateway's own reads of the audit log, its client-credentials token.
+//! gateway's own reads of the audit log, its client-credentials token
+//! (the edge's [`echo_edge::ServiceTokens`]).
 //!
-//! Both are cached until shortly before they expire: exchanged tokens per
-//! caller token and audience (a session's access token changes at each
-//! refresh, so this is per session and audience, and a refreshed session
-//! trades its new token), so identity sees one exchange per session,
-//! audience and token lifetime rather than one per request.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! Exchanged tokens are cached ([`crate::token_cache`]) until shortly
+//! before they expire, per caller token and audience (a session's access
+//! token changes at each refresh, so this is per session and audience,
+//! and a refreshed session trades its new token), so identity sees one
+//! exchange per session, audience and token lifetime rather than one per
+//! request.
 
 use echo_crypto::secret::token_hash;
 
+use crate::gateway::Gateway;
 use crate::oidc::TokenAnswer;
-use crate::pipeline::{Credential, Principal};
+use crate::principal::{Credential, Principal};
 use crate::session::Tokens;
-use crate::{Gateway, GatewayError, Result};
+use crate::{GatewayError, Result};
 
-/// A cached token is not handed out this close to its expiry (seconds).
-const EXPIRY_MARGIN: i64 = 30;
-/// Entries kept before expired ones are swept.
-const SWEEP_AT: usize = 10_000;
-/// What identity's client-credentials token lets the gateway do at audit.
+/// What the gateway's client-credentials token lets it do at audit.
 const AUDIT_READ: &str = "audit.read";
-
-/// Tokens by `(whose, audience)`, with their expiry (Unix seconds).
-#[derive(Default)]
-pub(crate) struct TokenCache(Mutex<HashMap<(String, String), (String, i64)>>);
-
-impl TokenCache {
-    fn get(&self, key: &(String, String), now: i64) -> Option<String> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key)
-            .filter(|(_, exp)| exp - EXPIRY_MARGIN > now)
-            .map(|(token, _)| token.clone())
-    }
-
-    fn put(&self, key: (String, String), token: String, expires_at: i64, now: i64) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= SWEEP_AT {
-            map.retain(|_, (_, exp)| *exp - EXPIRY_MARGIN > now);
-        }
-        map.insert(key, (token, expires_at));
-    }
-}
 
 impl Gateway {
     /// The caller's token, as presented (bearer) or opened from the
@@ -99,11 +74,10 @@ impl Gateway {
     /// The gateway's own token for reading the audit log (scope
     /// `audit.read`), by client credentials.
     pub(crate) async fn own_audit_token(&self) -> Result<String> {
-        let audience = &self.config.audit_audience;
-        self.cached((String::new(), audience.clone()), || {
-            self.identity.client_credentials(audience, AUDIT_READ)
-        })
-        .await
+        self.service_tokens
+            .token(&self.config.audit_audience, AUDIT_READ)
+            .await
+            .map_err(GatewayError::Identity)
     }
 
     async fn cached<F>(&self, key: (String, String), fetch: impl FnOnce() -> F) -> Result<String>
@@ -126,22 +100,12 @@ impl Gateway {
 mod tests {
     use super::*;
 
-    #[test]
-    fn cached_tokens_are_not_handed_out_near_expiry() {
-        let cache = TokenCache::default();
-        let key = ("h".to_owned(), "docs".to_owned());
-        cache.put(key.clone(), "t".into(), 1000, 0);
-        assert_eq!(cache.get(&key, 900).as_deref(), Some("t"));
-        assert_eq!(cache.get(&key, 1000 - EXPIRY_MARGIN), None);
-        assert_eq!(cache.get(&("h".into(), "other".into()), 0), None);
-    }
-
     fn caller(credential: Credential) -> Principal {
         Principal {
             subject: "u1".into(),
             name: None,
             roles: Vec::new(),
-            scopes: Vec::new(),
+            scopes: echo_core::Scope::default(),
             session: None,
             credential,
         }

@@ -9,23 +9,17 @@ use echo_core::Clock;
 use echo_core::audit::{AuditEvent, AuditSink};
 use echo_crypto::seal::MasterKey;
 use echo_crypto::secret::{b64url, constant_time_eq, random_token, token_hash};
+use echo_edge::{Gate, Origin, Refusal, ServiceTokens};
 use echo_verify::{Claims, Expectations, Verifier, VerifyError};
 
-use crate::exchange::TokenCache;
 use crate::oidc::{IdentityClient, LoginSecrets, authorize_url, logout_url};
-use crate::pipeline::RefreshLocks;
 use crate::proxy::{Upstreams, upstreams};
 use crate::rate_limit::RateLimiter;
+use crate::refresh_lock::RefreshLocks;
 use crate::return_to::safe_return_to;
 use crate::session::{LoginAttempt, Session, SessionStore, Tokens};
+use crate::token_cache::TokenCache;
 use crate::{GatewayConfig, GatewayError, Result};
-
-/// Where a request came from, for audit events.
-#[derive(Debug, Clone, Default)]
-pub struct RequestMeta {
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-}
 
 /// A started login: send the browser to `authorize_url`, with the binding
 /// cookie set to `browser_binding`.
@@ -59,6 +53,10 @@ pub struct Gateway {
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) identity: IdentityClient,
     pub(crate) verifier: Arc<Verifier>,
+    /// Bearer tokens on the API: verified, refusals audited.
+    pub(crate) gate: Arc<Gate>,
+    /// The gateway's own tokens (reading the audit log).
+    pub(crate) service_tokens: ServiceTokens,
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) clock: Arc<dyn Clock>,
     /// Seals tokens at rest.
@@ -85,11 +83,24 @@ impl Gateway {
         audit: Arc<dyn AuditSink>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let gate = Arc::new(Gate::new(
+            "gateway",
+            &config.audience,
+            verifier.clone(),
+            audit.clone(),
+        ));
+        let service_tokens = ServiceTokens::new(
+            &config.issuer,
+            &config.client_id,
+            config.client_secret.expose(),
+        );
         Self {
             identity: IdentityClient::new(&config),
             config,
             store,
             verifier,
+            gate,
+            service_tokens,
             audit,
             clock,
             sealer: master.derive("echo-gateway session tokens v1"),
@@ -98,11 +109,7 @@ impl Gateway {
             limiter: RateLimiter::default(),
             tokens: TokenCache::default(),
             upstreams: upstreams(),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(10))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+            http: echo_edge::http_client(std::time::Duration::from_secs(10)),
         }
     }
 
@@ -110,9 +117,13 @@ impl Gateway {
         &self.config
     }
 
-    pub(crate) fn audit(&self, event: AuditEvent, meta: &RequestMeta) {
-        self.audit
-            .record(event.origin(meta.ip.clone(), meta.user_agent.clone()));
+    /// The door bearer tokens come through.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+
+    pub(crate) fn audit(&self, event: AuditEvent, meta: &Origin) {
+        self.audit.record(meta.stamp(event));
     }
 
     /// The CSRF token of forms in session `id_hash`: an HMAC of the session
@@ -128,7 +139,7 @@ impl Gateway {
     /// no-referrer` browsers send `null` on their own form posts (Fetch
     /// §3.2.5, found by the browser tests on logout). Such a request still
     /// needs its CSRF token or header, which a foreign page cannot supply.
-    pub(crate) fn check_origin(&self, origin: Option<&str>, meta: &RequestMeta) -> Result<()> {
+    pub(crate) fn check_origin(&self, origin: Option<&str>, meta: &Origin) -> Result<()> {
         match origin {
             Some(origin) if origin != self.config.public_url && origin != "null" => {
                 self.refuse_csrf("cross-origin request", meta)
@@ -137,7 +148,7 @@ impl Gateway {
         }
     }
 
-    pub(crate) fn refuse_csrf(&self, reason: &'static str, meta: &RequestMeta) -> Result<()> {
+    pub(crate) fn refuse_csrf(&self, reason: &'static str, meta: &Origin) -> Result<()> {
         self.audit(
             AuditEvent::failure("gateway.csrf.refused").detail("reason", reason),
             meta,
@@ -183,7 +194,7 @@ impl Gateway {
         callback: &Callback,
         browser: Option<&str>,
         previous: Option<&str>,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<SignedIn> {
         match self.complete_login(callback, browser).await {
             Ok((signed_in, subject)) => {
@@ -316,7 +327,9 @@ impl Gateway {
             .verify(token, expect)
             .await
             .map_err(|e| match e {
-                VerifyError::KeysUnavailable(_) => GatewayError::Token(e),
+                VerifyError::KeysUnavailable(_) => {
+                    GatewayError::Refused(Refusal::keys_unavailable())
+                }
                 other => {
                     GatewayError::LoginFailed(format!("{} token: {}", expect.typ, other.code()))
                 }
@@ -332,7 +345,7 @@ impl Gateway {
         session: Option<&str>,
         csrf: Option<&str>,
         origin: Option<&str>,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<String> {
         let signed_out = self.config.post_logout_redirect_uri();
         let Some(id_hash) = session.map(token_hash) else {

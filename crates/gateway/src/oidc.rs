@@ -42,11 +42,7 @@ impl IdentityClient {
     pub fn new(config: &GatewayConfig) -> Self {
         let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
         Self {
-            http: reqwest::Client::builder()
-                .timeout(TOKEN_REQUEST_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+            http: echo_edge::http_client(TOKEN_REQUEST_TIMEOUT),
             token_endpoint: config.identity_endpoint("/token"),
             basic_user: encode(&config.client_id),
             basic_password: encode(config.client_secret.expose()),
@@ -87,16 +83,6 @@ impl IdentityClient {
             ("subject_token_type", ACCESS_TOKEN_TYPE),
             ("requested_token_type", ACCESS_TOKEN_TYPE),
             ("audience", audience),
-        ])
-        .await
-    }
-
-    /// RFC 6749 §4.4: the gateway's own token for `audience`.
-    pub async fn client_credentials(&self, audience: &str, scope: &str) -> Result<TokenAnswer> {
-        self.token(&[
-            ("grant_type", "client_credentials"),
-            ("audience", audience),
-            ("scope", scope),
         ])
         .await
     }

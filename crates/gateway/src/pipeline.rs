@@ -10,7 +10,8 @@
 //! 1. **route** ([`Gateway::forward`]): the route table's longest path
 //!    prefix; none is a 404.
 //! 2. **authenticate** ([`Gateway::authenticate`]): who is calling — a
-//!    bearer JWT from identity (verified locally) or a browser session
+//!    bearer JWT from identity (verified locally by the edge's gate, which
+//!    audits every refusal) or a browser session
 //!    (idle and absolute timeouts, CSRF proof for the API, the access
 //!    token refreshed when it is about to expire).
 //! 3. **authorize** (`authorize`): the route's roles (any one) and scopes
@@ -27,27 +28,26 @@
 //! 7. **forward** (`send`): streamed to the upstream and back within the
 //!    route's timeout (until the response head): no answer is a 502, too
 //!    late a 504. The upstream's own status codes pass through.
-//! 8. **respond**: errors become pages or JSON in `http/error.rs`.
+//! 8. **respond**: errors become pages (with a redirect to login) or
+//!    problem+json, by the request's [`Surface`], in `http/error.rs`.
 //!
 //! The gateway's own endpoints (`/api/me`, the pages) run phases 0 and 2
 //! and answer themselves.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::header::{AUTHORIZATION, COOKIE, HOST, SET_COOKIE};
 use axum::http::{HeaderValue, Request, Response, Uri, Version};
+use echo_core::Scope;
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::token_hash;
+use echo_edge::{Caller, Origin, REQUEST_ID, TRACEPARENT};
 use echo_verify::Expectations;
 
-use crate::gateway::{Gateway, RequestMeta};
-use crate::http::CSRF_HEADER;
-use crate::proxy::{
-    REQUEST_ID, TRACEPARENT, request_id, set_forwarded_for, strip_hop_by_hop, traceparent,
-};
+use crate::gateway::Gateway;
+use crate::principal::{CSRF_HEADER, Credential, Presented, Principal, SessionInfo, Surface};
+use crate::proxy::{set_forwarded_for, strip_hop_by_hop};
 use crate::routes::{Limit, Route};
 use crate::session::{Session, Tokens};
 use crate::{GatewayError, Result};
@@ -55,112 +55,6 @@ use crate::{GatewayError, Result};
 /// A session is marked used at most this often (seconds), so reading a
 /// session costs no write on most requests; the idle timeout is as precise.
 const TOUCH_EVERY: i64 = 60;
-
-/// Which face of the gateway a request is for: what CSRF proof it needs
-/// and how failures answer (pages redirect to login, the API says 401).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Surface {
-    Page,
-    Api,
-}
-
-/// The credentials a request presents, as read from HTTP.
-#[derive(Debug, Clone, Copy)]
-pub struct Presented<'a> {
-    pub surface: Surface,
-    /// `Authorization: Bearer` (the API only).
-    pub bearer: Option<&'a str>,
-    /// The session cookie's value.
-    pub session: Option<&'a str>,
-    /// `X-Echo-CSRF: 1` was sent: a header a cross-site page cannot set
-    /// without a CORS preflight, which the gateway never grants.
-    pub csrf_header: bool,
-    /// The `Origin` header.
-    pub origin: Option<&'a str>,
-}
-
-/// Who is calling, after authentication.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// `sub`: a user id, or a client id for service tokens.
-    pub subject: String,
-    pub name: Option<String>,
-    pub roles: Vec<String>,
-    /// The bearer token's `scope`; for a session, the scopes the gateway
-    /// asks for at login.
-    pub scopes: Vec<String>,
-    /// Set when the caller is a browser session.
-    pub session: Option<SessionInfo>,
-    /// What the caller's token can be traded from.
-    pub(crate) credential: Credential,
-}
-
-impl Principal {
-    /// Whether the caller has any of `roles`.
-    pub fn has_any_role(&self, roles: &[&str]) -> bool {
-        self.roles.iter().any(|r| roles.contains(&r.as_str()))
-    }
-}
-
-/// The caller's token: as presented, or sealed in the session (opened
-/// only when a request needs it upstream).
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) enum Credential {
-    Bearer(String),
-    Session {
-        id_hash: String,
-        sealed: Vec<u8>,
-        /// When the sealed access token expires: it changes with every
-        /// refresh, so it tells the session's tokens apart without opening
-        /// them.
-        access_expires_at: i64,
-    },
-}
-
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Credential(..)")
-    }
-}
-
-/// What pages show and need of a browser session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionInfo {
-    /// The absolute end (Unix seconds).
-    pub expires_at: i64,
-    /// The end if unused from now on.
-    pub idle_expires_at: i64,
-    /// The token this session's forms carry.
-    pub csrf: String,
-}
-
-/// One async mutex per session being refreshed, so that of many requests
-/// arriving as the access token expires one refreshes and the others wait
-/// for its result: a refresh token is rotated on use, and racing it would
-/// spend it twice. Entries live as long as someone holds or waits on them.
-///
-/// This serializes refreshes within one gateway process; replicas sharing
-/// a session store rely on identity's grace period for a just-rotated
-/// refresh token (it answers a repeat within seconds with the same
-/// successor).
-#[derive(Default)]
-pub(crate) struct RefreshLocks(Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>);
-
-impl RefreshLocks {
-    fn lock_for(&self, id_hash: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(lock) = map.get(id_hash).and_then(Weak::upgrade) {
-            return lock;
-        }
-        map.retain(|_, lock| lock.strong_count() > 0);
-        let lock = Arc::new(tokio::sync::Mutex::new(()));
-        map.insert(id_hash.to_owned(), Arc::downgrade(&lock));
-        lock
-    }
-}
 
 impl Gateway {
     /// Phase 1: authenticates a request. `Ok(None)` is an anonymous page
@@ -172,14 +66,22 @@ impl Gateway {
     pub async fn authenticate(
         &self,
         presented: &Presented<'_>,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<Option<Principal>> {
         if presented.surface == Surface::Api {
             if let Some(token) = presented.bearer {
-                return self.bearer_principal(token).await.map(Some);
+                let caller = self.gate.authenticate_bearer(Some(token), meta).await?;
+                return Ok(Some(bearer_principal(caller, token)));
             }
             if presented.session.is_none() {
-                return Err(GatewayError::NotSignedIn);
+                // No credentials at all: refused (and audited) as every
+                // service refuses a request without a token.
+                return Err(self
+                    .gate
+                    .authenticate_bearer(None, meta)
+                    .await
+                    .err()
+                    .map_or(GatewayError::NotSignedIn, GatewayError::Refused));
             }
             self.check_origin(presented.origin, meta)?;
             if !presented.csrf_header {
@@ -194,7 +96,7 @@ impl Gateway {
             subject: session.subject,
             name: session.name,
             roles: session.roles,
-            scopes: self.config.scopes.split(' ').map(str::to_owned).collect(),
+            scopes: Scope::parse(&self.config.scopes),
             credential: Credential::Session {
                 id_hash: session.id_hash.clone(),
                 sealed: session.tokens,
@@ -209,36 +111,9 @@ impl Gateway {
         }))
     }
 
-    /// Verified locally against identity's JWKS: no call to identity.
-    async fn bearer_principal(&self, token: &str) -> Result<Principal> {
-        let claims = self
-            .verifier
-            .verify(token, &Expectations::access_token(&self.config.audience))
-            .await?;
-        let name = ["preferred_username", "name"]
-            .iter()
-            .find_map(|claim| claims.other.get(*claim).and_then(|v| v.as_str()))
-            .map(str::to_owned);
-        Ok(Principal {
-            subject: claims.sub.clone(),
-            name,
-            roles: claims.roles.clone(),
-            scopes: claims
-                .scope
-                .as_deref()
-                .unwrap_or("")
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            session: None,
-            credential: Credential::Bearer(token.to_owned()),
-        })
-    }
-
     /// The session named by the cookie value `token`, if it is live, with
     /// an access token good for a while yet.
-    async fn live_session(&self, token: &str, meta: &RequestMeta) -> Result<Session> {
+    async fn live_session(&self, token: &str, meta: &Origin) -> Result<Session> {
         let id_hash = token_hash(token);
         let mut session = self
             .store
@@ -262,12 +137,7 @@ impl Gateway {
         Ok(session)
     }
 
-    async fn end_session<T>(
-        &self,
-        session: &Session,
-        reason: &str,
-        meta: &RequestMeta,
-    ) -> Result<T> {
+    async fn end_session<T>(&self, session: &Session, reason: &str, meta: &Origin) -> Result<T> {
         self.store.delete_session(&session.id_hash).await?;
         self.audit(
             AuditEvent::success("gateway.session.expired")
@@ -280,7 +150,7 @@ impl Gateway {
 
     /// RFC 6749 §6, one at a time per session: whoever gets the lock first
     /// refreshes; the others find the new token when they get it.
-    async fn refresh(&self, id_hash: &str, meta: &RequestMeta) -> Result<Session> {
+    async fn refresh(&self, id_hash: &str, meta: &Origin) -> Result<Session> {
         let lock = self.refreshing.lock_for(id_hash);
         let _one_at_a_time = lock.lock().await;
         let current = self
@@ -340,8 +210,8 @@ impl Gateway {
 
 impl Gateway {
     /// Phase 0: the per-IP bucket of every request.
-    pub fn admit(&self, meta: &RequestMeta) -> Result<()> {
-        match (&meta.ip, self.config.rate_limits.per_ip) {
+    pub fn admit(&self, meta: &Origin) -> Result<()> {
+        match (&meta.client_ip, self.config.rate_limits.per_ip) {
             (Some(ip), Some(limit)) => self.take(&format!("ip {ip}"), limit, "per_ip", None, meta),
             _ => Ok(()),
         }
@@ -353,20 +223,17 @@ impl Gateway {
         &self,
         presented: &Presented<'_>,
         request: Request<Body>,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<Response<Body>> {
         let route = self
             .config
             .routes
             .find(request.uri().path())
             .ok_or(GatewayError::NotFound)?;
-        let principal =
-            self.authenticate(presented, meta)
-                .await?
-                .ok_or(match presented.surface {
-                    Surface::Page => GatewayError::SessionExpired,
-                    Surface::Api => GatewayError::NotSignedIn,
-                })?;
+        let principal = self
+            .authenticate(presented, meta)
+            .await?
+            .ok_or(GatewayError::NotSignedIn)?;
         self.authorize(route, &principal, meta)?;
         self.rate_limit(route, &principal, meta)?;
         let token = self.token_for(&principal, &route.audience).await?;
@@ -376,7 +243,7 @@ impl Gateway {
 
     /// Phase 3: any one of the route's roles (if it names any) and all of
     /// its scopes.
-    fn authorize(&self, route: &Route, principal: &Principal, meta: &RequestMeta) -> Result<()> {
+    fn authorize(&self, route: &Route, principal: &Principal, meta: &Origin) -> Result<()> {
         let has_role =
             route.roles.is_empty() || principal.roles.iter().any(|r| route.roles.contains(r));
         let has_scopes = route.scopes.iter().all(|s| principal.scopes.contains(s));
@@ -396,13 +263,13 @@ impl Gateway {
 
     /// Phase 4: the caller's bucket, then the route's (per IP and per
     /// user).
-    fn rate_limit(&self, route: &Route, principal: &Principal, meta: &RequestMeta) -> Result<()> {
+    fn rate_limit(&self, route: &Route, principal: &Principal, meta: &Origin) -> Result<()> {
         let user = principal.subject.as_str();
         if let Some(limit) = self.config.rate_limits.per_user {
             self.take(&format!("user {user}"), limit, "per_user", Some(user), meta)?;
         }
         if let Some(limit) = route.rate_limit {
-            if let Some(ip) = &meta.ip {
+            if let Some(ip) = &meta.client_ip {
                 let key = format!("route {} ip {ip}", route.prefix);
                 self.take(&key, limit, "route_per_ip", Some(user), meta)?;
             }
@@ -420,7 +287,7 @@ impl Gateway {
         limit: Limit,
         which: &'static str,
         actor: Option<&str>,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<()> {
         self.limiter
             .check(key, limit, Instant::now())
@@ -475,7 +342,7 @@ fn rewrite(
     route: &Route,
     request: Request<Body>,
     token: &str,
-    meta: &RequestMeta,
+    meta: &Origin,
 ) -> Result<(Request<Body>, HeaderValue)> {
     let (mut parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -484,8 +351,9 @@ fn rewrite(
         .map_err(|e| GatewayError::BadRequest(format!("unusable path: {e}")))?;
     parts.version = Version::HTTP_11;
     let headers = &mut parts.headers;
-    let id = request_id(headers);
-    let trace = traceparent(headers);
+    let id = HeaderValue::from_str(&meta.request_id)
+        .map_err(|_| GatewayError::BadRequest("unusable request id".into()))?;
+    let trace = meta.trace.next_hop();
     strip_hop_by_hop(headers);
     headers.remove(COOKIE);
     headers.remove(HOST);
@@ -495,27 +363,18 @@ fn rewrite(
     headers.insert(AUTHORIZATION, bearer);
     headers.insert(REQUEST_ID, id.clone());
     headers.insert(TRACEPARENT, trace);
-    set_forwarded_for(headers, meta.ip.as_deref());
+    set_forwarded_for(headers, meta.client_ip);
     Ok((Request::from_parts(parts, body), id))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refresh_locks_are_shared_per_session_and_dropped_after_use() {
-        let locks = RefreshLocks::default();
-        let a = locks.lock_for("a");
-        assert!(Arc::ptr_eq(&a, &locks.lock_for("a")));
-        assert!(!Arc::ptr_eq(&a, &locks.lock_for("b")));
-        drop(a);
-        let _c = locks.lock_for("c");
-        let map = locks.0.lock().unwrap();
-        assert_eq!(
-            map.keys().collect::<Vec<_>>(),
-            vec!["c"],
-            "unused entries go"
-        );
+/// The principal of a verified bearer token.
+fn bearer_principal(caller: Caller, token: &str) -> Principal {
+    Principal {
+        name: caller.name().map(str::to_owned),
+        scopes: caller.scope(),
+        subject: caller.subject,
+        roles: caller.roles,
+        session: None,
+        credential: Credential::Bearer(token.to_owned()),
     }
 }

@@ -4,7 +4,7 @@
 //! mistake is an error that names the route and the field.
 //!
 //! ```toml
-//! trusted_proxies = ["127.0.0.1"]      # read X-Forwarded-For only from these
+//! trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]  # read X-Forwarded-For only from these
 //!
 //! [rate_limit]                         # every request (per IP) and every signed-in caller
 //! per_ip = { per_second = 50, burst = 100 }
@@ -21,7 +21,6 @@
 //! rate_limit = { per_second = 5, burst = 10 }   # this route, per IP and per user
 //! ```
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -53,8 +52,9 @@ const RESERVED: [&str; 15] = [
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayFile {
+    /// Addresses or CIDR blocks.
     #[serde(default)]
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub rate_limit: Option<RateLimitSpec>,
     #[serde(default)]
@@ -186,6 +186,16 @@ impl GatewayFile {
         toml::from_str(text).map_err(|e| GatewayError::Config(e.to_string()))
     }
 
+    /// The trusted proxies, each an address or a CIDR block.
+    pub fn trusted_proxies(&self) -> Result<echo_edge::TrustedProxies> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| entry.parse())
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map(echo_edge::TrustedProxies::from_cidrs)
+            .map_err(|e| GatewayError::Config(format!("trusted_proxies: {e}")))
+    }
+
     /// The validated routing table.
     pub fn route_table(&self) -> Result<RouteTable> {
         let mut routes = self
@@ -311,7 +321,9 @@ mod tests {
             .map(|l| format!("{}\n", l.trim_start_matches("//!").trim_start()))
             .collect();
         let file = GatewayFile::parse(&example).unwrap();
-        assert_eq!(file.trusted_proxies, vec![IpAddr::from([127, 0, 0, 1])]);
+        let trusted = file.trusted_proxies().unwrap();
+        assert!(trusted.contains([127, 0, 0, 1].into()) && trusted.contains([10, 1, 2, 3].into()));
+        assert!(!trusted.contains([192, 168, 0, 1].into()));
         let routes = file.route_table().unwrap();
         let route = routes.find("/api/docs/a").unwrap();
         assert_eq!(route.timeout, Duration::from_secs(30));

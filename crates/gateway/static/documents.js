@@ -35,11 +35,10 @@ function signInAgain() {
   location.assign("/login?return_to=" + encodeURIComponent(here));
 }
 
-/** What a failed answer says for people: the gateway's errors carry
- * `message`, the docs service's `error`. */
+/** What a failed answer says for people: every error of the gateway and
+ * of the services behind it is an RFC 9457 problem whose `detail` does. */
 function messageOf(status, body) {
-  if (body && typeof body.message === "string") return body.message;
-  if (body && typeof body.error === "string") return body.error;
+  if (body && typeof body.detail === "string") return body.detail;
   return "the request failed (HTTP " + status + ")";
 }
 

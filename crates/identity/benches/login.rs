@@ -15,9 +15,10 @@ use echo_core::SystemClock;
 use echo_core::audit::LogAuditSink;
 use echo_crypto::password::{hash_password, verify_password};
 use echo_crypto::seal::MasterKey;
+use echo_edge::Origin;
 use echo_identity::admin::{NewUser, add_user};
 use echo_identity::login::PasswordOutcome;
-use echo_identity::{IdentityConfig, Provider, RequestMeta};
+use echo_identity::{IdentityConfig, Provider};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -60,7 +61,7 @@ fn bench(c: &mut Criterion) {
         .await
         .expect("provider")
     });
-    let meta = RequestMeta::default();
+    let meta = Origin::unknown();
     group.bench_function("login", |b| {
         b.iter(|| {
             let outcome = runtime

@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::admin::{GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN};
-use crate::provider::RequestMeta;
 use crate::refresh::OFFLINE_ACCESS;
 use crate::{IdentityError, Provider};
+use echo_edge::Origin;
 
 /// Scopes a client may ask for when it was registered without `--scope`.
 pub const DEFAULT_SCOPES: [&str; 3] = ["openid", "profile", "email"];
@@ -272,7 +272,7 @@ impl Provider {
         user: &User,
         auth_time: i64,
         amr: &[String],
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<String, IdentityError> {
         let code = random_token();
         let now = self.clock.now();

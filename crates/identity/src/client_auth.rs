@@ -24,8 +24,8 @@ use echo_verify::Audience;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::provider::RequestMeta;
 use crate::{IdentityError, Provider, Result};
+use echo_edge::Origin;
 
 /// RFC 7523 §2.2: the `client_assertion_type` of a JWT client assertion.
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -123,10 +123,11 @@ impl Provider {
         params: &ClientAuthParams,
         basic: Option<BasicCredentials>,
         endpoint: &str,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<Arc<Client>> {
         let now = self.clock.now();
-        let ip = meta.ip.as_deref().unwrap_or("unknown");
+        let ip = meta.ip();
+        let ip = ip.as_deref().unwrap_or("unknown");
         if let Some(retry_after) = self.client_auth_failures.blocked(ip, now) {
             return Err(IdentityError::RateLimited { retry_after });
         }
@@ -178,9 +179,10 @@ impl Provider {
         client_id: &str,
         reason: &str,
         basic: bool,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> IdentityError {
-        let ip = meta.ip.as_deref().unwrap_or("unknown");
+        let ip = meta.ip();
+        let ip = ip.as_deref().unwrap_or("unknown");
         // Counted only to refuse further guesses; the answer is the same.
         let _ = self.client_auth_failures.check(ip, self.clock.now());
         self.audit(

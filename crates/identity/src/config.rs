@@ -46,6 +46,9 @@ pub struct IdentityConfig {
     pub mfa_required_roles: Vec<String>,
     /// Signing-key rotation: publish delay, schedule, reload interval.
     pub keys: KeyPolicy,
+    /// Reverse proxies whose `X-Forwarded-For` names the client; none by
+    /// default, so the peer address is the client.
+    pub trusted_proxies: echo_edge::TrustedProxies,
 }
 
 impl IdentityConfig {
@@ -72,6 +75,7 @@ impl IdentityConfig {
             lockout: LockoutPolicy::default(),
             mfa_required_roles: vec!["admin".to_owned()],
             keys: KeyPolicy::default(),
+            trusted_proxies: echo_edge::TrustedProxies::default(),
         }
     }
 

@@ -1,6 +1,5 @@
 use echo_crypto::CryptoError;
 use echo_store::StoreError;
-use echo_verify::VerifyError;
 
 use crate::user_state::UserState;
 
@@ -27,16 +26,11 @@ pub enum IdentityError {
     /// RFC 8707 `invalid_target`: an audience the client may not ask for.
     #[error("{0}")]
     InvalidTarget(String),
-    /// RFC 6750 `invalid_token` on a protected resource.
-    #[error("{0}")]
-    InvalidToken(String),
-    /// One of our access tokens, refused by the verifier.
+    /// An access token refused (malformed, expired, revoked (RFC 7009)
+    /// or issued from a revoked refresh-token family, …), already audited
+    /// by the edge: RFC 6750 `invalid_token` on a protected resource.
     #[error(transparent)]
-    TokenRejected(VerifyError),
-    /// One of our access tokens, revoked (RFC 7009) or issued from a
-    /// revoked refresh-token family.
-    #[error("token revoked")]
-    TokenRevoked,
+    Refused(#[from] echo_edge::Refusal),
     /// Wrong username or password: deliberately says no more than that.
     #[error("invalid username or password")]
     LoginFailed,

@@ -25,9 +25,9 @@ use echo_store::Client;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::provider::RequestMeta;
 use crate::token::{TokenParams, TokenResponse};
 use crate::{IdentityError, Provider, Result};
+use echo_edge::Origin;
 
 /// RFC 8693 §2.1: the grant type.
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -52,7 +52,7 @@ impl Provider {
         &self,
         client: &Client,
         params: &TokenParams,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<TokenResponse> {
         if client.is_public() || !client.grant_types.iter().any(|g| g == GRANT_TOKEN_EXCHANGE) {
             return Err(IdentityError::UnauthorizedClient(
@@ -86,9 +86,7 @@ impl Provider {
             .verify_access_token(subject_token, &client.id, meta)
             .await
             .map_err(|e| match e {
-                IdentityError::TokenRejected(_) | IdentityError::TokenRevoked => {
-                    invalid("subject_token is not valid for this client")
-                }
+                IdentityError::Refused(_) => invalid("subject_token is not valid for this client"),
                 other => other,
             })?;
         let audience = self

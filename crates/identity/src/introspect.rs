@@ -25,8 +25,8 @@ use echo_verify::{Audience, Claims, Expectations};
 use serde::{Deserialize, Serialize};
 
 use crate::client_auth::{BasicCredentials, ClientAuthParams};
-use crate::provider::RequestMeta;
 use crate::{IdentityError, Provider, Result};
+use echo_edge::Origin;
 
 /// The form of a revocation or introspection request. `token_type_hint`
 /// may be sent and is ignored (see the module docs).
@@ -89,7 +89,7 @@ impl Provider {
         &self,
         request: &TokenRequest,
         basic: Option<BasicCredentials>,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<()> {
         let client = self
             .authenticate_client(&request.client, basic, "/revoke", meta)
@@ -152,7 +152,7 @@ impl Provider {
         &self,
         request: &TokenRequest,
         basic: Option<BasicCredentials>,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<Introspection> {
         let used_basic = basic.is_some();
         let client = self

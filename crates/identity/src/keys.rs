@@ -21,11 +21,13 @@ mod state;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Bytes;
 use echo_crypto::seal::MasterKey;
 use echo_crypto::{Algorithm, CryptoError, Jwk, JwkSet, SigningKey};
+use echo_edge::Periodic;
 use echo_store::{KeyStore, StoreError, StoredKey};
 use echo_verify::{JwksSource, VerifyError};
 
@@ -251,9 +253,15 @@ impl Provider {
 
 /// Refreshes the keys on the configured schedule, forever; the caller
 /// aborts it. A failed reload keeps the keys loaded before.
-pub(crate) async fn run(provider: Arc<Provider>) {
-    let seconds = provider.config().keys.reload_interval;
-    crate::schedule::every(seconds, "key refresh", || provider.refresh_keys()).await;
+/// The key refresh (and scheduled rotation), every `reload_interval`
+/// seconds from start-up.
+pub(crate) fn job(provider: Arc<Provider>) -> Periodic {
+    let interval = Duration::from_secs(provider.config().keys.reload_interval);
+    Periodic::every("key refresh", interval, move || {
+        let provider = provider.clone();
+        async move { provider.refresh_keys().await }
+    })
+    .at_start()
 }
 
 #[cfg(test)]

@@ -42,7 +42,6 @@ mod provider;
 mod purge;
 mod rate_limit;
 pub mod refresh;
-mod schedule;
 pub mod token;
 pub mod user_state;
 
@@ -50,6 +49,6 @@ pub use config::IdentityConfig;
 pub use error::IdentityError;
 pub use http::{router, serve};
 pub use keys::{KeyAdmin, KeyInfo, KeyPolicy, KeyRing, KeyState, Revocation};
-pub use provider::{Provider, RequestMeta};
+pub use provider::Provider;
 
 pub type Result<T, E = IdentityError> = std::result::Result<T, E>;

@@ -17,8 +17,8 @@ use echo_core::Clock;
 use echo_core::audit::{AuditEvent, AuditSink};
 use echo_store::{LoginCounter, Store};
 
-use crate::provider::RequestMeta;
 use crate::{Provider, Result};
+use echo_edge::Origin;
 
 /// Compare-and-swap rounds before a reservation gives up and refuses (fail
 /// closed); each lost round means another guess was counted meanwhile.
@@ -152,7 +152,7 @@ impl Provider {
     }
 
     /// A reserved guess turned out wrong: audits the lock it caused, if any.
-    pub(crate) fn attempt_failed(&self, user_id: &str, reserved: LoginCounter, meta: &RequestMeta) {
+    pub(crate) fn attempt_failed(&self, user_id: &str, reserved: LoginCounter, meta: &Origin) {
         if reserved.failures == self.config.lockout.lock_after {
             self.audit(
                 AuditEvent::failure("auth.account.locked")

@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::lockout::Reservation;
 use crate::mfa::Enrolment;
-use crate::provider::RequestMeta;
 use crate::user_state::{UserState, state_of};
 use crate::{IdentityError, Provider, Result};
+use echo_edge::Origin;
 
 /// RFC 8176 §2 authentication method references.
 pub const AMR_PASSWORD: &str = "pwd";
@@ -133,10 +133,11 @@ impl Provider {
         &self,
         username: &str,
         password: &str,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<PasswordOutcome> {
         let now = self.clock.now();
-        let limit_key = meta.ip.as_deref().unwrap_or("unknown");
+        let limit_key = meta.ip();
+        let limit_key = limit_key.as_deref().unwrap_or("unknown");
         if let Err(retry_after) = self.login_limiter.check(limit_key, now) {
             self.audit(
                 AuditEvent::failure("auth.login.rate_limited").detail("username", username),
@@ -200,7 +201,7 @@ impl Provider {
         &self,
         pending: Option<&str>,
         code: &str,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<SecondStep> {
         let user = self.pending_user(pending).await?;
         let recovery_codes = if self.has_totp(&user).await? {
@@ -264,7 +265,7 @@ impl Provider {
         &self,
         user: User,
         amr: Vec<String>,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<LoggedIn> {
         self.clear_failures(&user.id).await?;
         let now = self.clock.now();
@@ -294,7 +295,7 @@ impl Provider {
     }
 
     /// Ends the SSO session named by the cookie, if any.
-    pub async fn end_session(&self, session_token: Option<&str>, meta: &RequestMeta) -> Result<()> {
+    pub async fn end_session(&self, session_token: Option<&str>, meta: &Origin) -> Result<()> {
         if let Some(token) = session_token {
             let hash = token_hash(token);
             if let Some(session) = self.store.session(&hash).await? {

@@ -19,8 +19,8 @@ use echo_crypto::secret::{constant_time_eq, random_bytes, token_hash};
 use echo_store::{Store, TotpCredential, User};
 
 use crate::lockout::Reservation;
-use crate::provider::RequestMeta;
 use crate::{IdentityError, Provider, Result};
+use echo_edge::Origin;
 
 /// RFC 6238 §4.1 X: seconds per time step.
 pub const STEP_SECONDS: i64 = 30;
@@ -266,7 +266,7 @@ impl Provider {
         &self,
         user: &User,
         code: &str,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<Vec<String>> {
         let credential = self
             .store
@@ -314,7 +314,7 @@ impl Provider {
         &self,
         user: &User,
         code: &str,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<()> {
         let reserved = match self.reserve_attempt(&user.id).await? {
             Reservation::Granted(reserved) => reserved,
@@ -359,7 +359,7 @@ impl Provider {
         Ok(())
     }
 
-    fn audit_mfa_failure(&self, user: &User, reason: &str, meta: &RequestMeta) {
+    fn audit_mfa_failure(&self, user: &User, reason: &str, meta: &Origin) {
         self.audit(
             AuditEvent::failure("auth.mfa.failure")
                 .actor(user.id.as_str())

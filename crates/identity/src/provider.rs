@@ -6,8 +6,10 @@ use echo_core::audit::{AuditEvent, AuditSink};
 use echo_crypto::Algorithm;
 use echo_crypto::password::PasswordPool;
 use echo_crypto::seal::MasterKey;
+use echo_edge::Origin;
+use echo_edge::{Gate, Reason};
 use echo_store::Store;
-use echo_verify::{Claims, Expectations, Verifier, VerifierOptions};
+use echo_verify::{Claims, Verifier, VerifierOptions};
 use serde_json::{Value, json};
 
 use crate::client_cache::ClientCache;
@@ -15,13 +17,6 @@ use crate::config::MAX_ACCESS_TOKEN_TTL;
 use crate::fresh_cache::FreshCache;
 use crate::rate_limit::RateLimiter;
 use crate::{IdentityConfig, IdentityError, KeyAdmin, KeyRing, Result};
-
-/// Where a request came from, for audit events and rate limits.
-#[derive(Debug, Clone, Default)]
-pub struct RequestMeta {
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-}
 
 /// How long an answer about a token's revocation (or a user's name) is
 /// used. A revocation made by this process is seen at once; one made by
@@ -34,7 +29,10 @@ pub struct Provider {
     pub(crate) config: IdentityConfig,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) keys: Arc<KeyRing>,
-    pub(crate) verifier: Verifier,
+    pub(crate) verifier: Arc<Verifier>,
+    /// Checks the access tokens presented to identity (`/userinfo`, the
+    /// subject tokens of exchanges, `/verify`) and audits their refusals.
+    pub(crate) gate: Arc<Gate>,
     pub(crate) passwords: PasswordPool,
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -89,7 +87,7 @@ impl Provider {
             .await?;
         let retention = config.key_retention();
         let keys = Arc::new(KeyRing::load(&*store, master.clone(), retention, clock.now()).await?);
-        let verifier = Verifier::with_clock(
+        let verifier = Arc::new(Verifier::with_clock(
             config.issuer.clone(),
             keys.clone(),
             VerifierOptions {
@@ -100,7 +98,13 @@ impl Provider {
                 ..Default::default()
             },
             clock.clone(),
-        );
+        ));
+        let gate = Arc::new(Gate::new(
+            crate::token::IDENTITY_SERVICE,
+            &config.userinfo_audience(),
+            verifier.clone(),
+            audit.clone(),
+        ));
         let discovery_json = Bytes::from(discovery(&config).to_string());
         Ok(Self {
             login_limiter: RateLimiter::new(config.login_attempts_per_minute, 60),
@@ -117,6 +121,7 @@ impl Provider {
             store,
             keys,
             verifier,
+            gate,
             audit,
             clock,
             discovery_json,
@@ -131,48 +136,39 @@ impl Provider {
         &self.keys
     }
 
+    /// Identity's own door (see [`Provider::verify_access_token`]).
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+
     /// The discovery document, serialised once.
     pub fn discovery_json(&self) -> Bytes {
         self.discovery_json.clone()
     }
 
-    pub(crate) fn audit(&self, event: AuditEvent, meta: &RequestMeta) {
-        self.audit
-            .record(event.origin(meta.ip.clone(), meta.user_agent.clone()));
+    pub(crate) fn audit(&self, event: AuditEvent, meta: &Origin) {
+        self.audit.record(meta.stamp(event));
     }
 
     /// Verifies one of our access tokens for `audience` and checks it was
-    /// not revoked; failures are audited.
+    /// not revoked; refusals are audited by the edge's gate.
     pub async fn verify_access_token(
         &self,
         token: &str,
         audience: &str,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<Arc<Claims>> {
-        let failure = |reason: &'static str| {
-            self.audit(
-                AuditEvent::failure("token.verify.failure")
-                    .detail("reason", reason)
-                    .detail("audience", audience),
-                meta,
-            );
-        };
-        let claims = match self
-            .verifier
-            .verify(token, &Expectations::access_token(audience))
-            .await
-        {
-            Ok(claims) => claims,
-            Err(e) => {
-                failure(e.code());
-                return Err(IdentityError::TokenRejected(e));
-            }
-        };
-        if self.access_token_revoked(&claims).await? {
-            failure("revoked");
-            return Err(IdentityError::TokenRevoked);
+        let caller = self
+            .gate
+            .authenticate_for(Some(token), audience, meta)
+            .await?;
+        if self.access_token_revoked(&caller.claims).await? {
+            return Err(self
+                .gate
+                .refuse(Reason::Revoked, Some(&caller.claims), meta)
+                .into());
         }
-        Ok(claims)
+        Ok(caller.claims)
     }
 
     /// Whether an access token was revoked, by itself (RFC 7009) or with
@@ -214,17 +210,19 @@ impl Provider {
     }
 
     /// OIDC Core §5.3: the user's claims for a bearer access token.
-    pub async fn userinfo(&self, bearer: Option<&str>, meta: &RequestMeta) -> Result<Value> {
-        let token =
-            bearer.ok_or_else(|| IdentityError::InvalidToken("missing bearer token".into()))?;
+    pub async fn userinfo(&self, bearer: Option<&str>, meta: &Origin) -> Result<Value> {
+        let Some(token) = bearer else {
+            return Err(self.gate.refuse(Reason::Missing, None, meta).into());
+        };
         let claims = self
             .verify_access_token(token, &self.config.userinfo_audience(), meta)
             .await?;
-        let user = self
-            .store
-            .user_by_id(&claims.sub)
-            .await?
-            .ok_or_else(|| IdentityError::InvalidToken("unknown subject".into()))?;
+        let Some(user) = self.store.user_by_id(&claims.sub).await? else {
+            return Err(self
+                .gate
+                .refuse(Reason::UnknownSubject, Some(&claims), meta)
+                .into());
+        };
         let mut info = json!({
             "sub": user.id,
             "preferred_username": user.username,

@@ -13,7 +13,9 @@
 //! [`IdentityConfig::purge_batch`]: crate::IdentityConfig::purge_batch
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use echo_edge::Periodic;
 use echo_store::Purged;
 
 use crate::{Provider, Result};
@@ -40,10 +42,12 @@ impl Provider {
 }
 
 /// Purges on the configured schedule, forever; the caller aborts it.
-pub(crate) async fn run(provider: Arc<Provider>) {
-    let seconds = provider.config().purge_interval;
-    crate::schedule::every(seconds, "purge", || async {
-        provider.purge_expired().await.map(drop)
+/// The purge, every `purge_interval` seconds from start-up.
+pub(crate) fn job(provider: Arc<Provider>) -> Periodic {
+    let interval = Duration::from_secs(provider.config().purge_interval);
+    Periodic::every("purge", interval, move || {
+        let provider = provider.clone();
+        async move { provider.purge_expired().await.map(drop) }
     })
-    .await;
+    .at_start()
 }

@@ -32,9 +32,9 @@ use echo_store::{Client, RefreshToken, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::admin::GRANT_REFRESH_TOKEN;
-use crate::provider::RequestMeta;
 use crate::token::{Minted, TokenParams, TokenResponse, UserAccess};
 use crate::{IdentityError, Provider, Result};
+use echo_edge::Origin;
 
 /// OIDC Core §11: the scope that asks for a refresh token.
 pub const OFFLINE_ACCESS: &str = "offline_access";
@@ -134,7 +134,7 @@ impl Provider {
         &self,
         client: &Client,
         params: &TokenParams,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<TokenResponse> {
         if !client.grant_types.iter().any(|g| g == GRANT_REFRESH_TOKEN) {
             return Err(IdentityError::UnauthorizedClient(
@@ -235,7 +235,7 @@ impl Provider {
         &self,
         token: RefreshToken,
         now: i64,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<TokenResponse> {
         let within_grace = token
             .used_at

@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::admin::{GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN};
 use crate::authorize::is_pkce_string;
 use crate::client_auth::{BasicCredentials, ClientAuthParams};
-use crate::provider::RequestMeta;
 use crate::refresh::{NewFamily, OFFLINE_ACCESS};
 use crate::{IdentityError, Provider, Result};
+use echo_edge::Origin;
 
 /// The name identity's own service tokens carry as `sub`.
 pub const IDENTITY_SERVICE: &str = "identity";
@@ -135,7 +135,7 @@ impl Provider {
         &self,
         params: TokenParams,
         basic: Option<BasicCredentials>,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<TokenResponse> {
         let client = self
             .authenticate_client(&params.client, basic, "/token", meta)
@@ -189,7 +189,7 @@ impl Provider {
         &self,
         client: &Client,
         params: &TokenParams,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<TokenResponse> {
         if !client
             .grant_types
@@ -380,7 +380,7 @@ impl Provider {
         &self,
         client: &Client,
         params: &TokenParams,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) -> Result<TokenResponse> {
         if client.is_public()
             || !client
@@ -505,7 +505,7 @@ impl Provider {
         audiences: &[String],
         signer: &SigningKey,
         grant: &str,
-        meta: &RequestMeta,
+        meta: &Origin,
     ) {
         self.audit(
             AuditEvent::success("token.issued")

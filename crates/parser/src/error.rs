@@ -1,9 +1,8 @@
 //! The one error type of the crate, and its HTTP mapping.
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use echo_edge::Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
@@ -32,21 +31,17 @@ impl ParseError {
 
 impl IntoResponse for ParseError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            ParseError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ParseError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        let (status, code) = match &self {
+            ParseError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ParseError::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported"),
             ParseError::Invalid(_) | ParseError::TimedOut(_) | ParseError::Crashed(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
+                (StatusCode::UNPROCESSABLE_ENTITY, "unparseable")
             }
             ParseError::Internal(_) => {
                 tracing::error!(error = %self, "parser failure");
-                return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+                return Problem::internal().into_response();
             }
         };
-        problem(status, &self.to_string())
+        Problem::new(status, code, self.to_string()).into_response()
     }
-}
-
-pub(crate) fn problem(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
 }

@@ -1,17 +1,17 @@
 //! The parser's HTTP face.
 //!
 //! - `POST /v1/parse[?filename=NAME]`: the file's raw bytes in the body;
-//!   answers [`Parsed`] as JSON. 401 without a service token for the
-//!   parser's audience, 503 when identity's keys cannot be fetched, 413 above
-//!   the size limit, 415 for a kind it does not read, 422 for a corrupt or
-//!   hostile file (with `{"error": "…"}` saying why).
+//!   answers [`Parsed`] as JSON. 401 without a valid token for the
+//!   parser's audience, 403 for a user's token, 503 when identity's keys
+//!   cannot be fetched, 413 above the size limit, 415 for a kind it does
+//!   not read, 422 for a corrupt or hostile file; every error an RFC 9457
+//!   problem whose `detail` says why.
 //! - `GET /healthz`.
 //!
 //! Callers are services: the token must name the calling client as its
 //! subject (`sub` = `client_id`, what client credentials issue), so a user's
-//! access token is refused even with the right audience. Every refused
-//! token is audited (`parse.denied`, with the reason and the caller's
-//! address; the subject too when the token itself was valid).
+//! access token is refused even with the right audience. Callers are
+//! authenticated, and refusals audited, by the edge's [`Gate`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,33 +22,32 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::header::CONTENT_LENGTH;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use echo_core::audit::{AuditEvent, AuditSink};
-use echo_verify::{Claims, Expectations, HttpJwks, Verifier, VerifierOptions, VerifyError};
-use echo_web::{Peer, SecurityHeaders};
+use echo_core::audit::AuditSink;
+use echo_edge::{
+    EdgeLayer, Gate, HasGate, SecurityHeaders, Service, ServiceCaller, TrustedProxies,
+};
+use echo_verify::Verifier;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::error::problem;
 use crate::isolate::Isolator;
 use crate::{Isolation, Limits, ParseError, Parsed, sniff};
 
 /// What the HTTP layer needs.
 pub struct ParserApp {
-    verifier: Arc<Verifier>,
-    audience: String,
+    gate: Arc<Gate>,
     limits: Limits,
     isolator: Isolator,
-    audit: Arc<dyn AuditSink>,
 }
 
 impl std::fmt::Debug for ParserApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ParserApp")
-            .field("audience", &self.audience)
+            .field("gate", &self.gate)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
@@ -67,24 +66,21 @@ impl ParserApp {
     ) -> Self {
         let concurrency = std::thread::available_parallelism().map_or(2, usize::from);
         Self {
-            verifier,
-            audience: audience.to_owned(),
+            gate: Arc::new(Gate::new("parser", audience, verifier, audit)),
             limits,
             isolator: Isolator::new(isolation, concurrency),
-            audit,
         }
-    }
-
-    /// Records a refused caller.
-    fn denied(&self, peer: Peer, reason: &str, subject: Option<&str>) {
-        self.audit.record(
-            AuditEvent::refused("parse.denied", reason, subject).origin(peer.ip, peer.user_agent),
-        );
     }
 }
 
-/// The parser for `issuer`'s tokens (keys from its `/jwks`) with audience
-/// `audience`: what `echod serve parser` and `echod up` run.
+impl HasGate for ParserApp {
+    fn gate(&self) -> &Gate {
+        &self.gate
+    }
+}
+
+/// The parser for `issuer`'s tokens with audience `audience`: what `echod
+/// serve parser` and `echod up` run.
 pub fn build(
     issuer: &str,
     audience: &str,
@@ -92,28 +88,30 @@ pub fn build(
     isolation: Isolation,
     audit: Arc<dyn AuditSink>,
 ) -> Arc<ParserApp> {
-    let jwks = HttpJwks::new(format!("{}/jwks", issuer.trim_end_matches('/')));
-    let verifier = Verifier::new(issuer, Arc::new(jwks), VerifierOptions::default());
-    Arc::new(ParserApp::new(
-        Arc::new(verifier),
-        audience,
-        limits,
-        isolation,
-        audit,
-    ))
+    let verifier = Arc::new(Verifier::for_issuer(issuer));
+    Arc::new(ParserApp::new(verifier, audience, limits, isolation, audit))
 }
 
 type AppState = State<Arc<ParserApp>>;
 
 pub fn router(app: Arc<ParserApp>) -> Router {
-    let headers = SecurityHeaders {
-        csp: HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-        https: false,
+    let edge = EdgeLayer {
+        trusted_proxies: TrustedProxies::default(),
+        security_headers: SecurityHeaders {
+            csp: HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+            https: false,
+        },
     };
     let router = Router::new()
         .route("/v1/parse", post(parse))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }));
-    headers.wrap(router).with_state(app)
+    edge.wrap(router).with_state(app)
+}
+
+/// The parser on `listener`, with its periodic jobs.
+pub fn service(listener: tokio::net::TcpListener, app: Arc<ParserApp>) -> Service {
+    let refusal_counts = app.gate.refusal_job();
+    Service::http("parser", listener, router(app)).with_job(refusal_counts)
 }
 
 pub async fn serve(
@@ -121,50 +119,7 @@ pub async fn serve(
     app: Arc<ParserApp>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    echo_web::serve(listener, router(app), shutdown).await
-}
-
-/// The calling service's verified claims, or the 401/503 to answer (a
-/// 401 audited).
-async fn caller(app: &ParserApp, headers: &HeaderMap, peer: Peer) -> Result<Arc<Claims>, Response> {
-    const MISSING: &str = "missing bearer token";
-    const NOT_A_SERVICE: &str = "not_a_service_token";
-    let Some(token) = echo_web::bearer(headers) else {
-        app.denied(peer, MISSING, None);
-        return Err(unauthorized(None));
-    };
-    let claims = match app
-        .verifier
-        .verify(token, &Expectations::access_token(&app.audience))
-        .await
-    {
-        Ok(claims) => claims,
-        // Our own trouble, not the caller's: nothing to audit.
-        Err(VerifyError::KeysUnavailable(_)) => {
-            return Err(problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "signing keys unavailable",
-            ));
-        }
-        Err(other) => {
-            app.denied(peer, other.code(), None);
-            return Err(unauthorized(Some(other.code())));
-        }
-    };
-    if claims.client_id.as_deref() != Some(claims.sub.as_str()) {
-        app.denied(peer, NOT_A_SERVICE, Some(&claims.sub));
-        return Err(unauthorized(Some(NOT_A_SERVICE)));
-    }
-    Ok(claims)
-}
-
-fn unauthorized(refused: Option<&str>) -> Response {
-    let mut response = problem(
-        StatusCode::UNAUTHORIZED,
-        refused.unwrap_or("missing bearer token"),
-    );
-    echo_web::bearer_challenge(&mut response, refused);
-    response
+    service(listener, app).run(shutdown).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,15 +130,11 @@ struct ParseParams {
 
 async fn parse(
     State(app): AppState,
+    ServiceCaller(caller): ServiceCaller,
     Query(params): Query<ParseParams>,
-    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let claims = match caller(&app, &headers, peer).await {
-        Ok(claims) => claims,
-        Err(response) => return response,
-    };
     let started = Instant::now();
     let result = async {
         let bytes = read_body(&headers, body, app.limits.max_input_bytes).await?;
@@ -192,7 +143,7 @@ async fn parse(
             ParseError::Unsupported("unsupported or binary content: expected pdf, docx, html, md, txt, csv or json".into())
         })?;
         let parsed = app.isolator.run(kind, bytes, &app.limits).await;
-        tracing::debug!(caller = %claims.sub, ?kind, size, elapsed = ?started.elapsed(), ok = parsed.is_ok(), "parse");
+        tracing::debug!(caller = %caller.subject, ?kind, size, elapsed = ?started.elapsed(), ok = parsed.is_ok(), "parse");
         parsed
     }
     .await;

@@ -1,6 +1,7 @@
 //! Test helpers shared by every crate's black-box tests: a throwaway
 //! PostgreSQL database per test, a throwaway data directory, and the
-//! documents ([`files`]) tests build byte by byte.
+//! documents ([`files`]) tests build byte by byte, and the bad tokens every
+//! service must refuse alike ([`refusals`]).
 //!
 //! PostgreSQL tests read `ECHO_TEST_POSTGRES_URL` (an admin connection,
 //! `.ci/run` sets `postgres://postgres@127.0.0.1:5432/test`). Each test gets
@@ -9,6 +10,7 @@
 //! was skipped, except under `CI=true`, where a missing database fails.
 
 pub mod files;
+pub mod refusals;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -41,7 +41,8 @@ pub enum VerifyError {
     WrongIssuer,
     #[error("wrong audience")]
     WrongAudience,
-    #[error("wrong token type")]
+    /// Not the kind of token asked for (an ID token as an access token).
+    #[error("wrong kind of token")]
     WrongType,
     #[error("token expired")]
     Expired,
@@ -59,7 +60,7 @@ impl VerifyError {
             VerifyError::BadSignature => "bad_signature",
             VerifyError::WrongIssuer => "wrong_issuer",
             VerifyError::WrongAudience => "wrong_audience",
-            VerifyError::WrongType => "wrong_type",
+            VerifyError::WrongType => "wrong_kind",
             VerifyError::Expired => "expired",
             VerifyError::NotYetValid => "not_yet_valid",
         }

@@ -108,6 +108,14 @@ impl Verifier {
         Self::with_clock(issuer, source, options, Arc::new(SystemClock))
     }
 
+    /// The verifier of `issuer`'s tokens, its keys fetched from
+    /// `<issuer>/jwks`: what every service but identity itself uses.
+    pub fn for_issuer(issuer: &str) -> Self {
+        let issuer = issuer.trim_end_matches('/');
+        let jwks = crate::HttpJwks::new(format!("{issuer}/jwks"));
+        Self::new(issuer, Arc::new(jwks), VerifierOptions::default())
+    }
+
     pub fn with_clock(
         issuer: impl Into<String>,
         source: Arc<dyn JwksSource>,

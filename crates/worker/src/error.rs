@@ -54,14 +54,14 @@ impl WorkerError {
 }
 
 /// The parser's answer `status` with body `body`, not a success: 413, 415
-/// and 422 say the file itself is refused (with the parser's `error`
-/// message, for the user), anything else may pass next time.
+/// and 422 say the file itself is refused (with the `detail` of the
+/// parser's problem body, for the user), anything else may pass next time.
 pub fn parser_refusal(status: u16, body: &[u8]) -> WorkerError {
     match status {
         413 | 415 | 422 => {
             let message = serde_json::from_slice::<serde_json::Value>(body)
                 .ok()
-                .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
+                .and_then(|v| v.get("detail")?.as_str().map(str::to_owned))
                 .filter(|m| !m.trim().is_empty())
                 .unwrap_or_else(|| match status {
                     413 => "the file is too large to parse".to_owned(),
@@ -84,7 +84,10 @@ mod tests {
     #[test]
     fn refused_files_fail_at_once_with_the_parsers_words() {
         for status in [413, 415, 422] {
-            let error = parser_refusal(status, br#"{"error": "the PDF is truncated"}"#);
+            let error = parser_refusal(
+                status,
+                br#"{"type": "urn:echo:problem:unparseable", "detail": "the PDF is truncated"}"#,
+            );
             assert_eq!(error.failure(), Failure::Permanent, "{status}");
             assert_eq!(error.to_string(), "the PDF is truncated");
         }
@@ -96,7 +99,7 @@ mod tests {
     #[test]
     fn service_trouble_is_retried_with_a_short_message() {
         for status in [401, 403, 429, 500, 502, 503, 504] {
-            let error = parser_refusal(status, br#"{"error": "signing keys unavailable"}"#);
+            let error = parser_refusal(status, br#"{"detail": "signing keys unavailable"}"#);
             assert_eq!(error.failure(), Failure::Transient, "{status}");
             assert_eq!(
                 error.to_string(),

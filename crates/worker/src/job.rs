@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use echo_audit_client::TokenSource;
+use echo_edge::TokenSource;
 use echo_queue::{JobQueue, Leased};
 use reqwest::{Response, StatusCode};
 use serde::{Deserialize, Serialize};

@@ -35,7 +35,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use echo_audit_client::TokenSource;
+use echo_edge::TokenSource;
 use echo_queue::{Failed, JobQueue, Lease, Leased, QueueError};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -52,8 +52,7 @@ use job::Pipeline;
 use progress::Progress;
 
 /// The worker's service tokens: one for docs' audience, one for the
-/// parser's (e.g. two [`echo_audit_client::ClientCredentials`] of one
-/// client).
+/// parser's (two sources of one [`echo_edge::ServiceTokens`]).
 #[derive(Clone)]
 pub struct Tokens {
     pub docs: Arc<dyn TokenSource>,

@@ -14,6 +14,7 @@ mod audit;
 mod browser;
 mod clients;
 mod docs;
+mod edge;
 mod gateway;
 mod keys;
 mod parser;

@@ -13,17 +13,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use echo_audit::checkpoint::NoteSigner;
 use echo_audit::event::Level;
 use echo_audit::http::AuditApp;
 use echo_audit::service::AuditService;
 use echo_audit::store::AuditStore;
-use echo_audit_client::{
-    AuditWriter, ClientCredentials, POISON_DIR, TokenSource, WriterConfig, WriterMetrics,
-};
+use echo_audit_client::{AuditWriter, POISON_DIR, WriterConfig, WriterMetrics};
 use echo_core::audit::{AuditEvent, AuditSink};
 use echo_core::{Clock, SystemClock};
 use echo_crypto::{Algorithm, JwkSet, SigningKey};
+use echo_edge::{ServiceTokens, TokenSource};
 use echo_verify::{StaticJwks, Verifier, VerifierOptions};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -77,11 +78,11 @@ impl Audit {
             VerifierOptions::default(),
         );
         let signer = NoteSigner::generate("test/echo-audit").unwrap();
-        let app = Arc::new(AuditApp {
-            service: AuditService::new(store.clone(), signer, Arc::new(SystemClock)),
-            verifier: Arc::new(verifier),
-            audience: "audit".into(),
-        });
+        let app = Arc::new(AuditApp::new(
+            AuditService::new(store.clone(), signer, Arc::new(SystemClock)),
+            Arc::new(verifier),
+            "audit",
+        ));
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(echo_audit::http::serve(
@@ -96,8 +97,20 @@ impl Audit {
         }
     }
 
+    /// The events writers stored (not the audit service's own records of
+    /// the tokens it refused).
     async fn count(&self) -> i64 {
-        self.store.head().await.unwrap().size
+        let own = self
+            .store
+            .query(&echo_audit::store::EventQuery {
+                service: Some("audit".into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len();
+        self.store.head().await.unwrap().size - own as i64
     }
 
     async fn wait_for_count(&self, n: i64) {
@@ -595,7 +608,7 @@ async fn a_refused_token_is_replaced_and_the_batch_retried_at_once() {
 /// `tokens` (the last one repeated), keeping the request bodies.
 async fn token_endpoint(tokens: Vec<String>) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    let url = format!("http://{}", listener.local_addr().unwrap());
     let requests = Arc::new(Mutex::new(Vec::new()));
     let seen = requests.clone();
     tokio::spawn(async move {
@@ -619,7 +632,7 @@ async fn token_endpoint(tokens: Vec<String>) -> (String, Arc<Mutex<Vec<String>>>
                         })
                         .unwrap_or(0);
                     if body.len() >= length {
-                        break body.to_owned();
+                        break text.clone();
                     }
                 }
             };
@@ -651,12 +664,8 @@ async fn client_credentials_are_cached_and_refreshed_after_a_401() {
         issuer.token("svc-a", 300),
     ])
     .await;
-    let credentials = Arc::new(ClientCredentials::new(
-        token_url,
-        "svc-a".into(),
-        "svc-a-secret".into(),
-        "audit".into(),
-    ));
+    let tokens = Arc::new(ServiceTokens::new(&token_url, "svc-a", "svc-a-secret"));
+    let credentials = tokens.source("audit", "audit.write");
     let spool = tempfile::tempdir().unwrap();
     let mut config = config(&audit.url, spool.path());
     config.max_spool_bytes = 0;
@@ -677,14 +686,18 @@ async fn client_credentials_are_cached_and_refreshed_after_a_401() {
         2,
         "one token, refused; one fresh token, cached for every later batch"
     );
+    // RFC 6749 §2.3.1: the client authenticates with HTTP Basic.
+    assert!(requests[0].starts_with("POST /token "), "{}", requests[0]);
+    let basic = format!("Basic {}", STANDARD.encode("svc-a:svc-a-secret"));
     for field in [
+        basic.as_str(),
         "grant_type=client_credentials",
-        "client_id=svc-a",
-        "client_secret=svc-a-secret",
         "audience=audit",
+        "scope=audit.write",
     ] {
         assert!(requests[0].contains(field), "{field} in {}", requests[0]);
     }
+    assert!(!requests[0].contains("svc-a-secret"), "never in the clear");
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use echo_audit::store::AuditStore;
 use echo_core::SystemClock;
 use echo_crypto::{Algorithm, JwkSet, SigningKey};
 use echo_testkit::PgTestDb;
+use echo_testkit::refusals::{REASONS, assert_refused_alike, bad_tokens};
 use echo_verify::{StaticJwks, Verifier, VerifierOptions};
 use serde_json::{Value, json};
 
@@ -71,11 +72,7 @@ impl Fixture {
         let signer = NoteSigner::generate("test/echo-audit").unwrap();
         let vkey = signer.verifier_key();
         let service = AuditService::new(store.clone(), signer, Arc::new(SystemClock));
-        let app = Arc::new(AuditApp {
-            service,
-            verifier: Arc::new(verifier),
-            audience: "audit".into(),
-        });
+        let app = Arc::new(AuditApp::new(service, Arc::new(verifier), "audit"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(echo_audit::http::serve(
@@ -129,6 +126,28 @@ impl Fixture {
 
     async fn count(&self) -> i64 {
         self.store.head().await.unwrap().size
+    }
+
+    /// The audit service's own `access.denied` events, once there are
+    /// `n` (they are written by a task of their own), oldest first.
+    async fn denied(&self, n: usize) -> Vec<echo_audit::chain::ChainedEvent> {
+        for _ in 0..200 {
+            let mut denied = self
+                .store
+                .query(&echo_audit::store::EventQuery {
+                    action: Some("access.denied".into()),
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if denied.len() >= n {
+                denied.reverse();
+                return denied;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("fewer than {n} access.denied events");
     }
 }
 
@@ -185,36 +204,33 @@ async fn a_service_cannot_write_as_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_for_another_audience_expired_or_missing_are_refused() {
+async fn bad_tokens_are_refused_alike_and_recorded_in_the_chain_once_each() {
     let f = Fixture::start(None).await;
     let batch = json!([event("t1")]).to_string();
-    let other_audience = f.token(json!({"sub": "svc-a", "aud": "logging-service-2"}));
-    let expired = f.token(json!({"sub": "svc-a", "exp": now() - 3600}));
-    let foreign = SigningKey::generate(Algorithm::EdDSA, "k1")
-        .unwrap()
-        .sign(
-            "at+jwt",
-            &json!({"iss": ISSUER, "sub": "svc-a", "aud": "audit", "exp": now() + 300}),
-        )
-        .unwrap();
-    for (token, reason) in [
-        (other_audience, "wrong_audience"),
-        (expired, "expired"),
-        (foreign, "bad_signature"),
-        ("garbage".into(), "malformed"),
-    ] {
-        let (status, body) = f.post("/v1/events", &token, batch.clone()).await;
-        assert_eq!((status, body["error"].as_str()), (401, Some(reason)));
-    }
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/events", f.url))
-        .body(batch)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
-    assert!(response.headers().get("www-authenticate").is_some());
-    assert_eq!(f.count().await, 0);
+    let claims = json!({"iss": ISSUER, "sub": "svc-a", "client_id": "svc-a", "aud": "audit"});
+    let url = format!("{}/v1/events", f.url);
+    assert_refused_alike(bad_tokens(&f.key, &claims), |token| {
+        let mut request = reqwest::Client::new().post(&url).body(batch.clone());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap() }
+    })
+    .await;
+    let denied = f.denied(REASONS.len()).await;
+    let reasons: Vec<_> = denied
+        .iter()
+        .map(|e| e.event.context["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, REASONS);
+    assert!(denied.iter().all(|e| e.event.service == "audit"
+        && e.event.actor.is_none()
+        && e.event.ip.as_deref() == Some("127.0.0.1")));
+    assert_eq!(
+        f.count().await,
+        REASONS.len() as i64,
+        "nothing of the batch was stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,7 +258,7 @@ async fn bad_input_is_a_clear_4xx_and_nothing_of_the_batch_is_stored() {
     for (body, expected) in cases {
         let (status, answer) = f.post("/v1/events", &token, body).await;
         assert_eq!(status, expected, "{answer}");
-        assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()));
+        assert!(answer["detail"].as_str().is_some_and(|e| !e.is_empty()));
     }
     assert_eq!(f.count().await, 0);
 }
@@ -277,16 +293,24 @@ async fn only_auditors_admins_and_audit_read_services_may_read() {
         403,
         "writing does not grant reading"
     );
-    let denied = f
-        .store
-        .query(&echo_audit::store::EventQuery {
-            action: Some("audit.query.denied".into()),
-            limit: 10,
-            ..Default::default()
+    let denied = f.denied(2).await;
+    let refused: Vec<_> = denied
+        .iter()
+        .map(|e| {
+            (
+                e.event.actor.as_deref().unwrap(),
+                e.event.context["reason"].as_str().unwrap(),
+            )
         })
-        .await
-        .unwrap();
-    assert_eq!(denied.len(), 2, "each refusal is itself audited");
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("bob", "insufficient_scope"),
+            ("identity", "insufficient_scope")
+        ],
+        "each refusal is itself audited"
+    );
 
     let auditor = f.token(json!({"sub": "carol", "roles": ["auditor"]}));
     let reader = f.token(json!({"sub": "siem", "scope": "audit.read"}));

@@ -115,7 +115,7 @@ async fn too_large_is_413_and_unknown_types_415() {
     let (status, body) = f.upload(&alice, &[("big.txt", &big)]).await;
     assert_eq!(status, 413, "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains("1000 bytes"),
+        body["detail"].as_str().unwrap().contains("1000 bytes"),
         "{body}"
     );
     let (status, body) = f.upload_raw(&alice, "big.txt", &big).await;
@@ -126,7 +126,7 @@ async fn too_large_is_413_and_unknown_types_415() {
     let (status, body) = f.upload(&alice, &[("photo.png", &binary)]).await;
     assert_eq!(status, 415, "{body}");
     assert!(
-        body["error"]
+        body["detail"]
             .as_str()
             .unwrap()
             .contains("photo.png: not a supported type"),

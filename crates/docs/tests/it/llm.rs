@@ -126,7 +126,7 @@ async fn an_unreachable_model_is_a_502_without_details() {
     f.index_as_worker(&id).await;
     let (status, body) = f.query(&alice, "Can kiwis fly?").await;
     assert_eq!(status, 502, "{body}");
-    let message = body["error"].as_str().unwrap();
+    let message = body["detail"].as_str().unwrap();
     assert!(
         !message.contains("127.0.0.1") && !message.contains("sk-secret"),
         "{message}"

@@ -29,6 +29,19 @@ mod store;
 
 const ISSUER: &str = "http://127.0.0.1:8081";
 
+/// The RFC 9457 problem body docs answers with `status`, `code` and
+/// `detail`.
+pub fn problem(status: u16, code: &str, detail: &str) -> (u16, Value) {
+    let title = reqwest::StatusCode::from_u16(status)
+        .unwrap()
+        .canonical_reason()
+        .unwrap();
+    (
+        status,
+        json!({"type": format!("urn:echo:problem:{code}"), "title": title, "status": status, "detail": detail}),
+    )
+}
+
 /// A docs service on an ephemeral port, its parts, and the key that signs
 /// its callers' tokens.
 pub struct Fixture {
@@ -93,7 +106,7 @@ impl Fixture {
         )
         .with_limits(limits)
         .with_llm(llm);
-        let app = DocsApp::new(Arc::new(verifier), "docs", docs);
+        let app = DocsApp::new(Arc::new(verifier), "docs", docs, audit.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(echo_docs::serve(
@@ -111,6 +124,11 @@ impl Fixture {
             http: reqwest::Client::new(),
             _dir: dir,
         }
+    }
+
+    /// The key standing in for identity's.
+    pub fn key(&self) -> &SigningKey {
+        &self.key
     }
 
     /// A token for the docs audience with `claims` over the defaults.

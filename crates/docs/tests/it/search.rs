@@ -99,7 +99,7 @@ async fn indexing_a_deleted_document_is_404_and_leaves_nothing() {
     let (status, body) = f.put_index(&f.worker(), &id, chunks).await;
     assert_eq!(
         (status, body),
-        (404, json!({"error": "document not found"}))
+        crate::problem(404, "not_found", "document not found")
     );
     assert_eq!(f.index.chunk_count(&id).unwrap(), 0);
     let (status, _, _) = f
@@ -145,7 +145,7 @@ async fn questions_must_have_1_to_1000_characters() {
         let (status, body) = f.query(&alice, question).await;
         assert_eq!(status, 400, "{body}");
         assert!(
-            body["error"].as_str().unwrap().contains("1 to 1000"),
+            body["detail"].as_str().unwrap().contains("1 to 1000"),
             "{body}"
         );
     }
@@ -160,5 +160,5 @@ async fn questions_must_have_1_to_1000_characters() {
         .unwrap();
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert!(body["error"].is_string());
+    assert!(body["detail"].is_string());
 }

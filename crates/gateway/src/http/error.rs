@@ -1,17 +1,24 @@
-//! The one place where [`GatewayError`] becomes a response: a page (or a
-//! redirect to login) for browsers, JSON with RFC 6750 `WWW-Authenticate`
-//! for the API. Internal causes are logged once, here, and never shown.
+//! The one place where [`GatewayError`] becomes a response, by the
+//! request's [`Surface`] ([`respond`]): a page, or a redirect to login,
+//! for browsers; an RFC 9457 problem with the RFC 6750 challenge for the
+//! API. Internal causes are logged once, here, and never shown.
 
-use axum::Json;
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use echo_verify::VerifyError;
-use echo_web::{bearer_challenge, render, see_other};
-use serde_json::json;
+use echo_edge::{Problem, bearer_challenge, render, see_other};
 
 use super::pages::{ErrorPage, session_cookie};
-use crate::{Fault, Gateway, GatewayError};
+use crate::{Fault, Gateway, GatewayError, Surface};
+
+/// The answer to a request for `here` (path and query) on `surface` that
+/// failed with `error`: where "redirect to login or 401" is decided.
+pub fn respond(g: &Gateway, surface: Surface, error: GatewayError, here: &str) -> Response {
+    match surface {
+        Surface::Page => page_error(g, error, here),
+        Surface::Api => api_error(g, error),
+    }
+}
 
 impl GatewayError {
     /// HTTP status and a short stable code for API answers.
@@ -24,10 +31,7 @@ impl GatewayError {
             }
             GatewayError::NotSignedIn => (StatusCode::UNAUTHORIZED, "unauthorized"),
             GatewayError::SessionExpired => (StatusCode::UNAUTHORIZED, "session_expired"),
-            GatewayError::Token(VerifyError::KeysUnavailable(_)) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
-            }
-            GatewayError::Token(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            GatewayError::Refused(refusal) => (refusal.status, refusal.code()),
             GatewayError::Csrf(_) => (StatusCode::FORBIDDEN, "csrf"),
             GatewayError::Identity(_) | GatewayError::UpstreamUnavailable { .. } => {
                 (StatusCode::BAD_GATEWAY, "bad_gateway")
@@ -53,7 +57,7 @@ impl GatewayError {
             Fault::Downstream => {}
         }
         match self {
-            GatewayError::Token(e) => e.code().to_owned(),
+            GatewayError::Refused(refusal) => refusal.to_string(),
             GatewayError::Identity(_) => "the identity service is unavailable".to_owned(),
             GatewayError::UpstreamUnavailable { .. } => {
                 "the service behind this address is unavailable".to_owned()
@@ -81,7 +85,7 @@ fn with_retry_after(mut response: Response, error: &GatewayError) -> Response {
 
 /// An error on a page request that came for `here` (path and query).
 pub fn page_error(g: &Gateway, error: GatewayError, here: &str) -> Response {
-    if let GatewayError::SessionExpired = error {
+    if let GatewayError::SessionExpired | GatewayError::NotSignedIn = error {
         // Sign in again and come back; the dead cookie goes.
         let location = format!(
             "/login?return_to={}",
@@ -125,23 +129,23 @@ pub fn page_error(g: &Gateway, error: GatewayError, here: &str) -> Response {
     with_retry_after(page, &error)
 }
 
-/// An error on an `/api/...` request: JSON `{"error","message"}`; a 401
-/// carries `WWW-Authenticate: Bearer` (RFC 6750 §3, with `invalid_token`
-/// when a token was refused).
+/// An error on an `/api/...` request: an RFC 9457 problem whose type is
+/// the short code; a 401 carries `WWW-Authenticate: Bearer` (RFC 6750 §3,
+/// with `invalid_token` when a token was refused). A refused bearer token
+/// answers as the edge does for every service.
 pub fn api_error(g: &Gateway, error: GatewayError) -> Response {
-    let (status, code) = error.status_and_code();
-    let mut response = (
-        status,
-        Json(json!({"error": code, "message": error.public_message()})),
-    )
-        .into_response();
-    match &error {
-        GatewayError::Token(e) if status == StatusCode::UNAUTHORIZED => {
-            bearer_challenge(&mut response, Some(e.code()));
+    if let GatewayError::Refused(refusal) = error {
+        if refusal.reason.is_none() {
+            tracing::warn!("signing keys unavailable");
         }
+        return refusal.into_response();
+    }
+    let (status, code) = error.status_and_code();
+    let mut response = Problem::new(status, code, error.public_message()).into_response();
+    match &error {
         GatewayError::SessionExpired => {
             bearer_challenge(&mut response, None);
-            echo_web::add_cookies(&mut response, &[session_cookie(g.config(), None)]);
+            echo_edge::add_cookies(&mut response, &[session_cookie(g.config(), None)]);
         }
         _ if status == StatusCode::UNAUTHORIZED => bearer_challenge(&mut response, None),
         _ => {}

@@ -5,71 +5,36 @@ use std::sync::Arc;
 use askama::Template;
 use axum::Json;
 use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{Form, FromRequestParts, OriginalUri, Query, Request, State};
+use axum::extract::{Form, OriginalUri, Query, Request, State};
 use axum::http::header::ORIGIN;
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use echo_web::{Peer, bearer, cookie, render, see_other};
+use echo_edge::{Origin, bearer, cookie, render, see_other};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::{api_error, page_error};
+use super::error::{api_error, page_error, respond};
 use super::pages::{
     AccountPage, AskPage, DashboardPage, DocumentsPage, EventRow, HomePage, LogsPage,
     SignedOutPage, UploadPage, login_cookie, login_cookie_name, session_cookie,
     session_cookie_name, utc,
 };
-use crate::proxy::client_ip;
 use crate::{
-    Callback, Gateway, GatewayError, LogFilters, Presented, Principal, RequestMeta, Surface,
+    CSRF_HEADER, Callback, Gateway, GatewayError, LogFilters, Presented, Principal, Surface,
 };
 
 type AppState = State<Arc<Gateway>>;
 
-/// The header a session call to `/api/...` carries as its CSRF proof.
-pub const CSRF_HEADER: &str = "x-echo-csrf";
-
-/// [`Peer`] as the gateway's [`RequestMeta`]: the peer address, or the
-/// caller's behind a trusted proxy.
-pub struct Meta(pub RequestMeta);
-
-impl FromRequestParts<Arc<Gateway>> for Meta {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        g: &Arc<Gateway>,
-    ) -> Result<Self, Self::Rejection> {
-        let Peer { ip, user_agent } = Peer::from_request_parts(parts, g).await?;
-        let peer = ip.and_then(|ip| ip.parse().ok());
-        let ip = client_ip(peer, &parts.headers, &g.config().trusted_proxies);
-        Ok(Meta(RequestMeta {
-            ip: ip.map(|ip| ip.to_string()),
-            user_agent,
-        }))
-    }
-}
-
-/// Whether `path` is the API's (JSON answers) rather than a page's.
-fn is_api(path: &str) -> bool {
-    path.starts_with("/api/")
-}
-
-/// An error for the request at `uri`: JSON under `/api/`, else a page.
+/// An error for the request at `uri`: answered by the request's surface.
 fn error_for(g: &Gateway, error: GatewayError, uri: &axum::http::Uri) -> Response {
-    if is_api(uri.path()) {
-        api_error(g, error)
-    } else {
-        let here = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        page_error(g, error, here)
-    }
+    let here = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    respond(g, Surface::of(uri.path()), error, here)
 }
 
 /// Middleware: phase 0 (the per-IP rate limit) for everything but static
 /// files and health checks.
-pub async fn admit(State(g): AppState, Meta(meta): Meta, request: Request, next: Next) -> Response {
+pub async fn admit(State(g): AppState, meta: Origin, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let exempt = path.starts_with("/static/") || path == "/ping" || path == "/healthz";
     match g.admit(&meta) {
@@ -80,15 +45,10 @@ pub async fn admit(State(g): AppState, Meta(meta): Meta, request: Request, next:
 
 /// Everything the gateway does not answer itself: the route table's
 /// upstreams, else 404.
-pub async fn proxy(State(g): AppState, Meta(meta): Meta, request: Request) -> Response {
+pub async fn proxy(State(g): AppState, meta: Origin, request: Request) -> Response {
     let uri = request.uri().clone();
     let headers = request.headers().clone();
-    let surface = if is_api(uri.path()) {
-        Surface::Api
-    } else {
-        Surface::Page
-    };
-    let presented = presented(&g, &headers, surface);
+    let presented = presented(&g, &headers, Surface::of(uri.path()));
     match g.forward(&presented, request, &meta).await {
         Ok(response) => response,
         Err(e) => error_for(&g, e, &uri),
@@ -116,7 +76,7 @@ fn here(uri: &OriginalUri) -> String {
 /// GET /: who is signed in, their recent activity, and the way on.
 pub async fn home(
     State(g): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     uri: OriginalUri,
     headers: HeaderMap,
 ) -> Response {
@@ -150,7 +110,7 @@ pub async fn home(
 /// login and back.
 async fn signed_in(
     g: &Gateway,
-    meta: &RequestMeta,
+    meta: &Origin,
     headers: &HeaderMap,
 ) -> Result<Principal, GatewayError> {
     g.authenticate(&presented(g, headers, Surface::Page), meta)
@@ -162,7 +122,7 @@ async fn signed_in(
 /// GET /account: roles and session expiry; signing in first if needed.
 pub async fn account(
     State(g): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     uri: OriginalUri,
     headers: HeaderMap,
 ) -> Response {
@@ -187,7 +147,7 @@ pub async fn account(
 /// GET /logs: the audit log with filters and paging (auditors, admins).
 pub async fn logs(
     State(g): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     uri: OriginalUri,
     headers: HeaderMap,
     query: Result<Query<LogFilters>, QueryRejection>,
@@ -222,7 +182,7 @@ pub async fn logs(
 /// GET /admin: the dashboard, logins per hour as an SVG chart (admins).
 pub async fn dashboard(
     State(g): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     uri: OriginalUri,
     headers: HeaderMap,
 ) -> Response {
@@ -241,7 +201,7 @@ pub async fn dashboard(
 /// script calls the docs service's routes itself.
 async fn signed_in_page(
     g: &Gateway,
-    meta: &RequestMeta,
+    meta: &Origin,
     uri: &OriginalUri,
     headers: &HeaderMap,
     page: &impl Template,
@@ -255,7 +215,7 @@ async fn signed_in_page(
 /// GET /upload: several files, one upload and one progress bar each.
 pub async fn upload(
     State(g): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     uri: OriginalUri,
     headers: HeaderMap,
 ) -> Response {
@@ -265,7 +225,7 @@ pub async fn upload(
 /// GET /documents: the user's documents, with live status and progress.
 pub async fn documents(
     State(g): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     uri: OriginalUri,
     headers: HeaderMap,
 ) -> Response {
@@ -275,7 +235,7 @@ pub async fn documents(
 /// GET /ask: a question answered from the user's documents, with citations.
 pub async fn ask(
     State(g): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     uri: OriginalUri,
     headers: HeaderMap,
 ) -> Response {
@@ -309,7 +269,7 @@ pub async fn login(
 /// GET /callback: identity's answer; a new session on success.
 pub async fn callback(
     State(g): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     headers: HeaderMap,
     query: Result<Query<Callback>, QueryRejection>,
 ) -> Response {
@@ -335,7 +295,7 @@ pub struct LogoutForm {
 /// POST /logout: ends the session here, then at identity.
 pub async fn logout(
     State(g): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     headers: HeaderMap,
     form: Result<Form<LogoutForm>, FormRejection>,
 ) -> Response {
@@ -353,7 +313,7 @@ pub async fn signed_out() -> Response {
 }
 
 /// GET /api/me: the caller, by bearer token or session.
-pub async fn me(State(g): AppState, Meta(meta): Meta, headers: HeaderMap) -> Response {
+pub async fn me(State(g): AppState, meta: Origin, headers: HeaderMap) -> Response {
     match g
         .authenticate(&presented(&g, &headers, Surface::Api), &meta)
         .await

@@ -13,11 +13,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::HeaderValue;
 use axum::routing::{get, post};
-use echo_web::SecurityHeaders;
+use echo_edge::{EdgeLayer, Periodic, SecurityHeaders, Service};
 
 use crate::Gateway;
-
-pub use handlers::CSRF_HEADER;
 
 /// All of the gateway's endpoints.
 pub fn router(gateway: Arc<Gateway>) -> Router {
@@ -59,31 +57,36 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             gateway.clone(),
             handlers::admit,
         ));
-    headers.wrap(router).with_state(gateway)
+    let edge = EdgeLayer {
+        trusted_proxies: config.trusted_proxies.clone(),
+        security_headers: headers,
+    };
+    edge.wrap(router).with_state(gateway)
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes, purging
-/// ended sessions on the configured schedule meanwhile.
+/// The gateway on `listener`, with its periodic jobs: purging ended
+/// sessions, recording refusal counts.
+pub fn service(listener: tokio::net::TcpListener, gateway: Arc<Gateway>) -> Service {
+    let purging = gateway.clone();
+    let purge = Periodic::every(
+        "session purge",
+        Duration::from_secs(gateway.config().purge_interval),
+        move || {
+            let gateway = purging.clone();
+            async move { gateway.purge().await.map(drop) }
+        },
+    );
+    let refusal_counts = gateway.gate().refusal_job();
+    Service::http("gateway", listener, router(gateway))
+        .with_job(purge)
+        .with_job(refusal_counts)
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let interval = gateway.config().purge_interval;
-    let purging = gateway.clone();
-    let purger = tokio::spawn(async move {
-        if interval == 0 {
-            return;
-        }
-        let mut tick = tokio::time::interval(Duration::from_secs(interval));
-        loop {
-            tick.tick().await;
-            if let Err(e) = purging.purge().await {
-                tracing::warn!(error = %e, "session purge failed");
-            }
-        }
-    });
-    let served = echo_web::serve(listener, router(gateway), shutdown).await;
-    purger.abort();
-    served
+    service(listener, gateway).run(shutdown).await
 }

@@ -3,7 +3,7 @@
 use askama::Template;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use echo_web::{cookie_name, set_cookie};
+use echo_edge::{cookie_name, set_cookie};
 
 use crate::audit_log::{LogEvent, LogFilters, LoginChart};
 use crate::{GatewayConfig, Principal};

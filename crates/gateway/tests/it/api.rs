@@ -88,7 +88,7 @@ async fn forged_expired_wrong_audience_and_unsigned_tokens_get_401() {
             challenge.starts_with("Bearer") && challenge.contains("invalid_token"),
             "{name}: {challenge}"
         );
-        assert_eq!(page.json()["error"], "invalid_token");
+        assert_eq!(page.json()["type"], "urn:echo:problem:invalid_token");
     }
     let page = me_with(&platform, &expired).await;
     assert!(page.header("www-authenticate").unwrap().contains("expired"));
@@ -176,4 +176,97 @@ async fn every_response_carries_the_security_headers() {
     let missing = browser.get(&platform.gw("/no-such-page")).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(missing.body.contains("Not found"));
+}
+
+/// An ID token issued to the gateway: the code flow run by hand against
+/// identity, as the gateway's client.
+async fn id_token(platform: &Platform) -> String {
+    let verifier = echo_crypto::secret::random_token();
+    let challenge = b64url(&echo_crypto::secret::sha256(verifier.as_bytes()));
+    let redirect_uri = platform.gw("/callback");
+    let mut authorize = url::Url::parse(&format!("{}/authorize", platform.issuer)).unwrap();
+    authorize.query_pairs_mut().extend_pairs([
+        ("response_type", "code"),
+        ("client_id", "gateway"),
+        ("redirect_uri", redirect_uri.as_str()),
+        ("scope", "openid"),
+        ("state", "s"),
+        ("nonce", "n"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ]);
+    let callback = platform
+        .callback_url(&Browser::new(), authorize.as_str())
+        .await;
+    let code = crate::common::query_of(&callback)["code"].clone();
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/token", platform.issuer))
+        .basic_auth("gateway", Some(crate::common::GATEWAY_SECRET))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect_uri.as_str()),
+            ("code_verifier", verifier.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["id_token"].as_str().unwrap().to_owned()
+}
+
+/// Issue 13: the gateway's API refuses bad bearer tokens the way every
+/// service does — one status, one body shape, one `access.denied` event
+/// each — and a flood of them makes a bounded number of events.
+#[tokio::test]
+async fn bad_tokens_are_refused_alike_and_audited_once_each() {
+    let platform = Platform::start().await;
+    let id_token = id_token(&platform).await;
+    let expired = platform.provider.own_service_token("gateway", "x").unwrap();
+    let kid = header_of(&expired)["kid"].as_str().unwrap().to_owned();
+    // Access tokens live 10 minutes, ID tokens an hour.
+    platform.clock.advance(11 * 60);
+    let wrong_audience = platform.provider.own_service_token("audit", "x").unwrap();
+    let claims = json!({"iss": platform.issuer, "sub": "admin", "aud": "gateway",
+        "exp": platform.clock.now() + 300});
+    let bad = [
+        None,
+        Some("not-a-token".to_owned()),
+        Some(expired),
+        Some(wrong_audience),
+        Some(id_token),
+        Some(echo_testkit::refusals::unsigned(&kid, &claims)),
+    ];
+    let url = platform.gw("/api/me");
+    echo_testkit::refusals::assert_refused_alike(bad, |token| {
+        let mut request = reqwest::Client::new().get(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap() }
+    })
+    .await;
+    let denied = platform.gateway_audited("access.denied");
+    let reasons: Vec<_> = denied
+        .iter()
+        .map(|e| e.details["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, echo_testkit::refusals::REASONS);
+    assert!(denied.iter().all(|e| e.details["service"] == "gateway"
+        && e.ip.as_deref() == Some("127.0.0.1")
+        && e.actor.is_none()));
+
+    // A flood: refused, then slowed by the per-address limit (429); both
+    // are audited once per window, not once per request.
+    for _ in 0..1000 {
+        let status = me_with(&platform, "junk.junk").await.status;
+        assert!(
+            [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&status),
+            "{status}"
+        );
+    }
+    let all = platform.gateway_audit.events().len();
+    assert!(all < 20, "{all} events for 1,006 refusals");
 }

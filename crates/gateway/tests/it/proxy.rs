@@ -229,7 +229,7 @@ async fn a_missing_role_is_403_and_a_page_route_without_session_goes_to_login() 
         .get_with(&platform.gw("/api/admin-only/x"), &[("x-echo-csrf", "1")])
         .await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
-    assert_eq!(denied.json()["error"], "forbidden");
+    assert_eq!(denied.json()["type"], "urn:echo:problem:forbidden");
     assert_eq!(platform.gateway_audited("gateway.route.denied").len(), 1);
     assert!(upstream.seen.lock().unwrap().is_empty());
     let allowed = browser.get(&platform.gw("/app/x")).await;
@@ -238,7 +238,7 @@ async fn a_missing_role_is_403_and_a_page_route_without_session_goes_to_login() 
         .get_with(&platform.gw("/api/nothing"), &[("x-echo-csrf", "1")])
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
-    assert_eq!(missing.json()["error"], "not_found");
+    assert_eq!(missing.json()["type"], "urn:echo:problem:not_found");
 }
 
 #[tokio::test]
@@ -264,7 +264,7 @@ async fn rate_limits_trip_with_retry_after_are_audited_once_and_reset() {
         let refused = call().await;
         assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(refused.header("retry-after"), Some("1"));
-        assert_eq!(refused.json()["error"], "rate_limited");
+        assert_eq!(refused.json()["type"], "urn:echo:problem:rate_limited");
     }
     let audited = platform.gateway_audited("gateway.rate_limited");
     assert_eq!(audited.len(), 1, "once per window, not per request");
@@ -330,12 +330,12 @@ async fn upstream_timeouts_are_504_and_unreachable_upstreams_502() {
         .get_with(&platform.gw("/api/slow"), &[("authorization", &bearer)])
         .await;
     assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(slow.json()["error"], "gateway_timeout");
+    assert_eq!(slow.json()["type"], "urn:echo:problem:gateway_timeout");
     let down_api = browser
         .get_with(&platform.gw("/api/down/x"), &[("authorization", &bearer)])
         .await;
     assert_eq!(down_api.status, StatusCode::BAD_GATEWAY);
-    assert_eq!(down_api.json()["error"], "bad_gateway");
+    assert_eq!(down_api.json()["type"], "urn:echo:problem:bad_gateway");
     assert!(!down_api.body.contains("127.0.0.1"), "no internals shown");
     platform.sign_in(&browser, None).await;
     let down_page = browser.get(&platform.gw("/down/x")).await;

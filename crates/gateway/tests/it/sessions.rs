@@ -114,7 +114,7 @@ async fn an_idle_session_sends_pages_to_login_and_back_and_the_api_gets_401(back
     platform.clock.advance(31 * 60);
     let api = browser.api_me(&platform).await;
     assert_eq!(api.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(api.json()["error"], "session_expired");
+    assert_eq!(api.json()["type"], "urn:echo:problem:session_expired");
     assert!(
         api.header("www-authenticate")
             .is_some_and(|c| c.starts_with("Bearer"))
@@ -159,7 +159,7 @@ async fn session_api_calls_need_the_csrf_header_and_this_origin(backend: Backend
     platform.sign_in(&browser, None).await;
     let no_header = browser.get(&platform.gw("/api/me")).await;
     assert_eq!(no_header.status, StatusCode::FORBIDDEN);
-    assert_eq!(no_header.json()["error"], "csrf");
+    assert_eq!(no_header.json()["type"], "urn:echo:problem:csrf");
     let cross = browser
         .get_with(
             &platform.gw("/api/me"),

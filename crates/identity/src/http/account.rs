@@ -17,10 +17,10 @@ use super::handlers::{
 use super::pages::{
     AccountPage, EnrolPage, MfaPage, RecoveryPage, add_cookies, error_as_page, error_page, render,
 };
-use super::request::Meta;
 use crate::authorize::{AuthorizeParams, AuthorizeRequest};
 use crate::login::PendingStep;
 use crate::mfa::{AccountView, Enrolment};
+use echo_edge::Origin;
 use echo_store::User;
 
 use crate::{IdentityError, Provider};
@@ -110,7 +110,7 @@ pub struct SecondStepForm {
 /// then the answer to the authorization request.
 pub async fn login_mfa(
     State(p): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     headers: HeaderMap,
     form: Result<Form<SecondStepForm>, FormRejection>,
 ) -> Response {
@@ -213,7 +213,7 @@ pub struct ConfirmForm {
 /// POST /account/totp: confirms the enrolment; shows the recovery codes.
 pub async fn account_totp(
     State(p): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     headers: HeaderMap,
     form: Result<Form<ConfirmForm>, FormRejection>,
 ) -> Response {

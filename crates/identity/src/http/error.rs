@@ -2,8 +2,9 @@
 //!
 //! JSON endpoints answer RFC 6749 §5.2 error objects (`invalid_client` as
 //! 401 with `WWW-Authenticate` when the client used Basic), protected
-//! resources answer RFC 6750 §3 `WWW-Authenticate: Bearer`, and internal
-//! failures are an opaque `server_error` whose cause is logged once, here.
+//! resources answer as the edge does (RFC 6750 §3 `WWW-Authenticate:
+//! Bearer` and an RFC 9457 problem), and internal failures are an opaque
+//! `server_error` whose cause is logged once, here.
 
 use axum::Json;
 use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
@@ -28,9 +29,7 @@ impl IdentityError {
             }
             IdentityError::InvalidScope(_) => (StatusCode::BAD_REQUEST, "invalid_scope"),
             IdentityError::InvalidTarget(_) => (StatusCode::BAD_REQUEST, "invalid_target"),
-            IdentityError::InvalidToken(_)
-            | IdentityError::TokenRejected(_)
-            | IdentityError::TokenRevoked => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            IdentityError::Refused(refusal) => (refusal.status, "invalid_token"),
             IdentityError::LoginFailed | IdentityError::MfaFailed => {
                 (StatusCode::UNAUTHORIZED, "access_denied")
             }
@@ -57,8 +56,7 @@ impl IdentityError {
     /// answers; `None` for errors that are not about the token.
     pub(crate) fn rejection_code(&self) -> Option<&'static str> {
         match self {
-            IdentityError::TokenRejected(e) => Some(e.code()),
-            IdentityError::TokenRevoked => Some("revoked"),
+            IdentityError::Refused(refusal) if refusal.reason.is_some() => Some(refusal.code()),
             _ => None,
         }
     }
@@ -73,17 +71,7 @@ impl IdentityError {
                     HeaderValue::from_static(r#"Basic realm="echo""#),
                 );
             }
-            IdentityError::InvalidToken(_)
-            | IdentityError::TokenRejected(_)
-            | IdentityError::TokenRevoked => {
-                let value = format!(
-                    r#"Bearer error="invalid_token", error_description="{}""#,
-                    self.to_string().replace('"', "'")
-                );
-                if let Ok(value) = HeaderValue::from_str(&value) {
-                    headers.insert(WWW_AUTHENTICATE, value);
-                }
-            }
+
             IdentityError::RateLimited { retry_after } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
             }
@@ -96,6 +84,11 @@ impl IdentityError {
 
 impl IntoResponse for IdentityError {
     fn into_response(self) -> Response {
+        // Protected resources (`/userinfo`) answer as every service's edge
+        // does: the RFC 6750 challenge and a problem body.
+        if let IdentityError::Refused(refusal) = self {
+            return refusal.into_response();
+        }
         let (status, code) = self.status_and_code();
         let body = json!({"error": code, "error_description": self.public_description()});
         let mut response = (status, Json(body)).into_response();

@@ -16,13 +16,14 @@ use super::pages::{
     LoginPage, LogoutPage, SignedOutPage, add_cookies, cookie_name, error_as_page, error_page,
     render, see_other, set_cookie,
 };
-use super::request::{Meta, basic_credentials, bearer, cookie};
+use super::request::{basic_credentials, bearer, cookie};
 use crate::authorize::{AuthorizeError, AuthorizeParams, AuthorizeRequest, Prompt};
 use crate::client_auth::BasicCredentials;
 use crate::introspect::TokenRequest;
 use crate::login::{LoggedIn, LogoutParams, PasswordOutcome};
 use crate::token::TokenParams;
 use crate::{IdentityError, Provider};
+use echo_edge::Origin;
 
 type AppState = State<Arc<Provider>>;
 
@@ -152,7 +153,7 @@ pub(super) fn login_page(
 /// GET /authorize: reuse the SSO session, or show the login form.
 pub async fn authorize(
     State(p): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     headers: HeaderMap,
     params: Result<Query<AuthorizeParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -202,7 +203,7 @@ pub struct LoginForm {
 /// the authorization request it came with.
 pub async fn login(
     State(p): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
@@ -287,7 +288,7 @@ pub(super) async fn finish_login(
     p: &Provider,
     request: &AuthorizeRequest,
     logged_in: LoggedIn,
-    meta: &crate::provider::RequestMeta,
+    meta: &echo_edge::Origin,
 ) -> Response {
     match p
         .issue_code(
@@ -335,7 +336,7 @@ async fn client_endpoint<T, R: IntoResponse>(
 /// POST /token.
 pub async fn token(
     State(p): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     headers: HeaderMap,
     form: Result<Form<TokenParams>, FormRejection>,
 ) -> Response {
@@ -348,7 +349,7 @@ pub async fn token(
 /// POST /revoke (RFC 7009): 200 with an empty body whatever the token was.
 pub async fn revoke(
     State(p): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     headers: HeaderMap,
     form: Result<Form<TokenRequest>, FormRejection>,
 ) -> Response {
@@ -363,7 +364,7 @@ pub async fn revoke(
 /// POST /introspect (RFC 7662).
 pub async fn introspect(
     State(p): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     headers: HeaderMap,
     form: Result<Form<TokenRequest>, FormRejection>,
 ) -> Response {
@@ -374,7 +375,7 @@ pub async fn introspect(
 }
 
 /// GET or POST /userinfo with a bearer access token.
-pub async fn userinfo(State(p): AppState, Meta(meta): Meta, headers: HeaderMap) -> Response {
+pub async fn userinfo(State(p): AppState, meta: Origin, headers: HeaderMap) -> Response {
     match p.userinfo(bearer(&headers), &meta).await {
         Ok(info) => Json(info).into_response(),
         Err(e) => e.into_response(),
@@ -391,7 +392,7 @@ pub struct VerifyRequest {
 /// services that cannot verify JWTs themselves.
 pub async fn verify(
     State(p): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     body: Result<Json<VerifyRequest>, JsonRejection>,
 ) -> Response {
     let Ok(Json(request)) = body else {
@@ -415,7 +416,7 @@ pub async fn verify(
 async fn sign_out(
     p: &Provider,
     headers: &HeaderMap,
-    meta: &crate::provider::RequestMeta,
+    meta: &echo_edge::Origin,
     redirect: Option<String>,
 ) -> Response {
     let secure = p.config().secure_cookies();
@@ -438,7 +439,7 @@ async fn sign_out(
 /// sign out at once; otherwise ask the user to confirm (CSRF-protected).
 pub async fn logout(
     State(p): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     headers: HeaderMap,
     params: Result<Query<LogoutParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -483,7 +484,7 @@ pub struct LogoutForm {
 /// POST /logout: the confirmation form.
 pub async fn logout_confirmed(
     State(p): AppState,
-    Meta(meta): Meta,
+    meta: Origin,
     headers: HeaderMap,
     form: Result<Form<LogoutForm>, FormRejection>,
 ) -> Response {

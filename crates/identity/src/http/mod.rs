@@ -13,13 +13,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
+use echo_edge::{EdgeLayer, Service};
 
 use crate::Provider;
 
 /// All of identity's endpoints.
 pub fn router(provider: Arc<Provider>) -> Router {
     let secure = provider.config().secure_cookies();
-    Router::new()
+    let router = Router::new()
         .route(
             "/.well-known/openid-configuration",
             get(handlers::discovery),
@@ -45,25 +46,30 @@ pub fn router(provider: Arc<Provider>) -> Router {
         .route("/ping", get(|| async { "pong" }))
         .route("/healthz", get(handlers::healthz))
         .route("/static/echo.css", get(pages::stylesheet))
-        .fallback(pages::not_found)
-        .layer(axum::middleware::from_fn(move |req, next| {
-            pages::security_headers(secure).apply(req, next)
-        }))
-        .with_state(provider)
+        .fallback(pages::not_found);
+    let edge = EdgeLayer {
+        trusted_proxies: provider.config().trusted_proxies.clone(),
+        security_headers: pages::security_headers(secure),
+    };
+    edge.wrap(router).with_state(provider)
 }
 
-/// Serves identity on `listener` until `shutdown` completes, purging
-/// expired rows and refreshing the signing keys on their schedules
-/// meanwhile.
+/// Identity on `listener`, with its periodic jobs: purging expired rows,
+/// refreshing (and rotating) the signing keys, recording refusal counts.
+pub fn service(listener: tokio::net::TcpListener, provider: Arc<Provider>) -> Service {
+    let jobs = [
+        crate::purge::job(provider.clone()),
+        crate::keys::job(provider.clone()),
+        provider.gate().refusal_job(),
+    ];
+    Service::http("identity", listener, router(provider)).with_jobs(jobs)
+}
+
+/// Serves identity on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     provider: Arc<Provider>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let purger = tokio::spawn(crate::purge::run(provider.clone()));
-    let key_refresher = tokio::spawn(crate::keys::run(provider.clone()));
-    let served = echo_web::serve(listener, router(provider), shutdown).await;
-    purger.abort();
-    key_refresher.abort();
-    served
+    service(listener, provider).run(shutdown).await
 }

@@ -4,7 +4,7 @@ use askama::Template;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-pub use echo_web::{SecurityHeaders, add_cookies, cookie_name, render, see_other, set_cookie};
+pub use echo_edge::{SecurityHeaders, add_cookies, cookie_name, render, see_other, set_cookie};
 
 use crate::IdentityError;
 

@@ -1,30 +1,13 @@
-//! What handlers read from a request besides its body: origin, cookies and
-//! credentials.
+//! What handlers read from a request besides its body and its
+//! [`echo_edge::Origin`]: cookies and credentials.
 
-use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use echo_web::Peer;
-pub use echo_web::{bearer, cookie};
+pub use echo_edge::{bearer, cookie};
 
 use crate::client_auth::BasicCredentials;
-use crate::provider::RequestMeta;
-
-/// The peer address (never `X-Forwarded-For`, which a client can forge) and
-/// user agent of a request, as identity's domain takes them.
-pub struct Meta(pub RequestMeta);
-
-impl<S: Send + Sync> FromRequestParts<S> for Meta {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Peer { ip, user_agent } = Peer::from_request_parts(parts, state).await?;
-        Ok(Meta(RequestMeta { ip, user_agent }))
-    }
-}
 
 /// RFC 6749 §2.3.1: Basic credentials are form-urlencoded before base64.
 /// `Err` for a Basic header we cannot read.

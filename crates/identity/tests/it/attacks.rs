@@ -2,6 +2,7 @@
 //! refused with the right status and OAuth error code.
 
 use aws_lc_rs::hmac;
+use echo_core::Clock;
 use echo_crypto::{Algorithm, SigningKey};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -372,10 +373,14 @@ async fn assert_userinfo_refuses(server: &Server, token: &str, case: &str) {
         .www_authenticate()
         .unwrap_or_else(|| panic!("{case}: no WWW-Authenticate"));
     assert!(
-        challenge.starts_with(r#"Bearer error="invalid_token""#),
+        challenge.starts_with(r#"Bearer realm="echo", error="invalid_token""#),
         "{case}: {challenge}"
     );
-    assert_eq!(page.json()["error"], "invalid_token", "{case}");
+    assert_eq!(
+        page.json()["type"],
+        "urn:echo:problem:invalid_token",
+        "{case}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -497,7 +502,7 @@ async fn forged_access_tokens_are_refused() {
 
     // An ID token is not an access token (RFC 9068 typ).
     let id_token = tokens["id_token"].as_str().unwrap().to_owned();
-    forged.push(("ID token as access token", id_token, "wrong_type"));
+    forged.push(("ID token as access token", id_token, "wrong_kind"));
     forged.push(("garbage", "not.a.jwt".to_owned(), "malformed"));
 
     for (case, token, code) in &forged {
@@ -505,7 +510,12 @@ async fn forged_access_tokens_are_refused() {
         let answer = verify(&server, token, "audit").await;
         assert_eq!(answer, json!({"valid": false, "error": code}), "{case}");
     }
-    assert!(server.audited("token.verify.failure") >= forged.len() * 2);
+    // Each kind of refusal is audited (repeats from one address are
+    // counted into one event per window).
+    let mut reasons: Vec<_> = forged.iter().map(|(_, _, code)| *code).collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+    assert!(server.audited("access.denied") >= reasons.len());
 
     // No bearer at all.
     let page = read(
@@ -1019,4 +1029,67 @@ async fn client_secret_guessing_is_rate_limited_per_client_address() {
         StatusCode::OK,
         "the next window lets the client in"
     );
+}
+
+/// Issue 13: `/userinfo` refuses bad tokens the way every service does —
+/// one status, one body shape, one `access.denied` event each — and a
+/// flood of them from one address makes a bounded number of events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_at_userinfo_are_refused_alike_and_audited_once_each() {
+    let (server, clock) = Server::start_with_manual_clock().await;
+    let (_, tokens) = web_tokens(&server).await;
+    let access_token = tokens["access_token"].as_str().unwrap().to_owned();
+    let id_token = tokens["id_token"].as_str().unwrap().to_owned();
+    let (header, claims) = decode_jwt(&access_token);
+    // The access token expires (10 minutes), the ID token (1 hour) not yet.
+    clock.advance(15 * 60);
+    let other_audience = service_token(&server).await;
+    let mut fresh = claims.clone();
+    fresh["exp"] = json!(clock.now() + 300);
+    let bad = [
+        None,
+        Some("not-a-token".to_owned()),
+        Some(access_token),
+        Some(other_audience),
+        Some(id_token),
+        Some(echo_testkit::refusals::unsigned(
+            header["kid"].as_str().unwrap(),
+            &fresh,
+        )),
+    ];
+    let before = server.audit.events().len();
+    let url = server.url("/userinfo");
+    echo_testkit::refusals::assert_refused_alike(bad, |token| {
+        let mut request = no_redirect_client().get(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap() }
+    })
+    .await;
+    let events = server.audit.events();
+    let reasons: Vec<_> = events[before..]
+        .iter()
+        .map(|e| (e.action, e.details["reason"].as_str().unwrap()))
+        .collect();
+    let expected: Vec<_> = echo_testkit::refusals::REASONS
+        .iter()
+        .map(|reason| ("access.denied", *reason))
+        .collect();
+    assert_eq!(reasons, expected);
+    assert!(
+        events[before..]
+            .iter()
+            .all(|e| e.details["service"] == "identity" && e.ip.as_deref() == Some("127.0.0.1"))
+    );
+
+    let before = server.audit.events().len();
+    for _ in 0..1000 {
+        assert_eq!(
+            userinfo(&server, "junk").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let flood = server.audit.events().len() - before;
+    assert!(flood < 20, "{flood} events for 1,000 refusals");
 }

@@ -517,7 +517,7 @@ async fn revoked_access_token_is_inactive_and_refused_at_userinfo() {
     assert_eq!(page.status, StatusCode::UNAUTHORIZED);
     assert!(
         page.www_authenticate()
-            .is_some_and(|c| c.starts_with(r#"Bearer error="invalid_token""#))
+            .is_some_and(|c| c.starts_with(r#"Bearer realm="echo", error="invalid_token""#))
     );
     assert_eq!(
         verify(&server, &at, "audit").await,

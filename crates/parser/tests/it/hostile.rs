@@ -15,7 +15,7 @@ async fn a_truncated_pdf_is_a_422() {
     for cut in [pdf.len() / 2, pdf.len() - 30, 20] {
         let (status, body) = fixture.parse(None, pdf[..cut].to_vec()).await;
         assert_eq!(status, 422, "cut at {cut}: {body}");
-        assert!(!body["error"].as_str().unwrap().is_empty());
+        assert!(!body["detail"].as_str().unwrap().is_empty());
         fixture.assert_alive().await;
     }
 }
@@ -30,7 +30,7 @@ async fn a_zip_bomb_docx_is_refused_before_inflating() {
     let (status, body) = fixture.parse(None, bomb).await;
     assert_eq!(status, 422, "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains("zip bomb"),
+        body["detail"].as_str().unwrap().contains("zip bomb"),
         "{body}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -59,7 +59,7 @@ async fn a_docx_over_the_declared_size_limits_is_refused() {
     let (status, body) = fixture.parse(None, files::zip(&entries)).await;
     assert_eq!(status, 422, "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains("entries"),
+        body["detail"].as_str().unwrap().contains("entries"),
         "{body}"
     );
 }
@@ -81,7 +81,10 @@ async fn deeply_nested_json_is_a_422() {
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let (status, body) = fixture.parse(None, deep).await;
     assert_eq!(status, 422, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("nested"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("nested"),
+        "{body}"
+    );
     let (status, _) = fixture.parse(None, r#"{"a": [1, 2"#).await;
     assert_eq!(status, 422);
     fixture.assert_alive().await;
@@ -129,7 +132,7 @@ async fn a_parse_past_the_time_limit_is_a_422() {
     let (status, body) = fixture.parse(None, page).await;
     assert_eq!(status, 422, "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains("took too long"),
+        body["detail"].as_str().unwrap().contains("took too long"),
         "{body}"
     );
 }
@@ -199,7 +202,7 @@ async fn every_format_truncated_at_several_points() {
             assert_eq!(status, expected, "{case}");
             match status {
                 200 => assert_eq!(body["type"], sample.kind, "{case}"),
-                _ => assert!(!body["error"].as_str().unwrap().is_empty(), "{case}"),
+                _ => assert!(!body["detail"].as_str().unwrap().is_empty(), "{case}"),
             }
         }
         fixture.assert_alive().await;
@@ -264,7 +267,7 @@ async fn every_format_corrupted_in_the_middle() {
     ] {
         let (status, body) = fixture.parse(None, overwritten(&pdf, offset, noise)).await;
         assert_eq!(status, 422, "{site}: {body}");
-        assert!(!body["error"].as_str().unwrap().is_empty());
+        assert!(!body["detail"].as_str().unwrap().is_empty());
     }
     // Binary noise over the operators leaves a page with no text: a 200
     // with nothing, as for a PDF of scanned images.
@@ -280,7 +283,7 @@ async fn every_format_corrupted_in_the_middle() {
         .parse(None, files::zip(&[("word/document.xml", &broken)]))
         .await;
     assert_eq!(status, 422, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("XML"), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("XML"), "{body}");
     fixture.assert_alive().await;
 }
 
@@ -325,7 +328,7 @@ async fn every_format_over_the_input_limit_is_a_413() {
         let fixture = limited(len - 1).await;
         let (status, body) = fixture.parse(sample.filename, sample.bytes.clone()).await;
         assert_eq!(status, 413, "{} declared: {body}", sample.kind);
-        assert!(body["error"].as_str().unwrap().contains("limit"), "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("limit"), "{body}");
         let streamed = parse_chunked(&fixture, sample.filename, &sample.bytes).await;
         assert_eq!(streamed, 413, "{} streamed", sample.kind);
         fixture.assert_alive().await;

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use echo_core::audit::{MemoryAuditSink, Outcome};
 use echo_crypto::{Algorithm, JwkSet, SigningKey};
 use echo_parser::{Isolation, Limits, ParserApp};
+use echo_testkit::refusals::{REASONS, assert_refused_alike, bad_tokens};
 use echo_verify::{JwksSource, StaticJwks, Verifier, VerifierOptions, VerifyError};
 use serde_json::{Value, json};
 
@@ -110,58 +111,72 @@ impl Fixture {
 }
 
 #[tokio::test]
-async fn only_service_tokens_for_the_parser_are_accepted() {
+async fn bad_tokens_are_refused_alike_and_audited_once_each() {
     let fixture = Fixture::start().await;
-    let (status, body) = fixture.post_as(None, None, "hello").await;
-    assert_eq!(status, 401, "{body}");
-    let wrong_audience = fixture.token(json!({"aud": "audit"}));
-    assert_eq!(
-        fixture
-            .post_as(Some(&wrong_audience), None, "hello")
-            .await
-            .0,
-        401
-    );
+    let claims = json!({"iss": ISSUER, "aud": "parser", "sub": "worker", "client_id": "worker"});
+    let url = format!("{}/v1/parse", fixture.url);
+    assert_refused_alike(bad_tokens(&fixture.key, &claims), |token| {
+        let mut request = reqwest::Client::new().post(&url).body("hello");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap() }
+    })
+    .await;
+    // A user's token, valid but of the wrong kind: 403.
     let user = fixture.token(json!({"sub": "alice", "client_id": "gateway"}));
-    assert_eq!(fixture.post_as(Some(&user), None, "hello").await.0, 401);
-    let expired = fixture.token(json!({"exp": 1_000_000}));
-    assert_eq!(fixture.post_as(Some(&expired), None, "hello").await.0, 401);
-    let other_key = SigningKey::generate(Algorithm::EdDSA, "k1").unwrap();
-    let forged = other_key
-        .sign("at+jwt", &json!({"iss": ISSUER, "aud": "parser", "sub": "worker", "client_id": "worker", "exp": 4_000_000_000u64}))
-        .unwrap();
-    assert_eq!(fixture.post_as(Some(&forged), None, "hello").await.0, 401);
+    let (status, body) = fixture.post_as(Some(&user), None, "hello").await;
+    assert_eq!(
+        (status, &body["reason"]),
+        (403, &json!("wrong_kind")),
+        "{body}"
+    );
     fixture.assert_alive().await;
 
-    // Every refusal is in the audit trail, with its reason and the caller's
-    // address; the subject only where the token itself was valid.
-    let denied: Vec<_> = fixture
-        .audit
-        .events()
-        .into_iter()
-        .filter(|e| e.action == "parse.denied")
-        .collect();
+    // One `access.denied` event per refusal, with its reason and the
+    // caller's address; the subject only where the token itself was valid.
+    let denied = fixture.audit.events();
+    assert!(
+        denied.iter().all(|e| e.action == "access.denied"),
+        "{denied:?}"
+    );
     let reasons: Vec<_> = denied
         .iter()
         .map(|e| e.details["reason"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(
-        reasons,
-        [
-            "missing bearer token",
-            "wrong_audience",
-            "not_a_service_token",
-            "expired",
-            "bad_signature"
-        ],
-        "{denied:?}"
-    );
+    let mut expected = REASONS.to_vec();
+    expected.push("wrong_kind");
+    assert_eq!(reasons, expected, "{denied:?}");
     assert!(denied.iter().all(|e| e.outcome == Outcome::Failure));
     assert!(denied.iter().all(|e| e.ip.as_deref() == Some("127.0.0.1")));
+    assert!(denied.iter().all(|e| e.details["service"] == "parser"));
     let actors: Vec<_> = denied.iter().map(|e| e.actor.as_deref()).collect();
-    assert_eq!(actors, [None, None, Some("alice"), None, None]);
-    // The accepted parse (assert_alive) is not an event.
-    assert_eq!(denied.len(), fixture.audit.events().len());
+    assert_eq!(actors, [None, None, None, None, None, None, Some("alice")]);
+    assert_eq!(denied[6].details["client_id"], "gateway");
+}
+
+#[tokio::test]
+async fn a_flood_of_bad_tokens_makes_a_bounded_number_of_audit_events() {
+    let fixture = Fixture::start().await;
+    let client = reqwest::Client::new();
+    for i in 0..1000 {
+        let token = if i % 2 == 0 {
+            "junk"
+        } else {
+            "also.junk.token"
+        };
+        let response = client
+            .post(format!("{}/v1/parse", fixture.url))
+            .bearer_auth(token)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let events = fixture.audit.events();
+    assert!(events.len() < 20, "{} events", events.len());
+    assert_eq!(events.len(), 1, "one kind (malformed, one address) so far");
 }
 
 #[tokio::test]

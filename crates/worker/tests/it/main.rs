@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use echo_audit_client::TokenSource;
+use echo_edge::TokenSource;
 use echo_queue::{JobId, JobQueue, JobState, JobStatus, QueueConfig, SqliteQueue};
 use echo_worker::{INDEX_DOCUMENT, Tokens, Worker, WorkerConfig};
 use serde_json::{Value, json};
@@ -50,7 +50,7 @@ async fn content(headers: HeaderMap, Path(id): Path<String>) -> Response {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     if id == "gone" {
-        return (StatusCode::NOT_FOUND, r#"{"error":"document not found"}"#).into_response();
+        return (StatusCode::NOT_FOUND, r#"{"detail":"document not found"}"#).into_response();
     }
     let disposition = format!("attachment; filename=\"{id}.txt\"");
     ([("content-disposition", disposition)], id).into_response()
@@ -75,12 +75,12 @@ async fn parse(
     match text.as_str() {
         "corrupt" => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            axum::Json(json!({"error": "the PDF is truncated"})),
+            axum::Json(json!({"detail": "the PDF is truncated"})),
         )
             .into_response(),
         "flaky" => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"error": "signing keys unavailable"})),
+            axum::Json(json!({"detail": "signing keys unavailable"})),
         )
             .into_response(),
         _ => axum::Json(json!({"type": "txt", "text": format!("The {text} document."), "metadata": {}, "truncated": false, "chars": 0}))

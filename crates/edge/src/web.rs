@@ -1,65 +1,18 @@
-//! HTTP pieces every Echo service with a browser or bearer face needs, so
-//! each service does not grow its own copy: where a request came from,
+//! HTTP mechanics every service with a browser or bearer face needs:
 //! reading cookies and bearer credentials, writing cookies with the right
 //! flags, rendering pages and redirects, the RFC 6750 challenge, and the
-//! security headers every response carries.
-//!
-//! Only HTTP mechanics live here; what a cookie or token *means* is the
-//! service's business.
-
-use std::net::SocketAddr;
+//! security headers every response carries. What a cookie or token
+//! *means* is the service's business.
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::extract::Request;
 use axum::http::header::{
-    AUTHORIZATION, CACHE_CONTROL, COOKIE, LOCATION, SET_COOKIE, USER_AGENT, WWW_AUTHENTICATE,
+    AUTHORIZATION, CACHE_CONTROL, COOKIE, LOCATION, SET_COOKIE, WWW_AUTHENTICATE,
 };
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
-
-/// Where a request came from: the peer address (never `X-Forwarded-For`,
-/// which a client can forge) and the user agent (at most 256 characters).
-/// The address needs `into_make_service_with_connect_info::<SocketAddr>`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Peer {
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Peer {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        let user_agent = parts
-            .headers
-            .get(USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(256).collect());
-        Ok(Peer { ip, user_agent })
-    }
-}
-
-/// Serves `router` on `listener` until `shutdown` completes, letting
-/// requests in flight finish; handlers can read the peer address ([`Peer`]).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-}
 
 /// Renders a page with `status`; pages are never cached.
 pub fn render(status: StatusCode, page: &impl Template) -> Response {

@@ -1,0 +1,66 @@
+//! The flags several services share, declared once and flattened into each
+//! subcommand that takes them.
+
+use clap::Args;
+
+/// Identity's issuer URL, as services that trust it take it.
+#[derive(Debug, Clone, Args)]
+pub struct IssuerArg {
+    /// Identity's issuer URL: whose JWKS verifies callers' tokens and whose
+    /// `/token` gives this service its own.
+    #[arg(long, env = "ECHO_ISSUER", default_value = "http://127.0.0.1:8081")]
+    pub issuer: String,
+}
+
+/// The audit service's audience.
+#[derive(Debug, Clone, Args)]
+pub struct AuditAudienceArg {
+    /// Audience of the audit service's tokens.
+    #[arg(long, env = "ECHO_AUDIT_AUDIENCE", default_value = "audit")]
+    pub audit_audience: String,
+}
+
+/// Where a service records its audit events.
+#[derive(Debug, Clone, Args)]
+pub struct AuditTargetArgs {
+    /// The audit service this service records its events to (e.g.
+    /// http://127.0.0.1:8082), as its own client of identity; without it
+    /// they go to the log.
+    #[arg(long, env = "ECHO_AUDIT_URL")]
+    pub audit_url: Option<String>,
+    #[command(flatten)]
+    pub audience: AuditAudienceArg,
+}
+
+/// The audiences of the document pipeline's services, as their callers
+/// (the worker, `up`) name them.
+#[derive(Debug, Clone, Args)]
+pub struct PipelineAudiences {
+    /// Audience of the docs service's tokens.
+    #[arg(long, env = "ECHO_DOCS_AUDIENCE", default_value = "docs")]
+    pub docs_audience: String,
+    /// Audience of the parser's tokens.
+    #[arg(long, env = "ECHO_PARSER_AUDIENCE", default_value = "parser")]
+    pub parser_audience: String,
+}
+
+/// An algorithm access tokens can be signed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenAlg {
+    #[value(name = "ES256")]
+    Es256,
+    #[value(name = "EdDSA")]
+    EdDsa,
+    #[value(name = "RS256")]
+    Rs256,
+}
+
+impl From<TokenAlg> for echo_crypto::Algorithm {
+    fn from(alg: TokenAlg) -> Self {
+        match alg {
+            TokenAlg::Es256 => Self::ES256,
+            TokenAlg::EdDsa => Self::EdDSA,
+            TokenAlg::Rs256 => Self::RS256,
+        }
+    }
+}

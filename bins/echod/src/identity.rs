@@ -1,0 +1,123 @@
+//! `echod serve identity` (and identity inside `echod up`): its options,
+//! and the audit writer identity feeds its own tokens to.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use clap::Args;
+use echo_core::SystemClock;
+use echo_core::audit::AuditSink;
+use echo_edge::{Service, TokenSource};
+use echo_identity::{IdentityConfig, Provider};
+use echo_store::Store;
+use tokio::net::TcpListener;
+
+use crate::args::{AuditTargetArgs, TokenAlg};
+use crate::first_party::{AUDIT_WRITE, ServiceAudit};
+use crate::settings::{master_key, open_store};
+use crate::{account_policy, keys};
+
+#[derive(Debug, Clone, Args)]
+pub struct IdentityArgs {
+    /// Address to listen on.
+    #[arg(
+        long = "listen",
+        env = "ECHO_IDENTITY_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub identity_listen: String,
+    /// Public issuer URL (default: http://<listen address>).
+    #[arg(long, env = "ECHO_ISSUER")]
+    pub issuer: Option<String>,
+    /// Algorithm of access tokens.
+    #[arg(long, env = "ECHO_ACCESS_TOKEN_ALG", value_enum, default_value_t = TokenAlg::EdDsa)]
+    pub access_token_alg: TokenAlg,
+    /// Replace each signing key once it is this old (e.g. `30d`); `0s`
+    /// turns automatic rotation off.
+    #[arg(long, env = "ECHO_KEY_ROTATION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub key_rotation: std::time::Duration,
+    #[command(flatten)]
+    pub key_publish_delay: keys::PublishDelayArg,
+    #[command(flatten)]
+    pub account_policy: account_policy::AccountPolicyArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeIdentityArgs {
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub audit: AuditTargetArgs,
+}
+
+/// Identity on `listener`, over `store`, recording its events to the
+/// audit service at `audit` (URL, audience) or to the log.
+pub async fn start(
+    data_dir: &Path,
+    listener: TcpListener,
+    args: &IdentityArgs,
+    store: Arc<dyn Store>,
+    audit: Option<(&str, &str)>,
+) -> anyhow::Result<(Service, Arc<Provider>)> {
+    let issuer = match &args.issuer {
+        Some(issuer) => issuer.clone(),
+        None => format!("http://{}", listener.local_addr()?),
+    };
+    url::Url::parse(&issuer).with_context(|| format!("issuer {issuer:?} is not a URL"))?;
+    let mut config = IdentityConfig::new(&issuer);
+    config.access_token_alg = args.access_token_alg.into();
+    config.keys.publish_delay = args.key_publish_delay.seconds()?;
+    config.keys.rotation_interval =
+        i64::try_from(args.key_rotation.as_secs()).context("the key rotation is too long")?;
+    args.account_policy.apply(&mut config)?;
+    let own_token = Arc::new(OwnToken {
+        provider: OnceLock::new(),
+        audience: audit
+            .map(|(_, audience)| audience.to_owned())
+            .unwrap_or_default(),
+    });
+    let writer = match audit {
+        Some((url, _)) => ServiceAudit::start(data_dir, "identity", url, own_token.clone())?,
+        None => ServiceAudit::log(),
+    };
+    let master = master_key(data_dir)?;
+    let sink: Arc<dyn AuditSink> = writer.sink.clone();
+    let provider =
+        Arc::new(Provider::new(config, store, &master, sink, Arc::new(SystemClock)).await?);
+    let _ = own_token.provider.set(provider.clone());
+    tracing::info!(issuer = %provider.config().issuer, "identity listening");
+    let service =
+        echo_identity::http::service(listener, provider.clone()).on_stop(writer.shutdown());
+    Ok((service, provider))
+}
+
+pub async fn serve(data_dir: &Path, args: &ServeIdentityArgs) -> anyhow::Result<()> {
+    let store = open_store(data_dir).await?;
+    let listener = echo_edge::bind(&args.identity.identity_listen).await?;
+    let audit = args
+        .audit
+        .audit_url
+        .as_deref()
+        .map(|url| (url, args.audit.audience.audit_audience.as_str()));
+    let (service, _) = start(data_dir, listener, &args.identity, store, audit).await?;
+    echo_edge::run_until_signalled(service).await?;
+    Ok(())
+}
+
+/// Identity's token for its own audit writes, minted by identity itself
+/// once it runs (the writer starts before the provider exists).
+struct OwnToken {
+    provider: OnceLock<Arc<Provider>>,
+    audience: String,
+}
+
+#[async_trait::async_trait]
+impl TokenSource for OwnToken {
+    async fn token(&self) -> Result<String, String> {
+        let provider = self.provider.get().ok_or("identity is not running yet")?;
+        provider
+            .own_service_token(&self.audience, AUDIT_WRITE)
+            .map_err(|e| e.to_string())
+    }
+}

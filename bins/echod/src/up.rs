@@ -1,0 +1,173 @@
+//! `echod up`: every service in one process, each on its own port, each
+//! checking every token it receives, stopped together.
+//!
+//! The order: bind every listener (each service needs the others'
+//! addresses), bootstrap (`bootstrap.rs`), then start the services —
+//! identity, audit, gateway, docs, parser and the pipeline's worker — and
+//! run them as one list. Identity records to the audit service over HTTP
+//! with its own token; the gateway, docs, the parser and the worker are
+//! first-party clients with client credentials.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use clap::Args;
+use echo_edge::{ServiceTokens, bind, run_all, shutdown_signal};
+use tokio::net::TcpListener;
+
+use crate::args::{AuditAudienceArg, PipelineAudiences};
+use crate::audit::CheckpointArgs;
+use crate::docs::DocsOptions;
+use crate::first_party::ServiceAudit;
+use crate::gateway::GatewaySessionArgs;
+use crate::identity::IdentityArgs;
+use crate::parser::ParserLimitArgs;
+use crate::queue::QueueArgs;
+use crate::settings::open_store;
+use crate::{audit, bootstrap, docs, gateway, identity, parser, worker};
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Address of the audit service.
+    #[arg(long, env = "ECHO_AUDIT_LISTEN", default_value = "127.0.0.1:8082")]
+    pub audit_listen: String,
+    #[command(flatten)]
+    pub audit_audience: AuditAudienceArg,
+    #[command(flatten)]
+    pub audit_schedule: CheckpointArgs,
+    /// Address of the gateway.
+    #[arg(long, env = "ECHO_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub gateway_listen: String,
+    /// The gateway's external base URL (default: http://<gateway address>).
+    #[arg(long, env = "ECHO_GATEWAY_PUBLIC_URL")]
+    pub gateway_public_url: Option<String>,
+    #[command(flatten)]
+    pub gateway_session: GatewaySessionArgs,
+    /// Address of the docs service.
+    #[arg(long, env = "ECHO_DOCS_LISTEN", default_value = "127.0.0.1:8083")]
+    pub docs_listen: String,
+    #[command(flatten)]
+    pub audiences: PipelineAudiences,
+    #[command(flatten)]
+    pub docs: DocsOptions,
+    /// Address of the parser.
+    #[arg(long, env = "ECHO_PARSER_LISTEN", default_value = "127.0.0.1:8084")]
+    pub parser_listen: String,
+    #[command(flatten)]
+    pub parser_limits: ParserLimitArgs,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// Jobs the worker works on at once (see
+    /// `worker::DEFAULT_CONCURRENCY`).
+    #[arg(long, env = "ECHO_WORKER_CONCURRENCY", default_value_t = worker::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_concurrency: u16,
+    /// Run no worker in this process: documents wait for an `echod serve
+    /// worker` elsewhere.
+    #[arg(long)]
+    pub no_worker: bool,
+}
+
+/// `http://<address>` of a bound listener.
+fn url_of(listener: &TcpListener) -> anyhow::Result<String> {
+    Ok(format!("http://{}", listener.local_addr()?))
+}
+
+pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
+    let identity_listener = bind(&args.identity.identity_listen).await?;
+    let audit_listener = bind(&args.audit_listen).await?;
+    let gateway_listener = bind(&args.gateway_listen).await?;
+    let docs_listener = bind(&args.docs_listen).await?;
+    let parser_listener = bind(&args.parser_listen).await?;
+    let audit_url = url_of(&audit_listener)?;
+    let gateway_url = gateway::public_url(args.gateway_public_url.as_deref(), &gateway_listener)?;
+    let docs_url = url_of(&docs_listener)?;
+    let parser_url = url_of(&parser_listener)?;
+    let audit_audience = args.audit_audience.audit_audience.as_str();
+    let audiences = &args.audiences;
+
+    let store = open_store(data_dir).await?;
+    bootstrap::admin_user(&*store).await?;
+    let mut gateway_file = gateway::load_file(args.gateway_session.config.as_deref())?;
+    bootstrap::add_docs_routes(&mut gateway_file, &docs_url, &audiences.docs_audience);
+    let secrets = bootstrap::first_party_clients(
+        &*store,
+        data_dir,
+        &gateway_url,
+        audit_audience,
+        audiences,
+        &gateway_file,
+    )
+    .await?;
+
+    let (identity, provider) = identity::start(
+        data_dir,
+        identity_listener,
+        &args.identity,
+        store,
+        Some((&audit_url, audit_audience)),
+    )
+    .await?;
+    let issuer = provider.config().issuer.clone();
+    let client_tokens =
+        |client_id: &str, secret: &str| Arc::new(ServiceTokens::new(&issuer, client_id, secret));
+    let audit = audit::start(
+        data_dir,
+        audit_listener,
+        &issuer,
+        audit_audience,
+        &args.audit_schedule,
+    )
+    .await?;
+    let gateway = gateway::start(
+        data_dir,
+        gateway_listener,
+        &issuer,
+        &gateway_url,
+        secrets.gateway,
+        &args.gateway_session,
+        &gateway_file,
+        (Some(&audit_url), audit_audience),
+    )
+    .await?;
+    let queue = args.queue.open(data_dir).await?;
+    let docs_tokens = client_tokens(docs::CLIENT_ID, &secrets.docs);
+    let docs = docs::start(
+        data_dir,
+        docs_listener,
+        (&issuer, &audiences.docs_audience),
+        &args.docs,
+        queue.clone(),
+        ServiceAudit::writer(data_dir, &docs_tokens, &audit_url, audit_audience)?,
+    )
+    .await?;
+    let parser_tokens = client_tokens(parser::CLIENT_ID, &secrets.parser);
+    let parser = parser::start(
+        parser_listener,
+        (&issuer, &audiences.parser_audience),
+        &args.parser_limits,
+        ServiceAudit::writer(data_dir, &parser_tokens, &audit_url, audit_audience)?,
+    )?;
+    let mut services = vec![identity, audit, gateway, docs, parser];
+    if !args.no_worker {
+        services.push(worker::start(
+            queue,
+            &client_tokens(worker::CLIENT_ID, &secrets.worker),
+            &worker::WorkerSetup {
+                docs: (&docs_url, &audiences.docs_audience),
+                parser: (&parser_url, &audiences.parser_audience),
+                lease: args.queue.lease,
+                concurrency: args.worker_concurrency,
+            },
+        )?);
+    }
+    let announce_up = || {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "up {gateway_url}")?;
+        stdout.flush()
+    };
+    run_all(services, announce_up, shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! The edge: the one piece of code every Echo service admits callers
+//! through, so that a change of token policy is a change in one place.
+//!
+//! - [`Origin`] (`origin.rs`): where a request came from — the peer, the
+//!   client behind [`TrustedProxies`], the user agent, the request id and
+//!   the W3C trace. Computed once per request by [`EdgeLayer`].
+//! - [`Gate`] (`gate.rs`): authenticates the caller's bearer token with the
+//!   shared verifier and yields a typed [`Caller`] (user or service, with
+//!   its client id and scope), or a [`Refusal`]: 401 with the RFC 6750
+//!   challenge, 403 for the wrong kind of token or a missing scope, 503
+//!   when the keys cannot be had.
+//! - [`RefusalLog`] (`refusals.rs`): every refusal audited once, as
+//!   [`ACCESS_DENIED`], aggregated per address and reason so a flood of
+//!   bad tokens cannot flood the audit log.
+//! - [`Problem`] (`problem.rs`): the one RFC 9457 error body of JSON
+//!   endpoints that are not OAuth endpoints.
+//! - [`ServiceTokens`] (`tokens.rs`): the client-credentials client every
+//!   service presents its own tokens with, cached and single-flight.
+//! - [`Service`] (`run.rs`): how a service is bound, announced (`ready
+//!   <address>`), runs its [`Periodic`] jobs, shuts down and flushes.
+//! - `web.rs`: cookies, pages, redirects and security headers.
+
+mod gate;
+mod origin;
+mod problem;
+mod refusals;
+mod run;
+mod tokens;
+mod web;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+
+pub use gate::{Caller, CallerKind, Gate, HasGate, Reason, Refusal, ServiceCaller, UserCaller};
+pub use origin::{
+    Cidr, MAX_USER_AGENT, Origin, REQUEST_ID, TRACEPARENT, TraceContext, TrustedProxies,
+    X_FORWARDED_FOR, client_ip, parse_traceparent, request_id,
+};
+pub use problem::{PROBLEM_JSON, Problem};
+pub use refusals::{ACCESS_DENIED, DEFAULT_WINDOW, RefusalLog, RefusedSubject};
+pub use run::{BoxFuture, Periodic, Service, bind, run_all, run_until_signalled, shutdown_signal};
+pub use tokens::{REFRESH_MARGIN, ServiceTokens, TokenSource, refresh_after};
+pub use web::{
+    SecurityHeaders, add_cookies, bearer, bearer_challenge, cookie, cookie_name, render, see_other,
+    set_cookie,
+};
+
+/// What every response and every request of a service goes through: the
+/// request's [`Origin`] (behind the operator's trusted proxies) put on it
+/// for handlers and the gate, and the security headers put on the answer.
+#[derive(Debug, Clone)]
+pub struct EdgeLayer {
+    pub trusted_proxies: TrustedProxies,
+    pub security_headers: SecurityHeaders,
+}
+
+impl EdgeLayer {
+    /// `router` behind the edge.
+    pub fn wrap<S>(self, router: Router<S>) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let headers = self.security_headers.clone();
+        let trusted = self.trusted_proxies;
+        headers
+            .wrap(router)
+            .layer(axum::middleware::from_fn(move |request, next| {
+                with_origin(trusted.clone(), request, next)
+            }))
+    }
+}
+
+async fn with_origin(trusted: TrustedProxies, mut request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let origin = Origin::of(peer, request.headers(), &trusted);
+    request.extensions_mut().insert(origin);
+    next.run(request).await
+}
+
+/// The HTTP client services call each other with: `timeout` per request,
+/// no redirects followed (a redirect could carry a bearer token elsewhere).
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}

@@ -1,0 +1,438 @@
+//! Where a request came from: [`Origin`], computed once per request by
+//! the edge's layer ([`crate::EdgeLayer`]) and read by handlers as an
+//! extractor.
+//!
+//! The client address is the peer's, unless the peer is one of the
+//! operator's [`TrustedProxies`]: then `X-Forwarded-For` is walked from the
+//! right (the entries a trusted proxy appended) and the first entry that is
+//! not a trusted proxy is the client. Entries further left are whatever the
+//! client sent, so they are never believed; an entry that does not parse
+//! ends the walk, and the last trusted hop is named instead of anything a
+//! client could have written.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header::USER_AGENT;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use echo_crypto::secret::random_bytes;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Most characters of a user agent kept (audit events, logs).
+pub const MAX_USER_AGENT: usize = 256;
+
+/// Where a request came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The TCP peer.
+    pub peer: Option<IpAddr>,
+    /// The client: the peer, or the caller behind trusted proxies.
+    pub client_ip: Option<IpAddr>,
+    /// At most [`MAX_USER_AGENT`] characters.
+    pub user_agent: Option<String>,
+    /// The caller's `X-Request-Id` when it is a sane token, else a new one.
+    pub request_id: String,
+    /// The W3C trace this request belongs to: the caller's, continued, or
+    /// a new one.
+    pub trace: TraceContext,
+}
+
+impl Origin {
+    /// The origin of a request with `headers` from `peer`.
+    pub fn of(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &TrustedProxies) -> Self {
+        let user_agent = headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(MAX_USER_AGENT).collect());
+        Self {
+            peer,
+            client_ip: peer.map(|peer| client_ip(peer, headers, trusted)),
+            user_agent,
+            request_id: request_id(headers),
+            trace: TraceContext::continue_or_start(headers),
+        }
+    }
+
+    /// An origin with no address or headers (a benchmark, a test).
+    pub fn unknown() -> Self {
+        Self::of(None, &HeaderMap::new(), &TrustedProxies::default())
+    }
+
+    /// The client address as text, for audit events and rate-limit keys.
+    pub fn ip(&self) -> Option<String> {
+        self.client_ip.map(|ip| ip.to_string())
+    }
+
+    /// `event` with this origin: address, user agent and trace id.
+    pub fn stamp(&self, event: echo_core::audit::AuditEvent) -> echo_core::audit::AuditEvent {
+        event
+            .origin(self.ip(), self.user_agent.clone())
+            .trace(Some(self.trace.trace_id.clone()))
+    }
+}
+
+/// Handlers read the [`Origin`] the edge layer put on the request; without
+/// the layer (a router under test), the peer address alone.
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if let Some(origin) = parts.extensions.get::<Origin>() {
+            return Ok(origin.clone());
+        }
+        Ok(Origin::of(
+            peer_of(parts),
+            &parts.headers,
+            &TrustedProxies::default(),
+        ))
+    }
+}
+
+/// The TCP peer (needs `into_make_service_with_connect_info`).
+pub(crate) fn peer_of(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// The proxies whose `X-Forwarded-For` is believed: addresses or CIDR
+/// blocks. None by default: a client's own header is never trusted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<Cidr>);
+
+impl TrustedProxies {
+    /// Comma- or space-separated addresses and CIDR blocks
+    /// (`10.0.0.0/8, 127.0.0.1, ::1`).
+    pub fn parse(list: &str) -> Result<Self, String> {
+        list.split([',', ' '])
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.trim().parse())
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    pub fn from_cidrs(cidrs: Vec<Cidr>) -> Self {
+        Self(cidrs)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|cidr| cidr.contains(ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// An address block: an address and how many leading bits count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 client may arrive as an IPv4-mapped IPv6 address.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let bits = usize::from(bits);
+    let (whole, rest) = (bits / 8, bits % 8);
+    if a[..whole] != b[..whole] {
+        return false;
+    }
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        a[whole] & mask == b[whole] & mask
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not an IP address or CIDR block");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s, None),
+        };
+        let network: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// The client's address: the peer's, unless the peer is a trusted proxy.
+/// Then `X-Forwarded-For` (every header line, in order) is walked from the
+/// right: trusted proxies are skipped, the first other address is the
+/// client, and an entry that is not an address stops the walk at the last
+/// trusted hop (what lies left of it was written by someone untrusted).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let mut nearest_trusted = peer;
+    for entry in entries.iter().rev() {
+        let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+            return nearest_trusted;
+        };
+        if !trusted.contains(ip) {
+            return ip;
+        }
+        nearest_trusted = ip;
+    }
+    nearest_trusted
+}
+
+/// The caller's `X-Request-Id` if it is a sane token (at most 128 of
+/// `[A-Za-z0-9._:-]`), else a new random one.
+pub fn request_id(headers: &HeaderMap) -> String {
+    let sane = |v: &&HeaderValue| {
+        let bytes = v.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= 128
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b))
+    };
+    match headers
+        .get(REQUEST_ID)
+        .filter(sane)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(given) => given.to_owned(),
+        None => hex(&random_bytes::<16>()),
+    }
+}
+
+/// W3C Trace Context: the trace a request belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// The caller's span (the `parent-id` it sent), if it sent a valid one.
+    pub parent_id: Option<String>,
+    /// 2 lowercase hex digits.
+    pub flags: String,
+}
+
+impl TraceContext {
+    /// The caller's trace if its `traceparent` is valid, else a new
+    /// sampled trace.
+    pub fn continue_or_start(headers: &HeaderMap) -> Self {
+        match headers
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent)
+        {
+            Some((trace_id, parent_id, flags)) => Self {
+                trace_id: trace_id.to_owned(),
+                parent_id: Some(parent_id.to_owned()),
+                flags: flags.to_owned(),
+            },
+            None => Self {
+                trace_id: hex(&random_bytes::<16>()),
+                parent_id: None,
+                flags: "01".to_owned(),
+            },
+        }
+    }
+
+    /// W3C Trace Context §3.2: the `traceparent` for the next hop, the
+    /// same trace with a new parent id (this hop's).
+    pub fn next_hop(&self) -> HeaderValue {
+        let value = format!(
+            "00-{}-{}-{}",
+            self.trace_id,
+            hex(&random_bytes::<8>()),
+            self.flags
+        );
+        HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("0"))
+    }
+}
+
+/// `(trace id, parent id, flags)` of a valid version-00 `traceparent`.
+pub fn parse_traceparent(value: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = value.trim().split('-');
+    let (version, trace_id, parent_id, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let lower_hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    let valid = version == "00"
+        && parts.next().is_none()
+        && lower_hex(trace_id, 32)
+        && nonzero(trace_id)
+        && lower_hex(parent_id, 16)
+        && nonzero(parent_id)
+        && lower_hex(flags, 2);
+    valid.then_some((trace_id, parent_id, flags))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cidr_blocks_match_by_prefix() {
+        let trusted = TrustedProxies::parse("10.0.0.0/8, 192.168.1.7 fd00::/8").unwrap();
+        assert!(trusted.contains(ip("10.200.3.4")));
+        assert!(trusted.contains(ip("192.168.1.7")));
+        assert!(!trusted.contains(ip("192.168.1.8")));
+        assert!(trusted.contains(ip("fd12::1")));
+        assert!(trusted.contains(ip("::ffff:10.1.1.1")), "IPv4-mapped");
+        assert!(!trusted.contains(ip("11.0.0.1")));
+        let odd: Cidr = "172.16.0.0/12".parse().unwrap();
+        assert!(odd.contains(ip("172.31.255.255")) && !odd.contains(ip("172.32.0.0")));
+        for bad in ["10.0.0.0/33", "junk", "10.0.0.0/x", "::/129"] {
+            assert!(TrustedProxies::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn forwarded_for_is_read_only_from_trusted_proxies_and_from_the_right() {
+        let proxy = ip("10.0.0.1");
+        let trusted = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        let client = ip("192.0.2.7");
+        let forged = headers(&[("x-forwarded-for", "203.0.113.9, 192.0.2.7")]);
+        assert_eq!(
+            client_ip(client, &forged, &TrustedProxies::default()),
+            client
+        );
+        assert_eq!(client_ip(client, &forged, &trusted), client, "not a proxy");
+        assert_eq!(client_ip(proxy, &forged, &trusted), client, "right-most");
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+        let chained = headers(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "192.0.2.7, 10.1.1.1"),
+        ]);
+        assert_eq!(client_ip(proxy, &chained, &trusted), client, "two proxies");
+    }
+
+    /// Issue 14 §5: `X-Forwarded-For: 203.0.113.9, junk` sent by the
+    /// client, with the real address appended by the proxy, must not yield
+    /// the forged address.
+    #[test]
+    fn junk_in_forwarded_for_never_yields_a_forged_address() {
+        let proxy = ip("10.0.0.1");
+        let trusted = TrustedProxies::parse("10.0.0.1").unwrap();
+        let appended = headers(&[("x-forwarded-for", "203.0.113.9, junk, 198.51.100.7")]);
+        assert_eq!(client_ip(proxy, &appended, &trusted), ip("198.51.100.7"));
+        for junk_last in [
+            "203.0.113.9, junk",
+            "203.0.113.9,",
+            "203.0.113.9, 10.0.0.1, %30",
+        ] {
+            let sent = headers(&[("x-forwarded-for", junk_last)]);
+            assert_eq!(client_ip(proxy, &sent, &trusted), proxy, "{junk_last}");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane() {
+        assert_eq!(
+            request_id(&headers(&[("x-request-id", "abc-123")])),
+            "abc-123"
+        );
+        let new = request_id(&headers(&[("x-request-id", "evil value")]));
+        assert_eq!(new.len(), 32);
+        assert_ne!(new, request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn traceparent_continues_a_valid_trace_and_starts_one_otherwise() {
+        let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let trace = TraceContext::continue_or_start(&headers(&[("traceparent", given)]));
+        assert_eq!(trace.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(trace.parent_id.as_deref(), Some("00f067aa0ba902b7"));
+        let next = trace.next_hop();
+        let next = next.to_str().unwrap();
+        assert!(next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(next.ends_with("-01"));
+        assert_ne!(next, given, "a new parent id for this hop");
+        assert!(parse_traceparent(next).is_some());
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "garbage",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad}");
+            let fresh = TraceContext::continue_or_start(&headers(&[("traceparent", bad)]));
+            assert!(fresh.parent_id.is_none());
+            assert!(parse_traceparent(fresh.next_hop().to_str().unwrap()).is_some());
+        }
+    }
+}
