@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use echo_docs::{Chunk, SearchIndex};
+use echo_docs::SearchIndex;
 use echo_testkit::Xorshift;
+use echo_text::Chunk;
 
 const DOCUMENTS: usize = 10_000;
 const SMOKE_DOCUMENTS: usize = 200;

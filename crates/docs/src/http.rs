@@ -37,8 +37,8 @@ use echo_edge::{
     EdgeLayer, Gate, HasGate, Problem, Refusal, SecurityHeaders, Service, TrustedProxies,
     UserCaller,
 };
-use echo_parser::Kind;
 use echo_queue::JobQueue;
+use echo_text::{Chunk, Kind};
 use echo_verify::Verifier;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -47,7 +47,7 @@ use serde_json::json;
 use crate::blobs::BlobStore;
 use crate::service::{Caller, Content, Docs, Limits, Upload, Uploads, Worker};
 use crate::store::open_store;
-use crate::{Chunk, DocsError, LlmClient, Result, SearchIndex};
+use crate::{DocsError, LlmClient, Result, SearchIndex};
 
 /// The scope a service token needs for the worker endpoints.
 pub const INDEX_SCOPE: &str = "docs.index";

@@ -41,7 +41,9 @@ use tantivy::tokenizer::{
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
-use crate::{Chunk, DocsError, Result};
+use echo_text::Chunk;
+
+use crate::{DocsError, Result};
 
 /// The name the text analyzer is registered under. Tokenizers are not stored
 /// in the index, so every open registers it again.
@@ -449,7 +451,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::chunk_text;
+    use echo_text::chunk_text;
 
     fn chunks(texts: &[&str]) -> Vec<Chunk> {
         let mut start = 0;

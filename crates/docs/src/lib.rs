@@ -7,11 +7,11 @@
 //! 1. [`http`]: a user uploads (`POST /v1/documents`, multipart or raw); the
 //!    token's `sub` is the owner.
 //! 2. [`service`]: the type is sniffed from the content
-//!    ([`echo_parser::sniff`]); the bytes go to the [`blobs`] store under
+//!    ([`echo_text::sniff`]); the bytes go to the [`blobs`] store under
 //!    their SHA-256, the record to the [`store`], and a job `index_document`
 //!    `{"document_id"}` to the [`echo_queue`] queue.
 //! 3. The worker (another service) fetches the content, has the parser
-//!    extract the text, cuts it with [`chunk_text`] and `PUT`s the chunks
+//!    extract the text, cuts it with [`echo_text::chunk_text`] and `PUT`s the chunks
 //!    back; [`Docs::index_document`] writes them to the [`SearchIndex`]
 //!    with the record's owner on every chunk.
 //! 4. A document's status is its job's, read from the queue.
@@ -24,7 +24,6 @@
 
 pub mod answer;
 pub mod blobs;
-pub mod chunk;
 pub mod error;
 pub mod http;
 pub mod index;
@@ -33,7 +32,6 @@ pub mod store;
 
 pub use answer::{Answer, Citation, LlmClient, extractive};
 pub use blobs::BlobStore;
-pub use chunk::{Chunk, DEFAULT_CHUNK_CHARS, chunk_text};
 pub use error::DocsError;
 pub use http::{DocsApp, DocsConfig, INDEX_SCOPE, build, router, serve};
 pub use index::{Passage, SearchIndex};

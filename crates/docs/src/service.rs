@@ -25,15 +25,15 @@ use std::time::{Duration, UNIX_EPOCH};
 use echo_core::Clock;
 use echo_core::audit::{AuditEvent, AuditSink};
 use echo_edge::Origin;
-use echo_parser::Kind;
 use echo_queue::{JobId, JobQueue, JobState, JobStatus};
+use echo_text::{Chunk, Kind};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::blobs::{Blob, BlobStore, hex};
 use crate::store::{Document, DocumentStore};
-use crate::{Answer, Chunk, DocsError, LlmClient, Result, SearchIndex, extractive};
+use crate::{Answer, DocsError, LlmClient, Result, SearchIndex, extractive};
 
 /// The job kind the worker runs for every upload.
 pub const INDEX_JOB: &str = "index_document";
@@ -354,7 +354,7 @@ impl Docs {
         if size == 0 {
             return Err(DocsError::BadRequest(format!("{name}: the file is empty")));
         }
-        let kind = echo_parser::sniff(&file.bytes, Some(&name))
+        let kind = echo_text::sniff(&file.bytes, Some(&name))
             .ok_or_else(|| DocsError::Unsupported { name: name.clone() })?;
         let bytes = file.bytes;
         let blob = blocking(move || Ok(Blob::new(bytes))).await?;

@@ -8,8 +8,9 @@
 use std::fmt::Write;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use echo_parser::{Kind, Limits, extract, sniff};
+use echo_parser::{Limits, extract};
 use echo_testkit::files;
+use echo_text::{Kind, sniff};
 
 const TARGET_BYTES: usize = 1 << 20;
 

@@ -35,7 +35,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::isolate::Isolator;
-use crate::{Isolation, Limits, ParseError, Parsed, sniff};
+use echo_text::sniff;
+
+use crate::{Isolation, Limits, ParseError, Parsed};
 
 /// What the HTTP layer needs.
 pub struct ParserApp {

@@ -40,7 +40,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::Semaphore;
 
-use crate::{Kind, Limits, ParseError, Parsed, extract};
+use echo_text::Kind;
+
+use crate::{Limits, ParseError, Parsed, extract};
 
 /// Where extractions run.
 #[derive(Debug, Clone)]

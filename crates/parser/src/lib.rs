@@ -8,7 +8,7 @@
 //!
 //! 1. [`http`]: authenticate, read the body up to [`Limits::max_input_bytes`]
 //!    (413 above).
-//! 2. [`sniff`]: decide the [`Kind`] from the content; the `filename` hint
+//! 2. [`echo_text::sniff`]: decide the [`Kind`] from the content; the `filename` hint
 //!    only chooses between the textual kinds (txt, md, csv). Nothing
 //!    recognisable is 415.
 //! 3. [`isolate`]: run [`formats::extract`] where a hostile file cannot hurt
@@ -25,7 +25,6 @@ pub mod error;
 pub mod formats;
 pub mod http;
 pub mod isolate;
-pub mod sniff;
 mod text;
 
 use std::time::Duration;
@@ -36,7 +35,6 @@ pub use error::ParseError;
 pub use formats::{Parsed, extract};
 pub use http::{ParserApp, build, router, serve};
 pub use isolate::{Isolation, run_worker};
-pub use sniff::{Kind, sniff};
 pub use text::Text;
 
 /// Every bound on one parse. The defaults are generous; the original design

@@ -41,7 +41,7 @@ struct Parsed {
 
 #[derive(Serialize)]
 struct IndexBody<'a> {
-    chunks: &'a [echo_docs::Chunk],
+    chunks: &'a [echo_text::Chunk],
 }
 
 /// What a job needs: the HTTP client, the services and the tokens.
@@ -95,7 +95,7 @@ impl Pipeline {
         progress.set(10);
         let text = self.parse(bytes, filename.as_deref()).await?;
         progress.set(50);
-        let chunks = echo_docs::chunk_text(&text, echo_docs::DEFAULT_CHUNK_CHARS);
+        let chunks = echo_text::chunk_text(&text, echo_text::DEFAULT_CHUNK_CHARS);
         progress.set(90);
         if !self.index(&id, &chunks).await? {
             return Ok(Outcome::Deleted);
@@ -167,7 +167,7 @@ impl Pipeline {
 
     /// `PUT <docs>/v1/documents/{id}/index`: `false` when the document is
     /// gone (404).
-    async fn index(&self, id: &str, chunks: &[echo_docs::Chunk]) -> Result<bool> {
+    async fn index(&self, id: &str, chunks: &[echo_text::Chunk]) -> Result<bool> {
         let url = document_url(&self.docs, id, "index");
         let body = IndexBody { chunks };
         let response = send("docs", &*self.tokens.docs, |token| {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use echo_parser::Kind;
+use echo_text::Kind;
 
 use crate::{DocsError, Result};
 

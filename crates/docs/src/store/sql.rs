@@ -1,7 +1,7 @@
 //! The document store's SQL, which both backends run, instantiated per
 //! backend by [`sql_document_store!`].
 
-use echo_parser::Kind;
+use echo_text::Kind;
 
 use super::Document;
 use crate::{DocsError, Result};

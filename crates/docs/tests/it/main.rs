@@ -9,12 +9,10 @@ use std::time::Duration;
 
 use echo_core::audit::MemoryAuditSink;
 use echo_crypto::{Algorithm, JwkSet, SigningKey};
-use echo_docs::{
-    BlobStore, DEFAULT_CHUNK_CHARS, Docs, DocsApp, Limits, LlmClient, SearchIndex,
-    SqliteDocumentStore, chunk_text,
-};
+use echo_docs::{BlobStore, Docs, DocsApp, Limits, LlmClient, SearchIndex, SqliteDocumentStore};
 use echo_queue::{JobQueue, QueueConfig, SqliteQueue};
 use echo_testkit::TempDir;
+use echo_text::{DEFAULT_CHUNK_CHARS, chunk_text};
 use echo_verify::{JwksSource, StaticJwks, Verifier, VerifierOptions};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use echo_docs::{Document, DocumentStore, PgDocumentStore, SqliteDocumentStore};
-use echo_parser::Kind;
 use echo_testkit::{PgTestDb, TempDir};
+use echo_text::Kind;
 
 enum Cleanup {
     Dir(TempDir),

@@ -12,8 +12,9 @@ mod plain;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::sniff::decode_text;
-use crate::{Kind, Limits, ParseError, Text};
+use echo_text::{Kind, decode_text};
+
+use crate::{Limits, ParseError, Text};
 
 /// What the parser answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,8 +12,9 @@ use std::sync::LazyLock;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use echo_parser::{Kind, Limits, ParseError, Parsed, extract, sniff};
+use echo_parser::{Limits, ParseError, Parsed, extract};
 use echo_testkit::files;
+use echo_text::{Kind, sniff};
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::TestCaseError;
