@@ -133,7 +133,7 @@ pub struct MemoryAuditSink(std::sync::Mutex<Vec<AuditEvent>>);
 
 impl MemoryAuditSink {
     pub fn events(&self) -> Vec<AuditEvent> {
-        self.0.lock().map(|e| e.clone()).unwrap_or_default()
+        crate::sync::lock(&self.0).clone()
     }
 
     pub fn actions(&self) -> Vec<&'static str> {
@@ -143,9 +143,7 @@ impl MemoryAuditSink {
 
 impl AuditSink for MemoryAuditSink {
     fn record(&self, event: AuditEvent) {
-        if let Ok(mut events) = self.0.lock() {
-            events.push(event);
-        }
+        crate::sync::lock(&self.0).push(event);
     }
 }
 

@@ -6,11 +6,18 @@
 //! is: a poisoned lock must never turn a check off (a rate limit that stops
 //! counting) or fail every request after one panic.
 
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
 /// `mutex.lock()`, recovering the data of a poisoned lock.
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `condvar.wait(guard)`, recovering the data of a poisoned lock.
+pub fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    condvar.wait(guard).unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `rwlock.read()`, recovering the data of a poisoned lock.

@@ -25,9 +25,10 @@
 //! `spawn_blocking`.
 
 use std::path::Path;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
+use echo_core::sync::{lock, wait};
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::MmapDirectory;
@@ -176,10 +177,6 @@ impl std::fmt::Debug for SearchIndex {
 
 fn index_error(context: &str) -> impl FnOnce(tantivy::TantivyError) -> DocsError + '_ {
     move |error| DocsError::Index(format!("{context}: {error}"))
-}
-
-fn poisoned<T>(_: T) -> DocsError {
-    DocsError::Index("the index lock is poisoned (a writer panicked)".to_owned())
 }
 
 impl SearchIndex {
@@ -352,7 +349,7 @@ impl SearchIndex {
     /// delete comes before its adds, and all land in one commit); returns
     /// the attempt that will carry them.
     fn enqueue(&self, operations: Vec<UserOperation>) -> Result<u64> {
-        let mut commits = self.commits.lock().map_err(poisoned)?;
+        let mut commits = lock(&self.commits);
         commits.pending.extend(operations);
         Ok(commits.next_attempt)
     }
@@ -360,7 +357,7 @@ impl SearchIndex {
     /// Waits until attempt `attempt` is over and returns its outcome; if no
     /// commit is running and the attempt is not made yet, makes it.
     fn wait_for_commit(&self, attempt: u64) -> Result<()> {
-        let mut commits = self.commits.lock().map_err(poisoned)?;
+        let mut commits = lock(&self.commits);
         loop {
             if commits.finished > attempt {
                 return match commits.failed.contains(&attempt) {
@@ -371,7 +368,7 @@ impl SearchIndex {
             if !commits.committing {
                 break;
             }
-            commits = self.commit_finished.wait(commits).map_err(poisoned)?;
+            commits = wait(&self.commit_finished, commits);
         }
         // Not finished and none running: `finished == next_attempt`, and
         // `finished <= attempt <= next_attempt`, so the next attempt is ours.
@@ -389,7 +386,7 @@ impl SearchIndex {
             std::thread::sleep(self.commit_window);
             // As in `AttemptGuard`: the attempt must be taken whatever
             // panicked elsewhere, or `next_attempt` would fall behind.
-            commits = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+            commits = lock(&self.commits);
         }
         let operations = std::mem::take(&mut commits.pending);
         commits.next_attempt += 1;
@@ -403,7 +400,9 @@ impl SearchIndex {
     /// reloads the reader.
     fn commit_and_reload(&self, operations: Vec<UserOperation>) -> Result<()> {
         {
-            let mut writer = self.writer.lock().map_err(poisoned)?;
+            // A writer a panic left half-way is rolled back below when its
+            // commit fails.
+            let mut writer = lock(&self.writer);
             let committed = writer.run(operations).and_then(|_| writer.commit());
             if let Err(error) = committed {
                 // Drop the half-committed batch so the next attempt starts
@@ -431,11 +430,7 @@ struct AttemptGuard<'a> {
 impl Drop for AttemptGuard<'_> {
     fn drop(&mut self) {
         // The state stays consistent whatever panicked: recover it.
-        let mut commits: MutexGuard<'_, Commits> = self
-            .index
-            .commits
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut commits = lock(&self.index.commits);
         commits.finished += 1;
         if !self.succeeded {
             commits.failed.push(self.attempt);

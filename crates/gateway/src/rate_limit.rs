@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use echo_core::sync::lock;
+
 use crate::routes::Limit;
 
 /// Buckets kept before full ones are swept.
@@ -43,10 +45,7 @@ impl RateLimiter {
     /// Takes a token from `key`'s bucket at `now`.
     pub fn check(&self, key: &str, limit: Limit, now: Instant) -> Result<(), Refusal> {
         let burst = f64::from(limit.burst);
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = lock(&self.buckets);
         if buckets.len() >= SWEEP_AT && !buckets.contains_key(key) {
             buckets.retain(|_, b| {
                 b.tokens + now.duration_since(b.updated).as_secs_f64() * limit.per_second < burst

@@ -43,7 +43,7 @@ struct Recent {
 
 impl SqliteSessionStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, Recent> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+        echo_core::sync::lock(&self.recent)
     }
 
     fn cached(&self, id_hash: &str) -> std::result::Result<Session, u64> {

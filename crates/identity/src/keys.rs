@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Bytes;
+use echo_core::sync::{read, write};
 use echo_crypto::seal::MasterKey;
 use echo_crypto::{Algorithm, CryptoError, Jwk, JwkSet, SigningKey};
 use echo_edge::Periodic;
@@ -128,17 +129,12 @@ impl KeyRing {
         let records = store.keys().await?;
         let previous = self.ring();
         let ring = build(records, Some(&previous), &self.master, self.retention, now)?;
-        if let Ok(mut current) = self.ring.write() {
-            *current = Arc::new(ring);
-        }
+        *write(&self.ring) = Arc::new(ring);
         Ok(())
     }
 
     fn ring(&self) -> Arc<Ring> {
-        self.ring
-            .read()
-            .map(|r| r.clone())
-            .unwrap_or_else(|e| e.into_inner().clone())
+        read(&self.ring).clone()
     }
 
     /// The key that signs a token of `alg` for `audience` at `now`: the

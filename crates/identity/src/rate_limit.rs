@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use echo_core::sync::lock;
+
 /// Entries kept before old windows are swept, so memory stays bounded.
 const MAX_KEYS: usize = 100_000;
 
@@ -26,7 +28,7 @@ impl RateLimiter {
     /// without counting a hit.
     pub fn blocked(&self, key: &str, now: i64) -> Option<u64> {
         let window_start = now - now.rem_euclid(self.window);
-        let counts = self.counts.lock().ok()?;
+        let counts = lock(&self.counts);
         match counts.get(key) {
             Some(&(start, count)) if start == window_start && count >= self.limit => {
                 Some((window_start + self.window - now).max(1) as u64)
@@ -38,9 +40,7 @@ impl RateLimiter {
     /// Counts one hit; `Err(seconds)` until the window ends once over limit.
     pub fn check(&self, key: &str, now: i64) -> Result<(), u64> {
         let window_start = now - now.rem_euclid(self.window);
-        let Ok(mut counts) = self.counts.lock() else {
-            return Ok(());
-        };
+        let mut counts = lock(&self.counts);
         if counts.len() >= MAX_KEYS {
             counts.retain(|_, (start, _)| *start == window_start);
         }

@@ -31,6 +31,8 @@ use std::io::{BufRead, Read, Write};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::Stdio;
+
+use echo_core::sync::lock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -207,10 +209,7 @@ impl Isolator {
                 worker.parses += 1;
                 let reusable = !matches!(outcome, Outcome::Crashed(_));
                 if reusable && worker.parses < PARSES_PER_WORKER {
-                    self.idle
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(worker);
+                    lock(&self.idle).push(worker);
                 }
                 outcome.into()
             }
@@ -221,7 +220,7 @@ impl Isolator {
     /// An idle worker for `limits` that is still alive (one may have been
     /// killed while it waited, by the OOM killer say).
     fn idle_worker(&self, limits: &Limits) -> Option<Worker> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = lock(&self.idle);
         idle.retain_mut(|w| matches!(w.child.try_wait(), Ok(None)));
         let at = idle.iter().position(|w| &w.limits == limits)?;
         Some(idle.swap_remove(at))

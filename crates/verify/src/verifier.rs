@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use echo_core::sync::{read, write};
 use echo_core::{Clock, SystemClock};
 use echo_crypto::jws::CompactJws;
 use echo_crypto::secret::sha256;
@@ -204,7 +205,7 @@ impl Verifier {
     }
 
     fn current_keys(&self) -> Arc<KeySet> {
-        self.keys.read().map(|k| k.clone()).unwrap_or_default()
+        read(&self.keys).clone()
     }
 
     fn is_stale(&self) -> bool {
@@ -261,9 +262,7 @@ impl Verifier {
                 }
             }
         };
-        if let Ok(mut keys) = self.keys.write() {
-            *keys = Arc::new(next);
-        }
+        *write(&self.keys) = Arc::new(next);
     }
 }
 
