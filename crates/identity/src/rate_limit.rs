@@ -71,6 +71,23 @@ mod tests {
         assert!(limiter.check("ip", 660).is_ok());
     }
 
+    /// A panic while the counters were held must not turn the limit off
+    /// (it used to: a poisoned lock answered "allowed").
+    #[test]
+    fn a_poisoned_lock_still_limits() {
+        let limiter = std::sync::Arc::new(RateLimiter::new(1, 60));
+        let poisoner = limiter.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = poisoner.counts.lock().unwrap();
+            panic!("poison the counters");
+        })
+        .join();
+        assert!(limiter.counts.is_poisoned());
+        assert!(limiter.check("ip", 600).is_ok());
+        assert_eq!(limiter.check("ip", 601), Err(59));
+        assert_eq!(limiter.blocked("ip", 602), Some(58));
+    }
+
     #[test]
     fn blocked_only_reads() {
         let limiter = RateLimiter::new(1, 60);
