@@ -1,7 +1,8 @@
 //! Test helpers shared by every crate's black-box tests: a throwaway
 //! PostgreSQL database per test, a throwaway data directory, and the
 //! documents ([`files`]) tests build byte by byte, and the bad tokens every
-//! service must refuse alike ([`refusals`]).
+//! service must refuse alike ([`refusals`]), and the import graph of a
+//! crate's modules ([`modules`]) the architecture tests check.
 //!
 //! PostgreSQL tests read `ECHO_TEST_POSTGRES_URL` (an admin connection,
 //! `.ci/run` sets `postgres://postgres@127.0.0.1:5432/test`). Each test gets
@@ -10,6 +11,7 @@
 //! was skipped, except under `CI=true`, where a missing database fails.
 
 pub mod files;
+pub mod modules;
 pub mod refusals;
 
 use std::sync::atomic::{AtomicU32, Ordering};
