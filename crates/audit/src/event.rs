@@ -67,6 +67,19 @@ impl Level {
     }
 }
 
+impl Level {
+    /// A level as writers send it: any case, with the names common logging
+    /// libraries use (`WARNING` is `warn`, `FATAL` is `critical`), so that
+    /// services written for the original design (`"level": "INFO"`) log
+    /// unchanged. Stored events always carry the lowercase name.
+    pub fn from_writer(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "fatal" => Some(Level::Critical),
+            lower => Self::parse(lower),
+        }
+    }
+}
+
 impl std::fmt::Display for Level {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -569,6 +582,18 @@ mod tests {
         assert_eq!(Level::parse("WARN"), None);
         assert_eq!(Level::parse(""), None);
         assert_eq!(Level::parse("fatal"), None);
+        for (sent, level) in [
+            ("INFO", Level::Info),
+            ("Warning", Level::Warn),
+            ("WARN", Level::Warn),
+            ("CRITICAL", Level::Critical),
+            ("FATAL", Level::Critical),
+            ("debug", Level::Debug),
+            ("Error", Level::Error),
+        ] {
+            assert_eq!(Level::from_writer(sent), Some(level), "{sent}");
+        }
+        assert_eq!(Level::from_writer("LOUD"), None);
     }
 
     #[test]

@@ -32,6 +32,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::chain::ChainedEvent;
+use crate::event::Level;
 use crate::service::{AuditError, AuditService, READ_RIGHT, may_read};
 use crate::store::{Cursor, EventQuery, search_words};
 
@@ -166,9 +167,16 @@ async fn log(State(app): AppState, writer: Caller, body: Bytes) -> Response {
         Ok(request) => request,
         Err(e) => return Problem::bad_request(format!("malformed JSON: {e}")).into_response(),
     };
+    let Some(level) = Level::from_writer(&request.level) else {
+        return Problem::bad_request(format!(
+            "unknown level {:?} (debug, info, warn, error or critical, any case)",
+            request.level
+        ))
+        .into_response();
+    };
     let mut event = json!({
-        "level": request.level,
-        "action": format!("log.{}", request.level.to_ascii_lowercase()),
+        "level": level.as_str(),
+        "action": format!("log.{level}"),
         "message": request.message,
         "context": request.context,
     });

@@ -93,6 +93,14 @@ impl AuditService {
                     object.insert("service".into(), writer.sub.clone().into());
                 }
             }
+            if let Some(sent) = object.get("level").and_then(|l| l.as_str()) {
+                let level = Level::from_writer(sent).ok_or_else(|| {
+                    AuditError::BadRequest(format!(
+                        "event {index}: unknown level {sent:?} (debug, info, warn, error or critical, any case)"
+                    ))
+                })?;
+                object.insert("level".into(), level.as_str().into());
+            }
             object.entry("time").or_insert(now_ms.into());
             object.entry("id").or_insert_with(|| random_token().into());
             let mut event: Event = serde_json::from_value(raw)

@@ -176,6 +176,41 @@ async fn batches_as_json_or_ndjson_are_stored_once() {
     assert_eq!(f.count().await, 5);
 }
 
+/// Issue 14 §14: the original design's services post
+/// `{"service","level":"INFO","message"}` to `/log` and must keep working:
+/// levels in any case, `WARNING` as `warn`, `CRITICAL` and `FATAL` as
+/// `critical`, on `/log` and `/v1/events` alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_services_log_with_upper_case_levels() {
+    let f = Fixture::start(None).await;
+    let token = f.service_token("careergpt");
+    for (sent, stored) in [
+        ("INFO", "info"),
+        ("WARNING", "warn"),
+        ("Warn", "warn"),
+        ("ERROR", "error"),
+        ("CRITICAL", "critical"),
+        ("FATAL", "critical"),
+        ("DEBUG", "debug"),
+    ] {
+        let log = json!({"service": "careergpt", "level": sent, "message": format!("resume parsed ({sent})")});
+        let (status, body) = f.post("/log", &token, log.to_string()).await;
+        assert_eq!(status, 200, "{sent}: {body}");
+        let row = f.store.rows(f.count().await - 1, 1).await.unwrap();
+        assert_eq!(row[0].event.level.as_str(), stored, "{sent}");
+        assert_eq!(row[0].event.action, format!("log.{stored}"), "{sent}");
+        assert_eq!(row[0].event.service, "careergpt");
+    }
+    let batch = json!([{"id": "up-1", "level": "Info", "action": "resume.parsed", "message": "m"}]);
+    assert_eq!(f.post("/v1/events", &token, batch.to_string()).await.0, 200);
+    let loud = json!({"service": "careergpt", "level": "LOUD", "message": "m"});
+    let (status, body) = f.post("/log", &token, loud.to_string()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("unknown level"), "{body}");
+    let loud = json!([{"id": "up-2", "level": "LOUD", "action": "a.b", "message": "m"}]);
+    assert_eq!(f.post("/v1/events", &token, loud.to_string()).await.0, 400);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_cannot_write_as_another() {
     let f = Fixture::start(None).await;
