@@ -313,6 +313,7 @@ pub fn add_docs_routes(file: &mut GatewayFile, docs_url: &str, audience: &str) {
             // Long enough for an upload of many large files to be stored.
             timeout: Some("120s".to_owned()),
             rate_limit: None,
+            allow_internal_audience: false,
         });
     }
 }

@@ -142,9 +142,9 @@ pub async fn start(
     let mut config = GatewayConfig::new(public_url, issuer, secret.clone())?;
     config.session_idle_ttl = seconds(session.session_idle).max(1);
     config.session_absolute_ttl = seconds(session.session_max).max(1);
-    config.apply_file(file)?;
     config.audit_url = audit_url.map(|u| u.trim_end_matches('/').to_owned());
     config.audit_audience = audit_audience.to_owned();
+    config.apply_file(file)?;
     let audit = match audit_url {
         Some(url) => {
             let tokens = Arc::new(ServiceTokens::new(issuer, CLIENT_ID, secret.expose()));

@@ -105,8 +105,31 @@ impl GatewayConfig {
     }
 
     /// Takes the routes, rate limits and trusted proxies of a validated
-    /// configuration file.
+    /// configuration file. A route whose audience is one of Echo's own
+    /// services (the gateway's, audit's, identity's) is refused unless it
+    /// says `allow_internal_audience = true`: a user's exchanged token for
+    /// them would otherwise reach whatever upstream the route names.
     pub fn apply_file(&mut self, file: &GatewayFile) -> Result<()> {
+        let userinfo = format!("{}/userinfo", self.issuer);
+        let internal = [
+            self.audience.as_str(),
+            self.audit_audience.as_str(),
+            self.client_id.as_str(),
+            "gateway",
+            "audit",
+            "identity",
+            self.issuer.as_str(),
+            userinfo.as_str(),
+        ];
+        if let Some(spec) = file.routes.iter().find(|spec| {
+            !spec.allow_internal_audience && internal.contains(&spec.audience.as_str())
+        }) {
+            return Err(GatewayError::Config(format!(
+                "route {:?}: audience {:?} is one of Echo's own services; \
+                 set allow_internal_audience = true if the upstream is meant to get tokens for it",
+                spec.prefix, spec.audience
+            )));
+        }
         self.routes = file.route_table()?;
         self.rate_limits = file.rate_limits()?;
         self.trusted_proxies = file.trusted_proxies()?;

@@ -47,7 +47,7 @@ use echo_verify::Expectations;
 
 use crate::gateway::Gateway;
 use crate::principal::{CSRF_HEADER, Credential, Presented, Principal, SessionInfo, Surface};
-use crate::proxy::{set_forwarded_for, strip_hop_by_hop};
+use crate::proxy::{set_forwarded, strip_client_claims, strip_hop_by_hop};
 use crate::routes::{Limit, Route};
 use crate::session::{Session, Tokens};
 use crate::{GatewayError, Result};
@@ -218,27 +218,91 @@ impl Gateway {
     }
 
     /// Phases 1 to 7 for a request under a route's prefix: the upstream's
-    /// response, its body streamed.
+    /// response, its body streamed. The request's path is normalised
+    /// ([`crate::normalise`]); `dotted` is the path as sent when it held
+    /// `.` or `..` segments, which may not lead out of the route the path
+    /// as sent names.
     pub async fn forward(
         &self,
         presented: &Presented<'_>,
         request: Request<Body>,
+        dotted: Option<&str>,
         meta: &Origin,
     ) -> Result<Response<Body>> {
-        let route = self
-            .config
-            .routes
-            .find(request.uri().path())
-            .ok_or(GatewayError::NotFound)?;
+        let path = request.uri().path();
+        let route = self.config.routes.find(path);
+        if let Some(sent) = dotted
+            && self.config.routes.find(sent) != route
+        {
+            return Err(GatewayError::BadRequest(
+                "the path's dot segments lead out of its route".into(),
+            ));
+        }
+        let route = route.ok_or(GatewayError::NotFound)?;
         let principal = self
             .authenticate(presented, meta)
             .await?
             .ok_or(GatewayError::NotSignedIn)?;
+        if principal.session.is_some() && !request.method().is_safe() {
+            self.check_page_csrf(presented, meta)?;
+        }
         self.authorize(route, &principal, meta)?;
         self.rate_limit(route, &principal, meta)?;
         let token = self.token_for(&principal, &route.audience).await?;
-        let (request, request_id) = rewrite(route, request, &token, meta)?;
+        let (request, request_id) = self.rewrite(route, request, &token, meta)?;
         self.send(route, request, request_id).await
+    }
+
+    /// A state-changing request on a session (a page route's form post, an
+    /// API call) needs a proof that it comes from the gateway's own pages:
+    /// `X-Echo-CSRF: 1` (which a cross-site page cannot send without a
+    /// preflight the gateway never grants), or the browser's word that it
+    /// is same-origin (`Origin` equal to the gateway's, or `Sec-Fetch-Site:
+    /// same-origin`). The cookie alone (`SameSite=Lax`) is no proof: a
+    /// top-level cross-site POST may still carry it in some browsers, and
+    /// a sibling subdomain is same-site.
+    fn check_page_csrf(&self, presented: &Presented<'_>, meta: &Origin) -> Result<()> {
+        let same_origin = presented.origin == Some(self.config.public_url.as_str())
+            || presented.fetch_site == Some("same-origin");
+        if presented.csrf_header || same_origin {
+            return Ok(());
+        }
+        self.refuse_csrf("state-changing request without CSRF proof", meta)
+    }
+
+    /// Phase 6: the request as the upstream gets it, and its request id.
+    /// What the client sent about itself (`X-Forwarded-*`, `Forwarded`,
+    /// `X-Real-IP`, `X-User-*`, `X-Echo-*`) is dropped; the gateway sets
+    /// what it vouches for.
+    fn rewrite(
+        &self,
+        route: &Route,
+        request: Request<Body>,
+        token: &str,
+        meta: &Origin,
+    ) -> Result<(Request<Body>, HeaderValue)> {
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        parts.uri = format!("{}{}", route.origin, route.upstream_path(path))
+            .parse::<Uri>()
+            .map_err(|e| GatewayError::BadRequest(format!("unusable path: {e}")))?;
+        parts.version = Version::HTTP_11;
+        let headers = &mut parts.headers;
+        let id = HeaderValue::from_str(&meta.request_id)
+            .map_err(|_| GatewayError::BadRequest("unusable request id".into()))?;
+        let trace = meta.trace.next_hop();
+        strip_hop_by_hop(headers);
+        strip_client_claims(headers);
+        headers.remove(COOKIE);
+        headers.remove(HOST);
+        headers.remove(CSRF_HEADER);
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| GatewayError::Identity("a token that is no header value".into()))?;
+        headers.insert(AUTHORIZATION, bearer);
+        headers.insert(REQUEST_ID, id.clone());
+        headers.insert(TRACEPARENT, trace);
+        set_forwarded(headers, meta.client_ip, &self.config.public_url);
+        Ok((Request::from_parts(parts, body), id))
     }
 
     /// Phase 3: any one of the route's roles (if it names any) and all of
@@ -335,36 +399,6 @@ impl Gateway {
         parts.headers.insert(REQUEST_ID, request_id);
         Ok(Response::from_parts(parts, Body::new(body)))
     }
-}
-
-/// Phase 6: the request as the upstream gets it, and its request id.
-fn rewrite(
-    route: &Route,
-    request: Request<Body>,
-    token: &str,
-    meta: &Origin,
-) -> Result<(Request<Body>, HeaderValue)> {
-    let (mut parts, body) = request.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    parts.uri = format!("{}{}", route.origin, route.upstream_path(path))
-        .parse::<Uri>()
-        .map_err(|e| GatewayError::BadRequest(format!("unusable path: {e}")))?;
-    parts.version = Version::HTTP_11;
-    let headers = &mut parts.headers;
-    let id = HeaderValue::from_str(&meta.request_id)
-        .map_err(|_| GatewayError::BadRequest("unusable request id".into()))?;
-    let trace = meta.trace.next_hop();
-    strip_hop_by_hop(headers);
-    headers.remove(COOKIE);
-    headers.remove(HOST);
-    headers.remove(CSRF_HEADER);
-    let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| GatewayError::Identity("a token that is no header value".into()))?;
-    headers.insert(AUTHORIZATION, bearer);
-    headers.insert(REQUEST_ID, id.clone());
-    headers.insert(TRACEPARENT, trace);
-    set_forwarded_for(headers, meta.client_ip);
-    Ok((Request::from_parts(parts, body), id))
 }
 
 /// The principal of a verified bearer token.

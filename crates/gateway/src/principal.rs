@@ -40,6 +40,8 @@ pub struct Presented<'a> {
     pub csrf_header: bool,
     /// The `Origin` header.
     pub origin: Option<&'a str>,
+    /// The `Sec-Fetch-Site` header (Fetch Metadata).
+    pub fetch_site: Option<&'a str>,
 }
 
 /// Who is calling, after authentication.

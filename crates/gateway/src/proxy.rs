@@ -60,13 +60,50 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(UPGRADE);
 }
 
-/// Sets `X-Forwarded-For` to the caller's address alone: what a client
-/// sent in it is not passed on.
-pub(crate) fn set_forwarded_for(headers: &mut HeaderMap, ip: Option<IpAddr>) {
+/// Headers in which a client could claim something about itself that the
+/// upstream would take as the gateway's word: dropped from every request.
+const CLIENT_CLAIMS: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+/// Prefixes of header names reserved for what the gateway vouches for.
+const CLAIM_PREFIXES: [&str; 2] = ["x-user-", "x-echo-"];
+
+/// Removes what the client claims about itself ([`CLIENT_CLAIMS`], any
+/// `X-User-*` or `X-Echo-*`); `X-Forwarded-For` is set anew by
+/// [`set_forwarded`].
+pub(crate) fn strip_client_claims(headers: &mut HeaderMap) {
+    let claimed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            CLIENT_CLAIMS.contains(&name) || CLAIM_PREFIXES.iter().any(|p| name.starts_with(p))
+        })
+        .cloned()
+        .collect();
+    for name in claimed {
+        headers.remove(name);
+    }
+}
+
+/// The forwarding headers the gateway vouches for: the caller's address
+/// alone in `X-Forwarded-For` and `X-Real-IP` (what a client sent there is
+/// not passed on), and the scheme and host the caller reached, from the
+/// gateway's public URL.
+pub(crate) fn set_forwarded(headers: &mut HeaderMap, ip: Option<IpAddr>, public_url: &str) {
     headers.remove(X_FORWARDED_FOR);
-    headers.remove("forwarded");
     if let Some(value) = ip.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok()) {
-        headers.insert(X_FORWARDED_FOR, value);
+        headers.insert(X_FORWARDED_FOR, value.clone());
+        headers.insert(HeaderName::from_static("x-real-ip"), value);
+    }
+    if let Some((scheme, host)) = public_url.split_once("://")
+        && let (Ok(scheme), Ok(host)) = (HeaderValue::from_str(scheme), HeaderValue::from_str(host))
+    {
+        headers.insert(HeaderName::from_static("x-forwarded-proto"), scheme);
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
 }
 
@@ -100,5 +137,43 @@ mod tests {
             map.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
             ["accept"]
         );
+    }
+
+    #[test]
+    fn what_the_client_claims_is_replaced_by_what_the_gateway_vouches_for() {
+        let mut map = headers(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-real-ip", "203.0.113.9"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=203.0.113.9"),
+            ("x-user-id", "admin"),
+            ("X-Echo-Roles", "admin"),
+            ("x-useragent-ok", "kept"),
+            ("accept", "text/plain"),
+        ]);
+        strip_client_claims(&mut map);
+        set_forwarded(
+            &mut map,
+            Some([192, 0, 2, 7].into()),
+            "http://gw.example:8080",
+        );
+        let mut names: Vec<_> = map.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-real-ip",
+                "x-useragent-ok"
+            ]
+        );
+        assert_eq!(map["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(map["x-real-ip"], "192.0.2.7");
+        assert_eq!(map["x-forwarded-host"], "gw.example:8080");
+        assert_eq!(map["x-forwarded-proto"], "http");
     }
 }

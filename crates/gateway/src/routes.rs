@@ -90,6 +90,11 @@ pub struct RouteSpec {
     pub strip_prefix: bool,
     pub timeout: Option<String>,
     pub rate_limit: Option<Limit>,
+    /// The route's audience may be one of Echo's own services (the
+    /// gateway, audit, identity): a user's token for them reaches the
+    /// upstream only when the route says so.
+    #[serde(default)]
+    pub allow_internal_audience: bool,
 }
 
 /// Rate limits in force; `None` is unlimited.

@@ -206,7 +206,10 @@ async fn the_original_services_log_with_upper_case_levels() {
     let loud = json!({"service": "careergpt", "level": "LOUD", "message": "m"});
     let (status, body) = f.post("/log", &token, loud.to_string()).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("unknown level"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("unknown level"),
+        "{body}"
+    );
     let loud = json!([{"id": "up-2", "level": "LOUD", "action": "a.b", "message": "m"}]);
     assert_eq!(f.post("/v1/events", &token, loud.to_string()).await.0, 400);
 }

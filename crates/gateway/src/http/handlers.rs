@@ -22,6 +22,7 @@ use super::pages::{
 };
 use crate::{
     CSRF_HEADER, Callback, Gateway, GatewayError, LogFilters, Presented, Principal, Surface,
+    normalise,
 };
 
 type AppState = State<Arc<Gateway>>;
@@ -45,14 +46,45 @@ pub async fn admit(State(g): AppState, meta: Origin, request: Request, next: Nex
 
 /// Everything the gateway does not answer itself: the route table's
 /// upstreams, else 404.
-pub async fn proxy(State(g): AppState, meta: Origin, request: Request) -> Response {
-    let uri = request.uri().clone();
+/// The path is normalised first (`path.rs`): routes, roles and the
+/// upstream all see the same path.
+pub async fn proxy(State(g): AppState, meta: Origin, mut request: Request) -> Response {
+    let sent = request.uri().clone();
+    let (uri, dotted) = match normalise(sent.path()) {
+        Ok(normal) => {
+            let dotted = normal.had_dot_segments.then(|| sent.path().to_owned());
+            match with_path(&sent, &normal.path) {
+                Some(uri) => (uri, dotted),
+                None => {
+                    return error_for(&g, GatewayError::BadRequest("unusable path".into()), &sent);
+                }
+            }
+        }
+        Err(bad) => {
+            return error_for(&g, GatewayError::BadRequest(bad.message().into()), &sent);
+        }
+    };
+    *request.uri_mut() = uri.clone();
     let headers = request.headers().clone();
     let presented = presented(&g, &headers, Surface::of(uri.path()));
-    match g.forward(&presented, request, &meta).await {
+    match g
+        .forward(&presented, request, dotted.as_deref(), &meta)
+        .await
+    {
         Ok(response) => response,
         Err(e) => error_for(&g, e, &uri),
     }
+}
+
+/// `uri` with its path replaced by `path` (the query kept).
+fn with_path(uri: &axum::http::Uri, path: &str) -> Option<axum::http::Uri> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    axum::http::Uri::from_parts(parts).ok()
 }
 
 fn presented<'h>(g: &Gateway, headers: &'h HeaderMap, surface: Surface) -> Presented<'h> {
@@ -63,6 +95,7 @@ fn presented<'h>(g: &Gateway, headers: &'h HeaderMap, surface: Surface) -> Prese
         session: cookie(headers, &session_cookie_name(g.config())),
         csrf_header: header(CSRF_HEADER) == Some("1"),
         origin: header(ORIGIN.as_str()),
+        fetch_site: header("sec-fetch-site"),
     }
 }
 

@@ -393,7 +393,7 @@ impl Browser {
         self.jar.lock().unwrap().insert(name.into(), value.into());
     }
 
-    fn cookie_header(&self) -> String {
+    pub fn cookie_header(&self) -> String {
         let jar = self.jar.lock().unwrap();
         jar.iter()
             .map(|(k, v)| format!("{k}={v}"))

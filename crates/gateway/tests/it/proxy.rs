@@ -16,21 +16,21 @@ use crate::common::{Browser, Platform, UPSTREAM_AUDIENCE};
 
 /// What the upstream saw of the last request.
 #[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    headers: HeaderMap,
-    body_len: usize,
+pub struct Seen {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body_len: usize,
 }
 
 /// A trivial upstream on 127.0.0.1:0: `/slow` answers after 2 s, anything
 /// else at once with `upstream ok`, recording what it saw.
-struct Upstream {
-    url: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
+pub struct Upstream {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Upstream {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         async fn record(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> String {
             let (parts, body) = request.into_parts();
@@ -58,7 +58,7 @@ impl Upstream {
         Self { url, seen }
     }
 
-    fn last(&self) -> Seen {
+    pub fn last(&self) -> Seen {
         self.seen
             .lock()
             .unwrap()
@@ -76,7 +76,7 @@ async fn closed_port() -> String {
     url
 }
 
-fn routes(toml: &str) -> impl FnOnce(&mut GatewayConfig) {
+pub fn routes(toml: &str) -> impl FnOnce(&mut GatewayConfig) {
     let file = GatewayFile::parse(toml).unwrap();
     move |config| config.apply_file(&file).unwrap()
 }
