@@ -40,6 +40,17 @@ use crate::cli::{AuditCommand, Cli, Command, Serve};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::ParseWorker = cli.command {
+        // A parse worker is single-threaded and closes every descriptor it
+        // inherited first: no runtime, no logging.
+        return match parser::worker() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     settings::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -71,7 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Serve::Docs(args) => docs::serve(&data_dir, &args).await,
             Serve::Worker(args) => worker::serve(&data_dir, &args).await,
         },
-        Command::ParseWorker => parser::worker(),
+        Command::ParseWorker => unreachable!("handled before the runtime starts"),
         Command::Up(args) => up::up(&data_dir, &args).await,
         Command::Audit { command } => match command {
             AuditCommand::Tail { lines, follow } => audit::tail(&data_dir, lines, follow).await,

@@ -4,11 +4,14 @@
 //! loop or allocate without end on a crafted file. Two isolations:
 //!
 //! - [`Isolation::Process`] (what `echod serve parser` uses): parses run in
-//!   child processes, the same binary run as `echod parse-worker`. A worker
-//!   first lowers its own limits (address space
-//!   [`Limits::worker_memory_bytes`], CPU time for all the parses it may
-//!   serve), then parses one file at a time; the service kills it at a
-//!   parse's timeout. A panic, an abort on allocation failure or a signal
+//!   child processes, the same binary run as `echod parse-worker`, started
+//!   with an empty environment (the service's holds the master key, client
+//!   secrets, the LLM key: a worker needs none of them). A worker first
+//!   closes every file descriptor it inherited but its stdin, stdout and
+//!   stderr, and caps its open files ([`WORKER_OPEN_FILES`]); then, with
+//!   its first job, its address space ([`Limits::worker_memory_bytes`]) and
+//!   CPU time (for all the parses it may serve). It parses one file at a
+//!   time; the service kills it at a parse's timeout. A panic, an abort on allocation failure or a signal
 //!   ends the worker, never the service. A worker that answered is kept for
 //!   the next parse, up to [`PARSES_PER_WORKER`], so a parse does not pay a
 //!   process start; one that panicked, timed out or died is never reused.
@@ -28,6 +31,7 @@
 use std::ffi::OsString;
 use std::hash::{BuildHasher, RandomState};
 use std::io::{BufRead, Read, Write};
+use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -231,6 +235,7 @@ impl Worker {
     fn start(program: &PathBuf, args: &[OsString], limits: &Limits) -> Result<Self, ParseError> {
         let mut child = tokio::process::Command::new(program)
             .args(args)
+            .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -311,6 +316,12 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// be the whole life of a process. Ends at end of input, after a panic, or
 /// after [`PARSES_PER_WORKER`] jobs.
 pub fn run_worker() -> std::io::Result<()> {
+    close_inherited_files()?;
+    rlimit::setrlimit(
+        rlimit::Resource::NOFILE,
+        WORKER_OPEN_FILES,
+        WORKER_OPEN_FILES,
+    )?;
     let mut input = std::io::stdin().lock();
     let mut limited = false;
     for _ in 0..PARSES_PER_WORKER {
@@ -348,6 +359,26 @@ pub fn run_worker() -> std::io::Result<()> {
         if too_large || matches!(outcome, Outcome::Crashed(_)) {
             return Ok(());
         }
+    }
+    Ok(())
+}
+
+/// Files a parse worker may have open: stdin, stdout, stderr and a few
+/// for the runtime. A parse reads from memory and opens nothing.
+pub const WORKER_OPEN_FILES: u64 = 16;
+
+/// Closes every file descriptor but 0, 1 and 2: what the service's own
+/// parent left open without close-on-exec (a socket, a database file, a
+/// jobserver pipe) is not the worker's business.
+fn close_inherited_files() -> std::io::Result<()> {
+    let inherited: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in inherited {
+        // The listing's own descriptor is among them, closed already: an
+        // EBADF for it is expected.
+        let _ = nix::unistd::close(fd);
     }
     Ok(())
 }

@@ -192,3 +192,83 @@ async fn workers_are_reused_and_each_parse_gets_its_own_answer() {
     let (status, body) = parse(&parser, &good, "still here").await;
     assert_eq!((status, body["text"].as_str()), (200, Some("still here")));
 }
+
+/// The child processes of `pid` (every thread's).
+fn children(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let listed = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        children.extend(
+            listed
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    children
+}
+
+/// Issue 14 §19: a parse worker gets none of the service's secrets (its
+/// environment is empty), no file descriptor the service inherited, and
+/// limits on CPU time, address space and open files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parse_workers_inherit_no_secret_no_descriptor_and_run_limited() {
+    let dir = echo_testkit::data_dir();
+    add_service(dir.path(), "svc-p", "parser");
+    let mut identity = echod(dir.path());
+    identity.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
+    let identity = start(identity, 1);
+    // The parser inherits fd 7 from its parent (bash opens it without
+    // close-on-exec) and has secrets in its environment.
+    let mut parser = std::process::Command::new("bash");
+    parser
+        .args(["-c", r#"exec 7</etc/hostname; exec "$@""#, "bash"])
+        .arg(env!("CARGO_BIN_EXE_echod"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "parser", "--listen", "127.0.0.1:0", "--issuer"])
+        .arg(format!("http://{}", identity.addr))
+        .env("ECHO_LOG", "warn")
+        .env("ECHO_PARSER_CLIENT_SECRET", "canary-client-secret")
+        .env("ECHO_LLM_API_KEY", "canary-llm-key")
+        .env("ECHO_MASTER_KEY", "canary-master-key");
+    let parser = start(parser, 1);
+    let inherited = std::fs::read_link(format!("/proc/{}/fd/7", parser.pid())).unwrap();
+    assert_eq!(
+        inherited,
+        Path::new("/etc/hostname"),
+        "the service itself got fd 7"
+    );
+    let good = token(&identity, "svc-p").await;
+    assert_eq!(parse(&parser, &good, "plain words").await.0, 200);
+    // The worker that answered is kept for the next parse: look at it.
+    let workers = children(parser.pid());
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    let worker = workers[0];
+    let environ = std::fs::read(format!("/proc/{worker}/environ")).unwrap();
+    assert!(environ.is_empty(), "{}", String::from_utf8_lossy(&environ));
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{worker}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    assert_eq!(fds, ["0", "1", "2"], "only stdin, stdout, stderr");
+    let limits = std::fs::read_to_string(format!("/proc/{worker}/limits")).unwrap();
+    let limit = |name: &str| {
+        limits
+            .lines()
+            .find(|line| line.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {limits}"))
+            .split_whitespace()
+            .rev()
+            .nth(2)
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(limit("Max open files"), "16");
+    assert_ne!(limit("Max cpu time"), "unlimited");
+    assert_ne!(limit("Max address space"), "unlimited");
+}
