@@ -245,15 +245,21 @@ impl Gateway {
                 "identity answered {error}"
             )));
         }
-        // RFC 9207: the response must come from the issuer we asked.
-        if callback
-            .iss
-            .as_deref()
-            .is_some_and(|iss| iss != self.config.issuer)
-        {
-            return Err(GatewayError::LoginFailed(
-                "response from another issuer".into(),
-            ));
+        // RFC 9207 §2.4: identity always sends `iss`, so a response
+        // without it, or with another issuer's, is not one we asked for
+        // (a mix-up attack).
+        match callback.iss.as_deref() {
+            Some(iss) if iss == self.config.issuer => {}
+            Some(_) => {
+                return Err(GatewayError::LoginFailed(
+                    "response from another issuer".into(),
+                ));
+            }
+            None => {
+                return Err(GatewayError::LoginFailed(
+                    "response without its issuer (iss)".into(),
+                ));
+            }
         }
         let code = callback
             .code

@@ -166,6 +166,42 @@ async fn an_id_token_with_another_nonce_is_refused() {
     );
 }
 
+/// Issue 14 §10: RFC 9207 — a callback without `iss`, or with another
+/// issuer's, is refused (identity always sends it).
+#[tokio::test]
+async fn a_callback_without_its_issuer_is_refused() {
+    let platform = Platform::start().await;
+    for (label, change) in [
+        ("without iss", None),
+        ("another issuer", Some("https://evil.example")),
+    ] {
+        let browser = Browser::new();
+        let authorize = browser.get(&platform.gw("/login")).await.location_url();
+        let callback = platform.callback_url(&browser, &authorize).await;
+        let mut url = url::Url::parse(&callback).unwrap();
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .into_owned()
+            .filter(|(k, _)| k != "iss")
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(&pairs);
+        if let Some(iss) = change {
+            url.query_pairs_mut().append_pair("iss", iss);
+        }
+        let page = browser.get(url.as_str()).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{label}");
+        assert!(page.body.contains("Sign-in failed"), "{label}: {}", page.body);
+        assert_eq!(browser.cookie("echo_session"), None, "{label}");
+    }
+    let reasons: Vec<String> = platform
+        .gateway_audited("gateway.login.failure")
+        .iter()
+        .map(|e| e.details["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(reasons[0].contains("without its issuer"), "{reasons:?}");
+    assert!(reasons[1].contains("another issuer"), "{reasons:?}");
+}
+
 #[tokio::test]
 async fn return_to_must_stay_on_this_site() {
     let platform = Platform::start().await;
