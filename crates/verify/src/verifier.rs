@@ -1,14 +1,12 @@
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use echo_core::sync::{read, write};
 use echo_core::{Clock, SystemClock};
 use echo_crypto::jws::CompactJws;
 use echo_crypto::secret::sha256;
-use echo_crypto::{JwkSet, VerifyingKey};
 use quick_cache::sync::Cache;
 
+use crate::keys::KeyCache;
 use crate::{Claims, JwksSource, VerifyError};
 
 /// Tunables; the defaults suit a service verifying its callers.
@@ -66,13 +64,6 @@ impl<'a> Expectations<'a> {
     }
 }
 
-#[derive(Default)]
-struct KeySet {
-    keys: HashMap<String, Arc<VerifyingKey>>,
-    fetched_at: Option<Instant>,
-    last_error: Option<String>,
-}
-
 /// A token whose signature and issuer were checked.
 struct Verified {
     claims: Arc<Claims>,
@@ -84,11 +75,8 @@ struct Verified {
 pub struct Verifier {
     issuer: String,
     options: VerifierOptions,
-    source: Arc<dyn JwksSource>,
     clock: Arc<dyn Clock>,
-    keys: RwLock<Arc<KeySet>>,
-    /// Held while fetching; holds the time of the last fetch attempt.
-    refresh: tokio::sync::Mutex<Option<Instant>>,
+    keys: Arc<KeyCache>,
     cache: Cache<[u8; 32], Arc<Verified>>,
 }
 
@@ -124,13 +112,13 @@ impl Verifier {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let cache = Cache::new(options.cache_capacity.max(1));
+        let issuer = issuer.into();
+        let keys = Arc::new(KeyCache::new(&issuer, source, &options));
         Self {
-            issuer: issuer.into(),
+            issuer,
             options,
-            source,
             clock,
-            keys: RwLock::new(Arc::new(KeySet::default())),
-            refresh: tokio::sync::Mutex::new(None),
+            keys,
             cache,
         }
     }
@@ -147,12 +135,11 @@ impl Verifier {
     ) -> Result<Arc<Claims>, VerifyError> {
         let cache_key = sha256(token.as_bytes());
         let now = self.clock.now();
-        if self.is_stale() {
-            // Re-checked under the lock so that concurrent callers fetch once.
-            self.refresh_if(|_| self.is_stale()).await;
-        }
+        // Old keys are refreshed in the background: no caller waits for
+        // identity while the keys it has still verify.
+        self.keys.refresh_in_background();
         if let Some(hit) = self.cache.get(&cache_key) {
-            if self.current_keys().keys.contains_key(&hit.kid) {
+            if self.keys.current().keys.contains_key(&hit.kid) {
                 self.check(&hit, expect, now)?;
                 return Ok(hit.claims.clone());
             }
@@ -162,7 +149,7 @@ impl Verifier {
 
         let jws = CompactJws::parse(token).map_err(|_| VerifyError::Malformed)?;
         let kid = jws.header.kid.clone().ok_or(VerifyError::Malformed)?;
-        let key = self.key(&kid).await?;
+        let key = self.keys.key(&kid).await?;
         key.verify(&jws).map_err(|_| VerifyError::BadSignature)?;
         let payload = jws.payload().map_err(|_| VerifyError::Malformed)?;
         let claims: Claims =
@@ -204,80 +191,8 @@ impl Verifier {
         Ok(())
     }
 
-    fn current_keys(&self) -> Arc<KeySet> {
-        read(&self.keys).clone()
-    }
-
-    fn is_stale(&self) -> bool {
-        self.current_keys()
-            .fetched_at
-            .is_none_or(|at| at.elapsed() >= self.options.max_key_age)
-    }
-
-    /// The key named `kid`, refreshing the set (rate-limited) if unknown.
-    async fn key(&self, kid: &str) -> Result<Arc<VerifyingKey>, VerifyError> {
-        if let Some(key) = self.current_keys().keys.get(kid) {
-            return Ok(key.clone());
-        }
-        let interval = self.options.refresh_interval;
-        self.refresh_if(|last| last.is_none_or(|at| at.elapsed() >= interval))
-            .await;
-        let keys = self.current_keys();
-        match (keys.keys.get(kid), &keys.last_error) {
-            (Some(key), _) => Ok(key.clone()),
-            (None, Some(error)) => Err(VerifyError::KeysUnavailable(error.clone())),
-            (None, None) => Err(VerifyError::UnknownKey),
-        }
-    }
-
     /// Refetches the key set now.
     pub async fn refresh_keys(&self) {
-        self.refresh_if(|_| true).await;
+        self.keys.refresh_if(|_| true).await;
     }
-
-    /// Refetches the key set if `due` (given the last attempt's time) still
-    /// holds once the fetch lock is held. A failed fetch keeps the keys
-    /// already known, so tokens signed by them still pass while the issuer
-    /// is unreachable.
-    async fn refresh_if(&self, due: impl Fn(Option<Instant>) -> bool) {
-        let mut last_attempt = self.refresh.lock().await;
-        if !due(*last_attempt) {
-            return;
-        }
-        *last_attempt = Some(Instant::now());
-        let fetched = self.source.fetch().await;
-        let previous = self.current_keys();
-        let next = match fetched {
-            Ok(set) => KeySet {
-                keys: parse_keys(&set),
-                fetched_at: Some(Instant::now()),
-                last_error: None,
-            },
-            Err(e) => {
-                tracing::warn!(issuer = %self.issuer, error = %e, "JWKS fetch failed; keeping cached keys");
-                KeySet {
-                    keys: previous.keys.clone(),
-                    fetched_at: previous.fetched_at,
-                    last_error: Some(e.to_string()),
-                }
-            }
-        };
-        *write(&self.keys) = Arc::new(next);
-    }
-}
-
-/// Keys we cannot use (no `kid`, unknown type) are skipped, not fatal.
-fn parse_keys(set: &JwkSet) -> HashMap<String, Arc<VerifyingKey>> {
-    set.keys
-        .iter()
-        .filter(|jwk| jwk.use_.as_deref().is_none_or(|u| u == "sig"))
-        .filter_map(|jwk| match (VerifyingKey::from_jwk(jwk), jwk.kid.clone()) {
-            (Ok(key), Some(kid)) => Some((kid, Arc::new(key))),
-            (Err(e), kid) => {
-                tracing::warn!(?kid, error = %e, "skipping unusable JWK");
-                None
-            }
-            (Ok(_), None) => None,
-        })
-        .collect()
 }
