@@ -190,7 +190,11 @@ async fn a_callback_without_its_issuer_is_refused() {
         }
         let page = browser.get(url.as_str()).await;
         assert_eq!(page.status, StatusCode::BAD_REQUEST, "{label}");
-        assert!(page.body.contains("Sign-in failed"), "{label}: {}", page.body);
+        assert!(
+            page.body.contains("Sign-in failed"),
+            "{label}: {}",
+            page.body
+        );
         assert_eq!(browser.cookie("echo_session"), None, "{label}");
     }
     let reasons: Vec<String> = platform
