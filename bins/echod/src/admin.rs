@@ -135,7 +135,7 @@ fn read_stdin_line(what: &str) -> anyhow::Result<String> {
 }
 
 async fn user_add(
-    store: &dyn echo_store::Store,
+    store: &dyn echo_identity_store::Store,
     name: String,
     email: Option<String>,
     roles: Vec<String>,
@@ -229,7 +229,7 @@ fn list_or_dash(list: &[String]) -> String {
     }
 }
 
-async fn user_list(store: &dyn echo_store::Store) -> anyhow::Result<()> {
+async fn user_list(store: &dyn echo_identity_store::Store) -> anyhow::Result<()> {
     println!("{:<24} {:<24} {:<32} ROLES", "USERNAME", "ID", "EMAIL");
     for user in store.list_users().await? {
         println!(

@@ -11,7 +11,7 @@ use echo_crypto::secret::{hash_client_secret, random_token, verify_client_secret
 use echo_gateway::{ClientSecret, GatewayFile};
 use echo_identity::admin::{self, NewClient, NewUser};
 use echo_identity::exchange::GRANT_TOKEN_EXCHANGE;
-use echo_store::Store;
+use echo_identity_store::Store;
 
 use crate::args::PipelineAudiences;
 use crate::first_party::{self, AUDIT_WRITE};
@@ -133,7 +133,7 @@ pub struct Registration<'a> {
 pub async fn register(
     store: &dyn Store,
     wanted: Registration<'_>,
-) -> anyhow::Result<Option<echo_store::Client>> {
+) -> anyhow::Result<Option<echo_identity_store::Client>> {
     let Some(existing) = store.client(wanted.id).await? else {
         let new = NewClient {
             id: wanted.id.into(),
@@ -200,7 +200,7 @@ pub async fn register_service(
 /// an administrator added stays.
 async fn ensure_access(
     store: &dyn Store,
-    client: &echo_store::Client,
+    client: &echo_identity_store::Client,
     grants: &[String],
     audiences: &[String],
     scopes: &[String],

@@ -10,7 +10,7 @@ use echo_core::SystemClock;
 use echo_core::audit::AuditSink;
 use echo_edge::{Service, TokenSource};
 use echo_identity::{IdentityConfig, Provider};
-use echo_store::Store;
+use echo_identity_store::Store;
 use tokio::net::TcpListener;
 
 use crate::args::{AuditTargetArgs, TokenAlg};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use echo_crypto::seal::MasterKey;
-use echo_store::Store;
+use echo_identity_store::Store;
 
 pub const MASTER_KEY_VAR: &str = "ECHO_MASTER_KEY";
 pub const DATABASE_URL_VAR: &str = "ECHO_DATABASE_URL";
@@ -108,7 +108,7 @@ pub async fn open_store(dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
     let url = std::env::var(DATABASE_URL_VAR)
         .ok()
         .filter(|u| !u.is_empty());
-    echo_store::open(url.as_deref(), dir)
+    echo_identity_store::open(url.as_deref(), dir)
         .await
         .with_context(|| match &url {
             Some(_) => format!("cannot open the database named by {DATABASE_URL_VAR}"),

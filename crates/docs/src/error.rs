@@ -46,13 +46,11 @@ pub enum DocsError {
     Internal(String),
 }
 
-/// From the shared SQLite opener.
-impl From<echo_store::StoreError> for DocsError {
-    fn from(e: echo_store::StoreError) -> Self {
+impl From<echo_sql::OpenError> for DocsError {
+    fn from(e: echo_sql::OpenError) -> Self {
         match e {
-            echo_store::StoreError::Database(e) => DocsError::Database(e),
-            echo_store::StoreError::Migrate(e) => DocsError::Migrate(e),
-            other => DocsError::Corrupt(other.to_string()),
+            echo_sql::OpenError::Database(e) => DocsError::Database(e),
+            echo_sql::OpenError::Migrate(e) => DocsError::Migrate(e),
         }
     }
 }

@@ -36,6 +36,8 @@ pub use error::DocsError;
 pub use http::{DocsApp, DocsConfig, INDEX_SCOPE, build, router, serve};
 pub use index::{Passage, SearchIndex};
 pub use service::{Caller, Docs, DocumentView, INDEX_JOB, Limits, Worker};
-pub use store::{Document, DocumentStore, PgDocumentStore, SqliteDocumentStore, open_store};
+pub use store::{
+    Document, DocumentStore, PgDocumentStore, SqlDocumentStore, SqliteDocumentStore, open_store,
+};
 
 pub type Result<T, E = DocsError> = std::result::Result<T, E>;

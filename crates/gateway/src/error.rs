@@ -91,8 +91,8 @@ impl From<sqlx::Error> for GatewayError {
     }
 }
 
-impl From<echo_store::StoreError> for GatewayError {
-    fn from(e: echo_store::StoreError) -> Self {
+impl From<echo_sql::OpenError> for GatewayError {
+    fn from(e: echo_sql::OpenError) -> Self {
         GatewayError::Storage(Box::new(e))
     }
 }

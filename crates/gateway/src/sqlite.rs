@@ -92,8 +92,8 @@ impl SqliteSessionStore {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .synchronous(SqliteSynchronous::Normal);
-        let (read, write) =
-            echo_store::open_sqlite_pools(options, &sqlx::migrate!("./migrations/sqlite")).await?;
+        let echo_sql::Pools { read, write, .. } =
+            echo_sql::sqlite::open_pools(options, &sqlx::migrate!("./migrations/sqlite")).await?;
         Ok(Self {
             read,
             write,

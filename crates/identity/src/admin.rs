@@ -8,7 +8,7 @@ use echo_crypto::password::hash_password;
 use echo_crypto::secret::{
     MIN_CLIENT_SECRET_LEN, b64url, generate_client_secret, hash_client_secret, random_bytes,
 };
-use echo_store::{Client, Store, User};
+use echo_identity_store::{Client, Store, User};
 use url::Url;
 
 use crate::client_auth::parse_client_jwks;

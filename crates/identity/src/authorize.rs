@@ -9,7 +9,7 @@
 
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::{random_token, token_hash};
-use echo_store::{AuthCode, Client, User};
+use echo_identity_store::{AuthCode, Client, User};
 use serde::{Deserialize, Serialize};
 use url::Url;
 

@@ -19,7 +19,7 @@ use echo_core::audit::AuditEvent;
 use echo_crypto::jws::CompactJws;
 use echo_crypto::secret::verify_client_secret;
 use echo_crypto::{JwkSet, VerifyingKey};
-use echo_store::Client;
+use echo_identity_store::Client;
 use echo_verify::Audience;
 use serde::Deserialize;
 use serde_json::Value;

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use echo_store::{Client, ClientStore};
+use echo_identity_store::{Client, ClientStore};
 
 use crate::Result;
 use crate::fresh_cache::FreshCache;

@@ -1,5 +1,5 @@
 use echo_crypto::CryptoError;
-use echo_store::StoreError;
+use echo_identity_store::StoreError;
 
 use crate::user_state::UserState;
 

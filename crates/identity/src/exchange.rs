@@ -21,7 +21,7 @@
 
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::{b64url, random_bytes};
-use echo_store::Client;
+use echo_identity_store::Client;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -20,7 +20,7 @@
 
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::token_hash;
-use echo_store::Client;
+use echo_identity_store::Client;
 use echo_verify::{Audience, Claims, Expectations};
 use serde::{Deserialize, Serialize};
 

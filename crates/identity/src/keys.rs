@@ -29,7 +29,7 @@ use echo_core::sync::{read, write};
 use echo_crypto::seal::MasterKey;
 use echo_crypto::{Algorithm, CryptoError, Jwk, JwkSet, SigningKey};
 use echo_edge::Periodic;
-use echo_store::{KeyStore, StoreError, StoredKey};
+use echo_identity_store::{KeyStore, StoreError, StoredKey};
 use echo_verify::{JwksSource, VerifyError};
 
 pub use admin::{KeyAdmin, KeyInfo, Revocation};

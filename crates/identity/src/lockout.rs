@@ -15,7 +15,7 @@
 
 use echo_core::Clock;
 use echo_core::audit::{AuditEvent, AuditSink};
-use echo_store::{LoginCounter, Store};
+use echo_identity_store::{LoginCounter, Store};
 
 use crate::{Provider, Result};
 use echo_edge::Origin;

@@ -9,7 +9,7 @@
 use aws_lc_rs::hmac;
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::{b64url, b64url_decode, constant_time_eq, random_token, token_hash};
-use echo_store::{SsoSession, User};
+use echo_identity_store::{SsoSession, User};
 use serde::{Deserialize, Serialize};
 
 use crate::lockout::Reservation;

@@ -16,7 +16,7 @@
 use aws_lc_rs::hmac;
 use echo_core::audit::{AuditEvent, AuditSink};
 use echo_crypto::secret::{constant_time_eq, random_bytes, token_hash};
-use echo_store::{Store, TotpCredential, User};
+use echo_identity_store::{Store, TotpCredential, User};
 
 use crate::lockout::Reservation;
 use crate::{IdentityError, Provider, Result};

@@ -8,7 +8,7 @@ use echo_crypto::password::PasswordPool;
 use echo_crypto::seal::MasterKey;
 use echo_edge::Origin;
 use echo_edge::{Gate, Reason};
-use echo_store::Store;
+use echo_identity_store::Store;
 use echo_verify::{Claims, Verifier, VerifierOptions};
 use serde_json::{Value, json};
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use echo_edge::Periodic;
-use echo_store::Purged;
+use echo_identity_store::Purged;
 
 use crate::{Provider, Result};
 

@@ -28,7 +28,7 @@
 
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::{random_token, token_hash};
-use echo_store::{Client, RefreshToken, StoreError};
+use echo_identity_store::{Client, RefreshToken, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::admin::GRANT_REFRESH_TOKEN;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::{b64url, constant_time_eq, random_bytes, sha256, token_hash};
 use echo_crypto::{Algorithm, SigningKey};
-use echo_store::{Client, CodeUse, User};
+use echo_identity_store::{Client, CodeUse, User};
 use serde::{Deserialize, Serialize};
 
 use crate::admin::{GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN};

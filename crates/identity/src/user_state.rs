@@ -18,7 +18,7 @@ use std::str::FromStr;
 
 use echo_core::Clock;
 use echo_core::audit::{AuditEvent, AuditSink};
-use echo_store::Store;
+use echo_identity_store::Store;
 
 use crate::{IdentityError, Result};
 
@@ -87,13 +87,15 @@ impl FromStr for UserState {
         .into_iter()
         .find(|state| state.as_str() == s)
         .ok_or_else(|| {
-            IdentityError::Store(echo_store::StoreError::Corrupt(format!("user state {s:?}")))
+            IdentityError::Store(echo_identity_store::StoreError::Corrupt(format!(
+                "user state {s:?}"
+            )))
         })
     }
 }
 
 /// The state of a stored user.
-pub(crate) fn state_of(user: &echo_store::User) -> Result<UserState> {
+pub(crate) fn state_of(user: &echo_identity_store::User) -> Result<UserState> {
     user.state.parse()
 }
 

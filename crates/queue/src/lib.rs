@@ -48,6 +48,7 @@ mod sqlite;
 
 pub use nats::NatsQueue;
 pub use postgres::PgQueue;
+pub use sql::{QueueBackend, SqlQueue};
 pub use sqlite::SqliteQueue;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,13 +71,11 @@ pub enum QueueError {
 
 pub type Result<T, E = QueueError> = std::result::Result<T, E>;
 
-/// From the shared SQLite opener.
-impl From<echo_store::StoreError> for QueueError {
-    fn from(e: echo_store::StoreError) -> Self {
+impl From<echo_sql::OpenError> for QueueError {
+    fn from(e: echo_sql::OpenError) -> Self {
         match e {
-            echo_store::StoreError::Database(e) => QueueError::Database(e),
-            echo_store::StoreError::Migrate(e) => QueueError::Migrate(e),
-            other => QueueError::Corrupt(other.to_string()),
+            echo_sql::OpenError::Database(e) => QueueError::Database(e),
+            echo_sql::OpenError::Migrate(e) => QueueError::Migrate(e),
         }
     }
 }

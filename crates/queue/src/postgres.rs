@@ -1,27 +1,28 @@
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Postgres;
+use sqlx::postgres::PgPoolOptions;
 
 use crate::QueueConfig;
+use crate::sql::{QueueBackend, SqlQueue};
 
 /// The queue in PostgreSQL: concurrent takers each lock the row they choose
 /// and skip the rows others hold (`FOR UPDATE SKIP LOCKED`).
-#[derive(Debug, Clone)]
-pub struct PgQueue {
-    read: PgPool,
-    write: PgPool,
-    /// Takes, progress reports and heartbeats commit without waiting for
-    /// the WAL flush (`synchronous_commit = off`). A server crash may lose
-    /// the last few: a job taken again, a stale progress figure, a lease
-    /// that ends early; each means a job runs again, which handlers allow.
-    /// Enqueues and a job's end (done, retry, dead letter) stay durable.
-    /// This leaves two WAL flushes in a job's life instead of six.
-    advisory: PgPool,
-    config: QueueConfig,
+pub type PgQueue = SqlQueue<Postgres>;
+
+impl QueueBackend for Postgres {
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 }
 
 impl PgQueue {
     pub async fn connect(url: &str, config: QueueConfig) -> crate::Result<Self> {
-        let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let pools =
+            echo_sql::postgres::open_pools(url, 8, &sqlx::migrate!("./migrations/postgres"))
+                .await?;
+        // Takes, progress reports and heartbeats commit without waiting for
+        // the WAL flush (`synchronous_commit = off`). A server crash may lose
+        // the last few: a job taken again, a stale progress figure, a lease
+        // that ends early; each means a job runs again, which handlers allow.
+        // Enqueues and a job's end (done, retry, dead letter) stay durable.
+        // This leaves two WAL flushes in a job's life instead of six.
         let advisory = PgPoolOptions::new()
             .max_connections(4)
             .after_connect(|connection, _| {
@@ -33,12 +34,9 @@ impl PgQueue {
             .connect(url)
             .await?;
         Ok(Self {
-            read: pool.clone(),
-            write: pool,
+            pools,
             advisory,
             config,
         })
     }
 }
-
-crate::sql::sql_job_queue!(PgQueue, sqlx::Postgres, skip_locked: " FOR UPDATE SKIP LOCKED");

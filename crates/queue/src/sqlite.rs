@@ -1,19 +1,17 @@
 use std::path::Path;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqliteSynchronous};
+use sqlx::Sqlite;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteSynchronous};
 
 use crate::QueueConfig;
+use crate::sql::{QueueBackend, SqlQueue};
 
 /// The queue in a SQLite file (WAL): takes and every other write go through
 /// the one writer connection, so they never race; status reads use a pool.
-#[derive(Debug, Clone)]
-pub struct SqliteQueue {
-    read: SqlitePool,
-    write: SqlitePool,
-    /// The writer again: `synchronous = NORMAL` already makes every commit
-    /// as cheap as PostgreSQL's advisory writes.
-    advisory: SqlitePool,
-    config: QueueConfig,
+pub type SqliteQueue = SqlQueue<Sqlite>;
+
+impl QueueBackend for Sqlite {
+    const SKIP_LOCKED: &'static str = "";
 }
 
 impl SqliteQueue {
@@ -24,15 +22,14 @@ impl SqliteQueue {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .synchronous(SqliteSynchronous::Normal);
-        let (read, write) =
-            echo_store::open_sqlite_pools(options, &sqlx::migrate!("./migrations/sqlite")).await?;
+        let pools =
+            echo_sql::sqlite::open_pools(options, &sqlx::migrate!("./migrations/sqlite")).await?;
         Ok(Self {
-            read,
-            advisory: write.clone(),
-            write,
+            // The writer again: `synchronous = NORMAL` already makes every
+            // commit as cheap as PostgreSQL's advisory writes.
+            advisory: pools.write.clone(),
+            pools,
             config,
         })
     }
 }
-
-crate::sql::sql_job_queue!(SqliteQueue, sqlx::Sqlite, skip_locked: "");

@@ -1,5 +1,7 @@
-//! The audit chain's storage: one trait, a SQLite and a PostgreSQL
-//! implementation running the same SQL (see [`sql_audit_store!`]).
+//! The audit chain's storage: one trait, [`AuditStore`], and one
+//! implementation, [`SqlAuditStore`], whose SQL both backends run:
+//! [`SqliteAuditStore`] and [`PgAuditStore`], which differ only where
+//! [`AuditBackend`] says.
 //!
 //! Appends are serialised by the single `audit_head` row, which every append
 //! updates inside its transaction: on PostgreSQL that row lock queues
@@ -16,7 +18,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 
-pub use sql::search_words;
+pub use sql::{AuditBackend, SqlAuditStore, search_words};
 
 pub use page::RowPage;
 pub use postgres::PgAuditStore;
@@ -34,13 +36,11 @@ pub enum AuditStoreError {
 
 pub type Result<T, E = AuditStoreError> = std::result::Result<T, E>;
 
-/// From the shared SQLite opener.
-impl From<echo_store::StoreError> for AuditStoreError {
-    fn from(e: echo_store::StoreError) -> Self {
+impl From<echo_sql::OpenError> for AuditStoreError {
+    fn from(e: echo_sql::OpenError) -> Self {
         match e {
-            echo_store::StoreError::Database(e) => AuditStoreError::Database(e),
-            echo_store::StoreError::Migrate(e) => AuditStoreError::Migrate(e),
-            other => AuditStoreError::Corrupt(other.to_string()),
+            echo_sql::OpenError::Database(e) => AuditStoreError::Database(e),
+            echo_sql::OpenError::Migrate(e) => AuditStoreError::Migrate(e),
         }
     }
 }

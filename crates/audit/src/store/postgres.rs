@@ -1,28 +1,45 @@
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Postgres;
+use sqlx::postgres::PgPool;
 
-use super::sql::{EVENT_COLUMNS, TEXT_COLUMNS};
+use super::sql::{AuditBackend, EVENT_COLUMNS, SqlAuditStore, TEXT_COLUMNS};
 use super::{Result, RowPage};
 
 /// The audit chain in PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct PgAuditStore {
-    read: PgPool,
-    write: PgPool,
-}
+pub type PgAuditStore = SqlAuditStore<Postgres>;
 
 impl PgAuditStore {
     pub async fn connect(url: &str) -> Result<Self> {
-        let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self {
-            read: pool.clone(),
-            write: pool,
-        })
+        let pools =
+            echo_sql::postgres::open_pools(url, 8, &sqlx::migrate!("./migrations/postgres"))
+                .await?;
+        Ok(Self { pools })
     }
 }
 
-impl PgAuditStore {
-    async fn scan_page(&self, after: i64, through: i64, limit: i64) -> Result<RowPage> {
+impl AuditBackend for Postgres {
+    const OPTIMIZE: &'static str = "ANALYZE audit_events";
+    // The GIN index over `audit_text(...)` (migration 0003) keeps itself.
+    const INDEX_NEW: Option<&'static str> = None;
+    const UNINDEX_THROUGH: Option<&'static str> = None;
+    const TEXT_FROM: &'static str =
+        " FROM audit_events WHERE audit_text(message, action, actor) @@ to_tsquery('simple', ";
+    const TEXT_FROM_END: &'static str = ")";
+    const TEXT_ORDER: &'static str = " ORDER BY seq DESC";
+
+    /// A tsquery: each word a lexeme (a prefix if it ends in `*`), all
+    /// required. Words are letters and digits only, so they need no quoting.
+    fn text_query(words: &[String]) -> String {
+        let terms: Vec<String> = words
+            .iter()
+            .map(|w| match w.strip_suffix('*') {
+                Some(prefix) => format!("{prefix}:*"),
+                None => w.clone(),
+            })
+            .collect();
+        terms.join(" & ")
+    }
+
+    async fn scan_page(read: &PgPool, after: i64, through: i64, limit: i64) -> Result<RowPage> {
         use futures_util::TryStreamExt;
         use sqlx::Row;
         let sql = format!(
@@ -32,7 +49,7 @@ impl PgAuditStore {
             .bind(after)
             .bind(through)
             .bind(limit)
-            .fetch(&self.read);
+            .fetch(read);
         let mut page = RowPage::default();
         while let Some(row) = rows.try_next().await? {
             let texts: Vec<Option<&str>> = TEXT_COLUMNS
@@ -46,28 +63,3 @@ impl PgAuditStore {
         Ok(page)
     }
 }
-
-/// A tsquery: each word a lexeme (a prefix if it ends in `*`), all
-/// required. Words are letters and digits only, so they need no quoting.
-fn tsquery(words: &[String]) -> String {
-    let terms: Vec<String> = words
-        .iter()
-        .map(|w| match w.strip_suffix('*') {
-            Some(prefix) => format!("{prefix}:*"),
-            None => w.clone(),
-        })
-        .collect();
-    terms.join(" & ")
-}
-
-super::sql::sql_audit_store!(
-    PgAuditStore, sqlx::Postgres,
-    optimize: "ANALYZE audit_events",
-    // The GIN index over `audit_text(...)` (migration 0003) keeps itself.
-    index_new: None,
-    unindex_through: None,
-    text_from: " FROM audit_events WHERE audit_text(message, action, actor) @@ to_tsquery('simple', ",
-    text_from_end: ")",
-    text_order: " ORDER BY seq DESC",
-    text_query: tsquery,
-);

@@ -1,17 +1,13 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqliteSynchronous};
 
-use super::sql::{EVENT_COLUMNS, TEXT_COLUMNS};
+use super::sql::{AuditBackend, EVENT_COLUMNS, SqlAuditStore, TEXT_COLUMNS};
 use super::{AuditStoreError, Result, RowPage};
 
 /// The audit chain in a SQLite file: one writer connection, a reader pool.
-#[derive(Debug, Clone)]
-pub struct SqliteAuditStore {
-    read: SqlitePool,
-    write: SqlitePool,
-    path: PathBuf,
-}
+pub type SqliteAuditStore = SqlAuditStore<Sqlite>;
 
 impl SqliteAuditStore {
     pub async fn open(path: &Path) -> Result<Self> {
@@ -19,20 +15,48 @@ impl SqliteAuditStore {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .synchronous(SqliteSynchronous::Full);
-        let (read, write) =
-            echo_store::open_sqlite_pools(options, &sqlx::migrate!("./migrations/sqlite")).await?;
-        Ok(Self {
-            read,
-            write,
-            path: path.to_owned(),
-        })
+        let pools =
+            echo_sql::sqlite::open_pools(options, &sqlx::migrate!("./migrations/sqlite")).await?;
+        Ok(Self { pools })
+    }
+}
+
+impl AuditBackend for Sqlite {
+    // `PRAGMA optimize` with 0x10002: analyse what needs it, on every table.
+    const OPTIMIZE: &'static str = "PRAGMA optimize=0x10002";
+    // The full-text index is a contentless FTS5 table keyed by seq, filled
+    // in the append's transaction from the rows just written.
+    const INDEX_NEW: Option<&'static str> = Some(
+        "INSERT INTO audit_fts (rowid, fts_message, fts_action, fts_actor) \
+         SELECT seq, message, action, actor FROM audit_events WHERE seq > $1",
+    );
+    const UNINDEX_THROUGH: Option<&'static str> = Some("DELETE FROM audit_fts WHERE rowid <= $1");
+    // Driven by the index, newest match first: FTS5 walks its doclists
+    // backwards by rowid and stops after `limit` hits.
+    const TEXT_FROM: &'static str =
+        " FROM audit_fts JOIN audit_events ON seq = audit_fts.rowid WHERE audit_fts MATCH ";
+    const TEXT_FROM_END: &'static str = "";
+    const TEXT_ORDER: &'static str = " ORDER BY audit_fts.rowid DESC";
+
+    /// An FTS5 match expression: each word a quoted term (a prefix term if
+    /// it ends in `*`), all required. Words are letters and digits only, so
+    /// quoting cannot be escaped.
+    fn text_query(words: &[String]) -> String {
+        let terms: Vec<String> = words
+            .iter()
+            .map(|w| match w.strip_suffix('*') {
+                Some(prefix) => format!("\"{prefix}\"*"),
+                None => format!("\"{w}\""),
+            })
+            .collect();
+        terms.join(" AND ")
     }
 
-    /// The verifier's bulk read, through rusqlite on a blocking thread:
+    /// Through rusqlite on a blocking thread, from the file the pool reads:
     /// sqlx copies every value of every row across threads, which made it
     /// the bottleneck of `echod audit verify` (measured in BENCHMARKS.md).
-    async fn scan_page(&self, after: i64, through: i64, limit: i64) -> Result<RowPage> {
-        let path = self.path.clone();
+    async fn scan_page(read: &SqlitePool, after: i64, through: i64, limit: i64) -> Result<RowPage> {
+        let path = read.connect_options().get_filename().to_owned();
         tokio::task::spawn_blocking(move || scan_file(&path, after, through, limit))
             .await
             .map_err(|e| AuditStoreError::Corrupt(format!("scan stopped: {e}")))?
@@ -62,36 +86,3 @@ fn scan_file(path: &Path, after: i64, through: i64, limit: i64) -> rusqlite::Res
     }
     Ok(page)
 }
-
-/// An FTS5 match expression: each word a quoted term (a prefix term if it
-/// ends in `*`), all required. Words are letters and digits only, so quoting
-/// cannot be escaped.
-fn fts5_query(words: &[String]) -> String {
-    let terms: Vec<String> = words
-        .iter()
-        .map(|w| match w.strip_suffix('*') {
-            Some(prefix) => format!("\"{prefix}\"*"),
-            None => format!("\"{w}\""),
-        })
-        .collect();
-    terms.join(" AND ")
-}
-
-super::sql::sql_audit_store!(
-    SqliteAuditStore, sqlx::Sqlite,
-    // `PRAGMA optimize` with 0x10002: analyse what needs it, on every table.
-    optimize: "PRAGMA optimize=0x10002",
-    // The full-text index is a contentless FTS5 table keyed by seq, filled
-    // in the append's transaction from the rows just written.
-    index_new: Some(
-        "INSERT INTO audit_fts (rowid, fts_message, fts_action, fts_actor) \
-         SELECT seq, message, action, actor FROM audit_events WHERE seq > $1"
-    ),
-    unindex_through: Some("DELETE FROM audit_fts WHERE rowid <= $1"),
-    // Driven by the index, newest match first: FTS5 walks its doclists
-    // backwards by rowid and stops after `limit` hits.
-    text_from: " FROM audit_fts JOIN audit_events ON seq = audit_fts.rowid WHERE audit_fts MATCH ",
-    text_from_end: "",
-    text_order: " ORDER BY audit_fts.rowid DESC",
-    text_query: fts5_query,
-);

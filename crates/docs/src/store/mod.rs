@@ -1,8 +1,8 @@
-//! Where document records live: one small trait, [`DocumentStore`], with
-//! one implementation per backend, [`SqliteDocumentStore`] (the default,
-//! `<data>/docs.db`) and [`PgDocumentStore`] (a `postgres://` URL). Both run
-//! the same SQL (`sql.rs`), each with its own migrations under
-//! `migrations/<backend>/`.
+//! Where document records live: one small trait, [`DocumentStore`], and
+//! one implementation, [`SqlDocumentStore`], whose SQL both backends run:
+//! [`SqliteDocumentStore`] (the default, `<data>/docs.db`) and
+//! [`PgDocumentStore`] (a `postgres://` URL), each with its own migrations
+//! under `migrations/<backend>/`.
 //!
 //! A record is plain data: who owns the document, what it is called and
 //! which blob holds its bytes. Who may see it is the service's business.
@@ -20,6 +20,7 @@ mod sql;
 mod sqlite;
 
 pub use postgres::PgDocumentStore;
+pub use sql::SqlDocumentStore;
 pub(crate) use sql::kind_name;
 pub use sqlite::SqliteDocumentStore;
 

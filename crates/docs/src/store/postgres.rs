@@ -1,21 +1,15 @@
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Postgres;
+
+use super::sql::SqlDocumentStore;
 
 /// Document records in PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct PgDocumentStore {
-    read: PgPool,
-    write: PgPool,
-}
+pub type PgDocumentStore = SqlDocumentStore<Postgres>;
 
 impl PgDocumentStore {
     pub async fn connect(url: &str) -> crate::Result<Self> {
-        let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self {
-            read: pool.clone(),
-            write: pool,
-        })
+        let pools =
+            echo_sql::postgres::open_pools(url, 8, &sqlx::migrate!("./migrations/postgres"))
+                .await?;
+        Ok(Self { pools })
     }
 }
-
-super::sql::sql_document_store!(PgDocumentStore);

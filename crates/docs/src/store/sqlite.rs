@@ -1,14 +1,13 @@
 use std::path::Path;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqliteSynchronous};
+use sqlx::Sqlite;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteSynchronous};
+
+use super::sql::SqlDocumentStore;
 
 /// Document records in a SQLite file (WAL): writes go through the one
 /// writer connection, reads use a pool.
-#[derive(Debug, Clone)]
-pub struct SqliteDocumentStore {
-    read: SqlitePool,
-    write: SqlitePool,
-}
+pub type SqliteDocumentStore = SqlDocumentStore<Sqlite>;
 
 impl SqliteDocumentStore {
     /// Opens (creating if needed) the file at `path`.
@@ -17,10 +16,8 @@ impl SqliteDocumentStore {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .synchronous(SqliteSynchronous::Normal);
-        let (read, write) =
-            echo_store::open_sqlite_pools(options, &sqlx::migrate!("./migrations/sqlite")).await?;
-        Ok(Self { read, write })
+        let pools =
+            echo_sql::sqlite::open_pools(options, &sqlx::migrate!("./migrations/sqlite")).await?;
+        Ok(Self { pools })
     }
 }
-
-super::sql::sql_document_store!(SqliteDocumentStore);

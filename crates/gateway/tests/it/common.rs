@@ -224,7 +224,7 @@ impl Platform {
         let issuer = format!("http://{}", identity_listener.local_addr().unwrap());
         let gateway_url = format!("http://{}", gateway_listener.local_addr().unwrap());
 
-        let store = echo_store::open(None, dir.path()).await.unwrap();
+        let store = echo_identity_store::open(None, dir.path()).await.unwrap();
         let identity_audit = Arc::new(MemoryAuditSink::default());
         let new_user = NewUser {
             username: USER.into(),

@@ -21,7 +21,7 @@ use crate::authorize::{AuthorizeParams, AuthorizeRequest};
 use crate::login::PendingStep;
 use crate::mfa::{AccountView, Enrolment};
 use echo_edge::Origin;
-use echo_store::User;
+use echo_identity_store::User;
 
 use crate::{IdentityError, Provider};
 

@@ -9,7 +9,7 @@ use echo_core::audit::{AuditEvent, AuditSink};
 use echo_crypto::seal::MasterKey;
 use echo_crypto::secret::{b64url, random_bytes};
 use echo_crypto::{Algorithm, SigningKey};
-use echo_store::{KeyStore, StoreError, StoredKey};
+use echo_identity_store::{KeyStore, StoreError, StoredKey};
 
 use super::state::{self, KeyState, Takeover};
 use crate::{IdentityConfig, IdentityError, Result};

@@ -18,7 +18,7 @@
 //! the longest lifetime of a token it may have signed — so every token it
 //! signed verifies until it expires. A revoked key leaves at once.
 
-use echo_store::StoredKey;
+use echo_identity_store::StoredKey;
 
 /// A key's state at some time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

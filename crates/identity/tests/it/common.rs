@@ -13,7 +13,7 @@ use echo_crypto::seal::MasterKey;
 use echo_crypto::secret::{b64url, random_token, sha256};
 use echo_identity::admin::{ClientSecret, NewClient, NewUser, add_client, add_user};
 use echo_identity::{IdentityConfig, Provider};
-use echo_store::Store;
+use echo_identity_store::Store;
 use echo_testkit::TempDir;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE, WWW_AUTHENTICATE};
@@ -64,7 +64,7 @@ impl Server {
     /// SQLite in a fresh data directory, real clock.
     pub async fn start() -> Self {
         let dir = echo_testkit::data_dir();
-        let store = echo_store::open(None, dir.path())
+        let store = echo_identity_store::open(None, dir.path())
             .await
             .expect("open sqlite store");
         Self::start_with(store, Arc::new(SystemClock), Some(dir), |_| {}).await
@@ -91,7 +91,7 @@ impl Server {
     ) -> (Self, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
         let dir = echo_testkit::data_dir();
-        let store = echo_store::open(postgres_url, dir.path())
+        let store = echo_identity_store::open(postgres_url, dir.path())
             .await
             .expect("open store");
         let db_url = match postgres_url {

@@ -91,7 +91,7 @@ async fn start_real(
     configure: impl FnOnce(&mut IdentityConfig),
 ) -> Server {
     let dir = echo_testkit::data_dir();
-    let store = echo_store::open(postgres_url, dir.path())
+    let store = echo_identity_store::open(postgres_url, dir.path())
         .await
         .expect("open store");
     let server = Server::start_with(store, Arc::new(SystemClock), Some(dir), configure).await;

@@ -246,7 +246,7 @@ async fn relying_party_flows_on_postgres() {
     };
     {
         let dir = echo_testkit::data_dir();
-        let store = echo_store::open(Some(&db.url), dir.path())
+        let store = echo_identity_store::open(Some(&db.url), dir.path())
             .await
             .expect("open postgres store");
         let server =

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use echo_store::{
+use echo_identity_store::{
     AuthCode, Client, CodeUse, LoginCounter, Purged, RefreshToken, SsoSession, Store, StoreError,
     TotpCredential, User,
 };
@@ -599,11 +599,11 @@ async fn accounts(store: Arc<dyn Store>) {
 #[tokio::test]
 async fn sqlite_backend_passes_the_suite() {
     let dir = echo_testkit::data_dir();
-    suite(echo_store::open(None, dir.path()).await.unwrap()).await;
+    suite(echo_identity_store::open(None, dir.path()).await.unwrap()).await;
     let dir = echo_testkit::data_dir();
-    purge(&*echo_store::open(None, dir.path()).await.unwrap()).await;
+    purge(&*echo_identity_store::open(None, dir.path()).await.unwrap()).await;
     let dir = echo_testkit::data_dir();
-    accounts(echo_store::open(None, dir.path()).await.unwrap()).await;
+    accounts(echo_identity_store::open(None, dir.path()).await.unwrap()).await;
 }
 
 #[tokio::test]
@@ -612,30 +612,45 @@ async fn postgres_backend_passes_the_suite() {
         return;
     };
     let dir = echo_testkit::data_dir();
-    suite(echo_store::open(Some(&db.url), dir.path()).await.unwrap()).await;
+    suite(
+        echo_identity_store::open(Some(&db.url), dir.path())
+            .await
+            .unwrap(),
+    )
+    .await;
     db.drop_db().await;
     let Some(db) = PgTestDb::create("postgres_backend_purges").await else {
         return;
     };
-    purge(&*echo_store::open(Some(&db.url), dir.path()).await.unwrap()).await;
+    purge(
+        &*echo_identity_store::open(Some(&db.url), dir.path())
+            .await
+            .unwrap(),
+    )
+    .await;
     db.drop_db().await;
     let Some(db) = PgTestDb::create("postgres_backend_accounts").await else {
         return;
     };
-    accounts(echo_store::open(Some(&db.url), dir.path()).await.unwrap()).await;
+    accounts(
+        echo_identity_store::open(Some(&db.url), dir.path())
+            .await
+            .unwrap(),
+    )
+    .await;
     db.drop_db().await;
 }
 
 #[tokio::test]
 async fn reopening_keeps_data_and_migrations_are_idempotent() {
     let dir = echo_testkit::data_dir();
-    echo_store::open(None, dir.path())
+    echo_identity_store::open(None, dir.path())
         .await
         .unwrap()
         .insert_user(&user("alice"))
         .await
         .unwrap();
-    let again = echo_store::open(None, dir.path()).await.unwrap();
+    let again = echo_identity_store::open(None, dir.path()).await.unwrap();
     assert!(again.user_by_username("alice").await.unwrap().is_some());
 }
 
@@ -645,7 +660,7 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
 #[tokio::test]
 async fn the_wal_is_copied_into_the_database_in_the_background() {
     let dir = echo_testkit::data_dir();
-    let store = echo_store::open(None, dir.path()).await.unwrap();
+    let store = echo_identity_store::open(None, dir.path()).await.unwrap();
     store.insert_user(&user("alice")).await.unwrap();
     let file = dir.path().join("echo.db");
     let before = std::fs::metadata(&file).unwrap().len();

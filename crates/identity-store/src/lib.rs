@@ -1,14 +1,19 @@
-//! Echo's storage layer.
+//! Identity's storage: everything the OpenID provider keeps.
 //!
 //! Each aggregate has a small repository trait ([`UserStore`],
 //! [`ClientStore`], [`KeyStore`], [`CodeStore`], [`SessionStore`],
 //! [`RefreshTokenStore`], [`RevocationStore`], [`PurgeStore`],
-//! [`AccountStore`]); [`Store`]
-//! is all of them. There is one implementation per backend:
-//! [`SqliteStore`] (the embedded default, a file in the data directory) and
-//! [`PgStore`] (scale-out). Both run the same SQL (see `sql.rs`), each with
-//! its own migrations under `migrations/<backend>/`, and both pass the same
-//! test suite (`tests/it/suite.rs`).
+//! [`AccountStore`]); [`Store`] is all of them. One implementation,
+//! [`SqlStore`], holds the SQL (`sql.rs`, `keys.rs`, `accounts.rs`), written
+//! once over echo-sql's `Backend` and run on two: [`SqliteStore`] (the
+//! embedded default, a file in the data directory, with a background WAL
+//! checkpointer) and [`PgStore`] (scale-out), each with its own migrations
+//! under `migrations/<backend>/`. Both pass the same test suite
+//! (`tests/it/main.rs`).
+//!
+//! Refresh-token lookups and rotations, the hot path of a busy provider, go
+//! through batchers (`batcher.rs`): concurrent requests share one query or
+//! one transaction.
 //!
 //! Records here are plain data. What they mean (which grants exist, how a
 //! secret is hashed) is the identity service's business; the store only keeps
@@ -30,7 +35,8 @@ mod sqlite;
 pub use accounts::{AccountStore, LoginCounter, TotpCredential};
 pub use keys::{KeyStore, StoredKey};
 pub use postgres::PgStore;
-pub use sqlite::{SqliteStore, open_pools as open_sqlite_pools};
+pub use sql::SqlStore;
+pub use sqlite::SqliteStore;
 
 /// Storage failures. `Conflict` is the caller's fault (a duplicate id);
 /// everything else is ours.
@@ -50,6 +56,15 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<echo_sql::OpenError> for StoreError {
+    fn from(e: echo_sql::OpenError) -> Self {
+        match e {
+            echo_sql::OpenError::Database(e) => StoreError::Database(e),
+            echo_sql::OpenError::Migrate(e) => StoreError::Migrate(e),
+        }
+    }
+}
 
 /// A person who can log in.
 #[derive(Debug, Clone, PartialEq, Eq)]

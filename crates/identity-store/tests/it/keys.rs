@@ -1,7 +1,7 @@
 //! Signing keys: stored with their times, and the conditional updates
 //! that only ever move a key forward in its life.
 
-use echo_store::{KeyStore, StoreError, StoredKey};
+use echo_identity_store::{KeyStore, StoreError, StoredKey};
 
 fn key(kid: &str, activates_at: i64, audience: Option<&str>) -> StoredKey {
     StoredKey {

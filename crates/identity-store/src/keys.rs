@@ -9,8 +9,11 @@
 //! activation only earlier, retirement only earlier, revocation once.
 
 use async_trait::async_trait;
+use echo_sql::{Backend, Column, RowsAffected as _};
+use sqlx::{ColumnIndex, Encode, Executor, Type};
 
 use crate::Result;
+use crate::sql::{SqlStore, conflict};
 
 /// A signing key; the private half is sealed with the master key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +53,7 @@ pub trait KeyStore: Send + Sync {
 }
 
 #[derive(sqlx::FromRow)]
-pub(crate) struct KeyRow {
+struct KeyRow {
     kid: String,
     alg: String,
     sealed_private: Vec<u8>,
@@ -78,81 +81,84 @@ impl From<KeyRow> for StoredKey {
     }
 }
 
-pub(crate) const KEY_COLUMNS: &str = "kid, alg, sealed_private, public_jwk, created_at, audience, \
+const KEY_COLUMNS: &str = "kid, alg, sealed_private, public_jwk, created_at, audience, \
      activates_at, retired_at, revoked_at";
 
 /// `$1` = kid, `$2` = time; each changes at most one row.
-pub(crate) const ACTIVATE_KEY: &str = "UPDATE signing_keys SET activates_at = $2 \
+const ACTIVATE_KEY: &str = "UPDATE signing_keys SET activates_at = $2 \
      WHERE kid = $1 AND activates_at > $2 AND revoked_at IS NULL";
-pub(crate) const RETIRE_KEY: &str = "UPDATE signing_keys SET retired_at = $2 \
+const RETIRE_KEY: &str = "UPDATE signing_keys SET retired_at = $2 \
      WHERE kid = $1 AND revoked_at IS NULL AND (retired_at IS NULL OR retired_at > $2)";
-pub(crate) const REVOKE_KEY: &str =
+const REVOKE_KEY: &str =
     "UPDATE signing_keys SET revoked_at = $2 WHERE kid = $1 AND revoked_at IS NULL";
 
-/// Implements [`KeyStore`] for `$store`, a type with `read` and `write`
-/// pools.
-macro_rules! key_repositories {
-    ($store:ty) => {
-        impl $store {
-            /// Runs one of the conditional key updates; whether it changed
-            /// the key.
-            async fn update_key(&self, statement: &str, kid: &str, at: i64) -> $crate::Result<bool> {
-                let done = sqlx::query(statement)
-                    .bind(kid)
-                    .bind(at)
-                    .execute(&self.write)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
-        }
-
-        #[async_trait::async_trait]
-        impl $crate::KeyStore for $store {
-            async fn insert_key(&self, k: &$crate::StoredKey) -> $crate::Result<()> {
-                use $crate::keys::KEY_COLUMNS;
-                sqlx::query(&format!(
-                    "INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                ))
-                .bind(&k.kid)
-                .bind(&k.alg)
-                .bind(&k.sealed_private)
-                .bind(&k.public_jwk)
-                .bind(k.created_at)
-                .bind(&k.audience)
-                .bind(k.activates_at)
-                .bind(k.retired_at)
-                .bind(k.revoked_at)
-                .execute(&self.write)
-                .await
-                .map_err($crate::sql::conflict(&format!("key {}", k.kid)))?;
-                Ok(())
-            }
-
-            async fn keys(&self) -> $crate::Result<Vec<$crate::StoredKey>> {
-                use $crate::keys::{KeyRow, KEY_COLUMNS};
-                Ok(sqlx::query_as::<_, KeyRow>(&format!(
-                    "SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY activates_at, created_at, kid"
-                ))
-                .fetch_all(&self.read)
-                .await?
-                .into_iter()
-                .map($crate::StoredKey::from)
-                .collect())
-            }
-
-            async fn activate_key(&self, kid: &str, at: i64) -> $crate::Result<bool> {
-                self.update_key($crate::keys::ACTIVATE_KEY, kid, at).await
-            }
-
-            async fn retire_key(&self, kid: &str, at: i64) -> $crate::Result<bool> {
-                self.update_key($crate::keys::RETIRE_KEY, kid, at).await
-            }
-
-            async fn revoke_key(&self, kid: &str, at: i64) -> $crate::Result<bool> {
-                self.update_key($crate::keys::REVOKE_KEY, kid, at).await
-            }
-        }
-    };
+impl<DB: Backend> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Column<DB>,
+{
+    /// Runs one of the conditional key updates; whether it changed the key.
+    async fn update_key(&self, statement: &str, kid: &str, at: i64) -> Result<bool> {
+        let done = sqlx::query(statement)
+            .bind(kid)
+            .bind(at)
+            .execute(&self.pools.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
-pub(crate) use key_repositories;
+#[async_trait]
+impl<DB: Backend> KeyStore for SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row> + Encode<'a, DB> + Type<DB>,
+    String: Column<DB>,
+    Option<String>: Column<DB>,
+    i64: Column<DB>,
+    Option<i64>: Column<DB>,
+    Vec<u8>: Column<DB>,
+{
+    async fn insert_key(&self, k: &StoredKey) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(&k.kid)
+        .bind(&k.alg)
+        .bind(&k.sealed_private)
+        .bind(&k.public_jwk)
+        .bind(k.created_at)
+        .bind(&k.audience)
+        .bind(k.activates_at)
+        .bind(k.retired_at)
+        .bind(k.revoked_at)
+        .execute(&self.pools.write)
+        .await
+        .map_err(conflict(&format!("key {}", k.kid)))?;
+        Ok(())
+    }
+
+    async fn keys(&self) -> Result<Vec<StoredKey>> {
+        Ok(sqlx::query_as::<_, KeyRow>(&format!(
+            "SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY activates_at, created_at, kid"
+        ))
+        .fetch_all(&self.pools.read)
+        .await?
+        .into_iter()
+        .map(StoredKey::from)
+        .collect())
+    }
+
+    async fn activate_key(&self, kid: &str, at: i64) -> Result<bool> {
+        self.update_key(ACTIVATE_KEY, kid, at).await
+    }
+
+    async fn retire_key(&self, kid: &str, at: i64) -> Result<bool> {
+        self.update_key(RETIRE_KEY, kid, at).await
+    }
+
+    async fn revoke_key(&self, kid: &str, at: i64) -> Result<bool> {
+        self.update_key(REVOKE_KEY, kid, at).await
+    }
+}
