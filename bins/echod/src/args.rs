@@ -1,7 +1,11 @@
 //! The flags several services share, declared once and flattened into each
 //! subcommand that takes them.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use clap::Args;
+use echo_verify::{Verifier, VerifierOptions};
 
 /// Identity's issuer URL, as services that trust it take it.
 #[derive(Debug, Clone, Args)]
@@ -10,6 +14,35 @@ pub struct IssuerArg {
     /// `/token` gives this service its own.
     #[arg(long, env = "ECHO_ISSUER", default_value = "http://127.0.0.1:8081")]
     pub issuer: String,
+    #[command(flatten)]
+    pub jwks: JwksArg,
+}
+
+impl IssuerArg {
+    /// The verifier of the issuer's tokens.
+    pub fn verifier(&self) -> Arc<Verifier> {
+        self.jwks.verifier(&self.issuer)
+    }
+}
+
+/// How a service holds the issuer's signing keys.
+#[derive(Debug, Clone, Args)]
+pub struct JwksArg {
+    /// Age after which the issuer's keys are refetched (e.g. `5m`): the
+    /// longest a revoked key is still honoured. A slow or unreachable
+    /// issuer delays no request: the cached keys keep verifying.
+    #[arg(long = "jwks-max-age", env = "ECHO_JWKS_MAX_AGE", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub jwks_max_age: Duration,
+}
+
+impl JwksArg {
+    pub fn verifier(&self, issuer: &str) -> Arc<Verifier> {
+        let options = VerifierOptions {
+            max_key_age: self.jwks_max_age,
+            ..VerifierOptions::default()
+        };
+        Arc::new(Verifier::for_issuer(issuer, options))
+    }
 }
 
 /// The audit service's audience.

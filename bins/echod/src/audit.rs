@@ -114,17 +114,16 @@ pub struct CheckpointArgs {
     pub retention: Option<Duration>,
 }
 
-/// The audit service on `listener` for `issuer`'s tokens with audience
-/// `audience`, signing checkpoints (and pruning) on `schedule`.
+/// The audit service on `listener` for the tokens `verifier` passes with
+/// audience `audience`, signing checkpoints (and pruning) on `schedule`.
 pub async fn start(
     dir: &Path,
     listener: TcpListener,
-    issuer: &str,
+    verifier: Arc<Verifier>,
     audience: &str,
     schedule: &CheckpointArgs,
 ) -> anyhow::Result<Service> {
     let service = service(dir).await?;
-    let verifier = Arc::new(Verifier::for_issuer(issuer));
     let app = Arc::new(AuditApp::new(service, verifier, audience));
     let checkpoints = checkpoint_job(
         app.clone(),
@@ -139,7 +138,7 @@ pub async fn serve(dir: &Path, args: &ServeAuditArgs) -> anyhow::Result<()> {
     let service = start(
         dir,
         listener,
-        &args.issuer.issuer,
+        args.issuer.verifier(),
         &args.audience,
         &args.schedule,
     )

@@ -13,6 +13,8 @@ use echo_edge::Service;
 use echo_queue::JobQueue;
 use tokio::net::TcpListener;
 
+use echo_verify::Verifier;
+
 use crate::args::{AuditTargetArgs, IssuerArg};
 use crate::first_party::{SecretPlace, ServiceAudit};
 use crate::queue::QueueArgs;
@@ -77,19 +79,18 @@ pub struct DocsOptions {
     pub llm_timeout: Duration,
 }
 
-/// The docs service on `listener` over `queue`, accepting `issuer`'s
-/// tokens for `audience`, recording to `audit`.
+/// The docs service on `listener` over `queue`, accepting the tokens
+/// `verifier` passes for `audience`, recording to `audit`.
 pub async fn start(
     dir: &Path,
     listener: TcpListener,
-    (issuer, audience): (&str, &str),
+    (verifier, audience): (&Arc<Verifier>, &str),
     options: &DocsOptions,
     queue: Arc<dyn JobQueue>,
     audit: ServiceAudit,
 ) -> anyhow::Result<Service> {
     ensure_data_dir(dir)?;
     let config = DocsConfig {
-        issuer: issuer.to_owned(),
         audience: audience.to_owned(),
         data_dir: dir.to_owned(),
         database_url: options.database_url.clone().filter(|u| !u.is_empty()),
@@ -109,10 +110,10 @@ pub async fn start(
         }
         None => None,
     };
-    let app = echo_docs::build(&config, queue, llm, audit.sink.clone())
+    let app = echo_docs::build(&config, verifier.clone(), queue, llm, audit.sink.clone())
         .await
         .context("cannot start the docs service")?;
-    tracing::info!(issuer, "docs listening");
+    tracing::info!(issuer = verifier.issuer(), "docs listening");
     Ok(echo_docs::http::service(listener, app).on_stop(audit.shutdown()))
 }
 
@@ -129,7 +130,7 @@ pub async fn serve(data_dir: &Path, args: &ServeDocsArgs) -> anyhow::Result<()> 
     let service = start(
         data_dir,
         listener,
-        (issuer, &args.audience),
+        (&args.issuer.verifier(), &args.audience),
         &args.options,
         queue,
         audit,

@@ -123,14 +123,15 @@ async fn session_store(
     Ok(Arc::new(store))
 }
 
-/// The gateway on `listener` at `public_url`, in front of `issuer`, with
+/// The gateway on `listener` at `public_url`, in front of the issuer whose
+/// tokens `verifier` checks, with
 /// the routes of `file`; it records to and reads from the audit service
 /// at `audit` (URL, audience), or records to the log.
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
     dir: &Path,
     listener: TcpListener,
-    issuer: &str,
+    verifier: Arc<Verifier>,
     public_url: &str,
     secret: ClientSecret,
     session: &GatewaySessionArgs,
@@ -138,6 +139,7 @@ pub async fn start(
     (audit_url, audit_audience): (Option<&str>, &str),
 ) -> anyhow::Result<Service> {
     ensure_data_dir(dir)?;
+    let issuer = &verifier.issuer().to_owned();
     let seconds = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     let mut config = GatewayConfig::new(public_url, issuer, secret.clone())?;
     config.session_idle_ttl = seconds(session.session_idle).max(1);
@@ -153,7 +155,6 @@ pub async fn start(
         None => ServiceAudit::log(),
     };
     let store = session_store(dir, session, config.session_idle_ttl).await?;
-    let verifier = Arc::new(Verifier::for_issuer(&config.issuer));
     let master = master_key(dir)?;
     let gateway = Arc::new(Gateway::new(
         config,
@@ -178,7 +179,7 @@ pub async fn serve(data_dir: &Path, args: &ServeGatewayArgs) -> anyhow::Result<(
     let service = start(
         data_dir,
         listener,
-        &args.issuer.issuer,
+        args.issuer.verifier(),
         &url,
         secret,
         &args.session,

@@ -2,6 +2,7 @@
 //! runs the parses in (see `echo_parser::isolate`).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,6 +10,7 @@ use clap::Args;
 use echo_parser::{Isolation, Limits};
 
 use echo_edge::Service;
+use echo_verify::Verifier;
 use tokio::net::TcpListener;
 
 use crate::args::{AuditTargetArgs, IssuerArg};
@@ -83,16 +85,17 @@ pub fn isolation() -> anyhow::Result<Isolation> {
     })
 }
 
-/// The parser on `listener`, accepting `issuer`'s tokens for `audience`,
-/// recording refused callers to `audit`.
+/// The parser on `listener`, accepting the tokens `verifier` passes for
+/// `audience`, recording refused callers to `audit`.
 pub fn start(
     listener: TcpListener,
-    (issuer, audience): (&str, &str),
+    (verifier, audience): (&Arc<Verifier>, &str),
     limits: &ParserLimitArgs,
     audit: ServiceAudit,
 ) -> anyhow::Result<Service> {
+    let issuer = verifier.issuer();
     let app = echo_parser::build(
-        issuer,
+        verifier.clone(),
         audience,
         limits.limits(),
         isolation()?,
@@ -111,7 +114,8 @@ pub async fn serve(data_dir: &Path, args: &ServeParserArgs) -> anyhow::Result<()
         args.audit.audit_url.as_deref(),
         &args.audit.audience.audit_audience,
     )?;
-    let service = start(listener, (issuer, &args.audience), &args.limits, audit)?;
+    let verifier = args.issuer.verifier();
+    let service = start(listener, (&verifier, &args.audience), &args.limits, audit)?;
     echo_edge::run_until_signalled(service).await?;
     Ok(())
 }

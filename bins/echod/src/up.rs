@@ -16,7 +16,7 @@ use clap::Args;
 use echo_edge::{ServiceTokens, bind, run_all, shutdown_signal};
 use tokio::net::TcpListener;
 
-use crate::args::{AuditAudienceArg, PipelineAudiences};
+use crate::args::{AuditAudienceArg, JwksArg, PipelineAudiences};
 use crate::audit::CheckpointArgs;
 use crate::docs::DocsOptions;
 use crate::first_party::ServiceAudit;
@@ -68,6 +68,8 @@ pub struct UpArgs {
     /// worker` elsewhere.
     #[arg(long)]
     pub no_worker: bool,
+    #[command(flatten)]
+    pub jwks: JwksArg,
 }
 
 /// `http://<address>` of a bound listener.
@@ -111,12 +113,14 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     )
     .await?;
     let issuer = provider.config().issuer.clone();
+    // One key cache for every service in the process.
+    let verifier = args.jwks.verifier(&issuer);
     let client_tokens =
         |client_id: &str, secret: &str| Arc::new(ServiceTokens::new(&issuer, client_id, secret));
     let audit = audit::start(
         data_dir,
         audit_listener,
-        &issuer,
+        verifier.clone(),
         audit_audience,
         &args.audit_schedule,
     )
@@ -124,7 +128,7 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let gateway = gateway::start(
         data_dir,
         gateway_listener,
-        &issuer,
+        verifier.clone(),
         &gateway_url,
         secrets.gateway,
         &args.gateway_session,
@@ -137,7 +141,7 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let docs = docs::start(
         data_dir,
         docs_listener,
-        (&issuer, &audiences.docs_audience),
+        (&verifier, &audiences.docs_audience),
         &args.docs,
         queue.clone(),
         ServiceAudit::writer(data_dir, &docs_tokens, &audit_url, audit_audience)?,
@@ -146,7 +150,7 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let parser_tokens = client_tokens(parser::CLIENT_ID, &secrets.parser);
     let parser = parser::start(
         parser_listener,
-        (&issuer, &audiences.parser_audience),
+        (&verifier, &audiences.parser_audience),
         &args.parser_limits,
         ServiceAudit::writer(data_dir, &parser_tokens, &audit_url, audit_audience)?,
     )?;

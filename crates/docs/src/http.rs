@@ -55,8 +55,6 @@ pub const INDEX_SCOPE: &str = "docs.index";
 /// What `echod` configures.
 #[derive(Debug, Clone)]
 pub struct DocsConfig {
-    /// Identity's issuer URL; its keys are fetched from `<issuer>/jwks`.
-    pub issuer: String,
     /// The `aud` tokens must carry (`docs`).
     pub audience: String,
     /// The data directory: records in `docs.db` (unless `database_url`),
@@ -98,10 +96,11 @@ impl HasGate for DocsApp {
 
 /// The docs service as `echod serve docs` and `echod up` run it: opens the
 /// record store, the blob directory and the search index under
-/// `config.data_dir`, and checks tokens against `config.issuer`'s keys.
+/// `config.data_dir`, and checks tokens with `verifier`.
 /// `llm` answers questions when set (else answers are extractive).
 pub async fn build(
     config: &DocsConfig,
+    verifier: Arc<Verifier>,
     queue: Arc<dyn JobQueue>,
     llm: Option<LlmClient>,
     audit: Arc<dyn AuditSink>,
@@ -120,7 +119,6 @@ pub async fn build(
     let docs = Docs::new(store, blobs, Arc::new(index), queue, audit.clone())
         .with_limits(config.limits.clone())
         .with_llm(llm);
-    let verifier = Arc::new(Verifier::for_issuer(&config.issuer));
     Ok(Arc::new(DocsApp::new(
         verifier,
         &config.audience,

@@ -81,16 +81,15 @@ impl HasGate for ParserApp {
     }
 }
 
-/// The parser for `issuer`'s tokens with audience `audience`: what `echod
-/// serve parser` and `echod up` run.
+/// The parser for tokens `verifier` accepts with audience `audience`: what
+/// `echod serve parser` and `echod up` run.
 pub fn build(
-    issuer: &str,
+    verifier: Arc<Verifier>,
     audience: &str,
     limits: Limits,
     isolation: Isolation,
     audit: Arc<dyn AuditSink>,
 ) -> Arc<ParserApp> {
-    let verifier = Arc::new(Verifier::for_issuer(issuer));
     Arc::new(ParserApp::new(verifier, audience, limits, isolation, audit))
 }
 

@@ -1,23 +1,29 @@
 //! [`KeyCache`]: an issuer's public keys as a verifier holds them, and how
-//! they are fetched without ever making callers wait on a slow issuer.
+//! they are fetched without making callers wait on a slow issuer.
 //!
-//! - Keys older than `max_key_age` are refetched in the background: the
-//!   caller that notices goes on verifying with the keys it has.
+//! - Keys older than `max_key_age` are refetched. The caller that notices
+//!   waits for the fetch at most `stale_wait` (a healthy issuer answers in
+//!   a millisecond, so a revoked key is dropped at once); past that it
+//!   verifies with the keys it has while the fetch goes on in the
+//!   background, and so does everyone else meanwhile.
 //! - A token naming an unknown `kid` fetches at once (a new key is picked
-//!   up on first sight), at most once per `refresh_interval`; concurrent
-//!   callers share one fetch (single flight).
+//!   up on first sight) and waits for the answer, at most once per
+//!   `refresh_interval`.
+//! - One fetch runs at a time; whoever needs one while it runs joins it.
 //! - A failed fetch keeps the keys already known, so their tokens still
-//!   pass while the issuer is unreachable, and backs off: the next attempt
-//!   waits `refresh_interval` doubled for each failure in a row (at most
-//!   [`MAX_BACKOFF`]), counted from the last attempt, so a down or stalled
-//!   issuer sees a trickle of fetches, not one per request.
+//!   pass while the issuer is unreachable, and backs off: each failure in
+//!   a row doubles the wait before the next attempt (from a second, or
+//!   from `refresh_interval` for unknown `kid`s; at most [`MAX_BACKOFF`]),
+//!   counted from the last attempt, so a down or stalled issuer sees a
+//!   trickle of fetches, not one per request.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use echo_core::sync::{read, write};
+use echo_core::sync::{lock, read, write};
 use echo_crypto::{JwkSet, VerifyingKey};
+use tokio::sync::watch;
 
 use crate::{JwksSource, VerifierOptions, VerifyError};
 
@@ -34,8 +40,10 @@ pub(crate) struct KeySet {
 /// When fetches were tried, for the rate limit and the backoff.
 #[derive(Debug, Default)]
 pub(crate) struct Attempts {
+    /// When the last (or the running) fetch started.
     last: Option<Instant>,
     failures_in_a_row: u32,
+    in_flight: bool,
 }
 
 impl Attempts {
@@ -60,9 +68,20 @@ pub(crate) struct KeyCache {
     source: Arc<dyn JwksSource>,
     refresh_interval: Duration,
     max_key_age: Duration,
+    stale_wait: Duration,
     set: RwLock<Arc<KeySet>>,
-    /// Held while fetching: the single flight.
-    attempts: tokio::sync::Mutex<Attempts>,
+    attempts: Mutex<Attempts>,
+    /// Bumped when a fetch ends, for those waiting on it.
+    fetches_done: watch::Sender<u64>,
+}
+
+/// Which fetches a caller is willing to start.
+enum Due {
+    /// Any time (an explicit refresh).
+    Always,
+    /// When `interval` has passed since the last attempt, and the backoff
+    /// after failures allows.
+    After(Duration),
 }
 
 impl KeyCache {
@@ -76,8 +95,10 @@ impl KeyCache {
             source,
             refresh_interval: options.refresh_interval,
             max_key_age: options.max_key_age,
+            stale_wait: options.stale_wait,
             set: RwLock::new(Arc::new(KeySet::default())),
-            attempts: tokio::sync::Mutex::new(Attempts::default()),
+            attempts: Mutex::new(Attempts::default()),
+            fetches_done: watch::Sender::new(0),
         }
     }
 
@@ -91,35 +112,33 @@ impl KeyCache {
             .is_none_or(|at| at.elapsed() >= self.max_key_age)
     }
 
-    /// Starts a fetch in the background if the keys are old, no fetch is
-    /// running and the backoff allows one; never waits.
-    pub(crate) fn refresh_in_background(self: &Arc<Self>) {
+    /// Refetches old keys, waiting for the fetch at most `stale_wait`
+    /// after it started; fresh keys return at once.
+    pub(crate) async fn refresh_if_stale(self: &Arc<Self>) {
         if !self.is_stale() {
             return;
         }
-        let Ok(attempts) = self.attempts.try_lock() else {
-            return;
-        };
-        if !attempts.allowed(self.refresh_interval) {
-            return;
+        let done = self.fetches_done.subscribe();
+        // Old keys are refetched as soon as they are old: only failures
+        // space the attempts.
+        if let Some(started) = self.start_fetch(Due::After(Duration::ZERO)) {
+            wait_for(done, Some(started + self.stale_wait)).await;
         }
-        drop(attempts);
-        let keys = self.clone();
-        tokio::spawn(async move {
-            let interval = keys.refresh_interval;
-            keys.refresh_if(|a| keys.is_stale() && a.allowed(interval))
-                .await;
-        });
     }
 
-    /// The key named `kid`, fetching the set first if it is unknown and a
-    /// fetch is allowed.
-    pub(crate) async fn key(&self, kid: &str) -> Result<Arc<VerifyingKey>, VerifyError> {
+    /// The key named `kid`, fetching the set first (and waiting for it) if
+    /// it is unknown and a fetch is allowed.
+    pub(crate) async fn key(self: &Arc<Self>, kid: &str) -> Result<Arc<VerifyingKey>, VerifyError> {
         if let Some(key) = self.current().keys.get(kid) {
             return Ok(key.clone());
         }
-        let interval = self.refresh_interval;
-        self.refresh_if(|a| a.allowed(interval)).await;
+        let done = self.fetches_done.subscribe();
+        if self
+            .start_fetch(Due::After(self.refresh_interval))
+            .is_some()
+        {
+            wait_for(done, None).await;
+        }
         let keys = self.current();
         match (keys.keys.get(kid), &keys.last_error) {
             (Some(key), _) => Ok(key.clone()),
@@ -128,16 +147,39 @@ impl KeyCache {
         }
     }
 
-    /// Fetches the key set if `due` still holds once the fetch lock is
-    /// held (so concurrent callers fetch once).
-    pub(crate) async fn refresh_if(&self, due: impl Fn(&Attempts) -> bool) {
-        let mut attempts = self.attempts.lock().await;
-        if !due(&attempts) {
-            return;
+    /// Fetches now (or joins the running fetch) and waits for it.
+    pub(crate) async fn refresh(self: &Arc<Self>) {
+        let done = self.fetches_done.subscribe();
+        if self.start_fetch(Due::Always).is_some() {
+            wait_for(done, None).await;
         }
-        attempts.last = Some(Instant::now());
+    }
+
+    /// Starts a fetch in the background unless one runs (then that one is
+    /// joined) or `due` forbids it; returns when the fetch started.
+    fn start_fetch(self: &Arc<Self>, due: Due) -> Option<Instant> {
+        let mut attempts = lock(&self.attempts);
+        if attempts.in_flight {
+            return attempts.last;
+        }
+        if let Due::After(interval) = due
+            && !attempts.allowed(interval)
+        {
+            return None;
+        }
+        let now = Instant::now();
+        attempts.in_flight = true;
+        attempts.last = Some(now);
+        drop(attempts);
+        let fetch = InFlight(self.clone());
+        tokio::spawn(async move { fetch.run().await });
+        Some(now)
+    }
+
+    async fn fetch(&self) {
         let fetched = self.source.fetch().await;
         let previous = self.current();
+        let mut attempts = lock(&self.attempts);
         let next = match fetched {
             Ok(set) => {
                 attempts.failures_in_a_row = 0;
@@ -158,6 +200,35 @@ impl KeyCache {
             }
         };
         *write(&self.set) = Arc::new(next);
+    }
+}
+
+/// The running fetch. Dropping it, finished or not (a runtime shutting
+/// down drops its tasks), lets the next one start and wakes the waiters.
+struct InFlight(Arc<KeyCache>);
+
+impl InFlight {
+    async fn run(self) {
+        self.0.fetch().await;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.0.attempts).in_flight = false;
+        self.0.fetches_done.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Waits for the next fetch to end, or until `deadline`.
+async fn wait_for(mut done: watch::Receiver<u64>, deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => {
+            let _ = tokio::time::timeout_at(deadline.into(), done.changed()).await;
+        }
+        None => {
+            let _ = done.changed().await;
+        }
     }
 }
 
@@ -188,6 +259,7 @@ mod tests {
         let attempts = |last, failures_in_a_row| Attempts {
             last,
             failures_in_a_row,
+            in_flight: false,
         };
         assert!(attempts(None, 0).allowed(s(10)));
         assert!(!attempts(ago(5), 0).allowed(s(10)));

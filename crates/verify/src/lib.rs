@@ -11,9 +11,9 @@
 //! 3. Check `iss`, `aud`, `exp`/`nbf` (with a small leeway) and `typ`.
 //!
 //! Keys come from a [`JwksSource`]: [`HttpJwks`] for services, the issuer's
-//! own key ring inside identity. They are fetched once, refreshed in the
-//! background when they grow old (no caller waits while the cached keys
-//! still verify), and refreshed early (at most once per
+//! own key ring inside identity. They are fetched once, refetched when they
+//! grow old (a slow issuer delays a caller by at most `stale_wait`, then
+//! the cached keys verify while the fetch goes on), and refreshed early (at most once per
 //! `refresh_interval`) when a token names an unknown `kid`, so a new key is
 //! picked up at once while a flood of made-up `kid`s cannot turn into a
 //! flood of JWKS fetches. Failed fetches back off (`keys.rs`).

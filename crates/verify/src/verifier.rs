@@ -18,8 +18,11 @@ pub struct VerifierOptions {
     pub cache_capacity: usize,
     /// Least time between two JWKS fetches caused by unknown `kid`s.
     pub refresh_interval: Duration,
-    /// Age after which the key set is refetched even if nothing asks.
+    /// Age after which the key set is refetched.
     pub max_key_age: Duration,
+    /// How long the request that finds the keys old waits for their
+    /// refetch before verifying with them anyway (the fetch goes on).
+    pub stale_wait: Duration,
 }
 
 impl Default for VerifierOptions {
@@ -29,6 +32,7 @@ impl Default for VerifierOptions {
             cache_capacity: 10_000,
             refresh_interval: Duration::from_secs(10),
             max_key_age: Duration::from_secs(300),
+            stale_wait: Duration::from_millis(100),
         }
     }
 }
@@ -99,10 +103,10 @@ impl Verifier {
 
     /// The verifier of `issuer`'s tokens, its keys fetched from
     /// `<issuer>/jwks`: what every service but identity itself uses.
-    pub fn for_issuer(issuer: &str) -> Self {
+    pub fn for_issuer(issuer: &str, options: VerifierOptions) -> Self {
         let issuer = issuer.trim_end_matches('/');
         let jwks = crate::HttpJwks::new(format!("{issuer}/jwks"));
-        Self::new(issuer, Arc::new(jwks), VerifierOptions::default())
+        Self::new(issuer, Arc::new(jwks), options)
     }
 
     pub fn with_clock(
@@ -135,9 +139,9 @@ impl Verifier {
     ) -> Result<Arc<Claims>, VerifyError> {
         let cache_key = sha256(token.as_bytes());
         let now = self.clock.now();
-        // Old keys are refreshed in the background: no caller waits for
-        // identity while the keys it has still verify.
-        self.keys.refresh_in_background();
+        // Old keys are refetched; a slow issuer delays no caller by more
+        // than `stale_wait` while the keys it has still verify.
+        self.keys.refresh_if_stale().await;
         if let Some(hit) = self.cache.get(&cache_key) {
             if self.keys.current().keys.contains_key(&hit.kid) {
                 self.check(&hit, expect, now)?;
@@ -193,6 +197,6 @@ impl Verifier {
 
     /// Refetches the key set now.
     pub async fn refresh_keys(&self) {
-        self.keys.refresh_if(|_| true).await;
+        self.keys.refresh().await;
     }
 }

@@ -527,3 +527,82 @@ async fn serve_docs_prints_ready_and_serve_worker_needs_its_secret() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 14 §8: once a service's keys are stale and identity hangs
+/// (SIGSTOP: it accepts connections and never answers), requests with a
+/// valid token are still answered at once from the cached keys; before,
+/// each waited for its own 5 s JWKS fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_identity_stalls_no_token_check() {
+    let identity_dir = echo_testkit::data_dir();
+    let mut cmd = echod(identity_dir.path());
+    cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
+    let identity = super::start(cmd, 1);
+    let mut add = echod(identity_dir.path());
+    add.args([
+        "client",
+        "add",
+        "indexer",
+        "--secret-stdin",
+        "--grant",
+        "client_credentials",
+        "--audience",
+        "docs",
+        "--scope",
+        "docs.index",
+    ]);
+    let out = run_with_stdin(add, &format!("{}\n", super::SECRET));
+    assert!(out.status.success(), "{out:?}");
+
+    let docs_dir = echo_testkit::data_dir();
+    let mut cmd = echod(docs_dir.path());
+    cmd.args(["serve", "docs", "--listen", "127.0.0.1:0", "--issuer"])
+        .arg(format!("http://{}", identity.addr))
+        .args(["--jwks-max-age", "1s"]);
+    let docs = super::start(cmd, 1);
+
+    let token: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/token", identity.addr))
+        .basic_auth("indexer", Some(super::SECRET))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "docs.index"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().expect("a token").to_owned();
+    let http = reqwest::Client::new();
+    let content = format!("http://{}/v1/documents/unknown/content", docs.addr);
+    let fetch = || http.get(&content).bearer_auth(&token).send();
+    assert_eq!(
+        fetch().await.unwrap().status(),
+        404,
+        "the token is accepted"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let stop = |signal: &str| {
+        let status = std::process::Command::new("kill")
+            .args([signal, &identity.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    stop("-STOP");
+    let mut slowest = Duration::ZERO;
+    for _ in 0..100 {
+        let started = Instant::now();
+        let status = fetch().await.unwrap().status();
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(status, 404, "the cached keys verify");
+    }
+    stop("-CONT");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a request waited {slowest:?} on the stalled identity"
+    );
+}

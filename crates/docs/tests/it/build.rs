@@ -5,6 +5,7 @@ use std::sync::Arc;
 use echo_core::audit::MemoryAuditSink;
 use echo_docs::{DocsConfig, DocsError, Limits};
 use echo_queue::{JobQueue, QueueConfig, SqliteQueue};
+use echo_verify::{Verifier, VerifierOptions};
 
 #[tokio::test]
 async fn build_lays_out_the_data_directory_and_reopens_it() {
@@ -15,27 +16,42 @@ async fn build_lays_out_the_data_directory_and_reopens_it() {
             .unwrap(),
     );
     let mut config = DocsConfig {
-        issuer: "http://127.0.0.1:8081/".into(),
         audience: "docs".into(),
         data_dir: dir.path().to_path_buf(),
         database_url: None,
         limits: Limits::default(),
     };
     let audit = Arc::new(MemoryAuditSink::default());
-    let app = echo_docs::build(&config, queue.clone(), None, audit.clone())
-        .await
-        .unwrap();
+    let verifier = Arc::new(Verifier::for_issuer(
+        "http://127.0.0.1:8081/",
+        VerifierOptions::default(),
+    ));
+    let app = echo_docs::build(
+        &config,
+        verifier.clone(),
+        queue.clone(),
+        None,
+        audit.clone(),
+    )
+    .await
+    .unwrap();
     for path in ["docs.db", "docs/blobs", "docs/index"] {
         assert!(dir.path().join(path).exists(), "{path}");
     }
     drop(app);
     // A restart opens the same index again.
-    let app = echo_docs::build(&config, queue.clone(), None, audit.clone())
-        .await
-        .unwrap();
+    let app = echo_docs::build(
+        &config,
+        verifier.clone(),
+        queue.clone(),
+        None,
+        audit.clone(),
+    )
+    .await
+    .unwrap();
     drop(app);
 
     config.database_url = Some("mysql://localhost/docs".into());
-    let refused = echo_docs::build(&config, queue, None, audit).await;
+    let refused = echo_docs::build(&config, verifier.clone(), queue, None, audit).await;
     assert!(matches!(refused, Err(DocsError::Config(_))));
 }
