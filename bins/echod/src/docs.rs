@@ -61,6 +61,15 @@ pub struct DocsOptions {
     /// Largest document accepted, in bytes (413 above).
     #[arg(long = "max-upload-bytes", env = "ECHO_DOCS_MAX_UPLOAD_BYTES", default_value_t = echo_docs::Limits::default().max_upload_bytes)]
     pub max_upload_bytes: usize,
+    /// Bytes one user may store in all (413 above).
+    #[arg(long = "docs-quota-bytes", env = "ECHO_DOCS_QUOTA_BYTES", default_value_t = echo_docs::Limits::default().quota_bytes)]
+    pub quota_bytes: u64,
+    /// Documents one user may have (413 above).
+    #[arg(long = "docs-quota-files", env = "ECHO_DOCS_QUOTA_FILES", default_value_t = echo_docs::Limits::default().quota_files)]
+    pub quota_files: u64,
+    /// Files one user may upload a minute (429 above).
+    #[arg(long = "docs-uploads-per-minute", env = "ECHO_DOCS_UPLOADS_PER_MINUTE", default_value_t = echo_docs::Limits::default().uploads_per_minute, value_parser = clap::value_parser!(u32).range(1..))]
+    pub uploads_per_minute: u32,
     /// PostgreSQL database of the document records (`postgres://…`);
     /// without it SQLite `<data>/docs.db`.
     #[arg(long = "docs-database-url", env = "ECHO_DOCS_DATABASE_URL")]
@@ -96,6 +105,9 @@ pub async fn start(
         database_url: options.database_url.clone().filter(|u| !u.is_empty()),
         limits: echo_docs::Limits {
             max_upload_bytes: options.max_upload_bytes,
+            quota_bytes: options.quota_bytes,
+            quota_files: options.quota_files,
+            uploads_per_minute: options.uploads_per_minute,
             ..echo_docs::Limits::default()
         },
     };

@@ -28,6 +28,12 @@ pub enum DocsError {
     TooManyFiles { max: usize },
     #[error("{name}: not a supported type (expected pdf, docx, html, md, txt, csv or json)")]
     Unsupported { name: String },
+    /// The upload would take the caller past one of their quotas (413).
+    #[error("this upload would exceed your quota of {max} {} ({}); you store {used}", .quota.unit(), .quota.setting())]
+    QuotaExceeded { quota: Quota, max: u64, used: u64 },
+    /// The caller uploads faster than their rate (429).
+    #[error("too many uploads; try again in {retry_after} s")]
+    RateLimited { retry_after: u64 },
 
     // Ours (500, logged).
     #[error("database error: {0}")]
@@ -44,6 +50,30 @@ pub enum DocsError {
     Config(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// A per-user limit on what is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    Bytes,
+    Files,
+}
+
+impl Quota {
+    /// The setting that raises it, which the refusal names.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Quota::Bytes => "ECHO_DOCS_QUOTA_BYTES",
+            Quota::Files => "ECHO_DOCS_QUOTA_FILES",
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Quota::Bytes => "bytes",
+            Quota::Files => "documents",
+        }
+    }
 }
 
 impl From<echo_sql::OpenError> for DocsError {

@@ -228,8 +228,10 @@ async fn upload(
 }
 
 async fn list(State(app): AppState, UserCaller(caller): UserCaller) -> Result<Response> {
-    let documents = app.docs.list(&user(caller)).await?;
-    Ok(Json(json!({"documents": documents})).into_response())
+    let caller = user(caller);
+    let documents = app.docs.list(&caller).await?;
+    let usage = app.docs.usage(&caller).await?;
+    Ok(Json(json!({"documents": documents, "usage": usage})).into_response())
 }
 
 async fn get_one(
@@ -484,6 +486,26 @@ impl IntoResponse for DocsError {
                 (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
             }
             DocsError::Unsupported { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported"),
+            DocsError::QuotaExceeded { quota, max, used } => {
+                return Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "quota_exceeded",
+                    self.to_string(),
+                )
+                .with("limit", quota.setting())
+                .with("max", *max)
+                .with("used", *used)
+                .into_response();
+            }
+            DocsError::RateLimited { retry_after } => {
+                return Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    self.to_string(),
+                )
+                .retry_after(*retry_after)
+                .into_response();
+            }
             DocsError::Llm(_) => {
                 tracing::error!(error = %self, "language model failure");
                 return Problem::new(

@@ -32,12 +32,13 @@ pub mod store;
 
 pub use answer::{Answer, Citation, LlmClient, extractive};
 pub use blobs::BlobStore;
-pub use error::DocsError;
+pub use error::{DocsError, Quota};
 pub use http::{DocsApp, DocsConfig, INDEX_SCOPE, build, router, serve};
 pub use index::{Passage, SearchIndex};
-pub use service::{Caller, Docs, DocumentView, INDEX_JOB, Limits, Worker};
+pub use service::{Caller, Docs, DocumentView, INDEX_JOB, Limits, UsageView, Worker};
 pub use store::{
-    Document, DocumentStore, PgDocumentStore, SqlDocumentStore, SqliteDocumentStore, open_store,
+    Document, DocumentStore, PgDocumentStore, SqlDocumentStore, SqliteDocumentStore, Usage,
+    open_store,
 };
 
 pub type Result<T, E = DocsError> = std::result::Result<T, E>;

@@ -7,6 +7,12 @@
 //! document exists or not, and is audited as `document.denied`. Questions
 //! search only the caller's own documents, admins included.
 //!
+//! Quotas: a user's documents may hold at most `quota_bytes` and number at
+//! most `quota_files`, and a user uploads at most `uploads_per_minute`
+//! files (a token bucket, bursts up to that many). One user's uploads are
+//! serialised by a lock on the owner, so parallel uploads cannot each see
+//! room that only one of them has.
+//!
 //! Two kinds of race are closed with striped locks (this process is the only
 //! writer of its blob directory and index):
 //! - a delete and an upload of the same bytes: storing a blob and inserting
@@ -20,11 +26,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use echo_core::Clock;
 use echo_core::audit::{AuditEvent, AuditSink};
-use echo_edge::Origin;
+use echo_edge::{Limit, Origin, RateLimiter};
 use echo_queue::{JobId, JobQueue, JobState, JobStatus};
 use echo_text::{Chunk, Kind};
 use serde::Serialize;
@@ -32,8 +38,8 @@ use serde_json::json;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::blobs::{Blob, BlobStore, hex};
-use crate::store::{Document, DocumentStore};
-use crate::{Answer, DocsError, LlmClient, Result, SearchIndex, extractive};
+use crate::store::{Document, DocumentStore, Usage};
+use crate::{Answer, DocsError, LlmClient, Quota, Result, SearchIndex, extractive};
 
 /// The job kind the worker runs for every upload.
 pub const INDEX_JOB: &str = "index_document";
@@ -55,6 +61,13 @@ pub struct Limits {
     pub max_question_chars: usize,
     /// Passages an answer is drawn from.
     pub passages: usize,
+    /// Bytes one user may store in all (413 above).
+    pub quota_bytes: u64,
+    /// Documents one user may have (413 above).
+    pub quota_files: u64,
+    /// Files one user may upload a minute, all at once if need be (429
+    /// above).
+    pub uploads_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -65,6 +78,9 @@ impl Default for Limits {
             max_index_bytes: 64 * 1024 * 1024,
             max_question_chars: 1000,
             passages: 5,
+            quota_bytes: 1 << 30,
+            quota_files: 10_000,
+            uploads_per_minute: 60,
         }
     }
 }
@@ -141,6 +157,17 @@ pub struct Docs {
     clock: Arc<dyn Clock>,
     blob_locks: Stripes,
     document_locks: Stripes,
+    owner_locks: Stripes,
+    upload_rate: RateLimiter,
+}
+
+/// What a user stores and may store, for their documents page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct UsageView {
+    pub bytes: u64,
+    pub files: u64,
+    pub quota_bytes: u64,
+    pub quota_files: u64,
 }
 
 impl Docs {
@@ -164,6 +191,8 @@ impl Docs {
             clock: Arc::new(echo_core::SystemClock),
             blob_locks: Stripes::new(),
             document_locks: Stripes::new(),
+            owner_locks: Stripes::new(),
+            upload_rate: RateLimiter::default(),
         }
     }
 
@@ -196,6 +225,8 @@ impl Docs {
         files: &mut impl Uploads,
     ) -> Result<Vec<DocumentView>> {
         let mut created = Vec::new();
+        let _owner = self.owner_locks.lock(&caller.subject).await;
+        let mut usage = self.store.usage(&caller.subject).await?;
         let stored = async {
             while let Some(file) = files.next_file().await? {
                 if created.len() == self.limits.max_files_per_request {
@@ -203,7 +234,11 @@ impl Docs {
                         max: self.limits.max_files_per_request,
                     });
                 }
-                created.push(self.store_one(caller, file).await?);
+                self.admit(caller, &usage, file.bytes.len() as u64)?;
+                let document = self.store_one(caller, file).await?;
+                usage.files += 1;
+                usage.bytes += document.size;
+                created.push(document);
             }
             if created.is_empty() {
                 return Err(DocsError::BadRequest(
@@ -232,6 +267,66 @@ impl Docs {
             views.push(self.view(document).await?);
         }
         Ok(views)
+    }
+
+    /// Whether one more file of `size` bytes may be stored for `caller`,
+    /// who stores `usage`: within their upload rate and their quotas.
+    /// Refusals are audited (the rate's once per window).
+    fn admit(&self, caller: &Caller, usage: &Usage, size: u64) -> Result<()> {
+        let refused = |reason: &str| {
+            self.audit.record(
+                event(AuditEvent::failure("document.upload"), caller).detail("reason", reason),
+            );
+        };
+        let rate = Limit::per_minute(self.limits.uploads_per_minute.max(1));
+        if let Err(throttled) = self
+            .upload_rate
+            .check(&caller.subject, rate, Instant::now())
+        {
+            if throttled.first_in_window {
+                refused("rate_limited");
+            }
+            return Err(DocsError::RateLimited {
+                retry_after: throttled.retry_after,
+            });
+        }
+        let over = |quota: Quota, max: u64, used: u64, adding: u64| {
+            (used.saturating_add(adding) > max).then_some(DocsError::QuotaExceeded {
+                quota,
+                max,
+                used,
+            })
+        };
+        let exceeded = over(Quota::Files, self.limits.quota_files, usage.files, 1)
+            .or_else(|| over(Quota::Bytes, self.limits.quota_bytes, usage.bytes, size));
+        match exceeded {
+            Some(e) => {
+                refused(
+                    if let DocsError::QuotaExceeded {
+                        quota: Quota::Files,
+                        ..
+                    } = e
+                    {
+                        "quota_files"
+                    } else {
+                        "quota_bytes"
+                    },
+                );
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// What the caller stores, against their quotas.
+    pub async fn usage(&self, caller: &Caller) -> Result<UsageView> {
+        let usage = self.store.usage(&caller.subject).await?;
+        Ok(UsageView {
+            bytes: usage.bytes,
+            files: usage.files,
+            quota_bytes: self.limits.quota_bytes,
+            quota_files: self.limits.quota_files,
+        })
     }
 
     /// The caller's documents (an admin's: everyone's), newest first.

@@ -23,6 +23,7 @@
 mod gate;
 mod origin;
 mod problem;
+mod rate_limit;
 mod refusals;
 mod run;
 mod tokens;
@@ -41,6 +42,7 @@ pub use origin::{
     X_FORWARDED_FOR, client_ip, parse_traceparent, request_id,
 };
 pub use problem::{PROBLEM_JSON, Problem};
+pub use rate_limit::{Limit, RateLimiter, Throttled};
 pub use refusals::{ACCESS_DENIED, DEFAULT_WINDOW, RefusalLog, RefusedSubject};
 pub use run::{BoxFuture, Periodic, Service, bind, run_all, run_until_signalled, shutdown_signal};
 pub use tokens::{REFRESH_MARGIN, ServiceTokens, TokenSource, refresh_after};

@@ -9,12 +9,11 @@ use echo_core::Clock;
 use echo_core::audit::{AuditEvent, AuditSink};
 use echo_crypto::seal::MasterKey;
 use echo_crypto::secret::{b64url, constant_time_eq, random_token, token_hash};
-use echo_edge::{Gate, Origin, Refusal, ServiceTokens};
+use echo_edge::{Gate, Origin, RateLimiter, Refusal, ServiceTokens};
 use echo_verify::{Claims, Expectations, Verifier, VerifyError};
 
 use crate::oidc::{IdentityClient, LoginSecrets, authorize_url, logout_url};
 use crate::proxy::{Upstreams, upstreams};
-use crate::rate_limit::RateLimiter;
 use crate::refresh_lock::RefreshLocks;
 use crate::return_to::safe_return_to;
 use crate::session::{LoginAttempt, Session, SessionStore, Tokens};

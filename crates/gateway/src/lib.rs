@@ -55,7 +55,6 @@ mod path;
 mod pipeline;
 mod principal;
 mod proxy;
-mod rate_limit;
 mod redis_store;
 mod refresh_lock;
 mod return_to;
@@ -66,13 +65,14 @@ mod token_cache;
 
 pub use audit_log::{EventsPage, LogEvent, LogFilters, LoginChart};
 pub use config::{ClientSecret, GatewayConfig};
+pub use echo_edge::Limit;
 pub use error::{Fault, GatewayError};
 pub use gateway::{Callback, Gateway, LoginStart, SignedIn};
 pub use http::{router, serve};
 pub use path::{BadPath, Normalised, normalise};
 pub use principal::{CSRF_HEADER, Presented, Principal, SessionInfo, Surface};
 pub use redis_store::{DEFAULT_REDIS_PREFIX, RedisSessionStore};
-pub use routes::{GatewayFile, Limit, RateLimits, Route, RouteSpec, RouteTable};
+pub use routes::{GatewayFile, RateLimits, Route, RouteSpec, RouteTable};
 pub use session::{LoginAttempt, Session, SessionStore, Tokens};
 pub use sqlite::SqliteSessionStore;
 

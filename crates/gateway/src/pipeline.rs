@@ -42,13 +42,13 @@ use axum::http::{HeaderValue, Request, Response, Uri, Version};
 use echo_core::Scope;
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::token_hash;
-use echo_edge::{Caller, Origin, REQUEST_ID, TRACEPARENT};
+use echo_edge::{Caller, Limit, Origin, REQUEST_ID, TRACEPARENT};
 use echo_verify::Expectations;
 
 use crate::gateway::Gateway;
 use crate::principal::{CSRF_HEADER, Credential, Presented, Principal, SessionInfo, Surface};
 use crate::proxy::{set_forwarded, strip_client_claims, strip_hop_by_hop};
-use crate::routes::{Limit, Route};
+use crate::routes::Route;
 use crate::session::{Session, Tokens};
 use crate::{GatewayError, Result};
 

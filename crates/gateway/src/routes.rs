@@ -23,6 +23,7 @@
 
 use std::time::Duration;
 
+use echo_edge::Limit;
 use serde::Deserialize;
 use url::Url;
 
@@ -66,14 +67,6 @@ pub struct GatewayFile {
 pub struct RateLimitSpec {
     pub per_ip: Option<Limit>,
     pub per_user: Option<Limit>,
-}
-
-/// A token bucket: `burst` requests at once, refilled at `per_second`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limit {
-    pub per_second: f64,
-    pub burst: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -226,7 +219,7 @@ impl GatewayFile {
         };
         for (name, limit) in [("per_ip", &spec.per_ip), ("per_user", &spec.per_user)] {
             if let Some(limit) = limit {
-                limit.validate(&format!("rate_limit.{name}"))?;
+                validate_limit(limit, &format!("rate_limit.{name}"))?;
             }
         }
         Ok(RateLimits {
@@ -236,15 +229,13 @@ impl GatewayFile {
     }
 }
 
-impl Limit {
-    fn validate(&self, what: &str) -> Result<()> {
-        if !(self.per_second.is_finite() && self.per_second > 0.0) || self.burst == 0 {
-            return Err(GatewayError::Config(format!(
-                "{what}: per_second must be positive and burst at least 1"
-            )));
-        }
-        Ok(())
+fn validate_limit(limit: &Limit, what: &str) -> Result<()> {
+    if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst == 0 {
+        return Err(GatewayError::Config(format!(
+            "{what}: per_second must be positive and burst at least 1"
+        )));
     }
+    Ok(())
 }
 
 impl RouteSpec {
@@ -291,7 +282,7 @@ impl RouteSpec {
             return Err(bad("timeout must be positive".into()));
         }
         if let Some(limit) = &self.rate_limit {
-            limit.validate(&format!("route {prefix:?} rate_limit"))?;
+            validate_limit(limit, &format!("route {prefix:?} rate_limit"))?;
         }
         Ok(Route {
             prefix: prefix.clone(),

@@ -161,6 +161,7 @@ function setUpDocuments(table) {
   const rows = table.tBodies[0];
   const empty = document.getElementById("no-documents");
   const problem = document.getElementById("documents-error");
+  const usage = document.getElementById("usage");
   let timer;
   let first = true;
 
@@ -173,7 +174,9 @@ function setUpDocuments(table) {
     clearTimeout(timer);
     let docs;
     try {
-      docs = (await api("GET", "/api/documents")).documents;
+      const answer = await api("GET", "/api/documents");
+      docs = answer.documents;
+      if (answer.usage) showUsage(usage, answer.usage);
     } catch (error) {
       report("Your documents cannot be shown right now: " + error.message);
       timer = setTimeout(refresh, 5 * POLL_MS);
@@ -281,7 +284,17 @@ async function download(id, name) {
 function formatSize(bytes) {
   if (bytes < 1024) return bytes + " B";
   if (bytes < 1024 * 1024) return (bytes / 1024).toFixed(1) + " KB";
-  return (bytes / (1024 * 1024)).toFixed(1) + " MB";
+  if (bytes < 1024 * 1024 * 1024) return (bytes / (1024 * 1024)).toFixed(1) + " MB";
+  return (bytes / (1024 * 1024 * 1024)).toFixed(1) + " GB";
+}
+
+/** "You store 3 of 10,000 documents, 1.2 MB of 1.0 GB." */
+function showUsage(node, usage) {
+  const count = (n) => n.toLocaleString("en");
+  node.textContent =
+    "You store " + count(usage.files) + " of " + count(usage.quota_files) + " documents, " +
+    formatSize(usage.bytes) + " of " + formatSize(usage.quota_bytes) + ".";
+  node.hidden = false;
 }
 
 /** `created_at` (RFC 3339) in the reader's time zone. */

@@ -438,6 +438,9 @@ async fn browser_upload_documents_and_ask() {
         ">DOCX<",
         "Download",
         "Delete",
+        // The usage against the default quotas.
+        "You store 2 of 10,000 documents,",
+        "of 1.0 GB.",
     ] {
         assert!(listed.contains(shown), "{shown}: {listed}");
     }

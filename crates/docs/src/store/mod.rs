@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use echo_text::Kind;
+use serde::Serialize;
 
 use crate::{DocsError, Result};
 
@@ -44,6 +45,15 @@ pub struct Document {
     pub created_at: i64,
 }
 
+/// What one owner stores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// The sum of their documents' sizes.
+    pub bytes: u64,
+    /// How many documents they have.
+    pub files: u64,
+}
+
 #[async_trait]
 pub trait DocumentStore: Send + Sync {
     async fn insert(&self, document: &Document) -> Result<()>;
@@ -61,6 +71,9 @@ pub trait DocumentStore: Send + Sync {
 
     /// Whether any record's bytes are the blob `sha256`.
     async fn references(&self, sha256: &str) -> Result<bool>;
+
+    /// What `owner` stores.
+    async fn usage(&self, owner: &str) -> Result<Usage>;
 }
 
 /// The store `url` names: PostgreSQL for `postgres://` (or

@@ -5,7 +5,7 @@ use echo_sql::{Backend, Column, Pools, RowsAffected as _};
 use echo_text::Kind;
 use sqlx::{ColumnIndex, Database, Encode, Executor, Type};
 
-use super::{Document, DocumentStore};
+use super::{Document, DocumentStore, Usage};
 use crate::{DocsError, Result};
 
 const COLUMNS: &str = "id, owner, name, kind, size, sha256, job_id, created_at";
@@ -141,5 +141,25 @@ where
                 .fetch_optional(&self.pools.read)
                 .await?;
         Ok(found.is_some())
+    }
+
+    async fn usage(&self, owner: &str) -> Result<Usage> {
+        use sqlx::Row as _;
+        // The write pool: a usage read right after an insert sees it.
+        let row = sqlx::query(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) \
+             FROM docs_documents WHERE owner = $1",
+        )
+        .bind(owner)
+        .fetch_one(&self.pools.write)
+        .await?;
+        let count = |i: usize| -> Result<u64> {
+            let n: i64 = row.try_get(i)?;
+            u64::try_from(n).map_err(|_| DocsError::Corrupt(format!("usage of {owner}")))
+        };
+        Ok(Usage {
+            files: count(0)?,
+            bytes: count(1)?,
+        })
     }
 }

@@ -21,6 +21,7 @@ mod access;
 mod build;
 mod documents;
 mod llm;
+mod quota;
 mod search;
 mod status;
 mod store;

@@ -13,15 +13,32 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use echo_core::sync::lock;
-
-use crate::routes::Limit;
+use serde::Deserialize;
 
 /// Buckets kept before full ones are swept.
 const SWEEP_AT: usize = 10_000;
 
+/// A token bucket: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Limit {
+    /// `count` a minute, all of them at once if need be.
+    pub fn per_minute(count: u32) -> Self {
+        Self {
+            per_second: f64::from(count) / 60.0,
+            burst: count,
+        }
+    }
+}
+
 /// What a refused request learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal {
+pub struct Throttled {
     /// Whole seconds until a token is back (at least 1).
     pub retry_after: u64,
     /// The first refusal of this key's window: audit it.
@@ -43,7 +60,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// Takes a token from `key`'s bucket at `now`.
-    pub fn check(&self, key: &str, limit: Limit, now: Instant) -> Result<(), Refusal> {
+    pub fn check(&self, key: &str, limit: Limit, now: Instant) -> Result<(), Throttled> {
         let burst = f64::from(limit.burst);
         let mut buckets = lock(&self.buckets);
         if buckets.len() >= SWEEP_AT && !buckets.contains_key(key) {
@@ -69,7 +86,7 @@ impl RateLimiter {
             let window = Duration::from_secs_f64(burst / limit.per_second);
             bucket.quiet_until = Some(now + window);
         }
-        Err(Refusal {
+        Err(Throttled {
             // Rounded up: a client that waits this long will get through.
             retry_after: (wait.ceil() as u64).max(1),
             first_in_window,
