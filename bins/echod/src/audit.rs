@@ -1,17 +1,17 @@
 //! `echod serve audit` (and the audit service inside `echod up`), and
-//! `echod audit verify | tail | prune`.
+//! `echod audit verify | checkpoint | tail | prune`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use echo_audit::checkpoint::NoteSigner;
+use echo_audit::checkpoint::{Checkpoint, NoteSigner, split_notes, verify_note};
 use echo_audit::http::AuditApp;
 use echo_audit::service::AuditService;
 use echo_audit::store::AuditStore;
-use echo_audit::verify::{VerifyError, verify_chain};
+use echo_audit::verify::{VerifyError, check_pinned, verify_chain};
 use echo_core::SystemClock;
 use echo_crypto::secret::{b64url, b64url_decode, random_bytes};
 use echo_edge::{Periodic, Service};
@@ -124,6 +124,12 @@ pub async fn start(
     schedule: &CheckpointArgs,
 ) -> anyhow::Result<Service> {
     let service = service(dir).await?;
+    // Pins what an earlier run left unpinned (it stopped between two
+    // ticks), so those events and the ones after the restart fall on either
+    // side of a checkpoint rather than look like a deleted one to `verify`.
+    if let Err(e) = service.checkpoint().await {
+        tracing::error!(error = %e, "could not sign a checkpoint at start");
+    }
     let app = Arc::new(AuditApp::new(service, verifier, audience));
     let checkpoints = checkpoint_job(
         app.clone(),
@@ -206,47 +212,145 @@ pub async fn tail(dir: &Path, last: i64, follow: bool) -> anyhow::Result<()> {
     }
 }
 
-/// `echod audit verify`: walks the whole chain and checks every checkpoint
-/// signature; prints `ok <count> events, head <hash>` or names the first
-/// changed, removed, inserted, reordered or truncated event. Refuses to run
-/// without the signing key rather than create one (a new key would verify
-/// no checkpoint).
-pub async fn verify(dir: &Path) -> anyhow::Result<bool> {
+/// `echod audit verify`'s arguments.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// A file of signed checkpoints kept outside the database (what
+    /// `echod audit checkpoint` printed, appended one after another); the
+    /// chain must contain and extend every one. Repeatable.
+    #[arg(long = "trusted-checkpoint", value_name = "FILE")]
+    pub trusted_checkpoints: Vec<PathBuf>,
+    /// The service's seconds between checkpoints: events older than two
+    /// intervals must be pinned by a checkpoint, and the events between two
+    /// checkpoints may not span more.
+    #[arg(
+        long = "audit-checkpoint-seconds",
+        visible_alias = "checkpoint-seconds",
+        env = "ECHO_AUDIT_CHECKPOINT_SECONDS",
+        default_value_t = 60
+    )]
+    pub checkpoint_seconds: u64,
+}
+
+/// The audit service for a command that signs or checks signatures: refuses
+/// to run without the signing key rather than create one (a new key would
+/// verify no checkpoint).
+async fn service_with_key(dir: &Path) -> anyhow::Result<AuditService> {
     if existing_secret_text(dir, AUDIT_SIGNING_KEY_VAR, SIGNING_KEY_FILE)?.is_none() {
         anyhow::bail!(
             "no audit signing key: set {AUDIT_SIGNING_KEY_VAR} or put {SIGNING_KEY_FILE} in {}",
             dir.display()
         );
     }
-    let service = service(dir).await?;
-    let anchors = match service.signed_anchors().await {
-        Ok(anchors) => anchors,
+    service(dir).await
+}
+
+/// `echod audit checkpoint`: prints the newest signed checkpoint, signing
+/// the head first if it moved (and only if the chain extends what was
+/// signed before), for an operator to keep elsewhere.
+pub async fn checkpoint(dir: &Path) -> anyhow::Result<()> {
+    let note = service_with_key(dir).await?.checkpoint().await?;
+    print!("{note}");
+    Ok(())
+}
+
+/// The checkpoints in `files`, each signature checked with `service`'s key;
+/// `Err` with the line to print if one is unreadable as a checkpoint.
+fn trusted_checkpoints(
+    service: &AuditService,
+    files: &[PathBuf],
+) -> anyhow::Result<Result<Vec<Checkpoint>, String>> {
+    let mut all = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read trusted checkpoint file {}", file.display()))?;
+        let notes = split_notes(&text);
+        if notes.is_empty() {
+            return Ok(Err(format!(
+                "broken: trusted checkpoint file {} holds no checkpoint",
+                file.display()
+            )));
+        }
+        for note in notes {
+            match verify_note(note, &service.verifier_key()) {
+                Ok(checkpoint) => all.push(checkpoint),
+                Err(e) => {
+                    return Ok(Err(format!(
+                        "broken: a trusted checkpoint in {} does not verify with the audit signing key ({e})",
+                        file.display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(Ok(all))
+}
+
+/// `echod audit verify`: walks the whole chain and checks every checkpoint
+/// signature, stored or trusted; prints `ok <count> events, head <hash>` or
+/// names the first changed, removed, inserted, reordered or truncated event,
+/// or the first event no checkpoint pins in time (`Unpinned`, `Gap`).
+pub async fn verify(dir: &Path, args: &VerifyArgs) -> anyhow::Result<bool> {
+    let service = service_with_key(dir).await?;
+    let stored = match service.signed_checkpoints().await {
+        Ok(checkpoints) => checkpoints,
         Err(e) => {
             println!("broken: a stored checkpoint does not verify ({e})");
             return Ok(false);
         }
     };
-    match verify_chain(service.store(), anchors).await {
-        Ok(verified) => {
-            let head: String = verified
-                .summary
-                .head
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            println!("ok {} events, head {head}", verified.events());
-            if verified.start.size > 0 {
-                println!(
-                    "events 1 to {} were pruned; the rest chains from the signed checkpoint at that size",
-                    verified.start.size
-                );
-            }
-            Ok(true)
+    let trusted = match trusted_checkpoints(&service, &args.trusted_checkpoints)? {
+        Ok(trusted) => trusted,
+        Err(line) => {
+            println!("{line}");
+            return Ok(false);
         }
+    };
+    let all: Vec<Checkpoint> = stored.into_iter().chain(trusted.iter().cloned()).collect();
+    let anchors = all.iter().map(Checkpoint::anchor).collect();
+    let verified = match verify_chain(service.store(), anchors).await {
+        Ok(verified) => verified,
         Err(VerifyError::Broken(broken)) => {
             println!("broken: {:?} at event {}", broken.kind, broken.event_id);
-            Ok(false)
+            return Ok(false);
         }
-        Err(VerifyError::Store(e)) => Err(e.into()),
+        Err(VerifyError::Store(e)) => return Err(e.into()),
+    };
+    let interval = i64::try_from(args.checkpoint_seconds.max(1)).unwrap_or(i64::MAX);
+    let unpinned = check_pinned(
+        service.store().as_ref(),
+        &verified,
+        &all,
+        interval,
+        cutoff_ms(Duration::ZERO),
+    )
+    .await?;
+    if let Some(unpinned) = unpinned {
+        println!("broken: {unpinned}");
+        return Ok(false);
     }
+    let head: String = verified
+        .summary
+        .head
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!("ok {} events, head {head}", verified.events());
+    if verified.start.size > 0 {
+        println!(
+            "events 1 to {} were pruned; the rest chains from the signed checkpoint at that size",
+            verified.start.size
+        );
+    }
+    if let Some(newest) = trusted.iter().map(|c| c.size).max() {
+        let pruned = trusted
+            .iter()
+            .filter(|c| c.size < verified.start.size)
+            .count();
+        println!(
+            "{} trusted checkpoints, the newest at size {newest}, are contained and extended ({pruned} of them lie in the pruned part, not compared)",
+            trusted.len()
+        );
+    }
+    Ok(true)
 }

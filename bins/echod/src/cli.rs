@@ -81,7 +81,11 @@ pub enum Serve {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Verify the whole chain and every checkpoint signature.
-    Verify,
+    Verify(audit::VerifyArgs),
+    /// Print the newest signed checkpoint (signing the head first if it
+    /// moved), a C2SP signed note: keep these elsewhere and give them to
+    /// `verify --trusted-checkpoint`.
+    Checkpoint,
     /// Delete events older than a duration, anchoring what remains with a
     /// signed checkpoint (what `--retention` does on a schedule).
     Prune {

@@ -15,7 +15,7 @@ use echo_edge::{ServiceTokens, TokenSource};
 use crate::settings::{existing_secret_text, secret_text};
 
 /// The scope a service's audit writes need.
-pub const AUDIT_WRITE: &str = "audit.write";
+pub const AUDIT_WRITE: &str = echo_audit::service::WRITE_SCOPE;
 
 /// Where a service's client secret lives: the variable `var`, else
 /// `<data>/<file>` (0600).

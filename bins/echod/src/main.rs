@@ -87,8 +87,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { command } => match command {
             AuditCommand::Tail { lines, follow } => audit::tail(&data_dir, lines, follow).await,
             AuditCommand::Prune { older_than } => audit::prune(&data_dir, older_than).await,
-            AuditCommand::Verify => {
-                if audit::verify(&data_dir).await? {
+            AuditCommand::Checkpoint => audit::checkpoint(&data_dir).await,
+            AuditCommand::Verify(args) => {
+                if audit::verify(&data_dir, &args).await? {
                     Ok(())
                 } else {
                     anyhow::bail!("the audit chain does not verify")

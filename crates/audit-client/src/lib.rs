@@ -10,7 +10,7 @@
 //! record ──try_send──▶ bounded queue ──▶ batch (size / time) ──▶ POST /v1/events ──200──▶ done
 //!   │ full                                      │ spool non-empty        │ 5xx, timeout, refused connection,
 //!   ▼                                           ▼                        ▼ 401 twice, 403
-//! dropped (error log)                  spool_dir/{seq:020}-{n}.ndjson ◀──┘
+//! spool_dir/overflow.ndjson ──adopted──▶ spool_dir/{seq:020}-{n}.ndjson ◀──┘
 //!                                               │ oldest first, exponential backoff with full jitter
 //!                                               └──▶ POST ──200──▶ file deleted
 //!
@@ -24,7 +24,11 @@
 //! 1. [`record`](echo_core::audit::AuditSink::record) turns the event into
 //!    the service's wire form ([`WireEvent`]) with a fresh random `id` and
 //!    the current time, and `try_send`s it on a bounded channel. It never
-//!    blocks and never fails the caller.
+//!    blocks on the network or an fsync and never fails the caller. When
+//!    the queue is full it appends the event to `spool_dir/overflow.ndjson`
+//!    instead (a write to the page cache), and so does every later event
+//!    until the task has spooled the queue and adopted the file as the next
+//!    spool batch: a burst larger than the queue costs disk, not events.
 //! 2. The task gathers events into a batch, sent when it holds
 //!    `batch_size` events or its first event has waited `flush_interval`.
 //! 3. A batch the service does not acknowledge for a reason that may pass
@@ -73,9 +77,11 @@
 //! - **Bounded memory, whatever the outage**: the queue, the batch being
 //!   built and the one request in flight. An outage grows the spool, not the
 //!   heap.
-//! - **Bounded disk**: the spool never passes `max_spool_bytes`.
-//! - **Loss is never silent.** Events are lost only when the queue is full,
-//!   after shutdown, or when the spool is full or unwritable; each is counted
+//! - **Bounded disk**: the spooled batches, the overflow file and the
+//!   poisoned events together never pass `max_spool_bytes` (give or take
+//!   the overflow lines written while a batch was being spooled).
+//! - **Loss is never silent.** Events are lost only after shutdown, or when
+//!   the spool is full or unwritable; each is counted
 //!   in [`WriterMetrics::dropped`] and logged with `tracing::error!` (at most
 //!   once a second per cause, with the count lost).
 //! - **In order.** One request at a time, spool files oldest first, new
@@ -84,7 +90,9 @@
 //!
 //! What is not guaranteed: events still in memory when the process dies
 //! without [`AuditWriter::shutdown`] (up to `flush_interval` plus the queue)
-//! are lost, as is anything recorded after shutdown.
+//! are lost, as is anything recorded after shutdown; the overflow file's
+//! lines survive a process crash (the next start adopts them) but not a
+//! power cut before they were adopted.
 //!
 //! # Authentication
 //!
@@ -94,6 +102,7 @@
 //! so events carry no `service` field. On 401 the source is told the token
 //! was refused and the batch is retried once at once with a fresh token.
 
+mod overflow;
 mod sender;
 mod split;
 mod spool;

@@ -15,7 +15,17 @@
 //! Events the service refuses for good (400/413) even alone, once the batch
 //! they came in has been halved around them (see [`crate::split`]), are
 //! written to `poison/`, one per file, numbered from the same sequence;
-//! they are never retried, only kept for an operator.
+//! they are never retried, only kept for an operator. They count against
+//! the spool's byte limit like batches do (a writer sending large bad events
+//! would otherwise fill the disk through `poison/`); the limit counts them
+//! afresh from the directory whenever it is reached, so an operator who
+//! clears `poison/` frees the space at once.
+//!
+//! Events that found the writer's queue full are appended by
+//! [`AuditSink::record`](echo_core::audit::AuditSink::record) to
+//! [`OVERFLOW_FILE`] and adopted whole as the next batch
+//! ([`Spool::adopt_overflow`]); one left behind by a crash is adopted at the
+//! next [`Spool::open`], its complete lines only.
 //!
 //! A spool directory belongs to one writer at a time: [`Spool::open`] takes
 //! an exclusive advisory lock on its `.lock` file, held until the spool is
@@ -29,6 +39,10 @@ use std::path::{Path, PathBuf};
 
 /// Subdirectory holding the events the service refused for good.
 pub const POISON_DIR: &str = "poison";
+/// Where events go while the writer's queue is full (see the crate docs).
+pub const OVERFLOW_FILE: &str = "overflow.ndjson";
+/// The overflow file while it is being adopted into the spool.
+pub const ADOPTING_FILE: &str = ".overflow-adopting";
 /// Locked by the writer that owns the directory. Left in place when it is
 /// released: deleting it would race with a writer opening it.
 const LOCK_FILE: &str = ".lock";
@@ -94,6 +108,10 @@ pub struct Spool {
     files: VecDeque<SpoolFile>,
     bytes: u64,
     events: u64,
+    /// Bytes in `poison/`, which count against `max_bytes` too.
+    poison_bytes: u64,
+    /// Bytes of the overflow file not yet adopted, which share the limit.
+    overflow_bytes: u64,
     next_seq: u64,
 }
 
@@ -140,15 +158,114 @@ impl Spool {
             .map(|f| f.seq)
             .max(poisoned_max)
             .map_or(0, |s| s.saturating_add(1));
-        Ok(Self {
+        let mut spool = Self {
             _lock: lock,
             dir: dir.to_owned(),
             max_bytes,
             bytes: files.iter().map(|f| f.bytes).sum(),
             events: files.iter().map(|f| f.events).sum(),
+            poison_bytes: poison_bytes(dir),
+            overflow_bytes: 0,
             files: files.into(),
             next_seq,
+        };
+        // Events a crashed writer had put in overflow, newest of all, in
+        // the order they were written.
+        for name in [ADOPTING_FILE, OVERFLOW_FILE] {
+            let path = dir.join(name);
+            if path.exists() {
+                spool.salvage_overflow(&path)?;
+            }
+        }
+        Ok(spool)
+    }
+
+    /// Adopts an overflow file a crashed writer left: its complete lines
+    /// become the newest batch.
+    fn salvage_overflow(&mut self, path: &Path) -> io::Result<()> {
+        let data = fs::read(path)?;
+        let mut kept = Vec::with_capacity(data.len());
+        let mut events = 0;
+        for line in data.split_inclusive(|&b| b == b'\n') {
+            let whole = line.ends_with(b"\n")
+                && serde_json::from_slice::<serde_json::Value>(line).is_ok_and(|v| v.is_object());
+            if whole {
+                kept.extend_from_slice(line);
+                events += 1;
+            }
+        }
+        if events > 0 {
+            let file = SpoolFile {
+                seq: self.take_seq(),
+                events,
+                bytes: kept.len() as u64,
+            };
+            write_durably(&self.dir, &file.name(), &kept)?;
+            self.add(file);
+            tracing::warn!(
+                events,
+                "recovered audit events a stopped writer had put in its overflow file"
+            );
+        }
+        fs::remove_file(path)?;
+        sync_dir(&self.dir)
+    }
+
+    /// Makes the overflow file at `path` (renamed there from
+    /// [`OVERFLOW_FILE`] by the writer, who no longer appends to it) the
+    /// newest batch, durably: fsync, rename, directory fsync. It is on disk
+    /// already and counted against the limit when written, so it is not
+    /// refused here.
+    pub async fn adopt_overflow(&mut self, path: PathBuf, events: u64) -> io::Result<()> {
+        let file = SpoolFile {
+            seq: self.take_seq(),
+            events,
+            bytes: fs::metadata(&path)?.len(),
+        };
+        let (dir, name) = (self.dir.clone(), file.name());
+        blocking(move || {
+            File::open(&path)?.sync_all()?;
+            fs::rename(&path, dir.join(name))?;
+            sync_dir(&dir)
         })
+        .await?;
+        self.add(file);
+        Ok(())
+    }
+
+    fn add(&mut self, file: SpoolFile) {
+        self.bytes += file.bytes;
+        self.events += file.events;
+        self.files.push_back(file);
+    }
+
+    /// Bytes the limit counts: the batches and the poisoned events (the
+    /// overflow file's are added by [`room_for`](Self::room_for)).
+    pub fn used(&self) -> u64 {
+        self.bytes.saturating_add(self.poison_bytes)
+    }
+
+    /// Tells the spool how large the overflow file waiting for adoption is.
+    pub fn set_overflow_bytes(&mut self, bytes: u64) {
+        self.overflow_bytes = bytes;
+    }
+
+    /// Whether `needed` more bytes fit; when they do not, the poison
+    /// directory is counted afresh first (an operator may have cleared it).
+    async fn room_for(&mut self, needed: u64) -> Result<(), PushError> {
+        let used = |s: &Self| s.used().saturating_add(s.overflow_bytes);
+        if used(self).saturating_add(needed) > self.max_bytes {
+            let dir = self.dir.clone();
+            self.poison_bytes = blocking(move || Ok(poison_bytes(&dir))).await?;
+        }
+        if used(self).saturating_add(needed) > self.max_bytes {
+            return Err(PushError::Full {
+                used: used(self),
+                limit: self.max_bytes,
+                needed,
+            });
+        }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -178,13 +295,7 @@ impl Spool {
     /// exceed the size limit.
     pub async fn push(&mut self, ndjson: Vec<u8>, events: u64) -> Result<(), PushError> {
         let needed = ndjson.len() as u64;
-        if self.bytes.saturating_add(needed) > self.max_bytes {
-            return Err(PushError::Full {
-                used: self.bytes,
-                limit: self.max_bytes,
-                needed,
-            });
-        }
+        self.room_for(needed).await?;
         let file = SpoolFile {
             seq: self.take_seq(),
             events,
@@ -192,9 +303,7 @@ impl Spool {
         };
         let (dir, name) = (self.dir.clone(), file.name());
         blocking(move || write_durably(&dir, &name, &ndjson)).await?;
-        self.bytes += file.bytes;
-        self.events += file.events;
-        self.files.push_back(file);
+        self.add(file);
         Ok(())
     }
 
@@ -214,15 +323,19 @@ impl Spool {
     }
 
     /// Writes one event the service refused for good (its NDJSON line) into
-    /// `poison/`, in a file of its own.
-    pub async fn poison_event(&mut self, ndjson: Vec<u8>) -> io::Result<()> {
+    /// `poison/`, in a file of its own, unless that would pass the limit.
+    pub async fn poison_event(&mut self, ndjson: Vec<u8>) -> Result<(), PushError> {
+        let needed = ndjson.len() as u64;
+        self.room_for(needed).await?;
         let name = file_name(self.take_seq(), 1);
         let poison = self.dir.join(POISON_DIR);
         blocking(move || {
             fs::create_dir_all(&poison)?;
             write_durably(&poison, &name, &ndjson)
         })
-        .await
+        .await?;
+        self.poison_bytes += needed;
+        Ok(())
     }
 
     /// Drops a batch from the index (its file is gone or being moved).
@@ -239,6 +352,19 @@ impl Spool {
         self.next_seq = self.next_seq.saturating_add(1);
         seq
     }
+}
+
+/// Bytes of the poisoned events in `dir`'s poison directory.
+fn poison_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir.join(POISON_DIR))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            parse_file_name(e.file_name().to_str()?)?;
+            Some(e.metadata().ok()?.len())
+        })
+        .sum()
 }
 
 /// Takes `dir`'s lock without waiting: a second writer is a deployment
@@ -462,6 +588,44 @@ mod tests {
         drop(spool);
         // A restarted process does not reuse a poisoned event's number.
         assert_eq!(Spool::open(dir.path(), 1 << 20).unwrap().next_seq, 3);
+    }
+
+    #[tokio::test]
+    async fn poison_counts_against_the_limit_until_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), 25).unwrap();
+        spool.poison_event(vec![b'x'; 20]).await.unwrap();
+        assert!(matches!(
+            spool.push(vec![b'x'; 6], 1).await,
+            Err(PushError::Full { used: 20, .. })
+        ));
+        assert!(spool.poison_event(vec![b'x'; 6]).await.is_err());
+        drop(spool);
+        // Counted again after a restart; cleared by an operator, freed.
+        let mut spool = Spool::open(dir.path(), 25).unwrap();
+        assert_eq!(spool.used(), 20);
+        fs::remove_dir_all(dir.path().join(POISON_DIR)).unwrap();
+        spool.push(vec![b'x'; 25], 1).await.unwrap();
+    }
+
+    #[test]
+    fn an_overflow_file_left_by_a_crash_becomes_the_newest_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(file_name(3, 1)), "{\"a\":1}\n").unwrap();
+        fs::write(
+            dir.path().join(OVERFLOW_FILE),
+            "{\"b\":2}\n{\"c\":3}\n{\"d\":",
+        )
+        .unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(spool.events(), 3);
+        let newest = spool.files.back().unwrap();
+        assert_eq!((newest.seq, newest.events), (4, 2));
+        assert_eq!(
+            fs::read(spool.path(newest)).unwrap(),
+            b"{\"b\":2}\n{\"c\":3}\n"
+        );
+        assert!(!dir.path().join(OVERFLOW_FILE).exists());
     }
 
     #[test]

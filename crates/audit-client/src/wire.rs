@@ -22,7 +22,9 @@ pub struct WireEvent {
     /// recognised by the service and stored once.
     pub id: String,
     /// Unix milliseconds when the event was recorded, not when it was sent:
-    /// a spooled event keeps the time it happened.
+    /// a spooled event keeps the time it happened. The service dates events
+    /// with its own receive time and keeps this one as `context.client_time`
+    /// (refusing it more than five minutes ahead of its clock).
     pub time: i64,
     /// `debug`, `info`, `warn`, `error` or `critical`.
     pub level: String,

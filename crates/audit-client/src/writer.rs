@@ -14,6 +14,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
+use crate::overflow::{Overflow, OverflowError};
 use crate::sender::{Backoff, Sender};
 use crate::split::{self, Delivery, Refused};
 use crate::spool::{PushError, Spool};
@@ -48,11 +49,14 @@ pub struct WriterConfig {
     /// How long the first event of a partial batch waits for company
     /// (default 200 ms): the most an event is delayed when all is well.
     pub flush_interval: Duration,
-    /// Events waiting in memory (default 10 000). When full, `record` drops
-    /// the event (counted, logged) rather than block the caller.
+    /// Events waiting in memory (default 10 000). When full, `record`
+    /// appends the event to the spool directory's overflow file instead,
+    /// which the writer adopts into the spool: a burst costs disk, not
+    /// events, and the caller never waits for an fsync.
     pub queue_capacity: usize,
-    /// The spool's limit (default 256 MiB). A batch that would pass it is
-    /// dropped (counted, logged), so an outage cannot fill the disk.
+    /// The spool's limit (default 256 MiB), counting spooled batches, the
+    /// overflow file and poisoned events. What would pass it is dropped
+    /// (counted, logged), so an outage cannot fill the disk.
     pub max_spool_bytes: u64,
     /// One request's limit, connecting included (default 5 s).
     pub request_timeout: Duration,
@@ -90,10 +94,12 @@ pub struct WriterMetrics {
     pub sent: u64,
     /// Events in the spool now, waiting to be resent.
     pub spooled: u64,
-    /// Bytes of the spool now.
+    /// Bytes of the spooled batches now (the limit also counts poisoned
+    /// events and the overflow file).
     pub spool_bytes: u64,
-    /// Events lost: the queue was full, the writer was shut down, or the
-    /// spool was full or unwritable. Every loss is also logged as an error.
+    /// Events lost: the writer was shut down, or the spool (overflow file
+    /// included) was full or unwritable. Every loss is also logged as an
+    /// error.
     pub dropped: u64,
     /// Events the service refused as malformed even alone, each kept in a
     /// file of its own in `spool_dir/poison/` and never retried.
@@ -106,6 +112,9 @@ struct Counters {
     sent: AtomicU64,
     spooled: AtomicU64,
     spool_bytes: AtomicU64,
+    /// What the spool's limit counts on disk besides the overflow file:
+    /// batches and poisoned events.
+    limit_used: AtomicU64,
     dropped: AtomicU64,
     poisoned: AtomicU64,
 }
@@ -173,6 +182,9 @@ impl LossLog {
 #[derive(Debug)]
 pub struct AuditWriter {
     intake: mpsc::Sender<WireEvent>,
+    /// Where events go while the queue is full.
+    overflow: Arc<Overflow>,
+    max_spool_bytes: u64,
     counters: Arc<Counters>,
     intake_losses: LossLog,
     stop: watch::Sender<bool>,
@@ -200,6 +212,7 @@ impl AuditWriter {
         let counters = Arc::new(Counters::default());
         counters.spooled.store(spool.events(), Relaxed);
         counters.spool_bytes.store(spool.bytes(), Relaxed);
+        counters.limit_used.store(spool.used(), Relaxed);
         if !spool.is_empty() {
             tracing::info!(
                 events = spool.events(),
@@ -215,8 +228,10 @@ impl AuditWriter {
         );
         let (stop, stop_rx) = watch::channel(false);
         let (done_tx, done) = watch::channel(false);
+        let overflow = Arc::new(Overflow::new(&config.spool_dir));
         let task = Task {
             rx,
+            overflow: overflow.clone(),
             stop: stop_rx,
             sender: Arc::new(Sender::new(&config.endpoint, config.request_timeout, token)),
             spool,
@@ -235,6 +250,8 @@ impl AuditWriter {
         });
         Ok(Arc::new(Self {
             intake,
+            overflow,
+            max_spool_bytes: config.max_spool_bytes,
             counters,
             intake_losses: LossLog::new(),
             stop,
@@ -258,30 +275,82 @@ impl AuditWriter {
 }
 
 impl AuditSink for AuditWriter {
-    /// Queues the event without waiting; if the queue is full (or the writer
-    /// shut down) the event is dropped, counted and reported as an error.
+    /// Queues the event without waiting. If the queue is full (or events
+    /// are going to the overflow file already, to keep their order) the
+    /// event is appended to the spool directory's overflow file; if that
+    /// would pass the spool's limit, or the writer is shut down, it is
+    /// dropped, counted and reported as an error.
     fn record(&self, event: AuditEvent) {
         self.counters.recorded.fetch_add(1, Relaxed);
-        let Err(refused) = self.intake.try_send(WireEvent::from_audit(event, now_ms())) else {
-            return;
+        let event = WireEvent::from_audit(event, now_ms());
+        let event = if self.overflow.is_active() && !self.intake.is_closed() {
+            event
+        } else {
+            match self.intake.try_send(event) {
+                Ok(()) => return,
+                Err(TrySendError::Full(event)) => event,
+                Err(TrySendError::Closed(event)) => return self.lose(&event, Loss::ShutDown),
+            }
         };
+        let mut line = Vec::new();
+        if let Err(e) = write_ndjson_line(&event, &mut line) {
+            return self.lose(&event, Loss::Encoding(e.to_string()));
+        }
+        let spooled = self.counters.limit_used.load(Relaxed);
+        match self.overflow.append(&line, spooled, self.max_spool_bytes) {
+            Ok(()) => {}
+            Err(OverflowError::Full { used, limit }) => {
+                self.lose(&event, Loss::SpoolFull { used, limit })
+            }
+            Err(OverflowError::Io(e)) => self.lose(&event, Loss::Io(e)),
+        }
+    }
+}
+
+/// Why `record` lost an event.
+enum Loss {
+    ShutDown,
+    SpoolFull { used: u64, limit: u64 },
+    Io(io::Error),
+    Encoding(String),
+}
+
+impl AuditWriter {
+    /// Counts a lost event, and reports it (at most once a period).
+    fn lose(&self, event: &WireEvent, loss: Loss) {
         let total = self.counters.dropped.fetch_add(1, Relaxed) + 1;
         let Some(lost) = self.intake_losses.lost(1) else {
             return;
         };
-        match refused {
-            TrySendError::Full(event) => tracing::error!(
+        let action = &event.action;
+        match loss {
+            Loss::ShutDown => tracing::error!(
                 lost,
                 total_dropped = total,
-                capacity = self.intake.max_capacity(),
-                last_action = %event.action,
-                "audit queue full: audit events are being lost (the audit writer cannot keep up)"
-            ),
-            TrySendError::Closed(event) => tracing::error!(
-                lost,
-                total_dropped = total,
-                last_action = %event.action,
+                last_action = %action,
                 "audit writer is shut down: audit events are being lost"
+            ),
+            Loss::SpoolFull { used, limit } => tracing::error!(
+                lost,
+                total_dropped = total,
+                used,
+                limit,
+                last_action = %action,
+                "audit queue and spool are full: audit events are being lost"
+            ),
+            Loss::Io(e) => tracing::error!(
+                lost,
+                total_dropped = total,
+                error = %e,
+                last_action = %action,
+                "audit queue is full and its overflow file cannot be written: audit events are being lost"
+            ),
+            Loss::Encoding(e) => tracing::error!(
+                lost,
+                total_dropped = total,
+                error = %e,
+                last_action = %action,
+                "audit event could not be encoded and is lost"
             ),
         }
     }
@@ -325,6 +394,8 @@ enum Source {
 /// The background task; owns everything but the counters.
 struct Task {
     rx: mpsc::Receiver<WireEvent>,
+    /// Events `record` found no room for in `rx`, which came after its own.
+    overflow: Arc<Overflow>,
     stop: watch::Receiver<bool>,
     sender: Arc<Sender>,
     spool: Spool,
@@ -358,6 +429,18 @@ impl Task {
             if *self.stop.borrow() {
                 return;
             }
+            // A batch from memory in flight would, if it failed, be spooled
+            // behind the overflow's events, which came after it: wait for it.
+            let memory_in_flight = matches!(
+                self.in_flight,
+                Some(InFlight {
+                    source: Source::Memory(_),
+                    ..
+                })
+            );
+            if self.overflow.is_active() && !memory_in_flight {
+                self.adopt_overflow().await;
+            }
             let now = Instant::now();
             let ready = self.batch.events > 0
                 && (self.batch.is_full(self.batch_size)
@@ -382,7 +465,9 @@ impl Task {
                 .filter(|_| self.in_flight.is_none() || !self.spool.is_empty());
             let retry_at =
                 (self.in_flight.is_none() && !self.spool.is_empty()).then_some(self.retry_at);
+            let overflow = self.overflow.clone();
             tokio::select! {
+                () = overflow.notify.notified() => {}
                 event = self.rx.recv(), if receiving => match event {
                     Some(event) => self.add(&event),
                     // Every handle to the writer is gone.
@@ -422,6 +507,7 @@ impl Task {
                 self.spool_batch(batch.ndjson, batch.events).await;
             }
         }
+        self.adopt_overflow().await;
         let m = self.counters.snapshot();
         let unreported = self.spool_losses.take_unreported();
         if m.dropped > 0 {
@@ -460,6 +546,41 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Spools every queued event (they came before the overflow file's),
+    /// then adopts the overflow file as the next spool batch.
+    async fn adopt_overflow(&mut self) {
+        loop {
+            while !self.batch.is_full(self.batch_size) {
+                match self.rx.try_recv() {
+                    Ok(event) => self.add(&event),
+                    Err(_) => break,
+                }
+            }
+            if self.batch.events == 0 {
+                break;
+            }
+            let batch = self.batch.take();
+            self.spool_batch(batch.ndjson, batch.events).await;
+        }
+        match self.overflow.take() {
+            Ok(Some((path, events))) => {
+                if let Err(e) = self.spool.adopt_overflow(path, events).await {
+                    tracing::error!(error = %e, events, "audit events from the overflow file could not be spooled; left on disk for the next start");
+                } else {
+                    tracing::warn!(
+                        events,
+                        "audit queue was full: its overflow is spooled and will be sent in order"
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "audit overflow file could not be taken; left on disk for the next start")
+            }
+        }
+        self.publish_spool();
     }
 
     fn add(&mut self, event: &WireEvent) {
@@ -593,12 +714,20 @@ impl Task {
             reason,
         } in refused
         {
-            self.counters.poisoned.fetch_add(1, Relaxed);
+            self.spool.set_overflow_bytes(self.overflow.bytes());
             match self.spool.poison_event(ndjson).await {
                 Ok(()) => {
+                    self.counters.poisoned.fetch_add(1, Relaxed);
                     tracing::error!(status, %reason, batch_events = events, "audit service refused an audit event for good; it is kept in the spool's poison directory and not retried, the rest of its batch is delivered")
                 }
-                Err(e) => {
+                // Poisoned events count against the spool's limit: a full
+                // spool loses this one, as it would a batch.
+                Err(PushError::Full { used, limit, .. }) => {
+                    self.counters.dropped.fetch_add(1, Relaxed);
+                    tracing::error!(status, %reason, used, limit, "audit service refused an audit event for good, and the spool is too full to keep it: it is lost")
+                }
+                Err(PushError::Io(e)) => {
+                    self.counters.poisoned.fetch_add(1, Relaxed);
                     all_kept = false;
                     tracing::error!(status, %reason, batch_events = events, error = %e, "audit service refused an audit event for good, and it could not be written to the poison directory")
                 }
@@ -610,6 +739,7 @@ impl Task {
     /// Appends a batch to the spool, or drops it (counted, logged) if the
     /// spool is full or cannot be written.
     async fn spool_batch(&mut self, ndjson: Vec<u8>, events: u64) {
+        self.spool.set_overflow_bytes(self.overflow.bytes());
         if let Err(e) = self.spool.push(ndjson, events).await {
             let total = self.counters.dropped.fetch_add(events, Relaxed) + events;
             if let Some(lost) = self.spool_losses.lost(events) {
@@ -636,6 +766,7 @@ impl Task {
     fn publish_spool(&self) {
         self.counters.spooled.store(self.spool.events(), Relaxed);
         self.counters.spool_bytes.store(self.spool.bytes(), Relaxed);
+        self.counters.limit_used.store(self.spool.used(), Relaxed);
     }
 }
 

@@ -422,11 +422,66 @@ pub fn verify_note(note: &str, verifier_key: &str) -> Result<Checkpoint, Checkpo
     Ok(checkpoint)
 }
 
+/// The signed notes in `text`, in order, as `echod audit checkpoint >> FILE`
+/// leaves them: one after another, each ending after the last signature
+/// line that follows its blank line; blank lines between notes are skipped.
+/// Each is returned as written (final newline included), to be checked by
+/// [`verify_note`]; text that is no note comes back as one too and fails there.
+pub fn split_notes(text: &str) -> Vec<&str> {
+    let mut notes = Vec::new();
+    // Where the current note starts, and whether its signatures have begun.
+    let mut start: Option<usize> = None;
+    let mut in_signatures = false;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let content = line.trim_end_matches('\n');
+        match start {
+            None if content.is_empty() => {}
+            None => start = Some(offset),
+            Some(from) if in_signatures && !content.starts_with(SIG_PREFIX) => {
+                notes.push(&text[from..offset]);
+                in_signatures = false;
+                start = (!content.is_empty()).then_some(offset);
+            }
+            Some(_) if content.is_empty() => in_signatures = true,
+            Some(_) => {}
+        }
+        offset += line.len();
+    }
+    if let Some(from) = start {
+        notes.push(&text[from..]);
+    }
+    notes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const ORIGIN: &str = "audit.example.com/log";
+
+    #[test]
+    fn appended_notes_split_into_notes_that_verify() {
+        let s = signer();
+        let notes: Vec<String> = [1, 2, 3]
+            .map(|size| {
+                s.sign(&Checkpoint {
+                    size,
+                    ..checkpoint()
+                })
+            })
+            .to_vec();
+        let file = format!("\n{}{}\n\n{}", notes[0], notes[1], notes[2]);
+        let split = split_notes(&file);
+        assert_eq!(split, notes);
+        for (note, size) in split.iter().zip(1..) {
+            assert_eq!(verify_note(note, &s.verifier_key()).unwrap().size, size);
+        }
+        assert!(split_notes("\n\n").is_empty());
+        // A stray text is one "note" that then fails to verify.
+        assert_eq!(split_notes("not a note\n"), ["not a note\n"]);
+        assert!(verify_note("not a note\n", &s.verifier_key()).is_err());
+    }
 
     fn checkpoint() -> Checkpoint {
         Checkpoint {

@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 
 use crate::chain::ChainedEvent;
 use crate::event::Level;
-use crate::service::{AuditError, AuditService, READ_RIGHT, may_read};
+use crate::service::{AuditError, AuditService, READ_RIGHT, WRITE_RIGHT, may_read, may_write};
 use crate::store::{Cursor, EventQuery, search_words};
 
 /// Largest request body accepted (a full batch of large events).
@@ -104,9 +104,10 @@ impl IntoResponse for AuditError {
             AuditError::InvalidEvent { .. } | AuditError::BadRequest(_) => {
                 (StatusCode::BAD_REQUEST, "bad_request")
             }
+            AuditError::ClientTimeAhead { .. } => (StatusCode::BAD_REQUEST, "time_ahead"),
             AuditError::BatchTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             AuditError::Impersonation { .. } => (StatusCode::FORBIDDEN, "impersonation"),
-            AuditError::Store(_) | AuditError::ChainBroken(_) => {
+            AuditError::Store(_) | AuditError::ChainBroken(_) | AuditError::Unextended { .. } => {
                 tracing::error!(error = %self, "audit storage failure");
                 return Problem::internal().into_response();
             }
@@ -135,6 +136,9 @@ fn parse_batch(body: &[u8]) -> Result<Vec<Value>, AuditError> {
 }
 
 async fn ingest(State(app): AppState, writer: Caller, body: Bytes) -> Response {
+    if !may_write(&writer.claims) {
+        return app.gate.insufficient(&writer, WRITE_RIGHT).into_response();
+    }
     let result = async {
         app.service
             .ingest(&writer.claims, parse_batch(&body)?)
@@ -162,7 +166,12 @@ struct LogRequest {
 }
 
 /// The original design's endpoint: one message, action `log.<level>`.
+/// Its callers hold a client-credentials token like every writer, so it
+/// needs scope `audit.write` too.
 async fn log(State(app): AppState, writer: Caller, body: Bytes) -> Response {
+    if !may_write(&writer.claims) {
+        return app.gate.insufficient(&writer, WRITE_RIGHT).into_response();
+    }
     let request: LogRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => return Problem::bad_request(format!("malformed JSON: {e}")).into_response(),

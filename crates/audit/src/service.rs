@@ -5,20 +5,29 @@
 //! written), so no service can write as another. Every event is validated and
 //! redacted before the batch is appended, so a batch is stored whole or not
 //! at all.
+//!
+//! Writing needs scope `audit.write`. The service, not the writer, dates
+//! each event: `time` is when the service received it, so no writer can
+//! date an event into the future and hold retention (which stops at the
+//! first event not old enough) for good. The time a writer sent is kept
+//! as `context.client_time`, and refused when more than [`MAX_CLIENT_AHEAD_MS`]
+//! ahead of the service's clock (a writer's clock that far off is broken,
+//! and its claimed order of events with it).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use echo_core::Clock;
 use echo_core::audit::{AuditEvent, AuditSink, Outcome};
+use echo_core::sync::lock;
 use echo_crypto::secret::random_token;
 use echo_verify::Claims;
 
 use crate::chain::{Anchor, ChainBreak};
-use crate::checkpoint::{Checkpoint, NoteSigner};
+use crate::checkpoint::{Checkpoint, NoteSigner, verify_note};
 use crate::event::{Event, EventError, Level};
 use crate::redact::redact;
 use crate::store::{Appended, AuditStore, AuditStoreError, EventQuery};
-use crate::verify::{VerifyError, anchors_from_notes, verify_through};
+use crate::verify::{VerifyError, checkpoints_from_notes, extends, verify_through};
 
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 1000;
@@ -28,6 +37,10 @@ pub const MAX_LIMIT: i64 = 1000;
 pub const PRUNE_BATCH: i64 = 1000;
 /// Most words in a free-text query.
 pub const MAX_WORDS: usize = 16;
+/// How far ahead of the service's clock a writer's `time` may be.
+pub const MAX_CLIENT_AHEAD_MS: i64 = 5 * 60 * 1000;
+/// Where the writer's own `time` is kept in a stored event's context.
+pub const CLIENT_TIME: &str = "client_time";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -39,12 +52,28 @@ pub enum AuditError {
         named: String,
         writer: String,
     },
+    #[error(
+        "event {index}: time {client_time} is {ahead_ms} ms ahead of the audit service's clock \
+         (at most {MAX_CLIENT_AHEAD_MS} ms allowed); the service dates events itself and keeps \
+         the writer's time as context.client_time"
+    )]
+    ClientTimeAhead {
+        index: usize,
+        client_time: i64,
+        ahead_ms: i64,
+    },
     #[error("a batch holds at most {MAX_BATCH} events")]
     BatchTooLarge,
     #[error("{0}")]
     BadRequest(String),
     #[error("the audit chain does not verify: {0}")]
     ChainBroken(ChainBreak),
+    /// The stored chain no longer holds, or no longer leads from, a head
+    /// signed before: it was cut or rewritten below it.
+    #[error(
+        "refusing to sign the head at size {to}: the stored chain does not extend the checkpoint signed at size {from}"
+    )]
+    Unextended { from: i64, to: i64 },
     #[error(transparent)]
     Store(#[from] AuditStoreError),
 }
@@ -55,6 +84,10 @@ pub struct AuditService {
     /// Signs checkpoints; its name is the log's origin.
     signer: NoteSigner,
     clock: Arc<dyn Clock>,
+    /// The largest head this process signed: kept out of the database, so
+    /// deleting the stored checkpoints does not make the service sign a
+    /// chain cut or rewritten below it.
+    last_signed: Mutex<Option<Anchor>>,
 }
 
 impl AuditService {
@@ -63,6 +96,7 @@ impl AuditService {
             store,
             signer,
             clock,
+            last_signed: Mutex::new(None),
         }
     }
 
@@ -101,7 +135,7 @@ impl AuditService {
                 })?;
                 object.insert("level".into(), level.as_str().into());
             }
-            object.entry("time").or_insert(now_ms.into());
+            stamp_time(object, index, now_ms)?;
             object.entry("id").or_insert_with(|| random_token().into());
             let mut event: Event = serde_json::from_value(raw)
                 .map_err(|e| AuditError::BadRequest(format!("event {index}: {e}")))?;
@@ -131,26 +165,50 @@ impl AuditService {
 
     /// Signs the current head if it moved since the last checkpoint, and
     /// returns the newest signed note.
+    ///
+    /// A new head is signed only if the stored chain extends both the newest
+    /// stored checkpoint and the last head this process signed (the rows
+    /// since then are read and chained, a minute's worth): a chain cut or
+    /// rewritten below them is refused with [`AuditError::Unextended`]
+    /// instead of being signed.
     pub async fn checkpoint(&self) -> Result<String, AuditError> {
-        let Anchor { size, head } = self.store.head().await?;
-        if let Some((last_size, note)) = self.store.latest_checkpoint().await?
-            && last_size == size
-        {
-            return Ok(note);
+        let head = self.store.head().await?;
+        let latest = self.store.latest_checkpoint().await?;
+        let mut signed_before = Vec::new();
+        if let Some((last_size, note)) = latest {
+            if last_size == head.size {
+                return Ok(note);
+            }
+            let checkpoint = verify_note(&note, &self.signer.verifier_key())
+                .map_err(|e| AuditError::Store(AuditStoreError::Corrupt(e.to_string())))?;
+            signed_before.push(checkpoint.anchor());
         }
-        self.sign(Anchor { size, head }).await
+        signed_before.extend(*lock(&self.last_signed));
+        for from in signed_before {
+            if !extends(&self.store, from, head).await? {
+                return Err(AuditError::Unextended {
+                    from: from.size,
+                    to: head.size,
+                });
+            }
+        }
+        self.sign(head).await
     }
 
     /// Signs and stores a checkpoint over `anchor`; returns the note.
-    async fn sign(&self, Anchor { size, head }: Anchor) -> Result<String, AuditError> {
+    async fn sign(&self, anchor: Anchor) -> Result<String, AuditError> {
         let checkpoint = Checkpoint {
             origin: self.signer.name().to_owned(),
-            size,
-            head,
+            size: anchor.size,
+            head: anchor.head,
             time: self.clock.now(),
         };
         let note = self.signer.sign(&checkpoint);
         self.store.insert_checkpoint(&checkpoint, &note).await?;
+        let mut last = lock(&self.last_signed);
+        if last.is_none_or(|last| last.size < anchor.size) {
+            *last = Some(anchor);
+        }
         Ok(note)
     }
 
@@ -171,6 +229,56 @@ impl AuditService {
         self.signer.verifier_key()
     }
 }
+
+/// Dates an event with the service's receive time `now_ms`, keeping the
+/// writer's `time` (if any, and not too far ahead) as `context.client_time`;
+/// a `client_time` the writer put in the context itself is dropped, so the
+/// field always means what the service saw.
+fn stamp_time(
+    object: &mut serde_json::Map<String, serde_json::Value>,
+    index: usize,
+    now_ms: i64,
+) -> Result<(), AuditError> {
+    let client_time = match object.remove("time") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(time) => Some(time.as_i64().ok_or_else(|| {
+            AuditError::BadRequest(format!("event {index}: time must be Unix milliseconds"))
+        })?),
+    };
+    if let Some(client_time) = client_time
+        && client_time.saturating_sub(now_ms) > MAX_CLIENT_AHEAD_MS
+    {
+        return Err(AuditError::ClientTimeAhead {
+            index,
+            client_time,
+            ahead_ms: client_time.saturating_sub(now_ms),
+        });
+    }
+    object.insert("time".into(), now_ms.into());
+    let context = object.entry("context").or_insert(serde_json::Value::Null);
+    if context.is_null() && client_time.is_some() {
+        *context = serde_json::Value::Object(serde_json::Map::new());
+    }
+    // A context that is not an object is refused by validation later.
+    if let Some(context) = context.as_object_mut() {
+        context.remove(CLIENT_TIME);
+        if let Some(client_time) = client_time {
+            context.insert(CLIENT_TIME.into(), client_time.into());
+        }
+    }
+    Ok(())
+}
+
+/// Who may write to the log: services with scope `audit.write` (Echo's own
+/// get it at bootstrap; `echod client add … --scope audit.write` for others).
+pub fn may_write(claims: &Claims) -> bool {
+    claims.has_scope(WRITE_SCOPE)
+}
+
+/// The scope writing needs.
+pub const WRITE_SCOPE: &str = "audit.write";
+/// What writing to the audit log needs, as a refusal names it.
+pub const WRITE_RIGHT: &str = "scope audit.write";
 
 /// Who may read the log: users with role `auditor` or `admin`, services
 /// with scope `audit.read`.
@@ -226,8 +334,19 @@ impl AuditService {
     /// The anchors of every checkpoint this service signed, each signature
     /// checked: a note that does not verify is an error, not skipped.
     pub async fn signed_anchors(&self) -> Result<Vec<Anchor>, AuditError> {
+        Ok(self
+            .signed_checkpoints()
+            .await?
+            .iter()
+            .map(Checkpoint::anchor)
+            .collect())
+    }
+
+    /// Every checkpoint stored, each signature checked: a note that does not
+    /// verify is an error, not skipped.
+    pub async fn signed_checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError> {
         let notes = self.store.checkpoint_notes().await?;
-        anchors_from_notes(&notes, &self.signer.verifier_key())
+        checkpoints_from_notes(&notes, &self.signer.verifier_key())
             .map_err(|e| AuditError::Store(AuditStoreError::Corrupt(e.to_string())))
     }
 

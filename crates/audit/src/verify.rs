@@ -16,7 +16,7 @@ use std::sync::Arc;
 use aws_lc_rs::digest::{Context, SHA256};
 
 use crate::chain::{Anchor, ChainBreak, ChainSummary, ChainVerifier, Hash, link};
-use crate::checkpoint::verify_note;
+use crate::checkpoint::{Checkpoint, verify_note};
 use crate::event::Event;
 use crate::store::{AuditStore, AuditStoreError, ScannedRow};
 
@@ -35,6 +35,28 @@ pub enum VerifyError {
     Store(#[from] AuditStoreError),
 }
 
+/// How a chain that verifies link by link is not pinned by checkpoints in
+/// time (see [`check_pinned`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnpinnedKind {
+    /// Events after the newest checkpoint are older than two checkpoint
+    /// intervals: checkpoints over them were deleted (with the tail they
+    /// pinned, perhaps), or the service has been down since.
+    Unpinned,
+    /// The events between two consecutive checkpoints span more than two
+    /// checkpoint intervals: checkpoints between them were deleted.
+    Gap,
+}
+
+/// The first event a checkpoint should pin but none does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind:?} at event {event_id} ({detail})")]
+pub struct Unpinned {
+    pub kind: UnpinnedKind,
+    pub event_id: String,
+    pub detail: String,
+}
+
 /// A verified stretch of the chain: where it starts (the retained start)
 /// and its summary (`count` is the seq of its last row).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,16 +72,129 @@ impl Verified {
     }
 }
 
-/// The anchors of signed checkpoint notes, each signature checked against
+/// The checkpoints of signed notes, each signature checked against
 /// `verifier_key`.
-pub fn anchors_from_notes(
+pub fn checkpoints_from_notes(
     notes: &[String],
     verifier_key: &str,
-) -> Result<Vec<Anchor>, crate::checkpoint::CheckpointError> {
+) -> Result<Vec<Checkpoint>, crate::checkpoint::CheckpointError> {
     notes
         .iter()
-        .map(|note| Ok(verify_note(note, verifier_key)?.anchor()))
+        .map(|note| verify_note(note, verifier_key))
         .collect()
+}
+
+/// The first event that signed `checkpoints` do not pin in time, if any: the
+/// service signs one every `interval_secs` while the log grows, so
+///
+/// - no event after the newest checkpoint may be older than two intervals
+///   at `now_ms` ([`UnpinnedKind::Unpinned`]): cutting the tail and the
+///   checkpoints over it leaves such events behind, and so does deleting
+///   every checkpoint to hide a rewrite;
+/// - the events between two consecutive checkpoints may not span more than
+///   two intervals ([`UnpinnedKind::Gap`]): checkpoints in between were
+///   deleted. The audit service signs one when it starts, so the events
+///   before a crash and after the restart fall on either side of it.
+///
+/// Event times are the service's receive times. Reads two rows per pair of
+/// checkpoints more than two intervals apart (rarely more than a few: the
+/// log was idle or the service down), plus one.
+pub async fn check_pinned(
+    store: &dyn AuditStore,
+    verified: &Verified,
+    checkpoints: &[Checkpoint],
+    interval_secs: i64,
+    now_ms: i64,
+) -> Result<Option<Unpinned>, AuditStoreError> {
+    let (start, head) = (verified.start.size, verified.summary.count);
+    let most_ms = interval_secs.saturating_mul(2_000);
+    let mut pins: Vec<(i64, i64)> = checkpoints
+        .iter()
+        .filter(|c| c.size >= start && c.size <= head)
+        .map(|c| (c.size, c.time))
+        .collect();
+    // By size; of two at one size (a copy kept elsewhere), the earlier.
+    pins.sort_unstable();
+    pins.dedup_by_key(|(size, _)| *size);
+    let mut after: (i64, Option<i64>) = (start, None);
+    for &(size, time) in &pins {
+        let (from, from_time) = after;
+        after = (size, Some(time));
+        // Events after a checkpoint came after it was signed, so a short
+        // stretch between two cannot span long enough to need a look.
+        let short = from_time.is_some_and(|t| (time - t + 1).saturating_mul(1000) <= most_ms);
+        if size == from || short {
+            continue;
+        }
+        let (Some(first), Some(last)) = (
+            row_after(store, from).await?,
+            row_after(store, size - 1).await?,
+        ) else {
+            continue;
+        };
+        if last.event.time - first.event.time > most_ms {
+            return Ok(Some(Unpinned {
+                kind: UnpinnedKind::Gap,
+                event_id: first.event.id,
+                detail: format!(
+                    "no checkpoint between sizes {from} and {size}, whose events span {} s, more than two checkpoint intervals of {interval_secs} s: checkpoints were deleted",
+                    (last.event.time - first.event.time) / 1000
+                ),
+            }));
+        }
+    }
+    let (pinned, _) = after;
+    if pinned < head
+        && let Some(first) = row_after(store, pinned).await?
+        && first.event.time < now_ms.saturating_sub(most_ms)
+    {
+        return Ok(Some(Unpinned {
+            kind: UnpinnedKind::Unpinned,
+            event_id: first.event.id,
+            detail: format!(
+                "{} events after the newest checkpoint (size {pinned}) are older than two checkpoint intervals of {interval_secs} s: checkpoints over them were deleted, or the audit service has not run since",
+                head - pinned
+            ),
+        }));
+    }
+    Ok(None)
+}
+
+async fn row_after(
+    store: &dyn AuditStore,
+    after: i64,
+) -> Result<Option<crate::chain::ChainedEvent>, AuditStoreError> {
+    Ok(store.rows(after, 1).await?.into_iter().next())
+}
+
+/// Whether the stored chain still holds `from` (the row at its size has its
+/// head, or it is the retained start or the empty chain) and its rows after
+/// it chain from there up to `to`'s size and head: what the service checks
+/// before signing a new head, so that it never signs a chain cut or
+/// rewritten below a checkpoint it signed before.
+pub async fn extends(
+    store: &Arc<dyn AuditStore>,
+    from: Anchor,
+    to: Anchor,
+) -> Result<bool, AuditStoreError> {
+    if to.size < from.size {
+        return Ok(false);
+    }
+    let start = store.retained_start().await?;
+    let holds = if from.size < start.size {
+        // Pruned away: nothing left to compare; pruning checked it.
+        true
+    } else if from.size == start.size {
+        from.head == start.head
+    } else {
+        store.row_hash(from.size).await? == Some(from.head)
+    };
+    if !holds {
+        return Ok(false);
+    }
+    let from = if from.size < start.size { start } else { from };
+    let summary = check_part(store.as_ref(), from.size, to.size, from.head, &[]).await?;
+    Ok(summary.is_some_and(|s| s.count == to.size && s.head == to.head))
 }
 
 /// Verifies the retained chain, every row after the retained start, against

@@ -110,8 +110,9 @@ pub async fn add_client(
 ) -> Result<Option<String>> {
     check_name("client id", &new.id, &[])?;
     // Tokens of a client carry its id as `sub`; a client named like identity
-    // itself could write to other services as identity.
-    if new.id == crate::token::IDENTITY_SERVICE {
+    // or the audit service could write to other services (and the audit
+    // log) as one of Echo's own.
+    if [crate::token::IDENTITY_SERVICE, "audit"].contains(&new.id.as_str()) {
         return Err(IdentityError::BadInput(format!(
             "client id {:?} is reserved",
             new.id

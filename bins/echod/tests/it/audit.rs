@@ -5,13 +5,39 @@ use std::path::Path;
 
 use sqlx::{Connection, SqliteConnection};
 
-use super::{SECRET, add_svc_a, client_credentials, echod, start, start_up, up_on_free_ports};
+use super::{
+    SECRET, add_svc_a, client_credentials, echod, run_with_stdin, start, start_up, up_on_free_ports,
+};
+
+/// Registers `svc-a` as [`add_svc_a`] does, with scope `audit.write`: a
+/// writer to the audit log.
+fn add_writer(dir: &Path) {
+    let mut cmd = echod(dir);
+    cmd.args([
+        "client",
+        "add",
+        "svc-a",
+        "--secret-stdin",
+        "--grant",
+        "client_credentials",
+        "--audience",
+        "audit",
+        "--scope",
+        "audit.write",
+    ]);
+    let out = run_with_stdin(cmd, &format!("{SECRET}\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 /// A data directory whose audit log holds events e1..e10 from service
 /// `svc-a` and a signed checkpoint over all ten.
 async fn seeded() -> echo_testkit::TempDir {
     let dir = echo_testkit::data_dir();
-    add_svc_a(echod(dir.path()));
+    add_writer(dir.path());
     let server = start_up(up_on_free_ports(dir.path()));
     let audit = server.ready[1].clone();
     let token: serde_json::Value = client_credentials(&server.addr, "svc-a", SECRET)
@@ -266,4 +292,309 @@ fn audit_verify_without_the_signing_key_refuses_and_creates_none() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no audit signing key"), "{stderr}");
     assert!(!dir.path().join("audit-signing.key").exists());
+}
+
+/// Issue 14 §13: no client may be registered under the name of one of
+/// Echo's own services, whose names its tokens' `sub` would carry into the
+/// audit log.
+#[test]
+fn audit_and_identity_cannot_be_registered_as_clients() {
+    let dir = echo_testkit::data_dir();
+    for reserved in ["audit", "identity"] {
+        let out = echod(dir.path())
+            .args([
+                "client",
+                "add",
+                reserved,
+                "--generate-secret",
+                "--grant",
+                "client_credentials",
+                "--scope",
+                "audit.write",
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{reserved} was registered");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("client id \"{reserved}\" is reserved")),
+            "{stderr}"
+        );
+    }
+}
+
+/// Issue 14 §13: a client without scope `audit.write` cannot write to the
+/// audit log over HTTP (it could before); one with it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_writes_need_scope_audit_write() {
+    let dir = echo_testkit::data_dir();
+    add_svc_a(echod(dir.path()));
+    let server = start_up(up_on_free_ports(dir.path()));
+    let audit = server.ready[1].clone();
+    let token: serde_json::Value = client_credentials(&server.addr, "svc-a", SECRET)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap();
+    let client = reqwest::Client::new();
+    let event =
+        serde_json::json!([{"id": "x1", "level": "info", "action": "test.event", "message": "hi"}]);
+    let refused = client
+        .post(format!("http://{audit}/v1/events"))
+        .bearer_auth(token)
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let log = serde_json::json!({"service": "svc-a", "level": "INFO", "message": "hi"});
+    let refused = client
+        .post(format!("http://{audit}/log"))
+        .bearer_auth(token)
+        .json(&log)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+}
+
+/// `echod audit verify` with extra arguments.
+fn verify_with(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = echod(dir)
+        .args(["audit", "verify"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// `echod audit checkpoint`'s signed note.
+fn checkpoint_note(dir: &Path) -> String {
+    let out = echod(dir).args(["audit", "checkpoint"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// What an attacker with the database (and not the signing key) does to
+/// rewrite history: edits event `id`, recomputes every hash after it and
+/// the head, and deletes every checkpoint.
+async fn rewrite(dir: &Path, id: &str) {
+    use echo_audit::event::{Event, Level};
+    type Row = (
+        i64,
+        String,
+        i64,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+        String,
+    );
+    let url = format!("sqlite://{}", dir.join("audit.db").display());
+    let mut db = SqliteConnection::connect(&url).await.unwrap();
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT seq, id, time, service, level, action, actor, outcome, ip, user_agent, trace_id, message, context FROM audit_events ORDER BY seq",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let mut prev = echo_audit::chain::GENESIS;
+    for row in rows {
+        let mut event = Event {
+            id: row.1,
+            time: row.2,
+            service: row.3,
+            level: Level::parse(&row.4).unwrap(),
+            action: row.5,
+            actor: row.6,
+            outcome: row.7,
+            ip: row.8,
+            user_agent: row.9,
+            trace_id: row.10,
+            message: row.11,
+            context: serde_json::from_str(&row.12).unwrap(),
+        };
+        if event.id == id {
+            event.message = "nothing happened".into();
+        }
+        prev = echo_audit::chain::link(&prev, &event);
+        sqlx::query("UPDATE audit_events SET message = ?, hash = ? WHERE seq = ?")
+            .bind(&event.message)
+            .bind(prev.to_vec())
+            .bind(row.0)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE audit_head SET hash = ?")
+        .bind(prev.to_vec())
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_checkpoints")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+}
+
+/// Issue 14 §12: checkpoints in the database are the attacker's to delete.
+/// Cutting the newest events with every checkpoint above the cut, or
+/// rewriting the chain with recomputed hashes and deleting every
+/// checkpoint, verified `ok`; checkpoints kept elsewhere
+/// (`echod audit checkpoint >> FILE`) catch both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_with_trusted_checkpoints_catches_truncation_and_rewrites() {
+    let seeded = seeded().await;
+    let note = checkpoint_note(seeded.path());
+    let body: Vec<&str> = note.lines().collect();
+    assert_eq!(body[0], "echo-audit", "{note}");
+    assert_eq!(body[4], "", "a C2SP signed note: {note}");
+    assert!(body[5].starts_with("\u{2014} echo-audit "), "{note}");
+    // Kept on another host: a file of notes appended one after another.
+    let elsewhere = echo_testkit::data_dir();
+    let trusted = elsewhere.path().join("checkpoints");
+    std::fs::write(
+        &trusted,
+        format!("{note}{}", checkpoint_note(seeded.path())),
+    )
+    .unwrap();
+    let trusted = trusted.to_str().unwrap();
+    let (ok, out) = verify_with(seeded.path(), &["--trusted-checkpoint", trusted]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("2 trusted checkpoints, the newest at size 14"),
+        "{out}"
+    );
+
+    // Truncation: the newest events and every checkpoint above the cut.
+    let cut = copy_dir(seeded.path());
+    tamper(
+        cut.path(),
+        &[
+            "DELETE FROM audit_events WHERE seq > (SELECT seq FROM audit_events WHERE id = 'e7')",
+            "DELETE FROM audit_checkpoints WHERE size > (SELECT seq FROM audit_events WHERE id = 'e7')",
+            "UPDATE audit_head SET seq = (SELECT max(seq) FROM audit_events), hash = (SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1)",
+        ],
+    )
+    .await;
+    let (ok, out) = verify(cut.path());
+    assert!(ok, "the database alone cannot tell: {out}");
+    let (ok, out) = verify_with(cut.path(), &["--trusted-checkpoint", trusted]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("broken: Truncated at event e7"), "{out}");
+
+    // A rewrite with every hash recomputed and every checkpoint deleted.
+    let rewritten = copy_dir(seeded.path());
+    rewrite(rewritten.path(), "e5").await;
+    let (ok, out) = verify(rewritten.path());
+    assert!(ok, "the database alone cannot tell: {out}");
+    let (ok, out) = verify_with(rewritten.path(), &["--trusted-checkpoint", trusted]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("broken: Changed at event e10"), "{out}");
+
+    // A trusted checkpoint must carry the audit key's signature.
+    let forged = elsewhere.path().join("forged");
+    std::fs::write(&forged, note.replacen("\n14\n", "\n15\n", 1)).unwrap();
+    let (ok, out) = verify_with(
+        seeded.path(),
+        &["--trusted-checkpoint", forged.to_str().unwrap()],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("does not verify with the audit signing key"),
+        "{out}"
+    );
+}
+
+/// The size a `GET /v1/checkpoint` answer's note signs.
+fn size_of(checkpoint: &serde_json::Value) -> i64 {
+    let note = checkpoint["checkpoint"].as_str().unwrap();
+    note.lines().nth(1).unwrap().parse().unwrap()
+}
+
+/// Issue 14 §12: deleting checkpoints from the database went unnoticed.
+/// The service signs one every interval while the log grows, so events
+/// between two checkpoints spanning more than two intervals mean deleted
+/// checkpoints (`Gap`), and events past the newest checkpoint older than
+/// two intervals mean deleted ones over the tail (`Unpinned`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_catches_deleted_checkpoints() {
+    let dir = echo_testkit::data_dir();
+    add_writer(dir.path());
+    let mut up = up_on_free_ports(dir.path());
+    up.args(["--audit-checkpoint-seconds", "1"]);
+    let server = start_up(up);
+    let audit = server.ready[1].clone();
+    let token: serde_json::Value = client_credentials(&server.addr, "svc-a", SECRET)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let mut sizes = Vec::new();
+    for (batch, pause) in [("g", 0), ("h", 1500), ("i", 5500)] {
+        tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        let events: Vec<serde_json::Value> = (1..=3)
+            .map(|i| serde_json::json!({"id": format!("{batch}{i}"), "level": "info", "action": "test.event", "message": "m"}))
+            .collect();
+        let stored = client
+            .post(format!("http://{audit}/v1/events"))
+            .bearer_auth(&token)
+            .json(&events)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stored.status(), 200);
+        let checkpoint: serde_json::Value = client
+            .get(format!("http://{audit}/v1/checkpoint"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        sizes.push(size_of(&checkpoint));
+    }
+    drop(server);
+    let interval = ["--checkpoint-seconds", "2"];
+    let (ok, out) = verify_with(dir.path(), &interval);
+    assert!(ok, "{out}");
+
+    let gap = copy_dir(dir.path());
+    tamper(
+        gap.path(),
+        &[&format!(
+            "DELETE FROM audit_checkpoints WHERE size > {} AND size < {}",
+            sizes[0], sizes[2]
+        )],
+    )
+    .await;
+    let (ok, out) = verify_with(gap.path(), &interval);
+    assert!(!ok, "{out}");
+    assert!(out.contains("broken: Gap at event "), "{out}");
+
+    let tail = copy_dir(dir.path());
+    tamper(
+        tail.path(),
+        &[&format!(
+            "DELETE FROM audit_checkpoints WHERE size > {}",
+            sizes[0]
+        )],
+    )
+    .await;
+    let (ok, out) = verify_with(tail.path(), &interval);
+    assert!(!ok, "{out}");
+    assert!(out.contains("broken: Unpinned at event "), "{out}");
 }

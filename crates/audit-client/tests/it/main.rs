@@ -700,18 +700,25 @@ async fn client_credentials_are_cached_and_refreshed_after_a_401() {
     assert!(!requests[0].contains("svc-a-secret"), "never in the clear");
 }
 
+/// Issue 14 §2: a burst larger than the queue (10,000 by default) used to
+/// lose every event past it. Now the queue's overflow goes to disk and
+/// reaches the service, in order, when it is back.
 #[tokio::test]
-async fn a_full_queue_drops_and_counts_without_blocking() {
+async fn a_full_queue_spools_instead_of_dropping() {
+    const N: usize = 1000;
+    let issuer = Issuer::new();
+    let addr = unused_addr();
     let spool = tempfile::tempdir().unwrap();
-    let mut config = config(&format!("http://{}", unused_addr()), spool.path());
+    let mut config = config(&format!("http://{addr}"), spool.path());
     config.queue_capacity = 10;
     config.batch_size = 1000;
     config.flush_interval = Duration::from_secs(3600);
-    let writer = AuditWriter::start(config, Arc::new(StaticToken("unused".into()))).unwrap();
+    let token = Arc::new(StaticToken(issuer.token("svc-a", 300)));
+    let writer = AuditWriter::start(config.clone(), token.clone()).unwrap();
     // On this single-threaded runtime the writer's task cannot run until the
-    // test yields, so exactly the queue's capacity is kept.
+    // test yields: all but the queue's 10 events find it full.
     let start = Instant::now();
-    for i in 0..1000 {
+    for i in 0..N {
         writer.record(sample(i));
     }
     assert!(
@@ -719,11 +726,120 @@ async fn a_full_queue_drops_and_counts_without_blocking() {
         "record never waits"
     );
     let m = writer.metrics();
-    assert_eq!((m.recorded, m.dropped), (1000, 990));
+    assert_eq!((m.recorded, m.dropped), (N as u64, 0));
 
     writer.shutdown().await;
-    writer.record(sample(0));
     let m = writer.metrics();
-    assert_eq!((m.recorded, m.dropped, m.spooled), (1001, 991, 10));
+    assert_eq!((m.recorded, m.dropped, m.spooled), (N as u64, 0, N as u64));
+    let spooled = events_in(&spool_files(spool.path()));
+    let order: Vec<u64> = spooled
+        .iter()
+        .map(|e| e["context"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(order, (0..N as u64).collect::<Vec<_>>(), "in order");
+    // After shutdown, events are still lost loudly.
+    writer.record(sample(0));
+    assert_eq!(writer.metrics().dropped, 1);
+    drop(writer);
+
+    // The service comes back; a new writer on the spool delivers them all.
+    let audit = Audit::start_on(&issuer, addr).await;
+    let again = wait_for_lock(|| AuditWriter::start(config.clone(), token.clone())).await;
+    audit.wait_for_count(N as i64).await;
+    let rows = audit.store.rows(0, 2 * N as i64).await.unwrap();
+    assert_eq!(stored_order(&rows), (0..N).collect::<Vec<_>>());
+    again.shutdown().await;
+}
+
+/// Retries `start` while an earlier writer still holds the spool's lock
+/// (its task ends shortly after its last handle is dropped).
+async fn wait_for_lock(
+    mut start: impl FnMut() -> io::Result<Arc<AuditWriter>>,
+) -> Arc<AuditWriter> {
+    let begun = Instant::now();
+    loop {
+        match start() {
+            Ok(writer) => return writer,
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                assert!(begun.elapsed() < DEADLINE, "never released: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// The overflow is bounded by the spool's limit like the rest: past it,
+/// events are lost, counted and never block the caller.
+#[tokio::test]
+async fn a_full_queue_and_a_full_spool_drop_and_count_without_blocking() {
+    const LIMIT: u64 = 8 * 1024;
+    let spool = tempfile::tempdir().unwrap();
+    let mut config = config(&format!("http://{}", unused_addr()), spool.path());
+    config.queue_capacity = 10;
+    config.batch_size = 1000;
+    config.max_spool_bytes = LIMIT;
+    config.flush_interval = Duration::from_secs(3600);
+    let writer = AuditWriter::start(config, Arc::new(StaticToken("unused".into()))).unwrap();
+    for i in 0..1000 {
+        writer.record(sample(i));
+    }
+    let m = writer.metrics();
+    assert!(m.dropped > 900, "{m:?}");
+    writer.shutdown().await;
+    let m = writer.metrics();
     assert_eq!(m.recorded, m.sent + m.spooled + m.dropped + m.poisoned);
+    let on_disk: u64 = spool_files(spool.path())
+        .iter()
+        .map(|f| f.metadata().unwrap().len())
+        .sum();
+    assert!(on_disk <= LIMIT, "{on_disk} bytes on disk");
+}
+
+/// Issue 14 §2: events the service refuses (here: a message over its
+/// 64 KiB limit) used to be poisoned without counting against the spool's
+/// limit, so a writer of large bad events could fill the disk. Now poison
+/// files count; past the limit the event is lost, counted; clearing the
+/// poison directory makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisoned_events_count_against_the_spool_limit() {
+    const LIMIT: u64 = 200 * 1024;
+    let issuer = Issuer::new();
+    let audit = Audit::start(&issuer).await;
+    let spool = tempfile::tempdir().unwrap();
+    let mut config = config(&audit.url, spool.path());
+    config.max_spool_bytes = LIMIT;
+    let writer =
+        AuditWriter::start(config, Arc::new(StaticToken(issuer.token("svc-a", 300)))).unwrap();
+    let huge = |i: usize| sample(i).detail("blob", "x".repeat(70 * 1024));
+    for i in 0..5 {
+        writer.record(huge(i));
+    }
+    wait_until("the bad events to be settled", || async {
+        let m = writer.metrics();
+        m.poisoned + m.dropped == 5
+    })
+    .await;
+    let poison_dir = spool.path().join(POISON_DIR);
+    let poisoned: u64 = spool_files(&poison_dir)
+        .iter()
+        .map(|f| f.metadata().unwrap().len())
+        .sum();
+    let m = writer.metrics();
+    assert_eq!((m.poisoned, m.dropped), (2, 3), "{m:?}");
+    assert!(poisoned <= LIMIT, "{poisoned} bytes poisoned");
+
+    // An operator clears the poison directory: there is room again.
+    for file in spool_files(&poison_dir) {
+        std::fs::remove_file(file).unwrap();
+    }
+    writer.record(huge(5));
+    wait_until("the next bad event to be poisoned", || async {
+        writer.metrics().poisoned == 3
+    })
+    .await;
+    // Good events still arrive.
+    writer.record(sample(6));
+    audit.wait_for_count(1).await;
+    writer.shutdown().await;
 }

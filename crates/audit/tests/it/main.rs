@@ -382,8 +382,9 @@ async fn only_auditors_admins_and_audit_read_services_may_read() {
     assert_eq!(status, 400);
     let (status, _) = f.get("/v1/events?q=..", &auditor).await;
     assert_eq!(status, 400);
-    // Newest first by event time: an event that arrives late with an old
-    // time (a writer's spool resent after an outage) takes its place.
+    // Newest first by event time, which is the service's receive time: an
+    // event that arrives late claiming an old time (a writer's spool resent
+    // after an outage) is the newest, its claimed time kept as client_time.
     let late = json!([{"id": "late", "time": 1_000, "level": "info", "action": "test.late", "message": "late"}]);
     f.post("/v1/events", &f.service_token("identity"), late.to_string())
         .await;
@@ -396,10 +397,109 @@ async fn only_auditors_admins_and_audit_read_services_may_read() {
         .iter()
         .map(|e| e["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids.last(), Some(&"late"));
-    assert_eq!(ids.first(), Some(&"q24"));
+    assert_eq!(ids.first(), Some(&"late"));
+    assert_eq!(ids.last(), Some(&"q00"));
+    assert_eq!(page["events"][0]["context"]["client_time"], 1_000);
     let (_, capped) = f.get("/v1/events?limit=100000", &auditor).await;
     assert!(capped["events"].as_array().unwrap().len() <= 1000);
+}
+
+/// Issue 14 §13: a token without scope `audit.write` cannot write, on
+/// `/v1/events` or on the original design's `/log`; the refusal is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_needs_scope_audit_write() {
+    let f = Fixture::start(None).await;
+    let log = json!({"service": "careergpt", "level": "INFO", "message": "hello"}).to_string();
+    let batch = json!([event("w1")]).to_string();
+    for claims in [
+        json!({"sub": "careergpt", "client_id": "careergpt"}),
+        json!({"sub": "careergpt", "client_id": "careergpt", "scope": "audit.read"}),
+        json!({"sub": "alice", "roles": ["admin"]}),
+    ] {
+        let token = f.token(claims.clone());
+        for (path, body) in [("/v1/events", &batch), ("/log", &log)] {
+            let (status, problem) = f.post(path, &token, body.clone()).await;
+            assert_eq!(status, 403, "{claims} on {path}: {problem}");
+        }
+    }
+    // One event per subject: the rest of a window is counted (aggregated).
+    let denied = f.denied(2).await;
+    assert_eq!(
+        f.count().await,
+        denied.len() as i64,
+        "nothing but the refusals is stored"
+    );
+    assert!(
+        denied
+            .iter()
+            .all(|e| e.event.context["reason"] == "insufficient_scope")
+    );
+    let writer =
+        f.token(json!({"sub": "careergpt", "client_id": "careergpt", "scope": "audit.write"}));
+    assert_eq!(f.post("/log", &writer, log).await.0, 200);
+    assert_eq!(f.post("/v1/events", &writer, batch).await.0, 200);
+}
+
+/// Issue 14 §13: the service dates events with its receive time. A writer's
+/// `time` is kept as `context.client_time`; one more than five minutes
+/// ahead (an event "from 2099", which would hold retention for good) is a
+/// 400 problem and nothing of its batch is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_dates_events_and_refuses_writer_times_from_the_future() {
+    let f = Fixture::start(None).await;
+    let token = f.service_token("identity");
+    let year_2099 = 4_102_444_800_000_i64;
+    let batch = json!([event("fine"), {"id": "future", "time": year_2099, "level": "info", "action": "test.event", "message": "from 2099"}]);
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/events", f.url))
+        .bearer_auth(&token)
+        .body(batch.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("event 1") && detail.contains("ahead of the audit service's clock"),
+        "{problem}"
+    );
+    assert_eq!(f.count().await, 0);
+
+    let before = now() * 1000;
+    let claimed = [1_000, before + 4 * 60 * 1000];
+    let batch: Vec<Value> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, time)| json!({"id": format!("t{i}"), "time": time, "level": "info", "action": "test.event", "message": "m", "context": {"client_time": 7}}))
+        .chain([json!({"id": "untimed", "level": "info", "action": "test.event", "message": "m", "context": {"client_time": 7}})])
+        .collect();
+    assert_eq!(
+        f.post("/v1/events", &token, Value::Array(batch).to_string())
+            .await
+            .0,
+        200
+    );
+    let rows = f.store.rows(0, 10).await.unwrap();
+    let after = now() * 1000;
+    for (row, claimed) in rows.iter().zip([Some(claimed[0]), Some(claimed[1]), None]) {
+        assert!(
+            (before..=after).contains(&row.event.time),
+            "{}: stored time {} is the receive time",
+            row.event.id,
+            row.event.time
+        );
+        assert_eq!(
+            row.event.context.get("client_time").and_then(Value::as_i64),
+            claimed,
+            "{}: the writer's time, never one it put in the context",
+            row.event.id
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,11 @@
 use std::sync::Arc;
 
 use echo_audit::chain::{Anchor, BreakKind, GENESIS};
+use echo_audit::checkpoint::NoteSigner;
+use echo_audit::service::{AuditError, AuditService};
 use echo_audit::store::{AuditStore, SqliteAuditStore};
 use echo_audit::verify::{VerifyError, verify_chain};
+use echo_core::SystemClock;
 use sqlx::SqlitePool;
 
 use crate::stored_event;
@@ -178,4 +181,45 @@ async fn pruning_refuses_to_launder_a_tampered_chain() {
     assert!(refused.to_string().contains("does not verify"), "{refused}");
     assert_eq!(c.store.retained_start().await.unwrap().size, 0);
     assert_eq!(c.store.rows(0, 1000).await.unwrap().len(), 100);
+}
+
+/// Issue 14 §12: the service signed whatever head it found, so a chain cut
+/// below a checkpoint, its checkpoints deleted, got a fresh signature. It
+/// now signs only a head that extends the newest stored checkpoint and the
+/// last head it signed itself (which deleting checkpoints cannot remove).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_never_signs_a_head_that_does_not_extend_what_it_signed() {
+    let c = chain(10).await;
+    let signer = || NoteSigner::from_seed("test/echo-audit", &[7; 32]).unwrap();
+    let service = AuditService::new(c.store.clone(), signer(), Arc::new(SystemClock));
+    service.checkpoint().await.unwrap();
+    c.store.append(&[stored_event(10, 2_000)]).await.unwrap();
+    service.checkpoint().await.unwrap();
+
+    c.tamper("DELETE FROM audit_events WHERE seq > 5").await;
+    c.tamper("DELETE FROM audit_checkpoints WHERE size > 5")
+        .await;
+    c.tamper("UPDATE audit_head SET seq = 5, hash = (SELECT hash FROM audit_events WHERE seq = 5)")
+        .await;
+    c.store.append(&[stored_event(100, 3_000)]).await.unwrap();
+    assert!(matches!(
+        service.checkpoint().await,
+        Err(AuditError::Unextended { from: 11, to: 6 })
+    ));
+
+    // A service started afresh still has the stored checkpoint: one edited
+    // under it is refused too.
+    let c = chain(10).await;
+    AuditService::new(c.store.clone(), signer(), Arc::new(SystemClock))
+        .checkpoint()
+        .await
+        .unwrap();
+    c.tamper("UPDATE audit_events SET hash = zeroblob(32) WHERE seq = 10")
+        .await;
+    c.store.append(&[stored_event(10, 2_000)]).await.unwrap();
+    let fresh = AuditService::new(c.store.clone(), signer(), Arc::new(SystemClock));
+    assert!(matches!(
+        fresh.checkpoint().await,
+        Err(AuditError::Unextended { from: 10, to: 11 })
+    ));
 }
