@@ -39,6 +39,10 @@ use crate::admin::ClientCommand;
 use crate::cli::{AuditCommand, Cli, Command, Serve};
 
 fn main() -> ExitCode {
+    // Everything echod creates (databases and their WAL files, keys,
+    // secrets, spools, blobs, the index) is its own: files 0600,
+    // directories 0700, whatever the caller's umask.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     if let Command::ParseWorker = cli.command {
         // A parse worker is single-threaded and closes every descriptor it

@@ -87,11 +87,11 @@ impl SqliteSessionStore {
 impl SqliteSessionStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub async fn open(path: &Path) -> Result<Self> {
-        // Sessions can be recreated by signing in again: a power cut may
-        // lose the last commits, which `NORMAL` trades for speed.
+        // FULL: a power cut must not bring back a session that was logged
+        // out or ended by a suspension.
         let options = SqliteConnectOptions::new()
             .filename(path)
-            .synchronous(SqliteSynchronous::Normal);
+            .synchronous(SqliteSynchronous::Full);
         let echo_sql::Pools { read, write, .. } =
             echo_sql::sqlite::open_pools(options, &sqlx::migrate!("./migrations/sqlite")).await?;
         Ok(Self {
@@ -248,5 +248,26 @@ impl SessionStore for SqliteSessionStore {
             .await?;
         self.forget(None);
         Ok(sessions.rows_affected() + attempts.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// FULL (2): a logout or an ended session is on disk when answered.
+    #[tokio::test]
+    async fn commits_are_fully_synchronous() {
+        let dir = echo_testkit::data_dir();
+        let store = SqliteSessionStore::open(&dir.path().join("sessions.db"))
+            .await
+            .unwrap();
+        for pool in [&store.write, &store.read] {
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(level, 2);
+        }
     }
 }

@@ -29,8 +29,12 @@ impl SqliteStore {
     }
 
     async fn with_options(options: SqliteConnectOptions) -> Result<Self> {
+        // FULL: a commit is on disk before it is answered, so a power loss
+        // cannot bring back a used code, a rotated refresh token, a
+        // revocation, a TOTP step or a lockout counter (BENCHMARKS.md has
+        // the cost).
         let options = options
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             // Room for the batched refresh statements: one prepared
             // statement per batch size (see `sql::REFRESH_BATCH`).
@@ -41,5 +45,27 @@ impl SqliteStore {
         )
         .await?;
         Ok(Self::new(pools))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection, the writer's above all, commits with FULL
+    /// durability (2): NORMAL (1) may lose the last commits on power loss.
+    #[tokio::test]
+    async fn commits_are_fully_synchronous() {
+        let dir = echo_testkit::data_dir();
+        let store = SqliteStore::open(&dir.path().join("echo.db"))
+            .await
+            .unwrap();
+        for pool in [&store.pools.write, &store.pools.read] {
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(level, 2);
+        }
     }
 }

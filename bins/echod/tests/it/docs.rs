@@ -237,6 +237,28 @@ async fn uploads_are_indexed_and_answer_their_owner_only() {
     assert_eq!(status, 204);
     let answer = alice.ask("How much does the zephyr turbine deliver?").await;
     assert!(citations_of(&answer, pdf).is_empty(), "deleted: {answer}");
+    assert_private(dir.path());
+}
+
+/// Everything under the data directory (databases and their WAL files,
+/// keys, secrets, spools, blobs, the index) is the server's alone: files
+/// 0600, directories 0700, whatever the umask echod was started with
+/// (usually 022).
+fn assert_private(dir: &Path) {
+    let mut seen = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+        if path != dir {
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen > 20, "the walk saw the data directory: {seen}");
 }
 
 /// A TCP proxy to `upstream` that holds its first connection (never
