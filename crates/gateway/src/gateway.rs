@@ -12,6 +12,7 @@ use echo_crypto::secret::{b64url, constant_time_eq, random_token, token_hash};
 use echo_edge::{Gate, Origin, RateLimiter, Refusal, ServiceTokens};
 use echo_verify::{Claims, Expectations, Verifier, VerifyError};
 
+use crate::liveness::Liveness;
 use crate::oidc::{IdentityClient, LoginSecrets, authorize_url, logout_url};
 use crate::proxy::{Upstreams, upstreams};
 use crate::refresh_lock::RefreshLocks;
@@ -64,6 +65,8 @@ pub struct Gateway {
     pub(crate) refreshing: RefreshLocks,
     pub(crate) limiter: RateLimiter,
     pub(crate) tokens: TokenCache,
+    /// When sessions and bearer tokens are next confirmed with identity.
+    pub(crate) liveness: Liveness,
     pub(crate) upstreams: Upstreams,
     /// Reads the audit service (pages).
     pub(crate) http: reqwest::Client,
@@ -107,6 +110,7 @@ impl Gateway {
             refreshing: RefreshLocks::default(),
             limiter: RateLimiter::default(),
             tokens: TokenCache::default(),
+            liveness: Liveness::default(),
             upstreams: upstreams(),
             http: echo_edge::http_client(std::time::Duration::from_secs(10)),
         }
@@ -365,11 +369,21 @@ impl Gateway {
             self.refuse_csrf("missing or wrong CSRF token", meta)?;
         }
         self.store.delete_session(&id_hash).await?;
+        self.tokens.forget_session(&id_hash);
         self.audit(
             AuditEvent::success("gateway.logout").actor(session.subject.as_str()),
             meta,
         );
         let tokens = Tokens::open(&self.sealer, &id_hash, &session.tokens)?;
+        // RFC 7009: the session's refresh token (and so its family) dies
+        // with it; a copy taken from the session store is worth nothing.
+        let revoked = tokens
+            .refresh_token
+            .as_deref()
+            .unwrap_or(&tokens.access_token);
+        if let Err(e) = self.identity.revoke(revoked).await {
+            tracing::warn!(error = %e, "cannot revoke a logged-out session's token");
+        }
         logout_url(&self.config, &tokens.id_token)
     }
 

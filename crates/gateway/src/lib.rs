@@ -50,6 +50,7 @@ mod error;
 mod exchange;
 mod gateway;
 pub mod http;
+mod liveness;
 mod oidc;
 mod path;
 mod pipeline;

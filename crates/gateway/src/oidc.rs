@@ -1,5 +1,6 @@
 //! The gateway as an OpenID Connect relying party: the URLs it sends
-//! browsers to and its calls to identity's token endpoint.
+//! browsers to and its calls to identity's token, introspection (RFC 7662)
+//! and revocation (RFC 7009) endpoints.
 
 use std::time::Duration;
 
@@ -29,10 +30,18 @@ struct ErrorAnswer {
     error: String,
 }
 
+/// RFC 7662 §2.2, the one field the gateway reads.
+#[derive(Deserialize)]
+struct IntrospectionAnswer {
+    active: bool,
+}
+
 /// Talks to identity's token endpoint as a confidential client.
 pub(crate) struct IdentityClient {
     http: reqwest::Client,
     token_endpoint: String,
+    introspection_endpoint: String,
+    revocation_endpoint: String,
     /// RFC 6749 §2.3.1: id and secret are form-urlencoded before base64.
     basic_user: String,
     basic_password: String,
@@ -44,6 +53,8 @@ impl IdentityClient {
         Self {
             http: echo_edge::http_client(TOKEN_REQUEST_TIMEOUT),
             token_endpoint: config.identity_endpoint("/token"),
+            introspection_endpoint: config.identity_endpoint("/introspect"),
+            revocation_endpoint: config.identity_endpoint("/revoke"),
             basic_user: encode(&config.client_id),
             basic_password: encode(config.client_secret.expose()),
         }
@@ -87,17 +98,55 @@ impl IdentityClient {
         .await
     }
 
-    /// A refusal (4xx with an OAuth error) is [`GatewayError::IdentityRefused`];
-    /// anything else that is not a token is [`GatewayError::Identity`].
-    async fn token(&self, form: &[(&str, &str)]) -> Result<TokenAnswer> {
+    /// RFC 7662: whether identity still honours `token` (one the gateway
+    /// was issued, or one for its audience): not revoked, not expired, its
+    /// user neither suspended nor deleted.
+    pub async fn is_active(&self, token: &str) -> Result<bool> {
         let response = self
-            .http
-            .post(&self.token_endpoint)
+            .post(&self.introspection_endpoint, &[("token", token)])
+            .await?;
+        if !response.status().is_success() {
+            return Err(GatewayError::Identity(format!(
+                "introspection answered {}",
+                response.status()
+            )));
+        }
+        let answer: IntrospectionAnswer = response
+            .json()
+            .await
+            .map_err(|e| GatewayError::Identity(format!("introspection: {e}")))?;
+        Ok(answer.active)
+    }
+
+    /// RFC 7009: `token` (and, for a refresh token, its whole family) is
+    /// no longer honoured.
+    pub async fn revoke(&self, token: &str) -> Result<()> {
+        let response = self
+            .post(&self.revocation_endpoint, &[("token", token)])
+            .await?;
+        if !response.status().is_success() {
+            return Err(GatewayError::Identity(format!(
+                "revocation answered {}",
+                response.status()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn post(&self, endpoint: &str, form: &[(&str, &str)]) -> Result<reqwest::Response> {
+        self.http
+            .post(endpoint)
             .basic_auth(&self.basic_user, Some(&self.basic_password))
             .form(form)
             .send()
             .await
-            .map_err(|e| GatewayError::Identity(format!("token endpoint unreachable: {e}")))?;
+            .map_err(|e| GatewayError::Identity(format!("{endpoint} unreachable: {e}")))
+    }
+
+    /// A refusal (4xx with an OAuth error) is [`GatewayError::IdentityRefused`];
+    /// anything else that is not a token is [`GatewayError::Identity`].
+    async fn token(&self, form: &[(&str, &str)]) -> Result<TokenAnswer> {
+        let response = self.post(&self.token_endpoint, form).await?;
         let status = response.status();
         let body = response
             .bytes()

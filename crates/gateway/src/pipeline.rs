@@ -42,7 +42,7 @@ use axum::http::{HeaderValue, Request, Response, Uri, Version};
 use echo_core::Scope;
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::token_hash;
-use echo_edge::{Caller, Limit, Origin, REQUEST_ID, TRACEPARENT};
+use echo_edge::{Caller, Limit, Origin, REQUEST_ID, Reason, TRACEPARENT};
 use echo_verify::Expectations;
 
 use crate::gateway::Gateway;
@@ -71,6 +71,14 @@ impl Gateway {
         if presented.surface == Surface::Api {
             if let Some(token) = presented.bearer {
                 let caller = self.gate.authenticate_bearer(Some(token), meta).await?;
+                let key = token_hash(token);
+                if self.liveness.due(&key, Instant::now()) && !self.still_active(token).await {
+                    self.tokens.forget(&key);
+                    let refusal = self
+                        .gate
+                        .refuse(Reason::Revoked, Some(&caller.claims), meta);
+                    return Err(GatewayError::Refused(refusal));
+                }
                 return Ok(Some(bearer_principal(caller, token)));
             }
             if presented.session.is_none() {
@@ -127,6 +135,17 @@ impl Gateway {
         if now >= session.last_seen_at + self.config.session_idle_ttl {
             return self.end_session(&session, "idle_timeout", meta).await;
         }
+        if self.liveness.due(&id_hash, Instant::now()) {
+            let tokens = Tokens::open(&self.sealer, &id_hash, &session.tokens)?;
+            let credential = tokens.refresh_token.as_deref();
+            if !self
+                .still_active(credential.unwrap_or(&tokens.access_token))
+                .await
+            {
+                self.tokens.forget_session(&id_hash);
+                return self.end_session(&session, "revoked", meta).await;
+            }
+        }
         if session.access_expires_at - self.config.refresh_margin <= now {
             session = self.refresh(&id_hash, meta).await?;
         }
@@ -135,6 +154,18 @@ impl Gateway {
             session.last_seen_at = now;
         }
         Ok(session)
+    }
+
+    /// Whether identity still honours `token` (see `liveness.rs`); while
+    /// identity cannot say, the verified token is trusted.
+    async fn still_active(&self, token: &str) -> bool {
+        match self.identity.is_active(token).await {
+            Ok(active) => active,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot confirm a credential with identity; trusting it until the next check");
+                true
+            }
+        }
     }
 
     async fn end_session<T>(&self, session: &Session, reason: &str, meta: &Origin) -> Result<T> {

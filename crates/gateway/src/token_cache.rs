@@ -23,6 +23,18 @@ impl TokenCache {
             .map(|(token, _)| token.clone())
     }
 
+    /// Drops the tokens exchanged for the bearer token of hash `whose`.
+    pub(crate) fn forget(&self, whose: &str) {
+        lock(&self.0).retain(|(key, _), _| key != whose);
+    }
+
+    /// Drops the tokens exchanged for session `id_hash` (under any of its
+    /// access tokens).
+    pub(crate) fn forget_session(&self, id_hash: &str) {
+        let prefix = format!("session {id_hash} ");
+        lock(&self.0).retain(|(key, _), _| !key.starts_with(&prefix));
+    }
+
     pub(crate) fn put(&self, key: (String, String), token: String, expires_at: i64, now: i64) {
         let mut map = lock(&self.0);
         if map.len() >= SWEEP_AT {

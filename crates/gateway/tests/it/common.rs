@@ -190,6 +190,8 @@ pub struct Platform {
     pub issuer: String,
     pub gateway_url: String,
     pub provider: Arc<Provider>,
+    /// Identity's database, as `echod user …` reaches it.
+    pub identity_store: Arc<dyn echo_identity_store::Store>,
     pub clock: Arc<ManualClock>,
     pub identity_audit: Arc<MemoryAuditSink>,
     pub gateway_audit: Arc<MemoryAuditSink>,
@@ -259,7 +261,7 @@ impl Platform {
         let provider = Arc::new(
             Provider::new(
                 IdentityConfig::new(&issuer),
-                store,
+                store.clone(),
                 &MasterKey::generate(),
                 identity_audit.clone(),
                 clock_dyn.clone(),
@@ -298,6 +300,7 @@ impl Platform {
             issuer,
             gateway_url,
             provider,
+            identity_store: store,
             clock,
             identity_audit,
             gateway_audit,

@@ -8,4 +8,5 @@ mod hardening;
 mod login;
 mod pages;
 mod proxy;
+mod revocation;
 mod sessions;
