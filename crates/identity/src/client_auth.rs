@@ -55,6 +55,25 @@ pub struct BasicCredentials {
     pub client_secret: String,
 }
 
+/// How a client authenticated (RFC 8414 §2 names). A spent refresh
+/// token's grace answer is given only to the client that rotated it
+/// authenticating the same way (`refresh.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
+    None,
+}
+
+/// A client that proved who it is, and how.
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticated {
+    pub client: Arc<Client>,
+    pub method: AuthMethod,
+}
+
 /// What the client offered as proof.
 enum Proof {
     Secret(String),
@@ -124,7 +143,7 @@ impl Provider {
         basic: Option<BasicCredentials>,
         endpoint: &str,
         meta: &Origin,
-    ) -> Result<Arc<Client>> {
+    ) -> Result<Authenticated> {
         let now = self.clock.now();
         let ip = meta.ip();
         let ip = ip.as_deref().unwrap_or("unknown");
@@ -133,6 +152,13 @@ impl Provider {
         }
         let used_basic = basic.is_some();
         let (client_id, proof) = claimed_identity(params, basic)?;
+        let method = match &proof {
+            Proof::Secret(_) if used_basic => AuthMethod::ClientSecretBasic,
+            Proof::Secret(_) => AuthMethod::ClientSecretPost,
+            Proof::Assertion(_) => AuthMethod::PrivateKeyJwt,
+            Proof::None => AuthMethod::None,
+        };
+        let authenticated = |client| Authenticated { client, method };
         let Some(client_id) = client_id else {
             return Err(self.client_auth_failed("unknown", "no client_id", used_basic, meta));
         };
@@ -156,14 +182,14 @@ impl Provider {
             }
         }
         let failure = match outcome {
-            Some((Some(client), Ok(None))) => return Ok(client),
+            Some((Some(client), Ok(None))) => return Ok(authenticated(client)),
             Some((Some(client), Ok(Some(assertion)))) => {
                 if self
                     .store
                     .record_client_assertion(&client.id, &assertion.jti, assertion.exp)
                     .await?
                 {
-                    return Ok(client);
+                    return Ok(authenticated(client));
                 }
                 "client assertion replayed"
             }

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use echo_crypto::Algorithm;
 use echo_verify::VerifierOptions;
 
@@ -7,6 +9,10 @@ use crate::lockout::LockoutPolicy;
 /// Longest access-token lifetime allowed (RFC 9068 tokens are bearer
 /// tokens; a short life bounds the damage of a leak).
 pub const MAX_ACCESS_TOKEN_TTL: i64 = 15 * 60;
+
+/// Longest refresh-token reuse grace allowed: a longer one lets a stolen
+/// token ride along with the legitimate client unnoticed.
+pub const MAX_REFRESH_GRACE: Duration = Duration::from_secs(60);
 
 /// How the provider behaves. Lifetimes are in seconds.
 #[derive(Debug, Clone)]
@@ -31,10 +37,12 @@ pub struct IdentityConfig {
     /// No refresh token of a family outlives the family's start by more
     /// than this (absolute lifetime).
     pub refresh_token_absolute_ttl: i64,
-    /// Within this many seconds of a rotation, presenting the spent refresh
-    /// token again (a second tab, a retry after a timeout) returns the same
-    /// successor instead of revoking the family.
-    pub refresh_token_grace: i64,
+    /// Within this long of a rotation (compared in milliseconds), the same
+    /// client authenticating the same way may present the spent refresh
+    /// token again (a second tab, a retry after a lost response) and get the
+    /// same successor instead of revoking the family. Zero by default
+    /// (RFC 9700 §4.14.2: any reuse revokes); at most [`MAX_REFRESH_GRACE`].
+    pub refresh_token_grace: Duration,
     /// Seconds between two purges of expired rows; 0 runs none.
     pub purge_interval: u64,
     /// Rows deleted per statement by a purge.
@@ -69,7 +77,7 @@ impl IdentityConfig {
             // Keycloak's and Hydra's defaults: 30 days idle, 90 days at most.
             refresh_token_idle_ttl: 30 * 24 * 60 * 60,
             refresh_token_absolute_ttl: 90 * 24 * 60 * 60,
-            refresh_token_grace: 10,
+            refresh_token_grace: Duration::ZERO,
             purge_interval: 5 * 60,
             purge_batch: 500,
             lockout: LockoutPolicy::default(),

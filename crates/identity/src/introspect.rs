@@ -93,7 +93,8 @@ impl Provider {
     ) -> Result<()> {
         let client = self
             .authenticate_client(&request.client, basic, "/revoke", meta)
-            .await?;
+            .await?
+            .client;
         let token = required_token(request)?;
         let now = self.clock.now();
         let kind = if is_jwt(token) {
@@ -157,7 +158,8 @@ impl Provider {
         let used_basic = basic.is_some();
         let client = self
             .authenticate_client(&request.client, basic, "/introspect", meta)
-            .await?;
+            .await?
+            .client;
         if client.is_public() {
             return Err(IdentityError::InvalidClient { basic: used_basic });
         }

@@ -13,7 +13,7 @@ use echo_verify::{Claims, Verifier, VerifierOptions};
 use serde_json::{Value, json};
 
 use crate::client_cache::ClientCache;
-use crate::config::MAX_ACCESS_TOKEN_TTL;
+use crate::config::{MAX_ACCESS_TOKEN_TTL, MAX_REFRESH_GRACE};
 use crate::fresh_cache::FreshCache;
 use crate::rate_limit::RateLimiter;
 use crate::{IdentityConfig, IdentityError, KeyAdmin, KeyRing, Result};
@@ -74,6 +74,12 @@ impl Provider {
         if !(1..=MAX_ACCESS_TOKEN_TTL).contains(&config.access_token_ttl) {
             return Err(IdentityError::BadInput(format!(
                 "access token lifetime must be 1..={MAX_ACCESS_TOKEN_TTL} seconds"
+            )));
+        }
+        if config.refresh_token_grace > MAX_REFRESH_GRACE {
+            return Err(IdentityError::BadInput(format!(
+                "the refresh-token reuse grace is at most {} s",
+                MAX_REFRESH_GRACE.as_secs()
             )));
         }
         config.keys.validate()?;

@@ -70,6 +70,16 @@ impl Server {
         Self::start_with(store, Arc::new(SystemClock), Some(dir), |_| {}).await
     }
 
+    /// SQLite in a fresh data directory, real clock, configuration
+    /// adjusted by `configure`.
+    pub async fn start_configured(configure: impl FnOnce(&mut IdentityConfig)) -> Self {
+        let dir = echo_testkit::data_dir();
+        let store = echo_identity_store::open(None, dir.path())
+            .await
+            .expect("open sqlite store");
+        Self::start_with(store, Arc::new(SystemClock), Some(dir), configure).await
+    }
+
     /// SQLite, with a clock the test moves by hand.
     pub async fn start_with_manual_clock() -> (Self, Arc<ManualClock>) {
         Self::start_manual(|_| {}).await
