@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use echo_core::audit::AuditEvent;
+use echo_core::audit::{AuditEvent, bounded};
 use echo_crypto::jws::CompactJws;
 use echo_crypto::secret::verify_client_secret;
 use echo_crypto::{JwkSet, VerifyingKey};
@@ -213,7 +213,7 @@ impl Provider {
         let _ = self.client_auth_failures.check(ip, self.clock.now());
         self.audit(
             AuditEvent::failure("oauth.client.auth_failure")
-                .detail("client_id", client_id)
+                .detail("client_id", bounded(client_id))
                 .detail("reason", reason),
             meta,
         );

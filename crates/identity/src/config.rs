@@ -32,6 +32,10 @@ pub struct IdentityConfig {
     /// gets 429 until the minute ends. Only failures count, so a busy
     /// service is never slowed.
     pub client_auth_failures_per_minute: u32,
+    /// Tokens `/verify` may refuse per minute to one client from one
+    /// address; past it the pair gets 429 until the minute ends. Only
+    /// refusals count, so a busy resource server is never slowed.
+    pub verify_refusals_per_minute: u32,
     /// A refresh token unused this long expires (idle lifetime).
     pub refresh_token_idle_ttl: i64,
     /// No refresh token of a family outlives the family's start by more
@@ -74,6 +78,7 @@ impl IdentityConfig {
             sso_session_ttl: 8 * 60 * 60,
             login_attempts_per_minute: 30,
             client_auth_failures_per_minute: 30,
+            verify_refusals_per_minute: 300,
             // Keycloak's and Hydra's defaults: 30 days idle, 90 days at most.
             refresh_token_idle_ttl: 30 * 24 * 60 * 60,
             refresh_token_absolute_ttl: 90 * 24 * 60 * 60,

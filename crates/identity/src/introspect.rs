@@ -12,6 +12,11 @@
 //!   `jti` until it expires. Anything else (unknown, malformed, expired, or
 //!   another client's token) is silently ignored with 200, as §2.2 demands,
 //!   so the endpoint tells a caller nothing about tokens it does not own.
+//! - Verification (`/verify`, the original design's helper for services
+//!   that cannot verify JWTs themselves): an authenticated confidential
+//!   client, as at introspection; refused tokens are audited by the edge's
+//!   gate (aggregated per address and reason) and, past
+//!   `verify_refusals_per_minute` per client and address, answered 429.
 //! - Introspection: any authenticated *confidential* client (the resource
 //!   servers), for any access token of this issuer; refresh tokens only for
 //!   the client they were issued to (RFC 7662 §4 lets the server limit what
@@ -21,6 +26,8 @@
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::token_hash;
 use echo_identity_store::Client;
+use std::sync::Arc;
+
 use echo_verify::{Audience, Claims, Expectations};
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +152,39 @@ impl Provider {
             meta,
         );
         Ok(())
+    }
+
+    /// `/verify`: whether `token` is one of our unrevoked access tokens for
+    /// `audience`, for an authenticated confidential client.
+    pub async fn verify_for_client(
+        &self,
+        credentials: &ClientAuthParams,
+        basic: Option<BasicCredentials>,
+        token: &str,
+        audience: &str,
+        meta: &Origin,
+    ) -> Result<Arc<Claims>> {
+        let used_basic = basic.is_some();
+        let client = self
+            .authenticate_client(credentials, basic, "/verify", meta)
+            .await?
+            .client;
+        if client.is_public() {
+            return Err(IdentityError::InvalidClient { basic: used_basic });
+        }
+        let ip = meta.ip();
+        let key = format!("{}|{}", client.id, ip.as_deref().unwrap_or("unknown"));
+        let now = self.clock.now();
+        if let Some(retry_after) = self.verify_refusals.blocked(&key, now) {
+            return Err(IdentityError::RateLimited { retry_after });
+        }
+        let verified = self.verify_access_token(token, audience, meta).await;
+        if let Err(IdentityError::Refused(_)) = &verified {
+            // Counted only to slow a caller probing tokens; the answer is
+            // the same.
+            let _ = self.verify_refusals.check(&key, now);
+        }
+        verified
     }
 
     /// RFC 7662 §2: what an authenticated confidential client may know of

@@ -7,7 +7,7 @@
 //! HMAC.
 
 use aws_lc_rs::hmac;
-use echo_core::audit::AuditEvent;
+use echo_core::audit::{AuditEvent, bounded};
 use echo_crypto::secret::{b64url, b64url_decode, constant_time_eq, random_token, token_hash};
 use echo_identity_store::{SsoSession, User};
 use serde::{Deserialize, Serialize};
@@ -140,7 +140,8 @@ impl Provider {
         let limit_key = limit_key.as_deref().unwrap_or("unknown");
         if let Err(retry_after) = self.login_limiter.check(limit_key, now) {
             self.audit(
-                AuditEvent::failure("auth.login.rate_limited").detail("username", username),
+                AuditEvent::failure("auth.login.rate_limited")
+                    .detail("username", bounded(username)),
                 meta,
             );
             return Err(IdentityError::RateLimited { retry_after });
@@ -172,7 +173,7 @@ impl Provider {
                 }
                 self.audit(
                     AuditEvent::failure("auth.login.failure")
-                        .detail("username", username)
+                        .detail("username", bounded(username))
                         .detail("reason", reason),
                     meta,
                 );

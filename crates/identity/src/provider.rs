@@ -39,6 +39,8 @@ pub struct Provider {
     pub(crate) csrf_key: aws_lc_rs::hmac::Key,
     pub(crate) login_limiter: RateLimiter,
     pub(crate) client_auth_failures: RateLimiter,
+    /// Refused `/verify` tokens per client and address.
+    pub(crate) verify_refusals: RateLimiter,
     pub(crate) clients: ClientCache,
     /// Whether an access token's `jti` is revoked, for
     /// [`REVOCATION_CACHE_SECONDS`]; every revocation made here clears it.
@@ -115,6 +117,7 @@ impl Provider {
         Ok(Self {
             login_limiter: RateLimiter::new(config.login_attempts_per_minute, 60),
             client_auth_failures: RateLimiter::new(config.client_auth_failures_per_minute, 60),
+            verify_refusals: RateLimiter::new(config.verify_refusals_per_minute, 60),
             clients: ClientCache::new(10_000),
             revocations: FreshCache::new(100_000, REVOCATION_CACHE_SECONDS),
             usernames: FreshCache::new(10_000, REVOCATION_CACHE_SECONDS),

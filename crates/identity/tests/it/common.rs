@@ -761,17 +761,27 @@ pub async fn discovery(server: &Server) -> Page {
     read(response.expect("discovery request")).await
 }
 
-/// POST /verify `{"token","aud"}`.
+/// POST /verify `{"token","aud"}` as the svc client (Basic).
 pub async fn verify(server: &Server, token: &str, aud: &str) -> Value {
-    let response = no_redirect_client()
-        .post(server.url("/verify"))
-        .json(&serde_json::json!({"token": token, "aud": aud}))
-        .send()
-        .await
-        .expect("verify request");
-    let page = read(response).await;
+    let page = verify_as(server, Some((SVC, SVC_SECRET)), token, aud).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     page.json()
+}
+
+/// POST /verify `{"token","aud"}` with Basic `credentials`, or none.
+pub async fn verify_as(
+    server: &Server,
+    credentials: Option<(&str, &str)>,
+    token: &str,
+    aud: &str,
+) -> Page {
+    let mut request = no_redirect_client()
+        .post(server.url("/verify"))
+        .json(&serde_json::json!({"token": token, "aud": aud}));
+    if let Some((id, secret)) = credentials {
+        request = request.basic_auth(form_encode(id), Some(form_encode(secret)));
+    }
+    read(request.send().await.expect("verify request")).await
 }
 
 /// The decoded JOSE header and payload of a compact JWS (unverified).
