@@ -53,6 +53,13 @@ pub struct IdentityConfig {
     pub purge_batch: u32,
     /// Per-account guessing protection: progressive delay, then lockout.
     pub lockout: LockoutPolicy,
+    /// Every failed password step is answered this long after it arrived
+    /// (later only if its work took longer), whatever the account: unknown,
+    /// active, delayed, locked, suspended or invited. It must cover the
+    /// lockout's settle wait (2 s) and one argon2 check, or a delayed or
+    /// locked account answers later than an unknown one (3 s by default;
+    /// zero turns the padding off, for tests that do not measure time).
+    pub failed_login_time: Duration,
     /// Users with any of these roles must pass a second factor (TOTP); one
     /// who has not set it up enrols during login. Default: `admin`.
     pub mfa_required_roles: Vec<String>,
@@ -86,6 +93,7 @@ impl IdentityConfig {
             purge_interval: 5 * 60,
             purge_batch: 500,
             lockout: LockoutPolicy::default(),
+            failed_login_time: Duration::from_secs(3),
             mfa_required_roles: vec!["admin".to_owned()],
             keys: KeyPolicy::default(),
             trusted_proxies: echo_edge::TrustedProxies::default(),

@@ -126,15 +126,22 @@ impl Provider {
     /// Every failure is the same [`IdentityError::LoginFailed`]: a wrong
     /// password, a missing user, a user who is not active, a locked
     /// account. Each costs one argon2 verification (against a dummy hash
-    /// when there is nothing to check), so the timing does not tell them
-    /// apart either. A guess is reserved with the lockout before the hash
-    /// is checked (`lockout.rs`).
+    /// when there is nothing to check) and is answered
+    /// [`IdentityConfig::failed_login_time`] after it arrived, so the timing
+    /// does not tell them apart either: a delayed or locked account's
+    /// guess waits up to 2 s for guesses in flight to settle
+    /// (`lockout.rs`), an unknown user's would otherwise be answered at
+    /// once. A guess is reserved with the lockout before the hash is
+    /// checked.
+    ///
+    /// [`IdentityConfig::failed_login_time`]: crate::IdentityConfig::failed_login_time
     pub async fn login(
         &self,
         username: &str,
         password: &str,
         meta: &Origin,
     ) -> Result<PasswordOutcome> {
+        let failure_answer_at = tokio::time::Instant::now() + self.config.failed_login_time;
         let now = self.clock.now();
         let limit_key = meta.ip();
         let limit_key = limit_key.as_deref().unwrap_or("unknown");
@@ -177,6 +184,7 @@ impl Provider {
                         .detail("reason", reason),
                     meta,
                 );
+                tokio::time::sleep_until(failure_answer_at).await;
                 return Err(IdentityError::LoginFailed);
             }
         };

@@ -5,7 +5,13 @@
 //! failure counts (§4), introspection only for a token's own parties
 //! (§7). Refresh-token reuse (§1) is in `tokens.rs`.
 
+use std::time::{Duration, Instant};
+
 use echo_core::audit::{AuditEvent, MAX_DETAIL_BYTES, TRUNCATED};
+use echo_identity::IdentityConfig;
+use echo_identity::admin;
+use echo_identity::user_state::{UserState, change_state};
+use echo_identity_store::LoginCounter;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -232,4 +238,120 @@ async fn huge_login_usernames_are_cut_in_the_audit_log() {
         }
     }
     assert_audit_bounded(&server);
+}
+
+// ---- §3: login timing -------------------------------------------------------
+
+/// One failed password step as `username`, from `browser`: how long the
+/// answer took.
+async fn timed_failure(server: &Server, browser: &Browser, username: &str) -> Duration {
+    let params = Params::code_flow(WEB, WEB_REDIRECT, &Pkce::new());
+    let form = browser.get(&server.authorize_url(&params)).await;
+    let started = Instant::now();
+    let page = browser.submit_login(server, &form, username, "wrong").await;
+    let took = started.elapsed();
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{username}");
+    took
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Issue 14 §3: past the lockout threshold an existing account's guess
+/// used to wait for the lockout's settle (1–2 s) while an unknown user was
+/// answered at once. Now every failed password step is answered at the
+/// same time after it arrived: unknown, active past the free failures
+/// (delayed), locked, suspended and invited users alike. Checked as a
+/// property, robust to a loaded machine: each kind's median is within
+/// 400 ms of every other's (the old gap was ≥ 1 s), and no answer comes
+/// before the configured time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_take_the_same_time_whatever_the_account() {
+    let failed_login_time = IdentityConfig::new("http://x").failed_login_time;
+    let server = Server::start_configured(|c| c.failed_login_time = failed_login_time).await;
+    let now = server.clock.now();
+    let mut kinds = vec![("unknown", "nobody-here".to_owned())];
+    for (name, failures) in [("delayed", 6), ("locked", 10)] {
+        let id = server.add_user(name, PASSWORD).await;
+        let counter = LoginCounter {
+            failures,
+            last_failed_at: now,
+        };
+        assert!(
+            server
+                .store
+                .swap_login_counter(&id, LoginCounter::default(), counter)
+                .await
+                .unwrap()
+        );
+        kinds.push((name, name.to_owned()));
+    }
+    server.add_user("suspended", PASSWORD).await;
+    change_state(
+        &*server.store,
+        &*server.audit,
+        &*server.clock,
+        "suspended",
+        UserState::Suspended,
+    )
+    .await
+    .unwrap();
+    kinds.push(("suspended", "suspended".to_owned()));
+    admin::invite_user(
+        &*server.store,
+        &*server.audit,
+        &*server.clock,
+        "invited".into(),
+        None,
+        vec![],
+    )
+    .await
+    .unwrap();
+    kinds.push(("invited", "invited".to_owned()));
+    kinds.push(("wrong password", USER.to_owned()));
+
+    // The kinds side by side (each from its own address, under the per-
+    // address limit), so a load spike hits them all alike.
+    const ATTEMPTS: usize = 5;
+    let server = std::sync::Arc::new(server);
+    let runs: Vec<_> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, username))| {
+            let (server, kind, username) = (server.clone(), *kind, username.clone());
+            tokio::spawn(async move {
+                let browser = Browser::from_address(&format!("127.0.0.{}", 40 + i));
+                let mut times = Vec::new();
+                for _ in 0..ATTEMPTS {
+                    times.push(timed_failure(&server, &browser, &username).await);
+                }
+                (kind, times)
+            })
+        })
+        .collect();
+    let mut measured = Vec::new();
+    for run in runs {
+        measured.push(run.await.expect("timed logins"));
+    }
+    let medians: Vec<(&str, Duration)> = measured
+        .iter()
+        .map(|(kind, times)| (*kind, median(times.clone())))
+        .collect();
+    for (kind, times) in &measured {
+        for took in times {
+            assert!(
+                *took >= failed_login_time,
+                "{kind} answered early: {took:?}"
+            );
+        }
+    }
+    let fastest = medians.iter().map(|(_, m)| *m).min().unwrap();
+    let slowest = medians.iter().map(|(_, m)| *m).max().unwrap();
+    assert!(
+        slowest - fastest < Duration::from_millis(400),
+        "medians differ: {medians:?}"
+    );
+    assert_eq!(server.audited("auth.login.failure"), kinds.len() * ATTEMPTS);
 }
