@@ -10,8 +10,10 @@
 //! client as `iss` and `sub` and this provider as `aud`, must expire soon,
 //! and its `jti` is recorded until it expires so it cannot be replayed.
 //!
-//! Every failure is the same `invalid_client`, counted against the caller's
-//! IP (past the limit: 429) and audited with the reason.
+//! Every failure is the same `invalid_client`, audited with the reason and
+//! counted against the caller's address (the client behind trusted
+//! proxies) *and* the registered client it claimed (past the limit: 429),
+//! so one client's failures never lock another out of a shared address.
 
 use std::sync::Arc;
 
@@ -145,11 +147,6 @@ impl Provider {
         meta: &Origin,
     ) -> Result<Authenticated> {
         let now = self.clock.now();
-        let ip = meta.ip();
-        let ip = ip.as_deref().unwrap_or("unknown");
-        if let Some(retry_after) = self.client_auth_failures.blocked(ip, now) {
-            return Err(IdentityError::RateLimited { retry_after });
-        }
         let used_basic = basic.is_some();
         let (client_id, proof) = claimed_identity(params, basic)?;
         let method = match &proof {
@@ -159,8 +156,16 @@ impl Provider {
             Proof::None => AuthMethod::None,
         };
         let authenticated = |client| Authenticated { client, method };
+        let cached = match &client_id {
+            Some(id) => self.clients.get(&*self.store, id, now).await?,
+            None => None,
+        };
+        let key = failure_key(meta, cached.as_deref());
+        if let Some(retry_after) = self.client_auth_failures.blocked(&key, now) {
+            return Err(IdentityError::RateLimited { retry_after });
+        }
         let Some(client_id) = client_id else {
-            return Err(self.client_auth_failed("unknown", "no client_id", used_basic, meta));
+            return Err(self.client_auth_failed(&key, "unknown", "no client_id", used_basic, meta));
         };
         // A registration read from the cache may predate a secret rotation or
         // a key change: on failure, read it again before refusing.
@@ -169,7 +174,7 @@ impl Provider {
             let client = if reload {
                 self.clients.reload(&*self.store, &client_id, now).await?
             } else {
-                self.clients.get(&*self.store, &client_id, now).await?
+                cached.clone()
             };
             let checked = match &client {
                 Some(c) => self.check_proof(c, &proof, endpoint, now),
@@ -196,21 +201,21 @@ impl Provider {
             Some((_, Err(why))) => why,
             _ => "unknown client",
         };
-        Err(self.client_auth_failed(&client_id, failure, used_basic, meta))
+        Err(self.client_auth_failed(&key, &client_id, failure, used_basic, meta))
     }
 
-    /// Counts, audits and answers one failed client authentication.
+    /// Counts (under `key`, see [`failure_key`]), audits and answers one
+    /// failed client authentication.
     fn client_auth_failed(
         &self,
+        key: &str,
         client_id: &str,
         reason: &str,
         basic: bool,
         meta: &Origin,
     ) -> IdentityError {
-        let ip = meta.ip();
-        let ip = ip.as_deref().unwrap_or("unknown");
         // Counted only to refuse further guesses; the answer is the same.
-        let _ = self.client_auth_failures.check(ip, self.clock.now());
+        let _ = self.client_auth_failures.check(key, self.clock.now());
         self.audit(
             AuditEvent::failure("oauth.client.auth_failure")
                 .detail("client_id", bounded(client_id))
@@ -318,6 +323,20 @@ impl Provider {
             jti,
             exp: claims.exp,
         })
+    }
+}
+
+/// What failed client authentications are counted under: the client
+/// address (behind trusted proxies) and the registered client claimed, so
+/// guesses at one client's secret never lock another client out of the
+/// same address. Claims of unregistered ids share one count per address,
+/// so inventing ids does not escape the limit.
+fn failure_key(meta: &Origin, registered: Option<&Client>) -> String {
+    let ip = meta.ip();
+    let ip = ip.as_deref().unwrap_or("unknown");
+    match registered {
+        Some(client) => format!("{ip} {}", client.id),
+        None => format!("{ip} (unregistered)"),
     }
 }
 

@@ -355,3 +355,161 @@ async fn failed_logins_take_the_same_time_whatever_the_account() {
     );
     assert_eq!(server.audited("auth.login.failure"), kinds.len() * ATTEMPTS);
 }
+
+// ---- §4: per-address limits behind proxies, per-client failure counts -------
+
+/// POST /introspect as `auth`, the request naming `forwarded` in
+/// `X-Forwarded-For` (when given): the status.
+async fn introspect_from(
+    server: &Server,
+    auth: (&str, &str),
+    forwarded: Option<&str>,
+) -> StatusCode {
+    let mut request = no_redirect_client()
+        .post(server.url("/introspect"))
+        .basic_auth(auth.0, Some(auth.1))
+        .form(&[("token", "x")]);
+    if let Some(forwarded) = forwarded {
+        request = request.header("x-forwarded-for", forwarded);
+    }
+    request.send().await.expect("introspect").status()
+}
+
+/// Failed authentications as `auth` until the limit answers 429 (a fixed
+/// minute may end mid-test, hence up to 61 tries); each refusal 401.
+async fn fail_until_limited(server: &Server, auth: (&str, &str), forwarded: Option<&str>) {
+    for _ in 0..61 {
+        match introspect_from(server, auth, forwarded).await {
+            StatusCode::TOO_MANY_REQUESTS => return,
+            status => assert_eq!(status, StatusCode::UNAUTHORIZED),
+        }
+    }
+    panic!("{auth:?} from {forwarded:?} was never rate limited");
+}
+
+/// Guessing one client's secret locks that client out of the address, not
+/// another client; inventing client ids shares one count per address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_failures_never_lock_out_another_client() {
+    let server = Server::start().await;
+    fail_until_limited(&server, (SVC, "wrong-secret"), None).await;
+    assert_eq!(
+        introspect_from(&server, (SVC, SVC_SECRET), None).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the guessed client waits, even with its secret"
+    );
+    assert_eq!(
+        introspect_from(&server, (WEB, WEB_SECRET), None).await,
+        StatusCode::OK
+    );
+    // Made-up ids, each once: one shared count.
+    let mut limited = false;
+    for i in 0..61 {
+        let id = format!("made-up-{i}");
+        match introspect_from(&server, (&id, "x"), None).await {
+            StatusCode::TOO_MANY_REQUESTS => {
+                limited = true;
+                break;
+            }
+            status => assert_eq!(status, StatusCode::UNAUTHORIZED),
+        }
+    }
+    assert!(limited, "invented client ids escape the limit");
+    assert_eq!(
+        introspect_from(&server, (WEB, WEB_SECRET), None).await,
+        StatusCode::OK
+    );
+    // And at /token too.
+    let svc_token = token_request(
+        &server,
+        ClientAuth::Basic(WEB, WEB_SECRET),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_ne!(svc_token.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Behind a trusted proxy the forwarded client is the one counted (and
+/// audited): 30 failures from one forwarded address do not 429 another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_limits_count_the_forwarded_client() {
+    let server = Server::start_configured(|c| {
+        c.trusted_proxies = echo_edge::TrustedProxies::parse("127.0.0.0/8").unwrap()
+    })
+    .await;
+    let (first, second) = ("198.51.100.7", "198.51.100.8");
+    fail_until_limited(&server, (SVC, "wrong-secret"), Some(first)).await;
+    assert_eq!(
+        introspect_from(&server, (SVC, SVC_SECRET), Some(second)).await,
+        StatusCode::OK
+    );
+    // A client's own left-most entries are not believed: the proxy's
+    // right-most one counts.
+    assert_eq!(
+        introspect_from(
+            &server,
+            (SVC, SVC_SECRET),
+            Some(&format!("{second}, {first}"))
+        )
+        .await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let failure = server
+        .audit
+        .events()
+        .into_iter()
+        .rfind(|e| e.action == "oauth.client.auth_failure")
+        .unwrap();
+    assert_eq!(failure.ip.as_deref(), Some(first));
+    // Logins too: the per-address login limit counts the forwarded client.
+    let browser = Browser::new();
+    let params = Params::code_flow(WEB, WEB_REDIRECT, &Pkce::new());
+    let form = browser.get(&server.authorize_url(&params)).await;
+    let _ = browser.submit_login(&server, &form, USER, "wrong").await;
+    let login = server
+        .audit
+        .events()
+        .into_iter()
+        .rfind(|e| e.action == "auth.login.failure")
+        .unwrap();
+    assert_eq!(
+        login.ip.as_deref(),
+        Some("127.0.0.1"),
+        "no header: the peer"
+    );
+}
+
+/// Without trusted proxies a client's `X-Forwarded-For` is ignored: the
+/// peer is counted, whatever address it claims, in any spelling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_peers_forwarded_header_is_ignored() {
+    let server = Server::start().await;
+    let spellings = [
+        "198.51.100.9",
+        "::ffff:198.51.100.10",
+        "198.51.100.11, 10.0.0.1",
+        "junk",
+    ];
+    let mut limited = false;
+    for i in 0..61 {
+        let forwarded = spellings[i % spellings.len()];
+        if introspect_from(&server, (SVC, "wrong-secret"), Some(forwarded)).await
+            == StatusCode::TOO_MANY_REQUESTS
+        {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "changing X-Forwarded-For escaped the limit");
+    assert_eq!(
+        introspect_from(&server, (SVC, SVC_SECRET), Some("203.0.113.1")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let failure = server
+        .audit
+        .events()
+        .into_iter()
+        .rfind(|e| e.action == "oauth.client.auth_failure")
+        .unwrap();
+    assert_eq!(failure.ip.as_deref(), Some("127.0.0.1"));
+}
