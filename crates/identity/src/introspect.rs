@@ -17,11 +17,15 @@
 //!   client, as at introspection; refused tokens are audited by the edge's
 //!   gate (aggregated per address and reason) and, past
 //!   `verify_refusals_per_minute` per client and address, answered 429.
-//! - Introspection: any authenticated *confidential* client (the resource
-//!   servers), for any access token of this issuer; refresh tokens only for
-//!   the client they were issued to (RFC 7662 §4 lets the server limit what
-//!   a caller may learn). Public clients get `invalid_client`. Revoked,
-//!   expired, malformed and foreign tokens are `{"active": false}`.
+//! - Introspection: an authenticated *confidential* client learns about a
+//!   token only if it is one of the token's parties (RFC 7662 §4: "the
+//!   authorization server ... MAY limit which protected resources may
+//!   introspect which tokens"): an access token for the client it was
+//!   issued to (`client_id`) or a resource server named in its `aud` (a
+//!   client whose id is that audience); a refresh token for the client it
+//!   was issued to. Anyone else gets `{"active": false}`, exactly as for a
+//!   revoked, expired, malformed or foreign token, so the answer tells a
+//!   stranger nothing. Public clients get `invalid_client`.
 
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::token_hash;
@@ -74,6 +78,13 @@ impl Introspection {
     fn inactive() -> Self {
         Self::default()
     }
+}
+
+/// Whether `client` may learn about an access token with `claims`: the
+/// client it was issued to, or a resource server in its audience. Ids are
+/// compared exactly (a client `Docs` is not the audience `docs`).
+fn is_party(client: &Client, claims: &Claims) -> bool {
+    claims.client_id.as_deref() == Some(client.id.as_str()) || claims.aud.contains(&client.id)
 }
 
 /// A compact JWS has three dot-separated parts; our refresh tokens have none.
@@ -205,13 +216,13 @@ impl Provider {
         }
         let token = required_token(request)?;
         if is_jwt(token) {
-            self.introspect_access_token(token).await
+            self.introspect_access_token(&client, token).await
         } else {
             self.introspect_refresh_token(&client, token).await
         }
     }
 
-    async fn introspect_access_token(&self, token: &str) -> Result<Introspection> {
+    async fn introspect_access_token(&self, client: &Client, token: &str) -> Result<Introspection> {
         let expect = Expectations {
             audience: None,
             typ: "at+jwt",
@@ -220,6 +231,9 @@ impl Provider {
         let Ok(claims) = self.verifier.verify(token, &expect).await else {
             return Ok(Introspection::inactive());
         };
+        if !is_party(client, &claims) {
+            return Ok(Introspection::inactive());
+        }
         if claims.jti.is_none() || self.access_token_revoked(&claims).await? {
             return Ok(Introspection::inactive());
         }

@@ -513,3 +513,85 @@ async fn an_untrusted_peers_forwarded_header_is_ignored() {
         .unwrap();
     assert_eq!(failure.ip.as_deref(), Some("127.0.0.1"));
 }
+
+// ---- §7: introspection only for a token's parties ---------------------------
+
+/// Registers a confidential client named like one of the audiences, as a
+/// resource server is (`audit`), or any other `id`.
+async fn add_confidential_client(server: &Server, id: &str) {
+    let client = admin::NewClient {
+        id: id.into(),
+        secret: admin::ClientSecret::Provided(SVC_SECRET.into()),
+        redirect_uris: vec![],
+        grants: vec!["client_credentials".into()],
+        audiences: vec![],
+        scopes: vec![],
+        post_logout_redirect_uris: vec![],
+        allow_no_pkce: false,
+    };
+    admin::add_client(&*server.store, &*server.audit, &*server.clock, client)
+        .await
+        .expect("add client");
+}
+
+async fn introspect_as(server: &Server, auth: ClientAuth<'_>, token: &str) -> Value {
+    let page = client_request(server, "/introspect", auth, &[("token", token)]).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    page.json()
+}
+
+/// Issue 14 §7: any confidential client used to learn everything about any
+/// token (its user, scope, audience). Now only the client the token was
+/// issued to, or a resource server in its `aud`, sees it active; anyone
+/// else gets `{"active": false}` (RFC 7662 §4), as for a dead token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_answers_only_a_tokens_own_parties() {
+    let server = Server::start().await;
+    // The web client's user token: aud [audit, <issuer>/userinfo].
+    let (_, tokens) = web_tokens(&server).await;
+    let user_token = tokens["access_token"].as_str().unwrap().to_owned();
+    // svc's service token: aud audit.
+    let service = service_token(&server).await;
+    for resource_server in ["audit", "Audit", "audit.", "userinfo"] {
+        add_confidential_client(&server, resource_server).await;
+    }
+    let parties = [
+        (ClientAuth::Basic(WEB, WEB_SECRET), &user_token),
+        (ClientAuth::Basic("audit", SVC_SECRET), &user_token),
+        (ClientAuth::Post("audit", SVC_SECRET), &user_token),
+        (ClientAuth::Basic(SVC, SVC_SECRET), &service),
+        (ClientAuth::Basic("audit", SVC_SECRET), &service),
+    ];
+    for (auth, token) in parties {
+        let seen = introspect_as(&server, auth, token).await;
+        assert_eq!(seen["active"], true, "{auth:?}: {seen}");
+    }
+    let strangers = [
+        (ClientAuth::Basic(SVC, SVC_SECRET), &user_token),
+        (ClientAuth::Post(SVC, SVC_SECRET), &user_token),
+        (ClientAuth::Basic(WEB, WEB_SECRET), &service),
+        (ClientAuth::Basic("Audit", SVC_SECRET), &user_token),
+        (ClientAuth::Basic("audit.", SVC_SECRET), &service),
+        (ClientAuth::Basic("userinfo", SVC_SECRET), &user_token),
+    ];
+    for (auth, token) in strangers {
+        assert_eq!(
+            introspect_as(&server, auth, token).await,
+            json!({"active": false}),
+            "{auth:?}"
+        );
+    }
+    // Many at once: still nothing for a stranger.
+    let server = std::sync::Arc::new(server);
+    let asks: Vec<_> = (0..10)
+        .map(|_| {
+            let (server, token) = (server.clone(), user_token.clone());
+            tokio::spawn(async move {
+                introspect_as(&server, ClientAuth::Basic(SVC, SVC_SECRET), &token).await
+            })
+        })
+        .collect();
+    for ask in asks {
+        assert_eq!(ask.await.unwrap(), json!({"active": false}));
+    }
+}

@@ -70,8 +70,16 @@ async fn introspect(server: &Server, auth: ClientAuth<'_>, token: &str) -> Value
     page.json()
 }
 
+/// Whether introspection by the client the token was issued to finds it
+/// active (only a token's own parties learn about it).
 async fn is_active(server: &Server, token: &str) -> bool {
-    introspect(server, SVC_AUTH, token).await["active"] == true
+    let (_, claims) = decode_jwt(token);
+    let auth = if claims["client_id"] == SVC {
+        SVC_AUTH
+    } else {
+        WEB_AUTH
+    };
+    introspect(server, auth, token).await["active"] == true
 }
 
 async fn revoke(server: &Server, auth: ClientAuth<'_>, token: &str) -> Page {
@@ -729,7 +737,7 @@ async fn introspection_describes_active_tokens_and_nothing_else() {
     let (_, tokens) = web_tokens(&server).await;
     let at = text(&tokens, "access_token");
     let (_, claims) = decode_jwt(&at);
-    let seen = introspect(&server, SVC_AUTH, &at).await;
+    let seen = introspect(&server, WEB_AUTH, &at).await;
     assert_eq!(seen["active"], true);
     assert_eq!(seen["token_type"], "Bearer");
     assert_eq!(seen["client_id"], WEB);
@@ -739,7 +747,7 @@ async fn introspection_describes_active_tokens_and_nothing_else() {
     for claim in ["scope", "exp", "iat", "aud", "jti"] {
         assert_eq!(seen[claim], claims[claim], "{claim}");
     }
-    let service = introspect(&server, WEB_AUTH, &service_token(&server).await).await;
+    let service = introspect(&server, SVC_AUTH, &service_token(&server).await).await;
     assert_eq!(service["active"], true);
     assert_eq!(service["sub"], SVC);
     assert!(service.get("username").is_none(), "{service}");
@@ -767,14 +775,14 @@ async fn introspection_describes_active_tokens_and_nothing_else() {
         "a.b.c".into(),
     ] {
         assert_eq!(
-            introspect(&server, SVC_AUTH, &token).await,
+            introspect(&server, WEB_AUTH, &token).await,
             json!({"active": false}),
             "{token}"
         );
     }
     clock.advance(10 * 60 + 11);
     assert_eq!(
-        introspect(&server, SVC_AUTH, &at).await,
+        introspect(&server, WEB_AUTH, &at).await,
         json!({"active": false}),
         "expired"
     );
