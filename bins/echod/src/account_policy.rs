@@ -15,9 +15,12 @@ pub struct AccountPolicyArgs {
     /// No refresh token outlives its first login by more than this.
     #[arg(long, env = "ECHO_REFRESH_MAX", default_value = "90d", value_parser = humantime::parse_duration)]
     pub refresh_max: Duration,
-    /// Within this long of a rotation, the spent refresh token returns the
-    /// same successor (parallel tabs, retries) instead of revoking its family.
-    #[arg(long, env = "ECHO_REFRESH_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Within this long of a rotation (e.g. `2s`, `500ms`; at most 60s), the
+    /// same client, authenticating the same way, may present the spent
+    /// refresh token again and get the same successor (parallel tabs,
+    /// retries) instead of revoking its family. Off by default: any reuse
+    /// revokes the family (RFC 9700).
+    #[arg(long, env = "ECHO_REFRESH_GRACE", default_value = "0s", value_parser = humantime::parse_duration)]
     pub refresh_grace: Duration,
     /// Consecutive failed logins that lock an account.
     #[arg(long, env = "ECHO_LOCKOUT_AFTER", default_value_t = 10)]
@@ -44,13 +47,13 @@ impl AccountPolicyArgs {
     pub fn apply(&self, config: &mut IdentityConfig) -> anyhow::Result<()> {
         config.refresh_token_idle_ttl = seconds(self.refresh_idle, "--refresh-idle")?;
         config.refresh_token_absolute_ttl = seconds(self.refresh_max, "--refresh-max")?;
-        config.refresh_token_grace = seconds(self.refresh_grace, "--refresh-grace")?;
+        config.refresh_token_grace = self.refresh_grace;
         if config.refresh_token_idle_ttl == 0
             || config.refresh_token_idle_ttl > config.refresh_token_absolute_ttl
         {
             anyhow::bail!("--refresh-idle must be above zero and at most --refresh-max");
         }
-        if config.refresh_token_grace > 60 {
+        if config.refresh_token_grace > echo_identity::MAX_REFRESH_GRACE {
             anyhow::bail!(
                 "--refresh-grace is at most 60s: a longer grace lets a stolen token ride along"
             );
@@ -105,6 +108,11 @@ mod tests {
             default.refresh_token_absolute_ttl
         );
         assert_eq!(config.refresh_token_grace, default.refresh_token_grace);
+        assert_eq!(
+            config.refresh_token_grace,
+            Duration::ZERO,
+            "strict by default"
+        );
         assert_eq!(config.lockout.lock_after, default.lockout.lock_after);
         assert_eq!(config.lockout.lock_duration, default.lockout.lock_duration);
         assert_eq!(config.mfa_required_roles, ["admin"]);
@@ -118,7 +126,7 @@ mod tests {
             "--refresh-max",
             "7d",
             "--refresh-grace",
-            "2s",
+            "1500ms",
             "--lockout-after",
             "6",
             "--lockout-duration",
@@ -129,7 +137,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.refresh_token_idle_ttl, 86_400);
         assert_eq!(config.refresh_token_absolute_ttl, 7 * 86_400);
-        assert_eq!(config.refresh_token_grace, 2);
+        assert_eq!(config.refresh_token_grace, Duration::from_millis(1500));
         assert_eq!(
             (config.lockout.lock_after, config.lockout.lock_duration),
             (6, 3_600)
@@ -148,6 +156,7 @@ mod tests {
         for (args, expected) in [
             (&["--refresh-idle", "100d"][..], "at most --refresh-max"),
             (&["--refresh-grace", "5m"][..], "at most 60s"),
+            (&["--refresh-grace", "60001ms"][..], "at most 60s"),
             (&["--lockout-after", "3"][..], "above the 5 failures"),
             (&["--refresh-idle", "soon"][..], "invalid value"),
         ] {

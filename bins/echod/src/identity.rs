@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use echo_core::SystemClock;
 use echo_core::audit::AuditSink;
-use echo_edge::{Service, TokenSource};
+use echo_edge::{Service, TokenSource, TrustedProxies};
 use echo_identity::{IdentityConfig, Provider};
 use echo_identity_store::Store;
 use tokio::net::TcpListener;
@@ -41,6 +41,12 @@ pub struct IdentityArgs {
     pub key_publish_delay: keys::PublishDelayArg,
     #[command(flatten)]
     pub account_policy: account_policy::AccountPolicyArgs,
+    /// Reverse proxies in front of identity, as comma-separated addresses or
+    /// CIDR blocks: from these peers only, `X-Forwarded-For` names the
+    /// client for per-address limits and audit events. None by default
+    /// (the peer is the client).
+    #[arg(long, env = "ECHO_TRUSTED_PROXIES", default_value = "", value_parser = TrustedProxies::parse)]
+    pub trusted_proxies: TrustedProxies,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -71,6 +77,7 @@ pub async fn start(
     config.keys.rotation_interval =
         i64::try_from(args.key_rotation.as_secs()).context("the key rotation is too long")?;
     args.account_policy.apply(&mut config)?;
+    config.trusted_proxies = args.trusted_proxies.clone();
     let own_token = Arc::new(OwnToken {
         provider: OnceLock::new(),
         audience: audit

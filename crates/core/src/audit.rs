@@ -8,9 +8,33 @@
 //!
 //! Events never carry a password, a secret or a whole token: callers put
 //! identifiers (client id, `kid`, `jti`) in `details`, never credentials.
+//! Text a request supplied (a typed username, a claimed client id) goes
+//! through [`bounded`] first, so a caller cannot make the audit log store
+//! kilobytes per request.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+/// Most bytes of caller-supplied text an event keeps per detail.
+pub const MAX_DETAIL_BYTES: usize = 256;
+
+/// What ends caller-supplied text that was cut to [`MAX_DETAIL_BYTES`].
+pub const TRUNCATED: &str = "…[truncated]";
+
+/// `text` as an audit detail: unchanged when it fits in
+/// [`MAX_DETAIL_BYTES`], else cut at a character boundary and ended with
+/// [`TRUNCATED`], the whole at most [`MAX_DETAIL_BYTES`] bytes. Use it for
+/// every detail whose value came from a request.
+pub fn bounded(text: &str) -> String {
+    if text.len() <= MAX_DETAIL_BYTES {
+        return text.to_owned();
+    }
+    let mut cut = MAX_DETAIL_BYTES - TRUNCATED.len();
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{TRUNCATED}", &text[..cut])
+}
 
 /// Whether the action succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -170,6 +194,19 @@ mod tests {
         assert_eq!(anonymous.actor, None);
         let known = AuditEvent::refused("x.denied", "not_a_service_token", Some("alice"));
         assert_eq!(known.actor.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn bounded_keeps_short_text_and_cuts_long_text_on_a_char_boundary() {
+        assert_eq!(bounded("alice"), "alice");
+        let exact = "a".repeat(MAX_DETAIL_BYTES);
+        assert_eq!(bounded(&exact), exact);
+        for long in ["a".repeat(60_000), "é".repeat(1_000), "🦀".repeat(100)] {
+            let cut = bounded(&long);
+            assert!(cut.len() <= MAX_DETAIL_BYTES, "{} bytes", cut.len());
+            assert!(cut.ends_with(TRUNCATED));
+            assert!(long.starts_with(cut.trim_end_matches(TRUNCATED)));
+        }
     }
 
     #[test]

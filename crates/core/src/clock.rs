@@ -6,6 +6,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync + 'static {
     /// Seconds since the Unix epoch.
     fn now(&self) -> i64;
+
+    /// Milliseconds since the Unix epoch, for decisions a whole second is
+    /// too coarse for (a refresh token's reuse grace). A clock that only
+    /// knows seconds answers the start of its current second.
+    fn now_millis(&self) -> i64 {
+        self.now().saturating_mul(1000)
+    }
 }
 
 /// The wall clock.
@@ -17,6 +24,12 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64)
+    }
+
+    fn now_millis(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
     }
 }
 
@@ -55,5 +68,13 @@ mod tests {
     #[test]
     fn system_clock_is_after_2020() {
         assert!(SystemClock.now() > 1_577_836_800);
+    }
+
+    #[test]
+    fn milliseconds_agree_with_seconds() {
+        let clock = ManualClock::new(1_000);
+        assert_eq!(clock.now_millis(), 1_000_000);
+        let millis = SystemClock.now_millis();
+        assert!((millis / 1000 - SystemClock.now()).abs() <= 1);
     }
 }

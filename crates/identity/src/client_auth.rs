@@ -10,12 +10,14 @@
 //! client as `iss` and `sub` and this provider as `aud`, must expire soon,
 //! and its `jti` is recorded until it expires so it cannot be replayed.
 //!
-//! Every failure is the same `invalid_client`, counted against the caller's
-//! IP (past the limit: 429) and audited with the reason.
+//! Every failure is the same `invalid_client`, audited with the reason and
+//! counted against the caller's address (the client behind trusted
+//! proxies) *and* the registered client it claimed (past the limit: 429),
+//! so one client's failures never lock another out of a shared address.
 
 use std::sync::Arc;
 
-use echo_core::audit::AuditEvent;
+use echo_core::audit::{AuditEvent, bounded};
 use echo_crypto::jws::CompactJws;
 use echo_crypto::secret::verify_client_secret;
 use echo_crypto::{JwkSet, VerifyingKey};
@@ -53,6 +55,25 @@ pub struct ClientAuthParams {
 pub struct BasicCredentials {
     pub client_id: String,
     pub client_secret: String,
+}
+
+/// How a client authenticated (RFC 8414 §2 names). A spent refresh
+/// token's grace answer is given only to the client that rotated it
+/// authenticating the same way (`refresh.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
+    None,
+}
+
+/// A client that proved who it is, and how.
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticated {
+    pub client: Arc<Client>,
+    pub method: AuthMethod,
 }
 
 /// What the client offered as proof.
@@ -124,17 +145,27 @@ impl Provider {
         basic: Option<BasicCredentials>,
         endpoint: &str,
         meta: &Origin,
-    ) -> Result<Arc<Client>> {
+    ) -> Result<Authenticated> {
         let now = self.clock.now();
-        let ip = meta.ip();
-        let ip = ip.as_deref().unwrap_or("unknown");
-        if let Some(retry_after) = self.client_auth_failures.blocked(ip, now) {
-            return Err(IdentityError::RateLimited { retry_after });
-        }
         let used_basic = basic.is_some();
         let (client_id, proof) = claimed_identity(params, basic)?;
+        let method = match &proof {
+            Proof::Secret(_) if used_basic => AuthMethod::ClientSecretBasic,
+            Proof::Secret(_) => AuthMethod::ClientSecretPost,
+            Proof::Assertion(_) => AuthMethod::PrivateKeyJwt,
+            Proof::None => AuthMethod::None,
+        };
+        let authenticated = |client| Authenticated { client, method };
+        let cached = match &client_id {
+            Some(id) => self.clients.get(&*self.store, id, now).await?,
+            None => None,
+        };
+        let key = failure_key(meta, cached.as_deref());
+        if let Some(retry_after) = self.client_auth_failures.blocked(&key, now) {
+            return Err(IdentityError::RateLimited { retry_after });
+        }
         let Some(client_id) = client_id else {
-            return Err(self.client_auth_failed("unknown", "no client_id", used_basic, meta));
+            return Err(self.client_auth_failed(&key, "unknown", "no client_id", used_basic, meta));
         };
         // A registration read from the cache may predate a secret rotation or
         // a key change: on failure, read it again before refusing.
@@ -143,7 +174,7 @@ impl Provider {
             let client = if reload {
                 self.clients.reload(&*self.store, &client_id, now).await?
             } else {
-                self.clients.get(&*self.store, &client_id, now).await?
+                cached.clone()
             };
             let checked = match &client {
                 Some(c) => self.check_proof(c, &proof, endpoint, now),
@@ -156,38 +187,38 @@ impl Provider {
             }
         }
         let failure = match outcome {
-            Some((Some(client), Ok(None))) => return Ok(client),
+            Some((Some(client), Ok(None))) => return Ok(authenticated(client)),
             Some((Some(client), Ok(Some(assertion)))) => {
                 if self
                     .store
                     .record_client_assertion(&client.id, &assertion.jti, assertion.exp)
                     .await?
                 {
-                    return Ok(client);
+                    return Ok(authenticated(client));
                 }
                 "client assertion replayed"
             }
             Some((_, Err(why))) => why,
             _ => "unknown client",
         };
-        Err(self.client_auth_failed(&client_id, failure, used_basic, meta))
+        Err(self.client_auth_failed(&key, &client_id, failure, used_basic, meta))
     }
 
-    /// Counts, audits and answers one failed client authentication.
+    /// Counts (under `key`, see [`failure_key`]), audits and answers one
+    /// failed client authentication.
     fn client_auth_failed(
         &self,
+        key: &str,
         client_id: &str,
         reason: &str,
         basic: bool,
         meta: &Origin,
     ) -> IdentityError {
-        let ip = meta.ip();
-        let ip = ip.as_deref().unwrap_or("unknown");
         // Counted only to refuse further guesses; the answer is the same.
-        let _ = self.client_auth_failures.check(ip, self.clock.now());
+        let _ = self.client_auth_failures.check(key, self.clock.now());
         self.audit(
             AuditEvent::failure("oauth.client.auth_failure")
-                .detail("client_id", client_id)
+                .detail("client_id", bounded(client_id))
                 .detail("reason", reason),
             meta,
         );
@@ -292,6 +323,20 @@ impl Provider {
             jti,
             exp: claims.exp,
         })
+    }
+}
+
+/// What failed client authentications are counted under: the client
+/// address (behind trusted proxies) and the registered client claimed, so
+/// guesses at one client's secret never lock another client out of the
+/// same address. Claims of unregistered ids share one count per address,
+/// so inventing ids does not escape the limit.
+fn failure_key(meta: &Origin, registered: Option<&Client>) -> String {
+    let ip = meta.ip();
+    let ip = ip.as_deref().unwrap_or("unknown");
+    match registered {
+        Some(client) => format!("{ip} {}", client.id),
+        None => format!("{ip} (unregistered)"),
     }
 }
 

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use echo_crypto::Algorithm;
 use echo_verify::VerifierOptions;
 
@@ -7,6 +9,10 @@ use crate::lockout::LockoutPolicy;
 /// Longest access-token lifetime allowed (RFC 9068 tokens are bearer
 /// tokens; a short life bounds the damage of a leak).
 pub const MAX_ACCESS_TOKEN_TTL: i64 = 15 * 60;
+
+/// Longest refresh-token reuse grace allowed: a longer one lets a stolen
+/// token ride along with the legitimate client unnoticed.
+pub const MAX_REFRESH_GRACE: Duration = Duration::from_secs(60);
 
 /// How the provider behaves. Lifetimes are in seconds.
 #[derive(Debug, Clone)]
@@ -26,21 +32,34 @@ pub struct IdentityConfig {
     /// gets 429 until the minute ends. Only failures count, so a busy
     /// service is never slowed.
     pub client_auth_failures_per_minute: u32,
+    /// Tokens `/verify` may refuse per minute to one client from one
+    /// address; past it the pair gets 429 until the minute ends. Only
+    /// refusals count, so a busy resource server is never slowed.
+    pub verify_refusals_per_minute: u32,
     /// A refresh token unused this long expires (idle lifetime).
     pub refresh_token_idle_ttl: i64,
     /// No refresh token of a family outlives the family's start by more
     /// than this (absolute lifetime).
     pub refresh_token_absolute_ttl: i64,
-    /// Within this many seconds of a rotation, presenting the spent refresh
-    /// token again (a second tab, a retry after a timeout) returns the same
-    /// successor instead of revoking the family.
-    pub refresh_token_grace: i64,
+    /// Within this long of a rotation (compared in milliseconds), the same
+    /// client authenticating the same way may present the spent refresh
+    /// token again (a second tab, a retry after a lost response) and get the
+    /// same successor instead of revoking the family. Zero by default
+    /// (RFC 9700 §4.14.2: any reuse revokes); at most [`MAX_REFRESH_GRACE`].
+    pub refresh_token_grace: Duration,
     /// Seconds between two purges of expired rows; 0 runs none.
     pub purge_interval: u64,
     /// Rows deleted per statement by a purge.
     pub purge_batch: u32,
     /// Per-account guessing protection: progressive delay, then lockout.
     pub lockout: LockoutPolicy,
+    /// Every failed password step is answered this long after it arrived
+    /// (later only if its work took longer), whatever the account: unknown,
+    /// active, delayed, locked, suspended or invited. It must cover the
+    /// lockout's settle wait (2 s) and one argon2 check, or a delayed or
+    /// locked account answers later than an unknown one (3 s by default;
+    /// zero turns the padding off, for tests that do not measure time).
+    pub failed_login_time: Duration,
     /// Users with any of these roles must pass a second factor (TOTP); one
     /// who has not set it up enrols during login. Default: `admin`.
     pub mfa_required_roles: Vec<String>,
@@ -66,13 +85,15 @@ impl IdentityConfig {
             sso_session_ttl: 8 * 60 * 60,
             login_attempts_per_minute: 30,
             client_auth_failures_per_minute: 30,
+            verify_refusals_per_minute: 300,
             // Keycloak's and Hydra's defaults: 30 days idle, 90 days at most.
             refresh_token_idle_ttl: 30 * 24 * 60 * 60,
             refresh_token_absolute_ttl: 90 * 24 * 60 * 60,
-            refresh_token_grace: 10,
+            refresh_token_grace: Duration::ZERO,
             purge_interval: 5 * 60,
             purge_batch: 500,
             lockout: LockoutPolicy::default(),
+            failed_login_time: Duration::from_secs(3),
             mfa_required_roles: vec!["admin".to_owned()],
             keys: KeyPolicy::default(),
             trusted_proxies: echo_edge::TrustedProxies::default(),

@@ -12,15 +12,26 @@
 //!   `jti` until it expires. Anything else (unknown, malformed, expired, or
 //!   another client's token) is silently ignored with 200, as §2.2 demands,
 //!   so the endpoint tells a caller nothing about tokens it does not own.
-//! - Introspection: any authenticated *confidential* client (the resource
-//!   servers), for any access token of this issuer; refresh tokens only for
-//!   the client they were issued to (RFC 7662 §4 lets the server limit what
-//!   a caller may learn). Public clients get `invalid_client`. Revoked,
-//!   expired, malformed and foreign tokens are `{"active": false}`.
+//! - Verification (`/verify`, the original design's helper for services
+//!   that cannot verify JWTs themselves): an authenticated confidential
+//!   client, as at introspection; refused tokens are audited by the edge's
+//!   gate (aggregated per address and reason) and, past
+//!   `verify_refusals_per_minute` per client and address, answered 429.
+//! - Introspection: an authenticated *confidential* client learns about a
+//!   token only if it is one of the token's parties (RFC 7662 §4: "the
+//!   authorization server ... MAY limit which protected resources may
+//!   introspect which tokens"): an access token for the client it was
+//!   issued to (`client_id`) or a resource server named in its `aud` (a
+//!   client whose id is that audience); a refresh token for the client it
+//!   was issued to. Anyone else gets `{"active": false}`, exactly as for a
+//!   revoked, expired, malformed or foreign token, so the answer tells a
+//!   stranger nothing. Public clients get `invalid_client`.
 
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::token_hash;
 use echo_identity_store::Client;
+use std::sync::Arc;
+
 use echo_verify::{Audience, Claims, Expectations};
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +80,13 @@ impl Introspection {
     }
 }
 
+/// Whether `client` may learn about an access token with `claims`: the
+/// client it was issued to, or a resource server in its audience. Ids are
+/// compared exactly (a client `Docs` is not the audience `docs`).
+fn is_party(client: &Client, claims: &Claims) -> bool {
+    claims.client_id.as_deref() == Some(client.id.as_str()) || claims.aud.contains(&client.id)
+}
+
 /// A compact JWS has three dot-separated parts; our refresh tokens have none.
 fn is_jwt(token: &str) -> bool {
     token.split('.').count() == 3
@@ -93,7 +111,8 @@ impl Provider {
     ) -> Result<()> {
         let client = self
             .authenticate_client(&request.client, basic, "/revoke", meta)
-            .await?;
+            .await?
+            .client;
         let token = required_token(request)?;
         let now = self.clock.now();
         let kind = if is_jwt(token) {
@@ -146,6 +165,39 @@ impl Provider {
         Ok(())
     }
 
+    /// `/verify`: whether `token` is one of our unrevoked access tokens for
+    /// `audience`, for an authenticated confidential client.
+    pub async fn verify_for_client(
+        &self,
+        credentials: &ClientAuthParams,
+        basic: Option<BasicCredentials>,
+        token: &str,
+        audience: &str,
+        meta: &Origin,
+    ) -> Result<Arc<Claims>> {
+        let used_basic = basic.is_some();
+        let client = self
+            .authenticate_client(credentials, basic, "/verify", meta)
+            .await?
+            .client;
+        if client.is_public() {
+            return Err(IdentityError::InvalidClient { basic: used_basic });
+        }
+        let ip = meta.ip();
+        let key = format!("{}|{}", client.id, ip.as_deref().unwrap_or("unknown"));
+        let now = self.clock.now();
+        if let Some(retry_after) = self.verify_refusals.blocked(&key, now) {
+            return Err(IdentityError::RateLimited { retry_after });
+        }
+        let verified = self.verify_access_token(token, audience, meta).await;
+        if let Err(IdentityError::Refused(_)) = &verified {
+            // Counted only to slow a caller probing tokens; the answer is
+            // the same.
+            let _ = self.verify_refusals.check(&key, now);
+        }
+        verified
+    }
+
     /// RFC 7662 §2: what an authenticated confidential client may know of
     /// a token.
     pub async fn introspect(
@@ -157,19 +209,20 @@ impl Provider {
         let used_basic = basic.is_some();
         let client = self
             .authenticate_client(&request.client, basic, "/introspect", meta)
-            .await?;
+            .await?
+            .client;
         if client.is_public() {
             return Err(IdentityError::InvalidClient { basic: used_basic });
         }
         let token = required_token(request)?;
         if is_jwt(token) {
-            self.introspect_access_token(token).await
+            self.introspect_access_token(&client, token).await
         } else {
             self.introspect_refresh_token(&client, token).await
         }
     }
 
-    async fn introspect_access_token(&self, token: &str) -> Result<Introspection> {
+    async fn introspect_access_token(&self, client: &Client, token: &str) -> Result<Introspection> {
         let expect = Expectations {
             audience: None,
             typ: "at+jwt",
@@ -178,6 +231,9 @@ impl Provider {
         let Ok(claims) = self.verifier.verify(token, &expect).await else {
             return Ok(Introspection::inactive());
         };
+        if !is_party(client, &claims) {
+            return Ok(Introspection::inactive());
+        }
         if claims.jti.is_none() || self.access_token_revoked(&claims).await? {
             return Ok(Introspection::inactive());
         }

@@ -7,7 +7,7 @@
 //! HMAC.
 
 use aws_lc_rs::hmac;
-use echo_core::audit::AuditEvent;
+use echo_core::audit::{AuditEvent, bounded};
 use echo_crypto::secret::{b64url, b64url_decode, constant_time_eq, random_token, token_hash};
 use echo_identity_store::{SsoSession, User};
 use serde::{Deserialize, Serialize};
@@ -126,21 +126,29 @@ impl Provider {
     /// Every failure is the same [`IdentityError::LoginFailed`]: a wrong
     /// password, a missing user, a user who is not active, a locked
     /// account. Each costs one argon2 verification (against a dummy hash
-    /// when there is nothing to check), so the timing does not tell them
-    /// apart either. A guess is reserved with the lockout before the hash
-    /// is checked (`lockout.rs`).
+    /// when there is nothing to check) and is answered
+    /// [`IdentityConfig::failed_login_time`] after it arrived, so the timing
+    /// does not tell them apart either: a delayed or locked account's
+    /// guess waits up to 2 s for guesses in flight to settle
+    /// (`lockout.rs`), an unknown user's would otherwise be answered at
+    /// once. A guess is reserved with the lockout before the hash is
+    /// checked.
+    ///
+    /// [`IdentityConfig::failed_login_time`]: crate::IdentityConfig::failed_login_time
     pub async fn login(
         &self,
         username: &str,
         password: &str,
         meta: &Origin,
     ) -> Result<PasswordOutcome> {
+        let failure_answer_at = tokio::time::Instant::now() + self.config.failed_login_time;
         let now = self.clock.now();
         let limit_key = meta.ip();
         let limit_key = limit_key.as_deref().unwrap_or("unknown");
         if let Err(retry_after) = self.login_limiter.check(limit_key, now) {
             self.audit(
-                AuditEvent::failure("auth.login.rate_limited").detail("username", username),
+                AuditEvent::failure("auth.login.rate_limited")
+                    .detail("username", bounded(username)),
                 meta,
             );
             return Err(IdentityError::RateLimited { retry_after });
@@ -172,10 +180,11 @@ impl Provider {
                 }
                 self.audit(
                     AuditEvent::failure("auth.login.failure")
-                        .detail("username", username)
+                        .detail("username", bounded(username))
                         .detail("reason", reason),
                     meta,
                 );
+                tokio::time::sleep_until(failure_answer_at).await;
                 return Err(IdentityError::LoginFailed);
             }
         };

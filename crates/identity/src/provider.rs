@@ -13,7 +13,7 @@ use echo_verify::{Claims, Verifier, VerifierOptions};
 use serde_json::{Value, json};
 
 use crate::client_cache::ClientCache;
-use crate::config::MAX_ACCESS_TOKEN_TTL;
+use crate::config::{MAX_ACCESS_TOKEN_TTL, MAX_REFRESH_GRACE};
 use crate::fresh_cache::FreshCache;
 use crate::rate_limit::RateLimiter;
 use crate::{IdentityConfig, IdentityError, KeyAdmin, KeyRing, Result};
@@ -39,6 +39,8 @@ pub struct Provider {
     pub(crate) csrf_key: aws_lc_rs::hmac::Key,
     pub(crate) login_limiter: RateLimiter,
     pub(crate) client_auth_failures: RateLimiter,
+    /// Refused `/verify` tokens per client and address.
+    pub(crate) verify_refusals: RateLimiter,
     pub(crate) clients: ClientCache,
     /// Whether an access token's `jti` is revoked, for
     /// [`REVOCATION_CACHE_SECONDS`]; every revocation made here clears it.
@@ -76,6 +78,12 @@ impl Provider {
                 "access token lifetime must be 1..={MAX_ACCESS_TOKEN_TTL} seconds"
             )));
         }
+        if config.refresh_token_grace > MAX_REFRESH_GRACE {
+            return Err(IdentityError::BadInput(format!(
+                "the refresh-token reuse grace is at most {} s",
+                MAX_REFRESH_GRACE.as_secs()
+            )));
+        }
         config.keys.validate()?;
         let mut algs = vec![Algorithm::RS256];
         if config.access_token_alg != Algorithm::RS256 {
@@ -109,6 +117,7 @@ impl Provider {
         Ok(Self {
             login_limiter: RateLimiter::new(config.login_attempts_per_minute, 60),
             client_auth_failures: RateLimiter::new(config.client_auth_failures_per_minute, 60),
+            verify_refusals: RateLimiter::new(config.verify_refusals_per_minute, 60),
             clients: ClientCache::new(10_000),
             revocations: FreshCache::new(100_000, REVOCATION_CACHE_SECONDS),
             usernames: FreshCache::new(10_000, REVOCATION_CACHE_SECONDS),

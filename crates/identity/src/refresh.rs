@@ -9,17 +9,21 @@
 //!
 //! Each use rotates: the presented token is marked used and a successor of
 //! the same family is issued with a new access token, atomically (of two
-//! concurrent uses exactly one rotates). Presenting a spent token again:
-//! - within [`IdentityConfig::refresh_token_grace`] seconds of its rotation,
-//!   by its own client, returns the very same answer (the same successor and
-//!   access token). A hash cannot give the successor back, so the rotation
-//!   seals the whole answer under a key derived from the master key
-//!   (AES-256-GCM, bound to the spent token's hash) and keeps it on the
-//!   spent row. Two tabs refreshing at once, or a retry after a lost
-//!   response, therefore do not log the user out.
-//! - later, is treated as theft (RFC 9700 §4.14.2): the whole family is
-//!   revoked, with every access token issued from it still alive, and the
-//!   event is audited as `oauth.refresh.reuse_detected`.
+//! concurrent uses exactly one rotates). Presenting a spent token again is
+//! treated as theft (RFC 9700 §4.14.2, OAuth 2.1 §4.3.1): the whole family
+//! is revoked, with every access token issued from it still alive, the
+//! event is audited as `oauth.refresh.reuse_detected` and the answer is
+//! `invalid_grant`. The one exception is the optional grace
+//! ([`IdentityConfig::refresh_token_grace`], zero by default, at most
+//! 60 s): within it of the rotation, measured in milliseconds, the client
+//! that rotated the token, authenticating with the same method, gets the
+//! very same answer again (a second tab, a retry after a lost response).
+//! A hash cannot give the successor back, so the rotation seals the whole
+//! answer, with the rotation's millisecond and the authentication method,
+//! under a key derived from the master key (AES-256-GCM, bound to the spent
+//! token's hash) and keeps it on the spent row. Anyone else presenting the
+//! spent token (another client, the same client by another method) revokes
+//! the family, grace or not.
 //!
 //! Lifetimes: a token expires after the idle lifetime, and never after the
 //! family's absolute lifetime, counted from the code exchange.
@@ -32,6 +36,7 @@ use echo_identity_store::{Client, RefreshToken, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::admin::GRANT_REFRESH_TOKEN;
+use crate::client_auth::{AuthMethod, Authenticated};
 use crate::token::{Minted, TokenParams, TokenResponse, UserAccess};
 use crate::{IdentityError, Provider, Result};
 use echo_edge::Origin;
@@ -50,13 +55,20 @@ pub(crate) struct NewFamily<'a> {
     pub auth_time: i64,
 }
 
-/// The answer a rotation produced, sealed on the spent token's row.
+/// The answer a rotation produced, sealed on the spent token's row, with
+/// what the grace check needs: when (in milliseconds) and how the client
+/// authenticated. A row sealed before these were kept has neither, and so
+/// gets no grace.
 #[derive(Debug, Serialize, Deserialize)]
 struct Successor {
     access_token: String,
     access_expires_at: i64,
     refresh_token: String,
     scope: String,
+    #[serde(default)]
+    rotated_at_ms: Option<i64>,
+    #[serde(default)]
+    auth_method: Option<AuthMethod>,
 }
 
 impl Successor {
@@ -132,10 +144,11 @@ impl Provider {
     /// RFC 6749 §6: the refresh-token grant, with rotation.
     pub(crate) async fn refresh_token_grant(
         &self,
-        client: &Client,
+        authenticated: &Authenticated,
         params: &TokenParams,
         meta: &Origin,
     ) -> Result<TokenResponse> {
+        let client: &Client = &authenticated.client;
         if !client.grant_types.iter().any(|g| g == GRANT_REFRESH_TOKEN) {
             return Err(IdentityError::UnauthorizedClient(
                 "client may not use the refresh token grant".into(),
@@ -148,6 +161,7 @@ impl Provider {
         let invalid = |why: &str| IdentityError::InvalidGrant(why.to_owned());
         let hash = token_hash(presented);
         let now = self.clock.now();
+        let now_ms = self.clock.now_millis();
         // The token and its user in one read: the user's state is checked
         // on every refresh, so a suspension stops refreshes at once.
         let (token, user) = self
@@ -156,6 +170,10 @@ impl Provider {
             .await?
             .ok_or_else(|| invalid("unknown refresh token"))?;
         if token.client_id != client.id {
+            if token.used_at.is_some() && token.revoked_at.is_none() {
+                // A spent token in another client's hands: stolen.
+                return self.spent_refresh_token(token, authenticated, meta).await;
+            }
             self.audit(
                 AuditEvent::failure("oauth.refresh.wrong_client")
                     .actor(token.user_id.as_str())
@@ -169,7 +187,7 @@ impl Provider {
             return Err(invalid("refresh token revoked"));
         }
         if token.used_at.is_some() {
-            return self.spent_refresh_token(token, now, meta).await;
+            return self.spent_refresh_token(token, authenticated, meta).await;
         }
         if token.expires_at <= now {
             return Err(invalid("refresh token expired"));
@@ -198,6 +216,8 @@ impl Provider {
             access_expires_at: access.expires_at,
             refresh_token,
             scope,
+            rotated_at_ms: Some(now_ms),
+            auth_method: Some(authenticated.method),
         };
         let sealed = self.successor_key.seal(
             hash.as_bytes(),
@@ -226,33 +246,28 @@ impl Provider {
             .await?
             .filter(|t| t.revoked_at.is_none())
             .ok_or_else(|| invalid("refresh token revoked"))?;
-        self.spent_refresh_token(token, now, meta).await
+        self.spent_refresh_token(token, authenticated, meta).await
     }
 
-    /// A used refresh token presented again: the same successor within the
-    /// grace period, else the family is revoked (RFC 9700 §4.14.2).
+    /// A used refresh token presented again: the same successor to the
+    /// same client authenticating the same way within the grace, else the
+    /// family is revoked (RFC 9700 §4.14.2).
     async fn spent_refresh_token(
         &self,
         token: RefreshToken,
-        now: i64,
+        by: &Authenticated,
         meta: &Origin,
     ) -> Result<TokenResponse> {
-        let within_grace = token
-            .used_at
-            .is_some_and(|used| now - used <= self.config.refresh_token_grace);
-        if let (true, Some(sealed)) = (within_grace, &token.successor) {
-            let plain = self
-                .successor_key
-                .open(token.token_hash.as_bytes(), sealed)?;
-            let answer: Successor = serde_json::from_slice(&plain).map_err(corrupt)?;
+        if let Some(answer) = self.grace_answer(&token, by)? {
             self.audit(
                 AuditEvent::success("oauth.refresh.grace_reuse")
                     .actor(token.user_id.as_str())
                     .detail("client_id", token.client_id.as_str()),
                 meta,
             );
-            return Ok(answer.response(now));
+            return Ok(answer.response(self.clock.now()));
         }
+        let now = self.clock.now();
         let revoked = self
             .store
             .revoke_refresh_family(&token.family_id, now)
@@ -272,6 +287,27 @@ impl Provider {
         Err(IdentityError::InvalidGrant(
             "refresh token already used".into(),
         ))
+    }
+
+    /// The sealed answer of `token`'s rotation, if `by` may have it again:
+    /// a grace is configured, it is the client the token was issued to,
+    /// authenticating as it did at the rotation, and the rotation is at
+    /// most the grace ago, in milliseconds.
+    fn grace_answer(&self, token: &RefreshToken, by: &Authenticated) -> Result<Option<Successor>> {
+        let grace_ms = i64::try_from(self.config.refresh_token_grace.as_millis()).unwrap_or(0);
+        let Some(sealed) = token.successor.as_ref().filter(|_| grace_ms > 0) else {
+            return Ok(None);
+        };
+        if by.client.id != token.client_id {
+            return Ok(None);
+        }
+        let plain = self
+            .successor_key
+            .open(token.token_hash.as_bytes(), sealed)?;
+        let answer: Successor = serde_json::from_slice(&plain).map_err(corrupt)?;
+        let elapsed_ms = answer.rotated_at_ms.map(|at| self.clock.now_millis() - at);
+        let within = elapsed_ms.is_some_and(|ms| (0..=grace_ms).contains(&ms));
+        Ok((within && answer.auth_method == Some(by.method)).then_some(answer))
     }
 }
 
@@ -301,6 +337,8 @@ mod tests {
             access_expires_at: 1_600,
             refresh_token: "rt".into(),
             scope: "openid".into(),
+            rotated_at_ms: None,
+            auth_method: None,
         };
         let response = answer.response(1_000);
         assert_eq!(response.expires_in, 600);

@@ -137,19 +137,23 @@ impl Provider {
         basic: Option<BasicCredentials>,
         meta: &Origin,
     ) -> Result<TokenResponse> {
-        let client = self
+        let authenticated = self
             .authenticate_client(&params.client, basic, "/token", meta)
             .await?;
+        let client = &authenticated.client;
         match params.grant_type.as_deref() {
             Some(GRANT_AUTHORIZATION_CODE) => {
-                self.authorization_code_grant(&client, &params, meta).await
+                self.authorization_code_grant(client, &params, meta).await
             }
-            Some(GRANT_REFRESH_TOKEN) => self.refresh_token_grant(&client, &params, meta).await,
+            Some(GRANT_REFRESH_TOKEN) => {
+                self.refresh_token_grant(&authenticated, &params, meta)
+                    .await
+            }
             Some(GRANT_CLIENT_CREDENTIALS) => {
-                self.client_credentials_grant(&client, &params, meta).await
+                self.client_credentials_grant(client, &params, meta).await
             }
             Some(crate::exchange::GRANT_TOKEN_EXCHANGE) => {
-                self.token_exchange_grant(&client, &params, meta).await
+                self.token_exchange_grant(client, &params, meta).await
             }
             Some(_) => Err(IdentityError::UnsupportedGrantType),
             None => Err(IdentityError::InvalidRequest(

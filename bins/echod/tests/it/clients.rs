@@ -162,3 +162,68 @@ async fn client_registered_with_a_jwks_file_authenticates_with_private_key_jwt()
     assert_eq!(send().await.unwrap().status(), 200);
     assert_eq!(send().await.unwrap().status(), 401, "a replayed assertion");
 }
+
+/// `POST /token` (client credentials) as svc-a with `secret`, the request
+/// naming `forwarded` in `X-Forwarded-For`: the status.
+async fn token_from(addr: &str, secret: &str, forwarded: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/token"))
+        .basic_auth("svc-a", Some(secret))
+        .header("x-forwarded-for", forwarded)
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Issue 14 §4: `--trusted-proxies` (env `ECHO_TRUSTED_PROXIES`) makes
+/// identity count its per-address limits by the client a trusted proxy
+/// forwards: one forwarded address guessing a secret does not lock out
+/// another behind the same proxy. Without the flag the proxy's address
+/// counts for everyone behind it.
+#[tokio::test]
+async fn identity_behind_a_trusted_proxy_limits_the_forwarded_client() {
+    for trusted in [true, false] {
+        let dir = echo_testkit::data_dir();
+        let mut cmd = echod(dir.path());
+        cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
+        if trusted {
+            cmd.env("ECHO_TRUSTED_PROXIES", "127.0.0.1, ::1");
+        } else {
+            cmd.env_remove("ECHO_TRUSTED_PROXIES");
+        }
+        let server = start(cmd, 1);
+        add_svc_a(echod(dir.path()));
+        let mut limited = false;
+        for _ in 0..61 {
+            match token_from(&server.addr, "wrong-secret", "198.51.100.1").await {
+                429 => {
+                    limited = true;
+                    break;
+                }
+                status => assert_eq!(status, 401),
+            }
+        }
+        assert!(limited, "guessing was never rate limited");
+        let other = token_from(&server.addr, SECRET, "198.51.100.2").await;
+        let expected = if trusted { 200 } else { 429 };
+        assert_eq!(other, expected, "trusted proxy: {trusted}");
+    }
+}
+
+#[test]
+fn a_bad_trusted_proxies_list_stops_the_start() {
+    let dir = echo_testkit::data_dir();
+    for command in [&["serve", "identity"][..], &["up"][..]] {
+        let out = echod(dir.path())
+            .args(command)
+            .args(["--trusted-proxies", "10.0.0.0/33"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("trusted-proxies"), "{stderr}");
+    }
+}

@@ -12,7 +12,7 @@ use echo_gateway::{GatewayConfig, GatewayFile};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{Browser, Platform, UPSTREAM_AUDIENCE};
+use crate::common::{Browser, GATEWAY_SECRET, Platform, UPSTREAM_AUDIENCE};
 
 /// What the upstream saw of the last request.
 #[derive(Debug, Clone)]
@@ -150,6 +150,7 @@ async fn an_upstream_gets_its_own_token_and_never_the_cookie() {
     // Good at the upstream's audience, verified against identity's keys.
     let check = reqwest::Client::new()
         .post(format!("{}/verify", platform.issuer))
+        .basic_auth("gateway", Some(GATEWAY_SECRET))
         .json(&json!({"token": token, "aud": UPSTREAM_AUDIENCE}))
         .send()
         .await

@@ -18,7 +18,7 @@ use super::pages::{
 };
 use super::request::{basic_credentials, bearer, cookie};
 use crate::authorize::{AuthorizeError, AuthorizeParams, AuthorizeRequest, Prompt};
-use crate::client_auth::BasicCredentials;
+use crate::client_auth::{BasicCredentials, ClientAuthParams};
 use crate::introspect::TokenRequest;
 use crate::login::{LoggedIn, LogoutParams, PasswordOutcome};
 use crate::token::TokenParams;
@@ -386,13 +386,18 @@ pub async fn userinfo(State(p): AppState, meta: Origin, headers: HeaderMap) -> R
 pub struct VerifyRequest {
     token: String,
     aud: String,
+    /// A client may authenticate in the body instead of with Basic.
+    #[serde(flatten)]
+    client: ClientAuthParams,
 }
 
-/// POST /verify `{"token","aud"}`: the original design's helper for
-/// services that cannot verify JWTs themselves.
+/// POST /verify `{"token","aud"}` by an authenticated confidential client:
+/// the original design's helper for services that cannot verify JWTs
+/// themselves.
 pub async fn verify(
     State(p): AppState,
     meta: Origin,
+    headers: HeaderMap,
     body: Result<Json<VerifyRequest>, JsonRejection>,
 ) -> Response {
     let Ok(Json(request)) = body else {
@@ -400,8 +405,11 @@ pub async fn verify(
             IdentityError::InvalidRequest("body must be JSON {\"token\": …, \"aud\": …}".into());
         return e.into_response();
     };
+    let Ok(basic) = basic_credentials(&headers) else {
+        return IdentityError::InvalidClient { basic: true }.into_response();
+    };
     match p
-        .verify_access_token(&request.token, &request.aud, &meta)
+        .verify_for_client(&request.client, basic, &request.token, &request.aud, &meta)
         .await
     {
         Ok(claims) => Json(json!({"valid": true, "claims": &*claims})).into_response(),

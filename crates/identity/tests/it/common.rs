@@ -70,6 +70,16 @@ impl Server {
         Self::start_with(store, Arc::new(SystemClock), Some(dir), |_| {}).await
     }
 
+    /// SQLite in a fresh data directory, real clock, configuration
+    /// adjusted by `configure`.
+    pub async fn start_configured(configure: impl FnOnce(&mut IdentityConfig)) -> Self {
+        let dir = echo_testkit::data_dir();
+        let store = echo_identity_store::open(None, dir.path())
+            .await
+            .expect("open sqlite store");
+        Self::start_with(store, Arc::new(SystemClock), Some(dir), configure).await
+    }
+
     /// SQLite, with a clock the test moves by hand.
     pub async fn start_with_manual_clock() -> (Self, Arc<ManualClock>) {
         Self::start_manual(|_| {}).await
@@ -135,6 +145,9 @@ impl Server {
         let audit = Arc::new(MemoryAuditSink::default());
         let user_id = register_fixtures(&*store, &audit, &*clock).await;
         let mut config = IdentityConfig::new(&issuer);
+        // Failed logins answer at once unless a test measures their time
+        // (hardening.rs puts the default back).
+        config.failed_login_time = std::time::Duration::ZERO;
         configure(&mut config);
         let provider = Provider::new(
             config,
@@ -751,17 +764,27 @@ pub async fn discovery(server: &Server) -> Page {
     read(response.expect("discovery request")).await
 }
 
-/// POST /verify `{"token","aud"}`.
+/// POST /verify `{"token","aud"}` as the svc client (Basic).
 pub async fn verify(server: &Server, token: &str, aud: &str) -> Value {
-    let response = no_redirect_client()
-        .post(server.url("/verify"))
-        .json(&serde_json::json!({"token": token, "aud": aud}))
-        .send()
-        .await
-        .expect("verify request");
-    let page = read(response).await;
+    let page = verify_as(server, Some((SVC, SVC_SECRET)), token, aud).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     page.json()
+}
+
+/// POST /verify `{"token","aud"}` with Basic `credentials`, or none.
+pub async fn verify_as(
+    server: &Server,
+    credentials: Option<(&str, &str)>,
+    token: &str,
+    aud: &str,
+) -> Page {
+    let mut request = no_redirect_client()
+        .post(server.url("/verify"))
+        .json(&serde_json::json!({"token": token, "aud": aud}));
+    if let Some((id, secret)) = credentials {
+        request = request.basic_auth(form_encode(id), Some(form_encode(secret)));
+    }
+    read(request.send().await.expect("verify request")).await
 }
 
 /// The decoded JOSE header and payload of a compact JWS (unverified).

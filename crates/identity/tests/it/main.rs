@@ -7,6 +7,7 @@ mod attacks;
 mod common;
 mod exchange;
 mod flows;
+mod hardening;
 mod keys;
 mod logout;
 mod rp;

@@ -70,8 +70,16 @@ async fn introspect(server: &Server, auth: ClientAuth<'_>, token: &str) -> Value
     page.json()
 }
 
+/// Whether introspection by the client the token was issued to finds it
+/// active (only a token's own parties learn about it).
 async fn is_active(server: &Server, token: &str) -> bool {
-    introspect(server, SVC_AUTH, token).await["active"] == true
+    let (_, claims) = decode_jwt(token);
+    let auth = if claims["client_id"] == SVC {
+        SVC_AUTH
+    } else {
+        WEB_AUTH
+    };
+    introspect(server, auth, token).await["active"] == true
 }
 
 async fn revoke(server: &Server, auth: ClientAuth<'_>, token: &str) -> Page {
@@ -317,9 +325,14 @@ async fn refresh_rotation_works() {
     rotation_works(&server).await;
 }
 
+/// A reuse grace as an operator may configure it (`--refresh-grace 10s`).
+fn ten_second_grace(config: &mut echo_identity::IdentityConfig) {
+    config.refresh_token_grace = Duration::from_secs(10);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_reuse_within_grace_returns_the_same_successor() {
-    let (server, clock) = Server::start_with_manual_clock().await;
+    let (server, clock) = Server::start_manual(ten_second_grace).await;
     reuse_within_grace_returns_the_same_successor(&server, &clock).await;
 }
 
@@ -347,7 +360,7 @@ async fn token_lifecycle_on_postgres() {
         return;
     };
     {
-        let (server, clock) = Server::start_manual_on(Some(&db.url), |_| {}).await;
+        let (server, clock) = Server::start_manual_on(Some(&db.url), ten_second_grace).await;
         rotation_works(&server).await;
         reuse_within_grace_returns_the_same_successor(&server, &clock).await;
         reuse_after_rotation_revokes_the_family(&server, &clock).await;
@@ -412,6 +425,146 @@ async fn refresh_by_another_client_is_invalid_grant() {
     assert_invalid_grant(&refresh(&server, WEB_AUTH, &random_token(), &[]).await);
     let page = token_request(&server, WEB_AUTH, &[("grant_type", "refresh_token")]).await;
     assert_oauth_error(&page, StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+/// Issue 14 §1: with the defaults a rotated refresh token presented again,
+/// even at once, is theft: `invalid_grant`, and the whole family dies,
+/// including the newest token and its access token. (It used to answer 200
+/// with the same successor for 10 s, and the grace was counted in whole
+/// seconds, so even `--refresh-grace 0s` let a reuse in the same second
+/// through.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_immediate_reuse_of_a_rotated_refresh_token_revokes_its_family() {
+    let server = Server::start().await;
+    let r1 = text(
+        &offline_tokens(&server, &Browser::new()).await,
+        "refresh_token",
+    );
+    let second = rotate(&server, &r1).await;
+    let (at2, r2) = (
+        text(&second, "access_token"),
+        text(&second, "refresh_token"),
+    );
+    assert_invalid_grant(&refresh(&server, WEB_AUTH, &r1, &[]).await);
+    assert_eq!(server.audited("oauth.refresh.reuse_detected"), 1);
+    assert_eq!(server.audited("oauth.refresh.grace_reuse"), 0);
+    assert_invalid_grant(&refresh(&server, WEB_AUTH, &r2, &[]).await);
+    assert_eq!(
+        introspect(&server, WEB_AUTH, &at2).await,
+        json!({"active": false})
+    );
+    assert_eq!(
+        userinfo(&server, &at2).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Presented again and again, by either method: still refused.
+    for _ in 0..3 {
+        assert_invalid_grant(&refresh(&server, WEB_AUTH, &r1, &[]).await);
+        let post = ClientAuth::Post(WEB, WEB_SECRET);
+        assert_invalid_grant(&refresh(&server, post, &r2, &[]).await);
+    }
+}
+
+/// Two uses of one refresh token at the same moment without a grace: one
+/// rotates, the other is a reuse, so the family (and the winner's new
+/// token) is revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_uses_of_one_refresh_token_without_grace_revoke_the_family() {
+    let server = Server::start().await;
+    for _ in 0..3 {
+        let r1 = text(
+            &offline_tokens(&server, &Browser::new()).await,
+            "refresh_token",
+        );
+        let (a, b) = tokio::join!(
+            refresh(&server, WEB_AUTH, &r1, &[]),
+            refresh(&server, WEB_AUTH, &r1, &[])
+        );
+        let won: Vec<&Page> = [&a, &b]
+            .into_iter()
+            .filter(|p| p.status == StatusCode::OK)
+            .collect();
+        assert!(
+            won.len() <= 1,
+            "one rotation at most: {} / {}",
+            a.body,
+            b.body
+        );
+        for page in [&a, &b] {
+            if page.status != StatusCode::OK {
+                assert_invalid_grant(page);
+            }
+        }
+        for page in won {
+            let successor = text(&page.json(), "refresh_token");
+            assert_invalid_grant(&refresh(&server, WEB_AUTH, &successor, &[]).await);
+        }
+    }
+}
+
+/// The grace is measured in milliseconds: 300 ms after the rotation, a
+/// 200 ms grace is over (with whole seconds it was not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reuse_grace_has_sub_second_precision() {
+    let server =
+        Server::start_configured(|c| c.refresh_token_grace = Duration::from_millis(200)).await;
+    let r1 = text(
+        &offline_tokens(&server, &Browser::new()).await,
+        "refresh_token",
+    );
+    let once = rotate(&server, &r1).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_invalid_grant(&refresh(&server, WEB_AUTH, &r1, &[]).await);
+    assert_invalid_grant(&refresh(&server, WEB_AUTH, &text(&once, "refresh_token"), &[]).await);
+}
+
+/// With a grace configured, only the client that rotated the token,
+/// authenticating the same way, gets the grace answer; another client, or
+/// the same client by another method, revokes the family.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reuse_grace_is_only_for_the_same_client_and_method() {
+    let (server, _) = Server::start_manual(ten_second_grace).await;
+    add_second_web_client(&server).await;
+    let intruders = [
+        ClientAuth::Basic("web2", WEB_SECRET),
+        ClientAuth::Post(WEB, WEB_SECRET),
+    ];
+    for intruder in intruders {
+        let r1 = text(
+            &offline_tokens(&server, &Browser::new()).await,
+            "refresh_token",
+        );
+        let once = rotate(&server, &r1).await;
+        // The rightful client, the same way: the same answer.
+        let again = rotate(&server, &r1).await;
+        assert_eq!(once["refresh_token"], again["refresh_token"]);
+        assert_invalid_grant(&refresh(&server, intruder, &r1, &[]).await);
+        // The family is gone, for the rightful client too.
+        assert_invalid_grant(&refresh(&server, WEB_AUTH, &r1, &[]).await);
+        let r2 = text(&once, "refresh_token");
+        assert_invalid_grant(&refresh(&server, WEB_AUTH, &r2, &[]).await);
+    }
+    assert_eq!(server.audited("oauth.refresh.reuse_detected"), 2);
+}
+
+/// A grace above 60 s is refused at start: it would let a thief ride along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reuse_grace_above_a_minute_is_refused() {
+    let dir = echo_testkit::data_dir();
+    let store = echo_identity_store::open(None, dir.path())
+        .await
+        .expect("store");
+    let mut config = echo_identity::IdentityConfig::new("http://127.0.0.1:1");
+    config.refresh_token_grace = Duration::from_millis(60_001);
+    let refused = echo_identity::Provider::new(
+        config,
+        store,
+        &echo_crypto::seal::MasterKey::generate(),
+        std::sync::Arc::new(echo_core::audit::MemoryAuditSink::default()),
+        std::sync::Arc::new(echo_core::SystemClock),
+    )
+    .await;
+    assert!(refused.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,7 +737,7 @@ async fn introspection_describes_active_tokens_and_nothing_else() {
     let (_, tokens) = web_tokens(&server).await;
     let at = text(&tokens, "access_token");
     let (_, claims) = decode_jwt(&at);
-    let seen = introspect(&server, SVC_AUTH, &at).await;
+    let seen = introspect(&server, WEB_AUTH, &at).await;
     assert_eq!(seen["active"], true);
     assert_eq!(seen["token_type"], "Bearer");
     assert_eq!(seen["client_id"], WEB);
@@ -594,7 +747,7 @@ async fn introspection_describes_active_tokens_and_nothing_else() {
     for claim in ["scope", "exp", "iat", "aud", "jti"] {
         assert_eq!(seen[claim], claims[claim], "{claim}");
     }
-    let service = introspect(&server, WEB_AUTH, &service_token(&server).await).await;
+    let service = introspect(&server, SVC_AUTH, &service_token(&server).await).await;
     assert_eq!(service["active"], true);
     assert_eq!(service["sub"], SVC);
     assert!(service.get("username").is_none(), "{service}");
@@ -622,14 +775,14 @@ async fn introspection_describes_active_tokens_and_nothing_else() {
         "a.b.c".into(),
     ] {
         assert_eq!(
-            introspect(&server, SVC_AUTH, &token).await,
+            introspect(&server, WEB_AUTH, &token).await,
             json!({"active": false}),
             "{token}"
         );
     }
     clock.advance(10 * 60 + 11);
     assert_eq!(
-        introspect(&server, SVC_AUTH, &at).await,
+        introspect(&server, WEB_AUTH, &at).await,
         json!({"active": false}),
         "expired"
     );
