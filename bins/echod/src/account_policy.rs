@@ -36,6 +36,15 @@ pub struct AccountPolicyArgs {
         value_delimiter = ','
     )]
     pub mfa_required_roles: Vec<String>,
+    /// Scopes only services get (client credentials), comma-separated: a
+    /// login asking for one is refused.
+    #[arg(
+        long,
+        env = "ECHO_SERVICE_SCOPES",
+        default_value = "audit.read,audit.write,docs.index",
+        value_delimiter = ','
+    )]
+    pub service_scopes: Vec<String>,
 }
 
 fn seconds(d: Duration, what: &str) -> anyhow::Result<i64> {
@@ -72,6 +81,12 @@ impl AccountPolicyArgs {
             .iter()
             .map(|r| r.trim().to_owned())
             .filter(|r| !r.is_empty())
+            .collect();
+        config.service_scopes = self
+            .service_scopes
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
             .collect();
         Ok(())
     }

@@ -281,13 +281,17 @@ pub const WRITE_SCOPE: &str = "audit.write";
 pub const WRITE_RIGHT: &str = "scope audit.write";
 
 /// Who may read the log: users with role `auditor` or `admin`, services
-/// with scope `audit.read`.
+/// (`sub` = `client_id`) with scope `audit.read`. A user's token carrying
+/// the scope is not enough: a scope registered for a client's own service
+/// token must not open the log to whoever signs in through that client.
 pub fn may_read(claims: &Claims) -> bool {
-    claims.roles.iter().any(|r| r == "auditor" || r == "admin") || claims.has_scope("audit.read")
+    let service = claims.client_id.as_deref() == Some(claims.sub.as_str());
+    claims.roles.iter().any(|r| r == "auditor" || r == "admin")
+        || (service && claims.has_scope("audit.read"))
 }
 
 /// What reading the audit log needs, as a refusal names it.
-pub const READ_RIGHT: &str = "role auditor or admin, or scope audit.read";
+pub const READ_RIGHT: &str = "role auditor or admin, or a service token with scope audit.read";
 
 impl AuditService {
     /// Where the audit service's own events go (its refused callers): into

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use aws_lc_rs::hmac;
-use echo_core::Clock;
-use echo_core::audit::{AuditEvent, AuditSink};
+use echo_core::audit::{AuditEvent, AuditSink, bounded};
+use echo_core::{Clock, Scope};
 use echo_crypto::seal::MasterKey;
 use echo_crypto::secret::{b64url, constant_time_eq, random_token, token_hash};
 use echo_edge::{Gate, Origin, RateLimiter, Refusal, ServiceTokens};
@@ -293,6 +293,21 @@ impl Gateway {
             return Err(GatewayError::LoginFailed(
                 "tokens name different users".into(),
             ));
+        }
+        // The authorize request passes through the browser, which may add
+        // scopes to it: a session never holds more than the gateway asked.
+        let asked = Scope::parse(&self.config.scopes);
+        if let Some(extra) = access
+            .scope
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .find(|s| !asked.contains(s))
+        {
+            return Err(GatewayError::LoginFailed(format!(
+                "identity granted scope {} that was not asked for",
+                bounded(extra)
+            )));
         }
         let session_token = random_token();
         let id_hash = token_hash(&session_token);

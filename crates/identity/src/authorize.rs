@@ -181,6 +181,15 @@ impl Provider {
                 &format!("scope {bad} is not allowed for this client"),
             ));
         }
+        if let Some(bad) = scopes
+            .iter()
+            .find(|s| self.config.service_scopes.iter().any(|only| only == *s))
+        {
+            return Err(refuse(
+                "invalid_scope",
+                &format!("scope {bad} is for services only"),
+            ));
+        }
         let code_challenge = match (
             params.code_challenge.as_deref(),
             params.code_challenge_method.as_deref(),

@@ -14,6 +14,10 @@ pub const MAX_ACCESS_TOKEN_TTL: i64 = 15 * 60;
 /// token ride along with the legitimate client unnoticed.
 pub const MAX_REFRESH_GRACE: Duration = Duration::from_secs(60);
 
+/// The scopes of Echo's own services that only services hold: reading
+/// and writing the audit log, indexing documents.
+pub const SERVICE_SCOPES: [&str; 3] = ["audit.read", "audit.write", "docs.index"];
+
 /// How the provider behaves. Lifetimes are in seconds.
 #[derive(Debug, Clone)]
 pub struct IdentityConfig {
@@ -63,6 +67,11 @@ pub struct IdentityConfig {
     /// Users with any of these roles must pass a second factor (TOTP); one
     /// who has not set it up enrols during login. Default: `admin`.
     pub mfa_required_roles: Vec<String>,
+    /// Scopes only services get (client credentials): a user flow asking
+    /// for one is refused with `invalid_scope`, even from a client that
+    /// registered it for its own service token. Default: the scopes of
+    /// Echo's own services, [`SERVICE_SCOPES`].
+    pub service_scopes: Vec<String>,
     /// Signing-key rotation: publish delay, schedule, reload interval.
     pub keys: KeyPolicy,
     /// Reverse proxies whose `X-Forwarded-For` names the client; none by
@@ -95,6 +104,7 @@ impl IdentityConfig {
             lockout: LockoutPolicy::default(),
             failed_login_time: Duration::from_secs(3),
             mfa_required_roles: vec!["admin".to_owned()],
+            service_scopes: SERVICE_SCOPES.map(str::to_owned).to_vec(),
             keys: KeyPolicy::default(),
             trusted_proxies: echo_edge::TrustedProxies::default(),
         }

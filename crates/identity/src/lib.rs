@@ -45,7 +45,7 @@ pub mod refresh;
 pub mod token;
 pub mod user_state;
 
-pub use config::{IdentityConfig, MAX_REFRESH_GRACE};
+pub use config::{IdentityConfig, MAX_REFRESH_GRACE, SERVICE_SCOPES};
 pub use error::IdentityError;
 pub use http::{router, serve};
 pub use keys::{KeyAdmin, KeyInfo, KeyPolicy, KeyRing, KeyState, Revocation};

@@ -7,7 +7,7 @@
 //! HMAC.
 
 use aws_lc_rs::hmac;
-use echo_core::audit::{AuditEvent, bounded};
+use echo_core::audit::AuditEvent;
 use echo_crypto::secret::{b64url, b64url_decode, constant_time_eq, random_token, token_hash};
 use echo_identity_store::{SsoSession, User};
 use serde::{Deserialize, Serialize};
@@ -147,8 +147,7 @@ impl Provider {
         let limit_key = limit_key.as_deref().unwrap_or("unknown");
         if let Err(retry_after) = self.login_limiter.check(limit_key, now) {
             self.audit(
-                AuditEvent::failure("auth.login.rate_limited")
-                    .detail("username", bounded(username)),
+                typed_username(AuditEvent::failure("auth.login.rate_limited"), username),
                 meta,
             );
             return Err(IdentityError::RateLimited { retry_after });
@@ -178,12 +177,12 @@ impl Provider {
                 if let (Some(user), Some(reserved)) = (&user, reserved) {
                     self.attempt_failed(&user.id, reserved, meta);
                 }
-                self.audit(
-                    AuditEvent::failure("auth.login.failure")
-                        .detail("username", bounded(username))
-                        .detail("reason", reason),
-                    meta,
-                );
+                let event = AuditEvent::failure("auth.login.failure").detail("reason", reason);
+                let event = match &user {
+                    Some(user) => event.detail("username", user.username.as_str()),
+                    None => typed_username(event, username),
+                };
+                self.audit(event, meta);
                 tokio::time::sleep_until(failure_answer_at).await;
                 return Err(IdentityError::LoginFailed);
             }
@@ -194,7 +193,7 @@ impl Provider {
         }
         if self.mfa_required_by_role(&user) {
             let pending = self.seal_pending(&user.id, now)?;
-            let enrolment = self.begin_totp_enrolment(&user).await?;
+            let enrolment = self.enrolment_for(&user).await?;
             return Ok(PasswordOutcome::Enrol { pending, enrolment });
         }
         let logged_in = self
@@ -399,5 +398,25 @@ impl Provider {
             confirmed,
             redirect,
         })
+    }
+}
+
+/// What the trail keeps of a username that matched no account: only its
+/// length. Such text is often a password typed into the wrong field, so
+/// it is never recorded, not even cut short; a real account's username is
+/// recorded as stored.
+fn typed_username(event: AuditEvent, typed: &str) -> AuditEvent {
+    event.detail("username_chars", typed.chars().count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typed_username_leaves_only_its_length() {
+        let event = typed_username(AuditEvent::failure("auth.login.failure"), "hunter2 secret");
+        assert_eq!(event.details.get("username_chars"), Some(&14.into()));
+        assert!(!serde_json::to_string(&event).unwrap().contains("hunter2"));
     }
 }

@@ -209,9 +209,19 @@ impl Provider {
                 recovery_codes_left,
             },
             MfaState::None | MfaState::Pending => {
-                AccountView::Enrol(self.begin_totp_enrolment(user).await?)
+                AccountView::Enrol(self.enrolment_for(user).await?)
             }
         })
+    }
+
+    /// The enrolment `user` started, if one is pending, else a new one:
+    /// showing the page again (a reload, a second tab, a new login) must
+    /// not replace a secret the user may have scanned already.
+    pub(crate) async fn enrolment_for(&self, user: &User) -> Result<Enrolment> {
+        match self.pending_enrolment(user).await? {
+            Some(pending) => Ok(pending),
+            None => self.begin_totp_enrolment(user).await,
+        }
     }
 
     /// Whether `user` has a role of `mfa_required_roles`, which needs a

@@ -351,10 +351,19 @@ async fn only_auditors_admins_and_audit_read_services_may_read() {
     );
 
     let auditor = f.token(json!({"sub": "carol", "roles": ["auditor"]}));
-    let reader = f.token(json!({"sub": "siem", "scope": "audit.read"}));
+    let reader = f.token(json!({"sub": "siem", "client_id": "siem", "scope": "audit.read"}));
     let admin = f.token(json!({"sub": "root", "roles": ["admin"]}));
     for token in [&auditor, &reader, &admin] {
         assert_eq!(f.get("/v1/events?limit=1", token).await.0, 200);
+    }
+    // Issue 14 §6: `audit.read` on a user's token (say, added to a login
+    // through a client registered with it) opens nothing.
+    for escalated in [
+        json!({"sub": "bob", "client_id": "gateway", "scope": "openid audit.read"}),
+        json!({"sub": "bob", "scope": "audit.read"}),
+    ] {
+        let token = f.token(escalated);
+        assert_eq!(f.get("/v1/events?limit=1", &token).await.0, 403);
     }
     // Keyset pagination, newest first, over the writer's events only.
     let mut seen = Vec::new();

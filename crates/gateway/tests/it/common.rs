@@ -208,17 +208,26 @@ impl Platform {
 
     /// A platform whose gateway keeps its sessions in `backend`.
     pub async fn start_on(backend: Backend) -> Self {
-        Self::launch(backend, |_| {}).await
+        Self::launch(backend, |_| {}, |_| {}).await
+    }
+
+    /// A platform whose identity configuration `configure` adjusts.
+    pub async fn start_with_identity(configure: impl FnOnce(&mut IdentityConfig)) -> Self {
+        Self::launch(Backend::Sqlite, |_| {}, configure).await
     }
 
     /// A platform whose gateway configuration `configure` adjusts (routes,
     /// limits); the gateway client may exchange tokens for the audiences
     /// [`UPSTREAM_AUDIENCE`] and `audit`.
     pub async fn start_with(configure: impl FnOnce(&mut GatewayConfig)) -> Self {
-        Self::launch(Backend::Sqlite, configure).await
+        Self::launch(Backend::Sqlite, configure, |_| {}).await
     }
 
-    async fn launch(backend: Backend, configure: impl FnOnce(&mut GatewayConfig)) -> Self {
+    async fn launch(
+        backend: Backend,
+        configure: impl FnOnce(&mut GatewayConfig),
+        configure_identity: impl FnOnce(&mut IdentityConfig),
+    ) -> Self {
         let dir = echo_testkit::data_dir();
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
         let identity_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -248,7 +257,9 @@ impl Platform {
                 echo_identity::exchange::GRANT_TOKEN_EXCHANGE.into(),
             ],
             audiences: vec!["gateway".into(), UPSTREAM_AUDIENCE.into(), "audit".into()],
-            scopes: ["openid", "profile", "offline_access"]
+            // `audit.read` for its own service token, as `echod up`
+            // registers it.
+            scopes: ["openid", "profile", "offline_access", "audit.read"]
                 .map(String::from)
                 .to_vec(),
             post_logout_redirect_uris: vec![format!("{gateway_url}/signed-out")],
@@ -258,9 +269,11 @@ impl Platform {
             .await
             .unwrap();
         let clock_dyn: Arc<dyn Clock> = clock.clone();
+        let mut identity_config = IdentityConfig::new(&issuer);
+        configure_identity(&mut identity_config);
         let provider = Arc::new(
             Provider::new(
-                IdentityConfig::new(&issuer),
+                identity_config,
                 store.clone(),
                 &MasterKey::generate(),
                 identity_audit.clone(),

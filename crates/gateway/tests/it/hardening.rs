@@ -252,3 +252,67 @@ async fn a_forged_forwarded_for_is_never_believed() {
         assert_eq!(event.ip.as_deref(), Some(client), "{sent}");
     }
 }
+
+// ---- §6: scope escalation ----------------------------------------------------
+
+/// The login request passes through the browser: `alice` adds
+/// `audit.read` (registered for the gateway's own service token) to it.
+fn escalated(authorize: &str) -> String {
+    crate::common::with_param(
+        authorize,
+        "scope",
+        "openid profile offline_access audit.read",
+    )
+}
+
+#[tokio::test]
+async fn a_user_cannot_add_a_service_scope_to_the_login() {
+    let platform = Platform::start().await;
+    let browser = Browser::new();
+    let authorize = browser.get(&platform.gw("/login")).await.location_url();
+    for scope in [
+        "audit.read",
+        "AUDIT.READ audit.read",
+        "audit.write",
+        "docs.index",
+    ] {
+        let tampered = crate::common::with_param(&authorize, "scope", &format!("openid {scope}"));
+        let answer = browser.get(&tampered).await;
+        let location = answer.location_url();
+        // Identity refuses before any login, back to the gateway with the
+        // error (or, for an unregistered scope, the same error).
+        let query = crate::common::query_of(&location);
+        assert_eq!(
+            query.get("error").map(String::as_str),
+            Some("invalid_scope"),
+            "{scope}: {} {location}",
+            answer.status
+        );
+    }
+    let tampered = escalated(&authorize);
+    let callback = browser.get(&tampered).await.location_url();
+    let landed = browser.get(&callback).await;
+    assert!(browser.cookie("echo_session").is_none(), "no session");
+    assert_ne!(landed.status, StatusCode::OK);
+    assert!(platform.gateway_audited("gateway.login.success").is_empty());
+}
+
+/// Should identity grant more than the gateway asked (here: one that does
+/// not fence service scopes off), the gateway refuses the login.
+#[tokio::test]
+async fn the_gateway_refuses_a_login_granted_more_than_it_asked() {
+    let platform = Platform::start_with_identity(|config| config.service_scopes.clear()).await;
+    let browser = Browser::new();
+    let authorize = browser.get(&platform.gw("/login")).await.location_url();
+    let landed = platform
+        .finish_sign_in(&browser, &escalated(&authorize))
+        .await;
+    assert!(browser.cookie("echo_session").is_none(), "no session");
+    assert_ne!(landed.status, StatusCode::SEE_OTHER);
+    let failures = platform.gateway_audited("gateway.login.failure");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    // The same login without the extra scope works.
+    let authorize = browser.get(&platform.gw("/login")).await.location_url();
+    platform.finish_sign_in(&browser, &authorize).await;
+    assert!(browser.cookie("echo_session").is_some());
+}

@@ -340,6 +340,10 @@ async fn enrol_from_account_page(
     assert_eq!(enrol.status, StatusCode::OK, "{}", enrol.body);
     let secret = enrolment_secret(&enrol);
     assert_eq!(base32_decode(&secret).len(), 20, "160-bit secret");
+    // Issue 14 §10: showing the page again (a reload, a second tab) keeps
+    // the enrolment in progress: the secret already scanned stays valid.
+    let again = browser.get(&server.url("/account")).await;
+    assert_eq!(enrolment_secret(&again), secret, "the enrolment goes on");
     let wrong = submit_code(server, browser, &enrol, "000000").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);
     assert_eq!(enrolment_secret(&wrong), secret, "the same secret again");
