@@ -12,10 +12,9 @@ use echo_core::sync::lock;
 /// for its result: a refresh token is rotated on use, and racing it would
 /// spend it twice. Entries live as long as someone holds or waits on them.
 ///
-/// This serializes refreshes within one gateway process; replicas sharing
-/// a session store rely on identity's grace period for a just-rotated
-/// refresh token (it answers a repeat within seconds with the same
-/// successor).
+/// This serializes refreshes within one gateway process. Identity grants
+/// no grace for a rotated refresh token by default, so replicas sharing a
+/// session store need its `--refresh-grace` (docs/gateway.md).
 #[derive(Default)]
 pub(crate) struct RefreshLocks(Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>);
 

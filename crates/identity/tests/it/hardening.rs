@@ -516,7 +516,7 @@ async fn an_untrusted_peers_forwarded_header_is_ignored() {
 // ---- §7: introspection only for a token's parties ---------------------------
 
 /// Registers a confidential client named like one of the audiences, as a
-/// resource server is (`audit`), or any other `id`.
+/// resource server is (`gateway`), or any other `id`.
 async fn add_confidential_client(server: &Server, id: &str) {
     let client = admin::NewClient {
         id: id.into(),
@@ -546,20 +546,25 @@ async fn introspect_as(server: &Server, auth: ClientAuth<'_>, token: &str) -> Va
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn introspection_answers_only_a_tokens_own_parties() {
     let server = Server::start().await;
-    // The web client's user token: aud [audit, <issuer>/userinfo].
-    let (_, tokens) = web_tokens(&server).await;
+    // The web client's user token for the gateway (`aud` gateway; the
+    // ids `audit` and `identity` are reserved, so a resource server is
+    // another service).
+    let browser = Browser::new();
+    let pkce = Pkce::new();
+    let params = Params::code_flow(WEB, WEB_REDIRECT, &pkce).set("resource", "gateway");
+    let code = browser.login_for_code(&server, &params).await;
+    let tokens = redeem(&server, &code, Some(&pkce.verifier)).await.json();
     let user_token = tokens["access_token"].as_str().unwrap().to_owned();
     // svc's service token: aud audit.
     let service = service_token(&server).await;
-    for resource_server in ["audit", "Audit", "audit.", "userinfo"] {
+    for resource_server in ["gateway", "Gateway", "gateway.", "userinfo"] {
         add_confidential_client(&server, resource_server).await;
     }
     let parties = [
         (ClientAuth::Basic(WEB, WEB_SECRET), &user_token),
-        (ClientAuth::Basic("audit", SVC_SECRET), &user_token),
-        (ClientAuth::Post("audit", SVC_SECRET), &user_token),
+        (ClientAuth::Basic("gateway", SVC_SECRET), &user_token),
+        (ClientAuth::Post("gateway", SVC_SECRET), &user_token),
         (ClientAuth::Basic(SVC, SVC_SECRET), &service),
-        (ClientAuth::Basic("audit", SVC_SECRET), &service),
     ];
     for (auth, token) in parties {
         let seen = introspect_as(&server, auth, token).await;
@@ -569,8 +574,9 @@ async fn introspection_answers_only_a_tokens_own_parties() {
         (ClientAuth::Basic(SVC, SVC_SECRET), &user_token),
         (ClientAuth::Post(SVC, SVC_SECRET), &user_token),
         (ClientAuth::Basic(WEB, WEB_SECRET), &service),
-        (ClientAuth::Basic("Audit", SVC_SECRET), &user_token),
-        (ClientAuth::Basic("audit.", SVC_SECRET), &service),
+        (ClientAuth::Basic("gateway", SVC_SECRET), &service),
+        (ClientAuth::Basic("Gateway", SVC_SECRET), &user_token),
+        (ClientAuth::Basic("gateway.", SVC_SECRET), &user_token),
         (ClientAuth::Basic("userinfo", SVC_SECRET), &user_token),
     ];
     for (auth, token) in strangers {
