@@ -11,7 +11,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use echo_core::SystemClock;
 use echo_core::audit::LogAuditSink;
 use echo_identity::admin::{self, ClientSecret, NewClient, NewUser};
-use echo_identity::user_state::{UserState, change_state};
+use echo_identity::grant;
+use echo_identity::user_state::{UserState, change_state, find_user};
 use echo_identity::{IdentityConfig, lockout, mfa};
 
 use crate::settings::open_store;
@@ -189,7 +190,7 @@ pub async fn user_command(dir: &Path, command: UserCommand) -> anyhow::Result<()
             println!("user {name}: {from} → deleted (sessions and refresh tokens revoked)");
         }
         UserCommand::Show { name } => {
-            let user = admin::find_user(store, &name).await?;
+            let user = find_user(store, &name).await?;
             let policy = IdentityConfig::new("").lockout;
             println!("username  {}", user.username);
             println!("id        {}", user.id);
@@ -260,10 +261,10 @@ pub async fn client_add(dir: &Path, args: ClientAddArgs) -> anyhow::Result<()> {
         .grants
         .iter()
         .map(|g| match g {
-            Grant::AuthorizationCode => admin::GRANT_AUTHORIZATION_CODE,
-            Grant::RefreshToken => admin::GRANT_REFRESH_TOKEN,
-            Grant::ClientCredentials => admin::GRANT_CLIENT_CREDENTIALS,
-            Grant::TokenExchange => echo_identity::exchange::GRANT_TOKEN_EXCHANGE,
+            Grant::AuthorizationCode => grant::GRANT_AUTHORIZATION_CODE,
+            Grant::RefreshToken => grant::GRANT_REFRESH_TOKEN,
+            Grant::ClientCredentials => grant::GRANT_CLIENT_CREDENTIALS,
+            Grant::TokenExchange => grant::GRANT_TOKEN_EXCHANGE,
         })
         .map(str::to_owned)
         .collect();

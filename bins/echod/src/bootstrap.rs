@@ -10,7 +10,9 @@ use echo_core::audit::LogAuditSink;
 use echo_crypto::secret::{hash_client_secret, random_token, verify_client_secret};
 use echo_gateway::{ClientSecret, GatewayFile};
 use echo_identity::admin::{self, NewClient, NewUser};
-use echo_identity::exchange::GRANT_TOKEN_EXCHANGE;
+use echo_identity::grant::{
+    GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE,
+};
 use echo_identity_store::Store;
 
 use crate::args::PipelineAudiences;
@@ -38,9 +40,9 @@ pub async fn admin_user(store: &dyn Store) -> anyhow::Result<()> {
 /// Code flow with refresh tokens for browsers, client credentials for its
 /// own audit writes and reads, token exchange for its routes' upstreams.
 const GATEWAY_GRANTS: [&str; 4] = [
-    admin::GRANT_AUTHORIZATION_CODE,
-    admin::GRANT_REFRESH_TOKEN,
-    admin::GRANT_CLIENT_CREDENTIALS,
+    GRANT_AUTHORIZATION_CODE,
+    GRANT_REFRESH_TOKEN,
+    GRANT_CLIENT_CREDENTIALS,
     GRANT_TOKEN_EXCHANGE,
 ];
 const GATEWAY_SCOPES: [&str; 5] = [
@@ -184,7 +186,7 @@ pub async fn register_service(
         Registration {
             id,
             secret,
-            grants: vec![admin::GRANT_CLIENT_CREDENTIALS.to_owned()],
+            grants: vec![GRANT_CLIENT_CREDENTIALS.to_owned()],
             audiences,
             scopes,
             redirect_uris: Vec::new(),

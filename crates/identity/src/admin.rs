@@ -12,17 +12,18 @@ use echo_identity_store::{Client, Store, User};
 use url::Url;
 
 use crate::client_auth::parse_client_jwks;
-use crate::user_state::{UserState, change_state, state_of};
+use crate::grant::{
+    GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE,
+    IDENTITY_SERVICE,
+};
+use crate::user_state::{UserState, change_state, find_user, state_of};
 use crate::{IdentityError, Result};
 
-pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
-pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
-pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 const GRANTS: [&str; 4] = [
     GRANT_AUTHORIZATION_CODE,
     GRANT_REFRESH_TOKEN,
     GRANT_CLIENT_CREDENTIALS,
-    crate::exchange::GRANT_TOKEN_EXCHANGE,
+    GRANT_TOKEN_EXCHANGE,
 ];
 
 /// Shortest password accepted (NIST SP 800-63B).
@@ -112,7 +113,7 @@ pub async fn add_client(
     // Tokens of a client carry its id as `sub`; a client named like identity
     // or the audit service could write to other services (and the audit
     // log) as one of Echo's own.
-    if [crate::token::IDENTITY_SERVICE, "audit"].contains(&new.id.as_str()) {
+    if [IDENTITY_SERVICE, "audit"].contains(&new.id.as_str()) {
         return Err(IdentityError::BadInput(format!(
             "client id {:?} is reserved",
             new.id
@@ -324,14 +325,6 @@ pub async fn set_roles(
             .detail("roles", roles.clone()),
     );
     Ok(roles)
-}
-
-/// The user named `username`, or a clear error.
-pub async fn find_user(store: &dyn Store, username: &str) -> Result<User> {
-    store
-        .user_by_username(username)
-        .await?
-        .ok_or_else(|| IdentityError::BadInput(format!("no user named {username:?}")))
 }
 
 fn check_profile(username: &str, email: Option<&str>, roles: &[String]) -> Result<()> {

@@ -13,8 +13,7 @@ use echo_identity_store::{AuthCode, Client, User};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::admin::{GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN};
-use crate::refresh::OFFLINE_ACCESS;
+use crate::grant::{GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN, OFFLINE_ACCESS};
 use crate::{IdentityError, Provider};
 use echo_edge::Origin;
 

@@ -26,6 +26,7 @@ use echo_verify::Audience;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::grant::ClientAuthParams;
 use crate::{IdentityError, Provider, Result};
 use echo_edge::Origin;
 
@@ -39,16 +40,6 @@ pub const MAX_ASSERTION_TTL: i64 = 5 * 60;
 
 /// Clock skew tolerated on an assertion's `iat` and `nbf`.
 const ASSERTION_LEEWAY: i64 = 10;
-
-/// The client-authentication members of a form (RFC 6749 §2.3.1,
-/// RFC 7521 §4.2).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ClientAuthParams {
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    pub client_assertion_type: Option<String>,
-    pub client_assertion: Option<String>,
-}
 
 /// Credentials from an `Authorization: Basic` header, already decoded.
 #[derive(Debug, Clone)]

@@ -1,10 +1,10 @@
 use std::time::Duration;
 
 use echo_crypto::Algorithm;
+use echo_identity_store::LoginCounter;
 use echo_verify::VerifierOptions;
 
-use crate::keys::KeyPolicy;
-use crate::lockout::LockoutPolicy;
+use crate::{IdentityError, Result};
 
 /// Longest access-token lifetime allowed (RFC 9068 tokens are bearer
 /// tokens; a short life bounds the damage of a leak).
@@ -128,5 +128,148 @@ impl IdentityConfig {
 
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.issuer)
+    }
+}
+
+/// How signing keys rotate. Times are in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// How long a new key is published before it signs. It must cover the
+    /// time every verifier needs to see it: a server's reload interval plus
+    /// a verifier's JWKS refresh bound (`echo-verify` refetches keys older
+    /// than 5 min) plus the JWKS response's `max-age` (60 s). Default
+    /// 10 min.
+    pub publish_delay: i64,
+    /// Age at which a key is replaced automatically (its successor created
+    /// `publish_delay` earlier); 0 turns automatic rotation off. Default
+    /// 30 days.
+    pub rotation_interval: i64,
+    /// How often a running server reloads its keys from the store (and
+    /// rotates those due); 0 never does. Default 10 s.
+    pub reload_interval: u64,
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        Self {
+            publish_delay: 10 * 60,
+            rotation_interval: 30 * 24 * 60 * 60,
+            reload_interval: 10,
+        }
+    }
+}
+
+impl KeyPolicy {
+    /// Refuses a schedule that cannot work: negative times, or rotating
+    /// more often than a key can be published ahead.
+    pub fn validate(&self) -> Result<()> {
+        if self.publish_delay < 0 || self.rotation_interval < 0 {
+            return Err(IdentityError::BadInput(
+                "key publish delay and rotation interval cannot be negative".into(),
+            ));
+        }
+        if self.rotation_interval != 0 && self.rotation_interval <= self.publish_delay {
+            return Err(IdentityError::BadInput(
+                "the key rotation interval must be longer than the publish delay".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// When guesses at one account are slowed and stopped. Times in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Consecutive failures allowed without delay (default 5).
+    pub free_failures: i64,
+    /// Wait after the first delayed failure (default 1 s); it doubles with
+    /// every further failure: 1, 2, 4, 8, 16 s with the defaults.
+    pub base_delay: i64,
+    /// Consecutive failures that lock the account (default 10).
+    pub lock_after: i64,
+    /// How long a lock lasts (default 15 min). Failures are forgotten once
+    /// this long has passed since the last one.
+    pub lock_duration: i64,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        Self {
+            free_failures: 5,
+            base_delay: 1,
+            lock_after: 10,
+            lock_duration: 15 * 60,
+        }
+    }
+}
+
+impl LockoutPolicy {
+    /// The counter as it stands at `now`: failures are forgotten after a
+    /// quiet `lock_duration`.
+    pub fn current(&self, counter: LoginCounter, now: i64) -> LoginCounter {
+        if counter.failures > 0 && now >= counter.last_failed_at + self.lock_duration {
+            LoginCounter::default()
+        } else {
+            counter
+        }
+    }
+
+    /// When the next guess may be made after `counter`'s failures.
+    pub fn next_attempt_at(&self, counter: LoginCounter) -> i64 {
+        let LoginCounter {
+            failures,
+            last_failed_at,
+        } = counter;
+        if failures >= self.lock_after {
+            last_failed_at + self.lock_duration
+        } else if failures >= self.free_failures {
+            let doublings = (failures - self.free_failures).min(32) as u32;
+            last_failed_at + self.base_delay.saturating_mul(1 << doublings)
+        } else {
+            last_failed_at
+        }
+    }
+
+    /// The counter with one more guess reserved at `now`, or the time
+    /// before which no guess is allowed.
+    pub fn reserve(&self, counter: LoginCounter, now: i64) -> Result<LoginCounter, i64> {
+        let counter = self.current(counter, now);
+        let allowed_at = self.next_attempt_at(counter);
+        if now < allowed_at {
+            return Err(allowed_at);
+        }
+        Ok(LoginCounter {
+            failures: counter.failures + 1,
+            last_failed_at: now,
+        })
+    }
+
+    /// Until when the account is locked at `now`, if it is.
+    pub fn locked_until(&self, counter: LoginCounter, now: i64) -> Option<i64> {
+        let counter = self.current(counter, now);
+        (counter.failures >= self.lock_after).then(|| self.next_attempt_at(counter))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schedule_must_leave_room_to_publish_ahead() {
+        assert!(KeyPolicy::default().validate().is_ok());
+        let off = KeyPolicy {
+            rotation_interval: 0,
+            ..KeyPolicy::default()
+        };
+        assert!(off.validate().is_ok(), "0 turns rotation off");
+        for (publish_delay, rotation_interval) in [(600, 600), (600, 60), (-1, 0), (0, -1)] {
+            let policy = KeyPolicy {
+                publish_delay,
+                rotation_interval,
+                reload_interval: 10,
+            };
+            assert!(policy.validate().is_err(), "{policy:?}");
+        }
     }
 }

@@ -1,8 +1,6 @@
 use echo_crypto::CryptoError;
 use echo_identity_store::StoreError;
 
-use crate::user_state::UserState;
-
 /// Everything the provider can refuse or fail at. The HTTP mapping lives
 /// in `http/error.rs`; OAuth variants carry RFC 6749 §5.2 error codes.
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +36,13 @@ pub enum IdentityError {
     #[error("invalid code")]
     MfaFailed,
     /// The user state machine does not allow this change.
-    #[error("cannot move a user from {from} to {to} (allowed from {from}: {})", allowed_text(*.from))]
-    InvalidTransition { from: UserState, to: UserState },
+    #[error("cannot move a user from {from} to {to} (allowed from {from}: {allowed})")]
+    InvalidTransition {
+        from: &'static str,
+        to: &'static str,
+        /// The states `from` may move to, listed.
+        allowed: String,
+    },
     /// A login or form request without a valid CSRF token.
     #[error("invalid or missing CSRF token")]
     Csrf,
@@ -54,15 +57,6 @@ pub enum IdentityError {
     Store(StoreError),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
-}
-
-fn allowed_text(from: UserState) -> String {
-    let allowed: Vec<&str> = from.successors().iter().map(|s| s.as_str()).collect();
-    if allowed.is_empty() {
-        "none".to_owned()
-    } else {
-        allowed.join(", ")
-    }
 }
 
 impl From<StoreError> for IdentityError {

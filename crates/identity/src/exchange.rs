@@ -22,29 +22,16 @@
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::{b64url, random_bytes};
 use echo_identity_store::Client;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::token::{TokenParams, TokenResponse};
+use crate::grant::{GRANT_TOKEN_EXCHANGE, TokenParams, TokenResponse};
 use crate::{IdentityError, Provider, Result};
 use echo_edge::Origin;
 
-/// RFC 8693 §2.1: the grant type.
-pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// RFC 8693 §3: an OAuth access token.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// RFC 8693 §3: a JWT (our access tokens are JWTs).
 const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
-
-/// RFC 8693 §2.1's parameters beyond the ones every grant has.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ExchangeParams {
-    pub subject_token: Option<String>,
-    pub subject_token_type: Option<String>,
-    pub requested_token_type: Option<String>,
-    pub actor_token: Option<String>,
-    pub actor_token_type: Option<String>,
-}
 
 impl Provider {
     /// RFC 8693 §2: one exchange.

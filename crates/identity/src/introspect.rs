@@ -35,7 +35,8 @@ use std::sync::Arc;
 use echo_verify::{Audience, Claims, Expectations};
 use serde::{Deserialize, Serialize};
 
-use crate::client_auth::{BasicCredentials, ClientAuthParams};
+use crate::client_auth::BasicCredentials;
+use crate::grant::ClientAuthParams;
 use crate::{IdentityError, Provider, Result};
 use echo_edge::Origin;
 

@@ -10,7 +10,7 @@
 //! leaves the JWKS at once. See `keys/state.rs`.
 //!
 //! The [`KeyRing`] is a snapshot of the store, reloaded every
-//! [`KeyPolicy::reload_interval`] seconds by [`run`] (which also rotates
+//! [`crate::config::KeyPolicy::reload_interval`] seconds by [`run`] (which also rotates
 //! keys due for rotation), so `echod keys …` run against the shared
 //! database takes effect on every running server within that bound. Which
 //! key signs is decided per token from the snapshot's times, so activation
@@ -21,67 +21,19 @@ mod state;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Bytes;
 use echo_core::sync::{read, write};
 use echo_crypto::seal::MasterKey;
 use echo_crypto::{Algorithm, CryptoError, Jwk, JwkSet, SigningKey};
-use echo_edge::Periodic;
 use echo_identity_store::{KeyStore, StoreError, StoredKey};
 use echo_verify::{JwksSource, VerifyError};
 
 pub use admin::{KeyAdmin, KeyInfo, Revocation};
 pub use state::KeyState;
 
-use crate::{IdentityError, Provider, Result};
-
-/// How signing keys rotate. Times are in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyPolicy {
-    /// How long a new key is published before it signs. It must cover the
-    /// time every verifier needs to see it: a server's reload interval plus
-    /// a verifier's JWKS refresh bound (`echo-verify` refetches keys older
-    /// than 5 min) plus the JWKS response's `max-age` (60 s). Default
-    /// 10 min.
-    pub publish_delay: i64,
-    /// Age at which a key is replaced automatically (its successor created
-    /// `publish_delay` earlier); 0 turns automatic rotation off. Default
-    /// 30 days.
-    pub rotation_interval: i64,
-    /// How often a running server reloads its keys from the store (and
-    /// rotates those due); 0 never does. Default 10 s.
-    pub reload_interval: u64,
-}
-
-impl Default for KeyPolicy {
-    fn default() -> Self {
-        Self {
-            publish_delay: 10 * 60,
-            rotation_interval: 30 * 24 * 60 * 60,
-            reload_interval: 10,
-        }
-    }
-}
-
-impl KeyPolicy {
-    /// Refuses a schedule that cannot work: negative times, or rotating
-    /// more often than a key can be published ahead.
-    pub fn validate(&self) -> Result<()> {
-        if self.publish_delay < 0 || self.rotation_interval < 0 {
-            return Err(IdentityError::BadInput(
-                "key publish delay and rotation interval cannot be negative".into(),
-            ));
-        }
-        if self.rotation_interval != 0 && self.rotation_interval <= self.publish_delay {
-            return Err(IdentityError::BadInput(
-                "the key rotation interval must be longer than the publish delay".into(),
-            ));
-        }
-        Ok(())
-    }
-}
+use crate::{IdentityError, Result};
 
 /// The keys as of the last load.
 struct Ring {
@@ -95,7 +47,7 @@ struct Ring {
 
 /// The signing keys and the JWKS that publishes them.
 pub struct KeyRing {
-    master: MasterKey,
+    pub(crate) master: MasterKey,
     /// How long a retired key stays published.
     retention: i64,
     ring: RwLock<Arc<Ring>>,
@@ -217,68 +169,5 @@ fn open(master: &MasterKey, record: &StoredKey) -> Result<SigningKey> {
 impl JwksSource for KeyRing {
     async fn fetch(&self) -> Result<JwkSet, VerifyError> {
         Ok(self.jwks())
-    }
-}
-
-impl Provider {
-    /// The key operations, as this server (actor `identity`) runs them.
-    pub fn key_admin(&self) -> KeyAdmin<'_> {
-        KeyAdmin::new(
-            &*self.store,
-            &self.keys.master,
-            &*self.audit,
-            &*self.clock,
-            &self.config,
-            crate::token::IDENTITY_SERVICE,
-        )
-    }
-
-    /// Rotates the keys due for automatic rotation (when it is on), then
-    /// reloads the ring from the store, picking up what `echod keys` or
-    /// another server changed (also when the rotation failed).
-    pub async fn refresh_keys(&self) -> Result<()> {
-        let interval = self.config.keys.rotation_interval;
-        let rotated = match interval {
-            0 => Ok(()),
-            _ => self.key_admin().rotate_due(interval).await,
-        };
-        self.keys.reload(&*self.store, self.clock.now()).await?;
-        rotated
-    }
-}
-
-/// Refreshes the keys on the configured schedule, forever; the caller
-/// aborts it. A failed reload keeps the keys loaded before.
-/// The key refresh (and scheduled rotation), every `reload_interval`
-/// seconds from start-up.
-pub(crate) fn job(provider: Arc<Provider>) -> Periodic {
-    let interval = Duration::from_secs(provider.config().keys.reload_interval);
-    Periodic::every("key refresh", interval, move || {
-        let provider = provider.clone();
-        async move { provider.refresh_keys().await }
-    })
-    .at_start()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_schedule_must_leave_room_to_publish_ahead() {
-        assert!(KeyPolicy::default().validate().is_ok());
-        let off = KeyPolicy {
-            rotation_interval: 0,
-            ..KeyPolicy::default()
-        };
-        assert!(off.validate().is_ok(), "0 turns rotation off");
-        for (publish_delay, rotation_interval) in [(600, 600), (600, 60), (-1, 0), (0, -1)] {
-            let policy = KeyPolicy {
-                publish_delay,
-                rotation_interval,
-                reload_interval: 10,
-            };
-            assert!(policy.validate().is_err(), "{policy:?}");
-        }
     }
 }

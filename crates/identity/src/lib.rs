@@ -32,12 +32,15 @@ mod config;
 mod error;
 pub mod exchange;
 mod fresh_cache;
+pub mod grant;
 pub mod http;
 pub mod introspect;
+mod key_refresh;
 mod keys;
 pub mod lockout;
 pub mod login;
 pub mod mfa;
+mod mint;
 mod provider;
 mod purge;
 mod rate_limit;
@@ -45,10 +48,10 @@ pub mod refresh;
 pub mod token;
 pub mod user_state;
 
-pub use config::{IdentityConfig, MAX_REFRESH_GRACE, SERVICE_SCOPES};
+pub use config::{IdentityConfig, KeyPolicy, LockoutPolicy, MAX_REFRESH_GRACE, SERVICE_SCOPES};
 pub use error::IdentityError;
 pub use http::{router, serve};
-pub use keys::{KeyAdmin, KeyInfo, KeyPolicy, KeyRing, KeyState, Revocation};
+pub use keys::{KeyAdmin, KeyInfo, KeyRing, KeyState, Revocation};
 pub use provider::Provider;
 
 pub type Result<T, E = IdentityError> = std::result::Result<T, E>;

@@ -6,7 +6,7 @@
 //! advanced with a compare-and-swap in the database before the secret is
 //! checked, and only a successful login resets it. So however many guesses
 //! arrive at once, from however many addresses, at most
-//! [`LockoutPolicy::lock_after`] of them are ever checked before the
+//! [`crate::config::LockoutPolicy::lock_after`] of them are ever checked before the
 //! account locks: the concurrent bypass of a read-then-write counter (a
 //! real ZITADEL advisory) cannot happen. A refused guess still costs
 //! the caller an argon2 verification against a dummy hash (see `login.rs`),
@@ -17,6 +17,7 @@ use echo_core::Clock;
 use echo_core::audit::{AuditEvent, AuditSink};
 use echo_identity_store::{LoginCounter, Store};
 
+use crate::config::LockoutPolicy;
 use crate::{Provider, Result};
 use echo_edge::Origin;
 
@@ -27,80 +28,6 @@ const MAX_SWAPS: usize = 256;
 /// it to settle (see [`Provider::reserve_attempt`]), and how often it looks.
 const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// When guesses at one account are slowed and stopped. Times in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LockoutPolicy {
-    /// Consecutive failures allowed without delay (default 5).
-    pub free_failures: i64,
-    /// Wait after the first delayed failure (default 1 s); it doubles with
-    /// every further failure: 1, 2, 4, 8, 16 s with the defaults.
-    pub base_delay: i64,
-    /// Consecutive failures that lock the account (default 10).
-    pub lock_after: i64,
-    /// How long a lock lasts (default 15 min). Failures are forgotten once
-    /// this long has passed since the last one.
-    pub lock_duration: i64,
-}
-
-impl Default for LockoutPolicy {
-    fn default() -> Self {
-        Self {
-            free_failures: 5,
-            base_delay: 1,
-            lock_after: 10,
-            lock_duration: 15 * 60,
-        }
-    }
-}
-
-impl LockoutPolicy {
-    /// The counter as it stands at `now`: failures are forgotten after a
-    /// quiet `lock_duration`.
-    pub fn current(&self, counter: LoginCounter, now: i64) -> LoginCounter {
-        if counter.failures > 0 && now >= counter.last_failed_at + self.lock_duration {
-            LoginCounter::default()
-        } else {
-            counter
-        }
-    }
-
-    /// When the next guess may be made after `counter`'s failures.
-    pub fn next_attempt_at(&self, counter: LoginCounter) -> i64 {
-        let LoginCounter {
-            failures,
-            last_failed_at,
-        } = counter;
-        if failures >= self.lock_after {
-            last_failed_at + self.lock_duration
-        } else if failures >= self.free_failures {
-            let doublings = (failures - self.free_failures).min(32) as u32;
-            last_failed_at + self.base_delay.saturating_mul(1 << doublings)
-        } else {
-            last_failed_at
-        }
-    }
-
-    /// The counter with one more guess reserved at `now`, or the time
-    /// before which no guess is allowed.
-    pub fn reserve(&self, counter: LoginCounter, now: i64) -> Result<LoginCounter, i64> {
-        let counter = self.current(counter, now);
-        let allowed_at = self.next_attempt_at(counter);
-        if now < allowed_at {
-            return Err(allowed_at);
-        }
-        Ok(LoginCounter {
-            failures: counter.failures + 1,
-            last_failed_at: now,
-        })
-    }
-
-    /// Until when the account is locked at `now`, if it is.
-    pub fn locked_until(&self, counter: LoginCounter, now: i64) -> Option<i64> {
-        let counter = self.current(counter, now);
-        (counter.failures >= self.lock_after).then(|| self.next_attempt_at(counter))
-    }
-}
 
 /// The outcome of reserving a guess.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +117,7 @@ async fn clear_failures(store: &dyn Store, user_id: &str) -> Result<()> {
 
 /// `echod user unlock NAME`: forgets the user's failures, lifting a lock.
 pub async fn unlock_user(store: &dyn Store, audit: &dyn AuditSink, username: &str) -> Result<()> {
-    let user = crate::admin::find_user(store, username).await?;
+    let user = crate::user_state::find_user(store, username).await?;
     clear_failures(store, &user.id).await?;
     audit.record(
         AuditEvent::success("admin.user.unlocked")

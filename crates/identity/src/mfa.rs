@@ -178,7 +178,7 @@ pub async fn mfa_state(store: &dyn Store, user_id: &str) -> Result<MfaState> {
 /// recovery codes (a lost phone); they enrol again at their next login
 /// if their role requires it, or from the account page.
 pub async fn reset_mfa(store: &dyn Store, audit: &dyn AuditSink, username: &str) -> Result<bool> {
-    let user = crate::admin::find_user(store, username).await?;
+    let user = crate::user_state::find_user(store, username).await?;
     let removed = store.delete_mfa(&user.id).await?;
     audit.record(
         AuditEvent::success("admin.user.mfa_reset")

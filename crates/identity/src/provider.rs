@@ -89,7 +89,7 @@ impl Provider {
         if config.access_token_alg != Algorithm::RS256 {
             algs.push(config.access_token_alg);
         }
-        let actor = crate::token::IDENTITY_SERVICE;
+        let actor = crate::grant::IDENTITY_SERVICE;
         KeyAdmin::new(&*store, master, &*audit, &*clock, &config, actor)
             .ensure_signers(&algs)
             .await?;
@@ -108,7 +108,7 @@ impl Provider {
             clock.clone(),
         ));
         let gate = Arc::new(Gate::new(
-            crate::token::IDENTITY_SERVICE,
+            crate::grant::IDENTITY_SERVICE,
             &config.userinfo_audience(),
             verifier.clone(),
             audit.clone(),
@@ -274,7 +274,7 @@ fn discovery(config: &IdentityConfig) -> Value {
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
-                                  crate::exchange::GRANT_TOKEN_EXCHANGE],
+                                  crate::grant::GRANT_TOKEN_EXCHANGE],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported": AUTH_METHODS,

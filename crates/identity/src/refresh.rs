@@ -35,14 +35,11 @@ use echo_crypto::secret::{random_token, token_hash};
 use echo_identity_store::{Client, RefreshToken, StoreError};
 use serde::{Deserialize, Serialize};
 
-use crate::admin::GRANT_REFRESH_TOKEN;
 use crate::client_auth::{AuthMethod, Authenticated};
-use crate::token::{Minted, TokenParams, TokenResponse, UserAccess};
+use crate::grant::{GRANT_REFRESH_TOKEN, TokenParams, TokenResponse};
+use crate::mint::{Minted, UserAccess};
 use crate::{IdentityError, Provider, Result};
 use echo_edge::Origin;
-
-/// OIDC Core §11: the scope that asks for a refresh token.
-pub const OFFLINE_ACCESS: &str = "offline_access";
 
 /// The grant a new family starts from.
 #[derive(Debug)]

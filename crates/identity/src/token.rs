@@ -1,107 +1,24 @@
-//! The token endpoint's grants (RFC 6749 §4.1.3, §4.4 and, in
-//! `refresh.rs`, §6), PKCE verification (RFC 7636 §4.6), and the tokens
-//! themselves: RFC 9068 access tokens and OIDC ID tokens. Client
-//! authentication is `client_auth.rs`.
-
-use std::sync::Arc;
+//! The token endpoint: one request dispatched to its grant (RFC 6749
+//! §4.1.3 and §4.4 here; §6 in `refresh.rs`; RFC 8693 in `exchange.rs`),
+//! with PKCE verification (RFC 7636 §4.6) and OIDC ID tokens. Access tokens
+//! are signed by `mint.rs`; client authentication is `client_auth.rs`.
 
 use echo_core::audit::AuditEvent;
-use echo_crypto::secret::{b64url, constant_time_eq, random_bytes, sha256, token_hash};
-use echo_crypto::{Algorithm, SigningKey};
+use echo_crypto::Algorithm;
+use echo_crypto::secret::{b64url, constant_time_eq, sha256, token_hash};
 use echo_identity_store::{Client, CodeUse, User};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::admin::{GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN};
 use crate::authorize::is_pkce_string;
-use crate::client_auth::{BasicCredentials, ClientAuthParams};
-use crate::refresh::{NewFamily, OFFLINE_ACCESS};
+use crate::client_auth::BasicCredentials;
+use crate::grant::{
+    GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE,
+    OFFLINE_ACCESS, TokenParams, TokenResponse,
+};
+use crate::mint::UserAccess;
+use crate::refresh::NewFamily;
 use crate::{IdentityError, Provider, Result};
 use echo_edge::Origin;
-
-/// The name identity's own service tokens carry as `sub`.
-pub const IDENTITY_SERVICE: &str = "identity";
-
-/// The form of a token request.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct TokenParams {
-    pub grant_type: Option<String>,
-    pub code: Option<String>,
-    pub redirect_uri: Option<String>,
-    pub code_verifier: Option<String>,
-    pub refresh_token: Option<String>,
-    pub scope: Option<String>,
-    pub audience: Option<String>,
-    pub resource: Option<String>,
-    #[serde(flatten)]
-    pub client: ClientAuthParams,
-    /// RFC 8693's parameters (`exchange.rs`).
-    #[serde(flatten)]
-    pub exchange: crate::exchange::ExchangeParams,
-}
-
-/// RFC 6749 §5.1.
-#[derive(Debug, Clone, Serialize)]
-pub struct TokenResponse {
-    pub access_token: String,
-    pub token_type: &'static str,
-    pub expires_in: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id_token: Option<String>,
-    pub scope: String,
-    /// RFC 8693 §2.2.1: set by token exchange only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub issued_token_type: Option<&'static str>,
-}
-
-/// A user's freshly signed access token and what went into it.
-pub(crate) struct UserAccess {
-    pub user: User,
-    pub access: Minted,
-    pub audiences: Vec<String>,
-    pub signer: Arc<SigningKey>,
-}
-
-/// A freshly signed access token and what revoking it needs.
-#[derive(Debug, Clone)]
-pub(crate) struct Minted {
-    pub token: String,
-    pub jti: String,
-    pub expires_at: i64,
-}
-
-/// A one-element audience serialises as a string, as most verifiers expect.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-enum Aud<'a> {
-    One(&'a str),
-    Many(&'a [String]),
-}
-
-impl<'a> Aud<'a> {
-    fn of(list: &'a [String]) -> Self {
-        match list {
-            [one] => Aud::One(one),
-            many => Aud::Many(many),
-        }
-    }
-}
-
-/// RFC 9068 §2.2.
-#[derive(Debug, Serialize)]
-struct AccessClaims<'a> {
-    iss: &'a str,
-    sub: &'a str,
-    aud: Aud<'a>,
-    exp: i64,
-    iat: i64,
-    jti: String,
-    client_id: &'a str,
-    scope: &'a str,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    roles: &'a [String],
-}
 
 /// OIDC Core §2 and §3.1.3.6.
 #[derive(Debug, Serialize)]
@@ -152,40 +69,11 @@ impl Provider {
             Some(GRANT_CLIENT_CREDENTIALS) => {
                 self.client_credentials_grant(client, &params, meta).await
             }
-            Some(crate::exchange::GRANT_TOKEN_EXCHANGE) => {
-                self.token_exchange_grant(client, &params, meta).await
-            }
+            Some(GRANT_TOKEN_EXCHANGE) => self.token_exchange_grant(client, &params, meta).await,
             Some(_) => Err(IdentityError::UnsupportedGrantType),
             None => Err(IdentityError::InvalidRequest(
                 "grant_type is required".into(),
             )),
-        }
-    }
-
-    /// The audience asked for (`resource`, RFC 8707, or `audience`), which
-    /// must be one the client may have; else its first allowed audience.
-    /// With an audience authorized at `/authorize`, the token request may
-    /// only repeat it (RFC 8707 §2.2), not swap it for another.
-    pub(crate) fn choose_audience(
-        &self,
-        client: &Client,
-        params: &TokenParams,
-        asked_at_authorize: Option<&str>,
-    ) -> Result<Option<String>> {
-        let asked_now = params.resource.as_deref().or(params.audience.as_deref());
-        if let (Some(now), Some(authorized)) = (asked_now, asked_at_authorize)
-            && now != authorized
-        {
-            return Err(IdentityError::InvalidTarget(
-                "the audience differs from the one authorized".into(),
-            ));
-        }
-        match asked_now.or(asked_at_authorize) {
-            Some(aud) if client.audiences.iter().any(|a| a == aud) => Ok(Some(aud.to_owned())),
-            Some(_) => Err(IdentityError::InvalidTarget(
-                "the requested audience is not allowed for this client".into(),
-            )),
-            None => Ok(client.audiences.first().cloned()),
         }
     }
 
@@ -337,49 +225,6 @@ impl Provider {
             .ok_or_else(|| IdentityError::InvalidGrant("user no longer exists".into()))
     }
 
-    /// A user's access token for `client`, by code or refresh: for the
-    /// audience authorized at `/authorize` (or asked for now, see
-    /// [`Provider::choose_audience`]) and for `/userinfo`.
-    pub(crate) fn user_access_token(
-        &self,
-        client: &Client,
-        params: &TokenParams,
-        user: User,
-        authorized_audience: Option<&str>,
-        scope: &str,
-        now: i64,
-    ) -> Result<UserAccess> {
-        // A suspended or deleted user's grants stop working at once.
-        if crate::user_state::state_of(&user)? != crate::user_state::UserState::Active {
-            return Err(IdentityError::InvalidGrant("user is not active".into()));
-        }
-        let mut audiences: Vec<String> = self
-            .choose_audience(client, params, authorized_audience)?
-            .into_iter()
-            .collect();
-        audiences.push(self.config.userinfo_audience());
-        let signer = self.keys.signer(
-            self.config.access_token_alg,
-            audiences.first().map(String::as_str),
-            now,
-        )?;
-        let access = self.access_token(
-            &signer,
-            &user.id,
-            &audiences,
-            &client.id,
-            scope,
-            &user.roles,
-            now,
-        )?;
-        Ok(UserAccess {
-            user,
-            access,
-            audiences,
-            signer,
-        })
-    }
-
     async fn client_credentials_grant(
         &self,
         client: &Client,
@@ -446,81 +291,6 @@ impl Provider {
             issued_token_type: None,
         })
     }
-
-    /// A token identity mints for itself as a service, for its own calls
-    /// to other services (its audit writes): `sub` and `client_id` are
-    /// [`IDENTITY_SERVICE`], signed like every access token.
-    pub fn own_service_token(&self, audience: &str, scope: &str) -> Result<String> {
-        let now = self.clock.now();
-        let signer = self
-            .keys
-            .signer(self.config.access_token_alg, Some(audience), now)?;
-        let audiences = [audience.to_owned()];
-        let minted = self.access_token(
-            &signer,
-            IDENTITY_SERVICE,
-            &audiences,
-            IDENTITY_SERVICE,
-            scope,
-            &[],
-            now,
-        )?;
-        Ok(minted.token)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn access_token(
-        &self,
-        signer: &SigningKey,
-        sub: &str,
-        audiences: &[String],
-        client_id: &str,
-        scope: &str,
-        roles: &[String],
-        now: i64,
-    ) -> Result<Minted> {
-        let jti = b64url(&random_bytes::<16>());
-        let expires_at = now + self.config.access_token_ttl;
-        let token = signer.sign(
-            "at+jwt",
-            &AccessClaims {
-                iss: &self.config.issuer,
-                sub,
-                aud: Aud::of(audiences),
-                exp: expires_at,
-                iat: now,
-                jti: jti.clone(),
-                client_id,
-                scope,
-                roles,
-            },
-        )?;
-        Ok(Minted {
-            token,
-            jti,
-            expires_at,
-        })
-    }
-
-    pub(crate) fn audit_issued(
-        &self,
-        client: &Client,
-        actor: &str,
-        audiences: &[String],
-        signer: &SigningKey,
-        grant: &str,
-        meta: &Origin,
-    ) {
-        self.audit(
-            AuditEvent::success("token.issued")
-                .actor(actor)
-                .detail("client_id", client.id.as_str())
-                .detail("grant", grant)
-                .detail("audience", audiences.to_vec())
-                .detail("kid", signer.kid()),
-            meta,
-        );
-    }
 }
 
 #[cfg(test)]
@@ -533,17 +303,6 @@ mod tests {
         assert_eq!(
             at_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
             "77QmUPtjPfzWtF2AnpK9RQ"
-        );
-    }
-
-    #[test]
-    fn single_audience_is_a_string() {
-        let one = vec!["audit".to_owned()];
-        let two = vec!["a".to_owned(), "b".to_owned()];
-        assert_eq!(serde_json::to_string(&Aud::of(&one)).unwrap(), r#""audit""#);
-        assert_eq!(
-            serde_json::to_string(&Aud::of(&two)).unwrap(),
-            r#"["a","b"]"#
         );
     }
 }

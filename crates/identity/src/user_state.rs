@@ -58,7 +58,16 @@ impl UserState {
         if self.successors().contains(&to) {
             Ok(())
         } else {
-            Err(IdentityError::InvalidTransition { from: self, to })
+            let allowed: Vec<&str> = self.successors().iter().map(|s| s.as_str()).collect();
+            Err(IdentityError::InvalidTransition {
+                from: self.as_str(),
+                to: to.as_str(),
+                allowed: if allowed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allowed.join(", ")
+                },
+            })
         }
     }
 
@@ -94,6 +103,14 @@ impl FromStr for UserState {
     }
 }
 
+/// The user named `username`, or a clear error.
+pub async fn find_user(store: &dyn Store, username: &str) -> Result<echo_identity_store::User> {
+    store
+        .user_by_username(username)
+        .await?
+        .ok_or_else(|| IdentityError::BadInput(format!("no user named {username:?}")))
+}
+
 /// The state of a stored user.
 pub(crate) fn state_of(user: &echo_identity_store::User) -> Result<UserState> {
     user.state.parse()
@@ -108,7 +125,7 @@ pub async fn change_state(
     username: &str,
     to: UserState,
 ) -> Result<UserState> {
-    let user = crate::admin::find_user(store, username).await?;
+    let user = find_user(store, username).await?;
     let from = state_of(&user)?;
     from.check_transition(to)?;
     if to == UserState::Active && user.password_hash.is_empty() {

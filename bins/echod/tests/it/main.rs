@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 use echo_testkit::PgTestDb;
 
+mod architecture;
 mod audit;
 mod browser;
 mod clients;

@@ -254,7 +254,7 @@ impl Platform {
                 "authorization_code".into(),
                 "refresh_token".into(),
                 "client_credentials".into(),
-                echo_identity::exchange::GRANT_TOKEN_EXCHANGE.into(),
+                echo_identity::grant::GRANT_TOKEN_EXCHANGE.into(),
             ],
             audiences: vec!["gateway".into(), UPSTREAM_AUDIENCE.into(), "audit".into()],
             // `audit.read` for its own service token, as `echod up`

@@ -1,6 +1,7 @@
-//! The second login step (`/login/mfa`) and the account page (`/account`),
-//! where a signed-in user sets up TOTP. Thin, like every handler: the
-//! logic is in `login.rs` and `mfa.rs`.
+//! The login steps (`/login`, `/login/mfa`) and the account page
+//! (`/account`), where a signed-in user sets up TOTP. Thin, like every
+//! handler: the logic is in `login.rs` and `mfa.rs`; the pages and cookies
+//! they share with the other endpoints are `handlers.rs`'.
 
 use std::sync::Arc;
 
@@ -12,13 +13,13 @@ use serde::Deserialize;
 
 use super::handlers::{
     authorize_failure, checked_form, csrf_nonce, finish_login, hidden_fields, login_page,
-    pending_cookie, session_cookies, sso_cookie,
+    pending_cookie, session_cookies, sso_cookie, with_pending_cookie,
 };
 use super::pages::{
     AccountPage, EnrolPage, MfaPage, RecoveryPage, add_cookies, error_as_page, error_page, render,
 };
 use crate::authorize::{AuthorizeParams, AuthorizeRequest};
-use crate::login::PendingStep;
+use crate::login::{PasswordOutcome, PendingStep};
 use crate::mfa::{AccountView, Enrolment};
 use echo_edge::Origin;
 use echo_identity_store::User;
@@ -95,6 +96,57 @@ pub(super) fn second_step_page(
             },
         )
     })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(flatten)]
+    authorize: AuthorizeParams,
+}
+
+/// POST /login: check CSRF and password, open the SSO session, and answer
+/// the authorization request it came with.
+pub async fn login(
+    State(p): AppState,
+    meta: Origin,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let form = match checked_form(&p, &headers, form, "login form", |f| f.csrf.as_deref()) {
+        Ok(form) => form,
+        Err(refused) => return refused,
+    };
+    let request = match p.validate_authorize(form.authorize).await {
+        Ok(request) => request,
+        Err(e) => return authorize_failure(e),
+    };
+    match p.login(&form.username, &form.password, &meta).await {
+        Ok(PasswordOutcome::LoggedIn(logged_in)) => {
+            finish_login(&p, &request, logged_in, &meta).await
+        }
+        Ok(PasswordOutcome::SecondFactor { pending }) => {
+            let page = second_step_page(&p, &headers, &request, None, None);
+            with_pending_cookie(&p, page, &pending)
+        }
+        Ok(PasswordOutcome::Enrol { pending, enrolment }) => {
+            let page = second_step_page(&p, &headers, &request, Some(&enrolment), None);
+            with_pending_cookie(&p, page, &pending)
+        }
+        Err(IdentityError::LoginFailed) => login_page(
+            &p,
+            &headers,
+            &request,
+            StatusCode::UNAUTHORIZED,
+            &form.username,
+            Some("Invalid username or password."),
+        ),
+        Err(e) => error_as_page(e),
+    }
 }
 
 #[derive(Debug, Deserialize)]

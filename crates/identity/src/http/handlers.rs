@@ -18,10 +18,11 @@ use super::pages::{
 };
 use super::request::{basic_credentials, bearer, cookie};
 use crate::authorize::{AuthorizeError, AuthorizeParams, AuthorizeRequest, Prompt};
-use crate::client_auth::{BasicCredentials, ClientAuthParams};
+use crate::client_auth::BasicCredentials;
+use crate::grant::ClientAuthParams;
+use crate::grant::TokenParams;
 use crate::introspect::TokenRequest;
-use crate::login::{LoggedIn, LogoutParams, PasswordOutcome};
-use crate::token::TokenParams;
+use crate::login::{LoggedIn, LogoutParams};
 use crate::{IdentityError, Provider};
 use echo_edge::Origin;
 
@@ -188,56 +189,16 @@ pub async fn authorize(
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct LoginForm {
-    csrf: Option<String>,
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-    #[serde(flatten)]
-    authorize: AuthorizeParams,
-}
-
-/// POST /login: check CSRF and password, open the SSO session, and answer
-/// the authorization request it came with.
-pub async fn login(
-    State(p): AppState,
-    meta: Origin,
-    headers: HeaderMap,
-    form: Result<Form<LoginForm>, FormRejection>,
-) -> Response {
-    let form = match checked_form(&p, &headers, form, "login form", |f| f.csrf.as_deref()) {
-        Ok(form) => form,
-        Err(refused) => return refused,
-    };
-    let request = match p.validate_authorize(form.authorize).await {
-        Ok(request) => request,
-        Err(e) => return authorize_failure(e),
-    };
-    match p.login(&form.username, &form.password, &meta).await {
-        Ok(PasswordOutcome::LoggedIn(logged_in)) => {
-            finish_login(&p, &request, logged_in, &meta).await
-        }
-        Ok(PasswordOutcome::SecondFactor { pending }) => {
-            let page = super::account::second_step_page(&p, &headers, &request, None, None);
-            with_pending_cookie(&p, page, &pending)
-        }
-        Ok(PasswordOutcome::Enrol { pending, enrolment }) => {
-            let page =
-                super::account::second_step_page(&p, &headers, &request, Some(&enrolment), None);
-            with_pending_cookie(&p, page, &pending)
-        }
-        Err(IdentityError::LoginFailed) => login_page(
-            &p,
-            &headers,
-            &request,
-            StatusCode::UNAUTHORIZED,
-            &form.username,
-            Some("Invalid username or password."),
-        ),
-        Err(e) => error_as_page(e),
-    }
+/// `page` with the pending-login cookie set: Strict, as short-lived as the
+/// pending login itself.
+pub(super) fn with_pending_cookie(p: &Provider, mut page: Response, pending: &str) -> Response {
+    let secure = p.config().secure_cookies();
+    let name = cookie_name(secure, PENDING_COOKIE);
+    add_cookies(
+        &mut page,
+        &[set_cookie(secure, &name, pending, "Strict", 300)],
+    );
+    page
 }
 
 /// The pending-login cookie's value, if the browser sent one.
@@ -246,18 +207,6 @@ pub(super) fn pending_cookie<'h>(p: &Provider, headers: &'h HeaderMap) -> Option
         headers,
         &cookie_name(p.config().secure_cookies(), PENDING_COOKIE),
     )
-}
-
-/// `page` with the pending-login cookie set: Strict, as short-lived as the
-/// pending login itself.
-fn with_pending_cookie(p: &Provider, mut page: Response, pending: &str) -> Response {
-    let secure = p.config().secure_cookies();
-    let name = cookie_name(secure, PENDING_COOKIE);
-    add_cookies(
-        &mut page,
-        &[set_cookie(secure, &name, pending, "Strict", 300)],
-    );
-    page
 }
 
 /// Cookies that set the SSO session of `logged_in` and drop any pending

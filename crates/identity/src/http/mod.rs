@@ -27,7 +27,7 @@ pub fn router(provider: Arc<Provider>) -> Router {
         )
         .route("/jwks", get(handlers::jwks))
         .route("/authorize", get(handlers::authorize))
-        .route("/login", post(handlers::login))
+        .route("/login", post(account::login))
         .route("/login/mfa", post(account::login_mfa))
         .route("/account", get(account::account))
         .route("/account/totp", post(account::account_totp))
@@ -59,7 +59,7 @@ pub fn router(provider: Arc<Provider>) -> Router {
 pub fn service(listener: tokio::net::TcpListener, provider: Arc<Provider>) -> Service {
     let jobs = [
         crate::purge::job(provider.clone()),
-        crate::keys::job(provider.clone()),
+        crate::key_refresh::job(provider.clone()),
         provider.gate().refusal_job(),
     ];
     Service::http("identity", listener, router(provider)).with_jobs(jobs)

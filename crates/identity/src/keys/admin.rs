@@ -47,7 +47,7 @@ pub struct KeyAdmin<'a> {
     pub master: &'a MasterKey,
     pub audit: &'a dyn AuditSink,
     pub clock: &'a dyn Clock,
-    /// See [`super::KeyPolicy::publish_delay`].
+    /// See [`crate::KeyPolicy::publish_delay`].
     pub publish_delay: i64,
     /// How long a retired key stays published
     /// ([`crate::IdentityConfig::key_retention`]).

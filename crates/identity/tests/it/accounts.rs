@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use aws_lc_rs::hmac;
 use echo_core::{Clock, ManualClock};
+use echo_identity::LockoutPolicy;
 use echo_identity::admin;
-use echo_identity::lockout::{LockoutPolicy, unlock_user};
+use echo_identity::lockout::unlock_user;
 use echo_identity::user_state::{UserState, change_state};
 use reqwest::StatusCode;
 use serde_json::Value;

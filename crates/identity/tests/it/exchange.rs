@@ -3,7 +3,8 @@
 //! the actor.
 
 use echo_identity::admin::{ClientSecret, NewClient, add_client};
-use echo_identity::exchange::{ACCESS_TOKEN_TYPE, GRANT_TOKEN_EXCHANGE};
+use echo_identity::exchange::ACCESS_TOKEN_TYPE;
+use echo_identity::grant::GRANT_TOKEN_EXCHANGE;
 use reqwest::StatusCode;
 use serde_json::json;
 

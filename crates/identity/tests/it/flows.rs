@@ -190,7 +190,7 @@ async fn discovery_document_is_complete_and_honest() {
         grants.iter().all(|g| g == "authorization_code"
             || g == "client_credentials"
             || g == "refresh_token"
-            || g == echo_identity::exchange::GRANT_TOKEN_EXCHANGE),
+            || g == echo_identity::grant::GRANT_TOKEN_EXCHANGE),
         "{grants:?}"
     );
 }
