@@ -46,6 +46,15 @@ pub enum Prompt {
     None,
 }
 
+/// What `/authorize` answers a validated request with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizeAnswer {
+    /// Back to the client at this URL: with a code, or with an error.
+    Redirect(String),
+    /// The login form.
+    Login,
+}
+
 /// A validated authorization request.
 #[derive(Debug, Clone)]
 pub struct AuthorizeRequest {
@@ -247,8 +256,28 @@ impl Provider {
         })
     }
 
+    /// OIDC Core §3.1.2.1, `prompt`: with a live SSO session (the cookie
+    /// value `sso`) a code at once, unless `prompt=login` asks for the
+    /// password again; without one the login form, unless `prompt=none`
+    /// forbids pages (`login_required`).
+    pub async fn answer_authorize(
+        &self,
+        request: &AuthorizeRequest,
+        sso: Option<&str>,
+        meta: &Origin,
+    ) -> Result<AuthorizeAnswer, IdentityError> {
+        Ok(match (self.session_user(sso).await?, request.prompt) {
+            (Some((user, session)), Prompt::Default | Prompt::None) => AuthorizeAnswer::Redirect(
+                self.issue_code(request, &user, session.auth_time, &session.amr, meta)
+                    .await?,
+            ),
+            (None, Prompt::None) => AuthorizeAnswer::Redirect(self.login_required(request)),
+            _ => AuthorizeAnswer::Login,
+        })
+    }
+
     /// The redirect that answers `prompt=none` when nobody is logged in.
-    pub fn login_required(&self, request: &AuthorizeRequest) -> String {
+    fn login_required(&self, request: &AuthorizeRequest) -> String {
         self.back_to_client(
             &request.redirect_uri,
             &[("error", "login_required")],

@@ -19,6 +19,7 @@
 //!   (nesting any `act` the subject token had, §4.1), and expires no later
 //!   than the subject token.
 
+use echo_core::Scope;
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::{b64url, random_bytes};
 use echo_identity_store::Client;
@@ -127,17 +128,12 @@ impl Provider {
 
 /// The subject token's scope, or the part of it `params.scope` asks for.
 fn narrowed_scope(granted: &str, params: &TokenParams) -> Result<String> {
-    let Some(asked) = params.scope.as_deref().filter(|s| !s.trim().is_empty()) else {
-        return Ok(granted.to_owned());
-    };
-    let granted: Vec<&str> = granted.split(' ').collect();
-    let asked: Vec<&str> = asked.split(' ').filter(|s| !s.is_empty()).collect();
-    match asked.iter().find(|s| !granted.contains(s)) {
-        Some(extra) => Err(IdentityError::InvalidScope(format!(
-            "scope {extra} exceeds the subject token's"
-        ))),
-        None => Ok(asked.join(" ")),
-    }
+    Scope::parse(granted)
+        .narrow(params.scope.as_deref())
+        .map(|scope| scope.to_string())
+        .map_err(|extra| {
+            IdentityError::InvalidScope(format!("scope {extra} exceeds the subject token's"))
+        })
 }
 
 #[cfg(test)]

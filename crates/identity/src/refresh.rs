@@ -30,6 +30,7 @@
 //!
 //! [`IdentityConfig::refresh_token_grace`]: crate::IdentityConfig::refresh_token_grace
 
+use echo_core::Scope;
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::{random_token, token_hash};
 use echo_identity_store::{Client, RefreshToken, StoreError};
@@ -85,22 +86,14 @@ impl Successor {
 /// RFC 6749 §6: the requested scope "MUST NOT include any scope not
 /// originally granted", and omitted means the original one.
 fn narrowed_scope(granted: &str, asked: Option<&str>) -> Result<String> {
-    let Some(asked) = asked.filter(|s| !s.trim().is_empty()) else {
-        return Ok(granted.to_owned());
-    };
-    let granted: Vec<&str> = granted.split(' ').collect();
-    let mut narrowed: Vec<&str> = Vec::new();
-    for scope in asked.split(' ').filter(|s| !s.is_empty()) {
-        if !granted.contains(&scope) {
-            return Err(IdentityError::InvalidScope(format!(
-                "scope {scope} was not granted to this refresh token"
-            )));
-        }
-        if !narrowed.contains(&scope) {
-            narrowed.push(scope);
-        }
-    }
-    Ok(narrowed.join(" "))
+    Scope::parse(granted)
+        .narrow(asked)
+        .map(|scope| scope.to_string())
+        .map_err(|extra| {
+            IdentityError::InvalidScope(format!(
+                "scope {extra} was not granted to this refresh token"
+            ))
+        })
 }
 
 fn corrupt(e: impl std::fmt::Display) -> IdentityError {

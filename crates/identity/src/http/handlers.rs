@@ -17,7 +17,7 @@ use super::pages::{
     render, see_other, set_cookie,
 };
 use super::request::{basic_credentials, bearer, cookie};
-use crate::authorize::{AuthorizeError, AuthorizeParams, AuthorizeRequest, Prompt};
+use crate::authorize::{AuthorizeAnswer, AuthorizeError, AuthorizeParams, AuthorizeRequest};
 use crate::client_auth::BasicCredentials;
 use crate::grant::ClientAuthParams;
 use crate::grant::TokenParams;
@@ -169,23 +169,13 @@ pub async fn authorize(
         Ok(request) => request,
         Err(e) => return authorize_failure(e),
     };
-    let sso = sso_cookie(&p, &headers);
-    let session = match p.session_user(sso).await {
-        Ok(session) => session,
-        Err(e) => return error_as_page(e),
-    };
-    match (session, request.prompt) {
-        (Some((user, session)), Prompt::Default | Prompt::None) => {
-            match p
-                .issue_code(&request, &user, session.auth_time, &session.amr, &meta)
-                .await
-            {
-                Ok(location) => see_other(&location, &[]),
-                Err(e) => error_as_page(e),
-            }
-        }
-        (None, Prompt::None) => see_other(&p.login_required(&request), &[]),
-        _ => login_page(&p, &headers, &request, StatusCode::OK, "", None),
+    match p
+        .answer_authorize(&request, sso_cookie(&p, &headers), &meta)
+        .await
+    {
+        Ok(AuthorizeAnswer::Redirect(location)) => see_other(&location, &[]),
+        Ok(AuthorizeAnswer::Login) => login_page(&p, &headers, &request, StatusCode::OK, "", None),
+        Err(e) => error_as_page(e),
     }
 }
 
