@@ -12,19 +12,9 @@ use echo_identity_store::{Client, Store, User};
 use url::Url;
 
 use crate::client_auth::parse_client_jwks;
-use crate::grant::{
-    GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE,
-    IDENTITY_SERVICE,
-};
+use crate::grant::{GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, Grant, IDENTITY_SERVICE};
 use crate::user_state::{UserState, change_state, find_user, state_of};
 use crate::{IdentityError, Result};
-
-const GRANTS: [&str; 4] = [
-    GRANT_AUTHORIZATION_CODE,
-    GRANT_REFRESH_TOKEN,
-    GRANT_CLIENT_CREDENTIALS,
-    GRANT_TOKEN_EXCHANGE,
-];
 
 /// Shortest password accepted (NIST SP 800-63B).
 pub const MIN_PASSWORD_LEN: usize = 8;
@@ -120,10 +110,11 @@ pub async fn add_client(
         )));
     }
     for grant in &new.grants {
-        if !GRANTS.contains(&grant.as_str()) {
+        if Grant::parse(grant).is_none() {
+            let known: Vec<&str> = Grant::ALL.iter().map(|g| g.as_str()).collect();
             return Err(IdentityError::BadInput(format!(
                 "unknown grant {grant:?}: use one of {}",
-                GRANTS.join(", ")
+                known.join(", ")
             )));
         }
     }

@@ -13,7 +13,7 @@ use echo_identity_store::{AuthCode, Client, User};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::grant::{GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN, OFFLINE_ACCESS};
+use crate::grant::{ClientGrants, Grant, OFFLINE_ACCESS};
 use crate::{IdentityError, Provider};
 use echo_edge::Origin;
 
@@ -153,11 +153,7 @@ impl Provider {
                 "only response_type=code is supported",
             ));
         }
-        if !client
-            .grant_types
-            .iter()
-            .any(|g| g == GRANT_AUTHORIZATION_CODE)
-        {
+        if !client.allows(Grant::AuthorizationCode) {
             return Err(refuse(
                 "unauthorized_client",
                 "client may not use the authorization code grant",
@@ -176,7 +172,7 @@ impl Provider {
         let allowed = |scope: &&str| {
             if *scope == OFFLINE_ACCESS {
                 // OIDC Core §11: only for clients that may refresh.
-                client.grant_types.iter().any(|g| g == GRANT_REFRESH_TOKEN)
+                client.allows(Grant::RefreshToken)
             } else if client.scopes.is_empty() {
                 DEFAULT_SCOPES.contains(scope)
             } else {

@@ -5,7 +5,7 @@
 //! without handing them the token the user gave the gateway.
 //!
 //! Policy:
-//! - only confidential clients registered with [`GRANT_TOKEN_EXCHANGE`]
+//! - only confidential clients registered with [`crate::grant::GRANT_TOKEN_EXCHANGE`]
 //!   may exchange (`unauthorized_client` otherwise);
 //! - `subject_token` must be one of our access tokens (RFC 8693
 //!   `urn:ietf:params:oauth:token-type:access_token`), unexpired, not
@@ -25,7 +25,7 @@ use echo_crypto::secret::{b64url, random_bytes};
 use echo_identity_store::Client;
 use serde_json::{Value, json};
 
-use crate::grant::{GRANT_TOKEN_EXCHANGE, TokenParams, TokenResponse};
+use crate::grant::{ClientGrants, Grant, TokenParams, TokenResponse};
 use crate::{IdentityError, Provider, Result};
 use echo_edge::Origin;
 
@@ -42,7 +42,7 @@ impl Provider {
         params: &TokenParams,
         meta: &Origin,
     ) -> Result<TokenResponse> {
-        if client.is_public() || !client.grant_types.iter().any(|g| g == GRANT_TOKEN_EXCHANGE) {
+        if client.is_public() || !client.allows(Grant::TokenExchange) {
             return Err(IdentityError::UnauthorizedClient(
                 "client may not use token exchange".into(),
             ));

@@ -4,6 +4,7 @@
 //! It depends on no other grant module, so none of them depend on each
 //! other through it.
 
+use echo_identity_store::Client;
 use serde::{Deserialize, Serialize};
 
 pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
@@ -11,6 +12,52 @@ pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 /// RFC 8693 §2.1: the grant type.
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// A grant type identity knows, parsed once from a request's `grant_type`
+/// or a client's registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    AuthorizationCode,
+    RefreshToken,
+    ClientCredentials,
+    TokenExchange,
+}
+
+impl Grant {
+    pub const ALL: [Grant; 4] = [
+        Grant::AuthorizationCode,
+        Grant::RefreshToken,
+        Grant::ClientCredentials,
+        Grant::TokenExchange,
+    ];
+
+    /// Its name on the wire and in a client's registration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::AuthorizationCode => GRANT_AUTHORIZATION_CODE,
+            Grant::RefreshToken => GRANT_REFRESH_TOKEN,
+            Grant::ClientCredentials => GRANT_CLIENT_CREDENTIALS,
+            Grant::TokenExchange => GRANT_TOKEN_EXCHANGE,
+        }
+    }
+
+    /// The grant named `name`, if identity knows it.
+    pub fn parse(name: &str) -> Option<Grant> {
+        Grant::ALL.into_iter().find(|g| g.as_str() == name)
+    }
+}
+
+/// What a client's registration allows.
+pub trait ClientGrants {
+    /// Whether the client was registered for `grant`.
+    fn allows(&self, grant: Grant) -> bool;
+}
+
+impl ClientGrants for Client {
+    fn allows(&self, grant: Grant) -> bool {
+        self.grant_types.iter().any(|g| g == grant.as_str())
+    }
+}
 
 /// OIDC Core §11: the scope that asks for a refresh token.
 pub const OFFLINE_ACCESS: &str = "offline_access";

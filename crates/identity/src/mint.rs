@@ -11,7 +11,7 @@ use echo_crypto::secret::{b64url, random_bytes};
 use echo_identity_store::{Client, User};
 use serde::Serialize;
 
-use crate::grant::{IDENTITY_SERVICE, TokenParams};
+use crate::grant::{Grant, IDENTITY_SERVICE, TokenParams};
 use crate::user_state::{UserState, state_of};
 use crate::{IdentityError, Provider, Result};
 use echo_edge::Origin;
@@ -196,14 +196,14 @@ impl Provider {
         actor: &str,
         audiences: &[String],
         signer: &SigningKey,
-        grant: &str,
+        grant: Grant,
         meta: &Origin,
     ) {
         self.audit(
             AuditEvent::success("token.issued")
                 .actor(actor)
                 .detail("client_id", client.id.as_str())
-                .detail("grant", grant)
+                .detail("grant", grant.as_str())
                 .detail("audience", audiences.to_vec())
                 .detail("kid", signer.kid()),
             meta,

@@ -37,7 +37,7 @@ use echo_identity_store::{Client, RefreshToken, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::client_auth::{AuthMethod, Authenticated};
-use crate::grant::{GRANT_REFRESH_TOKEN, TokenParams, TokenResponse};
+use crate::grant::{ClientGrants, Grant, TokenParams, TokenResponse};
 use crate::mint::{Minted, UserAccess};
 use crate::{IdentityError, Provider, Result};
 use echo_edge::Origin;
@@ -139,7 +139,7 @@ impl Provider {
         meta: &Origin,
     ) -> Result<TokenResponse> {
         let client: &Client = &authenticated.client;
-        if !client.grant_types.iter().any(|g| g == GRANT_REFRESH_TOKEN) {
+        if !client.allows(Grant::RefreshToken) {
             return Err(IdentityError::UnauthorizedClient(
                 "client may not use the refresh token grant".into(),
             ));
@@ -223,7 +223,7 @@ impl Provider {
                 &user.id,
                 &audiences,
                 &signer,
-                GRANT_REFRESH_TOKEN,
+                Grant::RefreshToken,
                 meta,
             );
             return Ok(answer.response(now));

@@ -11,10 +11,7 @@ use serde::Serialize;
 
 use crate::authorize::is_pkce_string;
 use crate::client_auth::BasicCredentials;
-use crate::grant::{
-    GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE,
-    OFFLINE_ACCESS, TokenParams, TokenResponse,
-};
+use crate::grant::{ClientGrants, Grant, OFFLINE_ACCESS, TokenParams, TokenResponse};
 use crate::mint::UserAccess;
 use crate::refresh::NewFamily;
 use crate::{IdentityError, Provider, Result};
@@ -58,22 +55,18 @@ impl Provider {
             .authenticate_client(&params.client, basic, "/token", meta)
             .await?;
         let client = &authenticated.client;
-        match params.grant_type.as_deref() {
-            Some(GRANT_AUTHORIZATION_CODE) => {
-                self.authorization_code_grant(client, &params, meta).await
-            }
-            Some(GRANT_REFRESH_TOKEN) => {
+        let grant = params
+            .grant_type
+            .as_deref()
+            .ok_or_else(|| IdentityError::InvalidRequest("grant_type is required".into()))?;
+        match Grant::parse(grant).ok_or(IdentityError::UnsupportedGrantType)? {
+            Grant::AuthorizationCode => self.authorization_code_grant(client, &params, meta).await,
+            Grant::RefreshToken => {
                 self.refresh_token_grant(&authenticated, &params, meta)
                     .await
             }
-            Some(GRANT_CLIENT_CREDENTIALS) => {
-                self.client_credentials_grant(client, &params, meta).await
-            }
-            Some(GRANT_TOKEN_EXCHANGE) => self.token_exchange_grant(client, &params, meta).await,
-            Some(_) => Err(IdentityError::UnsupportedGrantType),
-            None => Err(IdentityError::InvalidRequest(
-                "grant_type is required".into(),
-            )),
+            Grant::ClientCredentials => self.client_credentials_grant(client, &params, meta).await,
+            Grant::TokenExchange => self.token_exchange_grant(client, &params, meta).await,
         }
     }
 
@@ -83,11 +76,7 @@ impl Provider {
         params: &TokenParams,
         meta: &Origin,
     ) -> Result<TokenResponse> {
-        if !client
-            .grant_types
-            .iter()
-            .any(|g| g == GRANT_AUTHORIZATION_CODE)
-        {
+        if !client.allows(Grant::AuthorizationCode) {
             return Err(IdentityError::UnauthorizedClient(
                 "client may not use the authorization code grant".into(),
             ));
@@ -163,7 +152,7 @@ impl Provider {
             .record_code_access_token(&code.code_hash, &access.jti, access.expires_at)
             .await?;
         let offline = code.scope.split(' ').any(|s| s == OFFLINE_ACCESS)
-            && client.grant_types.iter().any(|g| g == GRANT_REFRESH_TOKEN);
+            && client.allows(Grant::RefreshToken);
         let refresh_token = if offline {
             // The family is named after the code, so a replay of the code
             // finds and revokes it.
@@ -203,7 +192,7 @@ impl Provider {
             &user.id,
             &audiences,
             &signer,
-            GRANT_AUTHORIZATION_CODE,
+            Grant::AuthorizationCode,
             meta,
         );
         Ok(TokenResponse {
@@ -231,12 +220,7 @@ impl Provider {
         params: &TokenParams,
         meta: &Origin,
     ) -> Result<TokenResponse> {
-        if client.is_public()
-            || !client
-                .grant_types
-                .iter()
-                .any(|g| g == GRANT_CLIENT_CREDENTIALS)
-        {
+        if client.is_public() || !client.allows(Grant::ClientCredentials) {
             return Err(IdentityError::UnauthorizedClient(
                 "client may not use the client credentials grant".into(),
             ));
@@ -278,7 +262,7 @@ impl Provider {
             &client.id,
             &audiences,
             &signer,
-            GRANT_CLIENT_CREDENTIALS,
+            Grant::ClientCredentials,
             meta,
         );
         Ok(TokenResponse {
