@@ -17,5 +17,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let canonical = event.canonical_bytes();
     let again: Event = serde_json::from_slice(&canonical).expect("canonical bytes are JSON");
-    assert_eq!(again.canonical_bytes(), canonical, "canonical form is not stable");
+    assert_eq!(
+        again.canonical_bytes(),
+        canonical,
+        "canonical form is not stable"
+    );
 });

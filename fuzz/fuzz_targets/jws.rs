@@ -30,6 +30,9 @@ fuzz_target!(|data: &[u8]| {
     for key in KEYS.iter() {
         // Keys made here sign nothing the fuzzer can see: any success is a
         // forgery.
-        assert!(key.verify(&jws).is_err(), "a forged token verified: {token}");
+        assert!(
+            key.verify(&jws).is_err(),
+            "a forged token verified: {token}"
+        );
     }
 });

@@ -39,7 +39,11 @@ fuzz_target!(|data: &[u8]| {
         extract(kind, file, &limits)
     };
     if let Ok(parsed) = parsed {
-        assert!(parsed.chars <= limits.max_output_chars, "{kind:?}: {} chars", parsed.chars);
+        assert!(
+            parsed.chars <= limits.max_output_chars,
+            "{kind:?}: {} chars",
+            parsed.chars
+        );
         assert_eq!(parsed.text.chars().count(), parsed.chars, "{kind:?}");
     }
 });

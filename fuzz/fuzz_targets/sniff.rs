@@ -8,7 +8,13 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let decoded = decode_text(data);
-    for hint in [None, Some("a.txt"), Some("a.csv"), Some("a.md"), Some("a.pdf")] {
+    for hint in [
+        None,
+        Some("a.txt"),
+        Some("a.csv"),
+        Some("a.md"),
+        Some("a.pdf"),
+    ] {
         let kind = sniff(data, hint);
         if matches!(kind, Some(Kind::Txt | Kind::Md | Kind::Csv)) {
             assert!(decoded.is_some(), "sniffed as text but does not decode");

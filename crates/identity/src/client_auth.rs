@@ -331,6 +331,17 @@ fn failure_key(meta: &Origin, registered: Option<&Client>) -> String {
     }
 }
 
+/// The client a request claims to be, read as `Provider::authenticate_client`
+/// reads it before looking the client up: `Err` for a request offering two
+/// methods, an assertion of another type, or a `client_id` that disagrees.
+/// Public for the `token_request` fuzz target.
+pub fn claimed_client(
+    params: &ClientAuthParams,
+    basic: Option<BasicCredentials>,
+) -> Result<Option<String>> {
+    claimed_identity(params, basic).map(|(claimed, _)| claimed)
+}
+
 /// The client a request claims to be and its proof, from Basic credentials,
 /// form secret, or assertion: exactly one of them, and a `client_id`
 /// alongside must agree.

@@ -16,7 +16,7 @@ use super::pages::{
     LoginPage, LogoutPage, SignedOutPage, add_cookies, cookie_name, error_as_page, error_page,
     render, see_other, set_cookie,
 };
-use super::request::{basic_credentials, bearer, cookie};
+use super::request::{basic_credentials, bearer, client_request, cookie};
 use crate::authorize::{AuthorizeAnswer, AuthorizeError, AuthorizeParams, AuthorizeRequest};
 use crate::client_auth::BasicCredentials;
 use crate::grant::ClientAuthParams;
@@ -253,10 +253,7 @@ async fn client_endpoint<T, R: IntoResponse>(
     run: impl AsyncFnOnce(T, Option<BasicCredentials>) -> Result<R, IdentityError>,
 ) -> Response {
     let result = async {
-        let Form(params) =
-            form.map_err(|e| IdentityError::InvalidRequest(format!("malformed request: {e}")))?;
-        let basic = basic_credentials(headers)
-            .map_err(|()| IdentityError::InvalidClient { basic: true })?;
+        let (params, basic) = client_request(form, headers)?;
         run(params, basic).await
     };
     let mut response = match result.await {

@@ -17,6 +17,8 @@ use echo_edge::{EdgeLayer, Service};
 
 use crate::Provider;
 
+pub use request::client_request;
+
 /// All of identity's endpoints.
 pub fn router(provider: Arc<Provider>) -> Router {
     let secure = provider.config().secure_cookies();

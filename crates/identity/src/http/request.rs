@@ -1,13 +1,31 @@
 //! What handlers read from a request besides its body and its
 //! [`echo_edge::Origin`]: cookies and credentials.
 
+use axum::extract::Form;
+use axum::extract::rejection::FormRejection;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 pub use echo_edge::{bearer, cookie};
 
+use crate::IdentityError;
 use crate::client_auth::BasicCredentials;
+
+/// The form and any Basic credentials of a client-authenticated request
+/// (`/token`, `/revoke`, `/introspect`), as their handlers read them: a form
+/// axum could not read is `invalid_request`, a Basic header we cannot read
+/// `invalid_client`. Public for the `token_request` fuzz target.
+pub fn client_request<T>(
+    form: Result<Form<T>, FormRejection>,
+    headers: &HeaderMap,
+) -> Result<(T, Option<BasicCredentials>), IdentityError> {
+    let Form(params) =
+        form.map_err(|e| IdentityError::InvalidRequest(format!("malformed request: {e}")))?;
+    let basic =
+        basic_credentials(headers).map_err(|()| IdentityError::InvalidClient { basic: true })?;
+    Ok((params, basic))
+}
 
 /// RFC 6749 §2.3.1: Basic credentials are form-urlencoded before base64.
 /// `Err` for a Basic header we cannot read.
