@@ -166,7 +166,9 @@ lifecycle() {
 } | tee "$OUT/conditions.txt"
 
 start
-lifecycle echod "http://127.0.0.1:$PORT" "$PID" "$POOL_ECHO" web "$WEB_SECRET" svc-a "$SECRET"
+# Introspection as the token's own client: since issue 14 §7 echod tells only a
+# token's parties (its client, a resource server in its aud) that it is active.
+lifecycle echod "http://127.0.0.1:$PORT" "$PID" "$POOL_ECHO" web "$WEB_SECRET" web "$WEB_SECRET"
 echo "echod reuse_detected audit events: $(grep -c 'oauth.refresh.reuse_detected' "$OUT/echod.log" || true)" | tee -a "$OUT/conditions.txt"
 stop; PID=""
 
