@@ -290,32 +290,20 @@ impl Docs {
                 retry_after: throttled.retry_after,
             });
         }
-        let over = |quota: Quota, max: u64, used: u64, adding: u64| {
-            (used.saturating_add(adding) > max).then_some(DocsError::QuotaExceeded {
-                quota,
-                max,
-                used,
-            })
-        };
-        let exceeded = over(Quota::Files, self.limits.quota_files, usage.files, 1)
-            .or_else(|| over(Quota::Bytes, self.limits.quota_bytes, usage.bytes, size));
-        match exceeded {
-            Some(e) => {
-                refused(
-                    if let DocsError::QuotaExceeded {
-                        quota: Quota::Files,
-                        ..
-                    } = e
-                    {
-                        "quota_files"
-                    } else {
-                        "quota_bytes"
-                    },
-                );
-                Err(e)
-            }
-            None => Ok(()),
+        let exceeded = [
+            (Quota::Files, self.limits.quota_files, usage.files, 1),
+            (Quota::Bytes, self.limits.quota_bytes, usage.bytes, size),
+        ]
+        .into_iter()
+        .find(|(_, max, used, adding)| used.saturating_add(*adding) > *max);
+        if let Some((quota, max, used, _)) = exceeded {
+            refused(match quota {
+                Quota::Files => "quota_files",
+                Quota::Bytes => "quota_bytes",
+            });
+            return Err(DocsError::QuotaExceeded { quota, max, used });
         }
+        Ok(())
     }
 
     /// What the caller stores, against their quotas.

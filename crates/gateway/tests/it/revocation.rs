@@ -10,6 +10,19 @@ use reqwest::StatusCode;
 
 use crate::common::{Browser, GATEWAY_SECRET, Platform, USER};
 
+/// `echod user suspend|activate|delete` on the platform's user.
+async fn move_user(platform: &Platform, to: UserState) {
+    change_state(
+        &*platform.identity_store,
+        &*platform.identity_audit,
+        &*platform.clock,
+        USER,
+        to,
+    )
+    .await
+    .unwrap();
+}
+
 /// Polls `me` until it answers 401; how long that took.
 async fn refused_within(limit: Duration, mut me: impl AsyncFnMut() -> StatusCode) -> Duration {
     let started = Instant::now();
@@ -63,15 +76,7 @@ async fn suspending_a_user_ends_their_sessions_within_5_seconds() {
         assert_eq!(browser.api_me(&platform).await.status, StatusCode::OK);
     }
 
-    change_state(
-        &*platform.identity_store,
-        &*platform.identity_audit,
-        &*platform.clock,
-        USER,
-        UserState::Suspended,
-    )
-    .await
-    .unwrap();
+    move_user(&platform, UserState::Suspended).await;
     let limit = Duration::from_secs(5);
     for browser in [&first, &second] {
         refused_within(limit, async || browser.api_me(&platform).await.status).await;
@@ -81,15 +86,7 @@ async fn suspending_a_user_ends_their_sessions_within_5_seconds() {
     assert!(ended.iter().all(|e| e.details["reason"] == "revoked"));
 
     // Reactivated, the user signs in again; the old sessions stay ended.
-    change_state(
-        &*platform.identity_store,
-        &*platform.identity_audit,
-        &*platform.clock,
-        USER,
-        UserState::Active,
-    )
-    .await
-    .unwrap();
+    move_user(&platform, UserState::Active).await;
     assert_eq!(
         first.api_me(&platform).await.status,
         StatusCode::UNAUTHORIZED
@@ -105,15 +102,7 @@ async fn deleting_a_user_ends_their_sessions_within_5_seconds() {
     let browser = Browser::new();
     platform.sign_in(&browser, None).await;
     assert_eq!(browser.api_me(&platform).await.status, StatusCode::OK);
-    change_state(
-        &*platform.identity_store,
-        &*platform.identity_audit,
-        &*platform.clock,
-        USER,
-        UserState::Deleted,
-    )
-    .await
-    .unwrap();
+    move_user(&platform, UserState::Deleted).await;
     refused_within(Duration::from_secs(5), async || {
         browser.api_me(&platform).await.status
     })
