@@ -1,6 +1,6 @@
 //! Audit throughput on one core: chain hashing, chain verification, and
-//! durable ingest into SQLite (and PostgreSQL when `ECHO_TEST_POSTGRES_URL`
-//! is set) with batches of 1, 100 and 1,000 events.
+//! durable ingest into SQLite and PostgreSQL (the machine's, or `ECHO_TEST_POSTGRES_URL`)
+//! with batches of 1, 100 and 1,000 events.
 //!
 //! cargo bench -p echo-audit --bench audit
 
@@ -81,7 +81,8 @@ fn ingest(c: &mut Criterion) {
         rt.block_on(echo_audit::store::open(None, dir.path()))
             .expect("sqlite"),
     )];
-    if let Ok(admin) = std::env::var("ECHO_TEST_POSTGRES_URL") {
+    {
+        let admin = echo_testkit::postgres_admin_url();
         let url = rt.block_on(async {
             use sqlx::{Connection, Executor};
             let mut conn = sqlx::PgConnection::connect(&admin).await.expect("postgres");

@@ -1,7 +1,7 @@
 //! The queue's overhead per job: one job's whole life as the worker lives
 //! it (enqueue, take, three progress reports, complete), one job at a time
-//! on one core, on SQLite, and on PostgreSQL (`ECHO_TEST_POSTGRES_URL`) and
-//! NATS JetStream (`ECHO_TEST_NATS_URL`) when they are set.
+//! on one core, on SQLite, PostgreSQL and NATS JetStream (the machine's, or
+//! `ECHO_TEST_POSTGRES_URL` and `ECHO_TEST_NATS_URL`).
 //!
 //! cargo bench -p echo-queue --bench job
 
@@ -77,24 +77,21 @@ fn jobs(c: &mut Criterion) {
     );
     bench_queue(c, &runtime, "sqlite", &*sqlite);
 
-    if let Some(db) = runtime.block_on(PgTestDb::create("queue_bench")) {
-        let pg = runtime
-            .block_on(PgQueue::connect(&db.url, config()))
-            .expect("PostgreSQL queue");
-        bench_queue(c, &runtime, "postgres", &pg);
-        drop(pg);
-        runtime.block_on(db.drop_db());
-    }
+    let db = runtime.block_on(PgTestDb::create("queue_bench"));
+    let pg = runtime
+        .block_on(PgQueue::connect(&db.url, config()))
+        .expect("PostgreSQL queue");
+    bench_queue(c, &runtime, "postgres", &pg);
+    drop(pg);
+    runtime.block_on(db.drop_db());
 
-    if let Ok(url) = std::env::var("ECHO_TEST_NATS_URL") {
-        let nats = runtime
-            .block_on(NatsQueue::connect(&url, config()))
-            .expect("NATS queue");
-        bench_queue(c, &runtime, "nats", &nats);
-        runtime
-            .block_on(nats.delete())
-            .expect("delete the bench streams");
-    }
+    let nats = runtime
+        .block_on(NatsQueue::connect(&echo_testkit::nats_url(), config()))
+        .expect("NATS queue");
+    bench_queue(c, &runtime, "nats", &nats);
+    runtime
+        .block_on(nats.delete())
+        .expect("delete the bench streams");
 }
 
 criterion_group!(benches, jobs);

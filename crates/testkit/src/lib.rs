@@ -4,11 +4,13 @@
 //! service must refuse alike ([`refusals`]), and the import graph of a
 //! crate's modules ([`modules`]) the architecture tests check.
 //!
-//! PostgreSQL tests read `ECHO_TEST_POSTGRES_URL` (an admin connection,
-//! `.ci/run` sets `postgres://postgres@127.0.0.1:5432/test`). Each test gets
-//! a database of its own, created for it and dropped after, so tests run in
-//! parallel and leave nothing behind. Without the variable the test says it
-//! was skipped, except under `CI=true`, where a missing database fails.
+//! Tests that need PostgreSQL, Redis or NATS use the machine's services at
+//! their standard local addresses, or the ones `ECHO_TEST_POSTGRES_URL`,
+//! `ECHO_TEST_REDIS_URL` and `ECHO_TEST_NATS_URL` name. They never skip:
+//! a service that does not answer fails the test, so a test reports `ok`
+//! only after it ran. Each PostgreSQL test gets a database of its own,
+//! created for it and dropped after, so tests run in parallel and leave
+//! nothing behind.
 
 pub mod files;
 pub mod modules;
@@ -21,7 +23,35 @@ use sqlx::{Connection, Executor, PgConnection};
 
 pub use tempfile::TempDir;
 
+/// An admin connection to PostgreSQL (`CREATE DATABASE` allowed).
 pub const POSTGRES_URL_VAR: &str = "ECHO_TEST_POSTGRES_URL";
+/// Redis, used under a key prefix of each test's own.
+pub const REDIS_URL_VAR: &str = "ECHO_TEST_REDIS_URL";
+/// NATS with JetStream, used with streams of each test's own.
+pub const NATS_URL_VAR: &str = "ECHO_TEST_NATS_URL";
+
+/// The admin connection PostgreSQL tests use: [`POSTGRES_URL_VAR`], else
+/// the machine's own server.
+pub fn postgres_admin_url() -> String {
+    service_url(POSTGRES_URL_VAR, "postgres://postgres@127.0.0.1:5432/test")
+}
+
+/// The Redis Redis tests use: [`REDIS_URL_VAR`], else the machine's own.
+pub fn redis_url() -> String {
+    service_url(REDIS_URL_VAR, "redis://127.0.0.1:6379")
+}
+
+/// The NATS NATS tests use: [`NATS_URL_VAR`], else the machine's own.
+pub fn nats_url() -> String {
+    service_url(NATS_URL_VAR, "nats://127.0.0.1:4222")
+}
+
+fn service_url(var: &str, standard: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| standard.to_owned())
+}
 
 /// A PostgreSQL database that exists for one test.
 #[derive(Debug)]
@@ -30,10 +60,6 @@ pub struct PgTestDb {
     name: String,
     /// Connection URL of the new database.
     pub url: String,
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
 fn unique_suffix() -> String {
@@ -50,25 +76,19 @@ fn unique_suffix() -> String {
 }
 
 impl PgTestDb {
-    /// Creates a fresh database, or returns `None` (after saying so) when no
-    /// PostgreSQL is configured outside CI.
+    /// Creates a fresh database for `test`.
     ///
     /// # Panics
-    /// Under `CI=true` without a reachable PostgreSQL: a CI run must never
-    /// skip the PostgreSQL half of the suite silently.
-    pub async fn create(test: &str) -> Option<Self> {
-        let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
-            assert!(
-                !in_ci(),
-                "{POSTGRES_URL_VAR} is not set under CI=true: PostgreSQL tests cannot be skipped in CI"
-            );
-            eprintln!("SKIPPED {test}: PostgreSQL half skipped, set {POSTGRES_URL_VAR} to run it");
-            return None;
-        };
+    /// When PostgreSQL does not answer at [`postgres_admin_url`]: the test
+    /// fails rather than pass without having run.
+    pub async fn create(test: &str) -> Self {
+        let admin_url = postgres_admin_url();
         let name = format!("echo_test_{}", unique_suffix());
         let mut admin = PgConnection::connect(&admin_url)
             .await
-            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR}={admin_url} is not reachable: {e}"));
+            .unwrap_or_else(|e| {
+                panic!("{test}: PostgreSQL at {admin_url} is not reachable ({e}); start it or set {POSTGRES_URL_VAR}")
+            });
         admin
             .execute(format!("CREATE DATABASE {name}").as_str())
             .await
@@ -77,11 +97,11 @@ impl PgTestDb {
             Some((base, _)) => format!("{base}/{name}"),
             None => panic!("{POSTGRES_URL_VAR} must end with /<database>"),
         };
-        Some(Self {
+        Self {
             admin_url,
             name,
             url,
-        })
+        }
     }
 
     /// Drops the database (closing any connection still open to it).

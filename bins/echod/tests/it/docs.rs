@@ -16,8 +16,6 @@ use tokio::sync::oneshot;
 
 use super::{Hop, Server, echod, run_with_stdin, start_up, up_on_free_ports};
 
-const NATS_URL_VAR: &str = "ECHO_TEST_NATS_URL";
-
 /// Adds user `name` with password `<name>'s long password`.
 fn add_user(dir: &Path, name: &str) {
     let mut add = echod(dir);
@@ -418,15 +416,7 @@ async fn a_worker_killed_mid_job_leaves_it_to_the_next_worker() {
 
 #[tokio::test]
 async fn a_worker_killed_mid_job_on_nats_leaves_it_to_the_next_worker() {
-    let Ok(url) = std::env::var(NATS_URL_VAR) else {
-        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !in_ci,
-            "{NATS_URL_VAR} is not set under CI=true: NATS tests cannot be skipped in CI"
-        );
-        eprintln!("SKIPPED: set {NATS_URL_VAR} to run the worker fault test on NATS");
-        return;
-    };
+    let url = echo_testkit::nats_url();
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -486,10 +486,7 @@ async fn a_wrong_master_key_is_refused_at_start() {
 
 #[tokio::test]
 async fn postgres_backend_serves_when_echo_database_url_is_set() {
-    let Some(db) = PgTestDb::create("postgres_backend_serves_when_echo_database_url_is_set").await
-    else {
-        return;
-    };
+    let db = PgTestDb::create("postgres_backend_serves_when_echo_database_url_is_set").await;
     let dir = echo_testkit::data_dir();
     let mut add = echod(dir.path());
     add.env("ECHO_DATABASE_URL", &db.url);

@@ -27,30 +27,12 @@ pub const GATEWAY_SECRET: &str = "gateway-secret-0123456789abcdefghijklmnop";
 /// The audience of the test upstreams.
 pub const UPSTREAM_AUDIENCE: &str = "upstream";
 
-/// The Redis the Redis half of the session suite runs against.
-pub const REDIS_URL_VAR: &str = "ECHO_TEST_REDIS_URL";
-
 /// Where the gateway under test keeps its sessions.
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
     Sqlite,
-    /// At [`REDIS_URL_VAR`], under a prefix of the test's own.
+    /// At [`echo_testkit::redis_url`], under a prefix of the test's own.
     Redis,
-}
-
-/// Whether the Redis half of `test` runs: without [`REDIS_URL_VAR`] it is
-/// skipped (and says so), except under `CI=true`, where that fails.
-pub fn redis_configured(test: &str) -> bool {
-    if std::env::var_os(REDIS_URL_VAR).is_some() {
-        return true;
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    assert!(
-        !ci,
-        "{REDIS_URL_VAR} is not set under CI=true: Redis tests cannot be skipped in CI"
-    );
-    eprintln!("SKIPPED {test}: Redis half skipped, set {REDIS_URL_VAR} to run it");
-    false
 }
 
 /// Defines each named `async fn(Backend)` as a test per session store:
@@ -69,9 +51,7 @@ macro_rules! on_every_store {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    if $crate::common::redis_configured(concat!(module_path!(), "::", stringify!($test))) {
-                        super::$test($crate::common::Backend::Redis).await;
-                    }
+                    super::$test($crate::common::Backend::Redis).await;
                 }
             )+
         }
@@ -87,7 +67,7 @@ struct RedisKeys {
 
 impl RedisKeys {
     fn new() -> Self {
-        let url = std::env::var(REDIS_URL_VAR).expect("checked by redis_configured");
+        let url = echo_testkit::redis_url();
         let prefix = format!(
             "echo:test:{}:",
             echo_crypto::secret::token_hash(&echo_crypto::secret::random_token())
@@ -136,7 +116,11 @@ impl TestStore {
                 let store = RedisSessionStore::open(&keys.url, &keys.prefix, idle_ttl)
                     .await
                     .unwrap_or_else(|e| {
-                        panic!("{REDIS_URL_VAR}={} is not reachable: {e}", keys.url)
+                        panic!(
+                            "Redis at {} is not reachable ({e}); start it or set {}",
+                            keys.url,
+                            echo_testkit::REDIS_URL_VAR
+                        )
                     });
                 Self {
                     store: Arc::new(store),

@@ -608,9 +608,7 @@ async fn sqlite_backend_passes_the_suite() {
 
 #[tokio::test]
 async fn postgres_backend_passes_the_suite() {
-    let Some(db) = PgTestDb::create("postgres_backend_passes_the_suite").await else {
-        return;
-    };
+    let db = PgTestDb::create("postgres_backend_passes_the_suite").await;
     let dir = echo_testkit::data_dir();
     suite(
         echo_identity_store::open(Some(&db.url), dir.path())
@@ -619,9 +617,7 @@ async fn postgres_backend_passes_the_suite() {
     )
     .await;
     db.drop_db().await;
-    let Some(db) = PgTestDb::create("postgres_backend_purges").await else {
-        return;
-    };
+    let db = PgTestDb::create("postgres_backend_purges").await;
     purge(
         &*echo_identity_store::open(Some(&db.url), dir.path())
             .await
@@ -629,9 +625,7 @@ async fn postgres_backend_passes_the_suite() {
     )
     .await;
     db.drop_db().await;
-    let Some(db) = PgTestDb::create("postgres_backend_accounts").await else {
-        return;
-    };
+    let db = PgTestDb::create("postgres_backend_accounts").await;
     accounts(
         echo_identity_store::open(Some(&db.url), dir.path())
             .await

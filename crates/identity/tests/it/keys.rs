@@ -216,9 +216,7 @@ async fn rotation_under_load_fails_no_verification_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_under_load_fails_no_verification_on_postgres() {
-    let Some(db) = echo_testkit::PgTestDb::create("identity_key_rotation_load").await else {
-        return;
-    };
+    let db = echo_testkit::PgTestDb::create("identity_key_rotation_load").await;
     {
         let server = start_real(Some(&db.url), fast_keys).await;
         rotation_under_load_fails_no_verification(&server).await;
@@ -443,9 +441,7 @@ async fn a_retired_key_stays_published_until_its_last_token_expired_on_sqlite() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_lifecycle_on_postgres() {
-    let Some(db) = echo_testkit::PgTestDb::create("identity_key_lifecycle").await else {
-        return;
-    };
+    let db = echo_testkit::PgTestDb::create("identity_key_lifecycle").await;
     {
         let (server, clock) = start_manual(Some(&db.url)).await;
         revoking_an_audience_key_touches_that_audience_only(&server, &clock).await;

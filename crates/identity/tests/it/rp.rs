@@ -241,9 +241,7 @@ async fn relying_party_flows_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relying_party_flows_on_postgres() {
-    let Some(db) = echo_testkit::PgTestDb::create("identity_relying_party_flows").await else {
-        return;
-    };
+    let db = echo_testkit::PgTestDb::create("identity_relying_party_flows").await;
     {
         let dir = echo_testkit::data_dir();
         let store = echo_identity_store::open(Some(&db.url), dir.path())

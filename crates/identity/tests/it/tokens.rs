@@ -356,9 +356,7 @@ async fn purge_deletes_expired_rows_in_batches_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_lifecycle_on_postgres() {
-    let Some(db) = echo_testkit::PgTestDb::create("identity_token_lifecycle").await else {
-        return;
-    };
+    let db = echo_testkit::PgTestDb::create("identity_token_lifecycle").await;
     {
         let (server, clock) = Server::start_manual_on(Some(&db.url), ten_second_grace).await;
         rotation_works(&server).await;
@@ -367,9 +365,7 @@ async fn token_lifecycle_on_postgres() {
         code_replay_revokes_the_family(&server).await;
     }
     db.drop_db().await;
-    let Some(db) = echo_testkit::PgTestDb::create("identity_purge").await else {
-        return;
-    };
+    let db = echo_testkit::PgTestDb::create("identity_purge").await;
     {
         let (server, clock) = Server::start_manual_on(Some(&db.url), purging_every_second).await;
         purge_keeps_tables_bounded(&server, &clock).await;

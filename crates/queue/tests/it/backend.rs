@@ -7,8 +7,6 @@ use std::time::Duration;
 use echo_queue::{JobQueue, NatsQueue, PgQueue, QueueConfig, SqliteQueue};
 use echo_testkit::{PgTestDb, TempDir};
 
-pub const NATS_URL_VAR: &str = "ECHO_TEST_NATS_URL";
-
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
     Sqlite,
@@ -40,10 +38,6 @@ pub fn config(lease: Duration) -> QueueConfig {
     }
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
 /// A stream name of this test's own.
 fn nats_name() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -57,7 +51,7 @@ fn nats_name() -> String {
 impl Backend {
     /// A fresh, empty queue whose NATS lease is `lease`, or `None` when the
     /// backend is not configured outside CI.
-    pub async fn open(self, test: &str, lease: Duration) -> Option<TestQueue> {
+    pub async fn open(self, test: &str, lease: Duration) -> TestQueue {
         let config = config(lease);
         let (queue, cleanup): (Arc<dyn JobQueue>, _) = match self {
             Backend::Sqlite => {
@@ -68,32 +62,30 @@ impl Backend {
                 (Arc::new(queue), Cleanup::Dir(dir))
             }
             Backend::Postgres => {
-                let db = PgTestDb::create(test).await?;
+                let db = PgTestDb::create(test).await;
                 let queue = PgQueue::connect(&db.url, config.clone())
                     .await
                     .expect("open PostgreSQL queue");
                 (Arc::new(queue), Cleanup::Pg(db))
             }
             Backend::Nats => {
-                let Ok(url) = std::env::var(NATS_URL_VAR) else {
-                    assert!(
-                        !in_ci(),
-                        "{NATS_URL_VAR} is not set under CI=true: NATS tests cannot be skipped in CI"
-                    );
-                    eprintln!("SKIPPED {test}: NATS half skipped, set {NATS_URL_VAR} to run it");
-                    return None;
-                };
+                let url = echo_testkit::nats_url();
                 let queue = NatsQueue::connect(&url, config.clone())
                     .await
-                    .unwrap_or_else(|e| panic!("{NATS_URL_VAR}={url} is not usable: {e}"));
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "{test}: NATS at {url} is not usable ({e}); start it or set {}",
+                            echo_testkit::NATS_URL_VAR
+                        )
+                    });
                 (Arc::new(queue.clone()), Cleanup::Nats(Box::new(queue)))
             }
         };
-        Some(TestQueue {
+        TestQueue {
             queue,
             config,
             cleanup,
-        })
+        }
     }
 }
 

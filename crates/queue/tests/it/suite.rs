@@ -52,9 +52,7 @@ fn is_stale<T: std::fmt::Debug>(result: Result<T, QueueError>) -> bool {
 }
 
 async fn enqueue_take_complete(backend: Backend) {
-    let Some(t) = backend.open("enqueue_take_complete", LONG).await else {
-        return;
-    };
+    let t = backend.open("enqueue_take_complete", LONG).await;
     let q = &*t.queue;
     let id = q
         .enqueue("parse", &json!({"document": 7}), None)
@@ -96,12 +94,9 @@ async fn enqueue_take_complete(backend: Backend) {
 }
 
 async fn expired_lease_is_taken_by_another_worker(backend: Backend) {
-    let Some(t) = backend
+    let t = backend
         .open("expired_lease_is_taken_by_another_worker", SHORT)
-        .await
-    else {
-        return;
-    };
+        .await;
     let q = &*t.queue;
     let id = q.enqueue("parse", &json!(1), None).await.unwrap();
     // w1 takes the job and dies: it never completes.
@@ -119,9 +114,7 @@ async fn expired_lease_is_taken_by_another_worker(backend: Backend) {
 }
 
 async fn stale_lease_is_refused(backend: Backend) {
-    let Some(t) = backend.open("stale_lease_is_refused", SHORT).await else {
-        return;
-    };
+    let t = backend.open("stale_lease_is_refused", SHORT).await;
     let q = &*t.queue;
     q.enqueue("parse", &json!(1), None).await.unwrap();
     let slow = q.take("slow", SHORT).await.unwrap().expect("a job");
@@ -139,12 +132,9 @@ async fn stale_lease_is_refused(backend: Backend) {
 }
 
 async fn transient_failures_back_off_then_dead_letter(backend: Backend) {
-    let Some(t) = backend
+    let t = backend
         .open("transient_failures_back_off_then_dead_letter", LONG)
-        .await
-    else {
-        return;
-    };
+        .await;
     let q = &*t.queue;
     q.enqueue("parse", &json!(1), None).await.unwrap();
     let mut job = q.take("w", LONG).await.unwrap().expect("a job");
@@ -193,12 +183,9 @@ async fn transient_failures_back_off_then_dead_letter(backend: Backend) {
 }
 
 async fn permanent_failure_dead_letters_at_once(backend: Backend) {
-    let Some(t) = backend
+    let t = backend
         .open("permanent_failure_dead_letters_at_once", LONG)
-        .await
-    else {
-        return;
-    };
+        .await;
     let q = &*t.queue;
     q.enqueue("parse", &json!(1), None).await.unwrap();
     let job = q.take("w", LONG).await.unwrap().expect("a job");
@@ -217,12 +204,9 @@ async fn permanent_failure_dead_letters_at_once(backend: Backend) {
 }
 
 async fn worker_dying_on_the_last_attempt_dead_letters(backend: Backend) {
-    let Some(t) = backend
+    let t = backend
         .open("worker_dying_on_the_last_attempt_dead_letters", SHORT)
-        .await
-    else {
-        return;
-    };
+        .await;
     let q = &*t.queue;
     let id = q.enqueue("parse", &json!(1), None).await.unwrap();
     for attempt in 1..=t.config.max_attempts {
@@ -248,9 +232,7 @@ async fn worker_dying_on_the_last_attempt_dead_letters(backend: Backend) {
 }
 
 async fn idempotency_key_makes_one_job(backend: Backend) {
-    let Some(t) = backend.open("idempotency_key_makes_one_job", LONG).await else {
-        return;
-    };
+    let t = backend.open("idempotency_key_makes_one_job", LONG).await;
     let q = &*t.queue;
     let first = q
         .enqueue("parse", &json!(1), Some("document-42"))
@@ -293,12 +275,9 @@ async fn idempotency_key_makes_one_job(backend: Backend) {
 async fn parallel_workers_process_each_job_once(backend: Backend) {
     const WORKERS: usize = 4;
     const JOBS: usize = 50 * WORKERS;
-    let Some(t) = backend
+    let t = backend
         .open("parallel_workers_process_each_job_once", LONG)
-        .await
-    else {
-        return;
-    };
+        .await;
     let mut ids = Vec::with_capacity(JOBS);
     for n in 0..JOBS {
         ids.push(t.queue.enqueue("parse", &json!(n), None).await.unwrap());
@@ -340,12 +319,9 @@ async fn parallel_workers_process_each_job_once(backend: Backend) {
 }
 
 async fn statuses_of_many_jobs_in_one_call(backend: Backend) {
-    let Some(t) = backend
+    let t = backend
         .open("statuses_of_many_jobs_in_one_call", LONG)
-        .await
-    else {
-        return;
-    };
+        .await;
     let q = &*t.queue;
     // More than one chunk of the SQL backends' IN list.
     let mut ids = Vec::new();
