@@ -17,7 +17,7 @@ pub mod refusals;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 pub use tempfile::TempDir;
 
@@ -70,7 +70,7 @@ impl PgTestDb {
             .await
             .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR}={admin_url} is not reachable: {e}"));
         admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
+            .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
             .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
         let url = match admin_url.rsplit_once('/') {
@@ -88,7 +88,10 @@ impl PgTestDb {
     pub async fn drop_db(self) {
         if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
             let _ = admin
-                .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+                .execute(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                )))
                 .await;
         }
     }
