@@ -20,11 +20,14 @@ use crate::settings::open_store;
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Add a user; the password is read from standard input.
+    #[command(after_help = USER_ADD_EXAMPLES)]
     Add {
+        /// The user's login name.
         name: String,
         /// Read the password from standard input (required).
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// The user's e-mail address.
         #[arg(long)]
         email: Option<String>,
         /// A role to grant (repeatable).
@@ -35,7 +38,9 @@ pub enum UserCommand {
     List,
     /// Register a user who cannot log in until activated.
     Invite {
+        /// The user's login name.
         name: String,
+        /// The user's e-mail address.
         #[arg(long)]
         email: Option<String>,
         /// A role to grant (repeatable).
@@ -44,31 +49,67 @@ pub enum UserCommand {
     },
     /// Make an invited or suspended user active.
     Activate {
+        /// The user's login name.
         name: String,
         /// Read a new password from standard input (an invited user needs one).
         #[arg(long)]
         password_stdin: bool,
     },
     /// Suspend an active user: no login, sessions and refresh tokens revoked.
-    Suspend { name: String },
+    Suspend {
+        /// The user's login name.
+        name: String,
+    },
     /// Delete a user for good (the record stays, unusable).
-    Delete { name: String },
+    Delete {
+        /// The user's login name.
+        name: String,
+    },
     /// Show a user's state, roles, second factor and lockout.
-    Show { name: String },
+    Show {
+        /// The user's login name.
+        name: String,
+    },
     /// Replace a user's roles (none clears them).
-    SetRoles { name: String, roles: Vec<String> },
+    SetRoles {
+        /// The user's login name.
+        name: String,
+        /// The roles the user has from now on.
+        roles: Vec<String>,
+    },
     /// Lift a lockout: forget the user's failed attempts.
-    Unlock { name: String },
+    Unlock {
+        /// The user's login name.
+        name: String,
+    },
     /// Remove a user's TOTP and recovery codes (a lost authenticator).
-    ResetMfa { name: String },
+    ResetMfa {
+        /// The user's login name.
+        name: String,
+    },
 }
+
+const USER_ADD_EXAMPLES: &str = "\
+Examples:
+  echo \"$PASSWORD\" | echod user add alice --password-stdin --email alice@example.test --role auditor";
+
+const CLIENT_ADD_EXAMPLES: &str = "\
+Examples:
+  # a service that gets tokens for the audit service
+  echo \"$SECRET\" | echod client add svc-a --secret-stdin --grant client_credentials --audience audit
+  # a web app that signs users in (authorization code + PKCE)
+  echod client add web --generate-secret --redirect-uri https://app.example/callback \\
+    --post-logout-redirect-uri https://app.example/ --audience gateway";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Grant {
+    /// Users sign in through the browser (needs --redirect-uri).
     #[value(name = "authorization_code")]
     AuthorizationCode,
+    /// Refresh tokens (with scope offline_access).
     #[value(name = "refresh_token")]
     RefreshToken,
+    /// The client's own tokens, for service-to-service calls.
     #[value(name = "client_credentials")]
     ClientCredentials,
     /// RFC 8693 token exchange.
@@ -79,12 +120,14 @@ pub enum Grant {
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Register a client.
+    #[command(after_help = CLIENT_ADD_EXAMPLES)]
     Add(ClientAddArgs),
     /// List clients.
     List,
     /// Give a client a new generated secret (printed once); the old one
     /// keeps working during the overlap.
     RotateSecret {
+        /// The client's id.
         id: String,
         /// How long the old secret keeps working, e.g. `24h`, `30m`, `0s`.
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
@@ -95,6 +138,7 @@ pub enum ClientCommand {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("auth").required(true).args(["secret_stdin", "generate_secret", "public", "jwks_file"])))]
 pub struct ClientAddArgs {
+    /// The client's id (its `client_id`).
     pub id: String,
     /// Read the client secret from standard input (at least 32 characters).
     #[arg(long)]
@@ -109,14 +153,21 @@ pub struct ClientAddArgs {
     /// the client's public key(s), a JWK Set or one JWK, in this file.
     #[arg(long, value_name = "PATH")]
     jwks_file: Option<PathBuf>,
+    /// Where identity may send a user back with a code, compared exactly
+    /// (repeatable).
     #[arg(long = "redirect-uri")]
     redirect_uris: Vec<String>,
+    /// A grant the client may use (repeatable; default: authorization_code
+    /// with a --redirect-uri, else client_credentials).
     #[arg(long = "grant", value_enum)]
     grants: Vec<Grant>,
+    /// An audience the client may ask tokens for (repeatable).
     #[arg(long = "audience")]
     audiences: Vec<String>,
+    /// A scope the client may ask for (repeatable).
     #[arg(long = "scope")]
     scopes: Vec<String>,
+    /// Where identity may send a user back after logout (repeatable).
     #[arg(long = "post-logout-redirect-uri")]
     post_logout_redirect_uris: Vec<String>,
     /// Let this confidential client skip PKCE (legacy apps only).

@@ -31,13 +31,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one service.
+    #[command(after_help = SERVE_EXAMPLES)]
     Serve {
         #[command(subcommand)]
         service: Serve,
     },
     /// Run every service, each on its own port; bootstrap on first run.
+    #[command(after_help = UP_EXAMPLES)]
     Up(Box<up::UpArgs>),
     /// Inspect the audit log.
+    #[command(after_help = AUDIT_EXAMPLES)]
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -53,14 +56,66 @@ pub enum Command {
         command: ClientCommand,
     },
     /// Manage signing keys.
+    #[command(after_help = KEYS_EXAMPLES)]
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Print a shell completion script.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions {
+        /// The shell the script is for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or write one page per command.
+    #[command(after_help = MAN_EXAMPLES)]
+    Man {
+        /// Write echod.1, echod-serve.1, … into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
     /// Parse one file from stdin in isolation (run by the parser service).
     #[command(hide = true)]
     ParseWorker,
 }
+
+const UP_EXAMPLES: &str = "\
+Examples:
+  echod up
+  echod --data-dir /var/lib/echod up --config gateway.toml
+  ECHO_DATABASE_URL=postgres://echo@db/identity echod up --no-worker";
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  echod serve identity --listen 0.0.0.0:8081 --issuer https://id.example.test
+  ECHO_GATEWAY_CLIENT_SECRET=… echod serve gateway --issuer https://id.example.test \\
+    --public-url https://gw.example.test --audit-url http://127.0.0.1:8082
+  echod serve worker --docs-url http://docs:8083 --parser-url http://parser:8084";
+
+const AUDIT_EXAMPLES: &str = "\
+Examples:
+  echod audit checkpoint >> /backup/echo-checkpoints.txt
+  echod audit verify --trusted-checkpoint /backup/echo-checkpoints.txt
+  echod audit tail -n 50 --follow
+  echod audit prune --older-than 365d";
+
+const KEYS_EXAMPLES: &str = "\
+Examples:
+  echod keys list
+  echod keys rotate --alg ES256
+  echod keys revoke 3f2a…";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  echod completions bash > /etc/bash_completion.d/echod
+  echod completions zsh > \"${fpath[1]}/_echod\"
+  echod completions fish > ~/.config/fish/completions/echod.fish";
+
+const MAN_EXAMPLES: &str = "\
+Examples:
+  echod man | man -l -
+  echod man --out-dir /usr/local/share/man/man1";
 
 #[derive(Debug, Subcommand)]
 pub enum Serve {
@@ -102,4 +157,43 @@ pub enum AuditCommand {
         #[arg(long, short = 'f')]
         follow: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every subcommand says what it does and every argument what it is,
+    /// so `--help`, the manual page and the completions describe them all:
+    /// an argument added without a doc comment fails here, with its path.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if command.get_about().is_none() {
+                missing.push(format!("{path}: no about"));
+            }
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}: no help"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "echod", &mut missing);
+        assert!(missing.is_empty(), "without help:\n{}", missing.join("\n"));
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

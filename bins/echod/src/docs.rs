@@ -28,7 +28,7 @@ pub const SECRET: SecretPlace = SecretPlace {
     file: "docs-client.secret",
     service: "docs",
 };
-const LLM_KEY_VAR: &str = "ECHO_LLM_API_KEY";
+pub const LLM_KEY_VAR: &str = "ECHO_LLM_API_KEY";
 const LLM_KEY_FILE: &str = "llm-api.key";
 
 #[derive(Debug, Clone, Args)]

@@ -48,9 +48,15 @@ pub enum KeysCommand {
     },
     /// Stop signing with a key now; it stays published until the last
     /// token it signed has expired.
-    Retire { kid: String },
+    Retire {
+        /// The key's id (`echod keys list`).
+        kid: String,
+    },
     /// Unpublish a key now: every token it signed stops verifying.
-    Revoke { kid: String },
+    Revoke {
+        /// The key's id (`echod keys list`).
+        kid: String,
+    },
 }
 
 /// Unix seconds as RFC 3339 (UTC).

@@ -25,6 +25,9 @@ mod first_party;
 mod gateway;
 mod identity;
 mod keys;
+mod manual;
+#[cfg(test)]
+mod packaging;
 mod parser;
 mod queue;
 mod settings;
@@ -44,16 +47,13 @@ fn main() -> ExitCode {
     // directories 0700, whatever the caller's umask.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
-    if let Command::ParseWorker = cli.command {
-        // A parse worker is single-threaded and closes every descriptor it
-        // inherited first: no runtime, no logging.
-        return match parser::worker() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+    // No runtime, no logging: a parse worker is single-threaded and closes
+    // every descriptor it inherited first; the generated texts need neither.
+    match &cli.command {
+        Command::ParseWorker => return exit_code(parser::worker()),
+        Command::Completions { shell } => return exit_code(manual::completions(*shell)),
+        Command::Man { out_dir } => return exit_code(manual::man(out_dir.as_deref())),
+        _ => {}
     }
     settings::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -66,7 +66,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    exit_code(runtime.block_on(run(cli)))
+}
+
+/// Success, or the error and its causes on stderr and a failure.
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -86,7 +91,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Serve::Docs(args) => docs::serve(&data_dir, &args).await,
             Serve::Worker(args) => worker::serve(&data_dir, &args).await,
         },
-        Command::ParseWorker => unreachable!("handled before the runtime starts"),
+        Command::ParseWorker | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Up(args) => up::up(&data_dir, &args).await,
         Command::Audit { command } => match command {
             AuditCommand::Tail { lines, follow } => audit::tail(&data_dir, lines, follow).await,

@@ -12,19 +12,21 @@ use echo_identity_store::Store;
 
 pub const MASTER_KEY_VAR: &str = "ECHO_MASTER_KEY";
 pub const DATABASE_URL_VAR: &str = "ECHO_DATABASE_URL";
+pub const LOG_FILTER_VAR: &str = "ECHO_LOG";
+pub const LOG_FORMAT_VAR: &str = "ECHO_LOG_FORMAT";
 
 /// Structured logs on stderr; `ECHO_LOG` (or `RUST_LOG`) filters,
 /// `ECHO_LOG_FORMAT=json` switches to JSON lines.
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("ECHO_LOG")
+    let filter = EnvFilter::try_from_env(LOG_FILTER_VAR)
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if std::env::var("ECHO_LOG_FORMAT").is_ok_and(|f| f == "json") {
+    if std::env::var(LOG_FORMAT_VAR).is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
         builder.init();

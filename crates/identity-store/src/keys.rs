@@ -10,7 +10,7 @@
 
 use async_trait::async_trait;
 use echo_sql::{Backend, Column, RowsAffected as _};
-use sqlx::{ColumnIndex, Encode, Executor, Type};
+use sqlx::{AssertSqlSafe, ColumnIndex, Encode, Executor, Type};
 
 use crate::Result;
 use crate::sql::{SqlStore, conflict};
@@ -100,7 +100,7 @@ where
 {
     /// Runs one of the conditional key updates; whether it changed the key.
     async fn update_key(&self, statement: &str, kid: &str, at: i64) -> Result<bool> {
-        let done = sqlx::query(statement)
+        let done = sqlx::query(AssertSqlSafe(statement))
             .bind(kid)
             .bind(at)
             .execute(&self.pools.write)
@@ -121,9 +121,9 @@ where
     Vec<u8>: Column<DB>,
 {
     async fn insert_key(&self, k: &StoredKey) -> Result<()> {
-        sqlx::query(&format!(
+        sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        ))
+        )))
         .bind(&k.kid)
         .bind(&k.alg)
         .bind(&k.sealed_private)
@@ -140,9 +140,9 @@ where
     }
 
     async fn keys(&self) -> Result<Vec<StoredKey>> {
-        Ok(sqlx::query_as::<_, KeyRow>(&format!(
+        Ok(sqlx::query_as::<_, KeyRow>(AssertSqlSafe(format!(
             "SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY activates_at, created_at, kid"
-        ))
+        )))
         .fetch_all(&self.pools.read)
         .await?
         .into_iter()

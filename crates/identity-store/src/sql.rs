@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use echo_sql::{Backend, Column, Pools, RowsAffected as _, placeholders};
-use sqlx::{ColumnIndex, Database, Encode, Executor, Pool, Transaction, Type};
+use sqlx::{AssertSqlSafe, ColumnIndex, Database, Encode, Executor, Pool, Transaction, Type};
 
 use crate::batcher::Batcher;
 use crate::{
@@ -320,7 +320,7 @@ where
             qualified("u", USER_COLUMNS),
             placeholders::<DB>(0, 1, hashes.len())
         );
-        let mut query = sqlx::query_as::<_, RefreshGrantRow>(&lookup);
+        let mut query = sqlx::query_as::<_, RefreshGrantRow>(AssertSqlSafe(lookup));
         for hash in &hashes {
             query = query.bind(hash);
         }
@@ -351,7 +351,7 @@ where
              RETURNING token_hash",
             placeholders::<DB>(0, firsts.len(), 3)
         );
-        let mut query = sqlx::query_scalar::<_, String>(&update);
+        let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(update));
         for r in &firsts {
             query = query
                 .bind(&r.old_hash)
@@ -382,7 +382,7 @@ where
             "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) VALUES {}",
             placeholders::<DB>(0, rows.len(), REFRESH_COLUMNS.split(',').count())
         );
-        let mut query = sqlx::query(&insert);
+        let mut query = sqlx::query(AssertSqlSafe(insert));
         for t in rows {
             query = query
                 .bind(&t.token_hash)
@@ -445,9 +445,9 @@ where
     i64: Column<DB>,
 {
     async fn insert_user(&self, u: &User) -> Result<()> {
-        sqlx::query(&format!(
+        sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        ))
+        )))
         .bind(&u.id)
         .bind(&u.username)
         .bind(&u.email)
@@ -462,9 +462,9 @@ where
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
-        sqlx::query_as::<_, UserRow>(&format!(
+        sqlx::query_as::<_, UserRow>(AssertSqlSafe(format!(
             "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
-        ))
+        )))
         .bind(username)
         .fetch_optional(&self.pools.read)
         .await?
@@ -473,18 +473,20 @@ where
     }
 
     async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
-        sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pools.read)
-            .await?
-            .map(User::try_from)
-            .transpose()
+        sqlx::query_as::<_, UserRow>(AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pools.read)
+        .await?
+        .map(User::try_from)
+        .transpose()
     }
 
     async fn list_users(&self) -> Result<Vec<User>> {
-        sqlx::query_as::<_, UserRow>(&format!(
+        sqlx::query_as::<_, UserRow>(AssertSqlSafe(format!(
             "SELECT {USER_COLUMNS} FROM users ORDER BY username"
-        ))
+        )))
         .fetch_all(&self.pools.read)
         .await?
         .into_iter()
@@ -505,10 +507,10 @@ where
     bool: Column<DB>,
 {
     async fn insert_client(&self, c: &Client) -> Result<()> {
-        sqlx::query(&format!(
+        sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO clients ({CLIENT_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        ))
+        )))
         .bind(&c.id)
         .bind(&c.secret_hash)
         .bind(to_json(&c.redirect_uris))
@@ -528,9 +530,9 @@ where
     }
 
     async fn client(&self, id: &str) -> Result<Option<Client>> {
-        sqlx::query_as::<_, ClientRow>(&format!(
+        sqlx::query_as::<_, ClientRow>(AssertSqlSafe(format!(
             "SELECT {CLIENT_COLUMNS} FROM clients WHERE id = $1"
-        ))
+        )))
         .bind(id)
         .fetch_optional(&self.pools.read)
         .await?
@@ -539,12 +541,14 @@ where
     }
 
     async fn list_clients(&self) -> Result<Vec<Client>> {
-        sqlx::query_as::<_, ClientRow>(&format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY id"))
-            .fetch_all(&self.pools.read)
-            .await?
-            .into_iter()
-            .map(Client::try_from)
-            .collect()
+        sqlx::query_as::<_, ClientRow>(AssertSqlSafe(format!(
+            "SELECT {CLIENT_COLUMNS} FROM clients ORDER BY id"
+        )))
+        .fetch_all(&self.pools.read)
+        .await?
+        .into_iter()
+        .map(Client::try_from)
+        .collect()
     }
 
     async fn rotate_client_secret(
@@ -596,9 +600,9 @@ where
     i64: Column<DB>,
 {
     async fn insert_code(&self, c: &AuthCode) -> Result<()> {
-        sqlx::query(&format!(
+        sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        ))
+        )))
         .bind(&c.code_hash)
         .bind(&c.client_id)
         .bind(&c.user_id)
@@ -617,10 +621,10 @@ where
     }
 
     async fn consume_code(&self, code_hash: &str, now: i64) -> Result<CodeUse> {
-        let consumed = sqlx::query_as::<_, CodeRow>(&format!(
+        let consumed = sqlx::query_as::<_, CodeRow>(AssertSqlSafe(format!(
             "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL \
              RETURNING {CODE_COLUMNS}"
-        ))
+        )))
         .bind(now)
         .bind(code_hash)
         .fetch_optional(&self.pools.write)
@@ -628,9 +632,9 @@ where
         if let Some(row) = consumed {
             return Ok(CodeUse::Consumed(row.try_into()?));
         }
-        let spent = sqlx::query_as::<_, CodeRow>(&format!(
+        let spent = sqlx::query_as::<_, CodeRow>(AssertSqlSafe(format!(
             "SELECT {CODE_COLUMNS} FROM auth_codes WHERE code_hash = $1"
-        ))
+        )))
         .bind(code_hash)
         .fetch_optional(&self.pools.write)
         .await?;
@@ -695,9 +699,9 @@ where
     async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshToken>> {
         // A reader suffices: a rotation answers only after its commit, so
         // whoever lost a race to it reads the winner's successor here.
-        Ok(sqlx::query_as::<_, RefreshRow>(&format!(
+        Ok(sqlx::query_as::<_, RefreshRow>(AssertSqlSafe(format!(
             "SELECT {REFRESH_COLUMNS} FROM refresh_tokens WHERE token_hash = $1"
-        ))
+        )))
         .bind(token_hash)
         .fetch_optional(&self.pools.read)
         .await?
@@ -793,7 +797,7 @@ where
                  (SELECT {key} FROM {table} WHERE expires_at <= $1 LIMIT $2)"
             );
             loop {
-                let deleted = sqlx::query(&statement)
+                let deleted = sqlx::query(AssertSqlSafe(statement.as_str()))
                     .bind(now)
                     .bind(batch)
                     .execute(&self.pools.write)

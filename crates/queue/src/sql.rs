@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use echo_sql::{Backend, Column, Pools, RowsAffected as _, placeholders};
-use sqlx::{ColumnIndex, Database, Encode, Executor, Pool, Type};
+use sqlx::{AssertSqlSafe, ColumnIndex, Database, Encode, Executor, Pool, Type};
 
 use crate::{
     Failed, Failure, JobId, JobQueue, JobState, JobStatus, LAST_LEASE_EXPIRED, Lease, Leased,
@@ -125,14 +125,14 @@ where
         .execute(&self.pools.write)
         .await?;
         let token = JobId::random().0;
-        let taken: Option<TakenRow> = sqlx::query_as(&format!(
+        let taken: Option<TakenRow> = sqlx::query_as(AssertSqlSafe(format!(
             "UPDATE queue_jobs SET state = 'processing', attempts = attempts + 1, progress = 0, \
              run_at = $1, lease_token = $2, worker = $3, updated_at = $4 \
              WHERE id = (SELECT id FROM queue_jobs \
              WHERE state IN ('queued', 'processing') AND run_at <= $4 AND attempts < $5 \
              ORDER BY run_at LIMIT 1{}) RETURNING id, kind, payload, attempts",
             DB::SKIP_LOCKED
-        ))
+        )))
         .bind(now.saturating_add(millis(lease)))
         .bind(&token)
         .bind(worker)
@@ -237,7 +237,7 @@ where
                 "SELECT id, kind, state, attempts, last_error, progress FROM queue_jobs WHERE id IN {}",
                 placeholders::<DB>(0, 1, part.len())
             );
-            let mut query = sqlx::query_as::<_, StatusRow>(&lookup);
+            let mut query = sqlx::query_as::<_, StatusRow>(AssertSqlSafe(lookup));
             for id in part {
                 query = query.bind(id.as_str());
             }

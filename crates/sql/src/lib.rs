@@ -82,9 +82,7 @@ impl<DB: Database> Clone for Pools<DB> {
 /// supertraits let generic code run a query (prepared and cached, or not)
 /// and count the rows it changed.
 pub trait Backend:
-    Database<QueryResult: RowsAffected>
-    + for<'q> Database<Arguments<'q>: IntoArguments<'q, Self>>
-    + HasStatementCache
+    Database<QueryResult: RowsAffected> + Database<Arguments: IntoArguments<Self>> + HasStatementCache
 {
     /// Parameter `n` (from 1) of a statement built at run time, its
     /// parameters bound in the order they appear: `$n`, or plain `?` on

@@ -92,3 +92,35 @@ impl Drop for WalCheckpointer {
         self.0.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::ConnectOptions as _;
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    /// SQLite before 3.50.2 has CVE-2025-29087 and CVE-2025-29088 (integer
+    /// overflows in `concat_ws` and the session extension) and
+    /// CVE-2025-6965 (aggregate terms beyond the column limit). The one
+    /// linked in is libsqlite3-sys's bundled copy, shared by sqlx and the
+    /// audit log's rusqlite (one `links = "sqlite3"` per build).
+    #[tokio::test]
+    async fn the_linked_sqlite_has_the_2025_fixes() {
+        let mut connection = SqliteConnectOptions::new()
+            .in_memory(true)
+            .connect()
+            .await
+            .expect("an in-memory database");
+        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&mut connection)
+            .await
+            .expect("sqlite_version()");
+        let numbers: Vec<u32> = version
+            .split('.')
+            .map(|n| n.parse().expect("a version number"))
+            .collect();
+        assert!(
+            numbers >= vec![3, 50, 2],
+            "SQLite {version} is older than 3.50.2"
+        );
+    }
+}

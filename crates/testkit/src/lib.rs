@@ -19,7 +19,7 @@ pub mod refusals;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 pub use tempfile::TempDir;
 
@@ -90,7 +90,7 @@ impl PgTestDb {
                 panic!("{test}: PostgreSQL at {admin_url} is not reachable ({e}); start it or set {POSTGRES_URL_VAR}")
             });
         admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
+            .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
             .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
         let url = match admin_url.rsplit_once('/') {
@@ -108,7 +108,10 @@ impl PgTestDb {
     pub async fn drop_db(self) {
         if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
             let _ = admin
-                .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+                .execute(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                )))
                 .await;
         }
     }

@@ -119,7 +119,10 @@ async fn tamper(dir: &Path, statements: &[&str]) {
     let url = format!("sqlite://{}", dir.join("audit.db").display());
     let mut db = SqliteConnection::connect(&url).await.unwrap();
     for statement in statements {
-        sqlx::query(statement).execute(&mut db).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(*statement))
+            .execute(&mut db)
+            .await
+            .unwrap();
     }
     db.close().await.unwrap();
 }

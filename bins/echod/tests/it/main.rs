@@ -18,6 +18,7 @@ mod docs;
 mod edge;
 mod gateway;
 mod keys;
+mod packaging;
 mod parser;
 mod users;
 

@@ -1,5 +1,5 @@
-use sqlx::Postgres;
 use sqlx::postgres::PgPool;
+use sqlx::{AssertSqlSafe, Postgres};
 
 use super::sql::{AuditBackend, EVENT_COLUMNS, SqlAuditStore, TEXT_COLUMNS};
 use super::{Result, RowPage};
@@ -45,7 +45,7 @@ impl AuditBackend for Postgres {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3"
         );
-        let mut rows = sqlx::query(&sql)
+        let mut rows = sqlx::query(AssertSqlSafe(sql))
             .bind(after)
             .bind(through)
             .bind(limit)

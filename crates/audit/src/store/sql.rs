@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use echo_sql::{Backend, Column, Pools, RowsAffected as _, placeholders};
-use sqlx::{Arguments as _, ColumnIndex, Database, Encode, Executor, Pool, Type};
+use sqlx::{Arguments as _, AssertSqlSafe, ColumnIndex, Database, Encode, Executor, Pool, Type};
 
 use super::{Appended, AuditStore, AuditStoreError, EventQuery, Result, RowPage};
 use crate::chain::{Anchor, ChainedEvent, Hash, link};
@@ -134,12 +134,12 @@ pub trait AuditBackend: Backend {
 /// A query built at run time: its text, and its arguments in the order the
 /// text binds them (sqlx's `QueryBuilder` cannot run in generic code; see
 /// [`echo_sql::placeholders`]).
-struct BuiltQuery<'a, DB: Database> {
+struct BuiltQuery<DB: Database> {
     sql: String,
-    arguments: DB::Arguments<'a>,
+    arguments: DB::Arguments,
 }
 
-impl<'a, DB: Backend> BuiltQuery<'a, DB> {
+impl<DB: Backend> BuiltQuery<DB> {
     fn new(sql: String) -> Self {
         Self {
             sql,
@@ -152,14 +152,14 @@ impl<'a, DB: Backend> BuiltQuery<'a, DB> {
         self
     }
 
-    fn push_bind<T: 'a + Encode<'a, DB> + Type<DB>>(&mut self, value: T) -> &mut Self {
+    fn push_bind<'t, T: Encode<'t, DB> + Type<DB>>(&mut self, value: T) -> &mut Self {
         // As sqlx's `QueryBuilder::push_bind`: a value that cannot encode is a bug.
         self.arguments.add(value).expect("Failed to add argument");
         self.sql.push_str(&DB::parameter(self.arguments.len()));
         self
     }
 
-    fn into_parts(self) -> (String, DB::Arguments<'a>) {
+    fn into_parts(self) -> (String, DB::Arguments) {
         (self.sql, self.arguments)
     }
 }
@@ -213,7 +213,7 @@ where
                         DB::parameter(1),
                         placeholders::<DB>(1, 1, chunk.len())
                     );
-                    let mut query = sqlx::query_scalar(&lookup).bind(service);
+                    let mut query = sqlx::query_scalar(AssertSqlSafe(lookup)).bind(service);
                     for id in chunk {
                         query = query.bind(*id);
                     }
@@ -239,7 +239,7 @@ where
                 "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES {} ON CONFLICT (service, id) DO NOTHING",
                 placeholders::<DB>(0, chunk.len(), EVENT_COLUMNS.split(',').count())
             );
-            let mut query = sqlx::query(&insert);
+            let mut query = sqlx::query(AssertSqlSafe(insert));
             for (i, (event, hash)) in chunk.iter().enumerate() {
                 query = query
                     .bind(first + i as i64)
@@ -268,7 +268,7 @@ where
         let seq = before + stored as i64;
         if stored > 0 {
             if let Some(statement) = DB::INDEX_NEW {
-                sqlx::query(statement)
+                sqlx::query(AssertSqlSafe(statement))
                     .bind(before)
                     .execute(&mut *tx)
                     .await?;
@@ -323,9 +323,9 @@ where
     }
 
     async fn rows(&self, after: i64, limit: i64) -> Result<Vec<ChainedEvent>> {
-        sqlx::query_as::<_, EventRow>(&format!(
+        sqlx::query_as::<_, EventRow>(AssertSqlSafe(format!(
             "SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
-        ))
+        )))
         .bind(after)
         .bind(limit)
         .fetch_all(&self.pools.read)
@@ -388,7 +388,7 @@ where
         }
         built.push(" LIMIT ").push_bind(q.limit);
         let (sql, arguments) = built.into_parts();
-        sqlx::query_as_with::<_, EventRow, _>(&sql, arguments)
+        sqlx::query_as_with::<_, EventRow, _>(AssertSqlSafe(sql), arguments)
             .fetch_all(&self.pools.read)
             .await?
             .into_iter()
@@ -486,7 +486,10 @@ where
         .await?;
         let Some(upto) = upto else { return Ok(0) };
         if let Some(statement) = DB::UNINDEX_THROUGH {
-            sqlx::query(statement).bind(upto).execute(&mut *tx).await?;
+            sqlx::query(AssertSqlSafe(statement))
+                .bind(upto)
+                .execute(&mut *tx)
+                .await?;
         }
         let deleted = sqlx::query("DELETE FROM audit_events WHERE seq <= $1")
             .bind(upto)

@@ -48,7 +48,7 @@ async fn chain(rows: usize) -> Chain {
 }
 
 impl Chain {
-    async fn tamper(&self, sql: &str) {
+    async fn tamper(&self, sql: &'static str) {
         sqlx::query(sql).execute(&self.db).await.unwrap();
     }
 

@@ -3,7 +3,7 @@
 
 use echo_sql::{Backend, Column, Pools, RowsAffected as _};
 use echo_text::Kind;
-use sqlx::{ColumnIndex, Database, Encode, Executor, Type};
+use sqlx::{AssertSqlSafe, ColumnIndex, Database, Encode, Executor, Type};
 
 use super::{Document, DocumentStore, Usage};
 use crate::{DocsError, Result};
@@ -106,9 +106,9 @@ where
     }
 
     async fn get(&self, id: &str) -> Result<Option<Document>> {
-        let row: Option<DocumentRow> = sqlx::query_as(&format!(
+        let row: Option<DocumentRow> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM docs_documents WHERE id = $1"
-        ))
+        )))
         .bind(id)
         .fetch_optional(&self.pools.read)
         .await?;
@@ -116,10 +116,10 @@ where
     }
 
     async fn list(&self, owner: Option<&str>) -> Result<Vec<Document>> {
-        let rows: Vec<DocumentRow> = sqlx::query_as(&format!(
+        let rows: Vec<DocumentRow> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM docs_documents WHERE $1 IS NULL OR owner = $1 \
              ORDER BY created_at DESC, seq DESC"
-        ))
+        )))
         .bind(owner)
         .fetch_all(&self.pools.read)
         .await?;
