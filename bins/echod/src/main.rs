@@ -28,6 +28,7 @@ mod keys;
 mod parser;
 mod queue;
 mod settings;
+mod tls;
 mod up;
 mod worker;
 
