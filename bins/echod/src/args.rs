@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use echo_tls::ClientTls;
 use echo_verify::{Verifier, VerifierOptions};
 
 /// Identity's issuer URL, as services that trust it take it.
@@ -19,9 +20,9 @@ pub struct IssuerArg {
 }
 
 impl IssuerArg {
-    /// The verifier of the issuer's tokens.
-    pub fn verifier(&self) -> Arc<Verifier> {
-        self.jwks.verifier(&self.issuer)
+    /// The verifier of the issuer's tokens, fetching its keys with `tls`.
+    pub fn verifier(&self, tls: &ClientTls) -> Arc<Verifier> {
+        self.jwks.verifier(&self.issuer, tls)
     }
 }
 
@@ -36,9 +37,10 @@ pub struct JwksArg {
 }
 
 impl JwksArg {
-    pub fn verifier(&self, issuer: &str) -> Arc<Verifier> {
+    pub fn verifier(&self, issuer: &str, tls: &ClientTls) -> Arc<Verifier> {
         let options = VerifierOptions {
             max_key_age: self.jwks_max_age,
+            tls: tls.clone(),
             ..VerifierOptions::default()
         };
         Arc::new(Verifier::for_issuer(issuer, options))
@@ -96,4 +98,50 @@ impl From<TokenAlg> for echo_crypto::Algorithm {
             TokenAlg::Rs256 => Self::RS256,
         }
     }
+}
+
+/// A listener's TLS, and what the service shows and trusts when it calls
+/// others (every `serve` with a listener, and `up`).
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Serve HTTPS with this PEM certificate chain (leaf first), reloaded
+    /// when the file changes; needs `--tls-key`.
+    #[arg(long = "tls-cert", env = "ECHO_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-cert`, reloaded with it.
+    #[arg(long = "tls-key", env = "ECHO_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Require of every caller a client certificate signed by a CA of this
+    /// PEM file (mutual TLS, in addition to tokens); needs `--tls-cert`.
+    #[arg(long = "client-ca", env = "ECHO_CLIENT_CA")]
+    pub client_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub client: ClientCertArgs,
+}
+
+/// The certificate a service presents when a service it calls asks for one
+/// (mutual TLS).
+#[derive(Debug, Clone, Args)]
+pub struct ClientCertArgs {
+    /// PEM client certificate chain presented on calls to other services,
+    /// reloaded when the file changes (default: `--tls-cert`, which must
+    /// then allow client authentication); needs `--client-key`.
+    #[arg(
+        long = "client-cert",
+        env = "ECHO_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--client-cert`.
+    #[arg(long = "client-key", env = "ECHO_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+/// Certificate authorities trusted for outgoing TLS.
+#[derive(Debug, Clone, Args)]
+pub struct CaFileArg {
+    /// A PEM file of certificate authorities trusted for outgoing TLS
+    /// (services, PostgreSQL, Redis, NATS), beside the system's roots.
+    #[arg(long = "ca-file", env = "ECHO_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }

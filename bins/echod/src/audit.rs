@@ -18,7 +18,8 @@ use echo_edge::{Periodic, Service};
 use echo_verify::Verifier;
 use tokio::net::TcpListener;
 
-use crate::args::IssuerArg;
+use crate::args::{CaFileArg, IssuerArg, TlsArgs};
+use crate::tls::ServiceTls;
 
 use crate::settings::{ensure_data_dir, existing_secret_text, secret_text};
 
@@ -94,6 +95,10 @@ pub struct ServeAuditArgs {
     pub audience: String,
     #[command(flatten)]
     pub schedule: CheckpointArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub ca: CaFileArg,
 }
 
 /// How often the log is pinned by a signed checkpoint, and how long it
@@ -140,16 +145,17 @@ pub async fn start(
 }
 
 pub async fn serve(dir: &Path, args: &ServeAuditArgs) -> anyhow::Result<()> {
+    let tls = ServiceTls::from_args(&args.tls, &args.ca)?;
     let listener = echo_edge::bind(&args.audit_listen).await?;
     let service = start(
         dir,
         listener,
-        args.issuer.verifier(),
+        args.issuer.verifier(&tls.client),
         &args.audience,
         &args.schedule,
     )
     .await?;
-    echo_edge::run_until_signalled(service).await?;
+    echo_edge::run_until_signalled(tls.apply(service)).await?;
     Ok(())
 }
 

@@ -15,10 +15,11 @@ use tokio::net::TcpListener;
 
 use echo_verify::Verifier;
 
-use crate::args::{AuditTargetArgs, IssuerArg};
+use crate::args::{AuditTargetArgs, CaFileArg, IssuerArg, TlsArgs};
 use crate::first_party::{SecretPlace, ServiceAudit};
 use crate::queue::QueueArgs;
 use crate::settings::{ensure_data_dir, existing_secret_text};
+use crate::tls::ServiceTls;
 
 /// The docs service's client id at identity, for its audit writes.
 pub const CLIENT_ID: &str = "docs";
@@ -53,6 +54,10 @@ pub struct ServeDocsArgs {
     pub options: DocsOptions,
     #[command(flatten)]
     pub queue: QueueArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub ca: CaFileArg,
 }
 
 /// The docs service's settings (`serve docs` and `up`).
@@ -88,11 +93,11 @@ pub struct DocsOptions {
     pub llm_timeout: Duration,
 }
 
-/// The docs service on `listener` over `queue`, accepting the tokens
-/// `verifier` passes for `audience`, recording to `audit`.
+/// The docs service on `listener` with `tls` over `queue`, accepting the
+/// tokens `verifier` passes for `audience`, recording to `audit`.
 pub async fn start(
     dir: &Path,
-    listener: TcpListener,
+    (listener, tls): (TcpListener, &ServiceTls),
     (verifier, audience): (&Arc<Verifier>, &str),
     options: &DocsOptions,
     queue: Arc<dyn JobQueue>,
@@ -115,8 +120,14 @@ pub async fn start(
         Some(url) => {
             let key =
                 existing_secret_text(dir, LLM_KEY_VAR, LLM_KEY_FILE)?.map(|k| k.trim().to_owned());
-            let client = LlmClient::new(url, key, &options.llm_model, options.llm_timeout)
-                .context("ECHO_LLM_URL")?;
+            let client = LlmClient::new(
+                url,
+                key,
+                &options.llm_model,
+                options.llm_timeout,
+                &tls.client,
+            )
+            .context("ECHO_LLM_URL")?;
             tracing::info!(endpoint = client.endpoint(), model = %options.llm_model, "answers come from a language model");
             Some(client)
         }
@@ -126,10 +137,11 @@ pub async fn start(
         .await
         .context("cannot start the docs service")?;
     tracing::info!(issuer = verifier.issuer(), "docs listening");
-    Ok(echo_docs::http::service(listener, app).on_stop(audit.shutdown()))
+    Ok(tls.apply(echo_docs::http::service(listener, app).on_stop(audit.shutdown())))
 }
 
 pub async fn serve(data_dir: &Path, args: &ServeDocsArgs) -> anyhow::Result<()> {
+    let tls = ServiceTls::from_args(&args.tls, &args.ca)?;
     let listener = echo_edge::bind(&args.listen).await?;
     let issuer = &args.issuer.issuer;
     let audit = ServiceAudit::for_serve(
@@ -137,12 +149,13 @@ pub async fn serve(data_dir: &Path, args: &ServeDocsArgs) -> anyhow::Result<()> 
         (issuer, CLIENT_ID, &SECRET),
         args.audit.audit_url.as_deref(),
         &args.audit.audience.audit_audience,
+        &tls.client,
     )?;
     let queue = args.queue.open(data_dir).await?;
     let service = start(
         data_dir,
-        listener,
-        (&args.issuer.verifier(), &args.audience),
+        (listener, &tls),
+        (&args.issuer.verifier(&tls.client), &args.audience),
         &args.options,
         queue,
         audit,

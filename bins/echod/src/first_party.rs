@@ -11,6 +11,7 @@ use echo_audit_client::{AuditWriter, WriterConfig};
 use echo_core::audit::{AuditSink, LogAuditSink};
 use echo_crypto::secret::generate_client_secret;
 use echo_edge::{ServiceTokens, TokenSource};
+use echo_tls::ClientTls;
 
 use crate::settings::{existing_secret_text, secret_text};
 
@@ -52,9 +53,12 @@ pub fn service_tokens(
     issuer: &str,
     client_id: &str,
     place: &SecretPlace,
+    tls: &ClientTls,
 ) -> anyhow::Result<Arc<ServiceTokens>> {
     let secret = client_secret(dir, place, false)?;
-    Ok(Arc::new(ServiceTokens::new(issuer, client_id, &secret)))
+    Ok(Arc::new(ServiceTokens::new(
+        issuer, client_id, &secret, tls,
+    )))
 }
 
 /// Where a first-party service's audit events go (docs, the parser), and
@@ -65,18 +69,19 @@ pub struct ServiceAudit {
 }
 
 impl ServiceAudit {
-    /// The audit service at `url`, with tokens from `token`, spooled under
-    /// `<data>/audit-spool/<client_id>`.
+    /// The audit service at `url` (reached with `tls`), with tokens from
+    /// `token`, spooled under `<data>/audit-spool/<client_id>`.
     pub fn start(
         dir: &Path,
         client_id: &str,
-        url: &str,
+        (url, tls): (&str, &ClientTls),
         token: Arc<dyn TokenSource>,
     ) -> anyhow::Result<Self> {
-        let config = WriterConfig::new(
+        let mut config = WriterConfig::new(
             url.trim_end_matches('/'),
             dir.join("audit-spool").join(client_id),
         );
+        config.tls = tls.clone();
         let writer = AuditWriter::start(config, token)
             .with_context(|| format!("cannot start the audit writer of {client_id}"))?;
         Ok(Self {
@@ -90,11 +95,11 @@ impl ServiceAudit {
     pub fn writer(
         dir: &Path,
         tokens: &Arc<ServiceTokens>,
-        url: &str,
+        (url, tls): (&str, &ClientTls),
         audience: &str,
     ) -> anyhow::Result<Self> {
         let source = tokens.source(audience, AUDIT_WRITE);
-        Self::start(dir, tokens.client_id(), url, source)
+        Self::start(dir, tokens.client_id(), (url, tls), source)
     }
 
     /// What a `serve` command records through: the audit service at `url`
@@ -105,11 +110,12 @@ impl ServiceAudit {
         (issuer, client_id, place): (&str, &str, &SecretPlace),
         url: Option<&str>,
         audience: &str,
+        tls: &ClientTls,
     ) -> anyhow::Result<Self> {
         match url {
             Some(url) => {
-                let tokens = service_tokens(dir, issuer, client_id, place)?;
-                Self::writer(dir, &tokens, url, audience)
+                let tokens = service_tokens(dir, issuer, client_id, place, tls)?;
+                Self::writer(dir, &tokens, (url, tls), audience)
             }
             None => Ok(Self::log()),
         }

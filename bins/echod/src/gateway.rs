@@ -16,9 +16,10 @@ use echo_gateway::{
 use echo_verify::Verifier;
 use tokio::net::TcpListener;
 
-use crate::args::{AuditTargetArgs, IssuerArg};
+use crate::args::{AuditTargetArgs, CaFileArg, IssuerArg, TlsArgs};
 use crate::first_party::{self, SecretPlace, ServiceAudit};
 use crate::settings::{ensure_data_dir, master_key};
+use crate::tls::ServiceTls;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeGatewayArgs {
@@ -33,7 +34,7 @@ pub struct ServeGatewayArgs {
     #[command(flatten)]
     pub issuer: IssuerArg,
     /// The gateway's external base URL, for its redirect URIs (default:
-    /// http://<listen address>).
+    /// http://<listen address>, https:// with `--tls-cert`).
     #[arg(long, env = "ECHO_GATEWAY_PUBLIC_URL")]
     pub public_url: Option<String>,
     #[command(flatten)]
@@ -42,6 +43,10 @@ pub struct ServeGatewayArgs {
     /// logs pages from, as client `gateway`.
     #[command(flatten)]
     pub audit: AuditTargetArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub ca: CaFileArg,
 }
 
 /// The gateway's sessions and configuration file (`serve gateway` and `up`).
@@ -95,11 +100,15 @@ pub fn load_file(path: Option<&Path>) -> anyhow::Result<GatewayFile> {
     Ok(file)
 }
 
-/// `<public URL>` given, or `http://<listen address>`.
-pub fn public_url(given: Option<&str>, listener: &TcpListener) -> anyhow::Result<String> {
+/// `<public URL>` given, or `http(s)://<listen address>` as it serves.
+pub fn public_url(
+    given: Option<&str>,
+    listener: &TcpListener,
+    tls: &ServiceTls,
+) -> anyhow::Result<String> {
     Ok(match given {
         Some(url) => url.trim_end_matches('/').to_owned(),
-        None => format!("http://{}", listener.local_addr()?),
+        None => tls.url_of(listener)?,
     })
 }
 
@@ -130,7 +139,7 @@ async fn session_store(
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
     dir: &Path,
-    listener: TcpListener,
+    (listener, tls): (TcpListener, &ServiceTls),
     verifier: Arc<Verifier>,
     public_url: &str,
     secret: ClientSecret,
@@ -147,10 +156,16 @@ pub async fn start(
     config.audit_url = audit_url.map(|u| u.trim_end_matches('/').to_owned());
     config.audit_audience = audit_audience.to_owned();
     config.apply_file(file)?;
+    config.tls = tls.client.clone();
     let audit = match audit_url {
         Some(url) => {
-            let tokens = Arc::new(ServiceTokens::new(issuer, CLIENT_ID, secret.expose()));
-            ServiceAudit::writer(dir, &tokens, url, audit_audience)?
+            let tokens = Arc::new(ServiceTokens::new(
+                issuer,
+                CLIENT_ID,
+                secret.expose(),
+                &tls.client,
+            ));
+            ServiceAudit::writer(dir, &tokens, (url, &tls.client), audit_audience)?
         }
         None => ServiceAudit::log(),
     };
@@ -165,21 +180,22 @@ pub async fn start(
         Arc::new(SystemClock),
     ));
     tracing::info!(public_url, issuer, "gateway listening");
-    Ok(echo_gateway::http::service(listener, gateway).on_stop(audit.shutdown()))
+    Ok(tls.apply(echo_gateway::http::service(listener, gateway).on_stop(audit.shutdown())))
 }
 
 /// The gateway alone, in front of the identity at `--issuer`. Its client
 /// registration and secret must exist (`echod up` creates both; elsewhere
 /// `echod client add gateway …` and `ECHO_GATEWAY_CLIENT_SECRET`).
 pub async fn serve(data_dir: &Path, args: &ServeGatewayArgs) -> anyhow::Result<()> {
+    let tls = ServiceTls::from_args(&args.tls, &args.ca)?;
     let listener = echo_edge::bind(&args.listen).await?;
-    let url = public_url(args.public_url.as_deref(), &listener)?;
+    let url = public_url(args.public_url.as_deref(), &listener, &tls)?;
     let secret = client_secret(data_dir, false)?;
     let file = load_file(args.session.config.as_deref())?;
     let service = start(
         data_dir,
-        listener,
-        args.issuer.verifier(),
+        (listener, &tls),
+        args.issuer.verifier(&tls.client),
         &url,
         secret,
         &args.session,

@@ -13,9 +13,10 @@ use echo_identity::{IdentityConfig, Provider};
 use echo_identity_store::Store;
 use tokio::net::TcpListener;
 
-use crate::args::{AuditTargetArgs, TokenAlg};
+use crate::args::{AuditTargetArgs, CaFileArg, TlsArgs, TokenAlg};
 use crate::first_party::{AUDIT_WRITE, ServiceAudit};
 use crate::settings::{master_key, open_store};
+use crate::tls::ServiceTls;
 use crate::{account_policy, keys};
 
 #[derive(Debug, Clone, Args)]
@@ -55,20 +56,25 @@ pub struct ServeIdentityArgs {
     pub identity: IdentityArgs,
     #[command(flatten)]
     pub audit: AuditTargetArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub ca: CaFileArg,
 }
 
-/// Identity on `listener`, over `store`, recording its events to the
-/// audit service at `audit` (URL, audience) or to the log.
+/// Identity on `listener` with `tls`, over `store`, recording its events
+/// to the audit service at `audit` (URL, audience) or to the log.
 pub async fn start(
     data_dir: &Path,
     listener: TcpListener,
     args: &IdentityArgs,
     store: Arc<dyn Store>,
     audit: Option<(&str, &str)>,
+    tls: &ServiceTls,
 ) -> anyhow::Result<(Service, Arc<Provider>)> {
     let issuer = match &args.issuer {
         Some(issuer) => issuer.clone(),
-        None => format!("http://{}", listener.local_addr()?),
+        None => tls.url_of(&listener)?,
     };
     url::Url::parse(&issuer).with_context(|| format!("issuer {issuer:?} is not a URL"))?;
     let mut config = IdentityConfig::new(&issuer);
@@ -85,7 +91,9 @@ pub async fn start(
             .unwrap_or_default(),
     });
     let writer = match audit {
-        Some((url, _)) => ServiceAudit::start(data_dir, "identity", url, own_token.clone())?,
+        Some((url, _)) => {
+            ServiceAudit::start(data_dir, "identity", (url, &tls.client), own_token.clone())?
+        }
         None => ServiceAudit::log(),
     };
     let master = master_key(data_dir)?;
@@ -94,12 +102,13 @@ pub async fn start(
         Arc::new(Provider::new(config, store, &master, sink, Arc::new(SystemClock)).await?);
     let _ = own_token.provider.set(provider.clone());
     tracing::info!(issuer = %provider.config().issuer, "identity listening");
-    let service =
-        echo_identity::http::service(listener, provider.clone()).on_stop(writer.shutdown());
+    let service = tls
+        .apply(echo_identity::http::service(listener, provider.clone()).on_stop(writer.shutdown()));
     Ok((service, provider))
 }
 
 pub async fn serve(data_dir: &Path, args: &ServeIdentityArgs) -> anyhow::Result<()> {
+    let tls = ServiceTls::from_args(&args.tls, &args.ca)?;
     let store = open_store(data_dir).await?;
     let listener = echo_edge::bind(&args.identity.identity_listen).await?;
     let audit = args
@@ -107,7 +116,7 @@ pub async fn serve(data_dir: &Path, args: &ServeIdentityArgs) -> anyhow::Result<
         .audit_url
         .as_deref()
         .map(|url| (url, args.audit.audience.audit_audience.as_str()));
-    let (service, _) = start(data_dir, listener, &args.identity, store, audit).await?;
+    let (service, _) = start(data_dir, listener, &args.identity, store, audit, &tls).await?;
     echo_edge::run_until_signalled(service).await?;
     Ok(())
 }

@@ -31,6 +31,7 @@ mod packaging;
 mod parser;
 mod queue;
 mod settings;
+mod tls;
 mod up;
 mod worker;
 

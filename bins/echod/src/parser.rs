@@ -13,8 +13,9 @@ use echo_edge::Service;
 use echo_verify::Verifier;
 use tokio::net::TcpListener;
 
-use crate::args::{AuditTargetArgs, IssuerArg};
+use crate::args::{AuditTargetArgs, CaFileArg, IssuerArg, TlsArgs};
 use crate::first_party::{SecretPlace, ServiceAudit};
+use crate::tls::ServiceTls;
 
 /// The parser's client id at identity, for its audit writes.
 pub const CLIENT_ID: &str = "parser";
@@ -45,6 +46,10 @@ pub struct ServeParserArgs {
     pub audit: AuditTargetArgs,
     #[command(flatten)]
     pub limits: ParserLimitArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub ca: CaFileArg,
 }
 
 /// The parser's limits (`serve parser` and `up`).
@@ -106,6 +111,7 @@ pub fn start(
 }
 
 pub async fn serve(data_dir: &Path, args: &ServeParserArgs) -> anyhow::Result<()> {
+    let tls = ServiceTls::from_args(&args.tls, &args.ca)?;
     let listener = echo_edge::bind(&args.listen).await?;
     let issuer = &args.issuer.issuer;
     let audit = ServiceAudit::for_serve(
@@ -113,10 +119,11 @@ pub async fn serve(data_dir: &Path, args: &ServeParserArgs) -> anyhow::Result<()
         (issuer, CLIENT_ID, &SECRET),
         args.audit.audit_url.as_deref(),
         &args.audit.audience.audit_audience,
+        &tls.client,
     )?;
-    let verifier = args.issuer.verifier();
+    let verifier = args.issuer.verifier(&tls.client);
     let service = start(listener, (&verifier, &args.audience), &args.limits, audit)?;
-    echo_edge::run_until_signalled(service).await?;
+    echo_edge::run_until_signalled(tls.apply(service)).await?;
     Ok(())
 }
 

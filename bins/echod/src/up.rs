@@ -7,6 +7,12 @@
 //! run them as one list. Identity records to the audit service over HTTP
 //! with its own token; the gateway, docs, the parser and the worker are
 //! first-party clients with client credentials.
+//!
+//! TLS (`tls.rs`): `--tls-cert` serves every listener with one
+//! certificate; `--dev-tls` gives each service its own from a local CA in
+//! `<data>/tls`, which every service trusts; `--client-ca` makes audit,
+//! docs and the parser require client certificates (services present
+//! theirs).
 
 use std::io::Write;
 use std::path::Path;
@@ -14,9 +20,8 @@ use std::sync::Arc;
 
 use clap::Args;
 use echo_edge::{ServiceTokens, bind, run_all, shutdown_signal};
-use tokio::net::TcpListener;
 
-use crate::args::{AuditAudienceArg, JwksArg, PipelineAudiences};
+use crate::args::{AuditAudienceArg, CaFileArg, JwksArg, PipelineAudiences, TlsArgs};
 use crate::audit::CheckpointArgs;
 use crate::docs::DocsOptions;
 use crate::first_party::ServiceAudit;
@@ -25,6 +30,7 @@ use crate::identity::IdentityArgs;
 use crate::parser::ParserLimitArgs;
 use crate::queue::QueueArgs;
 use crate::settings::open_store;
+use crate::tls::{PlatformTls, ServiceTls};
 use crate::{audit, bootstrap, docs, gateway, identity, parser, worker};
 
 #[derive(Debug, Clone, Args)]
@@ -70,11 +76,15 @@ pub struct UpArgs {
     pub no_worker: bool,
     #[command(flatten)]
     pub jwks: JwksArg,
-}
-
-/// `http://<address>` of a bound listener.
-fn url_of(listener: &TcpListener) -> anyhow::Result<String> {
-    Ok(format!("http://{}", listener.local_addr()?))
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub ca: CaFileArg,
+    /// Run every service on https with certificates of a local CA,
+    /// `<data>/tls/ca.pem` (made on first run, its key `ca.key` beside it):
+    /// trust that file to call Echo (docs/tls.md).
+    #[arg(long = "dev-tls", env = "ECHO_DEV_TLS", conflicts_with_all = ["tls_cert", "tls_key", "client_cert", "client_key"])]
+    pub dev_tls: bool,
 }
 
 pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
@@ -83,10 +93,21 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let gateway_listener = bind(&args.gateway_listen).await?;
     let docs_listener = bind(&args.docs_listen).await?;
     let parser_listener = bind(&args.parser_listen).await?;
-    let audit_url = url_of(&audit_listener)?;
-    let gateway_url = gateway::public_url(args.gateway_public_url.as_deref(), &gateway_listener)?;
-    let docs_url = url_of(&docs_listener)?;
-    let parser_url = url_of(&parser_listener)?;
+    let platform = PlatformTls::new(data_dir, &args.tls, &args.ca, args.dev_tls)?;
+    let identity_tls = platform.service("identity", false)?;
+    let audit_tls = platform.service("audit", true)?;
+    let gateway_tls = platform.service(gateway::CLIENT_ID, false)?;
+    let docs_tls = platform.service(docs::CLIENT_ID, true)?;
+    let parser_tls = platform.service(parser::CLIENT_ID, true)?;
+    let worker_tls = platform.service(worker::CLIENT_ID, false)?;
+    let audit_url = audit_tls.url_of(&audit_listener)?;
+    let gateway_url = gateway::public_url(
+        args.gateway_public_url.as_deref(),
+        &gateway_listener,
+        &gateway_tls,
+    )?;
+    let docs_url = docs_tls.url_of(&docs_listener)?;
+    let parser_url = parser_tls.url_of(&parser_listener)?;
     let audit_audience = args.audit_audience.audit_audience.as_str();
     let audiences = &args.audiences;
 
@@ -110,24 +131,28 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
         &args.identity,
         store,
         Some((&audit_url, audit_audience)),
+        &identity_tls,
     )
     .await?;
     let issuer = provider.config().issuer.clone();
     // One key cache for every service in the process.
-    let verifier = args.jwks.verifier(&issuer);
-    let client_tokens =
-        |client_id: &str, secret: &str| Arc::new(ServiceTokens::new(&issuer, client_id, secret));
-    let audit = audit::start(
-        data_dir,
-        audit_listener,
-        verifier.clone(),
-        audit_audience,
-        &args.audit_schedule,
-    )
-    .await?;
+    let verifier = args.jwks.verifier(&issuer, &identity_tls.client);
+    let client_tokens = |client_id: &str, secret: &str, tls: &ServiceTls| {
+        Arc::new(ServiceTokens::new(&issuer, client_id, secret, &tls.client))
+    };
+    let audit = audit_tls.apply(
+        audit::start(
+            data_dir,
+            audit_listener,
+            verifier.clone(),
+            audit_audience,
+            &args.audit_schedule,
+        )
+        .await?,
+    );
     let gateway = gateway::start(
         data_dir,
-        gateway_listener,
+        (gateway_listener, &gateway_tls),
         verifier.clone(),
         &gateway_url,
         secrets.gateway,
@@ -137,35 +162,46 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     )
     .await?;
     let queue = args.queue.open(data_dir).await?;
-    let docs_tokens = client_tokens(docs::CLIENT_ID, &secrets.docs);
+    let docs_tokens = client_tokens(docs::CLIENT_ID, &secrets.docs, &docs_tls);
     let docs = docs::start(
         data_dir,
-        docs_listener,
+        (docs_listener, &docs_tls),
         (&verifier, &audiences.docs_audience),
         &args.docs,
         queue.clone(),
-        ServiceAudit::writer(data_dir, &docs_tokens, &audit_url, audit_audience)?,
+        ServiceAudit::writer(
+            data_dir,
+            &docs_tokens,
+            (&audit_url, &docs_tls.client),
+            audit_audience,
+        )?,
     )
     .await?;
-    let parser_tokens = client_tokens(parser::CLIENT_ID, &secrets.parser);
-    let parser = parser::start(
+    let parser_tokens = client_tokens(parser::CLIENT_ID, &secrets.parser, &parser_tls);
+    let parser = parser_tls.apply(parser::start(
         parser_listener,
         (&verifier, &audiences.parser_audience),
         &args.parser_limits,
-        ServiceAudit::writer(data_dir, &parser_tokens, &audit_url, audit_audience)?,
-    )?;
+        ServiceAudit::writer(
+            data_dir,
+            &parser_tokens,
+            (&audit_url, &parser_tls.client),
+            audit_audience,
+        )?,
+    )?);
     let mut services = vec![identity, audit, gateway, docs, parser];
     if !args.no_worker {
-        services.push(worker::start(
+        services.push(worker_tls.apply(worker::start(
             queue,
-            &client_tokens(worker::CLIENT_ID, &secrets.worker),
+            &client_tokens(worker::CLIENT_ID, &secrets.worker, &worker_tls),
             &worker::WorkerSetup {
                 docs: (&docs_url, &audiences.docs_audience),
                 parser: (&parser_url, &audiences.parser_audience),
                 lease: args.queue.lease,
                 concurrency: args.worker_concurrency,
+                tls: &worker_tls.client,
             },
-        )?);
+        )?));
     }
     let announce_up = || {
         let mut stdout = std::io::stdout().lock();

@@ -9,11 +9,13 @@ use anyhow::Context;
 use clap::Args;
 use echo_edge::{Service, ServiceTokens};
 use echo_queue::JobQueue;
+use echo_tls::ClientTls;
 use echo_worker::{Tokens, Worker, WorkerConfig};
 
-use crate::args::{IssuerArg, PipelineAudiences};
+use crate::args::{CaFileArg, ClientCertArgs, IssuerArg, PipelineAudiences};
 use crate::first_party::{self, SecretPlace};
 use crate::queue::QueueArgs;
+use crate::tls::ServiceTls;
 
 /// The worker's client id at identity (unless `--client-id`).
 pub const CLIENT_ID: &str = "worker";
@@ -55,6 +57,10 @@ pub struct ServeWorkerArgs {
     pub concurrency: u16,
     #[command(flatten)]
     pub queue: QueueArgs,
+    #[command(flatten)]
+    pub client_cert: ClientCertArgs,
+    #[command(flatten)]
+    pub ca: CaFileArg,
 }
 
 /// Where the worker's services are (URL, audience) and how it works.
@@ -63,6 +69,8 @@ pub struct WorkerSetup<'a> {
     pub parser: (&'a str, &'a str),
     pub lease: std::time::Duration,
     pub concurrency: u16,
+    /// Whom it trusts and what it presents when it calls them.
+    pub tls: &'a ClientTls,
 }
 
 /// The worker over `queue`, calling the services of `setup` with tokens
@@ -79,13 +87,20 @@ pub fn start(
     let mut config = WorkerConfig::new(setup.docs.0, setup.parser.0, tokens.client_id());
     config.concurrency = usize::from(setup.concurrency);
     config.lease = setup.lease;
+    config.tls = setup.tls.clone();
     let worker = Worker::new(queue, sources, config).context("cannot start the worker")?;
     Ok(Service::task("worker", move |stop| worker.run(stop)))
 }
 
 pub async fn serve(data_dir: &Path, args: &ServeWorkerArgs) -> anyhow::Result<()> {
-    let tokens =
-        first_party::service_tokens(data_dir, &args.issuer.issuer, &args.client_id, &SECRET)?;
+    let tls = ServiceTls::client_only(&args.client_cert, &args.ca)?;
+    let tokens = first_party::service_tokens(
+        data_dir,
+        &args.issuer.issuer,
+        &args.client_id,
+        &SECRET,
+        &tls.client,
+    )?;
     let queue = args.queue.open(data_dir).await?;
     let service = start(
         queue,
@@ -95,8 +110,9 @@ pub async fn serve(data_dir: &Path, args: &ServeWorkerArgs) -> anyhow::Result<()
             parser: (&args.parser_url, &args.audiences.parser_audience),
             lease: args.queue.lease,
             concurrency: args.concurrency,
+            tls: &tls.client,
         },
     )?;
-    echo_edge::run_until_signalled(service).await?;
+    echo_edge::run_until_signalled(tls.apply(service)).await?;
     Ok(())
 }

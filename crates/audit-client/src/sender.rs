@@ -35,16 +35,11 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// `endpoint` is the service's base URL; a request taking longer than
-    /// `timeout` (connecting included) counts as a transient failure.
-    pub fn new(endpoint: &str, timeout: Duration, token: Arc<dyn TokenSource>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .unwrap_or_default();
+    /// `endpoint` is the service's base URL, reached with `http` (whose
+    /// timeout makes a slow request a transient failure).
+    pub fn new(endpoint: &str, http: &reqwest::Client, token: Arc<dyn TokenSource>) -> Self {
         Self {
-            http,
+            http: http.clone(),
             url: format!("{}/v1/events", endpoint.trim_end_matches('/')),
             token,
         }

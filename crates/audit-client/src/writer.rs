@@ -20,6 +20,7 @@ use crate::split::{self, Delivery, Refused};
 use crate::spool::{PushError, Spool};
 use crate::wire::{WireEvent, now_ms, write_ndjson_line};
 use echo_edge::TokenSource;
+use echo_tls::ClientTls;
 
 /// Most events the audit service takes in one request; a larger batch
 /// would be refused (413) and have to be halved, so `batch_size` is capped
@@ -62,6 +63,9 @@ pub struct WriterConfig {
     pub request_timeout: Duration,
     /// The longest wait between retries (default 30 s).
     pub max_backoff: Duration,
+    /// Whom the writer trusts, and the certificate it presents (default:
+    /// the system's roots, none).
+    pub tls: ClientTls,
 }
 
 impl WriterConfig {
@@ -75,6 +79,7 @@ impl WriterConfig {
             max_spool_bytes: 256 * 1024 * 1024,
             request_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(30),
+            tls: ClientTls::default(),
         }
     }
 }
@@ -233,7 +238,11 @@ impl AuditWriter {
             rx,
             overflow: overflow.clone(),
             stop: stop_rx,
-            sender: Arc::new(Sender::new(&config.endpoint, config.request_timeout, token)),
+            sender: Arc::new(Sender::new(
+                &config.endpoint,
+                &config.tls.http_client(config.request_timeout),
+                token,
+            )),
             spool,
             counters: counters.clone(),
             spool_losses: LossLog::new(),

@@ -15,6 +15,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use echo_tls::ClientTls;
 use serde::{Deserialize, Serialize};
 
 use crate::index::analyzed_terms;
@@ -268,8 +269,15 @@ struct ChatResponseMessage {
 impl LlmClient {
     /// A client of the server at `url` (the base ending in `/v1`, or the
     /// full `/chat/completions` endpoint), sending `api_key` as a bearer
-    /// token when given, asking `model`, giving up after `timeout`.
-    pub fn new(url: &str, api_key: Option<String>, model: &str, timeout: Duration) -> Result<Self> {
+    /// token when given, asking `model`, giving up after `timeout`,
+    /// trusting what `tls` trusts.
+    pub fn new(
+        url: &str,
+        api_key: Option<String>,
+        model: &str,
+        timeout: Duration,
+        tls: &ClientTls,
+    ) -> Result<Self> {
         let url = url.trim().trim_end_matches('/');
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(DocsError::Llm(
@@ -281,10 +289,7 @@ impl LlmClient {
         } else {
             format!("{url}/chat/completions")
         };
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|_| DocsError::Llm("cannot build the HTTP client".to_owned()))?;
+        let http = tls.http_client(timeout);
         Ok(Self {
             endpoint,
             api_key: api_key.filter(|key| !key.is_empty()),
@@ -587,6 +592,7 @@ mod tests {
             key.map(str::to_owned),
             "test-model",
             Duration::from_secs(5),
+            &Default::default(),
         )
         .unwrap()
     }
@@ -678,6 +684,7 @@ mod tests {
             None,
             "m",
             Duration::from_millis(200),
+            &Default::default(),
         )
         .unwrap();
         assert!(matches!(
@@ -693,7 +700,16 @@ mod tests {
             closed.answer("q", &passages).await,
             Err(DocsError::Llm(_))
         ));
-        assert!(LlmClient::new("ftp://x", None, "m", Duration::from_secs(1)).is_err());
+        assert!(
+            LlmClient::new(
+                "ftp://x",
+                None,
+                "m",
+                Duration::from_secs(1),
+                &Default::default()
+            )
+            .is_err()
+        );
     }
 
     #[test]

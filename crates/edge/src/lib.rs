@@ -17,7 +17,9 @@
 //! - [`ServiceTokens`] (`tokens.rs`): the client-credentials client every
 //!   service presents its own tokens with, cached and single-flight.
 //! - [`Service`] (`run.rs`): how a service is bound, announced (`ready
-//!   <address>`), runs its [`Periodic`] jobs, shuts down and flushes.
+//!   <address>`), runs its [`Periodic`] jobs, shuts down and flushes;
+//!   `tls.rs`: HTTPS on its listener with an `echo_tls::ServerTls`, and the
+//!   job that reloads renewed certificates.
 //! - `web.rs`: cookies, pages, redirects and security headers.
 
 mod gate;
@@ -26,10 +28,9 @@ mod problem;
 mod rate_limit;
 mod refusals;
 mod run;
+mod tls;
 mod tokens;
 mod web;
-
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
@@ -45,6 +46,7 @@ pub use problem::{PROBLEM_JSON, Problem};
 pub use rate_limit::{Limit, RateLimiter, Throttled};
 pub use refusals::{ACCESS_DENIED, DEFAULT_WINDOW, RefusalLog, RefusedSubject};
 pub use run::{BoxFuture, Periodic, Service, bind, run_all, run_until_signalled, shutdown_signal};
+pub use tls::{CERT_CHECK_INTERVAL, cert_reload_job};
 pub use tokens::{REFRESH_MARGIN, ServiceTokens, TokenSource, refresh_after};
 pub use web::{
     SecurityHeaders, add_cookies, bearer, bearer_challenge, cookie, cookie_name, render, see_other,
@@ -84,14 +86,4 @@ async fn with_origin(trusted: TrustedProxies, mut request: Request, next: Next) 
     let origin = Origin::of(peer, request.headers(), &trusted);
     request.extensions_mut().insert(origin);
     next.run(request).await
-}
-
-/// The HTTP client services call each other with: `timeout` per request,
-/// no redirects followed (a redirect could carry a bearer token elsewhere).
-pub fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default()
 }

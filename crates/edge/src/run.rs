@@ -4,7 +4,10 @@
 //! process (`echod up`).
 //!
 //! Start-up prints `ready <address>` per listener once it accepts
-//! connections (scripts wait for that line); shutdown stops accepting,
+//! connections (scripts wait for that line). A listener given a
+//! [`ServerTls`] ([`Service::with_tls`]) speaks HTTPS (HTTP/2 or HTTP/1.1
+//! by ALPN) and reloads its certificate when the files change
+//! (`tls.rs`). Shutdown stops accepting,
 //! lets requests in flight finish, stops the periodic jobs, then runs the
 //! service's flushes (its audit writer) in order.
 
@@ -15,6 +18,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
+use echo_tls::ServerTls;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -89,6 +94,7 @@ enum Body {
     Http {
         listener: TcpListener,
         router: Router,
+        tls: Option<ServerTls>,
     },
     /// Work without a socket (the worker); ends when the future given the
     /// shutdown signal does.
@@ -108,7 +114,11 @@ impl Service {
     pub fn http(name: &'static str, listener: TcpListener, router: Router) -> Self {
         Self {
             name,
-            body: Body::Http { listener, router },
+            body: Body::Http {
+                listener,
+                router,
+                tls: None,
+            },
             jobs: Vec::new(),
             flushes: Vec::new(),
         }
@@ -139,6 +149,22 @@ impl Service {
             Body::Http { listener, .. } => listener.local_addr().ok(),
             Body::Task(_) => None,
         }
+    }
+
+    /// Serves HTTPS with `tls` (a service without a socket has nothing
+    /// to serve it on), reloading its certificate when the files change.
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        if let Body::Http { tls: slot, .. } = &mut self.body {
+            let reload = crate::tls::cert_reload_job(tls.cert().clone());
+            *slot = Some(tls);
+            self.jobs.push(reload);
+        }
+        self
+    }
+
+    /// Whether it serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        matches!(&self.body, Body::Http { tls: Some(_), .. })
     }
 
     pub fn with_job(mut self, job: Periodic) -> Self {
@@ -201,7 +227,26 @@ impl Service {
             }
         };
         let served = match body {
-            Body::Http { listener, router } => {
+            Body::Http {
+                listener,
+                router,
+                tls: None,
+            } => {
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(until_stopped)
+                .await
+            }
+            Body::Http {
+                listener,
+                router,
+                tls: Some(tls),
+            } => {
+                // `tap_io` only so that axum gives the peer's address as
+                // `ConnectInfo<SocketAddr>`, as it does for a TcpListener.
+                let listener = crate::tls::TlsListener::new(listener, &tls)?.tap_io(|_| {});
                 axum::serve(
                     listener,
                     router.into_make_service_with_connect_info::<SocketAddr>(),

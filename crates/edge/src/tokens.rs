@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use echo_core::sync::lock;
+use echo_tls::ClientTls;
 use serde::Deserialize;
 
 /// How long before its expiry a cached token is replaced, so a token never
@@ -74,24 +75,10 @@ struct TokenAnswer {
 
 impl ServiceTokens {
     /// Client `client_id` of the identity at `issuer`.
-    pub fn new(issuer: &str, client_id: &str, client_secret: &str) -> Self {
-        Self::with_http(
-            issuer,
-            client_id,
-            client_secret,
-            crate::http_client(TOKEN_REQUEST_TIMEOUT),
-        )
-    }
-
-    /// As [`new`](Self::new), with the HTTP client to use.
-    pub fn with_http(
-        issuer: &str,
-        client_id: &str,
-        client_secret: &str,
-        http: reqwest::Client,
-    ) -> Self {
+    /// Client `client_id` of the identity at `issuer`, reached with `tls`.
+    pub fn new(issuer: &str, client_id: &str, client_secret: &str, tls: &ClientTls) -> Self {
         Self {
-            http,
+            http: tls.http_client(TOKEN_REQUEST_TIMEOUT),
             token_endpoint: format!("{}/token", issuer.trim_end_matches('/')),
             client_id: client_id.to_owned(),
             client_secret: client_secret.to_owned(),
@@ -243,7 +230,7 @@ mod tests {
 
     #[test]
     fn debug_hides_the_secret() {
-        let tokens = ServiceTokens::new("http://id", "svc", "s3cret-value");
+        let tokens = ServiceTokens::new("http://id", "svc", "s3cret-value", &ClientTls::default());
         let shown = format!("{tokens:?}");
         assert!(shown.contains("svc") && !shown.contains("s3cret-value"));
         assert!(shown.contains("http://id/token"));
@@ -277,7 +264,12 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let tokens = Arc::new(ServiceTokens::new(&issuer, "svc", "secret"));
+        let tokens = Arc::new(ServiceTokens::new(
+            &issuer,
+            "svc",
+            "secret",
+            &ClientTls::default(),
+        ));
         let docs = tokens.source("docs", "");
         let asks: Vec<_> = (0..20)
             .map(|_| {

@@ -1,6 +1,7 @@
 use std::fmt;
 
 use echo_edge::TrustedProxies;
+use echo_tls::ClientTls;
 
 use url::Url;
 
@@ -66,6 +67,9 @@ pub struct GatewayConfig {
     pub audit_url: Option<String>,
     /// The audit service's audience.
     pub audit_audience: String,
+    /// Whom the gateway trusts when it calls identity, the audit service
+    /// and its routes' upstreams, and the certificate it presents.
+    pub tls: ClientTls,
 }
 
 impl GatewayConfig {
@@ -101,6 +105,7 @@ impl GatewayConfig {
             trusted_proxies: TrustedProxies::default(),
             audit_url: None,
             audit_audience: "audit".into(),
+            tls: ClientTls::default(),
         })
     }
 

@@ -95,9 +95,12 @@ impl Gateway {
             &config.issuer,
             &config.client_id,
             config.client_secret.expose(),
+            &config.tls,
         );
         Self {
             identity: IdentityClient::new(&config),
+            upstreams: upstreams(&config.tls),
+            http: config.tls.http_client(std::time::Duration::from_secs(10)),
             config,
             store,
             verifier,
@@ -111,8 +114,6 @@ impl Gateway {
             limiter: RateLimiter::default(),
             tokens: TokenCache::default(),
             liveness: Liveness::default(),
-            upstreams: upstreams(),
-            http: echo_edge::http_client(std::time::Duration::from_secs(10)),
         }
     }
 

@@ -51,7 +51,7 @@ impl IdentityClient {
     pub fn new(config: &GatewayConfig) -> Self {
         let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
         Self {
-            http: echo_edge::http_client(TOKEN_REQUEST_TIMEOUT),
+            http: config.tls.http_client(TOKEN_REQUEST_TIMEOUT),
             token_endpoint: config.identity_endpoint("/token"),
             introspection_endpoint: config.identity_endpoint("/introspect"),
             revocation_endpoint: config.identity_endpoint("/revoke"),

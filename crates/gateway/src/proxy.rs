@@ -1,5 +1,6 @@
 //! The HTTP mechanics of forwarding: the upstream client (hyper-util's
-//! pooled HTTP/1.1 client, bodies streamed both ways, never buffered), the
+//! pooled HTTP/1.1 client, http or https as the route's URL says, bodies
+//! streamed both ways, never buffered), the
 //! headers a hop must drop (RFC 9110 §7.6.1) and the `X-Forwarded-For`
 //! the gateway vouches for. Request ids, trace context and the caller's
 //! address behind trusted proxies are the edge's ([`echo_edge::Origin`]).
@@ -12,12 +13,15 @@ use axum::body::Body;
 use axum::http::header::{CONNECTION, HeaderName, UPGRADE};
 use axum::http::{HeaderMap, HeaderValue};
 use echo_edge::X_FORWARDED_FOR;
+use echo_tls::ClientTls;
+use echo_tls::rustls::ClientConfig;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 /// The pooled client every route's requests go through.
-pub(crate) type Upstreams = Client<HttpConnector, Body>;
+pub(crate) type Upstreams = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// RFC 9110 §7.6.1 (and RFC 2616's list, still sent in the wild): headers
 /// that describe one connection, not the message.
@@ -32,10 +36,19 @@ const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
 ];
 
-pub(crate) fn upstreams() -> Upstreams {
+/// Upstreams over http, or https trusting what `tls` trusts (and showing
+/// its client certificate, if any).
+pub(crate) fn upstreams(tls: &ClientTls) -> Upstreams {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    // hyper-rustls needs the plain connector to hand https URLs over.
+    connector.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(ClientConfig::clone(&tls.rustls_config()))
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .build(connector)

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use echo_crypto::JwkSet;
+use echo_tls::ClientTls;
 
 use crate::VerifyError;
 
@@ -19,11 +20,9 @@ pub struct HttpJwks {
 }
 
 impl HttpJwks {
-    pub fn new(url: impl Into<String>) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
+    /// Fetches from `url`, trusting what `tls` trusts.
+    pub fn new(url: impl Into<String>, tls: &ClientTls) -> Self {
+        let client = tls.http_client(Duration::from_secs(5));
         Self {
             client,
             url: url.into(),
@@ -31,8 +30,8 @@ impl HttpJwks {
     }
 
     /// Reads `jwks_uri` from the issuer's discovery document.
-    pub async fn discover(issuer: &str) -> Result<Self, VerifyError> {
-        let this = Self::new(String::new());
+    pub async fn discover(issuer: &str, tls: &ClientTls) -> Result<Self, VerifyError> {
+        let this = Self::new(String::new(), tls);
         let url = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')

@@ -7,6 +7,8 @@ use echo_crypto::secret::sha256;
 use quick_cache::sync::Cache;
 
 use crate::keys::KeyCache;
+use echo_tls::ClientTls;
+
 use crate::{Claims, JwksSource, VerifyError};
 
 /// Tunables; the defaults suit a service verifying its callers.
@@ -23,6 +25,8 @@ pub struct VerifierOptions {
     /// How long the request that finds the keys old waits for their
     /// refetch before verifying with them anyway (the fetch goes on).
     pub stale_wait: Duration,
+    /// Whom the JWKS fetches trust (`for_issuer`).
+    pub tls: ClientTls,
 }
 
 impl Default for VerifierOptions {
@@ -33,6 +37,7 @@ impl Default for VerifierOptions {
             refresh_interval: Duration::from_secs(10),
             max_key_age: Duration::from_secs(300),
             stale_wait: Duration::from_millis(100),
+            tls: ClientTls::default(),
         }
     }
 }
@@ -105,7 +110,7 @@ impl Verifier {
     /// `<issuer>/jwks`: what every service but identity itself uses.
     pub fn for_issuer(issuer: &str, options: VerifierOptions) -> Self {
         let issuer = issuer.trim_end_matches('/');
-        let jwks = crate::HttpJwks::new(format!("{issuer}/jwks"));
+        let jwks = crate::HttpJwks::new(format!("{issuer}/jwks"), &options.tls);
         Self::new(issuer, Arc::new(jwks), options)
     }
 

@@ -59,11 +59,7 @@ impl Pipeline {
             Url::parse(url.trim_end_matches('/'))
                 .map_err(|e| WorkerError::Config(format!("URL {url:?}: {e}")))
         };
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .build()
-            .map_err(|e| WorkerError::Config(e.to_string()))?;
+        let http = config.tls.http_client(config.request_timeout);
         Ok(Self {
             http,
             docs: base(&config.docs_url)?,

@@ -77,6 +77,9 @@ pub struct WorkerConfig {
     pub idle_poll: Duration,
     /// The longest one HTTP call may take (a download, a parse, an index).
     pub request_timeout: Duration,
+    /// Whom the worker trusts when it calls docs and the parser, and the
+    /// certificate it presents (default: the system's roots, none).
+    pub tls: echo_tls::ClientTls,
 }
 
 impl WorkerConfig {
@@ -90,6 +93,7 @@ impl WorkerConfig {
             lease: Duration::from_secs(30),
             idle_poll: Duration::from_millis(500),
             request_timeout: Duration::from_secs(120),
+            tls: echo_tls::ClientTls::default(),
         }
     }
 }

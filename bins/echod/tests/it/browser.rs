@@ -4,7 +4,10 @@
 //! `target/browser-screenshots/<test>/`.
 //!
 //! Without Chromium the tests say so and pass, except under `CI=true`,
-//! where a missing browser is a failure (`.ci/run` installs it).
+//! where a missing browser is a failure (`.ci/run` installs it). The https
+//! run (`up --dev-tls`) also needs NSS's `certutil` (`libnss3-tools`): the
+//! browser trusts the development CA through a certificate database of its
+//! own, so its certificates are validated as any site's are.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,7 @@ use super::{Server, echod, run_with_stdin, start_up, up_on_free_ports};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CERTUTIL: &str = "/usr/bin/certutil";
 
 /// chromedriver on a free port, with one headless Chromium session.
 struct Browser {
@@ -25,11 +29,50 @@ struct Browser {
     driver: Child,
     shots: PathBuf,
     taken: usize,
+    /// The home (and NSS database) of a browser that trusts a CA.
+    home: Option<tempfile::TempDir>,
 }
 
 impl Browser {
     /// `None` (after saying why) when Chromium is not installed outside CI.
     async fn start(test: &str) -> Option<Self> {
+        Self::launch(test, None).await
+    }
+
+    /// A browser that trusts the CA in `ca`: Chromium on Linux takes its
+    /// roots from the NSS database under `$HOME/.pki/nssdb`, here a
+    /// throwaway home of its own.
+    async fn start_trusting(test: &str, ca: &Path) -> Option<Self> {
+        if !Path::new(CERTUTIL).exists() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI needs {CERTUTIL} (apt-get install libnss3-tools)"
+            );
+            eprintln!("skipping {test}: no {CERTUTIL} (apt-get install libnss3-tools)");
+            return None;
+        }
+        let home = tempfile::tempdir().unwrap();
+        let nssdb = home.path().join(".pki/nssdb");
+        std::fs::create_dir_all(&nssdb).unwrap();
+        let db = format!("sql:{}", nssdb.display());
+        for args in [
+            vec!["-N", "-d", &db, "--empty-password"],
+            vec!["-A", "-d", &db, "-t", "C,,", "-n", "echo-dev", "-i"],
+        ] {
+            let status = Command::new(CERTUTIL)
+                .args(&args)
+                .args(args.contains(&"-A").then_some(ca))
+                .status()
+                .unwrap();
+            assert!(status.success(), "certutil {args:?}");
+        }
+        let mut browser = Self::launch(test, Some(home.path())).await?;
+        browser.home = Some(home);
+        Some(browser)
+    }
+
+    /// Chromium under chromedriver, with `$HOME` at `home` if given.
+    async fn launch(test: &str, home: Option<&Path>) -> Option<Self> {
         if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -45,7 +88,11 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
-        let driver = Command::new(CHROMEDRIVER)
+        let mut driver = Command::new(CHROMEDRIVER);
+        if let Some(home) = home {
+            driver.env("HOME", home);
+        }
+        let driver = driver
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -90,6 +137,7 @@ impl Browser {
             driver,
             shots,
             taken: 0,
+            home: None,
         })
     }
 
@@ -568,5 +616,32 @@ async fn browser_failed_documents_say_why_and_can_be_deleted() {
     browser.shot("documents-deleted").await;
     assert!(emptied.contains(r#"data-count="0""#), "{emptied}");
     assert!(!emptied.contains("torn.pdf"));
+    browser.stop().await;
+}
+
+#[tokio::test]
+async fn browser_signs_in_over_https_with_the_development_ca() {
+    let dir = echo_testkit::data_dir();
+    // `up --dev-tls` makes the CA the browser is then told to trust.
+    let (_server, gateway) = platform(dir.path(), &["--dev-tls"]);
+    assert!(gateway.starts_with("https://"), "{gateway}");
+    let ca = dir.path().join("tls/ca.pem");
+    let Some(mut browser) = Browser::start_trusting("https_sign_in", &ca).await else {
+        return;
+    };
+    browser.goto(&gateway).await;
+    browser.shot("home-anonymous").await;
+    browser.click("a.button").await;
+    browser.submit_login("dave", "dave's long password").await;
+    assert_eq!(browser.path_when(|p| p == "/").await, "/");
+    let home = browser.text().await;
+    assert!(home.contains("Welcome, dave"), "{home}");
+    browser.shot("home").await;
+    let cookies = browser.client.get_all_cookies().await.unwrap();
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "__Host-echo_session")
+        .unwrap_or_else(|| panic!("{cookies:?}"));
+    assert_eq!(session.secure(), Some(true));
     browser.stop().await;
 }

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::{Hop, Server, echod, run_with_stdin, start_up, up_on_free_ports};
 
 /// Adds user `name` with password `<name>'s long password`.
-fn add_user(dir: &Path, name: &str) {
+pub(super) fn add_user(dir: &Path, name: &str) {
     let mut add = echod(dir);
     add.args(["user", "add", name, "--password-stdin"]);
     let out = run_with_stdin(add, &format!("{name}'s long password\n"));
@@ -30,15 +30,19 @@ fn add_user(dir: &Path, name: &str) {
 
 /// A user signed in to the gateway of `server`, calling its `/api/...`
 /// with the session cookie and the CSRF header.
-struct User {
+pub(super) struct User {
     hop: Hop,
     gateway: String,
 }
 
 impl User {
     async fn sign_in(server: &Server, name: &str) -> Self {
+        Self::sign_in_with(server, name, Hop::default()).await
+    }
+
+    /// Signs in with `hop` (a client of its own, e.g. trusting a CA).
+    pub(super) async fn sign_in_with(server: &Server, name: &str, mut hop: Hop) -> Self {
         let gateway = server.up.clone().expect("up line");
-        let mut hop = Hop::default();
         let (status, _) = hop
             .sign_in_through_gateway(server, &gateway, name, &format!("{name}'s long password"))
             .await;
@@ -68,9 +72,14 @@ impl User {
         )
     }
 
+    /// The cookies the gateway set.
+    pub(super) fn cookies(&self) -> &std::collections::HashMap<String, String> {
+        &self.hop.cookies
+    }
+
     /// Uploads `files` (name, bytes) in one multipart request; the created
     /// documents' ids, in order.
-    async fn upload(&mut self, uploads: &[(&str, Vec<u8>)]) -> Vec<String> {
+    pub(super) async fn upload(&mut self, uploads: &[(&str, Vec<u8>)]) -> Vec<String> {
         let boundary = "echo-test-boundary-7f3a";
         let mut body = Vec::new();
         for (name, bytes) in uploads {
@@ -110,7 +119,7 @@ impl User {
     }
 
     /// The document's view once its status is `done` or `failed`.
-    async fn wait_for(&mut self, id: &str, within: Duration) -> Value {
+    pub(super) async fn wait_for(&mut self, id: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let (status, view) = self
@@ -125,7 +134,7 @@ impl User {
         }
     }
 
-    async fn ask(&mut self, question: &str) -> Value {
+    pub(super) async fn ask(&mut self, question: &str) -> Value {
         let (status, answer) = self
             .api(
                 reqwest::Method::POST,

@@ -20,6 +20,7 @@ mod gateway;
 mod keys;
 mod packaging;
 mod parser;
+mod tls;
 mod users;
 
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -161,6 +162,16 @@ impl Default for Hop {
 }
 
 impl Hop {
+    /// A browser-like client trusting the CA in `ca` beside the system's.
+    pub fn trusting(ca: &Path) -> Self {
+        Self {
+            http: echo_tls::ClientTls::new(&[ca], None)
+                .unwrap()
+                .http_client(std::time::Duration::from_secs(60)),
+            cookies: HashMap::new(),
+        }
+    }
+
     /// Sends `request` with the cookies so far; keeps those it sets.
     pub async fn send(
         &mut self,
@@ -201,12 +212,36 @@ impl Hop {
         username: &str,
         password: &str,
     ) -> (reqwest::StatusCode, String) {
+        // Identity is served as the gateway is, http or https.
+        let scheme = gateway.split("://").next().unwrap();
+        let identity = format!("{scheme}://{}", server.addr);
         let (_, authorize, _) = self.send(self.http.get(format!("{gateway}/login"))).await;
-        assert!(authorize.starts_with(&format!("http://{}/authorize?", server.addr)));
-        let (status, _, form) = self.send(self.http.get(&authorize)).await;
+        assert!(authorize.starts_with(&format!("{identity}/authorize?")));
+        let (status, callback, body) = self
+            .log_in_at_identity(&identity, &authorize, username, password)
+            .await;
+        assert!(
+            callback.starts_with(&format!("{gateway}/callback?")),
+            "{status} {callback} {body}"
+        );
+        let (status, landed, _) = self.send(self.http.get(&callback)).await;
+        (status, landed)
+    }
+
+    /// Follows `authorize` (a URL of the identity at `identity`) to its
+    /// login form and submits it: identity's answer (status, where it
+    /// sends the browser, body).
+    pub async fn log_in_at_identity(
+        &mut self,
+        identity: &str,
+        authorize: &str,
+        username: &str,
+        password: &str,
+    ) -> (reqwest::StatusCode, String, String) {
+        let (status, _, form) = self.send(self.http.get(authorize)).await;
         assert_eq!(
             status, 200,
-            "identity knows the gateway's redirect URI: {form}"
+            "identity knows the client's redirect URI: {form}"
         );
         let csrf = form
             .split(r#"name="csrf" value=""#)
@@ -214,7 +249,7 @@ impl Hop {
             .and_then(|rest| rest.split('"').next())
             .expect("login form's csrf field")
             .to_owned();
-        let mut fields: Vec<(String, String)> = url::Url::parse(&authorize)
+        let mut fields: Vec<(String, String)> = url::Url::parse(authorize)
             .unwrap()
             .query_pairs()
             .into_owned()
@@ -224,17 +259,8 @@ impl Hop {
             ("username".into(), username.into()),
             ("password".into(), password.into()),
         ]);
-        let login = self
-            .http
-            .post(format!("http://{}/login", server.addr))
-            .form(&fields);
-        let (status, callback, body) = self.send(login).await;
-        assert!(
-            callback.starts_with(&format!("{gateway}/callback?")),
-            "{status} {callback} {body}"
-        );
-        let (status, landed, _) = self.send(self.http.get(&callback)).await;
-        (status, landed)
+        let login = self.http.post(format!("{identity}/login")).form(&fields);
+        self.send(login).await
     }
 }
 

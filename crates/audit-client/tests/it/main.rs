@@ -664,7 +664,12 @@ async fn client_credentials_are_cached_and_refreshed_after_a_401() {
         issuer.token("svc-a", 300),
     ])
     .await;
-    let tokens = Arc::new(ServiceTokens::new(&token_url, "svc-a", "svc-a-secret"));
+    let tokens = Arc::new(ServiceTokens::new(
+        &token_url,
+        "svc-a",
+        "svc-a-secret",
+        &Default::default(),
+    ));
     let credentials = tokens.source("audit", "audit.write");
     let spool = tempfile::tempdir().unwrap();
     let mut config = config(&audit.url, spool.path());

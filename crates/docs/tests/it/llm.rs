@@ -48,6 +48,7 @@ async fn the_prompt_holds_only_the_callers_passages() {
         Some("sk-test".into()),
         "test-model",
         Duration::from_secs(5),
+        &Default::default(),
     )
     .unwrap();
     let f = Fixture::with(Limits::default(), Some(llm)).await;
@@ -103,7 +104,14 @@ async fn the_prompt_holds_only_the_callers_passages() {
 #[tokio::test]
 async fn without_passages_the_model_is_not_asked() {
     let (url, prompts) = fake_llm().await;
-    let llm = LlmClient::new(&url, None, "test-model", Duration::from_secs(5)).unwrap();
+    let llm = LlmClient::new(
+        &url,
+        None,
+        "test-model",
+        Duration::from_secs(5),
+        &Default::default(),
+    )
+    .unwrap();
     let f = Fixture::with(Limits::default(), Some(llm)).await;
     let (status, answer) = f.query(&f.user("alice"), "Anything at all?").await;
     assert_eq!(status, 200);
@@ -117,7 +125,14 @@ async fn an_unreachable_model_is_a_502_without_details() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     drop(listener);
-    let llm = LlmClient::new(&url, Some("sk-secret".into()), "m", Duration::from_secs(2)).unwrap();
+    let llm = LlmClient::new(
+        &url,
+        Some("sk-secret".into()),
+        "m",
+        Duration::from_secs(2),
+        &Default::default(),
+    )
+    .unwrap();
     let f = Fixture::with(Limits::default(), Some(llm)).await;
     let alice = f.user("alice");
     let id = f

@@ -285,7 +285,7 @@ impl Platform {
             refresh_interval: Duration::ZERO,
             ..VerifierOptions::default()
         };
-        let jwks = HttpJwks::new(format!("{issuer}/jwks"));
+        let jwks = HttpJwks::new(format!("{issuer}/jwks"), &Default::default());
         let verifier = Verifier::with_clock(&issuer, Arc::new(jwks), options, clock_dyn.clone());
         let gateway_audit = Arc::new(MemoryAuditSink::default());
         let gateway = Arc::new(Gateway::new(

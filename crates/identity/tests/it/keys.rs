@@ -24,7 +24,7 @@ const MULTI_SECRET: &str = "multi-secret-0123456789abcdefghijklmnopqrstu";
 fn verifier(server: &Server, options: VerifierOptions) -> Verifier {
     Verifier::with_clock(
         server.issuer.clone(),
-        Arc::new(HttpJwks::new(server.url("/jwks"))),
+        Arc::new(HttpJwks::new(server.url("/jwks"), &Default::default())),
         options,
         server.clock.clone(),
     )

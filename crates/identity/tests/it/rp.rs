@@ -222,7 +222,7 @@ pub async fn client_credentials_flow(server: &Server) {
 }
 
 async fn jwks_verifier(server: &Server) -> Verifier {
-    let jwks = HttpJwks::discover(&server.issuer)
+    let jwks = HttpJwks::discover(&server.issuer, &Default::default())
         .await
         .expect("JWKS discovery");
     Verifier::new(

@@ -1,0 +1,4 @@
+//! Black-box tests of the edge: services served by the runner, over real
+//! sockets.
+
+mod tls;

@@ -1,0 +1,102 @@
+//! Whom a service trusts when it calls another, and the certificate it
+//! presents: the one place outgoing TLS is configured.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::{ClientConfig, RootCertStore};
+
+use crate::files::read_certificates;
+use crate::{CertFiles, PROTOCOL_VERSIONS, TlsError, provider};
+
+/// The longest a connection may take to open, whatever the request's
+/// timeout: a peer that does not answer the handshake is down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Outgoing TLS: the system's roots plus the CAs of a CA file
+/// (`ECHO_CA_FILE`), TLS 1.2 and 1.3 only, and optionally a client
+/// certificate presented to listeners that ask for one (mutual TLS; the
+/// pair is the caller's [`CertFiles`], so a renewal reaches calls too).
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    config: Arc<ClientConfig>,
+}
+
+impl ClientTls {
+    /// Trusts the system's roots and those of the PEM files `ca_files`;
+    /// presents `identity` when a listener asks for a client certificate.
+    pub fn new(ca_files: &[&Path], identity: Option<Arc<CertFiles>>) -> Result<Self, TlsError> {
+        let mut roots = system_roots();
+        for &path in ca_files {
+            for ca in read_certificates(path)? {
+                roots.add(ca).map_err(|e| TlsError::Invalid {
+                    path: path.to_owned(),
+                    detail: format!("not a CA certificate: {e}"),
+                })?;
+            }
+        }
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(PROTOCOL_VERSIONS)
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(roots);
+        let mut config = match identity {
+            Some(pair) => builder.with_client_cert_resolver(pair),
+            None => builder.with_no_client_auth(),
+        };
+        // Calls between services are HTTP/1.1 (pooled connections).
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            config: Arc::new(config),
+        })
+    }
+
+    /// The rustls configuration, for clients other than reqwest (the
+    /// gateway's upstream connector).
+    pub fn rustls_config(&self) -> Arc<ClientConfig> {
+        self.config.clone()
+    }
+
+    /// The HTTP client services call each other with: this trust and
+    /// identity, `timeout` per request (connecting at most 5 s of it), no
+    /// redirects followed (a redirect could carry a bearer token
+    /// elsewhere).
+    pub fn http_client(&self, timeout: Duration) -> reqwest::Client {
+        reqwest::Client::builder()
+            .use_preconfigured_tls(ClientConfig::clone(&self.config))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(CONNECT_TIMEOUT))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_else(|e| {
+                // Only a broken system (no DNS resolver) gets here; the
+                // default client trusts the system's roots only, so a call
+                // that needed more fails rather than trusts less.
+                tracing::error!(error = %e, "cannot build the HTTP client; using the default one");
+                reqwest::Client::new()
+            })
+    }
+}
+
+/// The system's roots only, no client certificate.
+impl Default for ClientTls {
+    fn default() -> Self {
+        // Without a CA file or an identity nothing is read but the system's
+        // roots, which are skipped when unreadable: the remaining failure
+        // is a provider without TLS 1.2 and 1.3, which aws-lc-rs is not.
+        Self::new(&[], None).expect("aws-lc-rs implements TLS 1.2 and 1.3")
+    }
+}
+
+/// The platform's trusted roots (`rustls-native-certs`: the OpenSSL
+/// locations, `SSL_CERT_FILE`, `SSL_CERT_DIR`); unreadable ones are logged
+/// and skipped, as none may be installed where only http is used.
+fn system_roots() -> RootCertStore {
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::debug!(%error, "a system root certificate could not be read");
+    }
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(found.certs);
+    roots
+}
