@@ -18,6 +18,7 @@ mod docs;
 mod edge;
 mod gateway;
 mod keys;
+mod ops;
 mod parser;
 mod users;
 
@@ -200,6 +201,27 @@ impl Hop {
         username: &str,
         password: &str,
     ) -> (reqwest::StatusCode, String) {
+        let (status, callback, body) = self
+            .log_in_at_identity(server, gateway, username, password)
+            .await;
+        assert!(
+            callback.starts_with(&format!("{gateway}/callback?")),
+            "{status} {callback} {body}"
+        );
+        let (status, landed, _) = self.send(self.http.get(&callback)).await;
+        (status, landed)
+    }
+
+    /// The first half of [`sign_in_through_gateway`](Self::sign_in_through_gateway):
+    /// the gateway's `/login`, identity's login form filled in and posted.
+    /// Answers identity's answer (status, location, body).
+    pub async fn log_in_at_identity(
+        &mut self,
+        server: &Server,
+        gateway: &str,
+        username: &str,
+        password: &str,
+    ) -> (reqwest::StatusCode, String, String) {
         let (_, authorize, _) = self.send(self.http.get(format!("{gateway}/login"))).await;
         assert!(authorize.starts_with(&format!("http://{}/authorize?", server.addr)));
         let (status, _, form) = self.send(self.http.get(&authorize)).await;
@@ -227,13 +249,7 @@ impl Hop {
             .http
             .post(format!("http://{}/login", server.addr))
             .form(&fields);
-        let (status, callback, body) = self.send(login).await;
-        assert!(
-            callback.starts_with(&format!("{gateway}/callback?")),
-            "{status} {callback} {body}"
-        );
-        let (status, landed, _) = self.send(self.http.get(&callback)).await;
-        (status, landed)
+        self.send(login).await
     }
 }
 
