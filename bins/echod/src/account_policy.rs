@@ -41,7 +41,7 @@ pub struct AccountPolicyArgs {
     #[arg(
         long,
         env = "ECHO_SERVICE_SCOPES",
-        default_value = "audit.read,audit.write,docs.index",
+        default_value = "audit.read,audit.write,docs.index,metrics.read",
         value_delimiter = ','
     )]
     pub service_scopes: Vec<String>,

@@ -133,11 +133,18 @@ pub async fn start(
         }
         None => None,
     };
+    let (queue_depth, queue_check) = crate::queue::observed(&queue);
     let app = echo_docs::build(&config, verifier.clone(), queue, llm, audit.sink.clone())
         .await
         .context("cannot start the docs service")?;
     tracing::info!(issuer = verifier.issuer(), "docs listening");
-    Ok(tls.apply(echo_docs::http::service(listener, app).on_stop(audit.shutdown())))
+    Ok(tls.apply(
+        echo_docs::http::service(listener, app)
+            .with_job(queue_depth)
+            .with_check(queue_check)
+            .with_checks(audit.check())
+            .on_stop(audit.shutdown()),
+    ))
 }
 
 pub async fn serve(data_dir: &Path, args: &ServeDocsArgs) -> anyhow::Result<()> {

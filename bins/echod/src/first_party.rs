@@ -10,7 +10,7 @@ use anyhow::Context;
 use echo_audit_client::{AuditWriter, WriterConfig};
 use echo_core::audit::{AuditSink, LogAuditSink};
 use echo_crypto::secret::generate_client_secret;
-use echo_edge::{ServiceTokens, TokenSource};
+use echo_edge::{Check, ServiceTokens, TokenSource};
 use echo_tls::ClientTls;
 
 use crate::settings::{existing_secret_text, secret_text};
@@ -119,6 +119,16 @@ impl ServiceAudit {
             }
             None => Ok(Self::log()),
         }
+    }
+
+    /// The writer's readiness check, if it is one: `ok`, or `spooling`
+    /// while the audit service is away (still ready: events wait on disk).
+    pub fn check(&self) -> Option<Check> {
+        let writer = self.writer.clone()?;
+        Some(Check::new("audit", move || {
+            let state = writer.state();
+            async move { Ok(state) }
+        }))
     }
 
     /// Events to the log.

@@ -180,7 +180,11 @@ pub async fn start(
         Arc::new(SystemClock),
     ));
     tracing::info!(public_url, issuer, "gateway listening");
-    Ok(tls.apply(echo_gateway::http::service(listener, gateway).on_stop(audit.shutdown())))
+    Ok(tls.apply(
+        echo_gateway::http::service(listener, gateway)
+            .with_checks(audit.check())
+            .on_stop(audit.shutdown()),
+    ))
 }
 
 /// The gateway alone, in front of the identity at `--issuer`. Its client

@@ -102,8 +102,11 @@ pub async fn start(
         Arc::new(Provider::new(config, store, &master, sink, Arc::new(SystemClock)).await?);
     let _ = own_token.provider.set(provider.clone());
     tracing::info!(issuer = %provider.config().issuer, "identity listening");
-    let service = tls
-        .apply(echo_identity::http::service(listener, provider.clone()).on_stop(writer.shutdown()));
+    let service = tls.apply(
+        echo_identity::http::service(listener, provider.clone())
+            .with_checks(writer.check())
+            .on_stop(writer.shutdown()),
+    );
     Ok((service, provider))
 }
 

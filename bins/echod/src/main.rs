@@ -82,6 +82,8 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Installed first, so that nothing recorded while services start is lost.
+    echo_edge::metrics::handle();
     let data_dir = cli.data_dir;
     match cli.command {
         Command::Serve { service } => match service {

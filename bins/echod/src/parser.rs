@@ -107,7 +107,9 @@ pub fn start(
         audit.sink.clone(),
     );
     tracing::info!(issuer, "parser listening");
-    Ok(echo_parser::http::service(listener, app).on_stop(audit.shutdown()))
+    Ok(echo_parser::http::service(listener, app)
+        .with_checks(audit.check())
+        .on_stop(audit.shutdown()))
 }
 
 pub async fn serve(data_dir: &Path, args: &ServeParserArgs) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use echo_edge::{Check, Periodic};
 use echo_queue::{JobQueue, QueueConfig};
 
 use crate::settings::ensure_data_dir;
@@ -64,4 +65,29 @@ impl QueueArgs {
                 None => format!("cannot open the job queue in {}", data_dir.display()),
             })
     }
+}
+
+/// How often the queue's gauges are brought up to date.
+const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What a service using `queue` adds to itself (docs, the worker): the job
+/// that keeps the queue's gauges up to date, and its readiness check.
+pub fn observed(queue: &Arc<dyn JobQueue>) -> (Periodic, Check) {
+    let watched = queue.clone();
+    let job = Periodic::every("queue depth", DEPTH_INTERVAL, move || {
+        let queue = watched.clone();
+        async move { echo_queue::observe(&*queue).await.map(drop) }
+    })
+    .at_start();
+    let probed = queue.clone();
+    let check = Check::new("queue", move || {
+        let queue = probed.clone();
+        async move {
+            echo_queue::observe(&*queue)
+                .await
+                .map(|_| "ok")
+                .map_err(|e| e.to_string())
+        }
+    });
+    (job, check)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use echo_edge::{Service, ServiceTokens};
+use echo_edge::{Check, Service, ServiceTokens};
 use echo_queue::JobQueue;
 use echo_tls::ClientTls;
 use echo_worker::{Tokens, Worker, WorkerConfig};
@@ -61,6 +61,10 @@ pub struct ServeWorkerArgs {
     pub client_cert: ClientCertArgs,
     #[command(flatten)]
     pub ca: CaFileArg,
+    /// Answer `/healthz`, `/readyz` and `/metrics` on this address (e.g.
+    /// `127.0.0.1:9090`); without it the worker listens on nothing.
+    #[arg(long, env = "ECHO_WORKER_HEALTH_LISTEN")]
+    pub health_listen: Option<String>,
 }
 
 /// Where the worker's services are (URL, audience) and how it works.
@@ -88,8 +92,30 @@ pub fn start(
     config.concurrency = usize::from(setup.concurrency);
     config.lease = setup.lease;
     config.tls = setup.tls.clone();
+    let (queue_depth, queue_check) = crate::queue::observed(&queue);
     let worker = Worker::new(queue, sources, config).context("cannot start the worker")?;
-    Ok(Service::task("worker", move |stop| worker.run(stop)))
+    let upstreams = [("docs", setup.docs.0), ("parser", setup.parser.0)]
+        .map(|(name, url)| answers(name, url, setup.tls));
+    Ok(Service::task("worker", move |stop| worker.run(stop))
+        .with_job(queue_depth)
+        .with_check(queue_check)
+        .with_checks(upstreams))
+}
+
+/// Readiness: the service at `url` answers its `/healthz`.
+fn answers(name: &'static str, url: &str, tls: &ClientTls) -> Check {
+    let health = format!("{}/healthz", url.trim_end_matches('/'));
+    let http = tls.http_client(echo_edge::CHECK_TIMEOUT);
+    Check::new(name, move || {
+        let probe = http.get(&health).send();
+        async move {
+            match probe.await {
+                Ok(answer) if answer.status().is_success() => Ok("ok"),
+                Ok(answer) => Err(format!("answered {}", answer.status())),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
 }
 
 pub async fn serve(data_dir: &Path, args: &ServeWorkerArgs) -> anyhow::Result<()> {
@@ -102,6 +128,10 @@ pub async fn serve(data_dir: &Path, args: &ServeWorkerArgs) -> anyhow::Result<()
         &tls.client,
     )?;
     let queue = args.queue.open(data_dir).await?;
+    let health = match &args.health_listen {
+        Some(address) => Some(echo_edge::bind(address).await?),
+        None => None,
+    };
     let service = start(
         queue,
         &tokens,
@@ -113,6 +143,10 @@ pub async fn serve(data_dir: &Path, args: &ServeWorkerArgs) -> anyhow::Result<()
             tls: &tls.client,
         },
     )?;
+    let service = match health {
+        Some(listener) => service.with_health_listener(listener),
+        None => service,
+    };
     echo_edge::run_until_signalled(tls.apply(service)).await?;
     Ok(())
 }

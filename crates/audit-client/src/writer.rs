@@ -257,6 +257,12 @@ impl AuditWriter {
             task.run().await;
             let _ = done_tx.send(true);
         });
+        runtime.spawn(publish_metrics(
+            writer_name(&config.spool_dir),
+            intake.downgrade(),
+            counters.clone(),
+            done.clone(),
+        ));
         Ok(Arc::new(Self {
             intake,
             overflow,
@@ -280,6 +286,56 @@ impl AuditWriter {
 
     pub fn metrics(&self) -> WriterMetrics {
         self.counters.snapshot()
+    }
+
+    /// Its readiness: `spooling` while the audit service is unreachable
+    /// (events are kept on disk, so the service stays ready), else `ok`.
+    pub fn state(&self) -> &'static str {
+        if self.counters.spooled.load(Relaxed) > 0 {
+            "spooling"
+        } else {
+            "ok"
+        }
+    }
+}
+
+/// How often a writer's gauges are brought up to date.
+const METRICS_PERIOD: Duration = Duration::from_secs(1);
+
+/// The writer's label: its spool directory's name, which is its client id
+/// (`<data>/audit-spool/<client_id>`), so the writers of `echod up` tell
+/// apart.
+fn writer_name(spool_dir: &std::path::Path) -> String {
+    spool_dir
+        .file_name()
+        .map_or_else(|| "audit".to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Publishes the writer's counters as metrics (docs/operations.md) every
+/// [`METRICS_PERIOD`] until its task ends.
+async fn publish_metrics(
+    writer: String,
+    intake: mpsc::WeakSender<WireEvent>,
+    counters: Arc<Counters>,
+    mut done: watch::Receiver<bool>,
+) {
+    let label = [("writer", writer)];
+    loop {
+        let queued = intake
+            .upgrade()
+            .map_or(0, |intake| intake.max_capacity() - intake.capacity());
+        let now = counters.snapshot();
+        metrics::gauge!("echo_audit_writer_queue_depth", &label).set(queued as f64);
+        metrics::gauge!("echo_audit_writer_spooled_events", &label).set(now.spooled as f64);
+        metrics::gauge!("echo_audit_writer_spool_bytes", &label).set(now.spool_bytes as f64);
+        metrics::counter!("echo_audit_writer_events_sent_total", &label).absolute(now.sent);
+        metrics::counter!("echo_audit_writer_events_dropped_total", &label).absolute(now.dropped);
+        if tokio::time::timeout(METRICS_PERIOD, done.wait_for(|done| *done))
+            .await
+            .is_ok()
+        {
+            return;
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use echo_edge::{
-    Caller, EdgeLayer, Gate, HasGate, Problem, SecurityHeaders, Service, TrustedProxies,
+    Caller, Check, EdgeLayer, Gate, HasGate, Problem, SecurityHeaders, Service, TrustedProxies,
 };
 use echo_verify::Verifier;
 use serde::Deserialize;
@@ -78,7 +78,6 @@ pub fn router(app: Arc<AuditApp>) -> Router {
         .route("/log", post(log))
         .route("/v1/checkpoint", get(checkpoint))
         .route("/ping", get(|| async { "pong" }))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
     edge.wrap(router).with_state(app)
 }
@@ -87,7 +86,17 @@ pub fn router(app: Arc<AuditApp>) -> Router {
 /// checkpoints are `echod`'s, which knows their interval).
 pub fn service(listener: tokio::net::TcpListener, app: Arc<AuditApp>) -> Service {
     let refusal_counts = app.gate.refusal_job();
-    Service::http("audit", listener, router(app)).with_job(refusal_counts)
+    let chain = app.clone();
+    let database = Check::new("database", move || {
+        let app = chain.clone();
+        async move { app.service.database_ready().await }
+    });
+    let issuer_keys = Check::issuer_keys(app.gate.verifier().clone());
+    let gate = app.gate.clone();
+    Service::http("audit", listener, router(app))
+        .with_job(refusal_counts)
+        .with_checks([database, issuer_keys])
+        .with_metrics_gate(gate, TrustedProxies::default())
 }
 
 pub async fn serve(

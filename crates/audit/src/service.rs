@@ -163,6 +163,16 @@ impl AuditService {
         Ok(self.store.query(&query).await?)
     }
 
+    /// Readiness: the chain's database answers (reading the head is one
+    /// small query).
+    pub async fn database_ready(&self) -> Result<&'static str, String> {
+        self.store
+            .head()
+            .await
+            .map(|_| "ok")
+            .map_err(|e| e.to_string())
+    }
+
     /// Signs the current head if it moved since the last checkpoint, and
     /// returns the newest signed note.
     ///

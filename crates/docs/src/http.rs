@@ -34,7 +34,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use echo_core::audit::AuditSink;
 use echo_edge::{
-    EdgeLayer, Gate, HasGate, Problem, Refusal, SecurityHeaders, Service, TrustedProxies,
+    Check, EdgeLayer, Gate, HasGate, Problem, Refusal, SecurityHeaders, Service, TrustedProxies,
     UserCaller,
 };
 use echo_queue::JobQueue;
@@ -150,8 +150,7 @@ pub fn router(app: Arc<DocsApp>) -> Router {
         .route("/v1/documents/{id}", get(get_one).delete(delete))
         .route("/v1/documents/{id}/content", get(content))
         .route("/v1/documents/{id}/index", put(index).layer(index_limit))
-        .route("/v1/query", post(query))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }));
+        .route("/v1/query", post(query));
     let edge = EdgeLayer {
         trusted_proxies: TrustedProxies::default(),
         security_headers: headers,
@@ -162,7 +161,17 @@ pub fn router(app: Arc<DocsApp>) -> Router {
 /// The docs service on `listener`, with its periodic jobs.
 pub fn service(listener: tokio::net::TcpListener, app: Arc<DocsApp>) -> Service {
     let refusal_counts = app.gate.refusal_job();
-    Service::http("docs", listener, router(app)).with_job(refusal_counts)
+    let records = app.clone();
+    let database = Check::new("database", move || {
+        let app = records.clone();
+        async move { app.docs.database_ready().await }
+    });
+    let issuer_keys = Check::issuer_keys(app.gate.verifier().clone());
+    let gate = app.gate.clone();
+    Service::http("docs", listener, router(app))
+        .with_job(refusal_counts)
+        .with_checks([database, issuer_keys])
+        .with_metrics_gate(gate, TrustedProxies::default())
 }
 
 pub async fn serve(

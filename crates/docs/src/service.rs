@@ -212,6 +212,15 @@ impl Docs {
         self
     }
 
+    /// Readiness: the database of the records answers.
+    pub async fn database_ready(&self) -> std::result::Result<&'static str, String> {
+        self.store
+            .ping()
+            .await
+            .map(|()| "ok")
+            .map_err(|e| e.to_string())
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

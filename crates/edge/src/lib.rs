@@ -20,9 +20,14 @@
 //!   <address>`), runs its [`Periodic`] jobs, shuts down and flushes;
 //!   `tls.rs`: HTTPS on its listener with an `echo_tls::ServerTls`, and the
 //!   job that reloads renewed certificates.
+//! - [`Check`] and the operations endpoints (`ops.rs`): `/healthz`,
+//!   `/readyz` and `/metrics` beside every service's routes, and its
+//!   request metrics; `metrics.rs` is the process's Prometheus recorder.
 //! - `web.rs`: cookies, pages, redirects and security headers.
 
 mod gate;
+pub mod metrics;
+mod ops;
 mod origin;
 mod problem;
 mod rate_limit;
@@ -38,6 +43,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 pub use gate::{Caller, CallerKind, Gate, HasGate, Reason, Refusal, ServiceCaller, UserCaller};
+pub use ops::{CHECK_TIMEOUT, Check, CheckResult, METRICS_SCOPE, UNMATCHED_ROUTE};
 pub use origin::{
     Cidr, MAX_USER_AGENT, Origin, REQUEST_ID, TRACEPARENT, TraceContext, TrustedProxies,
     X_FORWARDED_FOR, client_ip, parse_traceparent, request_id,

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -23,6 +24,13 @@ use echo_tls::ServerTls;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+use crate::ops::{Check, Ops};
+use crate::{Gate, TrustedProxies};
+
+/// How often the metrics recorder drops what it no longer needs to keep
+/// (histogram samples already summed) when nobody scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 /// A boxed future of the runner's: a shutdown signal, a flush.
 pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -96,9 +104,13 @@ enum Body {
         router: Router,
         tls: Option<ServerTls>,
     },
-    /// Work without a socket (the worker); ends when the future given the
-    /// shutdown signal does.
-    Task(Box<dyn FnOnce(BoxFuture) -> BoxFuture + Send>),
+    /// Work without a socket of its own (the worker); ends when the future
+    /// given the shutdown signal does. With a listener, its health
+    /// endpoints answer there.
+    Task {
+        run: Box<dyn FnOnce(BoxFuture) -> BoxFuture + Send>,
+        health: Option<TcpListener>,
+    },
 }
 
 /// One service: what it serves, its periodic jobs, what it flushes last.
@@ -107,20 +119,35 @@ pub struct Service {
     body: Body,
     jobs: Vec<Periodic>,
     flushes: Vec<BoxFuture>,
+    ops: Ops,
 }
 
 impl Service {
-    /// `router` on `listener`.
+    /// `router` on `listener`, with the operations endpoints beside it
+    /// (`/healthz`, `/readyz`, `/metrics`: `ops.rs`) and request metrics on
+    /// every route.
     pub fn http(name: &'static str, listener: TcpListener, router: Router) -> Self {
-        Self {
+        Self::of(
             name,
-            body: Body::Http {
+            Body::Http {
                 listener,
                 router,
                 tls: None,
             },
-            jobs: Vec::new(),
+        )
+    }
+
+    fn of(name: &'static str, body: Body) -> Self {
+        let upkeep = Periodic::every("metrics upkeep", METRICS_UPKEEP, || async {
+            crate::metrics::handle().run_upkeep();
+            Ok::<(), std::convert::Infallible>(())
+        });
+        Self {
+            name,
+            body,
+            jobs: vec![upkeep],
             flushes: Vec::new(),
+            ops: Ops::default(),
         }
     }
 
@@ -131,12 +158,41 @@ impl Service {
         F: FnOnce(BoxFuture) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        Self {
+        Self::of(
             name,
-            body: Body::Task(Box::new(move |stop| Box::pin(run(stop)))),
-            jobs: Vec::new(),
-            flushes: Vec::new(),
+            Body::Task {
+                run: Box::new(move |stop| Box::pin(run(stop))),
+                health: None,
+            },
+        )
+    }
+
+    /// Answers `/healthz`, `/readyz` and `/metrics` on `listener` (a task's
+    /// `--health-listen`; a service with a socket has them there already).
+    pub fn with_health_listener(mut self, listener: TcpListener) -> Self {
+        if let Body::Task { health, .. } = &mut self.body {
+            *health = Some(listener);
         }
+        self
+    }
+
+    /// A readiness check of `/readyz`.
+    pub fn with_check(mut self, check: Check) -> Self {
+        self.ops.checks.push(check);
+        self
+    }
+
+    pub fn with_checks(mut self, checks: impl IntoIterator<Item = Check>) -> Self {
+        self.ops.checks.extend(checks);
+        self
+    }
+
+    /// Lets a service token of `gate`'s audience with the `metrics.read`
+    /// scope read `/metrics` from elsewhere than loopback; the client
+    /// address is found behind `trusted` proxies.
+    pub fn with_metrics_gate(mut self, gate: Arc<Gate>, trusted: TrustedProxies) -> Self {
+        self.ops.metrics_gate = Some((gate, trusted));
+        self
     }
 
     pub fn name(&self) -> &'static str {
@@ -147,7 +203,7 @@ impl Service {
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match &self.body {
             Body::Http { listener, .. } => listener.local_addr().ok(),
-            Body::Task(_) => None,
+            Body::Task { health, .. } => health.as_ref().and_then(|l| l.local_addr().ok()),
         }
     }
 
@@ -215,12 +271,13 @@ impl Service {
             body,
             jobs,
             flushes,
+            ops,
         } = self;
         let mut running = JoinSet::new();
         for job in jobs {
             running.spawn(job.run(stopped.clone()));
         }
-        let until_stopped = {
+        let until_stopped = || {
             let mut stopped = stopped.clone();
             async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -230,33 +287,24 @@ impl Service {
             Body::Http {
                 listener,
                 router,
-                tls: None,
-            } => {
-                axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(until_stopped)
-                .await
-            }
-            Body::Http {
-                listener,
-                router,
-                tls: Some(tls),
-            } => {
-                // `tap_io` only so that axum gives the peer's address as
-                // `ConnectInfo<SocketAddr>`, as it does for a TcpListener.
-                let listener = crate::tls::TlsListener::new(listener, &tls)?.tap_io(|_| {});
-                axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(until_stopped)
-                .await
-            }
-            Body::Task(run) => {
-                run(Box::pin(until_stopped)).await;
+                tls,
+            } => serve_http(listener, tls, ops.wrap(name, router), until_stopped()).await,
+            Body::Task { run, health: None } => {
+                run(Box::pin(until_stopped())).await;
                 Ok(())
+            }
+            Body::Task {
+                run,
+                health: Some(listener),
+            } => {
+                let health = serve_http(
+                    listener,
+                    None,
+                    crate::ops::health_router(name, ops),
+                    until_stopped(),
+                );
+                let ((), served) = tokio::join!(run(Box::pin(until_stopped())), health);
+                served
             }
         };
         // The jobs end at the stop signal; wait so none runs during the
@@ -267,6 +315,31 @@ impl Service {
         }
         tracing::info!(service = name, "stopped");
         served
+    }
+}
+
+/// Serves `router` on `listener`, over TLS when given one.
+async fn serve_http(
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    router: Router,
+    until_stopped: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(until_stopped)
+                .await
+        }
+        Some(tls) => {
+            // `tap_io` only so that axum gives the peer's address as
+            // `ConnectInfo<SocketAddr>`, as it does for a TcpListener.
+            let listener = crate::tls::TlsListener::new(listener, &tls)?.tap_io(|_| {});
+            axum::serve(listener, service)
+                .with_graceful_shutdown(until_stopped)
+                .await
+        }
     }
 }
 

@@ -404,6 +404,18 @@ impl Gateway {
     }
 
     /// Deletes ended sessions and stale logins; how many rows went.
+    /// Counts the live sessions into their gauge: a periodic job, and the
+    /// session store's readiness check.
+    pub async fn count_sessions(&self) -> Result<u64> {
+        let now = self.clock.now();
+        let live = self
+            .store
+            .live_sessions(now, now - self.config.session_idle_ttl)
+            .await?;
+        crate::metrics::live_sessions(live);
+        Ok(live)
+    }
+
     pub async fn purge(&self) -> Result<u64> {
         let now = self.clock.now();
         self.store

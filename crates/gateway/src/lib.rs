@@ -51,6 +51,7 @@ mod exchange;
 mod gateway;
 pub mod http;
 mod liveness;
+mod metrics;
 mod oidc;
 mod path;
 mod pipeline;

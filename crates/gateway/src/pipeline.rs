@@ -411,8 +411,15 @@ impl Gateway {
         request_id: HeaderValue,
     ) -> Result<Response<Body>> {
         let upstream = || route.origin.clone();
-        let answer = tokio::time::timeout(route.timeout, self.upstreams.request(request))
-            .await
+        let started = std::time::Instant::now();
+        let answered = tokio::time::timeout(route.timeout, self.upstreams.request(request)).await;
+        let outcome = match &answered {
+            Ok(Ok(answer)) => status_class(answer.status()),
+            Ok(Err(_)) => "unavailable",
+            Err(_) => "timeout",
+        };
+        crate::metrics::upstream(&route.prefix, outcome, started.elapsed());
+        let answer = answered
             .map_err(|_| GatewayError::UpstreamTimeout {
                 upstream: upstream(),
             })?
@@ -429,6 +436,17 @@ impl Gateway {
         parts.headers.remove(SET_COOKIE);
         parts.headers.insert(REQUEST_ID, request_id);
         Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+/// `2xx` … `5xx`: an upstream's answer as a bounded label.
+fn status_class(status: axum::http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
     }
 }
 

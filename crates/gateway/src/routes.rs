@@ -31,7 +31,7 @@ use crate::{GatewayError, Result};
 
 /// Paths the gateway answers itself; no route may take them (or sit
 /// under them, or above them).
-const RESERVED: [&str; 15] = [
+const RESERVED: [&str; 17] = [
     "/account",
     "/upload",
     "/documents",
@@ -46,6 +46,8 @@ const RESERVED: [&str; 15] = [
     "/static",
     "/ping",
     "/healthz",
+    "/readyz",
+    "/metrics",
     "/favicon.ico",
 ];
 

@@ -69,6 +69,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Deletes ended sessions (past `now` or unused since `idle_before`)
     /// and expired login attempts; how many rows went.
     async fn purge(&self, now: i64, idle_before: i64) -> Result<u64>;
+    /// Sessions alive at `now` (used since `idle_before`): the live
+    /// sessions gauge, and the store's readiness check.
+    async fn live_sessions(&self, now: i64, idle_before: i64) -> Result<u64>;
 }
 
 /// What identity handed out at login, kept sealed in the session.

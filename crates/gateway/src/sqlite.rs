@@ -249,6 +249,17 @@ impl SessionStore for SqliteSessionStore {
         self.forget(None);
         Ok(sessions.rows_affected() + attempts.rows_affected())
     }
+
+    async fn live_sessions(&self, now: i64, idle_before: i64) -> Result<u64> {
+        let (count,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM sessions WHERE expires_at > ? AND last_seen_at > ?",
+        )
+        .bind(now)
+        .bind(idle_before)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
 }
 
 #[cfg(test)]

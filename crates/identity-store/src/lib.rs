@@ -302,9 +302,16 @@ pub trait PurgeStore: Send + Sync {
     async fn purge_expired(&self, now: i64, batch: u32) -> Result<Purged>;
 }
 
+#[async_trait]
+pub trait HealthStore: Send + Sync {
+    /// Whether the database answers (identity's readiness).
+    async fn ping(&self) -> Result<()>;
+}
+
 /// Everything identity keeps.
 pub trait Store:
-    UserStore
+    HealthStore
+    + UserStore
     + ClientStore
     + KeyStore
     + CodeStore
@@ -316,7 +323,8 @@ pub trait Store:
 {
 }
 impl<T> Store for T where
-    T: UserStore
+    T: HealthStore
+        + UserStore
         + ClientStore
         + KeyStore
         + CodeStore

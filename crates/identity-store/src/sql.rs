@@ -15,9 +15,9 @@ use sqlx::{AssertSqlSafe, ColumnIndex, Database, Encode, Executor, Pool, Transac
 
 use crate::batcher::Batcher;
 use crate::{
-    AuthCode, Client, ClientStore, CodeStore, CodeUse, PurgeStore, Purged, RefreshToken,
-    RefreshTokenStore, Result, RevocationStore, SessionStore, SsoSession, StoreError, User,
-    UserStore,
+    AuthCode, Client, ClientStore, CodeStore, CodeUse, HealthStore, PurgeStore, Purged,
+    RefreshToken, RefreshTokenStore, Result, RevocationStore, SessionStore, SsoSession, StoreError,
+    User, UserStore,
 };
 
 pub(crate) fn to_json(list: &[String]) -> String {
@@ -779,6 +779,16 @@ where
         .execute(&self.pools.write)
         .await?;
         Ok(recorded.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl<DB: Backend> HealthStore for SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    async fn ping(&self) -> Result<()> {
+        Ok(self.pools.ping().await?)
     }
 }
 

@@ -16,7 +16,12 @@ pub const MAX_REFRESH_GRACE: Duration = Duration::from_secs(60);
 
 /// The scopes of Echo's own services that only services hold: reading
 /// and writing the audit log, indexing documents.
-pub const SERVICE_SCOPES: [&str; 3] = ["audit.read", "audit.write", "docs.index"];
+pub const SERVICE_SCOPES: [&str; 4] = [
+    "audit.read",
+    "audit.write",
+    "docs.index",
+    echo_edge::METRICS_SCOPE,
+];
 
 /// How the provider behaves. Lifetimes are in seconds.
 #[derive(Debug, Clone)]

@@ -106,6 +106,7 @@ impl Provider {
             claims["roles"] = Value::from(subject.roles.clone());
         }
         let token = signer.sign("at+jwt", &claims)?;
+        crate::metrics::token_issued(Grant::TokenExchange, client.id.as_str());
         self.audit(
             AuditEvent::success("token.exchanged")
                 .actor(subject.sub.as_str())

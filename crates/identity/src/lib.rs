@@ -39,6 +39,7 @@ mod key_refresh;
 mod keys;
 pub mod lockout;
 pub mod login;
+mod metrics;
 pub mod mfa;
 mod mint;
 mod provider;

@@ -81,6 +81,7 @@ impl Provider {
     /// A reserved guess turned out wrong: audits the lock it caused, if any.
     pub(crate) fn attempt_failed(&self, user_id: &str, reserved: LoginCounter, meta: &Origin) {
         if reserved.failures == self.config.lockout.lock_after {
+            crate::metrics::lockout();
             self.audit(
                 AuditEvent::failure("auth.account.locked")
                     .actor(user_id)

@@ -146,6 +146,7 @@ impl Provider {
         let limit_key = meta.ip();
         let limit_key = limit_key.as_deref().unwrap_or("unknown");
         if let Err(retry_after) = self.login_limiter.check(limit_key, now) {
+            crate::metrics::login("rate_limited");
             self.audit(
                 typed_username(AuditEvent::failure("auth.login.rate_limited"), username),
                 meta,
@@ -177,6 +178,7 @@ impl Provider {
                 if let (Some(user), Some(reserved)) = (&user, reserved) {
                     self.attempt_failed(&user.id, reserved, meta);
                 }
+                crate::metrics::login(reason);
                 let event = AuditEvent::failure("auth.login.failure").detail("reason", reason);
                 let event = match &user {
                     Some(user) => event.detail("username", user.username.as_str()),
@@ -287,6 +289,7 @@ impl Provider {
                 amr: amr.clone(),
             })
             .await?;
+        crate::metrics::login("success");
         self.audit(
             AuditEvent::success("auth.login.success")
                 .actor(user.id.as_str())

@@ -329,6 +329,7 @@ impl Provider {
         let reserved = match self.reserve_attempt(&user.id).await? {
             Reservation::Granted(reserved) => reserved,
             Reservation::Refused => {
+                crate::metrics::mfa("none", "locked");
                 self.audit_mfa_failure(user, "locked", meta);
                 return Err(IdentityError::MfaFailed);
             }
@@ -357,9 +358,11 @@ impl Provider {
         };
         if !accepted {
             self.attempt_failed(&user.id, reserved, meta);
+            crate::metrics::mfa(method, "failure");
             self.audit_mfa_failure(user, method, meta);
             return Err(IdentityError::MfaFailed);
         }
+        crate::metrics::mfa(method, "success");
         self.audit(
             AuditEvent::success("auth.mfa.success")
                 .actor(user.id.as_str())

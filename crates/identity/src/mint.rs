@@ -199,6 +199,7 @@ impl Provider {
         grant: Grant,
         meta: &Origin,
     ) {
+        crate::metrics::token_issued(grant, client.id.as_str());
         self.audit(
             AuditEvent::success("token.issued")
                 .actor(actor)

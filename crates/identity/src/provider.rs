@@ -145,6 +145,27 @@ impl Provider {
         &self.keys
     }
 
+    /// Readiness: the database answers.
+    pub async fn database_ready(&self) -> std::result::Result<&'static str, String> {
+        self.store
+            .ping()
+            .await
+            .map(|()| "ok")
+            .map_err(|e| e.to_string())
+    }
+
+    /// Readiness: keys are loaded that sign access tokens (of the
+    /// configured algorithm) and ID tokens (RS256) now.
+    pub fn keys_ready(&self) -> std::result::Result<&'static str, String> {
+        let now = self.clock.now();
+        for alg in [self.config.access_token_alg, Algorithm::RS256] {
+            self.keys
+                .signer(alg, None, now)
+                .map_err(|_| format!("no active {} signing key", alg.as_str()))?;
+        }
+        Ok("ok")
+    }
+
     /// Identity's own door (see [`Provider::verify_access_token`]).
     pub fn gate(&self) -> &Arc<Gate> {
         &self.gate

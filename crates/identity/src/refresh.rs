@@ -263,6 +263,7 @@ impl Provider {
             .revoke_refresh_family(&token.family_id, now)
             .await?;
         self.forget_revocation_answers();
+        crate::metrics::refresh_reuse();
         self.audit(
             AuditEvent::failure("oauth.refresh.reuse_detected")
                 .actor(token.user_id.as_str())

@@ -6,7 +6,8 @@
 //!   cannot be fetched, 413 above the size limit, 415 for a kind it does
 //!   not read, 422 for a corrupt or hostile file; every error an RFC 9457
 //!   problem whose `detail` says why.
-//! - `GET /healthz`.
+//! - `GET /healthz`, `GET /readyz`, `GET /metrics`: the edge's
+//!   (`echo_edge::Service`).
 //!
 //! Callers are services: the token must name the calling client as its
 //! subject (`sub` = `client_id`, what client credentials issue), so a user's
@@ -24,15 +25,14 @@ use axum::extract::{Query, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use echo_core::audit::AuditSink;
 use echo_edge::{
-    EdgeLayer, Gate, HasGate, SecurityHeaders, Service, ServiceCaller, TrustedProxies,
+    Check, EdgeLayer, Gate, HasGate, SecurityHeaders, Service, ServiceCaller, TrustedProxies,
 };
 use echo_verify::Verifier;
 use futures_util::StreamExt;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::isolate::Isolator;
 use echo_text::sniff;
@@ -103,16 +103,19 @@ pub fn router(app: Arc<ParserApp>) -> Router {
             https: false,
         },
     };
-    let router = Router::new()
-        .route("/v1/parse", post(parse))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }));
+    let router = Router::new().route("/v1/parse", post(parse));
     edge.wrap(router).with_state(app)
 }
 
 /// The parser on `listener`, with its periodic jobs.
 pub fn service(listener: tokio::net::TcpListener, app: Arc<ParserApp>) -> Service {
     let refusal_counts = app.gate.refusal_job();
-    Service::http("parser", listener, router(app)).with_job(refusal_counts)
+    let issuer_keys = Check::issuer_keys(app.gate.verifier().clone());
+    let gate = app.gate.clone();
+    Service::http("parser", listener, router(app))
+        .with_job(refusal_counts)
+        .with_check(issuer_keys)
+        .with_metrics_gate(gate, TrustedProxies::default())
 }
 
 pub async fn serve(

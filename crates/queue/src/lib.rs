@@ -236,6 +236,15 @@ pub struct JobStatus {
     pub progress: u8,
 }
 
+/// How many jobs a queue holds, for its metrics and readiness.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Jobs not finished: waiting to be taken, or leased to a worker.
+    pub pending: u64,
+    /// Dead-lettered jobs kept.
+    pub dead: u64,
+}
+
 /// Retry policy and backend settings.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
@@ -328,6 +337,10 @@ pub trait JobQueue: Send + Sync {
 
     async fn status(&self, id: &JobId) -> Result<Option<JobStatus>>;
 
+    /// How many jobs are pending and dead-lettered (one cheap query: also
+    /// the queue's readiness check).
+    async fn depth(&self) -> Result<QueueDepth>;
+
     /// The status of each of `ids` that exists, in no particular order: a
     /// listing of many documents asks once, not once per document.
     async fn statuses(&self, ids: &[JobId]) -> Result<Vec<JobStatus>> {
@@ -337,6 +350,15 @@ pub trait JobQueue: Send + Sync {
         }
         Ok(found)
     }
+}
+
+/// Reads `queue`'s depth into its gauges (`echo_queue_pending_jobs`,
+/// `echo_queue_dead_letters`; docs/operations.md).
+pub async fn observe(queue: &dyn JobQueue) -> Result<QueueDepth> {
+    let depth = queue.depth().await?;
+    metrics::gauge!("echo_queue_pending_jobs").set(depth.pending as f64);
+    metrics::gauge!("echo_queue_dead_letters").set(depth.dead as f64);
+    Ok(depth)
 }
 
 /// The queue `url` names: PostgreSQL for `postgres://` (or

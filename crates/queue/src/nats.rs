@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Failed, Failure, JobId, JobQueue, JobState, JobStatus, LAST_LEASE_EXPIRED, Lease, Leased,
-    QueueConfig, QueueError, Result,
+    QueueConfig, QueueDepth, QueueError, Result,
 };
 
 const CONSUMER: &str = "workers";
@@ -398,6 +398,20 @@ impl JobQueue for NatsQueue {
         self.update_held(lease, |record| record.progress = percent.min(100))
             .await
             .map(drop)
+    }
+
+    async fn depth(&self) -> Result<QueueDepth> {
+        let name = &self.config.nats_name;
+        let messages = |stream: String| async move {
+            let mut stream = self.jetstream.get_stream(&stream).await.map_err(nats)?;
+            let info = stream.info().await.map_err(nats)?;
+            Ok::<u64, QueueError>(info.state.messages)
+        };
+        Ok(QueueDepth {
+            // A work-queue stream keeps a job until it is acknowledged.
+            pending: messages(name.clone()).await?,
+            dead: messages(format!("{name}_DEAD")).await?,
+        })
     }
 
     async fn status(&self, id: &JobId) -> Result<Option<JobStatus>> {

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use echo_sql::{Backend, Column, Pools, RowsAffected as _, placeholders};
-use sqlx::{AssertSqlSafe, ColumnIndex, Database, Encode, Executor, Pool, Type};
+use sqlx::{AssertSqlSafe, ColumnIndex, Database, Encode, Executor, Pool, Row as _, Type};
 
 use crate::{
     Failed, Failure, JobId, JobQueue, JobState, JobStatus, LAST_LEASE_EXPIRED, Lease, Leased,
-    QueueConfig, QueueError, Result, millis, now_ms,
+    QueueConfig, QueueDepth, QueueError, Result, millis, now_ms,
 };
 
 #[derive(sqlx::FromRow)]
@@ -246,5 +246,24 @@ where
             }
         }
         Ok(found)
+    }
+
+    async fn depth(&self) -> Result<QueueDepth> {
+        let row = sqlx::query(
+            "SELECT \
+             COUNT(CASE WHEN state IN ('queued', 'processing') THEN 1 END) AS pending, \
+             COUNT(CASE WHEN state = 'failed' THEN 1 END) AS dead \
+             FROM queue_jobs",
+        )
+        .fetch_one(&self.pools.read)
+        .await?;
+        let count = |column: &str| -> Result<u64> {
+            let n: i64 = row.try_get(column)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(QueueDepth {
+            pending: count("pending")?,
+            dead: count("dead")?,
+        })
     }
 }

@@ -41,7 +41,7 @@ use sqlx::database::HasStatementCache;
 use sqlx::migrate::MigrateError;
 use sqlx::postgres::PgQueryResult;
 use sqlx::sqlite::SqliteQueryResult;
-use sqlx::{Database, Decode, Encode, IntoArguments, Pool, Postgres, Sqlite, Type};
+use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Pool, Postgres, Sqlite, Type};
 
 pub mod postgres;
 pub mod sqlite;
@@ -75,6 +75,17 @@ impl<DB: Database> Clone for Pools<DB> {
             write: self.write.clone(),
             wal_checkpointer: self.wal_checkpointer.clone(),
         }
+    }
+}
+
+impl<DB: Backend> Pools<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    /// Whether the database answers: one trivial query (a readiness
+    /// check).
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.read).await.map(drop)
     }
 }
 

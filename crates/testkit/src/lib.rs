@@ -1,8 +1,9 @@
 //! Test helpers shared by every crate's black-box tests: a throwaway
 //! PostgreSQL database per test, a throwaway data directory, and the
 //! documents ([`files`]) tests build byte by byte, and the bad tokens every
-//! service must refuse alike ([`refusals`]), and the import graph of a
-//! crate's modules ([`modules`]) the architecture tests check.
+//! service must refuse alike ([`refusals`]), the import graph of a
+//! crate's modules ([`modules`]) the architecture tests check, and a strict
+//! reader of `/metrics` ([`prometheus`]).
 //!
 //! Tests that need PostgreSQL, Redis or NATS use the machine's services at
 //! their standard local addresses, or the ones `ECHO_TEST_POSTGRES_URL`,
@@ -14,6 +15,7 @@
 
 pub mod files;
 pub mod modules;
+pub mod prometheus;
 pub mod refusals;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -101,6 +103,31 @@ impl PgTestDb {
             admin_url,
             name,
             url,
+        }
+    }
+
+    /// Makes the database refuse connections (and closes those open to it),
+    /// or accept them again: a database that stopped answering, for
+    /// readiness tests.
+    pub async fn set_reachable(&self, reachable: bool) {
+        let mut admin = PgConnection::connect(&self.admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {} is not reachable: {e}", self.admin_url));
+        admin
+            .execute(AssertSqlSafe(format!(
+                "ALTER DATABASE {} WITH ALLOW_CONNECTIONS {reachable}",
+                self.name
+            )))
+            .await
+            .unwrap_or_else(|e| panic!("cannot change database {}: {e}", self.name));
+        if !reachable {
+            admin
+                .execute(AssertSqlSafe(format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+                    self.name
+                )))
+                .await
+                .unwrap_or_else(|e| panic!("cannot close connections to {}: {e}", self.name));
         }
     }
 

@@ -147,6 +147,28 @@ impl KeyCache {
         }
     }
 
+    /// Whether tokens can be verified: keys are cached (`ok` when fresh,
+    /// `cached` when old), or a fetch allowed now brings some.
+    pub(crate) async fn ready(self: &Arc<Self>) -> Result<&'static str, String> {
+        let known = |keys: &KeySet| !keys.keys.is_empty();
+        if known(&self.current()) {
+            return Ok(if self.is_stale() { "cached" } else { "ok" });
+        }
+        let done = self.fetches_done.subscribe();
+        if self
+            .start_fetch(Due::After(self.refresh_interval))
+            .is_some()
+        {
+            wait_for(done, None).await;
+        }
+        let keys = self.current();
+        match (&keys.last_error, known(&keys)) {
+            (_, true) => Ok("ok"),
+            (Some(error), false) => Err(error.clone()),
+            (None, false) => Err(format!("{} publishes no usable key", self.issuer)),
+        }
+    }
+
     /// Fetches now (or joins the running fetch) and waits for it.
     pub(crate) async fn refresh(self: &Arc<Self>) {
         let done = self.fetches_done.subscribe();
@@ -180,6 +202,7 @@ impl KeyCache {
         let fetched = self.source.fetch().await;
         let previous = self.current();
         let mut attempts = lock(&self.attempts);
+        metrics::counter!("echo_jwks_fetches_total").increment(1);
         let next = match fetched {
             Ok(set) => {
                 attempts.failures_in_a_row = 0;
@@ -190,6 +213,7 @@ impl KeyCache {
                 }
             }
             Err(e) => {
+                metrics::counter!("echo_jwks_fetch_failures_total").increment(1);
                 attempts.failures_in_a_row = attempts.failures_in_a_row.saturating_add(1);
                 tracing::warn!(issuer = %self.issuer, error = %e, failures = attempts.failures_in_a_row, "JWKS fetch failed; keeping cached keys");
                 KeySet {

@@ -200,6 +200,12 @@ impl Verifier {
         Ok(())
     }
 
+    /// Whether this verifier can check tokens: the issuer's keys are
+    /// cached, or can be fetched now (a readiness check).
+    pub async fn keys_ready(&self) -> Result<&'static str, String> {
+        self.keys.ready().await
+    }
+
     /// Refetches the key set now.
     pub async fn refresh_keys(&self) {
         self.keys.refresh().await;

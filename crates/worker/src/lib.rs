@@ -181,27 +181,33 @@ impl Worker {
         let progress = Progress::start(queue.clone(), job.lease.clone());
         let id = job.id().clone();
         let attempt = job.attempt();
+        let started = std::time::Instant::now();
         let outcome = self.pipeline.run(job, &progress).await;
+        let took = started.elapsed();
         // Stopped before the end is written; a progress write still in
         // flight then finds the job no longer processing and changes nothing.
         drop(progress);
-        let ended = match &outcome {
+        let (ended, result) = match &outcome {
             Ok(outcome) => {
                 tracing::info!(job = %id, attempt, ?outcome, "job done");
-                queue.complete(&job.lease).await
+                (queue.complete(&job.lease).await, "done")
             }
             Err(e) => match queue.fail(&job.lease, &e.to_string(), e.failure()).await {
                 Ok(Failed::Retrying { after }) => {
                     tracing::warn!(job = %id, attempt, error = %e, retry_in = ?after, "job failed; retrying");
-                    Ok(())
+                    (Ok(()), "retrying")
                 }
                 Ok(Failed::Dead) => {
                     tracing::warn!(job = %id, attempt, error = %e, "job failed for good");
-                    Ok(())
+                    metrics::counter!("echo_worker_jobs_dead_lettered_total").increment(1);
+                    (Ok(()), "dead")
                 }
-                Err(q) => Err(q),
+                Err(q) => (Err(q), "unrecorded"),
             },
         };
+        metrics::counter!("echo_worker_jobs_total", "result" => result).increment(1);
+        metrics::histogram!("echo_worker_job_duration_seconds", "result" => result)
+            .record(took.as_secs_f64());
         if let Err(e) = ended {
             tracing::warn!(job = %id, attempt, error = %e, "cannot record the job's end");
         }

@@ -36,7 +36,7 @@ pub(super) struct User {
 }
 
 impl User {
-    async fn sign_in(server: &Server, name: &str) -> Self {
+    pub(crate) async fn sign_in(server: &Server, name: &str) -> Self {
         Self::sign_in_with(server, name, Hop::default()).await
     }
 

@@ -18,6 +18,7 @@ mod docs;
 mod edge;
 mod gateway;
 mod keys;
+mod ops;
 mod packaging;
 mod parser;
 mod tls;
@@ -212,13 +213,8 @@ impl Hop {
         username: &str,
         password: &str,
     ) -> (reqwest::StatusCode, String) {
-        // Identity is served as the gateway is, http or https.
-        let scheme = gateway.split("://").next().unwrap();
-        let identity = format!("{scheme}://{}", server.addr);
-        let (_, authorize, _) = self.send(self.http.get(format!("{gateway}/login"))).await;
-        assert!(authorize.starts_with(&format!("{identity}/authorize?")));
         let (status, callback, body) = self
-            .log_in_at_identity(&identity, &authorize, username, password)
+            .log_in_from_gateway(server, gateway, username, password)
             .await;
         assert!(
             callback.starts_with(&format!("{gateway}/callback?")),
@@ -226,6 +222,25 @@ impl Hop {
         );
         let (status, landed, _) = self.send(self.http.get(&callback)).await;
         (status, landed)
+    }
+
+    /// The first half of [`sign_in_through_gateway`](Self::sign_in_through_gateway):
+    /// the gateway's `/login`, identity's login form filled in and posted.
+    /// Answers identity's answer (status, location, body).
+    pub async fn log_in_from_gateway(
+        &mut self,
+        server: &Server,
+        gateway: &str,
+        username: &str,
+        password: &str,
+    ) -> (reqwest::StatusCode, String, String) {
+        // Identity is served as the gateway is, http or https.
+        let scheme = gateway.split("://").next().unwrap();
+        let identity = format!("{scheme}://{}", server.addr);
+        let (_, authorize, _) = self.send(self.http.get(format!("{gateway}/login"))).await;
+        assert!(authorize.starts_with(&format!("{identity}/authorize?")));
+        self.log_in_at_identity(&identity, &authorize, username, password)
+            .await
     }
 
     /// Follows `authorize` (a URL of the identity at `identity`) to its

@@ -74,6 +74,9 @@ pub trait DocumentStore: Send + Sync {
 
     /// What `owner` stores.
     async fn usage(&self, owner: &str) -> Result<Usage>;
+
+    /// Whether the database answers (docs' readiness).
+    async fn ping(&self) -> Result<()>;
 }
 
 /// The store `url` names: PostgreSQL for `postgres://` (or

@@ -162,4 +162,8 @@ where
             bytes: count(1)?,
         })
     }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(self.pools.ping().await?)
+    }
 }

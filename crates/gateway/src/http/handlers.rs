@@ -34,10 +34,11 @@ fn error_for(g: &Gateway, error: GatewayError, uri: &axum::http::Uri) -> Respons
 }
 
 /// Middleware: phase 0 (the per-IP rate limit) for everything but static
-/// files and health checks.
+/// files and `/ping` (the edge's `/healthz`, `/readyz` and `/metrics` are
+/// not behind it).
 pub async fn admit(State(g): AppState, meta: Origin, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    let exempt = path.starts_with("/static/") || path == "/ping" || path == "/healthz";
+    let exempt = path.starts_with("/static/") || path == "/ping";
     match g.admit(&meta) {
         Err(e) if !exempt => error_for(&g, e, request.uri()),
         _ => next.run(request).await,
@@ -358,8 +359,4 @@ pub async fn me(State(g): AppState, meta: Origin, headers: HeaderMap) -> Respons
         Ok(None) => api_error(&g, GatewayError::NotSignedIn),
         Err(e) => api_error(&g, e),
     }
-}
-
-pub async fn healthz() -> Response {
-    Json(json!({"status": "ok"})).into_response()
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::HeaderValue;
 use axum::routing::{get, post};
-use echo_edge::{EdgeLayer, Periodic, SecurityHeaders, Service};
+use echo_edge::{Check, EdgeLayer, Periodic, SecurityHeaders, Service};
 
 use crate::Gateway;
 
@@ -51,7 +51,6 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/static/gateway.css", get(pages::stylesheet))
         .route("/static/documents.js", get(pages::documents_script))
         .route("/ping", get(|| async { "pong" }))
-        .route("/healthz", get(handlers::healthz))
         .fallback(handlers::proxy)
         .layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
@@ -76,11 +75,36 @@ pub fn service(listener: tokio::net::TcpListener, gateway: Arc<Gateway>) -> Serv
             async move { gateway.purge().await.map(drop) }
         },
     );
+    let counting = gateway.clone();
+    let count_sessions = Periodic::every("session count", SESSION_COUNT_INTERVAL, move || {
+        let gateway = counting.clone();
+        async move { gateway.count_sessions().await.map(drop) }
+    })
+    .at_start();
+    let store = gateway.clone();
+    let sessions = Check::new("sessions", move || {
+        let gateway = store.clone();
+        async move {
+            match gateway.count_sessions().await {
+                Ok(_) => Ok("ok"),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    });
     let refusal_counts = gateway.gate().refusal_job();
+    let issuer_keys = Check::issuer_keys(gateway.gate().verifier().clone());
+    let gate = gateway.gate().clone();
+    let trusted = gateway.config().trusted_proxies.clone();
     Service::http("gateway", listener, router(gateway))
         .with_job(purge)
+        .with_job(count_sessions)
         .with_job(refusal_counts)
+        .with_checks([sessions, issuer_keys])
+        .with_metrics_gate(gate, trusted)
 }
+
+/// How often the live sessions gauge is brought up to date.
+const SESSION_COUNT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Serves the gateway on `listener` until `shutdown` completes.
 pub async fn serve(

@@ -49,10 +49,6 @@ pub async fn jwks(State(p): AppState) -> Response {
     json_bytes(p.keys().jwks_json(), "public, max-age=60")
 }
 
-pub async fn healthz() -> Response {
-    Json(json!({"status": "ok"})).into_response()
-}
-
 /// The CSRF cookie's nonce (a new one when absent) and the cookie to set.
 pub(super) fn csrf_nonce(p: &Provider, headers: &HeaderMap) -> (String, Option<String>) {
     let secure = p.config().secure_cookies();

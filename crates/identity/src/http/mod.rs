@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
-use echo_edge::{EdgeLayer, Service};
+use echo_edge::{Check, EdgeLayer, Service};
 
 use crate::Provider;
 
@@ -46,7 +46,6 @@ pub fn router(provider: Arc<Provider>) -> Router {
             get(handlers::logout).post(handlers::logout_confirmed),
         )
         .route("/ping", get(|| async { "pong" }))
-        .route("/healthz", get(handlers::healthz))
         .route("/static/echo.css", get(pages::stylesheet))
         .fallback(pages::not_found);
     let edge = EdgeLayer {
@@ -64,7 +63,24 @@ pub fn service(listener: tokio::net::TcpListener, provider: Arc<Provider>) -> Se
         crate::key_refresh::job(provider.clone()),
         provider.gate().refusal_job(),
     ];
-    Service::http("identity", listener, router(provider)).with_jobs(jobs)
+    let database = provider.clone();
+    let keys = provider.clone();
+    let checks = [
+        Check::new("database", move || {
+            let provider = database.clone();
+            async move { provider.database_ready().await }
+        }),
+        Check::new("signing_keys", move || {
+            let ready = keys.keys_ready();
+            async move { ready }
+        }),
+    ];
+    let gate = provider.gate().clone();
+    let trusted = provider.config().trusted_proxies.clone();
+    Service::http("identity", listener, router(provider))
+        .with_jobs(jobs)
+        .with_checks(checks)
+        .with_metrics_gate(gate, trusted)
 }
 
 /// Serves identity on `listener` until `shutdown` completes.

@@ -35,7 +35,7 @@ fn base32_decode(text: &str) -> Vec<u8> {
 
 /// RFC 6238 TOTP (SHA-1, 6 digits, 30 s) of a base32 secret at `unix`,
 /// computed independently of the provider.
-fn totp(secret: &str, unix: i64) -> String {
+pub(crate) fn totp(secret: &str, unix: i64) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &base32_decode(secret));
     let mac = hmac::sign(&key, &((unix / 30) as u64).to_be_bytes());
     let mac = mac.as_ref();
@@ -76,7 +76,12 @@ fn recovery_codes(page: &Page) -> Vec<String> {
 }
 
 /// Submits the code form on `page` (second login step or enrolment).
-async fn submit_code(server: &Server, browser: &Browser, page: &Page, code: &str) -> Page {
+pub(crate) async fn submit_code(
+    server: &Server,
+    browser: &Browser,
+    page: &Page,
+    code: &str,
+) -> Page {
     let action = unescape_html(between(&page.body, r#"<form method="post" action=""#, "\""));
     let mut form = page.hidden_fields();
     form.push(("code".into(), code.into()));
@@ -324,7 +329,7 @@ async fn unknown_and_inactive_users_are_refused_like_wrong_passwords() {
 
 /// Logs `browser` in as alice (password only), enrols TOTP from the
 /// account page, and returns the secret and the recovery codes.
-async fn enrol_from_account_page(
+pub(crate) async fn enrol_from_account_page(
     server: &Server,
     clock: &ManualClock,
     browser: &Browser,
@@ -360,7 +365,7 @@ async fn enrol_from_account_page(
 }
 
 /// A fresh login (`prompt=login`) up to the second-factor page.
-async fn to_second_step(server: &Server, browser: &Browser, params: &Params) -> Page {
+pub(crate) async fn to_second_step(server: &Server, browser: &Browser, params: &Params) -> Page {
     let page = password_step(server, browser, params, USER, PASSWORD).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(

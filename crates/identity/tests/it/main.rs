@@ -10,5 +10,6 @@ mod flows;
 mod hardening;
 mod keys;
 mod logout;
+mod metrics;
 mod rp;
 mod tokens;

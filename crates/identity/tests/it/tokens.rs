@@ -21,7 +21,7 @@ const OFFLINE_SCOPE: &str = "openid profile email offline_access";
 pub(crate) const WEB_AUTH: ClientAuth<'static> = ClientAuth::Basic(WEB, WEB_SECRET);
 const SVC_AUTH: ClientAuth<'static> = ClientAuth::Basic(SVC, SVC_SECRET);
 
-fn text(value: &Value, key: &str) -> String {
+pub(crate) fn text(value: &Value, key: &str) -> String {
     value[key]
         .as_str()
         .unwrap_or_else(|| panic!("no {key} in {value}"))
@@ -51,7 +51,7 @@ pub(crate) async fn refresh(
 }
 
 /// A successful refresh by the web client: the new token response.
-async fn rotate(server: &Server, token: &str) -> Value {
+pub(crate) async fn rotate(server: &Server, token: &str) -> Value {
     let page = refresh(server, WEB_AUTH, token, &[]).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert_eq!(page.header("cache-control"), Some("no-store"));

@@ -1,0 +1,308 @@
+//! What every service answers for its operators, beside its own routes:
+//! `GET /healthz`, `GET /readyz` and `GET /metrics`, and the request
+//! metrics of every route. [`Service`](crate::Service) mounts them (see
+//! [`Ops`]), so no service has a copy of its own.
+//!
+//! - `/healthz`: the process runs: always `200 {"status":"ok"}`.
+//! - `/readyz`: each [`Check`] of the service (its database, its keys,
+//!   its issuer's JWKS, its audit writer…) run at once, each within
+//!   [`CHECK_TIMEOUT`]: `200 {"status":"ready","checks":{name:{"state":…}}}`
+//!   when none failed, else 503 with `"status":"not ready"`. A failure's
+//!   cause is logged, never answered (the endpoint is open).
+//! - `/metrics`: the process's metrics in the Prometheus text format
+//!   (`metrics.rs`), answered to loopback callers (the client after the
+//!   service's trusted proxies, with no forwarded address other than
+//!   loopback) and to a service token for the service's audience with
+//!   [`METRICS_SCOPE`]; anyone else gets the gate's 401/403.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::origin::{Origin, TrustedProxies, X_FORWARDED_FOR};
+use crate::{Gate, Problem};
+
+/// The scope a service token needs to read `/metrics` from elsewhere than
+/// loopback (a service-only scope at identity).
+pub const METRICS_SCOPE: &str = "metrics.read";
+
+/// How long one readiness check may take before it counts as failed.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The route label of requests no route matched (the gateway's proxied
+/// requests, 404s): never the raw path, whose values are unbounded.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// What a passing check reports: `ok`, or a state that is still ready
+/// (`spooling`, `cached`).
+pub type CheckResult = Result<&'static str, String>;
+
+/// One readiness check: its name in `/readyz` and how to run it.
+#[derive(Clone)]
+pub struct Check {
+    name: &'static str,
+    probe: Arc<dyn Fn() -> CheckFuture + Send + Sync>,
+}
+
+type CheckFuture = std::pin::Pin<Box<dyn Future<Output = CheckResult> + Send>>;
+
+impl Check {
+    pub fn new<F, Fut>(name: &'static str, probe: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = CheckResult> + Send + 'static,
+    {
+        Self {
+            name,
+            probe: Arc::new(move || Box::pin(probe())),
+        }
+    }
+
+    /// The issuer's signing keys, reachable or cached (what every service
+    /// verifying tokens needs).
+    pub fn issuer_keys(verifier: Arc<echo_verify::Verifier>) -> Self {
+        Self::new("issuer_keys", move || {
+            let verifier = verifier.clone();
+            async move { verifier.keys_ready().await }
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn run(&self) -> CheckResult {
+        match tokio::time::timeout(CHECK_TIMEOUT, (self.probe)()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+        }
+    }
+}
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Check").field("name", &self.name).finish()
+    }
+}
+
+/// A service's operations endpoints: its name (the `service` label of its
+/// request metrics), its readiness checks, and who may read its metrics.
+#[derive(Debug, Default)]
+pub struct Ops {
+    pub(crate) checks: Vec<Check>,
+    pub(crate) metrics_gate: Option<(Arc<Gate>, TrustedProxies)>,
+}
+
+impl Ops {
+    /// `router` with the request metrics of `service` on every route and
+    /// `/healthz`, `/readyz`, `/metrics` beside its routes.
+    pub(crate) fn wrap(self, service: &'static str, router: Router) -> Router {
+        crate::metrics::handle();
+        let ops = Arc::new(self);
+        let ready = ops.clone();
+        let metrics = ops;
+        router
+            .merge(
+                Router::new()
+                    .route(
+                        "/healthz",
+                        get(|| async { axum::Json(json!({"status": "ok"})) }),
+                    )
+                    .route(
+                        "/readyz",
+                        get(move || {
+                            let ops = ready.clone();
+                            async move { ops.readiness(service).await }
+                        }),
+                    )
+                    .route(
+                        "/metrics",
+                        get(move |request: Request| {
+                            let ops = metrics.clone();
+                            async move { ops.metrics(request).await }
+                        }),
+                    ),
+            )
+            .layer(axum::middleware::from_fn(move |request, next| {
+                record(service, request, next)
+            }))
+    }
+
+    async fn readiness(&self, service: &'static str) -> Response {
+        let mut checks = BTreeMap::new();
+        let mut ready = true;
+        for check in &self.checks {
+            let state = match check.run().await {
+                Ok(state) => state,
+                Err(cause) => {
+                    tracing::warn!(service, check = check.name, error = %cause, "readiness check failed");
+                    ready = false;
+                    "failed"
+                }
+            };
+            checks.insert(check.name, json!({ "state": state }));
+        }
+        let (status, word) = if ready {
+            (StatusCode::OK, "ready")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+        };
+        let body: Value = json!({ "status": word, "checks": checks });
+        (status, axum::Json(body)).into_response()
+    }
+
+    async fn metrics(&self, request: Request) -> Response {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let headers = request.headers();
+        let trusted = self
+            .metrics_gate
+            .as_ref()
+            .map(|(_, trusted)| trusted.clone())
+            .unwrap_or_default();
+        let origin = Origin::of(peer, headers, &trusted);
+        if is_local(&origin, headers) {
+            return exposition();
+        }
+        let Some((gate, _)) = &self.metrics_gate else {
+            return Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "metrics are answered to loopback callers only",
+            )
+            .into_response();
+        };
+        let allowed = async {
+            let caller = gate.authenticate(headers, &origin).await?;
+            gate.require_service(&caller)?;
+            gate.require_scope(&caller, METRICS_SCOPE)
+        };
+        match allowed.await {
+            Ok(()) => exposition(),
+            Err(refusal) => refusal.into_response(),
+        }
+    }
+}
+
+/// A caller on this machine: its client address is loopback and no
+/// forwarded address names anything else (a local reverse proxy that is
+/// not listed as trusted still forwards its clients' addresses).
+fn is_local(origin: &Origin, headers: &HeaderMap) -> bool {
+    let loopback = |ip: Option<IpAddr>| ip.is_some_and(|ip| ip.to_canonical().is_loopback());
+    let forwarded_elsewhere = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|entry| !loopback(entry.trim().parse().ok()));
+    loopback(origin.client_ip) && !forwarded_elsewhere && !headers.contains_key("forwarded")
+}
+
+fn exposition() -> Response {
+    let mut response = crate::metrics::handle().render().into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// The request metrics: `echo_http_requests_total` and
+/// `echo_http_request_duration_seconds` by service, method, route template
+/// and status.
+async fn record(service: &'static str, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| UNMATCHED_ROUTE.to_owned(), |p| p.as_str().to_owned());
+    let method = method_label(request.method());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let labels = [
+        ("service", service.to_owned()),
+        ("method", method.to_owned()),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("echo_http_requests_total", &labels).increment(1);
+    metrics::histogram!("echo_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The method, or `OTHER` for extension methods (a label's values stay
+/// bounded whatever a client sends).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Runs `service`'s readiness checks on their own: what a service without
+/// HTTP routes of its own answers on its health listener.
+pub(crate) fn health_router(service: &'static str, ops: Ops) -> Router {
+    ops.wrap(service, Router::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(peer: &str, xff: Option<&str>, trusted: &str) -> (Origin, HeaderMap) {
+        let mut headers = HeaderMap::new();
+        if let Some(xff) = xff {
+            headers.insert(X_FORWARDED_FOR, xff.parse().unwrap());
+        }
+        let trusted = TrustedProxies::parse(trusted).unwrap();
+        (
+            Origin::of(Some(peer.parse().unwrap()), &headers, &trusted),
+            headers,
+        )
+    }
+
+    #[test]
+    fn only_callers_on_this_machine_are_local() {
+        let local = |peer, xff, trusted| {
+            let (origin, headers) = origin(peer, xff, trusted);
+            is_local(&origin, &headers)
+        };
+        assert!(local("127.0.0.1", None, ""));
+        assert!(local("::1", None, ""));
+        assert!(local("::ffff:127.0.0.1", None, ""));
+        assert!(!local("192.0.2.7", None, ""));
+        assert!(
+            !local("127.0.0.1", Some("203.0.113.9"), "127.0.0.1"),
+            "the client behind a trusted proxy"
+        );
+        assert!(
+            !local("127.0.0.1", Some("203.0.113.9"), ""),
+            "a local proxy not listed as trusted still forwards its client"
+        );
+        assert!(local("127.0.0.1", Some("127.0.0.1"), ""));
+    }
+
+    #[test]
+    fn extension_methods_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "OTHER");
+    }
+}
