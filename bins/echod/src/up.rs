@@ -156,15 +156,17 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     )?;
     let mut services = vec![identity, audit, gateway, docs, parser];
     if !args.no_worker {
+        let worker_tokens = client_tokens(worker::CLIENT_ID, &secrets.worker);
         services.push(worker::start(
             queue,
-            &client_tokens(worker::CLIENT_ID, &secrets.worker),
+            &worker_tokens,
             &worker::WorkerSetup {
                 docs: (&docs_url, &audiences.docs_audience),
                 parser: (&parser_url, &audiences.parser_audience),
                 lease: args.queue.lease,
                 concurrency: args.worker_concurrency,
             },
+            ServiceAudit::writer(data_dir, &worker_tokens, &audit_url, audit_audience)?,
         )?);
     }
     let announce_up = || {

@@ -1,6 +1,7 @@
 //! `echod serve worker` (and the worker inside `echod up`): the pipeline's
 //! worker as client `worker` of identity, with client credentials for the
-//! docs and parser audiences.
+//! docs and parser audiences, and for the audit service it records each
+//! job's end to.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,8 +12,8 @@ use echo_edge::{Service, ServiceTokens};
 use echo_queue::JobQueue;
 use echo_worker::{Tokens, Worker, WorkerConfig};
 
-use crate::args::{IssuerArg, PipelineAudiences};
-use crate::first_party::{self, SecretPlace};
+use crate::args::{AuditTargetArgs, IssuerArg, PipelineAudiences};
+use crate::first_party::{self, SecretPlace, ServiceAudit};
 use crate::queue::QueueArgs;
 
 /// The worker's client id at identity (unless `--client-id`).
@@ -55,6 +56,9 @@ pub struct ServeWorkerArgs {
     pub concurrency: u16,
     #[command(flatten)]
     pub queue: QueueArgs,
+    /// The worker records each job's end (`document.index`) as its client.
+    #[command(flatten)]
+    pub audit: AuditTargetArgs,
 }
 
 /// Where the worker's services are (URL, audience) and how it works.
@@ -66,11 +70,13 @@ pub struct WorkerSetup<'a> {
 }
 
 /// The worker over `queue`, calling the services of `setup` with tokens
-/// of its client `tokens`: a service without a socket.
+/// of its client `tokens`, recording to `audit`: a service without a
+/// socket.
 pub fn start(
     queue: Arc<dyn JobQueue>,
     tokens: &Arc<ServiceTokens>,
     setup: &WorkerSetup<'_>,
+    audit: ServiceAudit,
 ) -> anyhow::Result<Service> {
     let sources = Tokens {
         docs: tokens.source(setup.docs.1, ""),
@@ -79,14 +85,21 @@ pub fn start(
     let mut config = WorkerConfig::new(setup.docs.0, setup.parser.0, tokens.client_id());
     config.concurrency = usize::from(setup.concurrency);
     config.lease = setup.lease;
-    let worker = Worker::new(queue, sources, config).context("cannot start the worker")?;
-    Ok(Service::task("worker", move |stop| worker.run(stop)))
+    let worker = Worker::new(queue, sources, config, audit.sink.clone())
+        .context("cannot start the worker")?;
+    Ok(Service::task("worker", move |stop| worker.run(stop)).on_stop(audit.shutdown()))
 }
 
 pub async fn serve(data_dir: &Path, args: &ServeWorkerArgs) -> anyhow::Result<()> {
     let tokens =
         first_party::service_tokens(data_dir, &args.issuer.issuer, &args.client_id, &SECRET)?;
     let queue = args.queue.open(data_dir).await?;
+    let audit = match &args.audit.audit_url {
+        Some(url) => {
+            ServiceAudit::writer(data_dir, &tokens, url, &args.audit.audience.audit_audience)?
+        }
+        None => ServiceAudit::log(),
+    };
     let service = start(
         queue,
         &tokens,
@@ -96,6 +109,7 @@ pub async fn serve(data_dir: &Path, args: &ServeWorkerArgs) -> anyhow::Result<()
             lease: args.queue.lease,
             concurrency: args.concurrency,
         },
+        audit,
     )?;
     echo_edge::run_until_signalled(service).await?;
     Ok(())

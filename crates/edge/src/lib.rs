@@ -18,6 +18,10 @@
 //!   service presents its own tokens with, cached and single-flight.
 //! - [`Service`] (`run.rs`): how a service is bound, announced (`ready
 //!   <address>`), runs its [`Periodic`] jobs, shuts down and flushes.
+//! - [`trace`] (`trace.rs`): W3C Trace Context: each request (and job) in
+//!   a span carrying its trace id, continued from the caller's
+//!   `traceparent` or started; [`trace::headers`] for the next hop,
+//!   [`trace::stamp`] for audit events.
 //! - `web.rs`: cookies, pages, redirects and security headers.
 
 mod gate;
@@ -27,6 +31,7 @@ mod rate_limit;
 mod refusals;
 mod run;
 mod tokens;
+pub mod trace;
 mod web;
 
 use std::time::Duration;
@@ -38,14 +43,15 @@ use axum::response::Response;
 
 pub use gate::{Caller, CallerKind, Gate, HasGate, Reason, Refusal, ServiceCaller, UserCaller};
 pub use origin::{
-    Cidr, MAX_USER_AGENT, Origin, REQUEST_ID, TRACEPARENT, TraceContext, TrustedProxies,
-    X_FORWARDED_FOR, client_ip, parse_traceparent, request_id,
+    Cidr, MAX_USER_AGENT, Origin, REQUEST_ID, TrustedProxies, X_FORWARDED_FOR, client_ip,
+    request_id,
 };
 pub use problem::{PROBLEM_JSON, Problem};
 pub use rate_limit::{Limit, RateLimiter, Throttled};
 pub use refusals::{ACCESS_DENIED, DEFAULT_WINDOW, RefusalLog, RefusedSubject};
 pub use run::{BoxFuture, Periodic, Service, bind, run_all, run_until_signalled, shutdown_signal};
 pub use tokens::{REFRESH_MARGIN, ServiceTokens, TokenSource, refresh_after};
+pub use trace::{TRACEPARENT, TraceContext};
 pub use web::{
     SecurityHeaders, add_cookies, bearer, bearer_challenge, cookie, cookie_name, render, see_other,
     set_cookie,
@@ -81,7 +87,10 @@ async fn with_origin(trusted: TrustedProxies, mut request: Request, next: Next) 
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    let origin = Origin::of(peer, request.headers(), &trusted);
+    let origin = match request.extensions().get::<TraceContext>() {
+        Some(trace) => Origin::in_trace(peer, request.headers(), &trusted, trace.clone()),
+        None => Origin::of(peer, request.headers(), &trusted),
+    };
     request.extensions_mut().insert(origin);
     next.run(request).await
 }

@@ -104,8 +104,11 @@ pub struct Service {
 }
 
 impl Service {
-    /// `router` on `listener`.
+    /// `router` on `listener`, each request in its trace (`trace.rs`).
     pub fn http(name: &'static str, listener: TcpListener, router: Router) -> Self {
+        let router = router.layer(axum::middleware::from_fn(move |request, next| {
+            crate::trace::traced(name, request, next)
+        }));
         Self {
             name,
             body: Body::Http { listener, router },

@@ -19,7 +19,7 @@ use super::{Hop, Server, echod, run_with_stdin, start_up, up_on_free_ports};
 const NATS_URL_VAR: &str = "ECHO_TEST_NATS_URL";
 
 /// Adds user `name` with password `<name>'s long password`.
-fn add_user(dir: &Path, name: &str) {
+pub(crate) fn add_user(dir: &Path, name: &str) {
     let mut add = echod(dir);
     add.args(["user", "add", name, "--password-stdin"]);
     let out = run_with_stdin(add, &format!("{name}'s long password\n"));
@@ -32,13 +32,13 @@ fn add_user(dir: &Path, name: &str) {
 
 /// A user signed in to the gateway of `server`, calling its `/api/...`
 /// with the session cookie and the CSRF header.
-struct User {
-    hop: Hop,
-    gateway: String,
+pub(crate) struct User {
+    pub(crate) hop: Hop,
+    pub(crate) gateway: String,
 }
 
 impl User {
-    async fn sign_in(server: &Server, name: &str) -> Self {
+    pub(crate) async fn sign_in(server: &Server, name: &str) -> Self {
         let gateway = server.up.clone().expect("up line");
         let mut hop = Hop::default();
         let (status, _) = hop
@@ -112,7 +112,7 @@ impl User {
     }
 
     /// The document's view once its status is `done` or `failed`.
-    async fn wait_for(&mut self, id: &str, within: Duration) -> Value {
+    pub(crate) async fn wait_for(&mut self, id: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let (status, view) = self
