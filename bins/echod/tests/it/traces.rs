@@ -262,3 +262,19 @@ async fn traces_go_to_the_otlp_endpoint_one_resource_per_service() {
     assert!(named("parser", "POST /v1/parse"), "{spans:?}");
     drop(server);
 }
+
+#[test]
+fn an_unusable_otlp_endpoint_is_refused_at_start_with_its_name() {
+    let dir = echo_testkit::data_dir();
+    let out = echod(dir.path())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")
+        .args(["serve", "parser", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot export traces") && stderr.contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "{stderr}"
+    );
+}
