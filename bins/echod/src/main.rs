@@ -12,7 +12,7 @@
 //! sets up on every start (the bootstrap admin, the first-party clients);
 //! `first_party.rs` holds those clients' secrets and audit writers;
 //! `admin.rs` and `keys.rs` are the administration commands; `settings.rs`
-//! where state and secrets live.
+//! where state and secrets live; `telemetry.rs` the logs and the traces.
 
 mod account_policy;
 mod admin;
@@ -31,6 +31,7 @@ mod packaging;
 mod parser;
 mod queue;
 mod settings;
+mod telemetry;
 mod tls;
 mod up;
 mod worker;
@@ -56,7 +57,13 @@ fn main() -> ExitCode {
         Command::Man { out_dir } => return exit_code(manual::man(out_dir.as_deref())),
         _ => {}
     }
-    settings::init_logging();
+    let telemetry = match telemetry::init(services(&cli.command)) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,7 +74,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    exit_code(runtime.block_on(run(cli)))
+    let ran = runtime.block_on(run(cli));
+    drop(runtime);
+    telemetry.shutdown();
+    exit_code(ran)
 }
 
 /// Success, or the error and its causes on stderr and a failure.
@@ -78,6 +88,22 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The services `command` runs (each its own resource in exported traces).
+fn services(command: &Command) -> &'static [&'static str] {
+    match command {
+        Command::Up(_) => &["identity", "audit", "gateway", "docs", "parser", "worker"],
+        Command::Serve { service } => match service {
+            Serve::Identity(_) => &["identity"],
+            Serve::Audit(_) => &["audit"],
+            Serve::Gateway(_) => &["gateway"],
+            Serve::Parser(_) => &["parser"],
+            Serve::Docs(_) => &["docs"],
+            Serve::Worker(_) => &["worker"],
+        },
+        _ => &[],
     }
 }
 

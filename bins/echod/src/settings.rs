@@ -1,7 +1,7 @@
 //! Where state lives and the secrets that protect it.
 
 use std::fs;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -14,24 +14,6 @@ pub const MASTER_KEY_VAR: &str = "ECHO_MASTER_KEY";
 pub const DATABASE_URL_VAR: &str = "ECHO_DATABASE_URL";
 pub const LOG_FILTER_VAR: &str = "ECHO_LOG";
 pub const LOG_FORMAT_VAR: &str = "ECHO_LOG_FORMAT";
-
-/// Structured logs on stderr; `ECHO_LOG` (or `RUST_LOG`) filters,
-/// `ECHO_LOG_FORMAT=json` switches to JSON lines.
-pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env(LOG_FILTER_VAR)
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if std::env::var(LOG_FORMAT_VAR).is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
 
 /// Creates the data directory (0700) if needed.
 pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {

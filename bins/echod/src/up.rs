@@ -191,9 +191,10 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     )?);
     let mut services = vec![identity, audit, gateway, docs, parser];
     if !args.no_worker {
+        let worker_tokens = client_tokens(worker::CLIENT_ID, &secrets.worker, &worker_tls);
         services.push(worker_tls.apply(worker::start(
             queue,
-            &client_tokens(worker::CLIENT_ID, &secrets.worker, &worker_tls),
+            &worker_tokens,
             &worker::WorkerSetup {
                 docs: (&docs_url, &audiences.docs_audience),
                 parser: (&parser_url, &audiences.parser_audience),
@@ -201,6 +202,12 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
                 concurrency: args.worker_concurrency,
                 tls: &worker_tls.client,
             },
+            ServiceAudit::writer(
+                data_dir,
+                &worker_tokens,
+                (&audit_url, &worker_tls.client),
+                audit_audience,
+            )?,
         )?));
     }
     let announce_up = || {

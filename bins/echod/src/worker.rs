@@ -1,6 +1,7 @@
 //! `echod serve worker` (and the worker inside `echod up`): the pipeline's
 //! worker as client `worker` of identity, with client credentials for the
-//! docs and parser audiences.
+//! docs and parser audiences, and for the audit service it records each
+//! job's end to.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,8 +13,8 @@ use echo_queue::JobQueue;
 use echo_tls::ClientTls;
 use echo_worker::{Tokens, Worker, WorkerConfig};
 
-use crate::args::{CaFileArg, ClientCertArgs, IssuerArg, PipelineAudiences};
-use crate::first_party::{self, SecretPlace};
+use crate::args::{AuditTargetArgs, CaFileArg, ClientCertArgs, IssuerArg, PipelineAudiences};
+use crate::first_party::{self, SecretPlace, ServiceAudit};
 use crate::queue::QueueArgs;
 use crate::tls::ServiceTls;
 
@@ -65,6 +66,9 @@ pub struct ServeWorkerArgs {
     /// `127.0.0.1:9090`); without it the worker listens on nothing.
     #[arg(long, env = "ECHO_WORKER_HEALTH_LISTEN")]
     pub health_listen: Option<String>,
+    /// The worker records each job's end (`document.index`) as its client.
+    #[command(flatten)]
+    pub audit: AuditTargetArgs,
 }
 
 /// Where the worker's services are (URL, audience) and how it works.
@@ -78,11 +82,13 @@ pub struct WorkerSetup<'a> {
 }
 
 /// The worker over `queue`, calling the services of `setup` with tokens
-/// of its client `tokens`: a service without a socket.
+/// of its client `tokens`, recording to `audit`: a service without a
+/// socket.
 pub fn start(
     queue: Arc<dyn JobQueue>,
     tokens: &Arc<ServiceTokens>,
     setup: &WorkerSetup<'_>,
+    audit: ServiceAudit,
 ) -> anyhow::Result<Service> {
     let sources = Tokens {
         docs: tokens.source(setup.docs.1, ""),
@@ -93,13 +99,16 @@ pub fn start(
     config.lease = setup.lease;
     config.tls = setup.tls.clone();
     let (queue_depth, queue_check) = crate::queue::observed(&queue);
-    let worker = Worker::new(queue, sources, config).context("cannot start the worker")?;
+    let worker = Worker::new(queue, sources, config, audit.sink.clone())
+        .context("cannot start the worker")?;
     let upstreams = [("docs", setup.docs.0), ("parser", setup.parser.0)]
         .map(|(name, url)| answers(name, url, setup.tls));
     Ok(Service::task("worker", move |stop| worker.run(stop))
         .with_job(queue_depth)
         .with_check(queue_check)
-        .with_checks(upstreams))
+        .with_checks(upstreams)
+        .with_checks(audit.check())
+        .on_stop(audit.shutdown()))
 }
 
 /// Readiness: the service at `url` answers its `/healthz`.
@@ -132,6 +141,15 @@ pub async fn serve(data_dir: &Path, args: &ServeWorkerArgs) -> anyhow::Result<()
         Some(address) => Some(echo_edge::bind(address).await?),
         None => None,
     };
+    let audit = match &args.audit.audit_url {
+        Some(url) => ServiceAudit::writer(
+            data_dir,
+            &tokens,
+            (url, &tls.client),
+            &args.audit.audience.audit_audience,
+        )?,
+        None => ServiceAudit::log(),
+    };
     let service = start(
         queue,
         &tokens,
@@ -142,6 +160,7 @@ pub async fn serve(data_dir: &Path, args: &ServeWorkerArgs) -> anyhow::Result<()
             concurrency: args.concurrency,
             tls: &tls.client,
         },
+        audit,
     )?;
     let service = match health {
         Some(listener) => service.with_health_listener(listener),

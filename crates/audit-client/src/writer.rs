@@ -344,10 +344,11 @@ impl AuditSink for AuditWriter {
     /// are going to the overflow file already, to keep their order) the
     /// event is appended to the spool directory's overflow file; if that
     /// would pass the spool's limit, or the writer is shut down, it is
-    /// dropped, counted and reported as an error.
+    /// dropped, counted and reported as an error. An event without a trace
+    /// id gets the current request's or job's ([`echo_edge::trace::stamp`]).
     fn record(&self, event: AuditEvent) {
         self.counters.recorded.fetch_add(1, Relaxed);
-        let event = WireEvent::from_audit(event, now_ms());
+        let event = WireEvent::from_audit(echo_edge::trace::stamp(event), now_ms());
         let event = if self.overflow.is_active() && !self.intake.is_closed() {
             event
         } else {

@@ -421,7 +421,7 @@ struct OwnSink(tokio::sync::mpsc::UnboundedSender<AuditEvent>);
 
 impl AuditSink for OwnSink {
     fn record(&self, event: AuditEvent) {
-        if self.0.send(event).is_err() {
+        if self.0.send(echo_edge::trace::stamp(event)).is_err() {
             tracing::error!("the audit service's own events can no longer be recorded");
         }
     }

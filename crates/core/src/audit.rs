@@ -136,6 +136,7 @@ impl AuditSink for LogAuditSink {
                 actor = event.actor.as_deref(),
                 ip = event.ip.as_deref(),
                 user_agent = event.user_agent.as_deref(),
+                trace_id = event.trace_id.as_deref(),
                 details = %details,
             ),
             Outcome::Failure => tracing::warn!(
@@ -145,6 +146,7 @@ impl AuditSink for LogAuditSink {
                 actor = event.actor.as_deref(),
                 ip = event.ip.as_deref(),
                 user_agent = event.user_agent.as_deref(),
+                trace_id = event.trace_id.as_deref(),
                 details = %details,
             ),
         }

@@ -311,11 +311,11 @@ async fn query(
 /// Runs a write to completion even if the client goes away mid-request: a
 /// dropped request must not stop it halfway (a record without its job,
 /// chunks written after their document's delete). Its own errors still
-/// undo what it did.
+/// undo what it did. It stays in the request's trace.
 async fn uncancelled<T: Send + 'static>(
     work: impl Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {
-    tokio::spawn(work)
+    tokio::spawn(echo_edge::trace::carry(work))
         .await
         .map_err(|e| DocsError::Internal(format!("request task failed: {e}")))?
 }

@@ -468,15 +468,15 @@ impl Docs {
         }
         // Queued after the insert, so the worker never looks for a record
         // that is not there yet; keyed by the id, so a retried enqueue is
-        // one job.
+        // one job. The upload's trace goes with it, for the worker's hops.
         let queued = async {
+            let payload = json!({
+                "document_id": document.id,
+                "traceparent": caller.origin.trace.traceparent(),
+            });
             let job = self
                 .queue
-                .enqueue(
-                    INDEX_JOB,
-                    &json!({"document_id": document.id}),
-                    Some(&document.id),
-                )
+                .enqueue(INDEX_JOB, &payload, Some(&document.id))
                 .await?;
             self.store.set_job(&document.id, job.as_str()).await?;
             Ok::<_, DocsError>(job)

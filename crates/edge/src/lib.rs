@@ -23,6 +23,10 @@
 //! - [`Check`] and the operations endpoints (`ops.rs`): `/healthz`,
 //!   `/readyz` and `/metrics` beside every service's routes, and its
 //!   request metrics; `metrics.rs` is the process's Prometheus recorder.
+//! - [`trace`] (`trace.rs`): W3C Trace Context: each request (and job) in
+//!   a span carrying its trace id, continued from the caller's
+//!   `traceparent` or started; [`trace::headers`] for the next hop,
+//!   [`trace::stamp`] for audit events.
 //! - `web.rs`: cookies, pages, redirects and security headers.
 
 mod gate;
@@ -35,6 +39,7 @@ mod refusals;
 mod run;
 mod tls;
 mod tokens;
+pub mod trace;
 mod web;
 
 use axum::Router;
@@ -45,8 +50,8 @@ use axum::response::Response;
 pub use gate::{Caller, CallerKind, Gate, HasGate, Reason, Refusal, ServiceCaller, UserCaller};
 pub use ops::{CHECK_TIMEOUT, Check, CheckResult, METRICS_SCOPE, UNMATCHED_ROUTE};
 pub use origin::{
-    Cidr, MAX_USER_AGENT, Origin, REQUEST_ID, TRACEPARENT, TraceContext, TrustedProxies,
-    X_FORWARDED_FOR, client_ip, parse_traceparent, request_id,
+    Cidr, MAX_USER_AGENT, Origin, REQUEST_ID, TrustedProxies, X_FORWARDED_FOR, client_ip,
+    request_id,
 };
 pub use problem::{PROBLEM_JSON, Problem};
 pub use rate_limit::{Limit, RateLimiter, Throttled};
@@ -54,6 +59,7 @@ pub use refusals::{ACCESS_DENIED, DEFAULT_WINDOW, RefusalLog, RefusedSubject};
 pub use run::{BoxFuture, Periodic, Service, bind, run_all, run_until_signalled, shutdown_signal};
 pub use tls::{CERT_CHECK_INTERVAL, cert_reload_job};
 pub use tokens::{REFRESH_MARGIN, ServiceTokens, TokenSource, refresh_after};
+pub use trace::{TRACEPARENT, TraceContext};
 pub use web::{
     SecurityHeaders, add_cookies, bearer, bearer_challenge, cookie, cookie_name, render, see_other,
     set_cookie,
@@ -89,7 +95,10 @@ async fn with_origin(trusted: TrustedProxies, mut request: Request, next: Next) 
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    let origin = Origin::of(peer, request.headers(), &trusted);
+    let origin = match request.extensions().get::<TraceContext>() {
+        Some(trace) => Origin::in_trace(peer, request.headers(), &trusted, trace.clone()),
+        None => Origin::of(peer, request.headers(), &trusted),
+    };
     request.extensions_mut().insert(origin);
     next.run(request).await
 }

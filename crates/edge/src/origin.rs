@@ -20,8 +20,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use echo_crypto::secret::random_bytes;
 
+use crate::trace::TraceContext;
+
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Most characters of a user agent kept (audit events, logs).
@@ -44,8 +45,25 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// The origin of a request with `headers` from `peer`.
+    /// The origin of a request with `headers` from `peer`, in the trace its
+    /// `traceparent` names (or a new one).
     pub fn of(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &TrustedProxies) -> Self {
+        Self::in_trace(
+            peer,
+            headers,
+            trusted,
+            TraceContext::continue_or_start(headers),
+        )
+    }
+
+    /// The origin of a request whose trace is already known (the edge's
+    /// request span began it).
+    pub fn in_trace(
+        peer: Option<IpAddr>,
+        headers: &HeaderMap,
+        trusted: &TrustedProxies,
+        trace: TraceContext,
+    ) -> Self {
         let user_agent = headers
             .get(USER_AGENT)
             .and_then(|v| v.to_str().ok())
@@ -55,7 +73,7 @@ impl Origin {
             client_ip: peer.map(|peer| client_ip(peer, headers, trusted)),
             user_agent,
             request_id: request_id(headers),
-            trace: TraceContext::continue_or_start(headers),
+            trace,
         }
     }
 
@@ -248,74 +266,7 @@ pub fn request_id(headers: &HeaderMap) -> String {
     }
 }
 
-/// W3C Trace Context: the trace a request belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceContext {
-    /// 32 lowercase hex digits.
-    pub trace_id: String,
-    /// The caller's span (the `parent-id` it sent), if it sent a valid one.
-    pub parent_id: Option<String>,
-    /// 2 lowercase hex digits.
-    pub flags: String,
-}
-
-impl TraceContext {
-    /// The caller's trace if its `traceparent` is valid, else a new
-    /// sampled trace.
-    pub fn continue_or_start(headers: &HeaderMap) -> Self {
-        match headers
-            .get(TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_traceparent)
-        {
-            Some((trace_id, parent_id, flags)) => Self {
-                trace_id: trace_id.to_owned(),
-                parent_id: Some(parent_id.to_owned()),
-                flags: flags.to_owned(),
-            },
-            None => Self {
-                trace_id: hex(&random_bytes::<16>()),
-                parent_id: None,
-                flags: "01".to_owned(),
-            },
-        }
-    }
-
-    /// W3C Trace Context §3.2: the `traceparent` for the next hop, the
-    /// same trace with a new parent id (this hop's).
-    pub fn next_hop(&self) -> HeaderValue {
-        let value = format!(
-            "00-{}-{}-{}",
-            self.trace_id,
-            hex(&random_bytes::<8>()),
-            self.flags
-        );
-        HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("0"))
-    }
-}
-
-/// `(trace id, parent id, flags)` of a valid version-00 `traceparent`.
-pub fn parse_traceparent(value: &str) -> Option<(&str, &str, &str)> {
-    let mut parts = value.trim().split('-');
-    let (version, trace_id, parent_id, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let lower_hex = |s: &str, len: usize| {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
-    let valid = version == "00"
-        && parts.next().is_none()
-        && lower_hex(trace_id, 32)
-        && nonzero(trace_id)
-        && lower_hex(parent_id, 16)
-        && nonzero(parent_id)
-        && lower_hex(flags, 2);
-    valid.then_some((trace_id, parent_id, flags))
-}
-
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -408,31 +359,5 @@ mod tests {
         let new = request_id(&headers(&[("x-request-id", "evil value")]));
         assert_eq!(new.len(), 32);
         assert_ne!(new, request_id(&HeaderMap::new()));
-    }
-
-    #[test]
-    fn traceparent_continues_a_valid_trace_and_starts_one_otherwise() {
-        let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let trace = TraceContext::continue_or_start(&headers(&[("traceparent", given)]));
-        assert_eq!(trace.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(trace.parent_id.as_deref(), Some("00f067aa0ba902b7"));
-        let next = trace.next_hop();
-        let next = next.to_str().unwrap();
-        assert!(next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
-        assert!(next.ends_with("-01"));
-        assert_ne!(next, given, "a new parent id for this hop");
-        assert!(parse_traceparent(next).is_some());
-        for bad in [
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "garbage",
-        ] {
-            assert!(parse_traceparent(bad).is_none(), "{bad}");
-            let fresh = TraceContext::continue_or_start(&headers(&[("traceparent", bad)]));
-            assert!(fresh.parent_id.is_none());
-            assert!(parse_traceparent(fresh.next_hop().to_str().unwrap()).is_some());
-        }
     }
 }

@@ -123,10 +123,13 @@ pub struct Service {
 }
 
 impl Service {
-    /// `router` on `listener`, with the operations endpoints beside it
-    /// (`/healthz`, `/readyz`, `/metrics`: `ops.rs`) and request metrics on
-    /// every route.
+    /// `router` on `listener`, each request in its trace (`trace.rs`),
+    /// with the operations endpoints beside it (`/healthz`, `/readyz`,
+    /// `/metrics`: `ops.rs`) and request metrics on every route.
     pub fn http(name: &'static str, listener: TcpListener, router: Router) -> Self {
+        let router = router.layer(axum::middleware::from_fn(move |request, next| {
+            crate::trace::traced(name, request, next)
+        }));
         Self::of(
             name,
             Body::Http {

@@ -143,6 +143,7 @@ impl ServiceTokens {
         let response = self
             .http
             .post(&self.token_endpoint)
+            .headers(crate::trace::headers())
             .basic_auth(encode(&self.client_id), Some(encode(&self.client_secret)))
             .form(&form)
             .send()

@@ -187,6 +187,7 @@ impl Gateway {
         let response = self
             .http
             .get(format!("{base}/v1/events"))
+            .headers(echo_edge::trace::headers())
             .query(query)
             .bearer_auth(token)
             .send()

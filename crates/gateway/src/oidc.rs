@@ -136,6 +136,7 @@ impl IdentityClient {
     async fn post(&self, endpoint: &str, form: &[(&str, &str)]) -> Result<reqwest::Response> {
         self.http
             .post(endpoint)
+            .headers(echo_edge::trace::headers())
             .basic_auth(&self.basic_user, Some(&self.basic_password))
             .form(form)
             .send()

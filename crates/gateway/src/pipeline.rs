@@ -27,7 +27,9 @@
 //!    token, `X-Request-Id` and `traceparent` set.
 //! 7. **forward** (`send`): streamed to the upstream and back within the
 //!    route's timeout (until the response head): no answer is a 502, too
-//!    late a 504. The upstream's own status codes pass through.
+//!    late a 504. The upstream's own status codes pass through. A request
+//!    that may change state (not GET, HEAD, OPTIONS or TRACE) is audited as
+//!    `gateway.request.forwarded`, with its route, method and status.
 //! 8. **respond**: errors become pages (with a redirect to login) or
 //!    problem+json, by the request's [`Surface`], in `http/error.rs`.
 //!
@@ -280,8 +282,31 @@ impl Gateway {
         self.authorize(route, &principal, meta)?;
         self.rate_limit(route, &principal, meta)?;
         let token = self.token_for(&principal, &route.audience).await?;
+        let method = request.method().clone();
         let (request, request_id) = self.rewrite(route, request, &token, meta)?;
-        self.send(route, request, request_id).await
+        let answer = self.send(route, request, request_id).await;
+        if !method.is_safe() {
+            // `send` fails only with no answer (502) or one too late (504).
+            let status = match &answer {
+                Ok(response) => response.status().as_u16(),
+                Err(GatewayError::UpstreamTimeout { .. }) => 504,
+                Err(_) => 502,
+            };
+            let event = if status < 400 {
+                AuditEvent::success("gateway.request.forwarded")
+            } else {
+                AuditEvent::failure("gateway.request.forwarded")
+            };
+            self.audit(
+                event
+                    .actor(principal.subject.as_str())
+                    .detail("route", route.prefix.as_str())
+                    .detail("method", method.as_str())
+                    .detail("status", status),
+                meta,
+            );
+        }
+        answer
     }
 
     /// A state-changing request on a session (a page route's form post, an

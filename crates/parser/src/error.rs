@@ -29,19 +29,34 @@ impl ParseError {
     }
 }
 
+impl ParseError {
+    /// The problem code it is answered with (`internal` for ours, which
+    /// the answer does not name).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ParseError::TooLarge { .. } => "too_large",
+            ParseError::Unsupported(_) => "unsupported",
+            ParseError::Invalid(_) | ParseError::TimedOut(_) | ParseError::Crashed(_) => {
+                "unparseable"
+            }
+            ParseError::Internal(_) => "internal",
+        }
+    }
+}
+
 impl IntoResponse for ParseError {
     fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            ParseError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            ParseError::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported"),
+        let status = match &self {
+            ParseError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ParseError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ParseError::Invalid(_) | ParseError::TimedOut(_) | ParseError::Crashed(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "unparseable")
+                StatusCode::UNPROCESSABLE_ENTITY
             }
             ParseError::Internal(_) => {
                 tracing::error!(error = %self, "parser failure");
                 return Problem::internal().into_response();
             }
         };
-        Problem::new(status, code, self.to_string()).into_response()
+        Problem::new(status, self.code(), self.to_string()).into_response()
     }
 }

@@ -12,7 +12,9 @@
 //! Callers are services: the token must name the calling client as its
 //! subject (`sub` = `client_id`, what client credentials issue), so a user's
 //! access token is refused even with the right audience. Callers are
-//! authenticated, and refusals audited, by the edge's [`Gate`].
+//! authenticated, and refusals audited, by the edge's [`Gate`]. Every parse
+//! of an admitted caller is audited as `document.parse` (success with the
+//! type and sizes, failure with the problem code), in the caller's trace.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use echo_core::audit::AuditSink;
+use echo_core::audit::{AuditEvent, AuditSink};
 use echo_edge::{
     Check, EdgeLayer, Gate, HasGate, SecurityHeaders, Service, ServiceCaller, TrustedProxies,
 };
@@ -44,6 +46,7 @@ pub struct ParserApp {
     gate: Arc<Gate>,
     limits: Limits,
     isolator: Isolator,
+    audit: Arc<dyn AuditSink>,
 }
 
 impl std::fmt::Debug for ParserApp {
@@ -57,8 +60,8 @@ impl std::fmt::Debug for ParserApp {
 
 impl ParserApp {
     /// A parser accepting tokens for `audience` checked by `verifier`,
-    /// running at most one parse per CPU at once, auditing refusals to
-    /// `audit`.
+    /// running at most one parse per CPU at once, auditing parses and
+    /// refusals to `audit`.
     pub fn new(
         verifier: Arc<Verifier>,
         audience: &str,
@@ -68,9 +71,10 @@ impl ParserApp {
     ) -> Self {
         let concurrency = std::thread::available_parallelism().map_or(2, usize::from);
         Self {
-            gate: Arc::new(Gate::new("parser", audience, verifier, audit)),
+            gate: Arc::new(Gate::new("parser", audience, verifier, audit.clone())),
             limits,
             isolator: Isolator::new(isolation, concurrency),
+            audit,
         }
     }
 }
@@ -140,9 +144,10 @@ async fn parse(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let mut size = 0;
     let result = async {
         let bytes = read_body(&headers, body, app.limits.max_input_bytes).await?;
-        let size = bytes.len();
+        size = bytes.len();
         let kind = sniff(&bytes, params.filename.as_deref()).ok_or_else(|| {
             ParseError::Unsupported("unsupported or binary content: expected pdf, docx, html, md, txt, csv or json".into())
         })?;
@@ -151,6 +156,21 @@ async fn parse(
         parsed
     }
     .await;
+    let event = match &result {
+        Ok(parsed) => AuditEvent::success("document.parse")
+            .detail(
+                "type",
+                serde_json::to_value(parsed.kind).unwrap_or_default(),
+            )
+            .detail("chars", parsed.chars)
+            .detail("truncated", parsed.truncated),
+        Err(e) => AuditEvent::failure("document.parse").detail("reason", e.code()),
+    };
+    app.audit.record(
+        caller
+            .origin
+            .stamp(event.actor(caller.subject.as_str()).detail("bytes", size)),
+    );
     match result {
         Ok(parsed) => Json::<Parsed>(parsed).into_response(),
         Err(e) => e.into_response(),

@@ -33,6 +33,11 @@ struct Payload {
     document_id: String,
 }
 
+/// The upload's `traceparent`, which docs puts in the payload.
+pub(crate) fn traceparent(job: &Leased) -> Option<&str> {
+    job.payload.get("traceparent").and_then(|t| t.as_str())
+}
+
 /// The part of the parser's answer the worker uses.
 #[derive(Deserialize)]
 struct Parsed {
@@ -104,7 +109,10 @@ impl Pipeline {
     async fn content(&self, id: &str) -> Result<Option<(Bytes, Option<String>)>> {
         let url = document_url(&self.docs, id, "content");
         let response = send("docs", &*self.tokens.docs, |token| {
-            self.http.get(url.clone()).bearer_auth(token)
+            self.http
+                .get(url.clone())
+                .headers(echo_edge::trace::headers())
+                .bearer_auth(token)
         })
         .await?;
         match response.status() {
@@ -142,6 +150,7 @@ impl Pipeline {
             // `Bytes` clones cheaply, so a retried request resends the body.
             self.http
                 .post(url.clone())
+                .headers(echo_edge::trace::headers())
                 .bearer_auth(token)
                 .body(bytes.clone())
         })
@@ -167,7 +176,11 @@ impl Pipeline {
         let url = document_url(&self.docs, id, "index");
         let body = IndexBody { chunks };
         let response = send("docs", &*self.tokens.docs, |token| {
-            self.http.put(url.clone()).bearer_auth(token).json(&body)
+            self.http
+                .put(url.clone())
+                .headers(echo_edge::trace::headers())
+                .bearer_auth(token)
+                .json(&body)
         })
         .await?;
         match response.status() {

@@ -30,12 +30,18 @@
 //!   completion (logged): the other worker's run is the one that counts.
 //! - At shutdown a job in progress is abandoned, not failed: its lease
 //!   expires and another worker (or this one, restarted) takes it again.
+//! - Each run is traced: it continues the upload's trace (the payload's
+//!   `traceparent`, else a new one) in a span `job` whose `trace_id` every
+//!   log line of the run carries, sends it on to docs and the parser, and
+//!   records its end as the audit event `document.index` (success, or
+//!   failure with the error) under that trace id.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use echo_edge::TokenSource;
+use echo_core::audit::{AuditEvent, AuditSink, bounded};
+use echo_edge::{TokenSource, TraceContext};
 use echo_queue::{Failed, JobQueue, Lease, Leased, QueueError};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -48,7 +54,7 @@ pub use error::{Result, WorkerError};
 pub use job::INDEX_DOCUMENT;
 pub use progress::PROGRESS_DELAY;
 
-use job::Pipeline;
+use job::{Outcome, Pipeline};
 use progress::Progress;
 
 /// The worker's service tokens: one for docs' audience, one for the
@@ -102,10 +108,18 @@ impl WorkerConfig {
 pub struct Worker {
     pipeline: Pipeline,
     config: WorkerConfig,
+    audit: Arc<dyn AuditSink>,
 }
 
 impl Worker {
-    pub fn new(queue: Arc<dyn JobQueue>, tokens: Tokens, config: WorkerConfig) -> Result<Self> {
+    /// A worker of `queue` calling the services with `tokens`, recording
+    /// each job's end to `audit`.
+    pub fn new(
+        queue: Arc<dyn JobQueue>,
+        tokens: Tokens,
+        config: WorkerConfig,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<Self> {
         if config.concurrency == 0 || config.lease.is_zero() {
             return Err(WorkerError::Config(
                 "the concurrency and the lease must be positive".into(),
@@ -114,6 +128,7 @@ impl Worker {
         Ok(Self {
             pipeline: Pipeline::new(queue, tokens, &config)?,
             config,
+            audit,
         })
     }
 
@@ -174,8 +189,25 @@ impl Worker {
         }
     }
 
-    /// Runs one job under a heartbeat, then completes or fails it.
+    /// Runs one job in its trace: the upload's, continued from the
+    /// payload's `traceparent`.
     async fn handle(&self, job: &Leased) {
+        let span = tracing::info_span!(
+            "job",
+            service = "worker",
+            trace_id = tracing::field::Empty,
+            job = %job.id(),
+            kind = %job.kind,
+            attempt = job.attempt(),
+        );
+        let trace = TraceContext::begin(&span, job::traceparent(job));
+        let trace_id = trace.trace_id.clone();
+        trace.run(span, self.handle_traced(job, trace_id)).await;
+    }
+
+    /// Runs one job under a heartbeat, then completes or fails it and
+    /// records how it ended.
+    async fn handle_traced(&self, job: &Leased, trace_id: String) {
         let queue = &self.pipeline.queue;
         let _heartbeat = Heartbeat::start(queue.clone(), job.lease.clone());
         let progress = Progress::start(queue.clone(), job.lease.clone());
@@ -187,6 +219,13 @@ impl Worker {
         // Stopped before the end is written; a progress write still in
         // flight then finds the job no longer processing and changes nothing.
         drop(progress);
+        let event = match &outcome {
+            Ok(Outcome::Indexed(chunks)) => {
+                AuditEvent::success("document.index").detail("chunks", *chunks)
+            }
+            Ok(Outcome::Deleted) => AuditEvent::success("document.index").detail("deleted", true),
+            Err(e) => AuditEvent::failure("document.index").detail("error", e.to_string()),
+        };
         let (ended, result) = match &outcome {
             Ok(outcome) => {
                 tracing::info!(job = %id, attempt, ?outcome, "job done");
@@ -211,6 +250,15 @@ impl Worker {
         if let Err(e) = ended {
             tracing::warn!(job = %id, attempt, error = %e, "cannot record the job's end");
         }
+        let document = job.payload.get("document_id").and_then(|d| d.as_str());
+        self.audit.record(
+            event
+                .actor(self.config.name.as_str())
+                .trace(Some(trace_id))
+                .detail("job_id", id.as_str())
+                .detail("attempt", attempt)
+                .detail("document_id", document.map(bounded)),
+        );
     }
 }
 

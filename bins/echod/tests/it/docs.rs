@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::{Hop, Server, echod, run_with_stdin, start_up, up_on_free_ports};
 
 /// Adds user `name` with password `<name>'s long password`.
-pub(super) fn add_user(dir: &Path, name: &str) {
+pub(crate) fn add_user(dir: &Path, name: &str) {
     let mut add = echod(dir);
     add.args(["user", "add", name, "--password-stdin"]);
     let out = run_with_stdin(add, &format!("{name}'s long password\n"));
@@ -30,9 +30,9 @@ pub(super) fn add_user(dir: &Path, name: &str) {
 
 /// A user signed in to the gateway of `server`, calling its `/api/...`
 /// with the session cookie and the CSRF header.
-pub(super) struct User {
-    hop: Hop,
-    gateway: String,
+pub(crate) struct User {
+    pub(crate) hop: Hop,
+    pub(crate) gateway: String,
 }
 
 impl User {
@@ -41,7 +41,7 @@ impl User {
     }
 
     /// Signs in with `hop` (a client of its own, e.g. trusting a CA).
-    pub(super) async fn sign_in_with(server: &Server, name: &str, mut hop: Hop) -> Self {
+    pub(crate) async fn sign_in_with(server: &Server, name: &str, mut hop: Hop) -> Self {
         let gateway = server.up.clone().expect("up line");
         let (status, _) = hop
             .sign_in_through_gateway(server, &gateway, name, &format!("{name}'s long password"))
@@ -119,7 +119,7 @@ impl User {
     }
 
     /// The document's view once its status is `done` or `failed`.
-    pub(super) async fn wait_for(&mut self, id: &str, within: Duration) -> Value {
+    pub(crate) async fn wait_for(&mut self, id: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let (status, view) = self

@@ -22,6 +22,7 @@ mod ops;
 mod packaging;
 mod parser;
 mod tls;
+mod traces;
 mod users;
 
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -36,6 +37,8 @@ pub fn echod(data_dir: &Path) -> Command {
         .env_remove("ECHO_QUEUE_URL")
         .env_remove("ECHO_DOCS_DATABASE_URL")
         .env_remove("ECHO_LLM_URL")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .env("ECHO_LOG", "warn");
     cmd
 }
@@ -103,22 +106,23 @@ pub fn up_on_free_ports(data_dir: &Path) -> Command {
 
 /// Starts `echod <args>` and waits for `services` lines `ready <addr>`.
 pub fn start(cmd: Command, services: usize) -> Server {
-    start_until(cmd, services, false)
+    start_until(cmd, services, false, Stdio::null())
 }
 
 /// Starts `echod up …` and waits for its five `ready` lines (identity,
 /// audit, gateway, docs, parser) and the `up <gateway URL>` line after
 /// them.
 pub fn start_up(cmd: Command) -> Server {
-    start_until(cmd, 5, true)
+    start_until(cmd, 5, true, Stdio::null())
 }
 
-fn start_until(mut cmd: Command, services: usize, up_line: bool) -> Server {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+/// [`start_up`], its logs (stderr) going to `logs`.
+pub fn start_up_logging(cmd: Command, logs: std::fs::File) -> Server {
+    start_until(cmd, 5, true, Stdio::from(logs))
+}
+
+fn start_until(mut cmd: Command, services: usize, up_line: bool, logs: Stdio) -> Server {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(logs).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut stdout_lines = Vec::new();
     let mut ready = Vec::new();

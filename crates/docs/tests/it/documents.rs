@@ -75,7 +75,13 @@ async fn each_upload_queues_one_index_job() {
         .unwrap()
         .expect("a job");
     assert_eq!(job.kind, "index_document");
-    assert_eq!(job.payload, serde_json::json!({ "document_id": id }));
+    assert_eq!(job.payload["document_id"], id.as_str());
+    // The upload's trace goes with its job, for the worker to continue.
+    let traceparent = job.payload["traceparent"].as_str().unwrap();
+    let (trace_id, _, _) = echo_edge::trace::parse_traceparent(traceparent).unwrap();
+    let upload = &f.audit.events()[0];
+    assert_eq!(upload.action, "document.upload");
+    assert_eq!(upload.trace_id.as_deref(), Some(trace_id));
     assert!(
         f.queue
             .take("w", std::time::Duration::from_secs(30))

@@ -140,6 +140,24 @@ async fn an_upstream_gets_its_own_token_and_never_the_cookie() {
     let forwarded_trace = seen.headers["traceparent"].to_str().unwrap();
     assert!(forwarded_trace.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
     assert!(forwarded_trace.ends_with("-01"));
+    assert_ne!(forwarded_trace, trace, "the gateway's span is the parent");
+    let exchanged = platform
+        .identity_audit
+        .events()
+        .into_iter()
+        .find(|e| e.action == "token.exchanged")
+        .unwrap();
+    assert_eq!(
+        exchanged.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+        "identity's event of the exchange is in the browser's trace"
+    );
+    assert!(
+        platform
+            .gateway_audited("gateway.request.forwarded")
+            .is_empty(),
+        "a read is not audited"
+    );
 
     let token = bearer_of(&seen);
     let claims = claims_of(&token);
@@ -201,6 +219,17 @@ async fn a_bearer_caller_is_exchanged_too_and_bodies_stream_through() {
     assert_ne!(forwarded, token, "the caller's own token stays here");
     assert_eq!(claims_of(&forwarded)["aud"], UPSTREAM_AUDIENCE);
     assert_eq!(claims_of(&forwarded)["sub"], "identity");
+    // No traceparent: the gateway started the trace the upstream got, and
+    // audited the state-changing request in it.
+    let traceparent = seen.headers["traceparent"].to_str().unwrap();
+    let (trace_id, _, _) = echo_edge::trace::parse_traceparent(traceparent).unwrap();
+    let audited = platform.gateway_audited("gateway.request.forwarded");
+    assert_eq!(audited.len(), 1);
+    assert_eq!(audited[0].actor.as_deref(), Some("identity"));
+    assert_eq!(audited[0].details["route"], "/api/up");
+    assert_eq!(audited[0].details["method"], "POST");
+    assert_eq!(audited[0].details["status"], 200);
+    assert_eq!(audited[0].trace_id.as_deref(), Some(trace_id));
 }
 
 #[tokio::test]

@@ -135,11 +135,14 @@ async fn bad_tokens_are_refused_alike_and_audited_once_each() {
 
     // One `access.denied` event per refusal, with its reason and the
     // caller's address; the subject only where the token itself was valid.
-    let denied = fixture.audit.events();
-    assert!(
-        denied.iter().all(|e| e.action == "access.denied"),
-        "{denied:?}"
-    );
+    // The one other event is the parse of `assert_alive`.
+    let (denied, parsed): (Vec<_>, Vec<_>) = fixture
+        .audit
+        .events()
+        .into_iter()
+        .partition(|e| e.action == "access.denied");
+    assert_eq!(parsed.len(), 1, "{parsed:?}");
+    assert_eq!(parsed[0].action, "document.parse");
     let reasons: Vec<_> = denied
         .iter()
         .map(|e| e.details["reason"].as_str().unwrap().to_owned())
@@ -153,6 +156,61 @@ async fn bad_tokens_are_refused_alike_and_audited_once_each() {
     let actors: Vec<_> = denied.iter().map(|e| e.actor.as_deref()).collect();
     assert_eq!(actors, [None, None, None, None, None, None, Some("alice")]);
     assert_eq!(denied[6].details["client_id"], "gateway");
+}
+
+#[tokio::test]
+async fn every_parse_is_audited_in_the_callers_trace() {
+    let fixture = Fixture::start().await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parsed = reqwest::Client::new()
+        .post(format!("{}/v1/parse", fixture.url))
+        .bearer_auth(fixture.token(json!({})))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .query(&[("filename", "a.txt")])
+        .body("hello there")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(parsed.status(), 200);
+    let zip = echo_testkit::files::zip(&[("a.txt", b"hi")]);
+    let (status, _) = fixture.parse(None, zip.clone()).await;
+    assert_eq!(status, 415);
+
+    let events = fixture.audit.events();
+    let [parsed, refused] = &events[..] else {
+        panic!("{events:?}");
+    };
+    assert_eq!(
+        (parsed.action, parsed.outcome),
+        ("document.parse", Outcome::Success)
+    );
+    assert_eq!(parsed.actor.as_deref(), Some("worker"));
+    assert_eq!(
+        parsed.trace_id.as_deref(),
+        Some(trace),
+        "the caller's trace"
+    );
+    assert_eq!(parsed.ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        (
+            &parsed.details["type"],
+            &parsed.details["bytes"],
+            &parsed.details["chars"],
+            &parsed.details["truncated"]
+        ),
+        (&json!("txt"), &json!(11), &json!(11), &json!(false))
+    );
+    assert_eq!(
+        (refused.action, refused.outcome),
+        ("document.parse", Outcome::Failure)
+    );
+    assert_eq!(refused.details["reason"], "unsupported");
+    assert_eq!(refused.details["bytes"], zip.len());
+    let fresh = refused.trace_id.as_deref().unwrap();
+    assert!(
+        fresh.len() == 32 && fresh != trace,
+        "no traceparent: a trace of its own ({fresh})"
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! The worker against fake docs and parser services (one axum app) and a
-//! SQLite queue: what each answer of the services does to a job.
+//! SQLite queue: what each answer of the services does to a job, and how
+//! each job's trace goes on to the services and into its audit event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use echo_core::audit::{MemoryAuditSink, Outcome};
 use echo_edge::TokenSource;
 use echo_queue::{JobId, JobQueue, JobState, JobStatus, QueueConfig, SqliteQueue};
 use echo_worker::{INDEX_DOCUMENT, Tokens, Worker, WorkerConfig};
@@ -33,6 +35,19 @@ struct Seen {
     indexed: HashMap<String, Vec<Value>>,
     /// The `filename` of every parse.
     filenames: Vec<Option<String>>,
+    /// The trace id of each call's `traceparent`: (`content`, `parse` or
+    /// `index`, the document's text or id, trace id).
+    traces: Vec<(&'static str, String, String)>,
+}
+
+/// Records the trace id of the call's `traceparent` (which must be valid).
+fn saw_trace(seen: &Shared, headers: &HeaderMap, call: &'static str, document: &str) {
+    let traceparent = headers["traceparent"].to_str().unwrap();
+    let (trace_id, _, _) = echo_edge::trace::parse_traceparent(traceparent).unwrap();
+    seen.lock()
+        .unwrap()
+        .traces
+        .push((call, document.to_owned(), trace_id.to_owned()));
 }
 
 type Shared = Arc<Mutex<Seen>>;
@@ -45,10 +60,15 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// Docs: a document's content is its id (`gone` is deleted).
-async fn content(headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn content(
+    State(seen): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     if !authorized(&headers, "docs-token") {
         return StatusCode::UNAUTHORIZED.into_response();
     }
+    saw_trace(&seen, &headers, "content", &id);
     if id == "gone" {
         return (StatusCode::NOT_FOUND, r#"{"detail":"document not found"}"#).into_response();
     }
@@ -72,6 +92,7 @@ async fn parse(
         .filenames
         .push(query.get("filename").cloned());
     let text = String::from_utf8_lossy(&body).into_owned();
+    saw_trace(&seen, &headers, "parse", &text);
     match text.as_str() {
         "corrupt" => (
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -97,6 +118,7 @@ async fn index(
     if !authorized(&headers, "docs-token") {
         return StatusCode::UNAUTHORIZED;
     }
+    saw_trace(&seen, &headers, "index", &id);
     let chunks = body["chunks"].as_array().cloned().unwrap_or_default();
     seen.lock().unwrap().indexed.insert(id, chunks);
     StatusCode::NO_CONTENT
@@ -149,9 +171,20 @@ async fn each_answer_of_the_services_ends_the_job_as_it_should() {
     let seen = Shared::default();
     let url = services(seen.clone()).await;
 
+    // The upload's trace comes with alpha's job; gone's is malformed (so
+    // it gets a trace of its own), the others have none.
+    let upload_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let mut ids = Vec::new();
     for document in ["alpha", "gone", "corrupt", "flaky"] {
-        let payload = json!({ "document_id": document });
+        let traceparent = match document {
+            "alpha" => format!("00-{upload_trace}-00f067aa0ba902b7-01"),
+            "gone" => format!("00-{upload_trace}-00f067aa0ba902b7-01-junk"),
+            _ => String::new(),
+        };
+        let payload = match traceparent.as_str() {
+            "" => json!({ "document_id": document }),
+            _ => json!({ "document_id": document, "traceparent": traceparent }),
+        };
         ids.push(
             queue
                 .enqueue(INDEX_DOCUMENT, &payload, Some(document))
@@ -179,7 +212,8 @@ async fn each_answer_of_the_services_ends_the_job_as_it_should() {
     let mut worker_config = WorkerConfig::new(&url, &url, "test-worker");
     worker_config.idle_poll = Duration::from_millis(20);
     worker_config.lease = Duration::from_secs(5);
-    let worker = Worker::new(queue.clone(), tokens, worker_config).unwrap();
+    let audit = Arc::new(MemoryAuditSink::default());
+    let worker = Worker::new(queue.clone(), tokens, worker_config, audit.clone()).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(worker.run(async {
         let _ = stopped.await;
@@ -239,4 +273,58 @@ async fn each_answer_of_the_services_ends_the_job_as_it_should() {
         "the name from Content-Disposition: {:?}",
         seen.filenames
     );
+
+    // Every call of alpha's job went on in the upload's trace.
+    let trace_of = |call: &str, document: &str| {
+        seen.traces
+            .iter()
+            .filter(|(c, d, _)| *c == call && d == document)
+            .map(|(_, _, t)| t.clone())
+            .collect::<HashSet<_>>()
+    };
+    let upload = HashSet::from([upload_trace.to_owned()]);
+    for call in ["content", "parse", "index"] {
+        assert_eq!(trace_of(call, "alpha"), upload, "{call}");
+    }
+    let gone_trace = trace_of("content", "gone");
+    assert_eq!(gone_trace.len(), 1);
+    assert!(
+        !gone_trace.contains(upload_trace),
+        "a malformed traceparent starts a new trace"
+    );
+    // Each run is audited once, in its trace; flaky's two runs are two.
+    let events = audit.events();
+    let runs_of = |document: &str| {
+        events
+            .iter()
+            .filter(|e| e.details.get("document_id").and_then(Value::as_str) == Some(document))
+            .collect::<Vec<_>>()
+    };
+    let alpha_runs = runs_of("alpha");
+    assert_eq!(alpha_runs.len(), 1, "{events:?}");
+    let alpha_run = alpha_runs[0];
+    assert_eq!(
+        (alpha_run.action, alpha_run.outcome),
+        ("document.index", Outcome::Success)
+    );
+    assert_eq!(alpha_run.trace_id.as_deref(), Some(upload_trace));
+    assert_eq!(alpha_run.actor.as_deref(), Some("test-worker"));
+    assert_eq!(alpha_run.details["chunks"], 1);
+    assert_eq!(runs_of("gone")[0].details["deleted"], true);
+    assert_eq!(
+        runs_of("gone")[0].trace_id.as_ref(),
+        gone_trace.iter().next()
+    );
+    let corrupt_runs = runs_of("corrupt");
+    assert_eq!(corrupt_runs[0].outcome, Outcome::Failure);
+    assert_eq!(corrupt_runs[0].details["error"], "the PDF is truncated");
+    assert_eq!(runs_of("flaky").len(), 2);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.action == "document.index"
+                && e.trace_id.as_ref().is_some_and(|t| t.len() == 32)),
+        "{events:?}"
+    );
+    assert_eq!(events.len(), 7, "six jobs, flaky run twice: {events:?}");
 }
