@@ -97,3 +97,12 @@ impl From<TokenAlg> for echo_crypto::Algorithm {
         }
     }
 }
+
+/// Certificate authorities trusted for outgoing TLS.
+#[derive(Debug, Clone, Args)]
+pub struct CaFileArg {
+    /// A PEM file of certificate authorities trusted for outgoing TLS
+    /// (services, PostgreSQL, Redis, NATS), beside the system's roots.
+    #[arg(long = "ca-file", env = "ECHO_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use echo_crypto::TrustedRoots;
 use echo_docs::{DocsConfig, LlmClient};
 use echo_edge::Service;
 use echo_queue::JobQueue;
@@ -91,7 +92,7 @@ pub struct DocsOptions {
 /// The docs service on `listener` over `queue`, accepting the tokens
 /// `verifier` passes for `audience`, recording to `audit`.
 pub async fn start(
-    dir: &Path,
+    (dir, roots): (&Path, &TrustedRoots),
     listener: TcpListener,
     (verifier, audience): (&Arc<Verifier>, &str),
     options: &DocsOptions,
@@ -103,6 +104,7 @@ pub async fn start(
         audience: audience.to_owned(),
         data_dir: dir.to_owned(),
         database_url: options.database_url.clone().filter(|u| !u.is_empty()),
+        database_roots: roots.clone(),
         limits: echo_docs::Limits {
             max_upload_bytes: options.max_upload_bytes,
             quota_bytes: options.quota_bytes,
@@ -129,7 +131,11 @@ pub async fn start(
     Ok(echo_docs::http::service(listener, app).on_stop(audit.shutdown()))
 }
 
-pub async fn serve(data_dir: &Path, args: &ServeDocsArgs) -> anyhow::Result<()> {
+pub async fn serve(
+    data_dir: &Path,
+    roots: &TrustedRoots,
+    args: &ServeDocsArgs,
+) -> anyhow::Result<()> {
     let listener = echo_edge::bind(&args.listen).await?;
     let issuer = &args.issuer.issuer;
     let audit = ServiceAudit::for_serve(
@@ -138,9 +144,9 @@ pub async fn serve(data_dir: &Path, args: &ServeDocsArgs) -> anyhow::Result<()> 
         args.audit.audit_url.as_deref(),
         &args.audit.audience.audit_audience,
     )?;
-    let queue = args.queue.open(data_dir).await?;
+    let queue = args.queue.open(data_dir, roots).await?;
     let service = start(
-        data_dir,
+        (data_dir, roots),
         listener,
         (&args.issuer.verifier(), &args.audience),
         &args.options,

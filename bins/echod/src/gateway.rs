@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use echo_core::SystemClock;
+use echo_crypto::TrustedRoots;
 use echo_edge::{Service, ServiceTokens};
 use echo_gateway::{
     ClientSecret, Gateway, GatewayConfig, GatewayFile, RedisSessionStore, SessionStore,
@@ -56,7 +57,8 @@ pub struct GatewaySessionArgs {
     /// The gateway's TOML file: routes, rate limits, trusted proxies.
     #[arg(long = "config", env = "ECHO_CONFIG")]
     pub config: Option<std::path::PathBuf>,
-    /// Keep gateway sessions in this Redis (`redis://host:port[/db]`)
+    /// Keep gateway sessions in this Redis (`redis://host:port[/db]`, or
+    /// `rediss://…` for TLS)
     /// instead of `<data>/gateway.db`.
     #[arg(long = "redis-url", env = "ECHO_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -106,12 +108,12 @@ pub fn public_url(given: Option<&str>, listener: &TcpListener) -> anyhow::Result
 /// Where sessions live: Redis if `--redis-url` names one, else
 /// `<data>/gateway.db`.
 async fn session_store(
-    dir: &Path,
+    (dir, roots): (&Path, &TrustedRoots),
     session: &GatewaySessionArgs,
     idle_ttl: i64,
 ) -> anyhow::Result<Arc<dyn SessionStore>> {
     if let Some(url) = &session.redis_url {
-        let store = RedisSessionStore::open(url, &session.redis_prefix, idle_ttl)
+        let store = RedisSessionStore::open(url, roots, &session.redis_prefix, idle_ttl)
             .await
             .context("cannot connect to the gateway's Redis (ECHO_REDIS_URL)")?;
         return Ok(Arc::new(store));
@@ -129,7 +131,7 @@ async fn session_store(
 /// at `audit` (URL, audience), or records to the log.
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
-    dir: &Path,
+    (dir, roots): (&Path, &TrustedRoots),
     listener: TcpListener,
     verifier: Arc<Verifier>,
     public_url: &str,
@@ -154,7 +156,7 @@ pub async fn start(
         }
         None => ServiceAudit::log(),
     };
-    let store = session_store(dir, session, config.session_idle_ttl).await?;
+    let store = session_store((dir, roots), session, config.session_idle_ttl).await?;
     let master = master_key(dir)?;
     let gateway = Arc::new(Gateway::new(
         config,
@@ -171,13 +173,17 @@ pub async fn start(
 /// The gateway alone, in front of the identity at `--issuer`. Its client
 /// registration and secret must exist (`echod up` creates both; elsewhere
 /// `echod client add gateway …` and `ECHO_GATEWAY_CLIENT_SECRET`).
-pub async fn serve(data_dir: &Path, args: &ServeGatewayArgs) -> anyhow::Result<()> {
+pub async fn serve(
+    data_dir: &Path,
+    roots: &TrustedRoots,
+    args: &ServeGatewayArgs,
+) -> anyhow::Result<()> {
     let listener = echo_edge::bind(&args.listen).await?;
     let url = public_url(args.public_url.as_deref(), &listener)?;
     let secret = client_secret(data_dir, false)?;
     let file = load_file(args.session.config.as_deref())?;
     let service = start(
-        data_dir,
+        (data_dir, roots),
         listener,
         args.issuer.verifier(),
         &url,

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use echo_core::SystemClock;
 use echo_core::audit::AuditSink;
+use echo_crypto::TrustedRoots;
 use echo_edge::{Service, TokenSource, TrustedProxies};
 use echo_identity::{IdentityConfig, Provider};
 use echo_identity_store::Store;
@@ -99,8 +100,12 @@ pub async fn start(
     Ok((service, provider))
 }
 
-pub async fn serve(data_dir: &Path, args: &ServeIdentityArgs) -> anyhow::Result<()> {
-    let store = open_store(data_dir).await?;
+pub async fn serve(
+    data_dir: &Path,
+    roots: &TrustedRoots,
+    args: &ServeIdentityArgs,
+) -> anyhow::Result<()> {
+    let store = open_store(data_dir, roots).await?;
     let listener = echo_edge::bind(&args.identity.identity_listen).await?;
     let audit = args
         .audit

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use clap::Args;
+use echo_crypto::TrustedRoots;
 use echo_edge::{ServiceTokens, bind, run_all, shutdown_signal};
 use tokio::net::TcpListener;
 
@@ -77,7 +78,7 @@ fn url_of(listener: &TcpListener) -> anyhow::Result<String> {
     Ok(format!("http://{}", listener.local_addr()?))
 }
 
-pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
+pub async fn up(data_dir: &Path, roots: &TrustedRoots, args: &UpArgs) -> anyhow::Result<()> {
     let identity_listener = bind(&args.identity.identity_listen).await?;
     let audit_listener = bind(&args.audit_listen).await?;
     let gateway_listener = bind(&args.gateway_listen).await?;
@@ -90,7 +91,7 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let audit_audience = args.audit_audience.audit_audience.as_str();
     let audiences = &args.audiences;
 
-    let store = open_store(data_dir).await?;
+    let store = open_store(data_dir, roots).await?;
     bootstrap::admin_user(&*store).await?;
     let mut gateway_file = gateway::load_file(args.gateway_session.config.as_deref())?;
     bootstrap::add_docs_routes(&mut gateway_file, &docs_url, &audiences.docs_audience);
@@ -118,7 +119,7 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let client_tokens =
         |client_id: &str, secret: &str| Arc::new(ServiceTokens::new(&issuer, client_id, secret));
     let audit = audit::start(
-        data_dir,
+        (data_dir, roots),
         audit_listener,
         verifier.clone(),
         audit_audience,
@@ -126,7 +127,7 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     )
     .await?;
     let gateway = gateway::start(
-        data_dir,
+        (data_dir, roots),
         gateway_listener,
         verifier.clone(),
         &gateway_url,
@@ -136,10 +137,10 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
         (Some(&audit_url), audit_audience),
     )
     .await?;
-    let queue = args.queue.open(data_dir).await?;
+    let queue = args.queue.open(data_dir, roots).await?;
     let docs_tokens = client_tokens(docs::CLIENT_ID, &secrets.docs);
     let docs = docs::start(
-        data_dir,
+        (data_dir, roots),
         docs_listener,
         (&verifier, &audiences.docs_audience),
         &args.docs,

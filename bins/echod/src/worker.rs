@@ -83,10 +83,14 @@ pub fn start(
     Ok(Service::task("worker", move |stop| worker.run(stop)))
 }
 
-pub async fn serve(data_dir: &Path, args: &ServeWorkerArgs) -> anyhow::Result<()> {
+pub async fn serve(
+    data_dir: &Path,
+    roots: &echo_crypto::TrustedRoots,
+    args: &ServeWorkerArgs,
+) -> anyhow::Result<()> {
     let tokens =
         first_party::service_tokens(data_dir, &args.issuer.issuer, &args.client_id, &SECRET)?;
-    let queue = args.queue.open(data_dir).await?;
+    let queue = args.queue.open(data_dir, roots).await?;
     let service = start(
         queue,
         &tokens,

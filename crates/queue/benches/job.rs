@@ -79,7 +79,11 @@ fn jobs(c: &mut Criterion) {
 
     if let Some(db) = runtime.block_on(PgTestDb::create("queue_bench")) {
         let pg = runtime
-            .block_on(PgQueue::connect(&db.url, config()))
+            .block_on(PgQueue::connect(
+                &db.url,
+                &echo_crypto::TrustedRoots::system(),
+                config(),
+            ))
             .expect("PostgreSQL queue");
         bench_queue(c, &runtime, "postgres", &pg);
         drop(pg);
@@ -88,7 +92,11 @@ fn jobs(c: &mut Criterion) {
 
     if let Ok(url) = std::env::var("ECHO_TEST_NATS_URL") {
         let nats = runtime
-            .block_on(NatsQueue::connect(&url, config()))
+            .block_on(NatsQueue::connect(
+                &url,
+                &echo_crypto::TrustedRoots::system(),
+                config(),
+            ))
             .expect("NATS queue");
         bench_queue(c, &runtime, "nats", &nats);
         runtime

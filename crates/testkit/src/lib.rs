@@ -2,7 +2,9 @@
 //! PostgreSQL database per test, a throwaway data directory, and the
 //! documents ([`files`]) tests build byte by byte, and the bad tokens every
 //! service must refuse alike ([`refusals`]), and the import graph of a
-//! crate's modules ([`modules`]) the architecture tests check.
+//! crate's modules ([`modules`]) the architecture tests check, and a test
+//! certificate authority with the PostgreSQL, Redis and NATS servers tests
+//! start with TLS on ([`tls`]).
 //!
 //! PostgreSQL tests read `ECHO_TEST_POSTGRES_URL` (an admin connection,
 //! `.ci/run` sets `postgres://postgres@127.0.0.1:5432/test`). Each test gets
@@ -13,6 +15,7 @@
 pub mod files;
 pub mod modules;
 pub mod refusals;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -19,6 +19,7 @@ mod edge;
 mod gateway;
 mod keys;
 mod parser;
+mod tls_backends;
 mod users;
 
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -33,6 +34,7 @@ pub fn echod(data_dir: &Path) -> Command {
         .env_remove("ECHO_QUEUE_URL")
         .env_remove("ECHO_DOCS_DATABASE_URL")
         .env_remove("ECHO_LLM_URL")
+        .env_remove("ECHO_CA_FILE")
         .env("ECHO_LOG", "warn");
     cmd
 }

@@ -69,9 +69,13 @@ impl Backend {
             }
             Backend::Postgres => {
                 let db = PgTestDb::create(test).await?;
-                let queue = PgQueue::connect(&db.url, config.clone())
-                    .await
-                    .expect("open PostgreSQL queue");
+                let queue = PgQueue::connect(
+                    &db.url,
+                    &echo_crypto::TrustedRoots::system(),
+                    config.clone(),
+                )
+                .await
+                .expect("open PostgreSQL queue");
                 (Arc::new(queue), Cleanup::Pg(db))
             }
             Backend::Nats => {
@@ -83,9 +87,10 @@ impl Backend {
                     eprintln!("SKIPPED {test}: NATS half skipped, set {NATS_URL_VAR} to run it");
                     return None;
                 };
-                let queue = NatsQueue::connect(&url, config.clone())
-                    .await
-                    .unwrap_or_else(|e| panic!("{NATS_URL_VAR}={url} is not usable: {e}"));
+                let queue =
+                    NatsQueue::connect(&url, &echo_crypto::TrustedRoots::system(), config.clone())
+                        .await
+                        .unwrap_or_else(|e| panic!("{NATS_URL_VAR}={url} is not usable: {e}"));
                 (Arc::new(queue.clone()), Cleanup::Nats(Box::new(queue)))
             }
         };

@@ -6,3 +6,4 @@
 mod backend;
 mod open;
 mod suite;
+mod tls;
