@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use echo_core::SystemClock;
 use echo_core::audit::LogAuditSink;
+use echo_crypto::TrustedRoots;
 use echo_identity::admin::{self, ClientSecret, NewClient, NewUser};
 use echo_identity::grant;
 use echo_identity::user_state::{UserState, change_state, find_user};
@@ -210,8 +211,12 @@ async fn user_add(
 }
 
 /// `echod user …`.
-pub async fn user_command(dir: &Path, command: UserCommand) -> anyhow::Result<()> {
-    let store = open_store(dir).await?;
+pub async fn user_command(
+    dir: &Path,
+    roots: &TrustedRoots,
+    command: UserCommand,
+) -> anyhow::Result<()> {
+    let store = open_store(dir, roots).await?;
     let (store, audit, clock) = (&*store, &LogAuditSink, &SystemClock);
     match command {
         UserCommand::Add {
@@ -295,7 +300,11 @@ async fn user_list(store: &dyn echo_identity_store::Store) -> anyhow::Result<()>
     Ok(())
 }
 
-pub async fn client_add(dir: &Path, args: ClientAddArgs) -> anyhow::Result<()> {
+pub async fn client_add(
+    dir: &Path,
+    roots: &TrustedRoots,
+    args: ClientAddArgs,
+) -> anyhow::Result<()> {
     let secret = if args.public {
         ClientSecret::Public
     } else if let Some(path) = &args.jwks_file {
@@ -329,7 +338,7 @@ pub async fn client_add(dir: &Path, args: ClientAddArgs) -> anyhow::Result<()> {
         post_logout_redirect_uris: args.post_logout_redirect_uris,
         allow_no_pkce: args.allow_no_pkce,
     };
-    let store = open_store(dir).await?;
+    let store = open_store(dir, roots).await?;
     let generated = admin::add_client(&*store, &LogAuditSink, &SystemClock, new).await?;
     println!("added client {}", args.id);
     if let Some(secret) = generated {
@@ -338,8 +347,8 @@ pub async fn client_add(dir: &Path, args: ClientAddArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn client_list(dir: &Path) -> anyhow::Result<()> {
-    let store = open_store(dir).await?;
+pub async fn client_list(dir: &Path, roots: &TrustedRoots) -> anyhow::Result<()> {
+    let store = open_store(dir, roots).await?;
     println!(
         "{:<24} {:<15} {:<40} {:<24} REDIRECT URIS",
         "ID", "TYPE", "GRANTS", "AUDIENCES"
@@ -369,11 +378,12 @@ pub async fn client_list(dir: &Path) -> anyhow::Result<()> {
 
 pub async fn client_rotate_secret(
     dir: &Path,
+    roots: &TrustedRoots,
     id: &str,
     overlap: std::time::Duration,
 ) -> anyhow::Result<()> {
     let seconds = i64::try_from(overlap.as_secs()).context("the overlap is too long")?;
-    let store = open_store(dir).await?;
+    let store = open_store(dir, roots).await?;
     let secret =
         admin::rotate_client_secret(&*store, &LogAuditSink, &SystemClock, id, seconds).await?;
     println!("rotated the secret of client {id}");

@@ -13,12 +13,13 @@ use echo_audit::service::AuditService;
 use echo_audit::store::AuditStore;
 use echo_audit::verify::{VerifyError, check_pinned, verify_chain};
 use echo_core::SystemClock;
+use echo_crypto::TrustedRoots;
 use echo_crypto::secret::{b64url, b64url_decode, random_bytes};
 use echo_edge::{Periodic, Service};
 use echo_verify::Verifier;
 use tokio::net::TcpListener;
 
-use crate::args::{CaFileArg, IssuerArg, TlsArgs};
+use crate::args::{IssuerArg, TlsArgs};
 use crate::tls::ServiceTls;
 
 use crate::settings::{ensure_data_dir, existing_secret_text, secret_text};
@@ -29,14 +30,18 @@ const SIGNING_KEY_FILE: &str = "audit-signing.key";
 /// Rows read per page while verifying, so memory stays flat.
 const VERIFY_PAGE: i64 = 10_000;
 
-/// The audit store: `ECHO_AUDIT_DATABASE_URL`, else `<data>/audit.db`. The
-/// audit log has a database of its own, apart from identity's.
-pub async fn open_audit_store(dir: &Path) -> anyhow::Result<Arc<dyn AuditStore>> {
+/// The audit store: `ECHO_AUDIT_DATABASE_URL` (its TLS trusting `roots`),
+/// else `<data>/audit.db`. The audit log has a database of its own, apart
+/// from identity's.
+pub async fn open_audit_store(
+    dir: &Path,
+    roots: &TrustedRoots,
+) -> anyhow::Result<Arc<dyn AuditStore>> {
     ensure_data_dir(dir)?;
     let url = std::env::var(AUDIT_DATABASE_URL_VAR)
         .ok()
         .filter(|u| !u.is_empty());
-    echo_audit::store::open(url.as_deref(), dir)
+    echo_audit::store::open(url.as_deref(), roots, dir)
         .await
         .with_context(|| {
             format!(
@@ -73,8 +78,8 @@ pub fn origin() -> String {
 }
 
 /// The audit service over the data directory's store and signing key.
-async fn service(dir: &Path) -> anyhow::Result<AuditService> {
-    let store = open_audit_store(dir).await?;
+async fn service(dir: &Path, roots: &TrustedRoots) -> anyhow::Result<AuditService> {
+    let store = open_audit_store(dir, roots).await?;
     let signer = checkpoint_signer(dir, &origin())?;
     Ok(AuditService::new(store, signer, Arc::new(SystemClock)))
 }
@@ -97,8 +102,6 @@ pub struct ServeAuditArgs {
     pub schedule: CheckpointArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
-    #[command(flatten)]
-    pub ca: CaFileArg,
 }
 
 /// How often the log is pinned by a signed checkpoint, and how long it
@@ -122,13 +125,13 @@ pub struct CheckpointArgs {
 /// The audit service on `listener` for the tokens `verifier` passes with
 /// audience `audience`, signing checkpoints (and pruning) on `schedule`.
 pub async fn start(
-    dir: &Path,
+    (dir, roots): (&Path, &TrustedRoots),
     listener: TcpListener,
     verifier: Arc<Verifier>,
     audience: &str,
     schedule: &CheckpointArgs,
 ) -> anyhow::Result<Service> {
-    let service = service(dir).await?;
+    let service = service(dir, roots).await?;
     // Pins what an earlier run left unpinned (it stopped between two
     // ticks), so those events and the ones after the restart fall on either
     // side of a checkpoint rather than look like a deleted one to `verify`.
@@ -144,11 +147,11 @@ pub async fn start(
     Ok(echo_audit::http::service(listener, app).with_job(checkpoints))
 }
 
-pub async fn serve(dir: &Path, args: &ServeAuditArgs) -> anyhow::Result<()> {
-    let tls = ServiceTls::from_args(&args.tls, &args.ca)?;
+pub async fn serve(dir: &Path, roots: &TrustedRoots, args: &ServeAuditArgs) -> anyhow::Result<()> {
+    let tls = ServiceTls::from_args(&args.tls, roots)?;
     let listener = echo_edge::bind(&args.audit_listen).await?;
     let service = start(
-        dir,
+        (dir, roots),
         listener,
         args.issuer.verifier(&tls.client),
         &args.audience,
@@ -185,17 +188,20 @@ fn cutoff_ms(age: Duration) -> i64 {
 }
 
 /// `echod audit prune --older-than AGE`.
-pub async fn prune(dir: &Path, older_than: Duration) -> anyhow::Result<()> {
-    let deleted = service(dir).await?.prune(cutoff_ms(older_than)).await?;
+pub async fn prune(dir: &Path, roots: &TrustedRoots, older_than: Duration) -> anyhow::Result<()> {
+    let deleted = service(dir, roots)
+        .await?
+        .prune(cutoff_ms(older_than))
+        .await?;
     println!("pruned {deleted} events");
     Ok(())
 }
 
 /// `echod audit tail`: prints the newest `last` events as JSON lines, then
 /// (with `follow`) every new one as it arrives.
-pub async fn tail(dir: &Path, last: i64, follow: bool) -> anyhow::Result<()> {
+pub async fn tail(dir: &Path, roots: &TrustedRoots, last: i64, follow: bool) -> anyhow::Result<()> {
     use std::io::Write;
-    let store = open_audit_store(dir).await?;
+    let store = open_audit_store(dir, roots).await?;
     let head = store.head().await?.size;
     let mut after = (head - last).max(0);
     loop {
@@ -241,21 +247,21 @@ pub struct VerifyArgs {
 /// The audit service for a command that signs or checks signatures: refuses
 /// to run without the signing key rather than create one (a new key would
 /// verify no checkpoint).
-async fn service_with_key(dir: &Path) -> anyhow::Result<AuditService> {
+async fn service_with_key(dir: &Path, roots: &TrustedRoots) -> anyhow::Result<AuditService> {
     if existing_secret_text(dir, AUDIT_SIGNING_KEY_VAR, SIGNING_KEY_FILE)?.is_none() {
         anyhow::bail!(
             "no audit signing key: set {AUDIT_SIGNING_KEY_VAR} or put {SIGNING_KEY_FILE} in {}",
             dir.display()
         );
     }
-    service(dir).await
+    service(dir, roots).await
 }
 
 /// `echod audit checkpoint`: prints the newest signed checkpoint, signing
 /// the head first if it moved (and only if the chain extends what was
 /// signed before), for an operator to keep elsewhere.
-pub async fn checkpoint(dir: &Path) -> anyhow::Result<()> {
-    let note = service_with_key(dir).await?.checkpoint().await?;
+pub async fn checkpoint(dir: &Path, roots: &TrustedRoots) -> anyhow::Result<()> {
+    let note = service_with_key(dir, roots).await?.checkpoint().await?;
     print!("{note}");
     Ok(())
 }
@@ -296,8 +302,8 @@ fn trusted_checkpoints(
 /// signature, stored or trusted; prints `ok <count> events, head <hash>` or
 /// names the first changed, removed, inserted, reordered or truncated event,
 /// or the first event no checkpoint pins in time (`Unpinned`, `Gap`).
-pub async fn verify(dir: &Path, args: &VerifyArgs) -> anyhow::Result<bool> {
-    let service = service_with_key(dir).await?;
+pub async fn verify(dir: &Path, roots: &TrustedRoots, args: &VerifyArgs) -> anyhow::Result<bool> {
+    let service = service_with_key(dir, roots).await?;
     let stored = match service.signed_checkpoints().await {
         Ok(checkpoints) => checkpoints,
         Err(e) => {

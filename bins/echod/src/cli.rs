@@ -7,13 +7,17 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::admin::{ClientCommand, UserCommand};
+use crate::args::CaFileArg;
 use crate::{audit, docs, gateway, identity, keys, parser, up, worker};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "echod",
     version,
-    about = "Echo: a self-hosted identity platform for microservices"
+    about = "Echo: a self-hosted identity platform for microservices",
+    // Every command may connect out (a database, Redis, NATS), so the CA
+    // file is taken before or after the subcommand alike.
+    mut_arg("ca_file", |arg| arg.global(true))
 )]
 pub struct Cli {
     /// Directory for the database, keys and other state.
@@ -24,6 +28,8 @@ pub struct Cli {
         default_value = "./echo-data"
     )]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub ca: CaFileArg,
     #[command(subcommand)]
     pub command: Command,
 }

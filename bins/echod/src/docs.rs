@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use echo_crypto::TrustedRoots;
 use echo_docs::{DocsConfig, LlmClient};
 use echo_edge::Service;
 use echo_queue::JobQueue;
@@ -15,7 +16,7 @@ use tokio::net::TcpListener;
 
 use echo_verify::Verifier;
 
-use crate::args::{AuditTargetArgs, CaFileArg, IssuerArg, TlsArgs};
+use crate::args::{AuditTargetArgs, IssuerArg, TlsArgs};
 use crate::first_party::{SecretPlace, ServiceAudit};
 use crate::queue::QueueArgs;
 use crate::settings::{ensure_data_dir, existing_secret_text};
@@ -56,8 +57,6 @@ pub struct ServeDocsArgs {
     pub queue: QueueArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
-    #[command(flatten)]
-    pub ca: CaFileArg,
 }
 
 /// The docs service's settings (`serve docs` and `up`).
@@ -96,7 +95,7 @@ pub struct DocsOptions {
 /// The docs service on `listener` with `tls` over `queue`, accepting the
 /// tokens `verifier` passes for `audience`, recording to `audit`.
 pub async fn start(
-    dir: &Path,
+    (dir, roots): (&Path, &TrustedRoots),
     (listener, tls): (TcpListener, &ServiceTls),
     (verifier, audience): (&Arc<Verifier>, &str),
     options: &DocsOptions,
@@ -108,6 +107,7 @@ pub async fn start(
         audience: audience.to_owned(),
         data_dir: dir.to_owned(),
         database_url: options.database_url.clone().filter(|u| !u.is_empty()),
+        database_roots: roots.clone(),
         limits: echo_docs::Limits {
             max_upload_bytes: options.max_upload_bytes,
             quota_bytes: options.quota_bytes,
@@ -147,8 +147,12 @@ pub async fn start(
     ))
 }
 
-pub async fn serve(data_dir: &Path, args: &ServeDocsArgs) -> anyhow::Result<()> {
-    let tls = ServiceTls::from_args(&args.tls, &args.ca)?;
+pub async fn serve(
+    data_dir: &Path,
+    roots: &TrustedRoots,
+    args: &ServeDocsArgs,
+) -> anyhow::Result<()> {
+    let tls = ServiceTls::from_args(&args.tls, roots)?;
     let listener = echo_edge::bind(&args.listen).await?;
     let issuer = &args.issuer.issuer;
     let audit = ServiceAudit::for_serve(
@@ -158,9 +162,9 @@ pub async fn serve(data_dir: &Path, args: &ServeDocsArgs) -> anyhow::Result<()> 
         &args.audit.audience.audit_audience,
         &tls.client,
     )?;
-    let queue = args.queue.open(data_dir).await?;
+    let queue = args.queue.open(data_dir, roots).await?;
     let service = start(
-        data_dir,
+        (data_dir, roots),
         (listener, &tls),
         (&args.issuer.verifier(&tls.client), &args.audience),
         &args.options,

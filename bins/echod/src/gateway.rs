@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use echo_core::SystemClock;
+use echo_crypto::TrustedRoots;
 use echo_edge::{Service, ServiceTokens};
 use echo_gateway::{
     ClientSecret, Gateway, GatewayConfig, GatewayFile, RedisSessionStore, SessionStore,
@@ -16,7 +17,7 @@ use echo_gateway::{
 use echo_verify::Verifier;
 use tokio::net::TcpListener;
 
-use crate::args::{AuditTargetArgs, CaFileArg, IssuerArg, TlsArgs};
+use crate::args::{AuditTargetArgs, IssuerArg, TlsArgs};
 use crate::first_party::{self, SecretPlace, ServiceAudit};
 use crate::settings::{ensure_data_dir, master_key};
 use crate::tls::ServiceTls;
@@ -45,8 +46,6 @@ pub struct ServeGatewayArgs {
     pub audit: AuditTargetArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
-    #[command(flatten)]
-    pub ca: CaFileArg,
 }
 
 /// The gateway's sessions and configuration file (`serve gateway` and `up`).
@@ -61,7 +60,8 @@ pub struct GatewaySessionArgs {
     /// The gateway's TOML file: routes, rate limits, trusted proxies.
     #[arg(long = "config", env = "ECHO_CONFIG")]
     pub config: Option<std::path::PathBuf>,
-    /// Keep gateway sessions in this Redis (`redis://host:port[/db]`)
+    /// Keep gateway sessions in this Redis (`redis://host:port[/db]`, or
+    /// `rediss://…` for TLS)
     /// instead of `<data>/gateway.db`.
     #[arg(long = "redis-url", env = "ECHO_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -115,12 +115,12 @@ pub fn public_url(
 /// Where sessions live: Redis if `--redis-url` names one, else
 /// `<data>/gateway.db`.
 async fn session_store(
-    dir: &Path,
+    (dir, roots): (&Path, &TrustedRoots),
     session: &GatewaySessionArgs,
     idle_ttl: i64,
 ) -> anyhow::Result<Arc<dyn SessionStore>> {
     if let Some(url) = &session.redis_url {
-        let store = RedisSessionStore::open(url, &session.redis_prefix, idle_ttl)
+        let store = RedisSessionStore::open(url, roots, &session.redis_prefix, idle_ttl)
             .await
             .context("cannot connect to the gateway's Redis (ECHO_REDIS_URL)")?;
         return Ok(Arc::new(store));
@@ -138,7 +138,7 @@ async fn session_store(
 /// at `audit` (URL, audience), or records to the log.
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
-    dir: &Path,
+    (dir, roots): (&Path, &TrustedRoots),
     (listener, tls): (TcpListener, &ServiceTls),
     verifier: Arc<Verifier>,
     public_url: &str,
@@ -169,7 +169,7 @@ pub async fn start(
         }
         None => ServiceAudit::log(),
     };
-    let store = session_store(dir, session, config.session_idle_ttl).await?;
+    let store = session_store((dir, roots), session, config.session_idle_ttl).await?;
     let master = master_key(dir)?;
     let gateway = Arc::new(Gateway::new(
         config,
@@ -190,14 +190,18 @@ pub async fn start(
 /// The gateway alone, in front of the identity at `--issuer`. Its client
 /// registration and secret must exist (`echod up` creates both; elsewhere
 /// `echod client add gateway …` and `ECHO_GATEWAY_CLIENT_SECRET`).
-pub async fn serve(data_dir: &Path, args: &ServeGatewayArgs) -> anyhow::Result<()> {
-    let tls = ServiceTls::from_args(&args.tls, &args.ca)?;
+pub async fn serve(
+    data_dir: &Path,
+    roots: &TrustedRoots,
+    args: &ServeGatewayArgs,
+) -> anyhow::Result<()> {
+    let tls = ServiceTls::from_args(&args.tls, roots)?;
     let listener = echo_edge::bind(&args.listen).await?;
     let url = public_url(args.public_url.as_deref(), &listener, &tls)?;
     let secret = client_secret(data_dir, false)?;
     let file = load_file(args.session.config.as_deref())?;
     let service = start(
-        data_dir,
+        (data_dir, roots),
         (listener, &tls),
         args.issuer.verifier(&tls.client),
         &url,

@@ -8,12 +8,13 @@ use anyhow::Context;
 use clap::Args;
 use echo_core::SystemClock;
 use echo_core::audit::AuditSink;
+use echo_crypto::TrustedRoots;
 use echo_edge::{Service, TokenSource, TrustedProxies};
 use echo_identity::{IdentityConfig, Provider};
 use echo_identity_store::Store;
 use tokio::net::TcpListener;
 
-use crate::args::{AuditTargetArgs, CaFileArg, TlsArgs, TokenAlg};
+use crate::args::{AuditTargetArgs, TlsArgs, TokenAlg};
 use crate::first_party::{AUDIT_WRITE, ServiceAudit};
 use crate::settings::{master_key, open_store};
 use crate::tls::ServiceTls;
@@ -58,8 +59,6 @@ pub struct ServeIdentityArgs {
     pub audit: AuditTargetArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
-    #[command(flatten)]
-    pub ca: CaFileArg,
 }
 
 /// Identity on `listener` with `tls`, over `store`, recording its events
@@ -110,9 +109,13 @@ pub async fn start(
     Ok((service, provider))
 }
 
-pub async fn serve(data_dir: &Path, args: &ServeIdentityArgs) -> anyhow::Result<()> {
-    let tls = ServiceTls::from_args(&args.tls, &args.ca)?;
-    let store = open_store(data_dir).await?;
+pub async fn serve(
+    data_dir: &Path,
+    roots: &TrustedRoots,
+    args: &ServeIdentityArgs,
+) -> anyhow::Result<()> {
+    let store = open_store(data_dir, roots).await?;
+    let tls = ServiceTls::from_args(&args.tls, roots)?;
     let listener = echo_edge::bind(&args.identity.identity_listen).await?;
     let audit = args
         .audit

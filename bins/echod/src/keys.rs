@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use echo_core::SystemClock;
 use echo_core::audit::LogAuditSink;
+use echo_crypto::TrustedRoots;
 use echo_identity::{IdentityConfig, KeyAdmin, KeyInfo};
 
 use crate::args::TokenAlg;
@@ -89,8 +90,12 @@ fn print_keys(keys: &[KeyInfo]) {
 }
 
 /// `echod keys …`.
-pub async fn keys_command(dir: &Path, command: KeysCommand) -> anyhow::Result<()> {
-    let store = open_store(dir).await?;
+pub async fn keys_command(
+    dir: &Path,
+    roots: &TrustedRoots,
+    command: KeysCommand,
+) -> anyhow::Result<()> {
+    let store = open_store(dir, roots).await?;
     let master = master_key(dir)?;
     let mut config = IdentityConfig::new("");
     if let KeysCommand::Rotate { delay, .. } = &command {

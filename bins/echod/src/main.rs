@@ -38,7 +38,9 @@ mod worker;
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser;
+use echo_crypto::TrustedRoots;
 
 use crate::admin::ClientCommand;
 use crate::cli::{AuditCommand, Cli, Command, Serve};
@@ -111,39 +113,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Installed first, so that nothing recorded while services start is lost.
     echo_edge::metrics::handle();
     let data_dir = cli.data_dir;
+    // Read once, so a bad CA file stops any command before it connects.
+    let roots = &TrustedRoots::load(cli.ca.ca_file.as_deref())
+        .context("cannot load the CA file (ECHO_CA_FILE, --ca-file)")?;
     match cli.command {
         Command::Serve { service } => match service {
-            Serve::Identity(args) => identity::serve(&data_dir, &args).await,
-            Serve::Audit(args) => audit::serve(&data_dir, &args).await,
-            Serve::Gateway(args) => gateway::serve(&data_dir, &args).await,
-            Serve::Parser(args) => parser::serve(&data_dir, &args).await,
-            Serve::Docs(args) => docs::serve(&data_dir, &args).await,
-            Serve::Worker(args) => worker::serve(&data_dir, &args).await,
+            Serve::Identity(args) => identity::serve(&data_dir, roots, &args).await,
+            Serve::Audit(args) => audit::serve(&data_dir, roots, &args).await,
+            Serve::Gateway(args) => gateway::serve(&data_dir, roots, &args).await,
+            Serve::Parser(args) => parser::serve(&data_dir, roots, &args).await,
+            Serve::Docs(args) => docs::serve(&data_dir, roots, &args).await,
+            Serve::Worker(args) => worker::serve(&data_dir, roots, &args).await,
         },
         Command::ParseWorker | Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled before the runtime starts")
         }
-        Command::Up(args) => up::up(&data_dir, &args).await,
+        Command::Up(args) => up::up(&data_dir, roots, &args).await,
         Command::Audit { command } => match command {
-            AuditCommand::Tail { lines, follow } => audit::tail(&data_dir, lines, follow).await,
-            AuditCommand::Prune { older_than } => audit::prune(&data_dir, older_than).await,
-            AuditCommand::Checkpoint => audit::checkpoint(&data_dir).await,
+            AuditCommand::Tail { lines, follow } => {
+                audit::tail(&data_dir, roots, lines, follow).await
+            }
+            AuditCommand::Prune { older_than } => audit::prune(&data_dir, roots, older_than).await,
+            AuditCommand::Checkpoint => audit::checkpoint(&data_dir, roots).await,
             AuditCommand::Verify(args) => {
-                if audit::verify(&data_dir, &args).await? {
+                if audit::verify(&data_dir, roots, &args).await? {
                     Ok(())
                 } else {
                     anyhow::bail!("the audit chain does not verify")
                 }
             }
         },
-        Command::User { command } => admin::user_command(&data_dir, command).await,
+        Command::User { command } => admin::user_command(&data_dir, roots, command).await,
         Command::Client { command } => match command {
-            ClientCommand::Add(args) => admin::client_add(&data_dir, args).await,
-            ClientCommand::List => admin::client_list(&data_dir).await,
+            ClientCommand::Add(args) => admin::client_add(&data_dir, roots, args).await,
+            ClientCommand::List => admin::client_list(&data_dir, roots).await,
             ClientCommand::RotateSecret { id, overlap } => {
-                admin::client_rotate_secret(&data_dir, &id, overlap).await
+                admin::client_rotate_secret(&data_dir, roots, &id, overlap).await
             }
         },
-        Command::Keys { command } => keys::keys_command(&data_dir, command).await,
+        Command::Keys { command } => keys::keys_command(&data_dir, roots, command).await,
     }
 }

@@ -13,7 +13,7 @@ use echo_edge::Service;
 use echo_verify::Verifier;
 use tokio::net::TcpListener;
 
-use crate::args::{AuditTargetArgs, CaFileArg, IssuerArg, TlsArgs};
+use crate::args::{AuditTargetArgs, IssuerArg, TlsArgs};
 use crate::first_party::{SecretPlace, ServiceAudit};
 use crate::tls::ServiceTls;
 
@@ -48,8 +48,6 @@ pub struct ServeParserArgs {
     pub limits: ParserLimitArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
-    #[command(flatten)]
-    pub ca: CaFileArg,
 }
 
 /// The parser's limits (`serve parser` and `up`).
@@ -112,8 +110,12 @@ pub fn start(
         .on_stop(audit.shutdown()))
 }
 
-pub async fn serve(data_dir: &Path, args: &ServeParserArgs) -> anyhow::Result<()> {
-    let tls = ServiceTls::from_args(&args.tls, &args.ca)?;
+pub async fn serve(
+    data_dir: &Path,
+    roots: &echo_crypto::TrustedRoots,
+    args: &ServeParserArgs,
+) -> anyhow::Result<()> {
+    let tls = ServiceTls::from_args(&args.tls, roots)?;
     let listener = echo_edge::bind(&args.listen).await?;
     let issuer = &args.issuer.issuer;
     let audit = ServiceAudit::for_serve(

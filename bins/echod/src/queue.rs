@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use echo_crypto::TrustedRoots;
 use echo_edge::{Check, Periodic};
 use echo_queue::{JobQueue, QueueConfig};
 
@@ -17,8 +18,8 @@ use crate::settings::ensure_data_dir;
 /// `<data>/queue.db`.
 #[derive(Debug, Clone, Args)]
 pub struct QueueArgs {
-    /// NATS JetStream server of the job queue (`nats://host:port`); wins
-    /// over `--queue-url`.
+    /// NATS JetStream server of the job queue (`nats://host:port`, or
+    /// `tls://host:port` for TLS); wins over `--queue-url`.
     #[arg(long = "nats-url", env = "ECHO_NATS_URL")]
     pub nats_url: Option<String>,
     /// PostgreSQL database of the job queue (`postgres://…`, its own
@@ -42,8 +43,12 @@ pub struct QueueArgs {
 }
 
 impl QueueArgs {
-    /// Opens the queue these arguments name.
-    pub async fn open(&self, data_dir: &Path) -> anyhow::Result<Arc<dyn JobQueue>> {
+    /// Opens the queue these arguments name, its TLS trusting `roots`.
+    pub async fn open(
+        &self,
+        data_dir: &Path,
+        roots: &TrustedRoots,
+    ) -> anyhow::Result<Arc<dyn JobQueue>> {
         let config = QueueConfig {
             nats_lease: self.lease,
             nats_name: self.name.clone(),
@@ -58,7 +63,7 @@ impl QueueArgs {
                 (None, "")
             }
         };
-        echo_queue::open_queue(url.as_deref(), data_dir, config)
+        echo_queue::open_queue(url.as_deref(), roots, data_dir, config)
             .await
             .with_context(|| match url {
                 Some(_) => format!("cannot open the job queue named by {named_by}"),

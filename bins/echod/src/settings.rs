@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use echo_crypto::TrustedRoots;
 use echo_crypto::seal::MasterKey;
 use echo_identity_store::Store;
 
@@ -85,14 +86,14 @@ pub fn master_key(dir: &Path) -> anyhow::Result<MasterKey> {
     MasterKey::parse(&text).with_context(|| format!("{MASTER_KEY_VAR} or master.key is invalid"))
 }
 
-/// The configured store: PostgreSQL when `ECHO_DATABASE_URL` is set, else
-/// SQLite in the data directory.
-pub async fn open_store(dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+/// The configured store: PostgreSQL when `ECHO_DATABASE_URL` is set (its
+/// TLS trusting `roots`), else SQLite in the data directory.
+pub async fn open_store(dir: &Path, roots: &TrustedRoots) -> anyhow::Result<Arc<dyn Store>> {
     ensure_data_dir(dir)?;
     let url = std::env::var(DATABASE_URL_VAR)
         .ok()
         .filter(|u| !u.is_empty());
-    echo_identity_store::open(url.as_deref(), dir)
+    echo_identity_store::open(url.as_deref(), roots, dir)
         .await
         .with_context(|| match &url {
             Some(_) => format!("cannot open the database named by {DATABASE_URL_VAR}"),

@@ -3,14 +3,15 @@
 //! others (`--client-cert`, `--client-key`, `--ca-file`), and `up
 //! --dev-tls`, whose local CA in `<data>/tls` certifies every service.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use echo_crypto::TrustedRoots;
 use echo_edge::{Service, cert_reload_job};
 use echo_tls::{CertFiles, ClientTls, DevCa, ServerTls};
 
-use crate::args::{CaFileArg, ClientCertArgs, TlsArgs};
+use crate::args::{ClientCertArgs, TlsArgs};
 
 /// Where `up --dev-tls` keeps its CA and the services' certificates.
 pub const DEV_TLS_DIR: &str = "tls";
@@ -28,8 +29,8 @@ pub struct ServiceTls {
 }
 
 impl ServiceTls {
-    /// From a service's flags.
-    pub fn from_args(tls: &TlsArgs, ca: &CaFileArg) -> anyhow::Result<Self> {
+    /// From a service's flags, trusting `roots` on its calls.
+    pub fn from_args(tls: &TlsArgs, roots: &TrustedRoots) -> anyhow::Result<Self> {
         let cert = match (&tls.tls_cert, &tls.tls_key) {
             (Some(cert), Some(key)) => {
                 Some(CertFiles::load(cert, key).context("--tls-cert / --tls-key")?)
@@ -46,14 +47,12 @@ impl ServiceTls {
             ),
             (None, None) => None,
         };
-        let ca_files: Vec<&Path> = ca.ca_file.iter().map(PathBuf::as_path).collect();
-        Self::with_client(server, cert, &tls.client, &ca_files)
+        Self::with_client(server, cert, &tls.client, roots)
     }
 
     /// A service without a listener (the worker).
-    pub fn client_only(client: &ClientCertArgs, ca: &CaFileArg) -> anyhow::Result<Self> {
-        let ca_files: Vec<&Path> = ca.ca_file.iter().map(PathBuf::as_path).collect();
-        Self::with_client(None, None, client, &ca_files)
+    pub fn client_only(client: &ClientCertArgs, roots: &TrustedRoots) -> anyhow::Result<Self> {
+        Self::with_client(None, None, client, roots)
     }
 
     /// Presents `--client-cert` if given, else `listener_cert`.
@@ -61,7 +60,7 @@ impl ServiceTls {
         server: Option<ServerTls>,
         listener_cert: Option<Arc<CertFiles>>,
         client: &ClientCertArgs,
-        ca_files: &[&Path],
+        roots: &TrustedRoots,
     ) -> anyhow::Result<Self> {
         let own = match (&client.client_cert, &client.client_key) {
             (Some(cert), Some(key)) => {
@@ -70,7 +69,7 @@ impl ServiceTls {
             _ => None,
         };
         let identity = own.clone().or(listener_cert);
-        let client = ClientTls::new(ca_files, identity).context("--ca-file (ECHO_CA_FILE)")?;
+        let client = ClientTls::new(roots, identity).context("--client-cert / --client-key")?;
         Ok(Self {
             server,
             client,
@@ -112,11 +111,17 @@ impl ServiceTls {
 pub struct PlatformTls {
     dev: Option<DevCa>,
     args: TlsArgs,
-    ca: CaFileArg,
+    /// What every service trusts: `roots`, and the development CA.
+    roots: TrustedRoots,
 }
 
 impl PlatformTls {
-    pub fn new(data_dir: &Path, args: &TlsArgs, ca: &CaFileArg, dev: bool) -> anyhow::Result<Self> {
+    pub fn new(
+        data_dir: &Path,
+        args: &TlsArgs,
+        roots: &TrustedRoots,
+        dev: bool,
+    ) -> anyhow::Result<Self> {
         let dev = if dev {
             let dir = data_dir.join(DEV_TLS_DIR);
             let ca = DevCa::open_or_create(&dir)
@@ -126,10 +131,16 @@ impl PlatformTls {
         } else {
             None
         };
+        let roots = match &dev {
+            Some(ca) => roots
+                .and_ca_file(&ca.ca_path())
+                .context("the development CA")?,
+            None => roots.clone(),
+        };
         Ok(Self {
             dev,
             args: args.clone(),
-            ca: ca.clone(),
+            roots,
         })
     }
 
@@ -144,7 +155,7 @@ impl PlatformTls {
                 client_ca,
                 ..self.args.clone()
             };
-            return ServiceTls::from_args(&args, &self.ca);
+            return ServiceTls::from_args(&args, &self.roots);
         };
         let issued = ca
             .issue(name)
@@ -152,9 +163,6 @@ impl PlatformTls {
         let cert = CertFiles::load(&issued.cert, &issued.key)?;
         let server = ServerTls::new(cert.clone(), client_ca.as_deref())
             .context("--client-ca (ECHO_CLIENT_CA)")?;
-        let ca_path = ca.ca_path();
-        let mut ca_files = vec![ca_path.as_path()];
-        ca_files.extend(self.ca.ca_file.as_deref());
-        ServiceTls::with_client(Some(server), Some(cert), &self.args.client, &ca_files)
+        ServiceTls::with_client(Some(server), Some(cert), &self.args.client, &self.roots)
     }
 }

@@ -19,9 +19,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use clap::Args;
+use echo_crypto::TrustedRoots;
 use echo_edge::{ServiceTokens, bind, run_all, shutdown_signal};
 
-use crate::args::{AuditAudienceArg, CaFileArg, JwksArg, PipelineAudiences, TlsArgs};
+use crate::args::{AuditAudienceArg, JwksArg, PipelineAudiences, TlsArgs};
 use crate::audit::CheckpointArgs;
 use crate::docs::DocsOptions;
 use crate::first_party::ServiceAudit;
@@ -78,8 +79,6 @@ pub struct UpArgs {
     pub jwks: JwksArg,
     #[command(flatten)]
     pub tls: TlsArgs,
-    #[command(flatten)]
-    pub ca: CaFileArg,
     /// Run every service on https with certificates of a local CA,
     /// `<data>/tls/ca.pem` (made on first run, its key `ca.key` beside it):
     /// trust that file to call Echo (docs/tls.md).
@@ -87,13 +86,13 @@ pub struct UpArgs {
     pub dev_tls: bool,
 }
 
-pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
+pub async fn up(data_dir: &Path, roots: &TrustedRoots, args: &UpArgs) -> anyhow::Result<()> {
     let identity_listener = bind(&args.identity.identity_listen).await?;
     let audit_listener = bind(&args.audit_listen).await?;
     let gateway_listener = bind(&args.gateway_listen).await?;
     let docs_listener = bind(&args.docs_listen).await?;
     let parser_listener = bind(&args.parser_listen).await?;
-    let platform = PlatformTls::new(data_dir, &args.tls, &args.ca, args.dev_tls)?;
+    let platform = PlatformTls::new(data_dir, &args.tls, roots, args.dev_tls)?;
     let identity_tls = platform.service("identity", false)?;
     let audit_tls = platform.service("audit", true)?;
     let gateway_tls = platform.service(gateway::CLIENT_ID, false)?;
@@ -111,7 +110,7 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     let audit_audience = args.audit_audience.audit_audience.as_str();
     let audiences = &args.audiences;
 
-    let store = open_store(data_dir).await?;
+    let store = open_store(data_dir, roots).await?;
     bootstrap::admin_user(&*store).await?;
     let mut gateway_file = gateway::load_file(args.gateway_session.config.as_deref())?;
     bootstrap::add_docs_routes(&mut gateway_file, &docs_url, &audiences.docs_audience);
@@ -142,7 +141,7 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
     };
     let audit = audit_tls.apply(
         audit::start(
-            data_dir,
+            (data_dir, roots),
             audit_listener,
             verifier.clone(),
             audit_audience,
@@ -151,7 +150,7 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
         .await?,
     );
     let gateway = gateway::start(
-        data_dir,
+        (data_dir, roots),
         (gateway_listener, &gateway_tls),
         verifier.clone(),
         &gateway_url,
@@ -161,10 +160,10 @@ pub async fn up(data_dir: &Path, args: &UpArgs) -> anyhow::Result<()> {
         (Some(&audit_url), audit_audience),
     )
     .await?;
-    let queue = args.queue.open(data_dir).await?;
+    let queue = args.queue.open(data_dir, roots).await?;
     let docs_tokens = client_tokens(docs::CLIENT_ID, &secrets.docs, &docs_tls);
     let docs = docs::start(
-        data_dir,
+        (data_dir, roots),
         (docs_listener, &docs_tls),
         (&verifier, &audiences.docs_audience),
         &args.docs,

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use echo_crypto::TrustedRoots;
 use echo_edge::{Check, Service, ServiceTokens};
 use echo_queue::JobQueue;
 use echo_tls::ClientTls;
 use echo_worker::{Tokens, Worker, WorkerConfig};
 
-use crate::args::{AuditTargetArgs, CaFileArg, ClientCertArgs, IssuerArg, PipelineAudiences};
+use crate::args::{AuditTargetArgs, ClientCertArgs, IssuerArg, PipelineAudiences};
 use crate::first_party::{self, SecretPlace, ServiceAudit};
 use crate::queue::QueueArgs;
 use crate::tls::ServiceTls;
@@ -60,8 +61,6 @@ pub struct ServeWorkerArgs {
     pub queue: QueueArgs,
     #[command(flatten)]
     pub client_cert: ClientCertArgs,
-    #[command(flatten)]
-    pub ca: CaFileArg,
     /// Answer `/healthz`, `/readyz` and `/metrics` on this address (e.g.
     /// `127.0.0.1:9090`); without it the worker listens on nothing.
     #[arg(long, env = "ECHO_WORKER_HEALTH_LISTEN")]
@@ -127,8 +126,12 @@ fn answers(name: &'static str, url: &str, tls: &ClientTls) -> Check {
     })
 }
 
-pub async fn serve(data_dir: &Path, args: &ServeWorkerArgs) -> anyhow::Result<()> {
-    let tls = ServiceTls::client_only(&args.client_cert, &args.ca)?;
+pub async fn serve(
+    data_dir: &Path,
+    roots: &TrustedRoots,
+    args: &ServeWorkerArgs,
+) -> anyhow::Result<()> {
+    let tls = ServiceTls::client_only(&args.client_cert, roots)?;
     let tokens = first_party::service_tokens(
         data_dir,
         &args.issuer.issuer,
@@ -136,7 +139,7 @@ pub async fn serve(data_dir: &Path, args: &ServeWorkerArgs) -> anyhow::Result<()
         &SECRET,
         &tls.client,
     )?;
-    let queue = args.queue.open(data_dir).await?;
+    let queue = args.queue.open(data_dir, roots).await?;
     let health = match &args.health_listen {
         Some(address) => Some(echo_edge::bind(address).await?),
         None => None,

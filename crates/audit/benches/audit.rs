@@ -78,8 +78,12 @@ fn ingest(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("dir");
     let mut stores = vec![(
         "sqlite",
-        rt.block_on(echo_audit::store::open(None, dir.path()))
-            .expect("sqlite"),
+        rt.block_on(echo_audit::store::open(
+            None,
+            &echo_crypto::TrustedRoots::system(),
+            dir.path(),
+        ))
+        .expect("sqlite"),
     )];
     {
         let admin = echo_testkit::postgres_admin_url();
@@ -99,8 +103,12 @@ fn ingest(c: &mut Criterion) {
         });
         stores.push((
             "postgres",
-            rt.block_on(echo_audit::store::open(Some(&url), dir.path()))
-                .expect("pg"),
+            rt.block_on(echo_audit::store::open(
+                Some(&url),
+                &echo_crypto::TrustedRoots::system(),
+                dir.path(),
+            ))
+            .expect("pg"),
         ));
     }
     let mut group = c.benchmark_group("ingest");

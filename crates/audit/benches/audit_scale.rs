@@ -78,7 +78,11 @@ fn main() {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("dir");
     let store = rt
-        .block_on(echo_audit::store::open(None, dir.path()))
+        .block_on(echo_audit::store::open(
+            None,
+            &echo_crypto::TrustedRoots::system(),
+            dir.path(),
+        ))
         .expect("store");
 
     let started = Instant::now();

@@ -8,15 +8,19 @@
 //! - [`secret`]: random tokens, client secrets and their hashes,
 //!   constant-time comparison.
 //! - [`seal`]: the master key that encrypts private keys at rest.
+//! - [`trust`]: the certificate authorities trusted when connecting out
+//!   over TLS ([`TrustedRoots`]).
 
 pub mod jwk;
 pub mod jws;
 pub mod password;
 pub mod seal;
 pub mod secret;
+pub mod trust;
 
 pub use jwk::{Jwk, JwkSet};
 pub use jws::{Algorithm, SigningKey, VerifyingKey};
+pub use trust::TrustedRoots;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +43,11 @@ pub enum CryptoError {
     MasterKeyFormat,
     #[error("password hashing failed: {0}")]
     PasswordHash(String),
+    #[error("CA file {}: {reason}", path.display())]
+    CaFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 pub type Result<T, E = CryptoError> = std::result::Result<T, E>;

@@ -33,6 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use echo_core::audit::AuditSink;
+use echo_crypto::TrustedRoots;
 use echo_edge::{
     Check, EdgeLayer, Gate, HasGate, Problem, Refusal, SecurityHeaders, Service, TrustedProxies,
     UserCaller,
@@ -62,6 +63,8 @@ pub struct DocsConfig {
     pub data_dir: PathBuf,
     /// A `postgres://` URL for the records instead of SQLite.
     pub database_url: Option<String>,
+    /// Whom its TLS trusts (`sslmode=verify-full`).
+    pub database_roots: TrustedRoots,
     pub limits: Limits,
 }
 
@@ -107,6 +110,7 @@ pub async fn build(
 ) -> Result<Arc<DocsApp>> {
     let store = open_store(
         config.database_url.as_deref(),
+        &config.database_roots,
         &config.data_dir.join("docs.db"),
     )
     .await?;

@@ -1,5 +1,6 @@
 //! [`SessionStore`] on Redis (`ECHO_REDIS_URL`), for gateways that share
-//! their sessions or keep nothing on local disk.
+//! their sessions or keep nothing on local disk. A `rediss://` URL speaks
+//! TLS, trusting the roots it is given (the system's and `ECHO_CA_FILE`'s).
 //!
 //! Keys, under a prefix (default `echo:gateway:`):
 //!
@@ -20,6 +21,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use echo_crypto::TrustedRoots;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
@@ -80,11 +82,26 @@ fn storage(e: impl std::error::Error + Send + Sync + 'static) -> GatewayError {
 }
 
 impl RedisSessionStore {
-    /// Connects to `url` (`redis://host:port[/db]`, `rediss://…`); keys go
-    /// under `prefix`, sessions expire `idle_ttl` seconds after their last
-    /// recorded use. The connection reconnects by itself.
-    pub async fn open(url: &str, prefix: &str, idle_ttl: i64) -> Result<Self> {
-        let client = redis::Client::open(url)?;
+    /// Connects to `url` (`redis://host:port[/db]`, or `rediss://…` for
+    /// TLS, trusting `roots`); keys go under `prefix`, sessions expire
+    /// `idle_ttl` seconds after their last recorded use. The connection
+    /// reconnects by itself.
+    pub async fn open(
+        url: &str,
+        roots: &TrustedRoots,
+        prefix: &str,
+        idle_ttl: i64,
+    ) -> Result<Self> {
+        let client = if url.starts_with("rediss://") {
+            // Given roots replace the system's in redis-rs, hence all of them.
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(roots.pem()),
+            };
+            redis::Client::build_with_tls(url, certificates)?
+        } else {
+            redis::Client::open(url)?
+        };
         Ok(Self {
             redis: ConnectionManager::new(client).await?,
             prefix: prefix.to_owned(),

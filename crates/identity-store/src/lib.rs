@@ -24,6 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use echo_crypto::TrustedRoots;
 
 mod accounts;
 mod batcher;
@@ -338,11 +339,15 @@ impl<T> Store for T where
 
 /// Opens the configured backend and brings its schema up to date:
 /// PostgreSQL when `database_url` is a `postgres://` URL, otherwise the
-/// SQLite file `echo.db` in `data_dir`.
-pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn Store>> {
+/// SQLite file `echo.db` in `data_dir`. PostgreSQL's TLS trusts `roots`.
+pub async fn open(
+    database_url: Option<&str>,
+    roots: &TrustedRoots,
+    data_dir: &Path,
+) -> Result<Arc<dyn Store>> {
     match database_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(Arc::new(PgStore::connect(url).await?))
+            Ok(Arc::new(PgStore::connect(url, roots).await?))
         }
         Some(url) => Ok(Arc::new(SqliteStore::connect_url(url).await?)),
         None => Ok(Arc::new(

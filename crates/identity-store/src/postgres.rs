@@ -1,5 +1,6 @@
 //! The scale-out backend: PostgreSQL.
 
+use echo_crypto::TrustedRoots;
 use sqlx::Postgres;
 
 use crate::Result;
@@ -9,10 +10,15 @@ use crate::sql::SqlStore;
 pub type PgStore = SqlStore<Postgres>;
 
 impl PgStore {
-    pub async fn connect(url: &str) -> Result<Self> {
-        let pools =
-            echo_sql::postgres::open_pools(url, 16, &sqlx::migrate!("./migrations/postgres"))
-                .await?;
+    /// Connects to `url`, over TLS as its `sslmode` says, trusting `roots`.
+    pub async fn connect(url: &str, roots: &TrustedRoots) -> Result<Self> {
+        let pools = echo_sql::postgres::open_pools(
+            url,
+            roots,
+            16,
+            &sqlx::migrate!("./migrations/postgres"),
+        )
+        .await?;
         Ok(Self::new(pools))
     }
 }

@@ -39,9 +39,10 @@ fn bench(c: &mut Criterion) {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let provider = runtime.block_on(async {
-        let store = echo_identity_store::open(None, dir.path())
-            .await
-            .expect("store");
+        let store =
+            echo_identity_store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
+                .await
+                .expect("store");
         let user = NewUser {
             username: "alice".into(),
             password: PASSWORD.into(),

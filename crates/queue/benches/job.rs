@@ -79,14 +79,22 @@ fn jobs(c: &mut Criterion) {
 
     let db = runtime.block_on(PgTestDb::create("queue_bench"));
     let pg = runtime
-        .block_on(PgQueue::connect(&db.url, config()))
+        .block_on(PgQueue::connect(
+            &db.url,
+            &echo_crypto::TrustedRoots::system(),
+            config(),
+        ))
         .expect("PostgreSQL queue");
     bench_queue(c, &runtime, "postgres", &pg);
     drop(pg);
     runtime.block_on(db.drop_db());
 
     let nats = runtime
-        .block_on(NatsQueue::connect(&echo_testkit::nats_url(), config()))
+        .block_on(NatsQueue::connect(
+            &echo_testkit::nats_url(),
+            &echo_crypto::TrustedRoots::system(),
+            config(),
+        ))
         .expect("NATS queue");
     bench_queue(c, &runtime, "nats", &nats);
     runtime

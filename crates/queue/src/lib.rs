@@ -14,7 +14,8 @@
 //! - [`JobQueue`] is the one interface; [`open_queue`] picks the backend:
 //!   [`SqliteQueue`] (the default, `<data>/queue.db`), [`PgQueue`] (a
 //!   `postgres://` URL; `FOR UPDATE SKIP LOCKED`) or [`NatsQueue`] (a
-//!   `nats://` URL; a JetStream work-queue stream).
+//!   `nats://` or `tls://` URL; a JetStream work-queue stream). Both
+//!   servers' TLS trusts the [`TrustedRoots`] it is given.
 //! - A worker [`take`](JobQueue::take)s a job for a lease. Until the lease
 //!   expires no other worker gets the job; the worker renews it with
 //!   [`heartbeat`](JobQueue::heartbeat) while it works. If the worker dies,
@@ -39,6 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use echo_crypto::TrustedRoots;
 use serde::{Deserialize, Serialize};
 
 mod nats;
@@ -362,21 +364,24 @@ pub async fn observe(queue: &dyn JobQueue) -> Result<QueueDepth> {
 }
 
 /// The queue `url` names: PostgreSQL for `postgres://` (or
-/// `postgresql://`), NATS JetStream for `nats://`, else SQLite in
-/// `<data_dir>/queue.db`.
+/// `postgresql://`), NATS JetStream for `nats://` (or `tls://`), else
+/// SQLite in `<data_dir>/queue.db`. TLS connections trust `roots`.
 pub async fn open_queue(
     url: Option<&str>,
+    roots: &TrustedRoots,
     data_dir: &Path,
     config: QueueConfig,
 ) -> Result<Arc<dyn JobQueue>> {
     Ok(match url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Arc::new(PgQueue::connect(url, config).await?)
+            Arc::new(PgQueue::connect(url, roots, config).await?)
         }
-        Some(url) if url.starts_with("nats://") => Arc::new(NatsQueue::connect(url, config).await?),
+        Some(url) if url.starts_with("nats://") || url.starts_with("tls://") => {
+            Arc::new(NatsQueue::connect(url, roots, config).await?)
+        }
         Some(other) => {
             return Err(QueueError::Unsupported(format!(
-                "queue URL {other:?}: expected postgres:// or nats://"
+                "queue URL {other:?}: expected postgres://, nats:// or tls://"
             )));
         }
         None => Arc::new(SqliteQueue::open(&data_dir.join("queue.db"), config).await?),

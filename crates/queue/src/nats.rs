@@ -14,10 +14,14 @@
 //!   written with compare-and-set on its revision. The entry names the
 //!   current delivery (its ack subject): that is how a stale lease is
 //!   refused, and how a redelivery of a job already done is dropped.
+//! - The connection uses TLS for a `tls://` URL, or when the server
+//!   requires it, trusting the roots it is given (the system's and
+//!   `ECHO_CA_FILE`'s).
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
+use echo_crypto::TrustedRoots;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -76,10 +80,15 @@ fn nats(e: impl std::fmt::Display) -> QueueError {
 }
 
 impl NatsQueue {
-    /// Connects and creates (or reuses) the streams, consumer and bucket
-    /// named after `config.nats_name`.
-    pub async fn connect(url: &str, config: QueueConfig) -> Result<Self> {
-        let client = async_nats::connect(url).await.map_err(nats)?;
+    /// Connects to `url` (`nats://` or `tls://`, TLS trusting `roots`) and
+    /// creates (or reuses) the streams, consumer and bucket named after
+    /// `config.nats_name`.
+    pub async fn connect(url: &str, roots: &TrustedRoots, config: QueueConfig) -> Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .tls_client_config(roots.client_config())
+            .connect(url)
+            .await
+            .map_err(|e| nats(format!("cannot connect: {e}")))?;
         let jetstream = jetstream::new(client.clone());
         let name = &config.nats_name;
         let jobs = jetstream

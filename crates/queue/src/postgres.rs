@@ -1,3 +1,4 @@
+use echo_crypto::TrustedRoots;
 use sqlx::Postgres;
 use sqlx::postgres::PgPoolOptions;
 
@@ -13,9 +14,14 @@ impl QueueBackend for Postgres {
 }
 
 impl PgQueue {
-    pub async fn connect(url: &str, config: QueueConfig) -> crate::Result<Self> {
+    /// Connects to `url`, over TLS as its `sslmode` says, trusting `roots`.
+    pub async fn connect(
+        url: &str,
+        roots: &TrustedRoots,
+        config: QueueConfig,
+    ) -> crate::Result<Self> {
         let pools =
-            echo_sql::postgres::open_pools(url, 8, &sqlx::migrate!("./migrations/postgres"))
+            echo_sql::postgres::open_pools(url, roots, 8, &sqlx::migrate!("./migrations/postgres"))
                 .await?;
         // Takes, progress reports and heartbeats commit without waiting for
         // the WAL flush (`synchronous_commit = off`). A server crash may lose
@@ -31,7 +37,7 @@ impl PgQueue {
                     Ok(())
                 })
             })
-            .connect(url)
+            .connect_with(echo_sql::postgres::connect_options(url, roots)?)
             .await?;
         Ok(Self {
             pools,

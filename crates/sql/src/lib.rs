@@ -15,7 +15,9 @@
 //!   schema up to date. [`sqlite::open_pools_with_wal_checkpointer`] also
 //!   takes the copying of the WAL into the database off the writer: a
 //!   background task that the pools own does it. [`postgres::open_pools`]
-//!   opens one pool that serves both.
+//!   opens one pool that serves both, over TLS as the URL's `sslmode`
+//!   says, trusting the roots it is given ([`echo_crypto::TrustedRoots`])
+//!   and the URL's `sslrootcert` ([`postgres::connect_options`]).
 //! - [`Backend`] is a database the SQL runs on: sqlx's `Sqlite` or
 //!   `Postgres`. A store's SQL is a type generic over `DB: Backend` (e.g.
 //!   the docs service's `SqlDocumentStore<DB>`), so each statement is

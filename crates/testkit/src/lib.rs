@@ -2,8 +2,10 @@
 //! PostgreSQL database per test, a throwaway data directory, and the
 //! documents ([`files`]) tests build byte by byte, and the bad tokens every
 //! service must refuse alike ([`refusals`]), the import graph of a
-//! crate's modules ([`modules`]) the architecture tests check, and a strict
-//! reader of `/metrics` ([`prometheus`]).
+//! crate's modules ([`modules`]) the architecture tests check, a strict
+//! reader of `/metrics` ([`prometheus`]), and a test certificate authority
+//! with the PostgreSQL, Redis and NATS servers tests start with TLS on
+//! ([`tls`]).
 //!
 //! Tests that need PostgreSQL, Redis or NATS use the machine's services at
 //! their standard local addresses, or the ones `ECHO_TEST_POSTGRES_URL`,
@@ -17,6 +19,7 @@ pub mod files;
 pub mod modules;
 pub mod prometheus;
 pub mod refusals;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,21 +1,21 @@
 //! Whom a service trusts when it calls another, and the certificate it
 //! presents: the one place outgoing TLS is configured.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::{ClientConfig, RootCertStore};
+use echo_crypto::TrustedRoots;
+use rustls::ClientConfig;
 
-use crate::files::read_certificates;
 use crate::{CertFiles, PROTOCOL_VERSIONS, TlsError, provider};
 
 /// The longest a connection may take to open, whatever the request's
 /// timeout: a peer that does not answer the handshake is down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Outgoing TLS: the system's roots plus the CAs of a CA file
-/// (`ECHO_CA_FILE`), TLS 1.2 and 1.3 only, and optionally a client
+/// Outgoing TLS: the [`TrustedRoots`] (the system's roots plus the CAs of
+/// `ECHO_CA_FILE`, the same PostgreSQL, Redis and NATS trust), TLS 1.2 and
+/// 1.3 only, and optionally a client
 /// certificate presented to listeners that ask for one (mutual TLS; the
 /// pair is the caller's [`CertFiles`], so a renewal reaches calls too).
 #[derive(Debug, Clone)]
@@ -24,22 +24,13 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
-    /// Trusts the system's roots and those of the PEM files `ca_files`;
-    /// presents `identity` when a listener asks for a client certificate.
-    pub fn new(ca_files: &[&Path], identity: Option<Arc<CertFiles>>) -> Result<Self, TlsError> {
-        let mut roots = system_roots();
-        for &path in ca_files {
-            for ca in read_certificates(path)? {
-                roots.add(ca).map_err(|e| TlsError::Invalid {
-                    path: path.to_owned(),
-                    detail: format!("not a CA certificate: {e}"),
-                })?;
-            }
-        }
+    /// Trusts `roots`; presents `identity` when a listener asks for a
+    /// client certificate.
+    pub fn new(roots: &TrustedRoots, identity: Option<Arc<CertFiles>>) -> Result<Self, TlsError> {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(PROTOCOL_VERSIONS)
             .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_root_certificates(roots);
+            .with_root_certificates(roots.root_store());
         let mut config = match identity {
             Some(pair) => builder.with_client_cert_resolver(pair),
             None => builder.with_no_client_auth(),
@@ -81,22 +72,8 @@ impl ClientTls {
 /// The system's roots only, no client certificate.
 impl Default for ClientTls {
     fn default() -> Self {
-        // Without a CA file or an identity nothing is read but the system's
-        // roots, which are skipped when unreadable: the remaining failure
-        // is a provider without TLS 1.2 and 1.3, which aws-lc-rs is not.
-        Self::new(&[], None).expect("aws-lc-rs implements TLS 1.2 and 1.3")
+        // The only failure left without an identity is a provider without
+        // TLS 1.2 and 1.3, which aws-lc-rs is not.
+        Self::new(&TrustedRoots::system(), None).expect("aws-lc-rs implements TLS 1.2 and 1.3")
     }
-}
-
-/// The platform's trusted roots (`rustls-native-certs`: the OpenSSL
-/// locations, `SSL_CERT_FILE`, `SSL_CERT_DIR`); unreadable ones are logged
-/// and skipped, as none may be installed where only http is used.
-fn system_roots() -> RootCertStore {
-    let found = rustls_native_certs::load_native_certs();
-    for error in &found.errors {
-        tracing::debug!(%error, "a system root certificate could not be read");
-    }
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(found.certs);
-    roots
 }

@@ -448,7 +448,7 @@ async fn a_worker_killed_mid_job_on_nats_leaves_it_to_the_next_worker() {
         nats_name: name,
         ..echo_queue::QueueConfig::default()
     };
-    echo_queue::NatsQueue::connect(&url, config)
+    echo_queue::NatsQueue::connect(&url, &echo_crypto::TrustedRoots::system(), config)
         .await
         .unwrap()
         .delete()

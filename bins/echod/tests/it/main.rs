@@ -22,6 +22,7 @@ mod ops;
 mod packaging;
 mod parser;
 mod tls;
+mod tls_backends;
 mod traces;
 mod users;
 
@@ -39,6 +40,7 @@ pub fn echod(data_dir: &Path) -> Command {
         .env_remove("ECHO_LLM_URL")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("ECHO_CA_FILE")
         .env("ECHO_LOG", "warn");
     cmd
 }
@@ -170,9 +172,12 @@ impl Hop {
     /// A browser-like client trusting the CA in `ca` beside the system's.
     pub fn trusting(ca: &Path) -> Self {
         Self {
-            http: echo_tls::ClientTls::new(&[ca], None)
-                .unwrap()
-                .http_client(std::time::Duration::from_secs(60)),
+            http: echo_tls::ClientTls::new(
+                &echo_crypto::TrustedRoots::load(Some(ca)).unwrap(),
+                None,
+            )
+            .unwrap()
+            .http_client(std::time::Duration::from_secs(60)),
             cookies: HashMap::new(),
         }
     }

@@ -50,7 +50,9 @@ fn add_relying_party(dir: &Path) -> String {
 /// the https identity of `server`, trusting the CA in `ca`.
 async fn relying_party_code_flow(server: &Server, ca: &Path, secret: &str) {
     let issuer = format!("https://{}", server.addr);
-    let tls = ClientTls::new(&[ca], None).unwrap().rustls_config();
+    let tls = ClientTls::new(&echo_crypto::TrustedRoots::load(Some(ca)).unwrap(), None)
+        .unwrap()
+        .rustls_config();
     let http = oidc_reqwest::Client::builder()
         .use_preconfigured_tls(echo_tls::rustls::ClientConfig::clone(&tls))
         .redirect(oidc_reqwest::redirect::Policy::none())
@@ -121,9 +123,12 @@ fn client(ca: &Path, identity: Option<&DevCa>) -> reqwest::Client {
         let issued = ca.issue("test-caller").unwrap();
         CertFiles::load(&issued.cert, &issued.key).unwrap()
     });
-    ClientTls::new(&[ca], identity)
-        .unwrap()
-        .http_client(Duration::from_secs(30))
+    ClientTls::new(
+        &echo_crypto::TrustedRoots::load(Some(ca)).unwrap(),
+        identity,
+    )
+    .unwrap()
+    .http_client(Duration::from_secs(30))
 }
 
 #[tokio::test]

@@ -69,7 +69,9 @@ impl Audit {
 
     async fn start_on(issuer: &Issuer, addr: SocketAddr) -> Self {
         let dir = echo_testkit::data_dir();
-        let store = echo_audit::store::open(None, dir.path()).await.unwrap();
+        let store = echo_audit::store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
+            .await
+            .unwrap();
         let verifier = Verifier::new(
             ISSUER,
             Arc::new(StaticJwks(JwkSet {

@@ -153,15 +153,17 @@ pub trait AuditStore: Send + Sync {
     async fn delete_oldest(&self, through: i64, max_rows: i64) -> Result<u64>;
 }
 
-/// PostgreSQL when `url` is a `postgres://` URL, else `audit.db` in `data_dir`.
+/// PostgreSQL when `url` is a `postgres://` URL (its TLS trusting
+/// `roots`), else `audit.db` in `data_dir`.
 pub async fn open(
     url: Option<&str>,
+    roots: &echo_crypto::TrustedRoots,
     data_dir: &std::path::Path,
 ) -> Result<std::sync::Arc<dyn AuditStore>> {
     match url {
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(std::sync::Arc::new(PgAuditStore::connect(url).await?))
-        }
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(
+            std::sync::Arc::new(PgAuditStore::connect(url, roots).await?),
+        ),
         _ => Ok(std::sync::Arc::new(
             SqliteAuditStore::open(&data_dir.join("audit.db")).await?,
         )),

@@ -1,3 +1,4 @@
+use echo_crypto::TrustedRoots;
 use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, Postgres};
 
@@ -8,9 +9,10 @@ use super::{Result, RowPage};
 pub type PgAuditStore = SqlAuditStore<Postgres>;
 
 impl PgAuditStore {
-    pub async fn connect(url: &str) -> Result<Self> {
+    /// Connects to `url`, over TLS as its `sslmode` says, trusting `roots`.
+    pub async fn connect(url: &str, roots: &TrustedRoots) -> Result<Self> {
         let pools =
-            echo_sql::postgres::open_pools(url, 8, &sqlx::migrate!("./migrations/postgres"))
+            echo_sql::postgres::open_pools(url, roots, 8, &sqlx::migrate!("./migrations/postgres"))
                 .await?;
         Ok(Self { pools })
     }

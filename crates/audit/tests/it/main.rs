@@ -59,7 +59,9 @@ impl Fixture {
         let dir = echo_testkit::data_dir();
         let store = match store {
             Some(store) => store,
-            None => echo_audit::store::open(None, dir.path()).await.unwrap(),
+            None => echo_audit::store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
+                .await
+                .unwrap(),
         };
         let key = SigningKey::generate(Algorithm::EdDSA, "k1").unwrap();
         let verifier = Verifier::new(
@@ -603,7 +605,12 @@ async fn store_suite(store: Arc<dyn AuditStore>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_passes_the_suite() {
     let dir = echo_testkit::data_dir();
-    store_suite(echo_audit::store::open(None, dir.path()).await.unwrap()).await;
+    store_suite(
+        echo_audit::store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
+            .await
+            .unwrap(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -611,9 +618,13 @@ async fn postgres_store_passes_the_suite() {
     let db = PgTestDb::create("audit postgres_store_passes_the_suite").await;
     let dir = echo_testkit::data_dir();
     store_suite(
-        echo_audit::store::open(Some(&db.url), dir.path())
-            .await
-            .unwrap(),
+        echo_audit::store::open(
+            Some(&db.url),
+            &echo_crypto::TrustedRoots::system(),
+            dir.path(),
+        )
+        .await
+        .unwrap(),
     )
     .await;
     db.drop_db().await;

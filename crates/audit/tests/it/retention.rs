@@ -94,7 +94,12 @@ async fn retention_suite(store: Arc<dyn AuditStore>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_prunes_old_events_and_the_rest_verifies() {
     let dir = echo_testkit::data_dir();
-    retention_suite(echo_audit::store::open(None, dir.path()).await.unwrap()).await;
+    retention_suite(
+        echo_audit::store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
+            .await
+            .unwrap(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,9 +107,13 @@ async fn postgres_prunes_old_events_and_the_rest_verifies() {
     let db = PgTestDb::create("audit postgres_prunes_old_events").await;
     let dir = echo_testkit::data_dir();
     retention_suite(
-        echo_audit::store::open(Some(&db.url), dir.path())
-            .await
-            .unwrap(),
+        echo_audit::store::open(
+            Some(&db.url),
+            &echo_crypto::TrustedRoots::system(),
+            dir.path(),
+        )
+        .await
+        .unwrap(),
     )
     .await;
     db.drop_db().await;

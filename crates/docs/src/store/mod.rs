@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use echo_crypto::TrustedRoots;
 use echo_text::Kind;
 use serde::Serialize;
 
@@ -80,11 +81,15 @@ pub trait DocumentStore: Send + Sync {
 }
 
 /// The store `url` names: PostgreSQL for `postgres://` (or
-/// `postgresql://`), else SQLite at `sqlite_path`.
-pub async fn open_store(url: Option<&str>, sqlite_path: &Path) -> Result<Arc<dyn DocumentStore>> {
+/// `postgresql://`; its TLS trusting `roots`), else SQLite at `sqlite_path`.
+pub async fn open_store(
+    url: Option<&str>,
+    roots: &TrustedRoots,
+    sqlite_path: &Path,
+) -> Result<Arc<dyn DocumentStore>> {
     Ok(match url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Arc::new(PgDocumentStore::connect(url).await?)
+            Arc::new(PgDocumentStore::connect(url, roots).await?)
         }
         Some(other) => {
             return Err(DocsError::Config(format!(

@@ -1,3 +1,4 @@
+use echo_crypto::TrustedRoots;
 use sqlx::Postgres;
 
 use super::sql::SqlDocumentStore;
@@ -6,9 +7,10 @@ use super::sql::SqlDocumentStore;
 pub type PgDocumentStore = SqlDocumentStore<Postgres>;
 
 impl PgDocumentStore {
-    pub async fn connect(url: &str) -> crate::Result<Self> {
+    /// Connects to `url`, over TLS as its `sslmode` says, trusting `roots`.
+    pub async fn connect(url: &str, roots: &TrustedRoots) -> crate::Result<Self> {
         let pools =
-            echo_sql::postgres::open_pools(url, 8, &sqlx::migrate!("./migrations/postgres"))
+            echo_sql::postgres::open_pools(url, roots, 8, &sqlx::migrate!("./migrations/postgres"))
                 .await?;
         Ok(Self { pools })
     }

@@ -19,6 +19,7 @@ async fn build_lays_out_the_data_directory_and_reopens_it() {
         audience: "docs".into(),
         data_dir: dir.path().to_path_buf(),
         database_url: None,
+        database_roots: echo_crypto::TrustedRoots::load(None).unwrap(),
         limits: Limits::default(),
     };
     let audit = Arc::new(MemoryAuditSink::default());

@@ -16,7 +16,7 @@ enum Cleanup {
 async fn open(postgres: bool, test: &str) -> (Arc<dyn DocumentStore>, Cleanup) {
     if postgres {
         let db = PgTestDb::create(test).await;
-        let store = PgDocumentStore::connect(&db.url)
+        let store = PgDocumentStore::connect(&db.url, &echo_crypto::TrustedRoots::system())
             .await
             .expect("open PostgreSQL store");
         (Arc::new(store), Cleanup::Pg(db))

@@ -57,9 +57,12 @@ fn client_config(
     alpn: &[&[u8]],
 ) -> Arc<ClientConfig> {
     let mut config = ClientConfig::clone(
-        &ClientTls::new(&[&ca.ca_path()], identity)
-            .unwrap()
-            .rustls_config(),
+        &ClientTls::new(
+            &echo_crypto::TrustedRoots::load(Some(&ca.ca_path())).unwrap(),
+            identity,
+        )
+        .unwrap()
+        .rustls_config(),
     );
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
@@ -96,9 +99,12 @@ async fn https_is_served_over_http1_and_h2_by_alpn() {
     let (_dir, ca, cert) = ca_and_cert();
     let server = serve(cert, None).await;
 
-    let http = ClientTls::new(&[&ca.ca_path()], None)
-        .unwrap()
-        .http_client(Duration::from_secs(5));
+    let http = ClientTls::new(
+        &echo_crypto::TrustedRoots::load(Some(&ca.ca_path())).unwrap(),
+        None,
+    )
+    .unwrap()
+    .http_client(Duration::from_secs(5));
     let response = http
         .get(format!("https://{}/", server.addr))
         .send()
@@ -235,19 +241,31 @@ async fn a_client_ca_requires_a_client_certificate_it_signed() {
         }
     };
 
-    let anonymous = ClientTls::new(&[&ca.ca_path()], None).unwrap();
+    let anonymous = ClientTls::new(
+        &echo_crypto::TrustedRoots::load(Some(&ca.ca_path())).unwrap(),
+        None,
+    )
+    .unwrap();
     assert!(get(anonymous).await.is_err(), "no client certificate");
 
     let stranger_dir = tempfile::tempdir().unwrap();
     let stranger_ca = DevCa::open_or_create(stranger_dir.path()).unwrap();
     let stranger = stranger_ca.issue("stranger").unwrap();
     let stranger = CertFiles::load(&stranger.cert, &stranger.key).unwrap();
-    let impostor = ClientTls::new(&[&ca.ca_path()], Some(stranger)).unwrap();
+    let impostor = ClientTls::new(
+        &echo_crypto::TrustedRoots::load(Some(&ca.ca_path())).unwrap(),
+        Some(stranger),
+    )
+    .unwrap();
     assert!(get(impostor).await.is_err(), "a certificate of another CA");
 
     let caller = ca.issue("caller").unwrap();
     let caller = CertFiles::load(&caller.cert, &caller.key).unwrap();
-    let known = ClientTls::new(&[&ca.ca_path()], Some(caller)).unwrap();
+    let known = ClientTls::new(
+        &echo_crypto::TrustedRoots::load(Some(&ca.ca_path())).unwrap(),
+        Some(caller),
+    )
+    .unwrap();
     let response = get(known).await.unwrap();
     assert_eq!(response.status(), 200);
 }

@@ -118,15 +118,20 @@ impl TestStore {
             },
             Backend::Redis => {
                 let keys = RedisKeys::new();
-                let store = RedisSessionStore::open(&keys.url, &keys.prefix, idle_ttl)
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "Redis at {} is not reachable ({e}); start it or set {}",
-                            keys.url,
-                            echo_testkit::REDIS_URL_VAR
-                        )
-                    });
+                let store = RedisSessionStore::open(
+                    &keys.url,
+                    &echo_crypto::TrustedRoots::system(),
+                    &keys.prefix,
+                    idle_ttl,
+                )
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "Redis at {} is not reachable ({e}); start it or set {}",
+                        keys.url,
+                        echo_testkit::REDIS_URL_VAR
+                    )
+                });
                 Self {
                     store: Arc::new(store),
                     _keys: Some(keys),
@@ -224,7 +229,10 @@ impl Platform {
         let issuer = format!("http://{}", identity_listener.local_addr().unwrap());
         let gateway_url = format!("http://{}", gateway_listener.local_addr().unwrap());
 
-        let store = echo_identity_store::open(None, dir.path()).await.unwrap();
+        let store =
+            echo_identity_store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
+                .await
+                .unwrap();
         let identity_audit = Arc::new(MemoryAuditSink::default());
         let new_user = NewUser {
             username: USER.into(),

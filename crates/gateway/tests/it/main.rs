@@ -8,5 +8,6 @@ mod hardening;
 mod login;
 mod pages;
 mod proxy;
+mod redis_tls;
 mod revocation;
 mod sessions;

@@ -3,7 +3,7 @@
 //! each test runs once per session store (SQLite, Redis).
 
 use echo_core::{Clock, SystemClock};
-use echo_gateway::{LoginAttempt, Session};
+use echo_gateway::{LoginAttempt, Session, SessionStore};
 use reqwest::StatusCode;
 
 use crate::common::{Backend, Browser, Platform, TestStore, on_every_store};
@@ -30,12 +30,19 @@ fn session(id: &str, last_seen_at: i64, expires_at: i64) -> Session {
     }
 }
 
-/// On the store alone, in real time (Redis expires keys by its own clock).
+/// The idle timeout of a store [`store_contract`] runs on.
+pub const CONTRACT_IDLE: i64 = 1800;
+
 async fn the_store_keeps_attempts_single_use_and_sessions_until_they_end(backend: Backend) {
-    const IDLE: i64 = 1800;
     let dir = echo_testkit::data_dir();
-    let sessions = TestStore::open(backend, dir.path(), IDLE).await;
-    let store = &sessions.store;
+    let sessions = TestStore::open(backend, dir.path(), CONTRACT_IDLE).await;
+    store_contract(&*sessions.store).await;
+}
+
+/// On the store alone, in real time (Redis expires keys by its own clock),
+/// whose idle timeout is [`CONTRACT_IDLE`].
+pub async fn store_contract(store: &dyn SessionStore) {
+    const IDLE: i64 = CONTRACT_IDLE;
     let now = SystemClock.now();
     let attempt = LoginAttempt {
         state_hash: "s".into(),

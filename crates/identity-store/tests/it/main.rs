@@ -1,4 +1,5 @@
-//! The same storage suite against both backends.
+//! The same storage suite against both backends, and PostgreSQL over TLS
+//! (`tls`).
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use echo_identity_store::{
 use echo_testkit::PgTestDb;
 
 mod keys;
+mod tls;
 
 fn user(name: &str) -> User {
     User {
@@ -599,11 +601,26 @@ async fn accounts(store: Arc<dyn Store>) {
 #[tokio::test]
 async fn sqlite_backend_passes_the_suite() {
     let dir = echo_testkit::data_dir();
-    suite(echo_identity_store::open(None, dir.path()).await.unwrap()).await;
+    suite(
+        echo_identity_store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
+            .await
+            .unwrap(),
+    )
+    .await;
     let dir = echo_testkit::data_dir();
-    purge(&*echo_identity_store::open(None, dir.path()).await.unwrap()).await;
+    purge(
+        &*echo_identity_store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
+            .await
+            .unwrap(),
+    )
+    .await;
     let dir = echo_testkit::data_dir();
-    accounts(echo_identity_store::open(None, dir.path()).await.unwrap()).await;
+    accounts(
+        echo_identity_store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
+            .await
+            .unwrap(),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -611,25 +628,37 @@ async fn postgres_backend_passes_the_suite() {
     let db = PgTestDb::create("postgres_backend_passes_the_suite").await;
     let dir = echo_testkit::data_dir();
     suite(
-        echo_identity_store::open(Some(&db.url), dir.path())
-            .await
-            .unwrap(),
+        echo_identity_store::open(
+            Some(&db.url),
+            &echo_crypto::TrustedRoots::system(),
+            dir.path(),
+        )
+        .await
+        .unwrap(),
     )
     .await;
     db.drop_db().await;
     let db = PgTestDb::create("postgres_backend_purges").await;
     purge(
-        &*echo_identity_store::open(Some(&db.url), dir.path())
-            .await
-            .unwrap(),
+        &*echo_identity_store::open(
+            Some(&db.url),
+            &echo_crypto::TrustedRoots::system(),
+            dir.path(),
+        )
+        .await
+        .unwrap(),
     )
     .await;
     db.drop_db().await;
     let db = PgTestDb::create("postgres_backend_accounts").await;
     accounts(
-        echo_identity_store::open(Some(&db.url), dir.path())
-            .await
-            .unwrap(),
+        echo_identity_store::open(
+            Some(&db.url),
+            &echo_crypto::TrustedRoots::system(),
+            dir.path(),
+        )
+        .await
+        .unwrap(),
     )
     .await;
     db.drop_db().await;
@@ -638,13 +667,15 @@ async fn postgres_backend_passes_the_suite() {
 #[tokio::test]
 async fn reopening_keeps_data_and_migrations_are_idempotent() {
     let dir = echo_testkit::data_dir();
-    echo_identity_store::open(None, dir.path())
+    echo_identity_store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
         .await
         .unwrap()
         .insert_user(&user("alice"))
         .await
         .unwrap();
-    let again = echo_identity_store::open(None, dir.path()).await.unwrap();
+    let again = echo_identity_store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
+        .await
+        .unwrap();
     assert!(again.user_by_username("alice").await.unwrap().is_some());
 }
 
@@ -654,7 +685,9 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
 #[tokio::test]
 async fn the_wal_is_copied_into_the_database_in_the_background() {
     let dir = echo_testkit::data_dir();
-    let store = echo_identity_store::open(None, dir.path()).await.unwrap();
+    let store = echo_identity_store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
+        .await
+        .unwrap();
     store.insert_user(&user("alice")).await.unwrap();
     let file = dir.path().join("echo.db");
     let before = std::fs::metadata(&file).unwrap().len();

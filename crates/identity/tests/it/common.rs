@@ -64,9 +64,10 @@ impl Server {
     /// SQLite in a fresh data directory, real clock.
     pub async fn start() -> Self {
         let dir = echo_testkit::data_dir();
-        let store = echo_identity_store::open(None, dir.path())
-            .await
-            .expect("open sqlite store");
+        let store =
+            echo_identity_store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
+                .await
+                .expect("open sqlite store");
         Self::start_with(store, Arc::new(SystemClock), Some(dir), |_| {}).await
     }
 
@@ -74,9 +75,10 @@ impl Server {
     /// adjusted by `configure`.
     pub async fn start_configured(configure: impl FnOnce(&mut IdentityConfig)) -> Self {
         let dir = echo_testkit::data_dir();
-        let store = echo_identity_store::open(None, dir.path())
-            .await
-            .expect("open sqlite store");
+        let store =
+            echo_identity_store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
+                .await
+                .expect("open sqlite store");
         Self::start_with(store, Arc::new(SystemClock), Some(dir), configure).await
     }
 
@@ -101,9 +103,13 @@ impl Server {
     ) -> (Self, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
         let dir = echo_testkit::data_dir();
-        let store = echo_identity_store::open(postgres_url, dir.path())
-            .await
-            .expect("open store");
+        let store = echo_identity_store::open(
+            postgres_url,
+            &echo_crypto::TrustedRoots::system(),
+            dir.path(),
+        )
+        .await
+        .expect("open store");
         let db_url = match postgres_url {
             Some(url) => url.to_owned(),
             None => format!("sqlite://{}?mode=ro", dir.path().join("echo.db").display()),

@@ -91,9 +91,13 @@ async fn start_real(
     configure: impl FnOnce(&mut IdentityConfig),
 ) -> Server {
     let dir = echo_testkit::data_dir();
-    let store = echo_identity_store::open(postgres_url, dir.path())
-        .await
-        .expect("open store");
+    let store = echo_identity_store::open(
+        postgres_url,
+        &echo_crypto::TrustedRoots::system(),
+        dir.path(),
+    )
+    .await
+    .expect("open store");
     let server = Server::start_with(store, Arc::new(SystemClock), Some(dir), configure).await;
     add_multi_client(&server).await;
     server

@@ -244,9 +244,13 @@ async fn relying_party_flows_on_postgres() {
     let db = echo_testkit::PgTestDb::create("identity_relying_party_flows").await;
     {
         let dir = echo_testkit::data_dir();
-        let store = echo_identity_store::open(Some(&db.url), dir.path())
-            .await
-            .expect("open postgres store");
+        let store = echo_identity_store::open(
+            Some(&db.url),
+            &echo_crypto::TrustedRoots::system(),
+            dir.path(),
+        )
+        .await
+        .expect("open postgres store");
         let server =
             Server::start_with(store, Arc::new(echo_core::SystemClock), Some(dir), |_| {}).await;
         relying_party_code_flow(&server).await;

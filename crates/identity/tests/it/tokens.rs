@@ -547,7 +547,7 @@ async fn the_reuse_grace_is_only_for_the_same_client_and_method() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reuse_grace_above_a_minute_is_refused() {
     let dir = echo_testkit::data_dir();
-    let store = echo_identity_store::open(None, dir.path())
+    let store = echo_identity_store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
         .await
         .expect("store");
     let mut config = echo_identity::IdentityConfig::new("http://127.0.0.1:1");

@@ -63,21 +63,26 @@ impl Backend {
             }
             Backend::Postgres => {
                 let db = PgTestDb::create(test).await;
-                let queue = PgQueue::connect(&db.url, config.clone())
-                    .await
-                    .expect("open PostgreSQL queue");
+                let queue = PgQueue::connect(
+                    &db.url,
+                    &echo_crypto::TrustedRoots::system(),
+                    config.clone(),
+                )
+                .await
+                .expect("open PostgreSQL queue");
                 (Arc::new(queue), Cleanup::Pg(db))
             }
             Backend::Nats => {
                 let url = echo_testkit::nats_url();
-                let queue = NatsQueue::connect(&url, config.clone())
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "{test}: NATS at {url} is not usable ({e}); start it or set {}",
-                            echo_testkit::NATS_URL_VAR
-                        )
-                    });
+                let queue =
+                    NatsQueue::connect(&url, &echo_crypto::TrustedRoots::system(), config.clone())
+                        .await
+                        .unwrap_or_else(|e| {
+                            panic!(
+                                "{test}: NATS at {url} is not usable ({e}); start it or set {}",
+                                echo_testkit::NATS_URL_VAR
+                            )
+                        });
                 (Arc::new(queue.clone()), Cleanup::Nats(Box::new(queue)))
             }
         };

@@ -5,3 +5,4 @@
 mod backend;
 mod open;
 mod suite;
+mod tls;
