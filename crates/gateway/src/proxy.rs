@@ -44,8 +44,12 @@ pub(crate) fn upstreams(tls: &ClientTls) -> Upstreams {
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
     // hyper-rustls needs the plain connector to hand https URLs over.
     connector.enforce_http(false);
+    // hyper-rustls sets the ALPN itself (`enable_http1`) and refuses a
+    // configuration that already has one.
+    let mut config = ClientConfig::clone(&tls.rustls_config());
+    config.alpn_protocols.clear();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(ClientConfig::clone(&tls.rustls_config()))
+        .with_tls_config(config)
         .https_or_http()
         .enable_http1()
         .wrap_connector(connector);

@@ -264,9 +264,9 @@ impl RouteSpec {
             return Err(bad(format!("prefix overlaps the gateway's own {reserved}")));
         }
         let upstream = Url::parse(&self.upstream).map_err(|e| bad(format!("upstream: {e}")))?;
-        if upstream.scheme() != "http" || upstream.host_str().is_none() {
+        if !matches!(upstream.scheme(), "http" | "https") || upstream.host_str().is_none() {
             return Err(bad(
-                "upstream must be an http://host[:port][/path] URL".into()
+                "upstream must be an http(s)://host[:port][/path] URL".into()
             ));
         }
         if upstream.query().is_some() || upstream.fragment().is_some() {

@@ -190,8 +190,19 @@ async fn up_dev_tls_runs_everything_on_https_with_a_ca_made_once() {
 
     // Again, now with audit, docs and the parser requiring client
     // certificates of the same CA: the services present theirs.
-    let mut up = up_on_free_ports(dir.path());
-    up.arg("--dev-tls").arg("--client-ca").arg(&ca_path);
+    // On the gateway's address again: its registered redirect URI names it.
+    let gateway_addr = gateway.trim_start_matches("https://").to_owned();
+    let mut up = echod(dir.path());
+    up.args(["up", "--dev-tls", "--gateway-listen", &gateway_addr])
+        .args(["--listen", "127.0.0.1:0", "--audit-listen", "127.0.0.1:0"])
+        .args([
+            "--docs-listen",
+            "127.0.0.1:0",
+            "--parser-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--client-ca")
+        .arg(&ca_path);
     let server = start_up(up);
     assert_eq!(std::fs::read(&ca_path).unwrap(), ca_pem, "the CA is reused");
     let mut alice = User::sign_in_with(&server, "alice", Hop::trusting(&ca_path)).await;
