@@ -40,7 +40,7 @@ pub enum Command {
     #[command(after_help = SERVE_EXAMPLES)]
     Serve {
         #[command(subcommand)]
-        service: Serve,
+        service: Box<Serve>,
     },
     /// Run every service, each on its own port; bootstrap on first run.
     #[command(after_help = UP_EXAMPLES)]

@@ -97,7 +97,7 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 fn services(command: &Command) -> &'static [&'static str] {
     match command {
         Command::Up(_) => &["identity", "audit", "gateway", "docs", "parser", "worker"],
-        Command::Serve { service } => match service {
+        Command::Serve { service } => match service.as_ref() {
             Serve::Identity(_) => &["identity"],
             Serve::Audit(_) => &["audit"],
             Serve::Gateway(_) => &["gateway"],
@@ -117,7 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let roots = &TrustedRoots::load(cli.ca.ca_file.as_deref())
         .context("cannot load the CA file (ECHO_CA_FILE, --ca-file)")?;
     match cli.command {
-        Command::Serve { service } => match service {
+        Command::Serve { service } => match *service {
             Serve::Identity(args) => identity::serve(&data_dir, roots, &args).await,
             Serve::Audit(args) => audit::serve(&data_dir, roots, &args).await,
             Serve::Gateway(args) => gateway::serve(&data_dir, roots, &args).await,
