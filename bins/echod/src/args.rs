@@ -80,13 +80,16 @@ pub struct PipelineAudiences {
 }
 
 /// An algorithm access tokens can be signed with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 pub enum TokenAlg {
     #[value(name = "ES256")]
+    #[serde(rename = "ES256")]
     Es256,
     #[value(name = "EdDSA")]
+    #[serde(rename = "EdDSA")]
     EdDsa,
     #[value(name = "RS256")]
+    #[serde(rename = "RS256")]
     Rs256,
 }
 

@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use crate::args::{IssuerArg, TlsArgs};
 use crate::tls::ServiceTls;
 
-use crate::settings::{ensure_data_dir, existing_secret_text, secret_text};
+use crate::settings::{ensure_data_dir, existing_secret_text, secret_text, secret_var};
 
 pub const AUDIT_DATABASE_URL_VAR: &str = "ECHO_AUDIT_DATABASE_URL";
 pub const AUDIT_SIGNING_KEY_VAR: &str = "ECHO_AUDIT_SIGNING_KEY";
@@ -30,17 +30,15 @@ const SIGNING_KEY_FILE: &str = "audit-signing.key";
 /// Rows read per page while verifying, so memory stays flat.
 const VERIFY_PAGE: i64 = 10_000;
 
-/// The audit store: `ECHO_AUDIT_DATABASE_URL` (its TLS trusting `roots`),
-/// else `<data>/audit.db`. The audit log has a database of its own, apart
-/// from identity's.
+/// The audit store: `ECHO_AUDIT_DATABASE_URL` (or its `_FILE`; its TLS
+/// trusting `roots`), else `<data>/audit.db`. The audit log has a database
+/// of its own, apart from identity's.
 pub async fn open_audit_store(
     dir: &Path,
     roots: &TrustedRoots,
 ) -> anyhow::Result<Arc<dyn AuditStore>> {
     ensure_data_dir(dir)?;
-    let url = std::env::var(AUDIT_DATABASE_URL_VAR)
-        .ok()
-        .filter(|u| !u.is_empty());
+    let url = secret_var(AUDIT_DATABASE_URL_VAR)?;
     echo_audit::store::open(url.as_deref(), roots, dir)
         .await
         .with_context(|| {

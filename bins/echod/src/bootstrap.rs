@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use anyhow::Context;
+
 use echo_core::SystemClock;
 use echo_core::audit::LogAuditSink;
 use echo_crypto::secret::{hash_client_secret, random_token, verify_client_secret};
@@ -16,11 +18,19 @@ use echo_identity::grant::{
 use echo_identity_store::Store;
 
 use crate::args::PipelineAudiences;
+use crate::config::values::Mode;
 use crate::first_party::{self, AUDIT_WRITE};
+use crate::settings::write_private;
 use crate::{docs, gateway, parser, worker};
 
-/// First run: a bootstrap admin with a random password, printed once.
-pub async fn admin_user(store: &dyn Store) -> anyhow::Result<()> {
+/// Where production mode puts the bootstrap password (0600), under the
+/// data directory.
+pub const ADMIN_PASSWORD_FILE: &str = "bootstrap-admin.password";
+
+/// First run: a bootstrap admin with a random password, printed once; in
+/// production mode written to `<data>/bootstrap-admin.password` (0600)
+/// instead, and that path printed, so it reaches no log.
+pub async fn admin_user(store: &dyn Store, data_dir: &Path, mode: Mode) -> anyhow::Result<()> {
     if !store.list_users().await?.is_empty() {
         return Ok(());
     }
@@ -31,6 +41,23 @@ pub async fn admin_user(store: &dyn Store) -> anyhow::Result<()> {
         email: None,
         roles: vec!["admin".into()],
     };
+    if mode == Mode::Production {
+        let path = data_dir.join(ADMIN_PASSWORD_FILE);
+        // A file left by an earlier first run that failed is replaced.
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot replace {}", path.display()));
+            }
+            _ => {}
+        }
+        write_private(&path, &password)?;
+        admin::add_user(store, &LogAuditSink, &SystemClock, admin).await?;
+        println!(
+            "created bootstrap admin: username admin, password in {} (delete it once stored)",
+            path.display()
+        );
+        return Ok(());
+    }
     admin::add_user(store, &LogAuditSink, &SystemClock, admin).await?;
     println!("created bootstrap admin: username admin, password {password}");
     println!("(shown once: store it now)");

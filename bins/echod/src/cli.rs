@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::admin::{ClientCommand, UserCommand};
 use crate::args::CaFileArg;
+use crate::config::values::Mode;
 use crate::{audit, docs, gateway, identity, keys, parser, up, worker};
 
 #[derive(Debug, Parser)]
@@ -30,6 +31,15 @@ pub struct Cli {
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub ca: CaFileArg,
+    /// The configuration file (TOML): a section per service, each key an
+    /// `ECHO_*` variable; variables win over it, flags over both
+    /// (docs/configuration.md).
+    #[arg(long, global = true, env = "ECHO_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// `production` refuses to start on development defaults (plain http
+    /// off loopback, the master key beside the data, …).
+    #[arg(long, global = true, env = "ECHO_MODE", value_enum, default_value_t = Mode::Development)]
+    pub mode: Mode,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -81,6 +91,11 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// Check the configuration, or print an example of it.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Parse one file from stdin in isolation (run by the parser service).
     #[command(hide = true)]
     ParseWorker,
@@ -89,7 +104,7 @@ pub enum Command {
 const UP_EXAMPLES: &str = "\
 Examples:
   echod up
-  echod --data-dir /var/lib/echod up --config gateway.toml
+  echod --data-dir /var/lib/echod --config /etc/echod/echod.toml up
   ECHO_DATABASE_URL=postgres://echo@db/identity echod up --no-worker";
 
 const SERVE_EXAMPLES: &str = "\
@@ -137,6 +152,17 @@ pub enum Serve {
     Docs(docs::ServeDocsArgs),
     /// The pipeline's worker: parses, chunks and indexes uploaded documents.
     Worker(worker::ServeWorkerArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration (file, variables, secrets' files,
+    /// production mode) as `up` and every `serve` read it, and print the
+    /// effective one with secrets redacted; exit 1 with the reason when
+    /// it is invalid.
+    Check,
+    /// Print a commented example of every key.
+    Example,
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,7 +19,7 @@ use echo_verify::Verifier;
 use crate::args::{AuditTargetArgs, IssuerArg, TlsArgs};
 use crate::first_party::{SecretPlace, ServiceAudit};
 use crate::queue::QueueArgs;
-use crate::settings::{ensure_data_dir, existing_secret_text};
+use crate::settings::{ensure_data_dir, existing_secret_text, url_setting};
 use crate::tls::ServiceTls;
 
 /// The docs service's client id at identity, for its audit writes.
@@ -31,6 +31,7 @@ pub const SECRET: SecretPlace = SecretPlace {
     service: "docs",
 };
 pub const LLM_KEY_VAR: &str = "ECHO_LLM_API_KEY";
+const DATABASE_URL_VAR: &str = "ECHO_DOCS_DATABASE_URL";
 const LLM_KEY_FILE: &str = "llm-api.key";
 
 #[derive(Debug, Clone, Args)]
@@ -74,14 +75,16 @@ pub struct DocsOptions {
     /// Files one user may upload a minute (429 above).
     #[arg(long = "docs-uploads-per-minute", env = "ECHO_DOCS_UPLOADS_PER_MINUTE", default_value_t = echo_docs::Limits::default().uploads_per_minute, value_parser = clap::value_parser!(u32).range(1..))]
     pub uploads_per_minute: u32,
-    /// PostgreSQL database of the document records (`postgres://…`);
-    /// without it SQLite `<data>/docs.db`.
+    /// PostgreSQL database of the document records (`postgres://…`, or
+    /// read from the file `ECHO_DOCS_DATABASE_URL_FILE` names); without it
+    /// SQLite `<data>/docs.db`.
     #[arg(long = "docs-database-url", env = "ECHO_DOCS_DATABASE_URL")]
     pub database_url: Option<String>,
     /// An OpenAI-compatible chat completions endpoint that writes answers
     /// from the passages found (a base URL ending in `/v1`, or the full
-    /// `…/chat/completions` URL); its key is `ECHO_LLM_API_KEY` or
-    /// `<data>/llm-api.key`. Without it answers are extractive.
+    /// `…/chat/completions` URL); its key is `ECHO_LLM_API_KEY`,
+    /// `ECHO_LLM_API_KEY_FILE` or `<data>/llm-api.key`. Without it answers
+    /// are extractive.
     #[arg(long = "llm-url", env = "ECHO_LLM_URL")]
     pub llm_url: Option<String>,
     /// The model asked.
@@ -106,7 +109,7 @@ pub async fn start(
     let config = DocsConfig {
         audience: audience.to_owned(),
         data_dir: dir.to_owned(),
-        database_url: options.database_url.clone().filter(|u| !u.is_empty()),
+        database_url: url_setting(options.database_url.as_deref(), DATABASE_URL_VAR)?,
         database_roots: roots.clone(),
         limits: echo_docs::Limits {
             max_upload_bytes: options.max_upload_bytes,

@@ -1,5 +1,6 @@
 //! `echod serve gateway` (and the gateway inside `echod up`): its options,
-//! its secret, its configuration file, its session store and verifier.
+//! its secret, its session store and verifier. Its routes come from the
+//! configuration file (`config.rs`).
 //! Its registration at identity is `bootstrap.rs`'s.
 
 use std::path::Path;
@@ -19,7 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::args::{AuditTargetArgs, IssuerArg, TlsArgs};
 use crate::first_party::{self, SecretPlace, ServiceAudit};
-use crate::settings::{ensure_data_dir, master_key};
+use crate::settings::{ensure_data_dir, master_key, url_setting};
 use crate::tls::ServiceTls;
 
 #[derive(Debug, Clone, Args)]
@@ -48,7 +49,7 @@ pub struct ServeGatewayArgs {
     pub tls: TlsArgs,
 }
 
-/// The gateway's sessions and configuration file (`serve gateway` and `up`).
+/// The gateway's sessions (`serve gateway` and `up`).
 #[derive(Debug, Clone, Args)]
 pub struct GatewaySessionArgs {
     /// A gateway session unused this long ends (e.g. `30m`).
@@ -57,11 +58,9 @@ pub struct GatewaySessionArgs {
     /// No gateway session outlives its login by more than this (e.g. `12h`).
     #[arg(long = "gateway-session-max", env = "ECHO_GATEWAY_SESSION_MAX", default_value = "12h", value_parser = humantime::parse_duration)]
     pub session_max: std::time::Duration,
-    /// The gateway's TOML file: routes, rate limits, trusted proxies.
-    #[arg(long = "config", env = "ECHO_CONFIG")]
-    pub config: Option<std::path::PathBuf>,
     /// Keep gateway sessions in this Redis (`redis://host:port[/db]`, or
-    /// `rediss://…` for TLS)
+    /// `rediss://…` for TLS; one with a password by `ECHO_REDIS_URL` or
+    /// `ECHO_REDIS_URL_FILE`)
     /// instead of `<data>/gateway.db`.
     #[arg(long = "redis-url", env = "ECHO_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -84,22 +83,6 @@ pub fn client_secret(dir: &Path, create: bool) -> anyhow::Result<ClientSecret> {
     first_party::client_secret(dir, &SECRET, create).map(ClientSecret::new)
 }
 
-/// The gateway's configuration file (`--config`, `ECHO_CONFIG`), parsed
-/// and validated; none is an empty file (no routes, default limits).
-pub fn load_file(path: Option<&Path>) -> anyhow::Result<GatewayFile> {
-    let Some(path) = path else {
-        return Ok(GatewayFile::default());
-    };
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let file = GatewayFile::parse(&text).with_context(|| format!("in {}", path.display()))?;
-    // Validate now, so a bad route stops the start with its name.
-    file.route_table()
-        .and_then(|_| file.rate_limits())
-        .with_context(|| format!("in {}", path.display()))?;
-    Ok(file)
-}
-
 /// `<public URL>` given, or `http(s)://<listen address>` as it serves.
 pub fn public_url(
     given: Option<&str>,
@@ -112,15 +95,16 @@ pub fn public_url(
     })
 }
 
-/// Where sessions live: Redis if `--redis-url` names one, else
+/// Where sessions live: Redis if `--redis-url` (or `ECHO_REDIS_URL_FILE`)
+/// names one, else
 /// `<data>/gateway.db`.
 async fn session_store(
     (dir, roots): (&Path, &TrustedRoots),
     session: &GatewaySessionArgs,
     idle_ttl: i64,
 ) -> anyhow::Result<Arc<dyn SessionStore>> {
-    if let Some(url) = &session.redis_url {
-        let store = RedisSessionStore::open(url, roots, &session.redis_prefix, idle_ttl)
+    if let Some(url) = url_setting(session.redis_url.as_deref(), "ECHO_REDIS_URL")? {
+        let store = RedisSessionStore::open(&url, roots, &session.redis_prefix, idle_ttl)
             .await
             .context("cannot connect to the gateway's Redis (ECHO_REDIS_URL)")?;
         return Ok(Arc::new(store));
@@ -187,19 +171,20 @@ pub async fn start(
     ))
 }
 
-/// The gateway alone, in front of the identity at `--issuer`. Its client
-/// registration and secret must exist (`echod up` creates both; elsewhere
-/// `echod client add gateway …` and `ECHO_GATEWAY_CLIENT_SECRET`).
+/// The gateway alone, in front of the identity at `--issuer`, with the
+/// routes of `file` (the configuration file's). Its client registration and
+/// secret must exist (`echod up` creates both; elsewhere `echod client add
+/// gateway …` and `ECHO_GATEWAY_CLIENT_SECRET` or its `_FILE`).
 pub async fn serve(
     data_dir: &Path,
     roots: &TrustedRoots,
     args: &ServeGatewayArgs,
+    file: &GatewayFile,
 ) -> anyhow::Result<()> {
     let tls = ServiceTls::from_args(&args.tls, roots)?;
     let listener = echo_edge::bind(&args.listen).await?;
     let url = public_url(args.public_url.as_deref(), &listener, &tls)?;
     let secret = client_secret(data_dir, false)?;
-    let file = load_file(args.session.config.as_deref())?;
     let service = start(
         (data_dir, roots),
         (listener, &tls),
@@ -207,7 +192,7 @@ pub async fn serve(
         &url,
         secret,
         &args.session,
-        &file,
+        file,
         (
             args.audit.audit_url.as_deref(),
             &args.audit.audience.audit_audience,

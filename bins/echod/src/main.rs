@@ -1,8 +1,9 @@
 //! `echod`: runs Echo's services and administers them.
 //!
 //! This binary is the composition root: it reads configuration (flags, then
-//! `ECHO_*` environment variables, then defaults), chooses the storage
-//! backend, loads the master key, and wires the library crates together.
+//! `ECHO_*` environment variables, then the configuration file, then
+//! defaults: `config.rs`), chooses the storage backend, loads the master
+//! key, and wires the library crates together.
 //! Everything else lives in the crates under `crates/`.
 //!
 //! The map: `cli.rs` is the command line; one module per service builds
@@ -12,7 +13,9 @@
 //! sets up on every start (the bootstrap admin, the first-party clients);
 //! `first_party.rs` holds those clients' secrets and audit writers;
 //! `admin.rs` and `keys.rs` are the administration commands; `settings.rs`
-//! where state and secrets live; `telemetry.rs` the logs and the traces.
+//! where state and secrets live; `telemetry.rs` the logs and the traces;
+//! `config.rs` the configuration file and `echod config`; `production.rs`
+//! what production mode refuses.
 
 mod account_policy;
 mod admin;
@@ -20,6 +23,7 @@ mod args;
 mod audit;
 mod bootstrap;
 mod cli;
+mod config;
 mod docs;
 mod first_party;
 mod gateway;
@@ -29,6 +33,7 @@ mod manual;
 #[cfg(test)]
 mod packaging;
 mod parser;
+mod production;
 mod queue;
 mod settings;
 mod telemetry;
@@ -39,26 +44,47 @@ mod worker;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use echo_crypto::TrustedRoots;
+use echo_gateway::GatewayFile;
 
 use crate::admin::ClientCommand;
-use crate::cli::{AuditCommand, Cli, Command, Serve};
+use crate::cli::{AuditCommand, Cli, Command, ConfigCommand, Serve};
+use crate::config::values::Mode;
 
 fn main() -> ExitCode {
     // Everything echod creates (databases and their WAL files, keys,
     // secrets, spools, blobs, the index) is its own: files 0600,
     // directories 0700, whatever the caller's umask.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let cli = Cli::parse();
-    // No runtime, no logging: a parse worker is single-threaded and closes
-    // every descriptor it inherited first; the generated texts need neither.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // No runtime, no logging, no configuration: a parse worker is
+    // single-threaded and closes every descriptor it inherited first; the
+    // generated texts need none of it.
     match &cli.command {
         Command::ParseWorker => return exit_code(parser::worker()),
         Command::Completions { shell } => return exit_code(manual::completions(*shell)),
         Command::Man { out_dir } => return exit_code(manual::man(out_dir.as_deref())),
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => {
+            print!("{}", config::example());
+            return ExitCode::SUCCESS;
+        }
         _ => {}
     }
+    // The file's keys become variables (which may run this program again
+    // with them); every command then reads them as it always has.
+    let gateway_file = match config::apply(cli.config.as_deref())
+        .and_then(|file| config::refuse_secret_flags(&Cli::command(), &matches).map(|()| file))
+    {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let telemetry = match telemetry::init(services(&cli.command)) {
         Ok(telemetry) => telemetry,
         Err(e) => {
@@ -76,7 +102,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ran = runtime.block_on(run(cli));
+    let ran = runtime.block_on(run(cli, gateway_file));
     drop(runtime);
     telemetry.shutdown();
     exit_code(ran)
@@ -109,10 +135,13 @@ fn services(command: &Command) -> &'static [&'static str] {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, gateway_file: GatewayFile) -> anyhow::Result<()> {
     // Installed first, so that nothing recorded while services start is lost.
     echo_edge::metrics::handle();
     let data_dir = cli.data_dir;
+    if cli.mode == Mode::Production {
+        production::check_command(&cli.command, &data_dir)?;
+    }
     // Read once, so a bad CA file stops any command before it connects.
     let roots = &TrustedRoots::load(cli.ca.ca_file.as_deref())
         .context("cannot load the CA file (ECHO_CA_FILE, --ca-file)")?;
@@ -120,15 +149,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { service } => match *service {
             Serve::Identity(args) => identity::serve(&data_dir, roots, &args).await,
             Serve::Audit(args) => audit::serve(&data_dir, roots, &args).await,
-            Serve::Gateway(args) => gateway::serve(&data_dir, roots, &args).await,
+            Serve::Gateway(args) => gateway::serve(&data_dir, roots, &args, &gateway_file).await,
             Serve::Parser(args) => parser::serve(&data_dir, roots, &args).await,
             Serve::Docs(args) => docs::serve(&data_dir, roots, &args).await,
             Serve::Worker(args) => worker::serve(&data_dir, roots, &args).await,
         },
-        Command::ParseWorker | Command::Completions { .. } | Command::Man { .. } => {
+        Command::ParseWorker
+        | Command::Completions { .. }
+        | Command::Man { .. }
+        | Command::Config {
+            command: ConfigCommand::Example,
+        } => {
             unreachable!("handled before the runtime starts")
         }
-        Command::Up(args) => up::up(&data_dir, roots, &args).await,
+        Command::Up(args) => up::up(&data_dir, roots, &args, cli.mode, gateway_file).await,
         Command::Audit { command } => match command {
             AuditCommand::Tail { lines, follow } => {
                 audit::tail(&data_dir, roots, lines, follow).await
@@ -152,5 +186,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Keys { command } => keys::keys_command(&data_dir, roots, command).await,
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config::check(&data_dir, cli.mode, &gateway_file),
     }
 }

@@ -11,11 +11,12 @@ use echo_crypto::TrustedRoots;
 use echo_edge::{Check, Periodic};
 use echo_queue::{JobQueue, QueueConfig};
 
-use crate::settings::ensure_data_dir;
+use crate::settings::{ensure_data_dir, url_setting};
 
 /// Where jobs are kept: NATS JetStream when `ECHO_NATS_URL` is set, else
 /// the PostgreSQL database of `ECHO_QUEUE_URL`, else SQLite
-/// `<data>/queue.db`.
+/// `<data>/queue.db` (each URL may instead be read from the file its
+/// `_FILE` variable names).
 #[derive(Debug, Clone, Args)]
 pub struct QueueArgs {
     /// NATS JetStream server of the job queue (`nats://host:port`, or
@@ -54,8 +55,9 @@ impl QueueArgs {
             nats_name: self.name.clone(),
             ..QueueConfig::default()
         };
-        let nonempty = |url: &Option<String>| url.clone().filter(|u| !u.is_empty());
-        let (url, named_by) = match (nonempty(&self.nats_url), nonempty(&self.queue_url)) {
+        let nats_url = url_setting(self.nats_url.as_deref(), "ECHO_NATS_URL")?;
+        let queue_url = url_setting(self.queue_url.as_deref(), "ECHO_QUEUE_URL")?;
+        let (url, named_by) = match (nats_url, queue_url) {
             (Some(url), _) => (Some(url), "ECHO_NATS_URL"),
             (None, Some(url)) => (Some(url), "ECHO_QUEUE_URL"),
             (None, None) => {

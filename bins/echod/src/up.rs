@@ -21,9 +21,11 @@ use std::sync::Arc;
 use clap::Args;
 use echo_crypto::TrustedRoots;
 use echo_edge::{ServiceTokens, bind, run_all, shutdown_signal};
+use echo_gateway::GatewayFile;
 
 use crate::args::{AuditAudienceArg, JwksArg, PipelineAudiences, TlsArgs};
 use crate::audit::CheckpointArgs;
+use crate::config::values::Mode;
 use crate::docs::DocsOptions;
 use crate::first_party::ServiceAudit;
 use crate::gateway::GatewaySessionArgs;
@@ -86,7 +88,15 @@ pub struct UpArgs {
     pub dev_tls: bool,
 }
 
-pub async fn up(data_dir: &Path, roots: &TrustedRoots, args: &UpArgs) -> anyhow::Result<()> {
+/// Every service, with the gateway's routes of `gateway_file` (and docs'),
+/// the bootstrap password kept as `mode` says (`bootstrap::admin_user`).
+pub async fn up(
+    data_dir: &Path,
+    roots: &TrustedRoots,
+    args: &UpArgs,
+    mode: Mode,
+    mut gateway_file: GatewayFile,
+) -> anyhow::Result<()> {
     let identity_listener = bind(&args.identity.identity_listen).await?;
     let audit_listener = bind(&args.audit_listen).await?;
     let gateway_listener = bind(&args.gateway_listen).await?;
@@ -111,8 +121,7 @@ pub async fn up(data_dir: &Path, roots: &TrustedRoots, args: &UpArgs) -> anyhow:
     let audiences = &args.audiences;
 
     let store = open_store(data_dir, roots).await?;
-    bootstrap::admin_user(&*store).await?;
-    let mut gateway_file = gateway::load_file(args.gateway_session.config.as_deref())?;
+    bootstrap::admin_user(&*store, data_dir, mode).await?;
     bootstrap::add_docs_routes(&mut gateway_file, &docs_url, &audiences.docs_audience);
     let secrets = bootstrap::first_party_clients(
         &*store,

@@ -627,3 +627,106 @@ async fn a_stalled_identity_stalls_no_token_check() {
         "a request waited {slowest:?} on the stalled identity"
     );
 }
+
+/// A chat-completions server that answers "Eleven gulls [1]." to every
+/// request and records each request's `Authorization` header; its base URL.
+async fn recording_llm() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                let head_end = loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break end;
+                    }
+                };
+                let head = String::from_utf8_lossy(&request[..head_end]).to_lowercase();
+                let header = |name: &str| {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+                };
+                let length: usize = header("content-length").map_or(0, |l| l.parse().unwrap());
+                while request.len() < head_end + 4 + length {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
+                // The header as sent (the head was lowered to find it).
+                let raw = String::from_utf8_lossy(&request[..head_end]).into_owned();
+                let authorization = raw
+                    .lines()
+                    .find(|l| l.to_lowercase().starts_with("authorization: "))
+                    .map(|l| l["authorization: ".len()..].to_owned())
+                    .unwrap_or_default();
+                record.lock().unwrap().push(authorization);
+                let body = json!({
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "model": "m",
+                    "choices": [{
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "Eleven gulls [1]."},
+                        "finish_reason": "stop"
+                    }]
+                })
+                .to_string();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// Issue 15: the model's API key can come from the file
+/// `ECHO_LLM_API_KEY_FILE` names; it is sent as the bearer token.
+#[tokio::test]
+async fn the_models_key_comes_from_the_file_its_variable_names() {
+    let (llm, authorizations) = recording_llm().await;
+    let dir = echo_testkit::data_dir();
+    add_user(dir.path(), "carol");
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("llm.key");
+    std::fs::write(&key_file, "llm-key-from-a-file\n").unwrap();
+    let mut up = up_on_free_ports(dir.path());
+    up.args(["--llm-url", &llm])
+        .env_remove("ECHO_LLM_API_KEY")
+        .env("ECHO_LLM_API_KEY_FILE", &key_file);
+    let server = start_up(up);
+    let mut carol = User::sign_in(&server, "carol").await;
+    let ids = carol
+        .upload(&[(
+            "gulls.txt",
+            b"The lighthouse keeper feeds eleven gulls every morning.".to_vec(),
+        )])
+        .await;
+    let view = carol.wait_for(&ids[0], Duration::from_secs(60)).await;
+    assert_eq!(view["status"], "done", "{view}");
+    let answer = carol
+        .ask("How many gulls does the lighthouse keeper feed?")
+        .await;
+    assert!(answer.to_string().contains("Eleven gulls"), "{answer}");
+    assert_eq!(
+        authorizations.lock().unwrap().as_slice(),
+        ["Bearer llm-key-from-a-file"]
+    );
+}

@@ -14,6 +14,7 @@ mod architecture;
 mod audit;
 mod browser;
 mod clients;
+mod config;
 mod docs;
 mod edge;
 mod gateway;
