@@ -397,8 +397,8 @@ mod tests {
                 "two routes",
             ),
             (
-                "[[routes]]\nprefix = \"/x\"\nupstream = \"https://h\"\naudience = \"a\"".into(),
-                "must be an http://",
+                "[[routes]]\nprefix = \"/x\"\nupstream = \"ftp://h\"\naudience = \"a\"".into(),
+                "must be an http(s)://",
             ),
         ] {
             let error = table(&bad).unwrap_err().to_string();

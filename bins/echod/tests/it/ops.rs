@@ -85,7 +85,7 @@ async fn every_service_of_up_answers_health_readiness_and_metrics_that_move() {
     add_user(dir.path(), "mallory");
     add_svc_a(echod(dir.path()));
     let mut cmd = up_on_free_ports(dir.path());
-    cmd.args(["--lockout-after", "3"]);
+    cmd.args(["--lockout-after", "6"]);
     let server = start_up(cmd);
     let expected_checks: [&[&str]; 5] = [
         &["audit", "database", "signing_keys"],
@@ -142,13 +142,13 @@ async fn every_service_of_up_answers_health_readiness_and_metrics_that_move() {
     let logins =
         |m: &Exposition, outcome| m.sum("echo_identity_logins_total", &[("outcome", outcome)]);
     // Each failure takes identity's failed-login time (3 s): at once.
-    let (mut one, mut two, mut three) = (Hop::default(), Hop::default(), Hop::default());
-    let guesses = tokio::join!(
-        one.log_in_from_gateway(&server, &gateway, "mallory", "guess one"),
-        two.log_in_from_gateway(&server, &gateway, "mallory", "guess two"),
-        three.log_in_from_gateway(&server, &gateway, "mallory", "guess three"),
-    );
-    for (status, _, _) in [guesses.0, guesses.1, guesses.2] {
+    let mut hops: Vec<Hop> = (0..6).map(|_| Hop::default()).collect();
+    let guesses = futures_util::future::join_all(
+        hops.iter_mut()
+            .map(|hop| hop.log_in_from_gateway(&server, &gateway, "mallory", "a wrong guess")),
+    )
+    .await;
+    for (status, _, _) in guesses {
         assert_eq!(status, 401);
     }
     let (status, _, _) = Hop::default()
@@ -158,7 +158,7 @@ async fn every_service_of_up_answers_health_readiness_and_metrics_that_move() {
     let locked = scrape(identity).await;
     assert_eq!(
         logins(&locked, "wrong_password") - logins(&after, "wrong_password"),
-        3.0
+        6.0
     );
     assert_eq!(logins(&locked, "locked") - logins(&after, "locked"), 1.0);
     assert_eq!(

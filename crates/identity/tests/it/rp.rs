@@ -17,6 +17,9 @@ use reqwest::StatusCode;
 use crate::common::*;
 
 fn oidc_http() -> oidc_reqwest::Client {
+    // In a workspace build reqwest 0.12 has TLS without a crypto provider of
+    // its own (echod's tests ask for it so, to keep ring out): name ours.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     oidc_reqwest::ClientBuilder::new()
         .redirect(oidc_reqwest::redirect::Policy::none())
         .build()
