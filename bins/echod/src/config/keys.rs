@@ -107,6 +107,13 @@ section! {
         /// CA certificates trusted, besides the system's, when services
         /// call each other over https.
         ca_file: PathBuf = "ECHO_CA_FILE", e.g. "/etc/echo/tls/ca.pem";
+        /// The certificate (PEM chain) services present when a service
+        /// they call asks for one (default: `tls_cert`).
+        client_cert: PathBuf = "ECHO_CLIENT_CERT", e.g. "/etc/echo/tls/client.pem";
+        /// Its private key (PEM).
+        client_key: PathBuf = "ECHO_CLIENT_KEY", e.g. "/etc/echo/tls/client-key.pem";
+        /// `echod up`: a local CA in `<data>/tls` certifies every service.
+        dev_tls: bool = "ECHO_DEV_TLS", e.g. "false";
     }
     structured {
         identity: Option<Identity>,

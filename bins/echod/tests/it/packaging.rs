@@ -171,10 +171,8 @@ fn deb_installs_and_its_echod_runs() {
     assert!(conffiles.lines().any(|l| l == "/etc/echod/echod.toml"));
 }
 
-/// MERGE: enable when `echod config check` lands (issue 15, "One
-/// configuration"): the packaged example must pass it as shipped.
+/// The packaged example passes `echod config check` as shipped.
 #[test]
-#[ignore = "needs `echod config check` (issue 15, One configuration)"]
 fn deb_example_configuration_checks() {
     let installed = install_deb();
     let data = tempfile::tempdir().expect("a data directory");
