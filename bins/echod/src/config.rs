@@ -56,17 +56,23 @@ fn parse(text: &str) -> Result<Platform, String> {
 /// The file's keys whose variables the environment (`is_set`) leaves
 /// unset. A secret's two variables (`X`, `X_FILE`) go together: the
 /// environment setting either one overrides the file's.
-fn unset_vars(file: &Platform, is_set: impl Fn(&str) -> bool) -> Vec<(&'static str, String)> {
-    file.all_vars()
+fn unset_vars(
+    file: &Platform,
+    services: &[&str],
+    is_set: impl Fn(&str) -> bool,
+) -> Result<Vec<(&'static str, String)>, String> {
+    Ok(file
+        .all_vars(services)?
         .into_iter()
         .filter(|(var, _)| {
             let base = var.strip_suffix("_FILE").unwrap_or(var);
             !is_set(base) && !is_set(&format!("{base}_FILE"))
         })
-        .collect()
+        .collect())
 }
 
-/// Applies the file named by `--config` / `ECHO_CONFIG`: its keys become
+/// Applies the file named by `--config` / `ECHO_CONFIG` for a command that
+/// runs `services`: its keys become
 /// their variables where the environment leaves them unset, then the
 /// gateway's part is returned, validated. Without a file, an empty
 /// gateway part (no routes, default limits).
@@ -76,12 +82,13 @@ fn unset_vars(file: &Platform, is_set: impl Fn(&str) -> bool) -> Vec<(&'static s
 /// the environment of a running process is `unsafe` in Rust 2024 and this
 /// crate forbids unsafe code. The new image finds every variable set and
 /// goes on; when nothing is missing nothing is run again.
-pub fn apply(path: Option<&Path>) -> anyhow::Result<GatewayFile> {
+pub fn apply(path: Option<&Path>, services: &[&str]) -> anyhow::Result<GatewayFile> {
     let Some(path) = path else {
         return Ok(GatewayFile::default());
     };
     let file = load(path)?;
-    let missing = unset_vars(&file, |var| std::env::var_os(var).is_some());
+    let missing = unset_vars(&file, services, |var| std::env::var_os(var).is_some())
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     if !missing.is_empty() {
         let mut args = std::env::args_os();
         let arg0 = args.next().unwrap_or_else(|| OsString::from("echod"));
@@ -290,6 +297,9 @@ pub fn example() -> String {
             if section == "gateway" {
                 out.push_str(GATEWAY_ROUTES_EXAMPLE);
             }
+            if LISTENERS.contains(&section) {
+                out.push_str(&LISTENER_TLS_EXAMPLE.replace("SERVICE", section));
+            }
             section = key.section;
             let _ = write!(out, "\n[{section}]\n");
         }
@@ -314,6 +324,21 @@ pub fn example() -> String {
     }
     out
 }
+
+/// The sections of services with a listener, each with its `[<section>.tls]`
+/// (shown on leaving the section; the last section, the queue's, has none).
+const LISTENERS: [&str; 5] = ["identity", "audit", "gateway", "docs", "parser"];
+
+/// A service's own certificate, commented.
+const LISTENER_TLS_EXAMPLE: &str = r#"
+# This service's own listener certificate: for `echod serve SERVICE` it wins
+# over the top level's tls_cert, tls_key and client_ca (`echod up` uses
+# those, or dev_tls, for every listener).
+# [SERVICE.tls]
+# cert = "/etc/echo/tls/SERVICE.pem"
+# key = "/etc/echo/tls/SERVICE-key.pem"
+# client_ca = "/etc/echo/tls/clients.pem"
+"#;
 
 /// The gateway's structured part, commented (docs/gateway.md).
 const GATEWAY_ROUTES_EXAMPLE: &str = r#"
@@ -382,11 +407,49 @@ mod tests {
         )
         .unwrap();
         let set = ["ECHO_LOCKOUT_AFTER", "ECHO_DATABASE_URL"];
-        let vars = unset_vars(&file, |var| set.contains(&var));
+        let vars = unset_vars(&file, &["identity"], |var| set.contains(&var)).unwrap();
         assert_eq!(
             vars,
             [("ECHO_IDENTITY_LISTEN", "127.0.0.1:1".to_owned())],
             "ECHO_DATABASE_URL overrides the file's database_url_file"
+        );
+    }
+
+    #[test]
+    fn a_services_own_certificate_wins_for_its_serve_and_is_refused_by_up() {
+        let file = parse(
+            "tls_cert = \"/all.pem\"\ntls_key = \"/all.key\"\n\
+             [identity.tls]\ncert = \"/id.pem\"\nkey = \"/id.key\"\nclient_ca = \"/ca.pem\"\n",
+        )
+        .unwrap();
+        let env = |services: &[&str]| -> BTreeMap<&str, String> {
+            unset_vars(&file, services, |_| false)
+                .unwrap()
+                .into_iter()
+                .collect()
+        };
+        let identity = env(&["identity"]);
+        assert_eq!(identity["ECHO_TLS_CERT"], "/id.pem");
+        assert_eq!(identity["ECHO_TLS_KEY"], "/id.key");
+        assert_eq!(identity["ECHO_CLIENT_CA"], "/ca.pem");
+        let audit = env(&["audit"]);
+        assert_eq!(audit["ECHO_TLS_CERT"], "/all.pem");
+        assert!(!audit.contains_key("ECHO_CLIENT_CA"));
+        let up = unset_vars(&file, &["identity", "audit"], |_| false).unwrap_err();
+        assert!(
+            up.contains("[identity.tls]") && up.contains("echod up"),
+            "{up}"
+        );
+        // The environment still wins over the file.
+        let vars = unset_vars(&file, &["identity"], |var| var == "ECHO_TLS_CERT").unwrap();
+        assert!(vars.iter().all(|(var, _)| *var != "ECHO_TLS_CERT"));
+        let half = parse("[docs.tls]\ncert = \"/d.pem\"\n").unwrap();
+        let error = unset_vars(&half, &["docs"], |_| false).unwrap_err();
+        assert!(error.contains("[docs.tls]"), "{error}");
+        let unknown = parse("[docs.tls]\ncertificate = \"/d.pem\"\n").unwrap_err();
+        assert!(
+            unknown.contains("line 2") && unknown.contains("certificate"),
+            "{unknown}"
         );
     }
 
@@ -468,7 +531,11 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let file = parse(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
-        let set: Vec<&str> = file.all_vars().into_iter().map(|(var, _)| var).collect();
+        let set: Vec<&str> = file
+            .vars_of_keys()
+            .into_iter()
+            .map(|(var, _)| var)
+            .collect();
         for key in keys::all() {
             assert!(set.contains(&key.var), "{} is not in the example", key.var);
         }

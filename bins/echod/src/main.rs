@@ -76,7 +76,7 @@ fn main() -> ExitCode {
     }
     // The file's keys become variables (which may run this program again
     // with them); every command then reads them as it always has.
-    let gateway_file = match config::apply(cli.config.as_deref())
+    let gateway_file = match config::apply(cli.config.as_deref(), services(&cli.command))
         .and_then(|file| config::refuse_secret_flags(&Cli::command(), &matches).map(|()| file))
     {
         Ok(file) => file,

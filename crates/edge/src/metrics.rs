@@ -30,6 +30,140 @@ pub fn handle() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("another metrics recorder is installed: /metrics stays empty");
         }
+        describe();
         handle
     })
+}
+
+/// What a metric is, for its `# HELP` line.
+enum Kind {
+    Counter,
+    Gauge,
+    Seconds,
+}
+
+/// Every metric Echo records, with its help text: the catalogue
+/// docs/operations.md lists. A metric recorded under another name has no
+/// `# HELP` line, which the ops test catches.
+const CATALOGUE: &[(&str, Kind, &str)] = &[
+    (
+        "echo_http_requests_total",
+        Kind::Counter,
+        "HTTP requests answered, by service, method, route template and status.",
+    ),
+    (
+        "echo_http_request_duration_seconds",
+        Kind::Seconds,
+        "Time to answer an HTTP request, by service, method, route template and status.",
+    ),
+    (
+        "echo_identity_tokens_issued_total",
+        Kind::Counter,
+        "Access tokens issued, by grant type and client.",
+    ),
+    (
+        "echo_identity_logins_total",
+        Kind::Counter,
+        "Password logins, by outcome.",
+    ),
+    (
+        "echo_identity_lockouts_total",
+        Kind::Counter,
+        "Accounts locked after repeated failed logins.",
+    ),
+    (
+        "echo_identity_mfa_total",
+        Kind::Counter,
+        "Second-factor checks, by outcome.",
+    ),
+    (
+        "echo_identity_refresh_reuse_detected_total",
+        Kind::Counter,
+        "Spent refresh tokens presented again (their family revoked).",
+    ),
+    (
+        "echo_jwks_fetches_total",
+        Kind::Counter,
+        "Fetches of the issuer's JWKS by token verifiers.",
+    ),
+    (
+        "echo_jwks_fetch_failures_total",
+        Kind::Counter,
+        "JWKS fetches that failed.",
+    ),
+    (
+        "echo_audit_writer_queue_depth",
+        Kind::Gauge,
+        "Audit events waiting in memory to be sent.",
+    ),
+    (
+        "echo_audit_writer_spool_bytes",
+        Kind::Gauge,
+        "Bytes of audit events spooled to disk while the audit service is away.",
+    ),
+    (
+        "echo_audit_writer_spooled_events",
+        Kind::Gauge,
+        "Audit events spooled to disk.",
+    ),
+    (
+        "echo_audit_writer_events_sent_total",
+        Kind::Counter,
+        "Audit events the audit service accepted.",
+    ),
+    (
+        "echo_audit_writer_events_dropped_total",
+        Kind::Counter,
+        "Audit events dropped (spool full).",
+    ),
+    (
+        "echo_queue_pending_jobs",
+        Kind::Gauge,
+        "Jobs waiting in the queue.",
+    ),
+    (
+        "echo_queue_dead_letters",
+        Kind::Gauge,
+        "Jobs in the dead-letter set.",
+    ),
+    (
+        "echo_worker_jobs_total",
+        Kind::Counter,
+        "Jobs the worker finished, by result.",
+    ),
+    (
+        "echo_worker_jobs_dead_lettered_total",
+        Kind::Counter,
+        "Jobs the worker gave up on.",
+    ),
+    (
+        "echo_worker_job_duration_seconds",
+        Kind::Seconds,
+        "Time from taking a job to finishing it.",
+    ),
+    (
+        "echo_gateway_upstream_duration_seconds",
+        Kind::Seconds,
+        "Time an upstream took to answer, by route.",
+    ),
+    (
+        "echo_gateway_upstream_errors_total",
+        Kind::Counter,
+        "Upstream calls that failed or timed out, by route.",
+    ),
+    (
+        "echo_gateway_live_sessions",
+        Kind::Gauge,
+        "Browser sessions alive at the gateway.",
+    ),
+];
+
+fn describe() {
+    for (name, kind, help) in CATALOGUE {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(*name, *help),
+            Kind::Gauge => metrics::describe_gauge!(*name, *help),
+            Kind::Seconds => metrics::describe_histogram!(*name, metrics::Unit::Seconds, *help),
+        }
+    }
 }

@@ -18,6 +18,8 @@ pub struct Exposition {
     pub samples: Vec<Sample>,
     /// `# TYPE` of each metric family.
     pub types: BTreeMap<String, String>,
+    /// The families with a `# HELP` line.
+    pub helped: std::collections::BTreeSet<String>,
 }
 
 impl Exposition {
@@ -70,8 +72,12 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
                     }
                     exposition.types.insert(name.to_owned(), kind.to_owned());
                 }
-                Some("HELP") if words.next().is_some_and(is_name) => {}
-                Some("HELP") => return Err(fail("malformed HELP")),
+                Some("HELP") => match words.next().filter(|name| is_name(name)) {
+                    Some(name) => {
+                        exposition.helped.insert(name.to_owned());
+                    }
+                    None => return Err(fail("malformed HELP")),
+                },
                 _ => {}
             }
             continue;

@@ -166,6 +166,10 @@ section! {
         /// A file holding the whole database URL, password included.
         database_url_file: PathBuf = "ECHO_DATABASE_URL_FILE", e.g. "/run/secrets/echo-database-url";
     }
+    structured {
+        /// This service's own listener certificate (`[identity.tls]`).
+        tls: Option<ListenerTls>,
+    }
 }
 
 section! {
@@ -194,6 +198,10 @@ section! {
         /// The file holding the checkpoint signing key (default
         /// `<data>/audit-signing.key`).
         signing_key_file: PathBuf = "ECHO_AUDIT_SIGNING_KEY_FILE", e.g. "/etc/echo/audit-signing.key";
+    }
+    structured {
+        /// This service's own listener certificate (`[audit.tls]`).
+        tls: Option<ListenerTls>,
     }
 }
 
@@ -225,6 +233,8 @@ section! {
         trusted_proxies: Option<Vec<String>>,
         rate_limit: Option<RateLimitSpec>,
         routes: Option<Vec<RouteSpec>>,
+        /// The gateway's own listener certificate (`[gateway.tls]`).
+        tls: Option<ListenerTls>,
     }
 }
 
@@ -264,6 +274,10 @@ section! {
         /// `<data>/docs-client.secret`).
         client_secret_file: PathBuf = "ECHO_DOCS_CLIENT_SECRET_FILE", e.g. "/run/secrets/echo-docs-client";
     }
+    structured {
+        /// This service's own listener certificate (`[docs.tls]`).
+        tls: Option<ListenerTls>,
+    }
 }
 
 section! {
@@ -286,6 +300,10 @@ section! {
         /// The file holding the parser's client secret (default
         /// `<data>/parser-client.secret`).
         client_secret_file: PathBuf = "ECHO_PARSER_CLIENT_SECRET_FILE", e.g. "/run/secrets/echo-parser-client";
+    }
+    structured {
+        /// This service's own listener certificate (`[parser.tls]`).
+        tls: Option<ListenerTls>,
     }
 }
 
@@ -341,9 +359,78 @@ pub fn all() -> impl Iterator<Item = &'static Key> {
     .flatten()
 }
 
+/// One service's listener certificate, `[<service>.tls]`: for `echod serve
+/// <service>` its keys stand for `ECHO_TLS_CERT`, `ECHO_TLS_KEY` and
+/// `ECHO_CLIENT_CA` and win over the top level's `tls_cert`, `tls_key` and
+/// `client_ca`. `echod up` has one listener certificate (or `dev_tls`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+}
+
+impl ListenerTls {
+    fn vars(&self) -> Vec<(&'static str, String)> {
+        [
+            ("ECHO_TLS_CERT", &self.cert),
+            ("ECHO_TLS_KEY", &self.key),
+            ("ECHO_CLIENT_CA", &self.client_ca),
+        ]
+        .into_iter()
+        .filter_map(|(var, path)| path.as_ref().map(|p| (var, Value::to_env(p))))
+        .collect()
+    }
+}
+
 impl Platform {
-    /// (variable, value) of every key the file sets.
-    pub fn all_vars(&self) -> Vec<(&'static str, String)> {
+    /// Each service section's listener certificate, by service name.
+    pub fn listener_tls(&self) -> impl Iterator<Item = (&'static str, &ListenerTls)> {
+        [
+            (
+                "identity",
+                self.identity.as_ref().and_then(|s| s.tls.as_ref()),
+            ),
+            ("audit", self.audit.as_ref().and_then(|s| s.tls.as_ref())),
+            (
+                "gateway",
+                self.gateway.as_ref().and_then(|s| s.tls.as_ref()),
+            ),
+            ("docs", self.docs.as_ref().and_then(|s| s.tls.as_ref())),
+            ("parser", self.parser.as_ref().and_then(|s| s.tls.as_ref())),
+        ]
+        .into_iter()
+        .filter_map(|(name, tls)| tls.map(|tls| (name, tls)))
+    }
+
+    /// (variable, value) of every key the file sets, for a command that
+    /// runs `services`: one service's `[<service>.tls]` comes last, so it
+    /// wins over the top level's certificate; `up` (several services) has
+    /// no per-service certificate, which is an error.
+    pub fn all_vars(&self, services: &[&str]) -> Result<Vec<(&'static str, String)>, String> {
+        let mut vars = self.vars_of_keys();
+        for (name, tls) in self.listener_tls() {
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err(format!("[{name}.tls] needs both `cert` and `key`"));
+            }
+            match services {
+                [one] if *one == name => vars.extend(tls.vars()),
+                [_, _, ..] if services.contains(&name) => {
+                    return Err(format!(
+                        "[{name}.tls]: `echod up` serves every listener with the top-level \
+                         `tls_cert` / `tls_key` (or `dev_tls`); a service's own certificate \
+                         is for `echod serve {name}`"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(vars)
+    }
+
+    /// (variable, value) of every key (not structured table) the file sets.
+    pub fn vars_of_keys(&self) -> Vec<(&'static str, String)> {
         let mut vars = self.vars();
         let sections = [
             self.identity.as_ref().map(Identity::vars),

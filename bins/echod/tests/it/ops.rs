@@ -207,6 +207,16 @@ async fn every_service_of_up_answers_health_readiness_and_metrics_that_move() {
             .any(|s| s.labels.get("route").is_some_and(|r| r.contains(&id))),
         "routes are templates, never raw paths"
     );
+    for family in metrics
+        .types
+        .keys()
+        .filter(|name| name.starts_with("echo_"))
+    {
+        assert!(
+            metrics.helped.contains(family),
+            "{family} has no # HELP line: add it to echo_edge's metrics catalogue"
+        );
+    }
     assert!(metrics.sum("echo_jwks_fetches_total", &[]) >= 1.0);
     assert_eq!(metrics.sum("echo_jwks_fetch_failures_total", &[]), 0.0);
     for writer in ["identity", "gateway", "docs", "parser"] {
