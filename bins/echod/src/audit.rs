@@ -161,14 +161,15 @@ pub async fn serve(dir: &Path, roots: &TrustedRoots, args: &ServeAuditArgs) -> a
 }
 
 /// Signs a checkpoint over the head every `every`, when the head moved, so
-/// that each interval's history is pinned by a signature handed out; prunes
+/// that each interval's history is pinned by a signature handed out (one
+/// per interval for all the replicas on one database); prunes
 /// events older than `retention`, if set; and refreshes the query planner's
 /// statistics.
 fn checkpoint_job(app: Arc<AuditApp>, every: Duration, retention: Option<Duration>) -> Periodic {
     Periodic::every("audit checkpoint", every, move || {
         let app = app.clone();
         async move {
-            app.service.checkpoint().await?;
+            app.service.scheduled_checkpoint(every).await?;
             if let Some(retention) = retention {
                 app.service.prune(cutoff_ms(retention)).await?;
             }

@@ -15,6 +15,7 @@
 //! and its claimed order of events with it).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use echo_core::Clock;
 use echo_core::audit::{AuditEvent, AuditSink, Outcome};
@@ -182,6 +183,23 @@ impl AuditService {
     /// rewritten below them is refused with [`AuditError::Unextended`]
     /// instead of being signed.
     pub async fn checkpoint(&self) -> Result<String, AuditError> {
+        self.checkpoint_unless_since(None).await
+    }
+
+    /// The periodic checkpoint, run by every replica every `every`: time
+    /// is cut into intervals of `every` (Unix seconds, from the epoch), and
+    /// the first replica to find the head moved in an interval signs it,
+    /// the others leave it, so the cluster signs one checkpoint per
+    /// interval.
+    pub async fn scheduled_checkpoint(&self, every: Duration) -> Result<(), AuditError> {
+        let every = i64::try_from(every.as_secs().max(1)).unwrap_or(i64::MAX);
+        let now = self.clock.now();
+        self.checkpoint_unless_since(Some(now - now.rem_euclid(every)))
+            .await
+            .map(drop)
+    }
+
+    async fn checkpoint_unless_since(&self, since: Option<i64>) -> Result<String, AuditError> {
         let head = self.store.head().await?;
         let latest = self.store.latest_checkpoint().await?;
         let mut signed_before = Vec::new();
@@ -202,11 +220,12 @@ impl AuditService {
                 });
             }
         }
-        self.sign(head).await
+        self.sign(head, since).await
     }
 
-    /// Signs and stores a checkpoint over `anchor`; returns the note.
-    async fn sign(&self, anchor: Anchor) -> Result<String, AuditError> {
+    /// Signs and stores a checkpoint over `anchor` (unless one was stored
+    /// since `since`); returns the newest stored note.
+    async fn sign(&self, anchor: Anchor, since: Option<i64>) -> Result<String, AuditError> {
         let checkpoint = Checkpoint {
             origin: self.signer.name().to_owned(),
             size: anchor.size,
@@ -214,7 +233,14 @@ impl AuditService {
             time: self.clock.now(),
         };
         let note = self.signer.sign(&checkpoint);
-        self.store.insert_checkpoint(&checkpoint, &note).await?;
+        if !self
+            .store
+            .insert_checkpoint(&checkpoint, &note, since)
+            .await?
+        {
+            let newest = self.store.latest_checkpoint().await?;
+            return Ok(newest.map_or(note, |(_, note)| note));
+        }
         let mut last = lock(&self.last_signed);
         if last.is_none_or(|last| last.size < anchor.size) {
             *last = Some(anchor);
@@ -393,7 +419,7 @@ impl AuditService {
             size: verified.summary.count,
             head: verified.summary.head,
         };
-        self.sign(anchor).await?;
+        self.sign(anchor, None).await?;
         self.store.set_retained_start(&anchor).await?;
         let mut deleted = 0;
         loop {

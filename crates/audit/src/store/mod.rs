@@ -126,7 +126,17 @@ pub trait AuditStore: Send + Sync {
     /// Rows with `seq > after`, ascending, at most `limit`.
     async fn rows(&self, after: i64, limit: i64) -> Result<Vec<ChainedEvent>>;
     async fn query(&self, query: &EventQuery) -> Result<Vec<ChainedEvent>>;
-    async fn insert_checkpoint(&self, checkpoint: &Checkpoint, note: &str) -> Result<()>;
+    /// Stores a signed checkpoint; with `unless_since`, only if the newest
+    /// stored one is older than that (Unix seconds), checked and inserted
+    /// under the head row's lock so that of replicas racing in one interval
+    /// one stores. Whether it was stored (a checkpoint of the same size
+    /// stored before counts as not).
+    async fn insert_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        note: &str,
+        unless_since: Option<i64>,
+    ) -> Result<bool>;
     /// Every checkpoint handed out, as signed notes, oldest first.
     async fn checkpoint_notes(&self) -> Result<Vec<String>>;
     /// The newest checkpoint handed out: its size and signed note.

@@ -396,8 +396,28 @@ where
             .collect()
     }
 
-    async fn insert_checkpoint(&self, checkpoint: &Checkpoint, note: &str) -> Result<()> {
-        sqlx::query(
+    async fn insert_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        note: &str,
+        unless_since: Option<i64>,
+    ) -> Result<bool> {
+        let mut tx = self.pools.write.begin().await?;
+        // The head row's lock (as appends take it) serialises replicas'
+        // checkpoints: the second of two in one interval sees the first.
+        sqlx::query("UPDATE audit_head SET seq = seq WHERE one = 1")
+            .execute(&mut *tx)
+            .await?;
+        if let Some(since) = unless_since {
+            let newest: Option<i64> =
+                sqlx::query_scalar("SELECT time FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if newest.is_some_and(|time| time >= since) {
+                return Ok(false);
+            }
+        }
+        let stored = sqlx::query(
             "INSERT INTO audit_checkpoints (size, head, time, note) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (size) DO NOTHING",
         )
@@ -405,9 +425,12 @@ where
         .bind(checkpoint.head.to_vec())
         .bind(checkpoint.time)
         .bind(note)
-        .execute(&self.pools.write)
-        .await?;
-        Ok(())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     async fn optimize(&self) -> Result<()> {

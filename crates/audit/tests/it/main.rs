@@ -629,3 +629,61 @@ async fn postgres_store_passes_the_suite() {
     .await;
     db.drop_db().await;
 }
+
+/// Two replicas on one PostgreSQL, their checkpoint jobs ticking several
+/// times an interval with events arriving between ticks: the cluster signs
+/// one checkpoint per interval, not one per replica or per tick; an
+/// explicit checkpoint still signs the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sign_one_checkpoint_per_interval() {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    let db = PgTestDb::create("audit replicas_sign_one_checkpoint_per_interval").await;
+    let dir = echo_testkit::data_dir();
+    let clock = Arc::new(echo_core::ManualClock::new(1_800_000_000));
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let store = echo_audit::store::open(
+            Some(&db.url),
+            &echo_crypto::TrustedRoots::system(),
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        let signer = NoteSigner::from_seed("test/echo-audit", &[7; 32]).unwrap();
+        replicas.push(AuditService::new(store, signer, clock.clone()));
+    }
+    let every = Duration::from_secs(30);
+    let mut n = 0;
+    for _interval in 0..5 {
+        for _tick in 0..3 {
+            let event = stored_event(n, 1_800_000_000_000 + n as i64);
+            replicas[n % 2].store().append(&[event]).await.unwrap();
+            n += 1;
+            let (a, b) = tokio::join!(
+                replicas[0].scheduled_checkpoint(every),
+                replicas[1].scheduled_checkpoint(every)
+            );
+            a.unwrap();
+            b.unwrap();
+            clock.advance(9);
+        }
+        clock.advance(3);
+    }
+    let signed = replicas[1].signed_checkpoints().await.unwrap();
+    let intervals: BTreeSet<i64> = signed.iter().map(|c| c.time / 30).collect();
+    assert_eq!(signed.len(), 5, "{signed:?}");
+    assert_eq!(intervals.len(), 5, "one in each interval: {signed:?}");
+
+    replicas[0]
+        .store()
+        .append(&[stored_event(n, 1_800_000_000_000 + n as i64)])
+        .await
+        .unwrap();
+    replicas[0].checkpoint().await.unwrap();
+    let signed = replicas[1].signed_checkpoints().await.unwrap();
+    assert_eq!(signed.len(), 6);
+    assert_eq!(signed.last().unwrap().size, n as i64 + 1);
+    db.drop_db().await;
+}
