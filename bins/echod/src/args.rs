@@ -4,9 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
+use echo_crypto::TrustedRoots;
+use echo_edge::{RedisCounters, SharedCounters};
 use echo_tls::ClientTls;
 use echo_verify::{Verifier, VerifierOptions};
+
+use crate::settings::{RATE_LIMIT_URL_VAR, url_setting};
 
 /// Identity's issuer URL, as services that trust it take it.
 #[derive(Debug, Clone, Args)]
@@ -147,4 +152,39 @@ pub struct CaFileArg {
     /// (services, PostgreSQL, Redis, NATS), beside the system's roots.
     #[arg(long = "ca-file", env = "ECHO_CA_FILE")]
     pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// Where replicas count their rate limits together (`serve identity`,
+/// `serve gateway`).
+#[derive(Debug, Clone, Args)]
+pub struct RateLimitArgs {
+    /// Count rate limits in this Redis, shared by every replica
+    /// (`redis://host:port[/db]`, or `rediss://…` for TLS; one with a
+    /// password by `ECHO_RATE_LIMIT_URL` or `ECHO_RATE_LIMIT_URL_FILE`).
+    /// Without it identity counts in its PostgreSQL when it runs on one,
+    /// and otherwise each process counts its own.
+    #[arg(long = "rate-limit-url", env = "ECHO_RATE_LIMIT_URL")]
+    pub rate_limit_url: Option<String>,
+    /// Prefix of the rate limits' keys in Redis.
+    #[arg(long = "rate-limit-prefix", env = "ECHO_RATE_LIMIT_PREFIX", default_value = echo_edge::DEFAULT_RATE_LIMIT_PREFIX)]
+    pub rate_limit_prefix: String,
+}
+
+impl RateLimitArgs {
+    /// The counters in the Redis named, if one is (its TLS trusting
+    /// `roots`).
+    pub async fn redis(
+        &self,
+        roots: &TrustedRoots,
+    ) -> anyhow::Result<Option<Arc<dyn SharedCounters>>> {
+        let Some(url) = url_setting(self.rate_limit_url.as_deref(), RATE_LIMIT_URL_VAR)? else {
+            return Ok(None);
+        };
+        let counters = RedisCounters::open(&url, roots, &self.rate_limit_prefix)
+            .await
+            .with_context(|| {
+                format!("cannot connect to the rate limits' Redis ({RATE_LIMIT_URL_VAR})")
+            })?;
+        Ok(Some(Arc::new(counters)))
+    }
 }

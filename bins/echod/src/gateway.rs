@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use echo_core::SystemClock;
 use echo_crypto::TrustedRoots;
-use echo_edge::{Service, ServiceTokens};
+use echo_edge::{Service, ServiceTokens, SharedCounters};
 use echo_gateway::{
     ClientSecret, Gateway, GatewayConfig, GatewayFile, RedisSessionStore, SessionStore,
     SqliteSessionStore,
@@ -18,7 +18,7 @@ use echo_gateway::{
 use echo_verify::Verifier;
 use tokio::net::TcpListener;
 
-use crate::args::{AuditTargetArgs, IssuerArg, TlsArgs};
+use crate::args::{AuditTargetArgs, IssuerArg, RateLimitArgs, TlsArgs};
 use crate::first_party::{self, SecretPlace, ServiceAudit};
 use crate::settings::{ensure_data_dir, master_key, url_setting};
 use crate::tls::ServiceTls;
@@ -47,6 +47,8 @@ pub struct ServeGatewayArgs {
     pub audit: AuditTargetArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub limits: RateLimitArgs,
 }
 
 /// The gateway's sessions (`serve gateway` and `up`).
@@ -119,7 +121,8 @@ async fn session_store(
 /// The gateway on `listener` at `public_url`, in front of the issuer whose
 /// tokens `verifier` checks, with
 /// the routes of `file`; it records to and reads from the audit service
-/// at `audit` (URL, audience), or records to the log.
+/// at `audit` (URL, audience), or records to the log. Its rate limits
+/// count in `limits` (shared with other replicas) or in itself.
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
     (dir, roots): (&Path, &TrustedRoots),
@@ -127,7 +130,7 @@ pub async fn start(
     verifier: Arc<Verifier>,
     public_url: &str,
     secret: ClientSecret,
-    session: &GatewaySessionArgs,
+    (session, limits): (&GatewaySessionArgs, Option<Arc<dyn SharedCounters>>),
     file: &GatewayFile,
     (audit_url, audit_audience): (Option<&str>, &str),
 ) -> anyhow::Result<Service> {
@@ -155,14 +158,18 @@ pub async fn start(
     };
     let store = session_store((dir, roots), session, config.session_idle_ttl).await?;
     let master = master_key(dir)?;
-    let gateway = Arc::new(Gateway::new(
+    let mut gateway = Gateway::new(
         config,
         store,
         &master,
         verifier,
         audit.sink.clone(),
         Arc::new(SystemClock),
-    ));
+    );
+    if let Some(counters) = limits {
+        gateway = gateway.share_limits(counters);
+    }
+    let gateway = Arc::new(gateway);
     tracing::info!(public_url, issuer, "gateway listening");
     Ok(tls.apply(
         echo_gateway::http::service(listener, gateway)
@@ -185,13 +192,14 @@ pub async fn serve(
     let listener = echo_edge::bind(&args.listen).await?;
     let url = public_url(args.public_url.as_deref(), &listener, &tls)?;
     let secret = client_secret(data_dir, false)?;
+    let limits = args.limits.redis(roots).await?;
     let service = start(
         (data_dir, roots),
         (listener, &tls),
         args.issuer.verifier(&tls.client),
         &url,
         secret,
-        &args.session,
+        (&args.session, limits),
         file,
         (
             args.audit.audit_url.as_deref(),

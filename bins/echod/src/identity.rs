@@ -9,14 +9,14 @@ use clap::Args;
 use echo_core::SystemClock;
 use echo_core::audit::AuditSink;
 use echo_crypto::TrustedRoots;
-use echo_edge::{Service, TokenSource, TrustedProxies};
-use echo_identity::{IdentityConfig, Provider};
+use echo_edge::{Service, SharedCounters, TokenSource, TrustedProxies};
+use echo_identity::{DatabaseCounters, IdentityConfig, Provider};
 use echo_identity_store::Store;
 use tokio::net::TcpListener;
 
-use crate::args::{AuditTargetArgs, TlsArgs, TokenAlg};
+use crate::args::{AuditTargetArgs, RateLimitArgs, TlsArgs, TokenAlg};
 use crate::first_party::{AUDIT_WRITE, ServiceAudit};
-use crate::settings::{master_key, open_store};
+use crate::settings::{DATABASE_URL_VAR, master_key, open_store, secret_var};
 use crate::tls::ServiceTls;
 use crate::{account_policy, keys};
 
@@ -59,15 +59,18 @@ pub struct ServeIdentityArgs {
     pub audit: AuditTargetArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub limits: RateLimitArgs,
 }
 
 /// Identity on `listener` with `tls`, over `store`, recording its events
-/// to the audit service at `audit` (URL, audience) or to the log.
+/// to the audit service at `audit` (URL, audience) or to the log, counting
+/// its rate limits in `limits` (shared with other replicas) or in itself.
 pub async fn start(
     data_dir: &Path,
     listener: TcpListener,
     args: &IdentityArgs,
-    store: Arc<dyn Store>,
+    (store, limits): (Arc<dyn Store>, Option<Arc<dyn SharedCounters>>),
     audit: Option<(&str, &str)>,
     tls: &ServiceTls,
 ) -> anyhow::Result<(Service, Arc<Provider>)> {
@@ -97,8 +100,11 @@ pub async fn start(
     };
     let master = master_key(data_dir)?;
     let sink: Arc<dyn AuditSink> = writer.sink.clone();
-    let provider =
-        Arc::new(Provider::new(config, store, &master, sink, Arc::new(SystemClock)).await?);
+    let mut provider = Provider::new(config, store, &master, sink, Arc::new(SystemClock)).await?;
+    if let Some(counters) = limits {
+        provider = provider.share_limits(counters);
+    }
+    let provider = Arc::new(provider);
     let _ = own_token.provider.set(provider.clone());
     tracing::info!(issuer = %provider.config().issuer, "identity listening");
     let service = tls.apply(
@@ -115,6 +121,7 @@ pub async fn serve(
     args: &ServeIdentityArgs,
 ) -> anyhow::Result<()> {
     let store = open_store(data_dir, roots).await?;
+    let limits = shared_limits(&args.limits, roots, &store).await?;
     let tls = ServiceTls::from_args(&args.tls, roots)?;
     let listener = echo_edge::bind(&args.identity.identity_listen).await?;
     let audit = args
@@ -122,9 +129,32 @@ pub async fn serve(
         .audit_url
         .as_deref()
         .map(|url| (url, args.audit.audience.audit_audience.as_str()));
-    let (service, _) = start(data_dir, listener, &args.identity, store, audit, &tls).await?;
+    let (service, _) = start(
+        data_dir,
+        listener,
+        &args.identity,
+        (store, limits),
+        audit,
+        &tls,
+    )
+    .await?;
     echo_edge::run_until_signalled(service).await?;
     Ok(())
+}
+
+/// Where replicas count identity's rate limits together: the Redis of
+/// `--rate-limit-url`, else the PostgreSQL identity runs on; on SQLite
+/// (one process) nowhere but in the process.
+async fn shared_limits(
+    args: &RateLimitArgs,
+    roots: &TrustedRoots,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<Option<Arc<dyn SharedCounters>>> {
+    if let Some(redis) = args.redis(roots).await? {
+        return Ok(Some(redis));
+    }
+    let on_postgres = secret_var(DATABASE_URL_VAR)?.is_some();
+    Ok(on_postgres.then(|| Arc::new(DatabaseCounters(store.clone())) as Arc<dyn SharedCounters>))
 }
 
 /// Identity's token for its own audit writes, minted by identity itself

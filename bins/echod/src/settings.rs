@@ -13,13 +13,15 @@ use echo_identity_store::Store;
 
 pub const MASTER_KEY_VAR: &str = "ECHO_MASTER_KEY";
 pub const DATABASE_URL_VAR: &str = "ECHO_DATABASE_URL";
+/// The Redis replicas count their rate limits in (identity, the gateway).
+pub const RATE_LIMIT_URL_VAR: &str = "ECHO_RATE_LIMIT_URL";
 pub const LOG_FILTER_VAR: &str = "ECHO_LOG";
 pub const LOG_FORMAT_VAR: &str = "ECHO_LOG_FORMAT";
 
 /// Every secret's variable `X`; each can instead name a file holding it,
 /// by `X_FILE` ([`secret_var`]). Database, queue and Redis URLs are here
 /// since they may carry a password.
-pub const SECRET_VARS: [&str; 13] = [
+pub const SECRET_VARS: [&str; 14] = [
     MASTER_KEY_VAR,
     "ECHO_AUDIT_SIGNING_KEY",
     "ECHO_GATEWAY_CLIENT_SECRET",
@@ -33,6 +35,7 @@ pub const SECRET_VARS: [&str; 13] = [
     "ECHO_QUEUE_URL",
     "ECHO_NATS_URL",
     "ECHO_REDIS_URL",
+    RATE_LIMIT_URL_VAR,
 ];
 
 /// The secret in the variable `var`, or in the file named by `<var>_FILE`

@@ -137,7 +137,8 @@ pub async fn up(
         data_dir,
         identity_listener,
         &args.identity,
-        store,
+        // One process: its limits count in itself.
+        (store, None),
         Some((&audit_url, audit_audience)),
         &identity_tls,
     )
@@ -164,7 +165,7 @@ pub async fn up(
         verifier.clone(),
         &gateway_url,
         secrets.gateway,
-        &args.gateway_session,
+        (&args.gateway_session, None),
         &gateway_file,
         (Some(&audit_url), audit_audience),
     )

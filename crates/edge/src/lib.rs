@@ -27,6 +27,10 @@
 //!   a span carrying its trace id, continued from the caller's
 //!   `traceparent` or started; [`trace::headers`] for the next hop,
 //!   [`trace::stamp`] for audit events.
+//! - [`RateLimiter`] (`rate_limit.rs`): token buckets in one process;
+//!   [`Limiter`] and [`SharedLimiter`] (`shared_limit.rs`): the same limits
+//!   counted by every replica in [`SharedCounters`] — Redis
+//!   ([`RedisCounters`], `redis.rs`) or a service's database.
 //! - `web.rs`: cookies, pages, redirects and security headers.
 
 mod gate;
@@ -35,8 +39,10 @@ mod ops;
 mod origin;
 mod problem;
 mod rate_limit;
+mod redis;
 mod refusals;
 mod run;
+mod shared_limit;
 mod tls;
 mod tokens;
 pub mod trace;
@@ -55,8 +61,12 @@ pub use origin::{
 };
 pub use problem::{PROBLEM_JSON, Problem};
 pub use rate_limit::{Limit, RateLimiter, Throttled};
+pub use redis::{DEFAULT_RATE_LIMIT_PREFIX, RedisCounters, redis_client};
 pub use refusals::{ACCESS_DENIED, DEFAULT_WINDOW, RefusalLog, RefusedSubject};
 pub use run::{BoxFuture, Periodic, Service, bind, run_all, run_until_signalled, shutdown_signal};
+pub use shared_limit::{
+    CountersUnavailable, Limiter, SharedCounters, SharedLimiter, Window, unix_ms,
+};
 pub use tls::{CERT_CHECK_INTERVAL, cert_reload_job};
 pub use tokens::{REFRESH_MARGIN, ServiceTokens, TokenSource, refresh_after};
 pub use trace::{TRACEPARENT, TraceContext};

@@ -9,7 +9,7 @@ use echo_core::audit::{AuditEvent, AuditSink, bounded};
 use echo_core::{Clock, Scope};
 use echo_crypto::seal::MasterKey;
 use echo_crypto::secret::{b64url, constant_time_eq, random_token, token_hash};
-use echo_edge::{Gate, Origin, RateLimiter, Refusal, ServiceTokens};
+use echo_edge::{Gate, Limiter, Origin, Refusal, ServiceTokens, SharedCounters, SharedLimiter};
 use echo_verify::{Claims, Expectations, Verifier, VerifyError};
 
 use crate::liveness::Liveness;
@@ -63,7 +63,9 @@ pub struct Gateway {
     pub(crate) sealer: MasterKey,
     csrf_key: hmac::Key,
     pub(crate) refreshing: RefreshLocks,
-    pub(crate) limiter: RateLimiter,
+    /// The per-IP, per-user and per-route limits: in this process, or
+    /// shared by every gateway ([`Gateway::share_limits`]).
+    pub(crate) limiter: Limiter,
     pub(crate) tokens: TokenCache,
     /// When sessions and bearer tokens are next confirmed with identity.
     pub(crate) liveness: Liveness,
@@ -97,6 +99,7 @@ impl Gateway {
             config.client_secret.expose(),
             &config.tls,
         );
+        let refreshing = RefreshLocks::new(store.shared_lock());
         Self {
             identity: IdentityClient::new(&config),
             upstreams: upstreams(&config.tls),
@@ -110,11 +113,18 @@ impl Gateway {
             clock,
             sealer: master.derive("echo-gateway session tokens v1"),
             csrf_key: master.subkey("echo-gateway csrf v1"),
-            refreshing: RefreshLocks::default(),
-            limiter: RateLimiter::default(),
+            refreshing,
+            limiter: Limiter::default(),
             tokens: TokenCache::default(),
             liveness: Liveness::default(),
         }
+    }
+
+    /// Counts the rate limits in `counters`, which every gateway replica
+    /// shares, instead of in this process.
+    pub fn share_limits(mut self, counters: Arc<dyn SharedCounters>) -> Self {
+        self.limiter = Limiter::Shared(SharedLimiter::new(counters, "gateway"));
+        self
     }
 
     pub fn config(&self) -> &GatewayConfig {

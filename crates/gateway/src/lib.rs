@@ -74,6 +74,7 @@ pub use http::{router, serve};
 pub use path::{BadPath, Normalised, normalise};
 pub use principal::{CSRF_HEADER, Presented, Principal, SessionInfo, Surface};
 pub use redis_store::{DEFAULT_REDIS_PREFIX, RedisSessionStore};
+pub use refresh_lock::SharedLock;
 pub use routes::{GatewayFile, RateLimitSpec, RateLimits, Route, RouteSpec, RouteTable};
 pub use session::{LoginAttempt, Session, SessionStore, Tokens};
 pub use sqlite::SqliteSessionStore;

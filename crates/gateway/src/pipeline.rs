@@ -184,8 +184,7 @@ impl Gateway {
     /// RFC 6749 §6, one at a time per session: whoever gets the lock first
     /// refreshes; the others find the new token when they get it.
     async fn refresh(&self, id_hash: &str, meta: &Origin) -> Result<Session> {
-        let lock = self.refreshing.lock_for(id_hash);
-        let _one_at_a_time = lock.lock().await;
+        let _one_at_a_time = self.refreshing.lock(id_hash).await?;
         let current = self
             .store
             .session(id_hash)
@@ -243,9 +242,12 @@ impl Gateway {
 
 impl Gateway {
     /// Phase 0: the per-IP bucket of every request.
-    pub fn admit(&self, meta: &Origin) -> Result<()> {
+    pub async fn admit(&self, meta: &Origin) -> Result<()> {
         match (&meta.client_ip, self.config.rate_limits.per_ip) {
-            (Some(ip), Some(limit)) => self.take(&format!("ip {ip}"), limit, "per_ip", None, meta),
+            (Some(ip), Some(limit)) => {
+                self.take(&format!("ip {ip}"), limit, "per_ip", None, meta)
+                    .await
+            }
             _ => Ok(()),
         }
     }
@@ -280,7 +282,7 @@ impl Gateway {
             self.check_page_csrf(presented, meta)?;
         }
         self.authorize(route, &principal, meta)?;
-        self.rate_limit(route, &principal, meta)?;
+        self.rate_limit(route, &principal, meta).await?;
         let token = self.token_for(&principal, &route.audience).await?;
         let method = request.method().clone();
         let (request, request_id) = self.rewrite(route, request, &token, meta)?;
@@ -383,25 +385,28 @@ impl Gateway {
 
     /// Phase 4: the caller's bucket, then the route's (per IP and per
     /// user).
-    fn rate_limit(&self, route: &Route, principal: &Principal, meta: &Origin) -> Result<()> {
+    async fn rate_limit(&self, route: &Route, principal: &Principal, meta: &Origin) -> Result<()> {
         let user = principal.subject.as_str();
         if let Some(limit) = self.config.rate_limits.per_user {
-            self.take(&format!("user {user}"), limit, "per_user", Some(user), meta)?;
+            self.take(&format!("user {user}"), limit, "per_user", Some(user), meta)
+                .await?;
         }
         if let Some(limit) = route.rate_limit {
             if let Some(ip) = &meta.client_ip {
                 let key = format!("route {} ip {ip}", route.prefix);
-                self.take(&key, limit, "route_per_ip", Some(user), meta)?;
+                self.take(&key, limit, "route_per_ip", Some(user), meta)
+                    .await?;
             }
             let key = format!("route {} user {user}", route.prefix);
-            self.take(&key, limit, "route_per_user", Some(user), meta)?;
+            self.take(&key, limit, "route_per_user", Some(user), meta)
+                .await?;
         }
         Ok(())
     }
 
     /// One token from `key`'s bucket; a refusal is audited once per
     /// window per key.
-    fn take(
+    async fn take(
         &self,
         key: &str,
         limit: Limit,
@@ -409,22 +414,20 @@ impl Gateway {
         actor: Option<&str>,
         meta: &Origin,
     ) -> Result<()> {
-        self.limiter
-            .check(key, limit, Instant::now())
-            .map_err(|refusal| {
-                if refusal.first_in_window {
-                    let mut event = AuditEvent::failure("gateway.rate_limited")
-                        .detail("limit", which)
-                        .detail("key", key);
-                    if let Some(actor) = actor {
-                        event = event.actor(actor);
-                    }
-                    self.audit(event, meta);
+        self.limiter.check(key, limit).await.map_err(|refusal| {
+            if refusal.first_in_window {
+                let mut event = AuditEvent::failure("gateway.rate_limited")
+                    .detail("limit", which)
+                    .detail("key", key);
+                if let Some(actor) = actor {
+                    event = event.actor(actor);
                 }
-                GatewayError::RateLimited {
-                    retry_after: refusal.retry_after,
-                }
-            })
+                self.audit(event, meta);
+            }
+            GatewayError::RateLimited {
+                retry_after: refusal.retry_after,
+            }
+        })
     }
 
     /// Phase 7: the rewritten request to the upstream, within the route's

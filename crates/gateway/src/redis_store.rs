@@ -11,6 +11,9 @@
 //!   `expires_at`, `access_expires_at`, and `tokens` still sealed),
 //!   expiring at the idle end (`last_seen_at` + idle timeout) or the
 //!   absolute end, whichever comes first; each touch moves it.
+//! - `<prefix>refresh:<id hash>`: the session's refresh lock
+//!   ([`SharedLock`]): a random token, set only if absent, expiring by
+//!   itself; deleted only by the holder of that token.
 //!
 //! Redis deletes ended sessions and attempts itself, so [`purge`] has
 //! nothing to do. Expiry follows the Redis server's clock; the gateway
@@ -19,12 +22,15 @@
 //! [`purge`]: SessionStore::purge
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use echo_crypto::TrustedRoots;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
+use crate::refresh_lock::SharedLock;
 use crate::session::{LoginAttempt, Session, SessionStore};
 use crate::{GatewayError, Result};
 
@@ -51,6 +57,12 @@ redis.call('HSET', KEYS[1], 'tokens', ARGV[1], 'access_expires_at', ARGV[2], 'ro
 return 1
 ";
 
+/// Deletes a lock only for the token holding it. KEYS[1] lock; ARGV token.
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 #[derive(Clone)]
 pub struct RedisSessionStore {
     redis: ConnectionManager,
@@ -60,6 +72,7 @@ pub struct RedisSessionStore {
     idle_ttl: i64,
     touch: Script,
     update_tokens: Script,
+    unlock: Script,
 }
 
 impl std::fmt::Debug for RedisSessionStore {
@@ -92,22 +105,14 @@ impl RedisSessionStore {
         prefix: &str,
         idle_ttl: i64,
     ) -> Result<Self> {
-        let client = if url.starts_with("rediss://") {
-            // Given roots replace the system's in redis-rs, hence all of them.
-            let certificates = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(roots.pem()),
-            };
-            redis::Client::build_with_tls(url, certificates)?
-        } else {
-            redis::Client::open(url)?
-        };
+        let client = echo_edge::redis_client(url, roots)?;
         Ok(Self {
             redis: ConnectionManager::new(client).await?,
             prefix: prefix.to_owned(),
             idle_ttl,
             touch: Script::new(TOUCH),
             update_tokens: Script::new(UPDATE_TOKENS),
+            unlock: Script::new(UNLOCK),
         })
     }
 
@@ -117,6 +122,10 @@ impl RedisSessionStore {
 
     fn session_key(&self, id_hash: &str) -> String {
         format!("{}session:{id_hash}", self.prefix)
+    }
+
+    fn lock_key(&self, id_hash: &str) -> String {
+        format!("{}refresh:{id_hash}", self.prefix)
     }
 }
 
@@ -273,5 +282,35 @@ impl SessionStore for RedisSessionStore {
             count += 1;
         }
         Ok(count)
+    }
+
+    fn shared_lock(&self) -> Option<Arc<dyn SharedLock>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+#[async_trait]
+impl SharedLock for RedisSessionStore {
+    async fn try_lock(&self, id_hash: &str, token: &str, ttl: Duration) -> Result<bool> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let options = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::PX(ttl_ms));
+        let taken: Option<String> = self
+            .redis
+            .clone()
+            .set_options(self.lock_key(id_hash), token, options)
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    async fn unlock(&self, id_hash: &str, token: &str) -> Result<()> {
+        let _deleted: i64 = self
+            .unlock
+            .key(self.lock_key(id_hash))
+            .arg(token)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(())
     }
 }

@@ -7,11 +7,14 @@
 //! `state`, browser binding) and tokens sealed under a key the store never
 //! sees, so a copy of the store signs nobody in.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use echo_crypto::seal::MasterKey;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use crate::refresh_lock::SharedLock;
 
 /// A login between `/login` and `/callback`, found by the hash of its
 /// `state`. Single use.
@@ -72,6 +75,12 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Sessions alive at `now` (used since `idle_before`): the live
     /// sessions gauge, and the store's readiness check.
     async fn live_sessions(&self, now: i64, idle_before: i64) -> Result<u64>;
+    /// The lock that keeps gateways sharing this store from refreshing one
+    /// session at once (`refresh_lock.rs`); none for a store only one
+    /// process opens, whose own locks suffice.
+    fn shared_lock(&self) -> Option<Arc<dyn SharedLock>> {
+        None
+    }
 }
 
 /// What identity handed out at login, kept sealed in the session.

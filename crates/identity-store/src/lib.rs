@@ -3,7 +3,7 @@
 //! Each aggregate has a small repository trait ([`UserStore`],
 //! [`ClientStore`], [`KeyStore`], [`CodeStore`], [`SessionStore`],
 //! [`RefreshTokenStore`], [`RevocationStore`], [`PurgeStore`],
-//! [`AccountStore`]); [`Store`] is all of them. One implementation,
+//! [`AccountStore`], [`RateLimitStore`]); [`Store`] is all of them. One implementation,
 //! [`SqlStore`], holds the SQL (`sql.rs`, `keys.rs`, `accounts.rs`), written
 //! once over echo-sql's `Backend` and run on two: [`SqliteStore`] (the
 //! embedded default, a file in the data directory, with a background WAL
@@ -30,12 +30,14 @@ mod accounts;
 mod batcher;
 mod keys;
 mod postgres;
+mod rate_limits;
 mod sql;
 mod sqlite;
 
 pub use accounts::{AccountStore, LoginCounter, TotpCredential};
 pub use keys::{KeyStore, StoredKey};
 pub use postgres::PgStore;
+pub use rate_limits::RateLimitStore;
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
@@ -182,6 +184,7 @@ pub struct Purged {
     pub revoked_tokens: u64,
     pub client_assertions: u64,
     pub sessions: u64,
+    pub rate_limit_windows: u64,
 }
 
 /// A single-sign-on session at identity, stored under the hash of its id.
@@ -321,6 +324,7 @@ pub trait Store:
     + RevocationStore
     + PurgeStore
     + AccountStore
+    + RateLimitStore
 {
 }
 impl<T> Store for T where
@@ -334,6 +338,7 @@ impl<T> Store for T where
         + RevocationStore
         + PurgeStore
         + AccountStore
+        + RateLimitStore
 {
 }
 

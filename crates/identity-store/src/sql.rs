@@ -257,12 +257,13 @@ fn qualified(alias: &str, columns: &str) -> String {
 }
 
 /// Tables [`crate::PurgeStore::purge_expired`] trims, with their keys.
-const PURGED_TABLES: [(&str, &str); 5] = [
+const PURGED_TABLES: [(&str, &str); 6] = [
     ("auth_codes", "code_hash"),
     ("refresh_tokens", "token_hash"),
     ("revoked_tokens", "jti"),
     ("client_assertions", "client_id, jti"),
     ("sso_sessions", "id_hash"),
+    ("rate_limit_windows", "limit_key"),
 ];
 
 /// Identity's storage in the database `DB` ([`crate::SqliteStore`],
@@ -825,6 +826,7 @@ where
             revoked_tokens,
             client_assertions,
             sessions,
+            rate_limit_windows,
         ] = counts;
         Ok(Purged {
             codes,
@@ -832,6 +834,7 @@ where
             revoked_tokens,
             client_assertions,
             sessions,
+            rate_limit_windows,
         })
     }
 }

@@ -152,11 +152,13 @@ impl Provider {
             None => None,
         };
         let key = failure_key(meta, cached.as_deref());
-        if let Some(retry_after) = self.client_auth_failures.blocked(&key, now) {
+        if let Some(retry_after) = self.client_auth_failures.blocked(&key, now).await {
             return Err(IdentityError::RateLimited { retry_after });
         }
         let Some(client_id) = client_id else {
-            return Err(self.client_auth_failed(&key, "unknown", "no client_id", used_basic, meta));
+            return Err(self
+                .client_auth_failed(&key, "unknown", "no client_id", used_basic, meta)
+                .await);
         };
         // A registration read from the cache may predate a secret rotation or
         // a key change: on failure, read it again before refusing.
@@ -192,12 +194,14 @@ impl Provider {
             Some((_, Err(why))) => why,
             _ => "unknown client",
         };
-        Err(self.client_auth_failed(&key, &client_id, failure, used_basic, meta))
+        Err(self
+            .client_auth_failed(&key, &client_id, failure, used_basic, meta)
+            .await)
     }
 
     /// Counts (under `key`, see [`failure_key`]), audits and answers one
     /// failed client authentication.
-    fn client_auth_failed(
+    async fn client_auth_failed(
         &self,
         key: &str,
         client_id: &str,
@@ -206,7 +210,7 @@ impl Provider {
         meta: &Origin,
     ) -> IdentityError {
         // Counted only to refuse further guesses; the answer is the same.
-        let _ = self.client_auth_failures.check(key, self.clock.now());
+        let _ = self.client_auth_failures.check(key, self.clock.now()).await;
         self.audit(
             AuditEvent::failure("oauth.client.auth_failure")
                 .detail("client_id", bounded(client_id))

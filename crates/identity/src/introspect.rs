@@ -187,14 +187,14 @@ impl Provider {
         let ip = meta.ip();
         let key = format!("{}|{}", client.id, ip.as_deref().unwrap_or("unknown"));
         let now = self.clock.now();
-        if let Some(retry_after) = self.verify_refusals.blocked(&key, now) {
+        if let Some(retry_after) = self.verify_refusals.blocked(&key, now).await {
             return Err(IdentityError::RateLimited { retry_after });
         }
         let verified = self.verify_access_token(token, audience, meta).await;
         if let Err(IdentityError::Refused(_)) = &verified {
             // Counted only to slow a caller probing tokens; the answer is
             // the same.
-            let _ = self.verify_refusals.check(&key, now);
+            let _ = self.verify_refusals.check(&key, now).await;
         }
         verified
     }

@@ -54,5 +54,6 @@ pub use error::IdentityError;
 pub use http::{router, serve};
 pub use keys::{KeyAdmin, KeyInfo, KeyRing, KeyState, Revocation};
 pub use provider::Provider;
+pub use rate_limit::DatabaseCounters;
 
 pub type Result<T, E = IdentityError> = std::result::Result<T, E>;

@@ -145,7 +145,7 @@ impl Provider {
         let now = self.clock.now();
         let limit_key = meta.ip();
         let limit_key = limit_key.as_deref().unwrap_or("unknown");
-        if let Err(retry_after) = self.login_limiter.check(limit_key, now) {
+        if let Err(retry_after) = self.login_limiter.check(limit_key, now).await {
             crate::metrics::login("rate_limited");
             self.audit(
                 typed_username(AuditEvent::failure("auth.login.rate_limited"), username),

@@ -7,7 +7,7 @@ use echo_crypto::Algorithm;
 use echo_crypto::password::PasswordPool;
 use echo_crypto::seal::MasterKey;
 use echo_edge::Origin;
-use echo_edge::{Gate, Reason};
+use echo_edge::{Gate, Reason, SharedCounters};
 use echo_identity_store::Store;
 use echo_verify::{Claims, Verifier, VerifierOptions};
 use serde_json::{Value, json};
@@ -115,9 +115,9 @@ impl Provider {
         ));
         let discovery_json = Bytes::from(discovery(&config).to_string());
         Ok(Self {
-            login_limiter: RateLimiter::new(config.login_attempts_per_minute, 60),
-            client_auth_failures: RateLimiter::new(config.client_auth_failures_per_minute, 60),
-            verify_refusals: RateLimiter::new(config.verify_refusals_per_minute, 60),
+            login_limiter: RateLimiter::per_minute(config.login_attempts_per_minute),
+            client_auth_failures: RateLimiter::per_minute(config.client_auth_failures_per_minute),
+            verify_refusals: RateLimiter::per_minute(config.verify_refusals_per_minute),
             clients: ClientCache::new(10_000),
             revocations: FreshCache::new(100_000, REVOCATION_CACHE_SECONDS),
             usernames: FreshCache::new(10_000, REVOCATION_CACHE_SECONDS),
@@ -135,6 +135,30 @@ impl Provider {
             clock,
             discovery_json,
         })
+    }
+
+    /// Counts the per-address and per-client limits in `counters`, which
+    /// every identity replica shares (Redis, or the database:
+    /// [`DatabaseCounters`](crate::DatabaseCounters)), instead of in this
+    /// process.
+    pub fn share_limits(mut self, counters: Arc<dyn SharedCounters>) -> Self {
+        let config = &self.config;
+        self.login_limiter = RateLimiter::shared_per_minute(
+            counters.clone(),
+            "identity:login",
+            config.login_attempts_per_minute,
+        );
+        self.client_auth_failures = RateLimiter::shared_per_minute(
+            counters.clone(),
+            "identity:client_auth",
+            config.client_auth_failures_per_minute,
+        );
+        self.verify_refusals = RateLimiter::shared_per_minute(
+            counters,
+            "identity:verify",
+            config.verify_refusals_per_minute,
+        );
+        self
     }
 
     pub fn config(&self) -> &IdentityConfig {

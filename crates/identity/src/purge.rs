@@ -34,6 +34,7 @@ impl Provider {
                 revoked_tokens = purged.revoked_tokens,
                 client_assertions = purged.client_assertions,
                 sessions = purged.sessions,
+                rate_limit_windows = purged.rate_limit_windows,
                 "purged expired rows"
             );
         }

@@ -22,6 +22,7 @@ mod keys;
 mod ops;
 mod packaging;
 mod parser;
+mod replicas;
 mod tls;
 mod tls_backends;
 mod traces;

@@ -39,7 +39,7 @@ fn error_for(g: &Gateway, error: GatewayError, uri: &axum::http::Uri) -> Respons
 pub async fn admit(State(g): AppState, meta: Origin, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let exempt = path.starts_with("/static/") || path == "/ping";
-    match g.admit(&meta) {
+    match g.admit(&meta).await {
         Err(e) if !exempt => error_for(&g, e, request.uri()),
         _ => next.run(request).await,
     }

@@ -237,3 +237,32 @@ where
     }
     out
 }
+
+/// The Redis store's refresh lock, which every gateway on that Redis sees:
+/// taken once, released only by its holder, gone at its expiry. The SQLite
+/// store, one process's, has none (its gateway's own locks suffice).
+#[tokio::test]
+async fn the_redis_store_locks_a_sessions_refresh_for_every_gateway() {
+    let dir = echo_testkit::data_dir();
+    let sessions = TestStore::open(Backend::Redis, dir.path(), CONTRACT_IDLE).await;
+    let lock = sessions.store.shared_lock().expect("a shared lock");
+    let ttl = std::time::Duration::from_millis(300);
+    assert!(lock.try_lock("s", "a", ttl).await.unwrap());
+    assert!(!lock.try_lock("s", "b", ttl).await.unwrap(), "held");
+    assert!(
+        lock.try_lock("t", "b", ttl).await.unwrap(),
+        "one per session"
+    );
+    lock.unlock("s", "b").await.unwrap();
+    assert!(
+        !lock.try_lock("s", "b", ttl).await.unwrap(),
+        "only its holder releases it"
+    );
+    lock.unlock("s", "a").await.unwrap();
+    assert!(lock.try_lock("s", "b", ttl).await.unwrap());
+    tokio::time::sleep(ttl * 2).await;
+    assert!(lock.try_lock("s", "c", ttl).await.unwrap(), "expired");
+
+    let sqlite = TestStore::open(Backend::Sqlite, dir.path(), CONTRACT_IDLE).await;
+    assert!(sqlite.store.shared_lock().is_none());
+}

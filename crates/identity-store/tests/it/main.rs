@@ -218,6 +218,31 @@ async fn suite(store: Arc<dyn Store>) {
 
     refresh_tokens(&*store).await;
     concurrent_rotations(store.clone()).await;
+    rate_limits(store.clone()).await;
+}
+
+/// Rate-limit windows: concurrent hits (replicas counting at once) all
+/// count, a later window starts over, a late hit of an earlier one changes
+/// nothing.
+async fn rate_limits(store: Arc<dyn Store>) {
+    let mut hits = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        hits.spawn(async move { store.hit_window("ip", 60_000, 200).await.unwrap() });
+    }
+    let mut counts = hits.join_all().await;
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=20).collect::<Vec<u64>>());
+    assert_eq!(store.window_hits("ip", 60_000).await.unwrap(), 20);
+    assert_eq!(store.window_hits("other", 60_000).await.unwrap(), 0);
+    assert_eq!(store.hit_window("ip", 120_000, 260).await.unwrap(), 1);
+    assert_eq!(store.window_hits("ip", 60_000).await.unwrap(), 0);
+    assert_eq!(
+        store.hit_window("ip", 60_000, 200).await.unwrap(),
+        1,
+        "a late hit of the last window answers the current one"
+    );
+    assert_eq!(store.window_hits("ip", 120_000).await.unwrap(), 1);
 }
 
 /// Rotation is atomic and single-winner; family revocation takes every
@@ -437,6 +462,10 @@ async fn purge(store: &dyn Store) {
             })
             .await
             .unwrap();
+        store
+            .hit_window(&format!("pw{i}"), 0, if i < 2 { 100 } else { 10_000 })
+            .await
+            .unwrap();
     }
     let purged = store.purge_expired(100, 3).await.unwrap();
     assert_eq!(
@@ -447,6 +476,7 @@ async fn purge(store: &dyn Store) {
             revoked_tokens: 4,
             client_assertions: 3,
             sessions: 6,
+            rate_limit_windows: 2,
         }
     );
     assert_eq!(
@@ -458,6 +488,8 @@ async fn purge(store: &dyn Store) {
     assert!(store.session("ps6").await.unwrap().is_some());
     assert!(store.access_token_revoked("pj4").await.unwrap());
     assert!(!store.access_token_revoked("pj3").await.unwrap());
+    assert_eq!(store.window_hits("pw2", 0).await.unwrap(), 1);
+    assert_eq!(store.window_hits("pw1", 0).await.unwrap(), 0);
 }
 
 /// User states, the failure counter, TOTP credentials and recovery codes.
