@@ -19,7 +19,7 @@ pub const LOG_FORMAT_VAR: &str = "ECHO_LOG_FORMAT";
 /// Every secret's variable `X`; each can instead name a file holding it,
 /// by `X_FILE` ([`secret_var`]). Database, queue and Redis URLs are here
 /// since they may carry a password.
-pub const SECRET_VARS: [&str; 13] = [
+pub const SECRET_VARS: [&str; 14] = [
     MASTER_KEY_VAR,
     "ECHO_AUDIT_SIGNING_KEY",
     "ECHO_GATEWAY_CLIENT_SECRET",
@@ -30,6 +30,7 @@ pub const SECRET_VARS: [&str; 13] = [
     DATABASE_URL_VAR,
     "ECHO_AUDIT_DATABASE_URL",
     "ECHO_DOCS_DATABASE_URL",
+    "ECHO_DOCS_BLOB_URL",
     "ECHO_QUEUE_URL",
     "ECHO_NATS_URL",
     "ECHO_REDIS_URL",
