@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use echo_crypto::TrustedRoots;
-use echo_docs::{DocsConfig, LlmClient};
+use echo_docs::{DocsConfig, LlmClient, SearchBackend};
 use echo_edge::Service;
 use echo_queue::JobQueue;
 use tokio::net::TcpListener;
@@ -32,6 +32,7 @@ pub const SECRET: SecretPlace = SecretPlace {
 };
 pub const LLM_KEY_VAR: &str = "ECHO_LLM_API_KEY";
 const DATABASE_URL_VAR: &str = "ECHO_DOCS_DATABASE_URL";
+const BLOB_URL_VAR: &str = "ECHO_DOCS_BLOB_URL";
 const LLM_KEY_FILE: &str = "llm-api.key";
 
 #[derive(Debug, Clone, Args)]
@@ -80,6 +81,18 @@ pub struct DocsOptions {
     /// SQLite `<data>/docs.db`.
     #[arg(long = "docs-database-url", env = "ECHO_DOCS_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Where document bytes are kept: `nats://host:port` (or `tls://…`:
+    /// JetStream's object store, bucket `ECHO_DOCS`) or `postgres://…` (a
+    /// table of that database), or read from the file
+    /// `ECHO_DOCS_BLOB_URL_FILE` names; without it `<data>/docs/blobs`,
+    /// which only one docs process may use.
+    #[arg(long = "blob-url", env = BLOB_URL_VAR)]
+    pub blob_url: Option<String>,
+    /// The search backend: `tantivy` (`<data>/docs/index`, one docs
+    /// process) or `postgres` (full-text search in the docs database,
+    /// shared by replicas; needs `--docs-database-url`).
+    #[arg(long = "search", env = "ECHO_DOCS_SEARCH", default_value = "tantivy")]
+    pub search: SearchBackend,
     /// An OpenAI-compatible chat completions endpoint that writes answers
     /// from the passages found (a base URL ending in `/v1`, or the full
     /// `…/chat/completions` URL); its key is `ECHO_LLM_API_KEY`,
@@ -110,6 +123,8 @@ pub async fn start(
         audience: audience.to_owned(),
         data_dir: dir.to_owned(),
         database_url: url_setting(options.database_url.as_deref(), DATABASE_URL_VAR)?,
+        blob_url: url_setting(options.blob_url.as_deref(), BLOB_URL_VAR)?,
+        search: options.search,
         database_roots: roots.clone(),
         limits: echo_docs::Limits {
             max_upload_bytes: options.max_upload_bytes,

@@ -1,7 +1,10 @@
 //! Search latency: `SearchIndex::search(owner, question, 5)` over an index
-//! of 10,000 small synthetic documents (3 chunks each, 20 owners), on disk
-//! in a temporary directory, measured by criterion, then p50/p99 over 2,000
-//! timed queries printed to stdout.
+//! of 10,000 small synthetic documents (3 chunks each, 20 owners), on each
+//! backend: tantivy on disk in a temporary directory, and PostgreSQL (the
+//! machine's, or `ECHO_TEST_POSTGRES_URL`; a database of its own, dropped
+//! after). Measured by criterion, then p50/p99 over 2,000 timed queries
+//! printed to stdout. Searches go through the trait, as the service calls
+//! it (tantivy's in `spawn_blocking`).
 //!
 //! cargo bench -p echo-docs --bench query
 //!
@@ -12,9 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use echo_docs::SearchIndex;
-use echo_testkit::Xorshift;
-use echo_text::Chunk;
+use echo_crypto::TrustedRoots;
+use echo_docs::{
+    Document, DocumentStore, PgDocumentStore, PgSearchIndex, SearchIndex, SqliteDocumentStore,
+    TantivyIndex,
+};
+use echo_testkit::{PgTestDb, Xorshift};
+use echo_text::{Chunk, Kind};
+use tokio::runtime::Runtime;
 
 const DOCUMENTS: usize = 10_000;
 const SMOKE_DOCUMENTS: usize = 200;
@@ -23,8 +31,8 @@ const WORDS_PER_CHUNK: usize = 45;
 const OWNERS: usize = 20;
 const VOCABULARY: usize = 5_000;
 const TIMED_QUERIES: usize = 2_000;
-/// Concurrent indexers: their `replace` calls share commits.
-const INDEXING_THREADS: usize = 16;
+/// Concurrent indexers: their `replace` calls share tantivy's commits.
+const INDEXING_TASKS: usize = 16;
 
 /// Deterministic pseudo-random numbers.
 struct Random(Xorshift);
@@ -79,17 +87,22 @@ fn owner(index: usize) -> String {
     format!("user-{:02}", index % OWNERS)
 }
 
-/// Builds the index with `documents` documents on disk, from several threads.
-fn build_index(dir: &std::path::Path, documents: usize, words: &Arc<Vec<String>>) -> SearchIndex {
-    let index = Arc::new(SearchIndex::open(dir).expect("open the index"));
+/// Indexes `documents` documents through `index` from [`INDEXING_TASKS`]
+/// tasks, each with its record in `store` first (PostgreSQL's chunks
+/// reference it).
+async fn build_index(
+    index: &Arc<dyn SearchIndex>,
+    store: &Arc<dyn DocumentStore>,
+    documents: usize,
+    words: &Arc<Vec<String>>,
+) {
     let started = Instant::now();
-    let threads: Vec<_> = (0..INDEXING_THREADS)
-        .map(|thread| {
-            let index = Arc::clone(&index);
-            let words = Arc::clone(words);
-            std::thread::spawn(move || {
-                let mut random = Random(Xorshift(0x9e37_79b9_7f4a_7c15 ^ (thread as u64 + 1)));
-                for document in (thread..documents).step_by(INDEXING_THREADS) {
+    let tasks: Vec<_> = (0..INDEXING_TASKS)
+        .map(|task| {
+            let (index, store, words) = (Arc::clone(index), Arc::clone(store), Arc::clone(words));
+            tokio::spawn(async move {
+                let mut random = Random(Xorshift(0x9e37_79b9_7f4a_7c15 ^ (task as u64 + 1)));
+                for document in (task..documents).step_by(INDEXING_TASKS) {
                     let mut start = 0;
                     let chunks: Vec<Chunk> = (0..CHUNKS_PER_DOCUMENT)
                         .map(|position| {
@@ -103,27 +116,41 @@ fn build_index(dir: &std::path::Path, documents: usize, words: &Arc<Vec<String>>
                             chunk
                         })
                         .collect();
+                    let id = format!("doc-{document}");
+                    let name = format!("document {document}.txt");
+                    store
+                        .insert(&record(&id, &owner(document), &name))
+                        .await
+                        .expect("insert a record");
                     index
-                        .replace(
-                            &format!("doc-{document}"),
-                            &owner(document),
-                            &format!("document {document}.txt"),
-                            &chunks,
-                        )
+                        .replace(&id, &owner(document), &name, chunks)
+                        .await
                         .expect("index a document");
                 }
             })
         })
         .collect();
-    for thread in threads {
-        thread.join().expect("an indexing thread panicked");
+    for task in tasks {
+        task.await.expect("an indexing task panicked");
     }
     println!(
         "indexed {documents} documents ({} chunks) in {:.1?}",
         documents * CHUNKS_PER_DOCUMENT,
         started.elapsed()
     );
-    Arc::into_inner(index).expect("the indexing threads are done")
+}
+
+fn record(id: &str, owner: &str, name: &str) -> Document {
+    Document {
+        id: id.to_owned(),
+        owner: owner.to_owned(),
+        name: name.to_owned(),
+        kind: Kind::Txt,
+        size: 1,
+        sha256: "0".repeat(64),
+        job_id: None,
+        created_at: 0,
+    }
 }
 
 /// Questions of 2–5 words, with their owners.
@@ -146,40 +173,87 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     sorted[index]
 }
 
-fn main() {
-    let full_run = std::env::args().any(|argument| argument == "--bench");
+/// Builds the index on `index`, then measures its searches.
+fn measure(
+    runtime: &Runtime,
+    criterion: &mut Criterion,
+    backend: &str,
+    (index, store): (Arc<dyn SearchIndex>, Arc<dyn DocumentStore>),
+    full_run: bool,
+) {
     let documents = if full_run { DOCUMENTS } else { SMOKE_DOCUMENTS };
     let words = Arc::new(vocabulary());
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let index = build_index(&dir.path().join("index"), documents, &words);
+    runtime.block_on(build_index(&index, &store, documents, &words));
     let questions = questions(&words, TIMED_QUERIES);
-
-    let mut criterion = Criterion::default().configure_from_args();
     let mut next = 0;
-    criterion.bench_function(&format!("search top 5 of {documents} documents"), |bench| {
-        bench.iter(|| {
-            let (owner, question) = &questions[next % questions.len()];
-            next += 1;
-            index.search(owner, question, 5).expect("search")
-        });
-    });
-    criterion.final_summary();
+    criterion.bench_function(
+        &format!("{backend}: search top 5 of {documents} documents"),
+        |bench| {
+            bench.iter(|| {
+                let (owner, question) = &questions[next % questions.len()];
+                next += 1;
+                runtime
+                    .block_on(index.search(owner, question, 5))
+                    .expect("search")
+            });
+        },
+    );
 
     let timed = if full_run { TIMED_QUERIES } else { 50 };
     let mut latencies = Vec::with_capacity(timed);
     let mut found = 0;
     for (owner, question) in questions.iter().take(timed) {
         let started = Instant::now();
-        found += index.search(owner, question, 5).expect("search").len();
+        found += runtime
+            .block_on(index.search(owner, question, 5))
+            .expect("search")
+            .len();
         latencies.push(started.elapsed());
     }
     latencies.sort();
     println!(
-        "search latency over {timed} questions ({documents} documents, {OWNERS} owners): \
+        "{backend}: search latency over {timed} questions ({documents} documents, {OWNERS} owners): \
          p50 {:.1?}, p99 {:.1?}, max {:.1?}; {:.1} passages per question",
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
         latencies[latencies.len() - 1],
         found as f64 / timed as f64,
     );
+}
+
+fn main() {
+    let full_run = std::env::args().any(|argument| argument == "--bench");
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let mut criterion = Criterion::default().configure_from_args();
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let tantivy = runtime.block_on(async {
+        let index = TantivyIndex::open(&dir.path().join("index")).expect("open the index");
+        let store = SqliteDocumentStore::open(&dir.path().join("docs.db"))
+            .await
+            .expect("open the records");
+        (
+            Arc::new(index) as Arc<dyn SearchIndex>,
+            Arc::new(store) as Arc<dyn DocumentStore>,
+        )
+    });
+    measure(&runtime, &mut criterion, "tantivy", tantivy, full_run);
+
+    let db = runtime.block_on(PgTestDb::create("bench_query"));
+    let roots = TrustedRoots::system();
+    let postgres = runtime.block_on(async {
+        let index = PgSearchIndex::connect(&db.url, &roots)
+            .await
+            .expect("connect the index");
+        let store = PgDocumentStore::connect(&db.url, &roots)
+            .await
+            .expect("connect the records");
+        (
+            Arc::new(index) as Arc<dyn SearchIndex>,
+            Arc::new(store) as Arc<dyn DocumentStore>,
+        )
+    });
+    measure(&runtime, &mut criterion, "postgres", postgres, full_run);
+    runtime.block_on(db.drop_db());
+    criterion.final_summary();
 }

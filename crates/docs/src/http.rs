@@ -45,10 +45,9 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::blobs::BlobStore;
 use crate::service::{Caller, Content, Docs, Limits, Upload, Uploads, Worker};
 use crate::store::open_store;
-use crate::{DocsError, LlmClient, Result, SearchIndex};
+use crate::{DocsError, LlmClient, Result, SearchBackend, open_blobs, open_index};
 
 /// The scope a service token needs for the worker endpoints.
 pub const INDEX_SCOPE: &str = "docs.index";
@@ -59,11 +58,18 @@ pub struct DocsConfig {
     /// The `aud` tokens must carry (`docs`).
     pub audience: String,
     /// The data directory: records in `docs.db` (unless `database_url`),
-    /// blobs under `docs/blobs/`, the search index in `docs/index/`.
+    /// blobs under `docs/blobs/` (unless `blob_url`), the tantivy index in
+    /// `docs/index/`.
     pub data_dir: PathBuf,
     /// A `postgres://` URL for the records instead of SQLite.
     pub database_url: Option<String>,
-    /// Whom its TLS trusts (`sslmode=verify-full`).
+    /// Where blobs are kept instead of the directory: `nats://…` or
+    /// `postgres://…` ([`crate::open_blobs`]).
+    pub blob_url: Option<String>,
+    /// The search backend; PostgreSQL's requires `database_url`.
+    pub search: SearchBackend,
+    /// Whom TLS to the database and the blob store trusts
+    /// (`sslmode=verify-full`, `tls://`).
     pub database_roots: TrustedRoots,
     pub limits: Limits,
 }
@@ -98,8 +104,8 @@ impl HasGate for DocsApp {
 }
 
 /// The docs service as `echod serve docs` and `echod up` run it: opens the
-/// record store, the blob directory and the search index under
-/// `config.data_dir`, and checks tokens with `verifier`.
+/// record store, the blob store and the search index `config` names, and
+/// checks tokens with `verifier`.
 /// `llm` answers questions when set (else answers are extractive).
 pub async fn build(
     config: &DocsConfig,
@@ -115,12 +121,16 @@ pub async fn build(
     )
     .await?;
     let dir = config.data_dir.join("docs");
-    let blobs = BlobStore::open(&dir.join("blobs"))?;
-    let index_dir = dir.join("index");
-    let index = tokio::task::spawn_blocking(move || SearchIndex::open(&index_dir))
-        .await
-        .map_err(|e| DocsError::Internal(format!("opening the index failed: {e}")))??;
-    let docs = Docs::new(store, blobs, Arc::new(index), queue, audit.clone())
+    let roots = &config.database_roots;
+    let blobs = open_blobs(config.blob_url.as_deref(), roots, &dir.join("blobs")).await?;
+    let index = open_index(
+        config.search,
+        &dir.join("index"),
+        config.database_url.as_deref(),
+        roots,
+    )
+    .await?;
+    let docs = Docs::new(store, blobs, index, queue, audit.clone())
         .with_limits(config.limits.clone())
         .with_llm(llm);
     Ok(Arc::new(DocsApp::new(

@@ -13,14 +13,20 @@
 //! serialised by a lock on the owner, so parallel uploads cannot each see
 //! room that only one of them has.
 //!
-//! Two kinds of race are closed with striped locks (this process is the only
-//! writer of its blob directory and index):
+//! Two kinds of race are closed with striped locks within one process:
 //! - a delete and an upload of the same bytes: storing a blob and inserting
 //!   its row, and deleting a row and removing its blob when no row is left,
 //!   each hold the blob's lock, so a blob is never removed under a new row;
 //! - a delete and the worker's index write: both hold the document's lock,
 //!   and the index write checks the row exists under it, so no chunk of a
 //!   deleted document stays in the index.
+//!
+//! Across replicas (shared blob store, PostgreSQL search) the second race
+//! is closed by the database: a chunk references its document's record and
+//! goes with it. The first remains open across replicas: a delete through
+//! one and an upload of the very same bytes through another at the same
+//! moment may leave the new document without its blob
+//! (`docs/scale-out.md`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,7 +45,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::blobs::{Blob, BlobStore, hex};
 use crate::store::{Document, DocumentStore, Usage};
-use crate::{Answer, DocsError, LlmClient, Quota, Result, SearchIndex, extractive};
+use crate::{Answer, DocsError, LlmClient, Quota, Result, SearchIndex, blocking, extractive};
 
 /// The job kind the worker runs for every upload.
 pub const INDEX_JOB: &str = "index_document";
@@ -148,8 +154,8 @@ pub struct Content {
 /// The docs service's domain.
 pub struct Docs {
     store: Arc<dyn DocumentStore>,
-    blobs: BlobStore,
-    index: Arc<SearchIndex>,
+    blobs: Arc<dyn BlobStore>,
+    index: Arc<dyn SearchIndex>,
     queue: Arc<dyn JobQueue>,
     llm: Option<LlmClient>,
     limits: Limits,
@@ -175,8 +181,8 @@ impl Docs {
     /// clock and extractive answers.
     pub fn new(
         store: Arc<dyn DocumentStore>,
-        blobs: BlobStore,
-        index: Arc<SearchIndex>,
+        blobs: Arc<dyn BlobStore>,
+        index: Arc<dyn SearchIndex>,
         queue: Arc<dyn JobQueue>,
         audit: Arc<dyn AuditSink>,
     ) -> Self {
@@ -395,9 +401,9 @@ impl Docs {
     ) -> Result<()> {
         let _held = self.document_locks.lock(id).await;
         let document = self.store.get(id).await?.ok_or(DocsError::NotFound)?;
-        let index = Arc::clone(&self.index);
         let count = chunks.len();
-        blocking(move || index.replace(&document.id, &document.owner, &document.name, &chunks))
+        self.index
+            .replace(&document.id, &document.owner, &document.name, chunks)
             .await?;
         tracing::debug!(worker = %worker.client_id, document = id, chunks = count, "indexed");
         Ok(())
@@ -413,13 +419,10 @@ impl Docs {
                 self.limits.max_question_chars
             )));
         }
-        let index = Arc::clone(&self.index);
-        let (owner, text, limit) = (
-            caller.subject.clone(),
-            question.to_owned(),
-            self.limits.passages,
-        );
-        let passages = blocking(move || index.search(&owner, &text, limit)).await?;
+        let passages = self
+            .index
+            .search(&caller.subject, question, self.limits.passages)
+            .await?;
         let answer = match &self.llm {
             // Without passages there is nothing to ground an answer in.
             Some(llm) if !passages.is_empty() => llm.answer(question, &passages).await?,
@@ -462,8 +465,7 @@ impl Docs {
         };
         {
             let _held = self.blob_locks.lock(&document.sha256).await;
-            let blobs = self.blobs.clone();
-            blocking(move || Ok(blobs.put(&blob)?)).await?;
+            self.blobs.put(blob).await?;
             self.store.insert(&document).await?;
         }
         // Queued after the insert, so the worker never looks for a record
@@ -513,9 +515,7 @@ impl Docs {
     }
 
     async fn read(&self, document: Document) -> Result<Content> {
-        let blobs = self.blobs.clone();
-        let digest = document.sha256.clone();
-        let bytes = blocking(move || Ok(blobs.read(&digest)?)).await?;
+        let bytes = self.blobs.read(&document.sha256).await?;
         Ok(Content {
             name: document.name,
             kind: document.kind,
@@ -528,16 +528,12 @@ impl Docs {
     async fn remove(&self, document: &Document) -> Result<()> {
         {
             let _held = self.document_locks.lock(&document.id).await;
-            let index = Arc::clone(&self.index);
-            let id = document.id.clone();
-            blocking(move || index.remove(&id)).await?;
+            self.index.remove(&document.id).await?;
             self.store.delete(&document.id).await?;
         }
         let _held = self.blob_locks.lock(&document.sha256).await;
         if !self.store.references(&document.sha256).await? {
-            let blobs = self.blobs.clone();
-            let digest = document.sha256.clone();
-            blocking(move || Ok(blobs.remove(&digest)?)).await?;
+            self.blobs.remove(&document.sha256).await?;
         }
         Ok(())
     }
@@ -613,15 +609,6 @@ fn event(event: AuditEvent, caller: &Caller) -> AuditEvent {
 fn rfc3339(unix_seconds: i64) -> String {
     let time = UNIX_EPOCH + Duration::from_secs(u64::try_from(unix_seconds).unwrap_or(0));
     humantime::format_rfc3339_seconds(time).to_string()
-}
-
-/// Runs blocking work (file I/O, the search index) off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| DocsError::Internal(format!("blocking task failed: {e}")))?
 }
 
 /// A fixed set of async locks, one chosen per key: mutual exclusion per key

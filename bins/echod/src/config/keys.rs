@@ -268,6 +268,15 @@ section! {
         database_url: Url = "ECHO_DOCS_DATABASE_URL", e.g. "postgres://echo@db.internal/echo_docs";
         /// A file holding the whole database URL, password included.
         database_url_file: PathBuf = "ECHO_DOCS_DATABASE_URL_FILE", e.g. "/run/secrets/echo-docs-database-url";
+        /// Where document bytes are kept, without a password: `nats://…`
+        /// (JetStream's object store, bucket `ECHO_DOCS`) or `postgres://…`
+        /// (default the directory `<data>/docs/blobs`).
+        blob_url: Url = "ECHO_DOCS_BLOB_URL", e.g. "nats://nats.internal:4222";
+        /// A file holding the whole blob store URL, password included.
+        blob_url_file: PathBuf = "ECHO_DOCS_BLOB_URL_FILE", e.g. "/run/secrets/echo-docs-blob-url";
+        /// The search backend: `tantivy` (default) or `postgres` (in the
+        /// docs database).
+        search: String = "ECHO_DOCS_SEARCH", e.g. "postgres";
         /// An OpenAI-compatible chat completions endpoint that writes
         /// answers (without it answers are extractive).
         llm_url: Url = "ECHO_LLM_URL", e.g. "http://127.0.0.1:11434/v1";

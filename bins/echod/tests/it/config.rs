@@ -12,7 +12,7 @@ use echo_testkit::PgTestDb;
 use super::{Hop, SECRET, echod, start, start_up, up_on_free_ports};
 
 /// The variables every secret can come from (`X`, or `X_FILE`).
-const SECRET_VARS: [&str; 13] = [
+const SECRET_VARS: [&str; 14] = [
     "ECHO_MASTER_KEY",
     "ECHO_AUDIT_SIGNING_KEY",
     "ECHO_GATEWAY_CLIENT_SECRET",
@@ -23,6 +23,7 @@ const SECRET_VARS: [&str; 13] = [
     "ECHO_DATABASE_URL",
     "ECHO_AUDIT_DATABASE_URL",
     "ECHO_DOCS_DATABASE_URL",
+    "ECHO_DOCS_BLOB_URL",
     "ECHO_QUEUE_URL",
     "ECHO_NATS_URL",
     "ECHO_REDIS_URL",
@@ -317,6 +318,7 @@ fn a_secret_is_refused_from_a_flag() {
             &["serve", "docs", "--docs-database-url"][..],
             "--docs-database-url",
         ),
+        (&["serve", "docs", "--blob-url"], "--blob-url"),
         (&["serve", "worker", "--queue-url"], "--queue-url"),
         (&["up", "--nats-url"], "--nats-url"),
         (&["serve", "gateway", "--redis-url"], "--redis-url"),

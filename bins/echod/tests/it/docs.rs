@@ -51,7 +51,7 @@ impl User {
     }
 
     /// `method path` with an optional JSON body: (status, JSON answer).
-    async fn api(
+    pub(super) async fn api(
         &mut self,
         method: reqwest::Method,
         path: &str,
@@ -70,6 +70,13 @@ impl User {
             status.as_u16(),
             serde_json::from_str(&text).unwrap_or(Value::Null),
         )
+    }
+
+    /// `GET path`: (status, the body as bytes).
+    pub(super) async fn download(&mut self, path: &str) -> (u16, Vec<u8>) {
+        let request = self.hop.http.get(format!("{}{path}", self.gateway));
+        let (status, _, body) = self.hop.send(request).await;
+        (status.as_u16(), body.into_bytes())
     }
 
     /// The cookies the gateway set.

@@ -16,6 +16,7 @@ mod browser;
 mod clients;
 mod config;
 mod docs;
+mod docs_replicas;
 mod edge;
 mod gateway;
 mod keys;
@@ -39,6 +40,8 @@ pub fn echod(data_dir: &Path) -> Command {
         .env_remove("ECHO_NATS_URL")
         .env_remove("ECHO_QUEUE_URL")
         .env_remove("ECHO_DOCS_DATABASE_URL")
+        .env_remove("ECHO_DOCS_BLOB_URL")
+        .env_remove("ECHO_DOCS_SEARCH")
         .env_remove("ECHO_LLM_URL")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")

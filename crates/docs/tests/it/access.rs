@@ -128,7 +128,7 @@ async fn worker_endpoints_need_a_service_token_with_docs_index() {
             .await,
         no_scope
     );
-    assert_eq!(f.index.chunk_count(&id).unwrap(), 0);
+    assert_eq!(f.index.chunk_count(&id).await.unwrap(), 0);
     // Each refusal is audited with the token's subject; the repeat of the
     // same refusal (address, reason, subject) is only counted.
     let denied = access_denied(&f);

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use echo_core::audit::MemoryAuditSink;
 use echo_crypto::{Algorithm, JwkSet, SigningKey};
-use echo_docs::{BlobStore, Docs, DocsApp, Limits, LlmClient, SearchIndex, SqliteDocumentStore};
+use echo_docs::{
+    BlobStore, DirBlobStore, Docs, DocsApp, DocumentStore, Limits, LlmClient, SearchIndex,
+    SqliteDocumentStore, TantivyIndex,
+};
 use echo_queue::{JobQueue, QueueConfig, SqliteQueue};
 use echo_testkit::TempDir;
 use echo_text::{DEFAULT_CHUNK_CHARS, chunk_text};
@@ -18,11 +21,14 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 mod access;
+mod blob_stores;
 mod build;
 mod documents;
 mod llm;
 mod quota;
 mod search;
+mod search_backends;
+mod search_quality;
 mod status;
 mod store;
 
@@ -41,13 +47,20 @@ pub fn problem(status: u16, code: &str, detail: &str) -> (u16, Value) {
     )
 }
 
+/// A record store, a search index and a blob store.
+type Backends = (
+    Arc<dyn DocumentStore>,
+    Arc<dyn SearchIndex>,
+    Arc<dyn BlobStore>,
+);
+
 /// A docs service on an ephemeral port, its parts, and the key that signs
 /// its callers' tokens.
 pub struct Fixture {
     pub url: String,
     key: SigningKey,
     pub queue: Arc<dyn JobQueue>,
-    pub index: Arc<SearchIndex>,
+    pub index: Arc<dyn SearchIndex>,
     pub audit: Arc<MemoryAuditSink>,
     pub blobs_dir: PathBuf,
     http: reqwest::Client,
@@ -70,6 +83,26 @@ impl Fixture {
         llm: Option<LlmClient>,
         jwks: Option<Arc<dyn JwksSource>>,
     ) -> Self {
+        Self::with_parts(limits, llm, jwks, None).await
+    }
+
+    /// A fixture over the given record store, search index and blob store
+    /// (another backend than the defaults: SQLite, tantivy in memory, a
+    /// directory).
+    pub async fn with_backends(
+        store: Arc<dyn DocumentStore>,
+        index: Arc<dyn SearchIndex>,
+        blobs: Arc<dyn BlobStore>,
+    ) -> Self {
+        Self::with_parts(Limits::default(), None, None, Some((store, index, blobs))).await
+    }
+
+    async fn with_parts(
+        limits: Limits,
+        llm: Option<LlmClient>,
+        jwks: Option<Arc<dyn JwksSource>>,
+        parts: Option<Backends>,
+    ) -> Self {
         let dir = echo_testkit::data_dir();
         let key = SigningKey::generate(Algorithm::EdDSA, "k1").unwrap();
         let jwks = jwks.unwrap_or_else(|| {
@@ -89,15 +122,23 @@ impl Fixture {
                 .await
                 .unwrap(),
         );
-        let store = SqliteDocumentStore::open(&dir.path().join("docs.db"))
-            .await
-            .unwrap();
         let blobs_dir = dir.path().join("blobs");
-        let blobs = BlobStore::open(&blobs_dir).unwrap();
-        let index = Arc::new(SearchIndex::in_memory().unwrap());
+        let (store, index, blobs) = match parts {
+            Some(parts) => parts,
+            None => {
+                let store: Arc<dyn DocumentStore> = Arc::new(
+                    SqliteDocumentStore::open(&dir.path().join("docs.db"))
+                        .await
+                        .unwrap(),
+                );
+                let index: Arc<dyn SearchIndex> = Arc::new(TantivyIndex::in_memory().unwrap());
+                let blobs: Arc<dyn BlobStore> = Arc::new(DirBlobStore::open(&blobs_dir).unwrap());
+                (store, index, blobs)
+            }
+        };
         let audit = Arc::new(MemoryAuditSink::default());
         let docs = Docs::new(
-            Arc::new(store),
+            store,
             blobs,
             Arc::clone(&index),
             Arc::clone(&queue),

@@ -71,9 +71,9 @@ async fn indexing_twice_indexes_once() {
         {"position": 1, "start": 16, "text": "Another paragraph."},
     ]);
     assert_eq!(f.put_index(&f.worker(), &id, chunks.clone()).await.0, 204);
-    assert_eq!(f.index.chunk_count(&id).unwrap(), 2);
+    assert_eq!(f.index.chunk_count(&id).await.unwrap(), 2);
     assert_eq!(f.put_index(&f.worker(), &id, chunks).await.0, 204);
-    assert_eq!(f.index.chunk_count(&id).unwrap(), 2);
+    assert_eq!(f.index.chunk_count(&id).await.unwrap(), 2);
 }
 
 #[tokio::test]
@@ -82,9 +82,9 @@ async fn deleting_a_document_removes_its_chunks() {
     let alice = f.user("alice");
     let id = f.upload_text(&alice, "a.txt", "Zebras are striped.").await;
     f.index_as_worker(&id).await;
-    assert_eq!(f.index.chunk_count(&id).unwrap(), 1);
+    assert_eq!(f.index.chunk_count(&id).await.unwrap(), 1);
     assert_eq!(f.delete(&alice, &id).await.0, 204);
-    assert_eq!(f.index.chunk_count(&id).unwrap(), 0);
+    assert_eq!(f.index.chunk_count(&id).await.unwrap(), 0);
     let (_, answer) = f.query(&alice, "zebras").await;
     assert_eq!(answer["citations"], json!([]));
 }
@@ -101,7 +101,7 @@ async fn indexing_a_deleted_document_is_404_and_leaves_nothing() {
         (status, body),
         crate::problem(404, "not_found", "document not found")
     );
-    assert_eq!(f.index.chunk_count(&id).unwrap(), 0);
+    assert_eq!(f.index.chunk_count(&id).await.unwrap(), 0);
     let (status, _, _) = f
         .download(&f.worker(), &format!("/v1/documents/{id}/content"))
         .await;
@@ -133,7 +133,7 @@ async fn deletes_racing_index_writes_leave_no_chunks() {
         assert!([204, 404].contains(&task.await.unwrap()));
     }
     for id in &ids {
-        assert_eq!(f.index.chunk_count(id).unwrap(), 0, "{id}");
+        assert_eq!(f.index.chunk_count(id).await.unwrap(), 0, "{id}");
     }
 }
 

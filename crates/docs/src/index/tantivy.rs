@@ -1,13 +1,15 @@
-//! The full-text search index: every document's chunks in one tantivy index,
-//! searched with BM25 and always filtered to one owner.
+//! The tantivy search backend (the default): every document's chunks in one
+//! tantivy index in a local directory, searched with BM25 and always
+//! filtered to one owner. One process only may open a directory (tantivy's
+//! writer lock), so this backend serves one docs replica.
 //!
 //! One document = many index entries (one per [`Chunk`]), each carrying the
 //! document's id (to replace or remove them all at once), its owner (a raw
 //! term: the MUST filter of every search, so another user's chunks can never
 //! come back) and its name (for citations).
 //!
-//! Writes are group-committed: [`SearchIndex::replace`] and
-//! [`SearchIndex::remove`] put their operations in a pending list and wait
+//! Writes are group-committed: [`Tantivy::replace`] and
+//! [`Tantivy::remove`] put their operations in a pending list and wait
 //! for the commit that carries them. When no commit is running, one waiter
 //! becomes the committer: it takes the whole list (its own operations and
 //! everyone else's), applies and commits it, reloads the reader and wakes
@@ -21,19 +23,19 @@
 //! Every call returns once its changes are committed and the reader
 //! reloaded: a search right after sees them.
 //!
-//! The functions block (tantivy is synchronous): async callers run them in
-//! `spawn_blocking`.
+//! The functions block (tantivy is synchronous): [`TantivyIndex`], the
+//! [`SearchIndex`] of this backend, runs them in `spawn_blocking`.
 
 use std::path::Path;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use echo_core::sync::{lock, wait};
-use serde::{Deserialize, Serialize};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::UserOperation;
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
@@ -44,7 +46,8 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Te
 
 use echo_text::Chunk;
 
-use crate::{DocsError, Result};
+use super::{Passage, SearchIndex};
+use crate::{DocsError, Result, blocking};
 
 /// The name the text analyzer is registered under. Tokenizers are not stored
 /// in the index, so every open registers it again.
@@ -61,21 +64,6 @@ const WRITER_THREADS: usize = 1;
 /// list: a document becomes searchable up to this much later, and under
 /// load each commit carries several times more documents.
 pub const COMMIT_WINDOW: Duration = Duration::from_millis(20);
-
-/// One chunk found by a search.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Passage {
-    pub document_id: String,
-    /// The document's name (its upload file name).
-    pub name: String,
-    /// The chunk's 0-based index in its document.
-    pub position: u32,
-    /// Char offset of the chunk in the document's text.
-    pub start: usize,
-    pub text: String,
-    /// BM25 score: higher is better; only comparable within one search.
-    pub score: f32,
-}
 
 /// The fields of the index's schema.
 #[derive(Clone, Copy)]
@@ -156,9 +144,57 @@ struct Commits {
     committing: bool,
 }
 
-/// The search index over every document's chunks.
-pub struct SearchIndex {
-    index: Index,
+/// The tantivy backend as a [`SearchIndex`].
+#[derive(Debug, Clone)]
+pub struct TantivyIndex(Arc<Tantivy>);
+
+impl TantivyIndex {
+    /// The index in `dir` (see [`Tantivy::open`]).
+    pub fn open(dir: &Path) -> Result<Self> {
+        Tantivy::open(dir).map(|index| Self(Arc::new(index)))
+    }
+
+    /// An index held in memory only (tests, benchmarks).
+    pub fn in_memory() -> Result<Self> {
+        Tantivy::in_memory().map(|index| Self(Arc::new(index)))
+    }
+}
+
+#[async_trait]
+impl SearchIndex for TantivyIndex {
+    async fn replace(
+        &self,
+        document_id: &str,
+        owner: &str,
+        name: &str,
+        chunks: Vec<Chunk>,
+    ) -> Result<()> {
+        let index = Arc::clone(&self.0);
+        let (id, owner, name) = (document_id.to_owned(), owner.to_owned(), name.to_owned());
+        blocking(move || index.replace(&id, &owner, &name, &chunks)).await
+    }
+
+    async fn remove(&self, document_id: &str) -> Result<()> {
+        let index = Arc::clone(&self.0);
+        let id = document_id.to_owned();
+        blocking(move || index.remove(&id)).await
+    }
+
+    async fn search(&self, owner: &str, question: &str, limit: usize) -> Result<Vec<Passage>> {
+        let index = Arc::clone(&self.0);
+        let (owner, question) = (owner.to_owned(), question.to_owned());
+        blocking(move || index.search(&owner, &question, limit)).await
+    }
+
+    async fn chunk_count(&self, document_id: &str) -> Result<u64> {
+        let index = Arc::clone(&self.0);
+        let id = document_id.to_owned();
+        blocking(move || index.chunk_count(&id)).await
+    }
+}
+
+/// The search index over every document's chunks (blocking).
+pub struct Tantivy {
     fields: Fields,
     /// Used by the committer only (one at a time).
     writer: Mutex<IndexWriter>,
@@ -169,9 +205,9 @@ pub struct SearchIndex {
     reader: IndexReader,
 }
 
-impl std::fmt::Debug for SearchIndex {
+impl std::fmt::Debug for Tantivy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SearchIndex").finish_non_exhaustive()
+        f.debug_struct("Tantivy").finish_non_exhaustive()
     }
 }
 
@@ -179,7 +215,7 @@ fn index_error(context: &str) -> impl FnOnce(tantivy::TantivyError) -> DocsError
     move |error| DocsError::Index(format!("{context}: {error}"))
 }
 
-impl SearchIndex {
+impl Tantivy {
     /// Opens the index in `dir`, creating the directory and the index when
     /// missing. Only one `SearchIndex` may be open per directory (tantivy's
     /// writer lock): a second open fails.
@@ -214,7 +250,6 @@ impl SearchIndex {
             .try_into()
             .map_err(index_error("cannot open the index reader"))?;
         Ok(Self {
-            index,
             fields,
             writer: Mutex::new(writer),
             commits: Mutex::new(Commits::default()),
@@ -226,7 +261,8 @@ impl SearchIndex {
 
     /// Sets how long a committer collects operations before committing
     /// (default [`COMMIT_WINDOW`]; zero commits at once).
-    pub fn with_commit_window(mut self, window: Duration) -> Self {
+    #[cfg(test)]
+    fn with_commit_window(mut self, window: Duration) -> Self {
         self.commit_window = window;
         self
     }
@@ -263,26 +299,32 @@ impl SearchIndex {
     }
 
     /// The `limit` best passages of `owner`'s documents for `question`
-    /// (BM25), best first. The question is user text: query syntax in it is
-    /// parsed leniently and never an error; a question without a searchable
-    /// word (empty, punctuation, stop words only) finds nothing.
+    /// (BM25), best first. The question is user text, taken as words: its
+    /// analysed terms, any of which matches (no query syntax, so nothing in
+    /// it is an error: tantivy's lenient parser still turned `<->:*` into a
+    /// query on a field that does not exist, which failed the search); a
+    /// question without a searchable word (empty, punctuation, stop words
+    /// only) finds nothing.
     pub fn search(&self, owner: &str, question: &str, limit: usize) -> Result<Vec<Passage>> {
-        if limit == 0 || analyzed_terms(question).is_empty() {
+        let words: Vec<(Occur, Box<dyn Query>)> = analyzed_terms(question)
+            .into_iter()
+            .map(|word| {
+                let term = Term::from_field_text(self.fields.text, &word);
+                let query = TermQuery::new(term, IndexRecordOption::WithFreqs);
+                (Occur::Should, Box::new(query) as Box<dyn Query>)
+            })
+            .collect();
+        if limit == 0 || words.is_empty() {
             return Ok(Vec::new());
         }
-        let parser = QueryParser::for_index(&self.index, vec![self.fields.text]);
-        // Lenient: a user typing `"AND (` gets the words that do parse, not a
-        // syntax error; the errors it reports are only about dropped parts.
-        let (question_query, _dropped) = parser.parse_query_lenient(question);
         let owner_filter = TermQuery::new(
             Term::from_field_text(self.fields.owner, owner),
             IndexRecordOption::Basic,
         );
-        // Both MUST: whatever the question parses to (even a field query on
-        // `owner`), only this owner's chunks can match.
+        // Both MUST: only this owner's chunks can match, whatever the words.
         let query = BooleanQuery::new(vec![
             (Occur::Must, Box::new(owner_filter) as Box<dyn Query>),
-            (Occur::Must, question_query),
+            (Occur::Must, Box::new(BooleanQuery::new(words))),
         ]);
         let searcher = self.reader.searcher();
         let top = searcher
@@ -422,7 +464,7 @@ impl SearchIndex {
 /// Records the end of a commit attempt (success or not) and wakes the
 /// callers waiting for it.
 struct AttemptGuard<'a> {
-    index: &'a SearchIndex,
+    index: &'a Tantivy,
     attempt: u64,
     succeeded: bool,
 }
@@ -441,6 +483,9 @@ impl Drop for AttemptGuard<'_> {
     }
 }
 
+/// What every backend does is tested by the backends' shared suite
+/// (`tests/it/search_backends.rs`); these are tantivy's own: group commits
+/// and its directory.
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -466,186 +511,8 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_owners_passage_with_its_attributes() {
-        let index = SearchIndex::in_memory().unwrap();
-        index
-            .replace(
-                "doc-1",
-                "alice",
-                "notes.txt",
-                &chunks(&["Cats sleep all day.", "The parser reads PDF files."]),
-            )
-            .unwrap();
-        let found = index.search("alice", "which parser reads PDF?", 5).unwrap();
-        assert_eq!(found.len(), 1);
-        let passage = &found[0];
-        assert_eq!(passage.document_id, "doc-1");
-        assert_eq!(passage.name, "notes.txt");
-        assert_eq!(passage.position, 1);
-        assert_eq!(passage.start, 20);
-        assert_eq!(passage.text, "The parser reads PDF files.");
-        assert!(passage.score > 0.0);
-    }
-
-    #[test]
-    fn another_owner_never_gets_the_passages_even_for_the_exact_words() {
-        let index = SearchIndex::in_memory().unwrap();
-        let secret = "the launch code is zebra-4417 hidden in the vault";
-        index
-            .replace("doc-a", "alice", "secret.txt", &chunks(&[secret]))
-            .unwrap();
-        index
-            .replace(
-                "doc-b",
-                "bob",
-                "bob.txt",
-                &chunks(&["bob's shopping list: milk"]),
-            )
-            .unwrap();
-        for question in [
-            secret,
-            "zebra-4417",
-            "launch code vault",
-            "owner:alice",
-            "owner:alice OR launch",
-            "document_id:doc-a",
-            "*",
-        ] {
-            let found = index.search("bob", question, 10).unwrap();
-            assert!(
-                found.iter().all(|passage| passage.document_id == "doc-b"),
-                "bob got alice's passage for {question:?}: {found:?}"
-            );
-        }
-        assert_eq!(index.search("alice", "zebra-4417", 10).unwrap().len(), 1);
-        assert!(index.search("carol", "milk", 10).unwrap().is_empty());
-    }
-
-    #[test]
-    fn replacing_twice_indexes_once() {
-        let index = SearchIndex::in_memory().unwrap();
-        let document = chunks(&["alpha beta", "gamma delta", "epsilon"]);
-        index.replace("doc-1", "alice", "a.txt", &document).unwrap();
-        index.replace("doc-1", "alice", "a.txt", &document).unwrap();
-        assert_eq!(index.chunk_count("doc-1").unwrap(), 3);
-        assert_eq!(index.search("alice", "gamma", 10).unwrap().len(), 1);
-
-        // A new version replaces the old one entirely.
-        index
-            .replace("doc-1", "alice", "a.txt", &chunks(&["zeta"]))
-            .unwrap();
-        assert_eq!(index.chunk_count("doc-1").unwrap(), 1);
-        assert!(index.search("alice", "gamma", 10).unwrap().is_empty());
-    }
-
-    #[test]
-    fn remove_deletes_every_chunk_and_unknown_is_fine() {
-        let index = SearchIndex::in_memory().unwrap();
-        index
-            .replace("doc-1", "alice", "a.txt", &chunks(&["alpha", "alpha beta"]))
-            .unwrap();
-        index
-            .replace("doc-2", "alice", "b.txt", &chunks(&["alpha gamma"]))
-            .unwrap();
-        index.remove("doc-1").unwrap();
-        assert_eq!(index.chunk_count("doc-1").unwrap(), 0);
-        let found = index.search("alice", "alpha", 10).unwrap();
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].document_id, "doc-2");
-        index.remove("never-indexed").unwrap();
-    }
-
-    #[test]
-    fn stemming_matches_other_forms_of_a_word() {
-        let index = SearchIndex::in_memory().unwrap();
-        index
-            .replace(
-                "doc-1",
-                "alice",
-                "a.txt",
-                &chunks(&["The parser handles it."]),
-            )
-            .unwrap();
-        index
-            .replace("doc-2", "alice", "b.txt", &chunks(&["Running quickly."]))
-            .unwrap();
-        assert_eq!(index.search("alice", "parsers", 5).unwrap().len(), 1);
-        assert_eq!(index.search("alice", "PARSER", 5).unwrap().len(), 1);
-        assert_eq!(
-            index.search("alice", "runs", 5).unwrap()[0].document_id,
-            "doc-2"
-        );
-    }
-
-    #[test]
-    fn query_syntax_in_a_question_is_never_an_error() {
-        let index = SearchIndex::in_memory().unwrap();
-        index
-            .replace(
-                "doc-1",
-                "alice",
-                "a.txt",
-                &chunks(&["and the parser or not"]),
-            )
-            .unwrap();
-        for question in [
-            "\"AND (",
-            "parser AND (",
-            "parser:",
-            ":::",
-            "((((",
-            "[1 TO",
-            "title:parser",
-            "-",
-            "+",
-            "~2 ^3",
-            "\\",
-            "parser^",
-            "\"unterminated parser",
-        ] {
-            let found = index.search("alice", question, 5);
-            assert!(found.is_ok(), "{question:?} failed: {found:?}");
-        }
-        assert_eq!(index.search("alice", "\"parser AND (", 5).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn a_question_without_a_searchable_word_finds_nothing() {
-        let index = SearchIndex::in_memory().unwrap();
-        index
-            .replace("doc-1", "alice", "a.txt", &chunks(&["the and of it is"]))
-            .unwrap();
-        for question in ["", "   ", "?!", "the and of", "*", "()"] {
-            assert!(
-                index.search("alice", question, 5).unwrap().is_empty(),
-                "{question:?}"
-            );
-        }
-        assert!(index.search("alice", "anything", 0).unwrap().is_empty());
-    }
-
-    #[test]
-    fn limit_and_ranking() {
-        let index = SearchIndex::in_memory().unwrap();
-        for n in 0..10 {
-            let text = if n == 7 {
-                "kiwi kiwi kiwi kiwi".to_owned()
-            } else {
-                format!("kiwi and filler words number {n} with more filler text here")
-            };
-            index
-                .replace(&format!("doc-{n}"), "alice", "f.txt", &chunks(&[&text]))
-                .unwrap();
-        }
-        let found = index.search("alice", "kiwi", 3).unwrap();
-        assert_eq!(found.len(), 3);
-        assert_eq!(found[0].document_id, "doc-7");
-        assert!(found.windows(2).all(|pair| pair[0].score >= pair[1].score));
-    }
-
-    #[test]
     fn concurrent_replaces_are_all_visible_on_return() {
-        let index = Arc::new(SearchIndex::in_memory().unwrap());
+        let index = Arc::new(Tantivy::in_memory().unwrap());
         let threads: Vec<_> = (0..8)
             .map(|thread| {
                 let index = Arc::clone(&index);
@@ -678,7 +545,7 @@ mod tests {
 
     #[test]
     fn callers_queued_before_a_commit_share_it() {
-        let index = SearchIndex::in_memory().unwrap();
+        let index = Tantivy::in_memory().unwrap();
         let add = |document_id: &str| {
             let mut document = TantivyDocument::default();
             document.add_text(index.fields.document_id, document_id);
@@ -705,7 +572,7 @@ mod tests {
     #[test]
     fn callers_within_the_commit_window_share_a_commit() {
         let window = Duration::from_millis(300);
-        let index = Arc::new(SearchIndex::in_memory().unwrap().with_commit_window(window));
+        let index = Arc::new(Tantivy::in_memory().unwrap().with_commit_window(window));
         let first = {
             let index = Arc::clone(&index);
             std::thread::spawn(move || {
@@ -724,7 +591,7 @@ mod tests {
         assert_eq!(index.commits.lock().unwrap().finished, 1);
         assert_eq!(index.search("alice", "window", 5).unwrap().len(), 2);
         // Without a window the same two callers pay a commit each.
-        let eager = SearchIndex::in_memory()
+        let eager = Tantivy::in_memory()
             .unwrap()
             .with_commit_window(Duration::ZERO);
         eager
@@ -740,14 +607,14 @@ mod tests {
     fn reopening_a_directory_keeps_the_chunks() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let index = SearchIndex::open(&dir.path().join("index")).unwrap();
+            let index = Tantivy::open(&dir.path().join("index")).unwrap();
             index
                 .replace("doc-1", "alice", "a.txt", &chunks(&["persistent words"]))
                 .unwrap();
             // A second writer on the same directory is refused, not corrupting.
-            assert!(SearchIndex::open(&dir.path().join("index")).is_err());
+            assert!(Tantivy::open(&dir.path().join("index")).is_err());
         }
-        let index = SearchIndex::open(&dir.path().join("index")).unwrap();
+        let index = Tantivy::open(&dir.path().join("index")).unwrap();
         assert_eq!(index.chunk_count("doc-1").unwrap(), 1);
         assert_eq!(index.search("alice", "persistent", 5).unwrap().len(), 1);
     }
