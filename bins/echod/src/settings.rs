@@ -21,7 +21,7 @@ pub const LOG_FORMAT_VAR: &str = "ECHO_LOG_FORMAT";
 /// Every secret's variable `X`; each can instead name a file holding it,
 /// by `X_FILE` ([`secret_var`]). Database, queue and Redis URLs are here
 /// since they may carry a password.
-pub const SECRET_VARS: [&str; 14] = [
+pub const SECRET_VARS: [&str; 15] = [
     MASTER_KEY_VAR,
     "ECHO_AUDIT_SIGNING_KEY",
     "ECHO_GATEWAY_CLIENT_SECRET",
