@@ -322,6 +322,10 @@ fn a_secret_is_refused_from_a_flag() {
         (&["serve", "worker", "--queue-url"], "--queue-url"),
         (&["up", "--nats-url"], "--nats-url"),
         (&["serve", "gateway", "--redis-url"], "--redis-url"),
+        (
+            &["serve", "identity", "--rate-limit-url"],
+            "--rate-limit-url",
+        ),
     ] {
         let out = bare(dir.path())
             .args(args)

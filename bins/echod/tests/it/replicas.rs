@@ -62,9 +62,15 @@ fn on_db(dir: &Path, db: &PgTestDb) -> Command {
 }
 
 /// One identity replica on `db` (both share the data directory, so the
-/// master key); its rate limits in Redis under `limits` if given, else in
+/// master key); its rate limits in Redis under `limits` if given (the URL
+/// by `ECHO_RATE_LIMIT_URL`, or from `url_file` by its `_FILE`), else in
 /// the database.
-fn identity_replica(dir: &Path, db: &PgTestDb, limits: Option<&RedisKeys>) -> Server {
+fn identity_replica(
+    dir: &Path,
+    db: &PgTestDb,
+    limits: Option<&RedisKeys>,
+    url_file: Option<&Path>,
+) -> Server {
     let mut cmd = on_db(dir, db);
     cmd.args([
         "serve",
@@ -76,12 +82,15 @@ fn identity_replica(dir: &Path, db: &PgTestDb, limits: Option<&RedisKeys>) -> Se
         "--lockout-after",
         "6",
     ]);
-    match limits {
-        Some(keys) => cmd
-            .env("ECHO_RATE_LIMIT_URL", echo_testkit::redis_url())
-            .env("ECHO_RATE_LIMIT_PREFIX", &keys.prefix),
-        None => cmd.env_remove("ECHO_RATE_LIMIT_URL"),
-    };
+    cmd.env_remove("ECHO_RATE_LIMIT_URL")
+        .env_remove("ECHO_RATE_LIMIT_URL_FILE");
+    if let Some(keys) = limits {
+        cmd.env("ECHO_RATE_LIMIT_PREFIX", &keys.prefix);
+        match url_file {
+            Some(file) => cmd.env("ECHO_RATE_LIMIT_URL_FILE", file),
+            None => cmd.env("ECHO_RATE_LIMIT_URL", echo_testkit::redis_url()),
+        };
+    }
     start(cmd, 1)
 }
 
@@ -174,8 +183,8 @@ async fn identity_replicas_share_lockouts_and_tokens() {
     add_user(on_db(dir.path(), &db));
     add_web_client(on_db(dir.path(), &db));
     add_svc_a(on_db(dir.path(), &db));
-    let a = identity_replica(dir.path(), &db, Some(&limits));
-    let b = identity_replica(dir.path(), &db, Some(&limits));
+    let a = identity_replica(dir.path(), &db, Some(&limits), None);
+    let b = identity_replica(dir.path(), &db, Some(&limits), None);
     let (a_url, b_url) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
 
     // Six wrong passwords at A at once: five free, the sixth after its
@@ -200,6 +209,8 @@ async fn identity_replicas_share_lockouts_and_tokens() {
         .args(["user", "show", USER])
         .output()
         .unwrap();
+    // The failures made at A are the user's, in the shared database (`user
+    // show` judges them by the default policy, which locks at 10).
     let shown = String::from_utf8_lossy(&show.stdout);
     assert!(shown.contains("6 recent failed attempts"), "{shown}");
 
@@ -242,9 +253,12 @@ async fn rate_limits_count_across_identity_replicas() {
         let dir = echo_testkit::data_dir();
         add_svc_a(on_db(dir.path(), &db));
         let shared = redis.then_some(&limits);
+        // B reads the URL from a file, as a secret may come.
+        let url_file = dir.path().join("rate-limit-url");
+        std::fs::write(&url_file, echo_testkit::redis_url()).unwrap();
         let replicas = [
-            identity_replica(dir.path(), &db, shared),
-            identity_replica(dir.path(), &db, shared),
+            identity_replica(dir.path(), &db, shared, None),
+            identity_replica(dir.path(), &db, shared, Some(&url_file)),
         ];
         with_window_left(20).await;
         let grant = [("grant_type", "client_credentials"), ("audience", "audit")];
@@ -270,6 +284,27 @@ async fn rate_limits_count_across_identity_replicas() {
         drop(replicas);
         limits.clean().await;
         db.drop_db().await;
+    }
+}
+
+/// A Redis that cannot be reached at start stops the start, naming the
+/// setting, rather than running with limits that are not there.
+#[test]
+fn an_unreachable_rate_limit_redis_stops_the_start() {
+    let dir = echo_testkit::data_dir();
+    for service in ["identity", "gateway"] {
+        let out = echod(dir.path())
+            .args(["serve", service, "--listen", "127.0.0.1:0"])
+            .env("ECHO_GATEWAY_CLIENT_SECRET", SECRET)
+            .env("ECHO_RATE_LIMIT_URL", "redis://127.0.0.1:1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{service}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("ECHO_RATE_LIMIT_URL"),
+            "{service}: {stderr}"
+        );
     }
 }
 
