@@ -72,11 +72,15 @@ impl User {
         )
     }
 
-    /// `GET path`: (status, the body as bytes).
-    pub(super) async fn download(&mut self, path: &str) -> (u16, Vec<u8>) {
-        let request = self.hop.http.get(format!("{}{path}", self.gateway));
+    /// `GET path`: (status, the body as text).
+    pub(super) async fn download(&mut self, path: &str) -> (u16, String) {
+        let request = self
+            .hop
+            .http
+            .get(format!("{}{path}", self.gateway))
+            .header("x-echo-csrf", "1");
         let (status, _, body) = self.hop.send(request).await;
-        (status.as_u16(), body.into_bytes())
+        (status.as_u16(), body)
     }
 
     /// The cookies the gateway set.

@@ -97,10 +97,16 @@ async fn a_document_uploaded_through_one_replica_is_served_by_the_other() {
         .env("ECHO_DOCS_SEARCH", "postgres")
         .env("ECHO_QUEUE_URL", &queue_db.url);
     let server = start_up(up);
-    // Replica B: its own process on the same data directory (for docs'
-    // client secret only: no blob directory or tantivy index is made).
-    let mut serve = echod(dir.path());
+    // Replica B: its own process and data directory (each replica spools
+    // its audit events in its own), the same client secret; nothing of
+    // docs is kept in either directory.
+    let b_dir = echo_testkit::data_dir();
+    let mut serve = echod(b_dir.path());
     serve
+        .env(
+            "ECHO_DOCS_CLIENT_SECRET_FILE",
+            dir.path().join("docs-client.secret"),
+        )
         .args(["serve", "docs", "--listen", "127.0.0.1:0", "--issuer"])
         .arg(format!("http://{}", server.ready[0]))
         .arg("--audit-url")
@@ -135,7 +141,7 @@ async fn a_document_uploaded_through_one_replica_is_served_by_the_other() {
     let (status, content) = alice
         .download(&format!("/api/documents/{id}/content"))
         .await;
-    assert_eq!((status, content.as_slice()), (200, text.as_bytes()));
+    assert_eq!((status, content.as_str()), (200, text));
     let answer = alice
         .ask("How many ships does the lighthouse keeper log?")
         .await;
