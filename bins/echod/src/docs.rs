@@ -10,13 +10,13 @@ use anyhow::Context;
 use clap::Args;
 use echo_crypto::TrustedRoots;
 use echo_docs::{DocsConfig, LlmClient, SearchBackend};
-use echo_edge::Service;
+use echo_edge::{Service, SharedCounters};
 use echo_queue::JobQueue;
 use tokio::net::TcpListener;
 
 use echo_verify::Verifier;
 
-use crate::args::{AuditTargetArgs, IssuerArg, TlsArgs};
+use crate::args::{AuditTargetArgs, IssuerArg, RateLimitArgs, TlsArgs};
 use crate::first_party::{SecretPlace, ServiceAudit};
 use crate::queue::QueueArgs;
 use crate::settings::{ensure_data_dir, existing_secret_text, url_setting};
@@ -59,6 +59,9 @@ pub struct ServeDocsArgs {
     pub queue: QueueArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Users' upload rates counted with every replica's.
+    #[command(flatten)]
+    pub limits: RateLimitArgs,
 }
 
 /// The docs service's settings (`serve docs` and `up`).
@@ -109,14 +112,15 @@ pub struct DocsOptions {
 }
 
 /// The docs service on `listener` with `tls` over `queue`, accepting the
-/// tokens `verifier` passes for `audience`, recording to `audit`.
+/// tokens `verifier` passes for `audience`, recording to `audit`, counting
+/// upload rates in `shared_limits` (with other replicas) or in itself.
 pub async fn start(
     (dir, roots): (&Path, &TrustedRoots),
     (listener, tls): (TcpListener, &ServiceTls),
     (verifier, audience): (&Arc<Verifier>, &str),
     options: &DocsOptions,
     queue: Arc<dyn JobQueue>,
-    audit: ServiceAudit,
+    (audit, shared_limits): (ServiceAudit, Option<Arc<dyn SharedCounters>>),
 ) -> anyhow::Result<Service> {
     ensure_data_dir(dir)?;
     let config = DocsConfig {
@@ -133,6 +137,7 @@ pub async fn start(
             uploads_per_minute: options.uploads_per_minute,
             ..echo_docs::Limits::default()
         },
+        shared_limits,
     };
     let llm = match options.llm_url.as_deref().filter(|u| !u.is_empty()) {
         Some(url) => {
@@ -181,13 +186,14 @@ pub async fn serve(
         &tls.client,
     )?;
     let queue = args.queue.open(data_dir, roots).await?;
+    let shared_limits = args.limits.redis(roots).await?;
     let service = start(
         (data_dir, roots),
         (listener, &tls),
         (&args.issuer.verifier(&tls.client), &args.audience),
         &args.options,
         queue,
-        audit,
+        (audit, shared_limits),
     )
     .await?;
     echo_edge::run_until_signalled(service).await?;

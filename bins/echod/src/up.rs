@@ -178,12 +178,15 @@ pub async fn up(
         (&verifier, &audiences.docs_audience),
         &args.docs,
         queue.clone(),
-        ServiceAudit::writer(
-            data_dir,
-            &docs_tokens,
-            (&audit_url, &docs_tls.client),
-            audit_audience,
-        )?,
+        (
+            ServiceAudit::writer(
+                data_dir,
+                &docs_tokens,
+                (&audit_url, &docs_tls.client),
+                audit_audience,
+            )?,
+            None,
+        ),
     )
     .await?;
     let parser_tokens = client_tokens(parser::CLIENT_ID, &secrets.parser, &parser_tls);

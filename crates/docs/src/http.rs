@@ -35,8 +35,8 @@ use axum::{Json, Router};
 use echo_core::audit::AuditSink;
 use echo_crypto::TrustedRoots;
 use echo_edge::{
-    Check, EdgeLayer, Gate, HasGate, Problem, Refusal, SecurityHeaders, Service, TrustedProxies,
-    UserCaller,
+    Check, EdgeLayer, Gate, HasGate, Problem, Refusal, SecurityHeaders, Service, SharedCounters,
+    TrustedProxies, UserCaller,
 };
 use echo_queue::JobQueue;
 use echo_text::{Chunk, Kind};
@@ -53,7 +53,7 @@ use crate::{DocsError, LlmClient, Result, SearchBackend, open_blobs, open_index}
 pub const INDEX_SCOPE: &str = "docs.index";
 
 /// What `echod` configures.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DocsConfig {
     /// The `aud` tokens must carry (`docs`).
     pub audience: String,
@@ -72,6 +72,9 @@ pub struct DocsConfig {
     /// (`sslmode=verify-full`, `tls://`).
     pub database_roots: TrustedRoots,
     pub limits: Limits,
+    /// Where every replica counts users' upload rates
+    /// (`ECHO_RATE_LIMIT_URL`); without it, each process counts its own.
+    pub shared_limits: Option<Arc<dyn SharedCounters>>,
 }
 
 /// What the HTTP layer needs.
@@ -130,9 +133,12 @@ pub async fn build(
         roots,
     )
     .await?;
-    let docs = Docs::new(store, blobs, index, queue, audit.clone())
+    let mut docs = Docs::new(store, blobs, index, queue, audit.clone())
         .with_limits(config.limits.clone())
         .with_llm(llm);
+    if let Some(counters) = &config.shared_limits {
+        docs = docs.share_limits(counters.clone());
+    }
     Ok(Arc::new(DocsApp::new(
         verifier,
         &config.audience,

@@ -32,11 +32,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use echo_core::Clock;
 use echo_core::audit::{AuditEvent, AuditSink};
-use echo_edge::{Limit, Origin, RateLimiter};
+use echo_edge::{Limit, Limiter, Origin, SharedCounters, SharedLimiter};
 use echo_queue::{JobId, JobQueue, JobState, JobStatus};
 use echo_text::{Chunk, Kind};
 use serde::Serialize;
@@ -164,7 +164,7 @@ pub struct Docs {
     blob_locks: Stripes,
     document_locks: Stripes,
     owner_locks: Stripes,
-    upload_rate: RateLimiter,
+    upload_rate: Limiter,
 }
 
 /// What a user stores and may store, for their documents page.
@@ -198,12 +198,19 @@ impl Docs {
             blob_locks: Stripes::new(),
             document_locks: Stripes::new(),
             owner_locks: Stripes::new(),
-            upload_rate: RateLimiter::default(),
+            upload_rate: Limiter::default(),
         }
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Counts users' upload rates in `counters`, which every docs replica
+    /// shares, instead of in this process.
+    pub fn share_limits(mut self, counters: Arc<dyn SharedCounters>) -> Self {
+        self.upload_rate = Limiter::Shared(SharedLimiter::new(counters, "docs"));
         self
     }
 
@@ -249,7 +256,7 @@ impl Docs {
                         max: self.limits.max_files_per_request,
                     });
                 }
-                self.admit(caller, &usage, file.bytes.len() as u64)?;
+                self.admit(caller, &usage, file.bytes.len() as u64).await?;
                 let document = self.store_one(caller, file).await?;
                 usage.files += 1;
                 usage.bytes += document.size;
@@ -287,17 +294,14 @@ impl Docs {
     /// Whether one more file of `size` bytes may be stored for `caller`,
     /// who stores `usage`: within their upload rate and their quotas.
     /// Refusals are audited (the rate's once per window).
-    fn admit(&self, caller: &Caller, usage: &Usage, size: u64) -> Result<()> {
+    async fn admit(&self, caller: &Caller, usage: &Usage, size: u64) -> Result<()> {
         let refused = |reason: &str| {
             self.audit.record(
                 event(AuditEvent::failure("document.upload"), caller).detail("reason", reason),
             );
         };
         let rate = Limit::per_minute(self.limits.uploads_per_minute.max(1));
-        if let Err(throttled) = self
-            .upload_rate
-            .check(&caller.subject, rate, Instant::now())
-        {
+        if let Err(throttled) = self.upload_rate.check(&caller.subject, rate).await {
             if throttled.first_in_window {
                 refused("rate_limited");
             }

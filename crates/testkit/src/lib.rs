@@ -18,6 +18,7 @@
 pub mod files;
 pub mod modules;
 pub mod prometheus;
+mod redis;
 pub mod refusals;
 pub mod tls;
 
@@ -26,6 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
+pub use redis::RedisKeys;
 pub use tempfile::TempDir;
 
 /// An admin connection to PostgreSQL (`CREATE DATABASE` allowed).

@@ -23,6 +23,7 @@ async fn build_lays_out_the_data_directory_and_reopens_it() {
         search: SearchBackend::Tantivy,
         database_roots: echo_crypto::TrustedRoots::load(None).unwrap(),
         limits: Limits::default(),
+        shared_limits: None,
     };
     let audit = Arc::new(MemoryAuditSink::default());
     let verifier = Arc::new(Verifier::for_issuer(

@@ -13,6 +13,7 @@ use echo_docs::{
     BlobStore, DirBlobStore, Docs, DocsApp, DocumentStore, Limits, LlmClient, SearchIndex,
     SqliteDocumentStore, TantivyIndex,
 };
+use echo_edge::SharedCounters;
 use echo_queue::{JobQueue, QueueConfig, SqliteQueue};
 use echo_testkit::TempDir;
 use echo_text::{DEFAULT_CHUNK_CHARS, chunk_text};
@@ -97,11 +98,27 @@ impl Fixture {
         Self::with_parts(Limits::default(), None, None, Some((store, index, blobs))).await
     }
 
+    /// A fixture counting upload rates in `counters`, as a replica
+    /// sharing them with others does.
+    pub async fn with_shared_limits(limits: Limits, counters: Arc<dyn SharedCounters>) -> Self {
+        Self::with_parts_sharing(limits, None, None, None, Some(counters)).await
+    }
+
     async fn with_parts(
         limits: Limits,
         llm: Option<LlmClient>,
         jwks: Option<Arc<dyn JwksSource>>,
         parts: Option<Backends>,
+    ) -> Self {
+        Self::with_parts_sharing(limits, llm, jwks, parts, None).await
+    }
+
+    async fn with_parts_sharing(
+        limits: Limits,
+        llm: Option<LlmClient>,
+        jwks: Option<Arc<dyn JwksSource>>,
+        parts: Option<Backends>,
+        counters: Option<Arc<dyn SharedCounters>>,
     ) -> Self {
         let dir = echo_testkit::data_dir();
         let key = SigningKey::generate(Algorithm::EdDSA, "k1").unwrap();
@@ -146,6 +163,10 @@ impl Fixture {
         )
         .with_limits(limits)
         .with_llm(llm);
+        let docs = match counters {
+            Some(counters) => docs.share_limits(counters),
+            None => docs,
+        };
         let app = DocsApp::new(Arc::new(verifier), "docs", docs, audit.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

@@ -1,7 +1,10 @@
 //! Per-user quotas and upload rate (issue 14 §18): a user cannot fill the
 //! disk or keep the parser busy for everyone.
 
+use std::sync::Arc;
+
 use echo_docs::Limits;
+use echo_edge::{RedisCounters, SharedCounters};
 
 use crate::Fixture;
 
@@ -135,4 +138,49 @@ async fn uploads_are_rate_limited_per_user() {
         .filter(|e| e.details.get("reason").is_some_and(|r| r == "rate_limited"))
         .count();
     assert_eq!(audited, 1);
+}
+
+/// Two replicas counting in one Redis: a user's uploads through both meet
+/// the limit at their combined count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_counters_limit_uploads_together() {
+    let keys = echo_testkit::RedisKeys::new();
+    let counters: Arc<dyn SharedCounters> = Arc::new(
+        RedisCounters::open(
+            &keys.url,
+            &echo_crypto::TrustedRoots::system(),
+            &keys.prefix,
+        )
+        .await
+        .unwrap(),
+    );
+    let limits = Limits {
+        uploads_per_minute: 4,
+        ..Limits::default()
+    };
+    let a = Fixture::with_shared_limits(limits.clone(), counters.clone()).await;
+    let b = Fixture::with_shared_limits(limits, counters).await;
+    // Fixed one-minute windows: start early enough in one to count in it.
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if second > 50 {
+        tokio::time::sleep(std::time::Duration::from_secs(61 - second)).await;
+    }
+    for (i, replica) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let status = replica
+            .upload_raw(&replica.user("alice"), &format!("{i}.txt"), b"x")
+            .await
+            .0;
+        assert_eq!(status, 201, "upload {i}");
+    }
+    for replica in [&a, &b] {
+        let (status, body) = replica
+            .upload_raw(&replica.user("alice"), "over.txt", b"x")
+            .await;
+        assert_eq!(status, 429, "{body}");
+    }
+    assert_eq!(b.upload_raw(&b.user("bob"), "b.txt", b"x").await.0, 201);
 }

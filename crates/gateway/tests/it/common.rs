@@ -59,49 +59,10 @@ macro_rules! on_every_store {
 }
 pub(crate) use on_every_store;
 
-/// Keys under a random prefix in Redis, all deleted on drop.
-struct RedisKeys {
-    url: String,
-    prefix: String,
-}
-
-impl RedisKeys {
-    fn new() -> Self {
-        let url = echo_testkit::redis_url();
-        let prefix = format!(
-            "echo:test:{}:",
-            echo_crypto::secret::token_hash(&echo_crypto::secret::random_token())
-        );
-        Self { url, prefix }
-    }
-}
-
-impl Drop for RedisKeys {
-    fn drop(&mut self) {
-        use redis::Commands;
-        if std::thread::panicking() {
-            // The test failed already (perhaps because Redis is down): a
-            // second panic would abort every other test.
-            return;
-        }
-        let mut redis = redis::Client::open(self.url.as_str())
-            .and_then(|client| client.get_connection())
-            .expect("Redis for cleanup");
-        let keys: Vec<String> = redis
-            .scan_match::<_, String>(format!("{}*", self.prefix))
-            .expect("SCAN")
-            .collect::<Result<_, _>>()
-            .expect("SCAN");
-        if !keys.is_empty() {
-            redis.del::<_, ()>(keys).expect("DEL");
-        }
-    }
-}
-
 /// A session store of `backend` for one test, and what must outlive it.
 pub struct TestStore {
     pub store: Arc<dyn SessionStore>,
-    _keys: Option<RedisKeys>,
+    _keys: Option<echo_testkit::RedisKeys>,
 }
 
 impl TestStore {
@@ -117,7 +78,7 @@ impl TestStore {
                 _keys: None,
             },
             Backend::Redis => {
-                let keys = RedisKeys::new();
+                let keys = echo_testkit::RedisKeys::new();
                 let store = RedisSessionStore::open(
                     &keys.url,
                     &echo_crypto::TrustedRoots::system(),
