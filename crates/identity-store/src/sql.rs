@@ -257,12 +257,13 @@ fn qualified(alias: &str, columns: &str) -> String {
 }
 
 /// Tables [`crate::PurgeStore::purge_expired`] trims, with their keys.
-const PURGED_TABLES: [(&str, &str); 5] = [
+const PURGED_TABLES: [(&str, &str); 6] = [
     ("auth_codes", "code_hash"),
     ("refresh_tokens", "token_hash"),
     ("revoked_tokens", "jti"),
     ("client_assertions", "client_id, jti"),
     ("sso_sessions", "id_hash"),
+    ("password_resets", "token_hash"),
 ];
 
 /// Identity's storage in the database `DB` ([`crate::SqliteStore`],
@@ -466,6 +467,18 @@ where
             "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
         )))
         .bind(username)
+        .fetch_optional(&self.pools.read)
+        .await?
+        .map(User::try_from)
+        .transpose()
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        sqlx::query_as::<_, UserRow>(AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1) \
+             ORDER BY created_at, id LIMIT 1"
+        )))
+        .bind(email)
         .fetch_optional(&self.pools.read)
         .await?
         .map(User::try_from)
@@ -825,6 +838,7 @@ where
             revoked_tokens,
             client_assertions,
             sessions,
+            password_resets,
         ] = counts;
         Ok(Purged {
             codes,
@@ -832,6 +846,7 @@ where
             revoked_tokens,
             client_assertions,
             sessions,
+            password_resets,
         })
     }
 }
