@@ -377,7 +377,7 @@ mod tests {
         assert!(mail.text.contains(link), "{}", mail.text);
         assert!(mail.text.contains("30 minutes"));
         assert!(
-            mail.html.contains("token=abc&amp;x=&lt;y&gt;"),
+            mail.html.contains("token=abc&#38;x=&#60;y&#62;") && !mail.html.contains("<y>"),
             "escaped in HTML: {}",
             mail.html
         );
