@@ -717,3 +717,48 @@ async fn browser_forgot_password_mail_reset_and_sign_in() {
     assert!(browser.text().await.contains("Welcome, erin"));
     browser.stop().await;
 }
+
+/// The account's change-password form at identity, then signing in again
+/// with the new password.
+#[tokio::test]
+async fn browser_change_password_then_sign_in_with_it() {
+    let Some(mut browser) = Browser::start("change_password").await else {
+        return;
+    };
+    let dir = echo_testkit::data_dir();
+    let (_server, gateway) = platform(dir.path(), &[]);
+
+    browser.goto(&gateway).await;
+    browser.click("a.button").await;
+    let login = browser.client.current_url().await.unwrap();
+    let identity = login.origin().ascii_serialization();
+    browser.submit_login("dave", "dave's long password").await;
+    assert_eq!(browser.path_when(|p| p == "/").await, "/");
+
+    browser.goto(&format!("{identity}/account/password")).await;
+    let form = browser.text_with("Change your password").await;
+    assert!(form.contains("Sign out everywhere else"), "{form}");
+    browser
+        .type_into("#current_password", "dave's long password")
+        .await;
+    browser
+        .type_into("#new_password", "dave's newer passphrase")
+        .await;
+    browser.shot("change-form").await;
+    browser.click("button[type=submit]").await;
+    let done = browser.text_with("Password changed").await;
+    assert!(done.contains("Password changed"), "{done}");
+    browser.shot("changed").await;
+
+    browser.goto(&format!("{gateway}/account")).await;
+    browser.click("form[action='/logout'] button").await;
+    browser.path_when(|p| p.starts_with("/signed-out")).await;
+    browser.goto(&gateway).await;
+    browser.click("a.button").await;
+    browser
+        .submit_login("dave", "dave's newer passphrase")
+        .await;
+    assert_eq!(browser.path_when(|p| p == "/").await, "/");
+    assert!(browser.text().await.contains("Welcome, dave"));
+    browser.stop().await;
+}
