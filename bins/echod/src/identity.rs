@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -10,8 +11,10 @@ use echo_core::SystemClock;
 use echo_core::audit::AuditSink;
 use echo_crypto::TrustedRoots;
 use echo_edge::{Service, SharedCounters, TokenSource, TrustedProxies};
+use echo_identity::mail::{Mailer, Outbox, SmtpSettings};
 use echo_identity::{DatabaseCounters, IdentityConfig, Provider};
 use echo_identity_store::Store;
+use echo_queue::{QueueConfig, SqliteQueue};
 use tokio::net::TcpListener;
 
 use crate::args::{AuditTargetArgs, RateLimitArgs, TlsArgs, TokenAlg};
@@ -49,6 +52,63 @@ pub struct IdentityArgs {
     /// (the peer is the client).
     #[arg(long, env = "ECHO_TRUSTED_PROXIES", default_value = "", value_parser = TrustedProxies::parse)]
     pub trusted_proxies: TrustedProxies,
+    #[command(flatten)]
+    pub smtp: SmtpArgs,
+}
+
+/// Where identity sends mail from (password-reset links). Without
+/// `--smtp-url` no mail is sent and `/password/forgot` says so. The
+/// password of the URL's user is never a flag: `ECHO_SMTP_PASSWORD_FILE`
+/// names the file that holds it (or `ECHO_SMTP_PASSWORD` holds it).
+#[derive(Debug, Clone, Args)]
+pub struct SmtpArgs {
+    /// SMTP server: `smtp://[user@]host:port` (STARTTLS when the server
+    /// offers it; `?tls=required` refuses one that does not) or
+    /// `smtps://[user@]host:port` (TLS from the first byte).
+    #[arg(long = "smtp-url", env = "ECHO_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// The sender of identity's mail, e.g. `Echo <echo@example.com>`.
+    #[arg(long = "smtp-from", env = "ECHO_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+}
+
+/// How identity's outbox retries: a message waits out a mail server that
+/// is down for up to about an hour (back-off doubling from 2 s to 10 min).
+const MAIL_RETRIES: QueueConfig = QueueConfig {
+    max_attempts: 12,
+    backoff_base: Duration::from_secs(2),
+    backoff_cap: Duration::from_secs(600),
+    nats_lease: Duration::from_secs(30),
+    nats_name: String::new(),
+};
+
+impl SmtpArgs {
+    /// The outbox these settings name: its queue is SQLite
+    /// `<data>/mail-queue.db`, identity's own. `None` without a server.
+    async fn outbox(
+        &self,
+        data_dir: &Path,
+        roots: &TrustedRoots,
+    ) -> anyhow::Result<Option<Outbox>> {
+        let Some(url) = self.smtp_url.as_deref().filter(|url| !url.is_empty()) else {
+            return Ok(None);
+        };
+        let from = self
+            .smtp_from
+            .clone()
+            .context("ECHO_SMTP_URL is set but not ECHO_SMTP_FROM, the sender's address")?;
+        let password = secret_var("ECHO_SMTP_PASSWORD")?;
+        let settings = SmtpSettings {
+            url: url.to_owned(),
+            from,
+            password,
+        };
+        let mailer = Mailer::new(&settings, roots)?;
+        let queue = SqliteQueue::open(&data_dir.join("mail-queue.db"), MAIL_RETRIES)
+            .await
+            .context("cannot open identity's mail queue")?;
+        Ok(Some(Outbox::new(Arc::new(queue), mailer)))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -67,7 +127,7 @@ pub struct ServeIdentityArgs {
 /// to the audit service at `audit` (URL, audience) or to the log, counting
 /// its rate limits in `limits` (shared with other replicas) or in itself.
 pub async fn start(
-    data_dir: &Path,
+    (data_dir, roots): (&Path, &TrustedRoots),
     listener: TcpListener,
     args: &IdentityArgs,
     (store, limits): (Arc<dyn Store>, Option<Arc<dyn SharedCounters>>),
@@ -104,6 +164,9 @@ pub async fn start(
     if let Some(counters) = limits {
         provider = provider.share_limits(counters);
     }
+    if let Some(outbox) = args.smtp.outbox(data_dir, roots).await? {
+        provider = provider.with_outbox(outbox);
+    }
     let provider = Arc::new(provider);
     let _ = own_token.provider.set(provider.clone());
     tracing::info!(issuer = %provider.config().issuer, "identity listening");
@@ -130,7 +193,7 @@ pub async fn serve(
         .as_deref()
         .map(|url| (url, args.audit.audience.audit_audience.as_str()));
     let (service, _) = start(
-        data_dir,
+        (data_dir, roots),
         listener,
         &args.identity,
         (store, limits),

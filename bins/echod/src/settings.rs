@@ -21,7 +21,7 @@ pub const LOG_FORMAT_VAR: &str = "ECHO_LOG_FORMAT";
 /// Every secret's variable `X`; each can instead name a file holding it,
 /// by `X_FILE` ([`secret_var`]). Database, queue and Redis URLs are here
 /// since they may carry a password.
-pub const SECRET_VARS: [&str; 15] = [
+pub const SECRET_VARS: [&str; 16] = [
     MASTER_KEY_VAR,
     "ECHO_AUDIT_SIGNING_KEY",
     "ECHO_GATEWAY_CLIENT_SECRET",
@@ -37,6 +37,7 @@ pub const SECRET_VARS: [&str; 15] = [
     "ECHO_NATS_URL",
     "ECHO_REDIS_URL",
     RATE_LIMIT_URL_VAR,
+    "ECHO_SMTP_PASSWORD",
 ];
 
 /// The secret in the variable `var`, or in the file named by `<var>_FILE`

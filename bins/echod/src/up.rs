@@ -134,7 +134,7 @@ pub async fn up(
     .await?;
 
     let (identity, provider) = identity::start(
-        data_dir,
+        (data_dir, roots),
         identity_listener,
         &args.identity,
         // One process: its limits count in itself.

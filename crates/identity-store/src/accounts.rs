@@ -1,5 +1,6 @@
 //! Account security records: the user's lifecycle state, the failure
-//! counter behind the login lockout, the TOTP credential and recovery codes.
+//! counter behind the login lockout, the TOTP credential and recovery codes,
+//! passwords and the links that reset them.
 //!
 //! As everywhere in this crate, the store keeps data and offers the atomic
 //! operations the policy needs; the policy itself (how many failures lock an
@@ -11,7 +12,7 @@
 
 use async_trait::async_trait;
 use echo_sql::{Backend, Column, RowsAffected as _};
-use sqlx::{ColumnIndex, Encode, Executor, Type};
+use sqlx::{ColumnIndex, Encode, Executor, Transaction, Type};
 
 use crate::Result;
 use crate::sql::{SqlStore, conflict, to_json};
@@ -36,6 +37,15 @@ pub struct TotpCredential {
     pub confirmed_at: Option<i64>,
     /// The last time step accepted (RFC 6238 §5.2: never accept it again).
     pub last_step: i64,
+}
+
+/// A password-reset link, stored under the hash of its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordReset {
+    pub token_hash: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
 }
 
 #[async_trait]
@@ -65,6 +75,31 @@ pub trait AccountStore: Send + Sync {
         now: i64,
     ) -> Result<bool>;
     async fn set_user_password(&self, user_id: &str, password_hash: &str) -> Result<bool>;
+    /// Sets the user's password. With `keep_session` (the hash of the
+    /// session making the change), in the same transaction: ends every
+    /// other SSO session of the user and revokes their refresh tokens (and
+    /// the access tokens issued with them, unexpired at `now`).
+    async fn change_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        keep_session: Option<&str>,
+        now: i64,
+    ) -> Result<bool>;
+    /// Keeps a password-reset link, by the hash of its token.
+    async fn insert_password_reset(&self, reset: &PasswordReset) -> Result<()>;
+    /// The user a reset link is for, if it is unused and unexpired at `now`.
+    async fn password_reset_user(&self, token_hash: &str, now: i64) -> Result<Option<String>>;
+    /// Spends a reset link that is unused and unexpired at `now`, sets its
+    /// user's password, clears their failure counter and ends all their
+    /// sessions and refresh tokens, atomically: of concurrent uses of one
+    /// link exactly one gets the user's id, the others `None`.
+    async fn reset_password(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<Option<String>>;
     async fn set_user_roles(&self, user_id: &str, roles: &[String]) -> Result<bool>;
     async fn totp_credential(&self, user_id: &str) -> Result<Option<TotpCredential>>;
     /// Stores an unconfirmed credential, replacing an unconfirmed one;
@@ -176,24 +211,7 @@ where
             return Ok(false);
         }
         if end_sessions {
-            for statement in [
-                "INSERT INTO revoked_tokens (jti, expires_at) \
-                 SELECT access_jti, access_expires_at FROM refresh_tokens \
-                 WHERE user_id = $1 AND revoked_at IS NULL AND access_expires_at > $2 \
-                 ON CONFLICT DO NOTHING",
-                "UPDATE refresh_tokens SET revoked_at = $2, expires_at = $2 \
-                 WHERE user_id = $1 AND revoked_at IS NULL",
-            ] {
-                sqlx::query(statement)
-                    .bind(user_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("DELETE FROM sso_sessions WHERE user_id = $1")
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
+            end_sessions_of(&mut tx, user_id, now, "").await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -206,6 +224,86 @@ where
             .execute(&self.pools.write)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn change_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        keep_session: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pools.write.begin().await?;
+        let changed = sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(password_hash)
+            .execute(&mut *tx)
+            .await?;
+        if changed.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some(keep) = keep_session {
+            end_sessions_of(&mut tx, user_id, now, keep).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn insert_password_reset(&self, reset: &PasswordReset) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO password_resets (token_hash, user_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&reset.token_hash)
+        .bind(&reset.user_id)
+        .bind(reset.created_at)
+        .bind(reset.expires_at)
+        .execute(&self.pools.write)
+        .await
+        .map_err(conflict("password reset"))?;
+        Ok(())
+    }
+
+    async fn password_reset_user(&self, token_hash: &str, now: i64) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM password_resets \
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pools.write)
+        .await?)
+    }
+
+    async fn reset_password(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<Option<String>> {
+        let mut tx = self.pools.write.begin().await?;
+        let user_id: Option<String> = sqlx::query_scalar(
+            "UPDATE password_resets SET used_at = $2 \
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING user_id",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(user_id) = user_id else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "UPDATE users SET password_hash = $2, failed_logins = 0, last_failed_at = 0 \
+             WHERE id = $1",
+        )
+        .bind(&user_id)
+        .bind(password_hash)
+        .execute(&mut *tx)
+        .await?;
+        end_sessions_of(&mut tx, &user_id, now, "").await?;
+        tx.commit().await?;
+        Ok(Some(user_id))
     }
 
     async fn set_user_roles(&self, user_id: &str, roles: &[String]) -> Result<bool> {
@@ -330,4 +428,41 @@ where
         tx.commit().await?;
         Ok(deleted.rows_affected() == 1)
     }
+}
+
+/// Ends what `user_id` holds, in `tx`: revokes every refresh token (and
+/// records the access tokens issued with them, unexpired at `now`, as
+/// revoked) and deletes every SSO session but the one hashed `keep` (`""`
+/// keeps none).
+async fn end_sessions_of<DB: Backend>(
+    tx: &mut Transaction<'_, DB>,
+    user_id: &str,
+    now: i64,
+    keep: &str,
+) -> Result<()>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Column<DB>,
+{
+    for statement in [
+        "INSERT INTO revoked_tokens (jti, expires_at) \
+         SELECT access_jti, access_expires_at FROM refresh_tokens \
+         WHERE user_id = $1 AND revoked_at IS NULL AND access_expires_at > $2 \
+         ON CONFLICT DO NOTHING",
+        "UPDATE refresh_tokens SET revoked_at = $2, expires_at = $2 \
+         WHERE user_id = $1 AND revoked_at IS NULL",
+    ] {
+        sqlx::query(statement)
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM sso_sessions WHERE user_id = $1 AND id_hash <> $2")
+        .bind(user_id)
+        .bind(keep)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

@@ -34,7 +34,7 @@ mod rate_limits;
 mod sql;
 mod sqlite;
 
-pub use accounts::{AccountStore, LoginCounter, TotpCredential};
+pub use accounts::{AccountStore, LoginCounter, PasswordReset, TotpCredential};
 pub use keys::{KeyStore, StoredKey};
 pub use postgres::PgStore;
 pub use rate_limits::RateLimitStore;
@@ -185,6 +185,7 @@ pub struct Purged {
     pub client_assertions: u64,
     pub sessions: u64,
     pub rate_limit_windows: u64,
+    pub password_resets: u64,
 }
 
 /// A single-sign-on session at identity, stored under the hash of its id.
@@ -204,6 +205,8 @@ pub trait UserStore: Send + Sync {
     async fn insert_user(&self, user: &User) -> Result<()>;
     async fn user_by_username(&self, username: &str) -> Result<Option<User>>;
     async fn user_by_id(&self, id: &str) -> Result<Option<User>>;
+    /// The oldest user whose address is `email`, compared without case.
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
     async fn list_users(&self) -> Result<Vec<User>>;
 }
 
@@ -301,7 +304,7 @@ pub trait RevocationStore: Send + Sync {
 #[async_trait]
 pub trait PurgeStore: Send + Sync {
     /// Deletes codes, refresh tokens, revocation entries, client-assertion
-    /// ids and SSO sessions whose time ended at or before `now`, at most
+    /// ids, SSO sessions and password-reset links whose time ended at or before `now`, at most
     /// `batch` rows per statement, so no statement holds the database long.
     async fn purge_expired(&self, now: i64, batch: u32) -> Result<Purged>;
 }

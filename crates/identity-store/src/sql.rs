@@ -257,13 +257,14 @@ fn qualified(alias: &str, columns: &str) -> String {
 }
 
 /// Tables [`crate::PurgeStore::purge_expired`] trims, with their keys.
-const PURGED_TABLES: [(&str, &str); 6] = [
+const PURGED_TABLES: [(&str, &str); 7] = [
     ("auth_codes", "code_hash"),
     ("refresh_tokens", "token_hash"),
     ("revoked_tokens", "jti"),
     ("client_assertions", "client_id, jti"),
     ("sso_sessions", "id_hash"),
     ("rate_limit_windows", "limit_key"),
+    ("password_resets", "token_hash"),
 ];
 
 /// Identity's storage in the database `DB` ([`crate::SqliteStore`],
@@ -467,6 +468,18 @@ where
             "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
         )))
         .bind(username)
+        .fetch_optional(&self.pools.read)
+        .await?
+        .map(User::try_from)
+        .transpose()
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        sqlx::query_as::<_, UserRow>(AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1) \
+             ORDER BY created_at, id LIMIT 1"
+        )))
+        .bind(email)
         .fetch_optional(&self.pools.read)
         .await?
         .map(User::try_from)
@@ -827,6 +840,7 @@ where
             client_assertions,
             sessions,
             rate_limit_windows,
+            password_resets,
         ] = counts;
         Ok(Purged {
             codes,
@@ -835,6 +849,7 @@ where
             client_assertions,
             sessions,
             rate_limit_windows,
+            password_resets,
         })
     }
 }

@@ -16,9 +16,6 @@ use crate::grant::{GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, Grant, ID
 use crate::user_state::{UserState, change_state, find_user, state_of};
 use crate::{IdentityError, Result};
 
-/// Shortest password accepted (NIST SP 800-63B).
-pub const MIN_PASSWORD_LEN: usize = 8;
-
 /// How a new client authenticates.
 #[derive(Debug, Clone)]
 pub enum ClientSecret {
@@ -331,13 +328,10 @@ fn check_profile(username: &str, email: Option<&str>, roles: &[String]) -> Resul
     Ok(())
 }
 
-/// Checks a new password's length and hashes it off the async runtime.
+/// Checks a new password against the policy and hashes it off the async
+/// runtime.
 async fn password_hash(password: String) -> Result<String> {
-    if password.chars().count() < MIN_PASSWORD_LEN {
-        return Err(IdentityError::BadInput(format!(
-            "password too short: at least {MIN_PASSWORD_LEN} characters"
-        )));
-    }
+    crate::password_policy::check(&password)?;
     tokio::task::spawn_blocking(move || hash_password(&password))
         .await
         .map_err(|e| IdentityError::BadInput(e.to_string()))?

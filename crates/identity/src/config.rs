@@ -45,6 +45,11 @@ pub struct IdentityConfig {
     /// address; past it the pair gets 429 until the minute ends. Only
     /// refusals count, so a busy resource server is never slowed.
     pub verify_refusals_per_minute: u32,
+    /// Password-reset requests (`/password/forgot`) allowed per address
+    /// per hour, and per client IP per hour; past either, 429 until the
+    /// hour ends.
+    pub reset_requests_per_address: u32,
+    pub reset_requests_per_ip: u32,
     /// A refresh token unused this long expires (idle lifetime).
     pub refresh_token_idle_ttl: i64,
     /// No refresh token of a family outlives the family's start by more
@@ -100,6 +105,8 @@ impl IdentityConfig {
             login_attempts_per_minute: 30,
             client_auth_failures_per_minute: 30,
             verify_refusals_per_minute: 300,
+            reset_requests_per_address: 3,
+            reset_requests_per_ip: 30,
             // Keycloak's and Hydra's defaults: 30 days idle, 90 days at most.
             refresh_token_idle_ttl: 30 * 24 * 60 * 60,
             refresh_token_absolute_ttl: 90 * 24 * 60 * 60,
@@ -135,6 +142,9 @@ impl IdentityConfig {
         format!("{}{path}", self.issuer)
     }
 }
+
+/// The window of the password-reset request limits, in seconds.
+pub(crate) const RESET_REQUEST_WINDOW: i64 = 60 * 60;
 
 /// How signing keys rotate. Times are in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

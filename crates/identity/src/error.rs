@@ -48,6 +48,18 @@ pub enum IdentityError {
     Csrf,
     #[error("too many requests")]
     RateLimited { retry_after: u64 },
+    /// A new password the policy refuses (`password_policy.rs`), saying why.
+    #[error("{0}")]
+    WeakPassword(String),
+    /// A password-reset link that is unknown, spent or expired: says no
+    /// more.
+    #[error("this link is not valid any more")]
+    ResetLinkInvalid,
+    /// Mail cannot be queued or sent.
+    #[error("mail: {0}")]
+    Mail(String),
+    #[error(transparent)]
+    Queue(#[from] echo_queue::QueueError),
     /// An admin command's input is not acceptable.
     #[error("{0}")]
     BadInput(String),

@@ -17,6 +17,10 @@
 //!   lockout, reserved atomically before a secret is checked), [`mfa`]
 //!   (TOTP, RFC 6238, and recovery codes) and [`user_state`] (the
 //!   `invited → active ⇄ suspended → deleted` machine).
+//! - Self-service: [`self_service`] (a password change on the account
+//!   page, a reset by a link sent by mail), [`password_policy`] (what every
+//!   new password must be, wherever it is set) and [`mail`] (SMTP through a
+//!   durable queue of identity's own, sent by the job in `delivery.rs`).
 //! - [`http`] is the thin axum layer: parse, call the provider, map the
 //!   result. [`IdentityError`] becomes an HTTP/OAuth error in one place,
 //!   `http/error.rs`.
@@ -29,6 +33,7 @@ pub mod authorize;
 pub mod client_auth;
 mod client_cache;
 mod config;
+mod delivery;
 mod error;
 pub mod exchange;
 mod fresh_cache;
@@ -39,13 +44,16 @@ mod key_refresh;
 mod keys;
 pub mod lockout;
 pub mod login;
+pub mod mail;
 mod metrics;
 pub mod mfa;
 mod mint;
+pub mod password_policy;
 mod provider;
 mod purge;
 mod rate_limit;
 pub mod refresh;
+pub mod self_service;
 pub mod token;
 pub mod user_state;
 

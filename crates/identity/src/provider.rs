@@ -13,8 +13,10 @@ use echo_verify::{Claims, Verifier, VerifierOptions};
 use serde_json::{Value, json};
 
 use crate::client_cache::ClientCache;
+use crate::config::RESET_REQUEST_WINDOW;
 use crate::config::{MAX_ACCESS_TOKEN_TTL, MAX_REFRESH_GRACE};
 use crate::fresh_cache::FreshCache;
+use crate::mail::{Mail, Outbox};
 use crate::rate_limit::RateLimiter;
 use crate::{IdentityConfig, IdentityError, KeyAdmin, KeyRing, Result};
 
@@ -41,6 +43,13 @@ pub struct Provider {
     pub(crate) client_auth_failures: RateLimiter,
     /// Refused `/verify` tokens per client and address.
     pub(crate) verify_refusals: RateLimiter,
+    /// Password-reset requests per address, and per client IP.
+    pub(crate) reset_address_limiter: RateLimiter,
+    pub(crate) reset_ip_limiter: RateLimiter,
+    /// Mail to users; `None` when no SMTP server is configured.
+    pub(crate) outbox: Option<Outbox>,
+    /// Seals queued mail (see `mail.rs`).
+    pub(crate) mail_key: MasterKey,
     pub(crate) clients: ClientCache,
     /// Whether an access token's `jti` is revoked, for
     /// [`REVOCATION_CACHE_SECONDS`]; every revocation made here clears it.
@@ -118,6 +127,16 @@ impl Provider {
             login_limiter: RateLimiter::per_minute(config.login_attempts_per_minute),
             client_auth_failures: RateLimiter::per_minute(config.client_auth_failures_per_minute),
             verify_refusals: RateLimiter::per_minute(config.verify_refusals_per_minute),
+            reset_address_limiter: RateLimiter::per_window(
+                config.reset_requests_per_address,
+                RESET_REQUEST_WINDOW,
+            ),
+            reset_ip_limiter: RateLimiter::per_window(
+                config.reset_requests_per_ip,
+                RESET_REQUEST_WINDOW,
+            ),
+            outbox: None,
+            mail_key: master.derive("identity-mail"),
             clients: ClientCache::new(10_000),
             revocations: FreshCache::new(100_000, REVOCATION_CACHE_SECONDS),
             usernames: FreshCache::new(10_000, REVOCATION_CACHE_SECONDS),
@@ -154,11 +173,44 @@ impl Provider {
             config.client_auth_failures_per_minute,
         );
         self.verify_refusals = RateLimiter::shared_per_minute(
-            counters,
+            counters.clone(),
             "identity:verify",
             config.verify_refusals_per_minute,
         );
+        self.reset_address_limiter = RateLimiter::shared(
+            counters.clone(),
+            "identity:reset_address",
+            config.reset_requests_per_address,
+            RESET_REQUEST_WINDOW,
+        );
+        self.reset_ip_limiter = RateLimiter::shared(
+            counters,
+            "identity:reset_ip",
+            config.reset_requests_per_ip,
+            RESET_REQUEST_WINDOW,
+        );
         self
+    }
+
+    /// The provider, sending mail through `outbox`.
+    pub fn with_outbox(mut self, outbox: Outbox) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// Whether identity can send mail (an SMTP server is configured).
+    pub fn mail_enabled(&self) -> bool {
+        self.outbox.is_some()
+    }
+
+    /// Queues `mail` for the delivery job (`delivery.rs`).
+    pub(crate) async fn queue_mail(&self, mail: &Mail) -> Result<()> {
+        match &self.outbox {
+            Some(outbox) => outbox.enqueue(mail, &self.mail_key).await,
+            None => Err(IdentityError::Mail(
+                "no SMTP server is configured".to_owned(),
+            )),
+        }
     }
 
     pub fn config(&self) -> &IdentityConfig {

@@ -35,7 +35,13 @@ pub(crate) enum RateLimiter {
 impl RateLimiter {
     /// `limit` hits a minute per key, counted in this process.
     pub(crate) fn per_minute(limit: u32) -> Self {
-        RateLimiter::InProcess(Counters::new(limit, 60))
+        Self::per_window(limit, 60)
+    }
+
+    /// `limit` hits per key in each window of `seconds`, counted in this
+    /// process.
+    pub(crate) fn per_window(limit: u32, seconds: i64) -> Self {
+        RateLimiter::InProcess(Counters::new(limit, seconds))
     }
 
     /// `limit` hits a minute per key, counted in `counters` under `name`.
@@ -44,9 +50,23 @@ impl RateLimiter {
         name: &'static str,
         limit: u32,
     ) -> Self {
+        Self::shared(counters, name, limit, 60)
+    }
+
+    /// `limit` hits per key in each window of `seconds`, counted in
+    /// `counters` under `name`.
+    pub(crate) fn shared(
+        counters: Arc<dyn SharedCounters>,
+        name: &'static str,
+        limit: u32,
+        seconds: i64,
+    ) -> Self {
         RateLimiter::Shared {
             limiter: SharedLimiter::new(counters, name),
-            window: Window::per_minute(limit),
+            window: Window {
+                hits: u64::from(limit),
+                length_ms: seconds.saturating_mul(1000),
+            },
         }
     }
 

@@ -5,7 +5,8 @@
 //! crate's modules ([`modules`]) the architecture tests check, a strict
 //! reader of `/metrics` ([`prometheus`]), and a test certificate authority
 //! with the PostgreSQL, Redis and NATS servers tests start with TLS on
-//! ([`tls`]).
+//! ([`tls`]), and a real SMTP server that keeps what it receives
+//! ([`smtp`]).
 //!
 //! Tests that need PostgreSQL, Redis or NATS use the machine's services at
 //! their standard local addresses, or the ones `ECHO_TEST_POSTGRES_URL`,
@@ -20,6 +21,7 @@ pub mod modules;
 pub mod prometheus;
 mod redis;
 pub mod refusals;
+pub mod smtp;
 pub mod tls;
 
 use std::sync::atomic::{AtomicU32, Ordering};

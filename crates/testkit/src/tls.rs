@@ -102,7 +102,7 @@ fn program(test: &str, program: &str, also_in: &[PathBuf]) -> PathBuf {
 
 /// A port of 127.0.0.1 no one listens on now.
 #[allow(clippy::expect_used)]
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
@@ -111,7 +111,7 @@ fn free_port() -> u16 {
 
 /// Waits until something accepts connections on `port`, or panics with
 /// the server's log when `child` exits or [`STARTUP`] passes.
-fn wait_for_port(name: &str, port: u16, child: &mut Child, log: &Path) {
+pub(crate) fn wait_for_port(name: &str, port: u16, child: &mut Child, log: &Path) {
     let deadline = Instant::now() + STARTUP;
     loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -126,7 +126,7 @@ fn wait_for_port(name: &str, port: u16, child: &mut Child, log: &Path) {
     }
 }
 
-fn temp_dir(prefix: &str) -> TempDir {
+pub(crate) fn temp_dir(prefix: &str) -> TempDir {
     #[allow(clippy::expect_used)]
     tempfile::Builder::new()
         .prefix(prefix)
@@ -136,7 +136,7 @@ fn temp_dir(prefix: &str) -> TempDir {
 
 /// A server process of one test, killed when dropped.
 #[derive(Debug)]
-struct Process(Child);
+pub(crate) struct Process(pub(crate) Child);
 
 impl Drop for Process {
     fn drop(&mut self) {

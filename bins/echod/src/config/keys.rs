@@ -168,6 +168,14 @@ section! {
         /// Reverse proxies in front of identity (addresses or CIDR blocks):
         /// from these peers only, `X-Forwarded-For` names the client.
         trusted_proxies: Vec<String> = "ECHO_TRUSTED_PROXIES";
+        /// SMTP server of identity's mail (password-reset links):
+        /// `smtp://host:port` (STARTTLS when offered; `?tls=required`
+        /// insists) or `smtps://host:port` (TLS from the start).
+        smtp_url: Url = "ECHO_SMTP_URL", e.g. "smtp://echo@mail.internal:587?tls=required";
+        /// The sender of identity's mail.
+        smtp_from: String = "ECHO_SMTP_FROM", e.g. "Echo <echo@example.com>";
+        /// A file holding the SMTP password of `smtp_url`'s user.
+        smtp_password_file: PathBuf = "ECHO_SMTP_PASSWORD_FILE", e.g. "/run/secrets/echo-smtp-password";
         /// Identity's PostgreSQL database, without a password (default:
         /// SQLite in the data directory).
         database_url: Url = "ECHO_DATABASE_URL", e.g. "postgres://echo@db.internal/echo";

@@ -645,3 +645,120 @@ async fn browser_signs_in_over_https_with_the_development_ca() {
     assert_eq!(session.secure(), Some(true));
     browser.stop().await;
 }
+
+/// Forgot → mail → reset → sign in: `echod up` sending mail to a real SMTP
+/// server (aiosmtpd), the link followed in the browser.
+#[tokio::test]
+async fn browser_forgot_password_mail_reset_and_sign_in() {
+    let Some(mut browser) = Browser::start("forgot_password").await else {
+        return;
+    };
+    let smtp = echo_testkit::smtp::SmtpServer::start();
+    let dir = echo_testkit::data_dir();
+    let mut add = echod(dir.path());
+    add.args([
+        "user",
+        "add",
+        "erin",
+        "--password-stdin",
+        "--email",
+        "erin@example.test",
+    ]);
+    let added = run_with_stdin(add, "erin's long password\n");
+    assert!(added.status.success(), "{added:?}");
+    let smtp_url = smtp.url();
+    let (_server, gateway) = platform(
+        dir.path(),
+        &[
+            "--smtp-url",
+            &smtp_url,
+            "--smtp-from",
+            "Echo <echo@example.test>",
+        ],
+    );
+
+    browser.goto(&gateway).await;
+    browser.click("a.button").await;
+    browser.click("a[href='/password/forgot']").await;
+    browser.type_into("#email", "erin@example.test").await;
+    browser.shot("forgot").await;
+    browser.click("button[type=submit]").await;
+    let sent = browser.text_with("Check your email").await;
+    assert!(sent.contains("If an account has this address"), "{sent}");
+    browser.shot("forgot-sent").await;
+
+    let mail = smtp.wait_for(1, Duration::from_secs(30)).remove(0);
+    assert_eq!(mail.to, vec!["erin@example.test".to_owned()]);
+    let link = mail.link("/password/reset?token=").expect("a reset link");
+    browser.goto(&link).await;
+    browser
+        .type_into("#new_password", "erin's brand new passphrase")
+        .await;
+    browser.shot("reset").await;
+    browser.click("button[type=submit]").await;
+    let done = browser.text_with("Password changed").await;
+    assert!(done.contains("Password changed"), "{done}");
+    browser.shot("reset-done").await;
+
+    browser.goto(&gateway).await;
+    browser.click("a.button").await;
+    browser.submit_login("erin", "erin's long password").await;
+    assert!(
+        browser
+            .text_with("Invalid username or password")
+            .await
+            .contains("Invalid username or password"),
+        "the old password no longer works"
+    );
+    browser
+        .submit_login("erin", "erin's brand new passphrase")
+        .await;
+    assert_eq!(browser.path_when(|p| p == "/").await, "/");
+    assert!(browser.text().await.contains("Welcome, erin"));
+    browser.stop().await;
+}
+
+/// The account's change-password form at identity, then signing in again
+/// with the new password.
+#[tokio::test]
+async fn browser_change_password_then_sign_in_with_it() {
+    let Some(mut browser) = Browser::start("change_password").await else {
+        return;
+    };
+    let dir = echo_testkit::data_dir();
+    let (_server, gateway) = platform(dir.path(), &[]);
+
+    browser.goto(&gateway).await;
+    browser.click("a.button").await;
+    let login = browser.client.current_url().await.unwrap();
+    let identity = login.origin().ascii_serialization();
+    browser.submit_login("dave", "dave's long password").await;
+    assert_eq!(browser.path_when(|p| p == "/").await, "/");
+
+    browser.goto(&format!("{identity}/account/password")).await;
+    let form = browser.text_with("Change your password").await;
+    assert!(form.contains("Sign out everywhere else"), "{form}");
+    browser
+        .type_into("#current_password", "dave's long password")
+        .await;
+    browser
+        .type_into("#new_password", "dave's newer passphrase")
+        .await;
+    browser.shot("change-form").await;
+    browser.click("button[type=submit]").await;
+    let done = browser.text_with("Password changed").await;
+    assert!(done.contains("Password changed"), "{done}");
+    browser.shot("changed").await;
+
+    browser.goto(&format!("{gateway}/account")).await;
+    browser.click("form[action='/logout'] button").await;
+    browser.path_when(|p| p.starts_with("/signed-out")).await;
+    browser.goto(&gateway).await;
+    browser.click("a.button").await;
+    browser
+        .submit_login("dave", "dave's newer passphrase")
+        .await;
+    assert_eq!(browser.path_when(|p| p == "/").await, "/");
+    assert!(browser.text().await.contains("Welcome, dave"));
+    browser.stop().await;
+}

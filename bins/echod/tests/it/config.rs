@@ -12,7 +12,7 @@ use echo_testkit::PgTestDb;
 use super::{Hop, SECRET, echod, start, start_up, up_on_free_ports};
 
 /// The variables every secret can come from (`X`, or `X_FILE`).
-const SECRET_VARS: [&str; 14] = [
+const SECRET_VARS: [&str; 16] = [
     "ECHO_MASTER_KEY",
     "ECHO_AUDIT_SIGNING_KEY",
     "ECHO_GATEWAY_CLIENT_SECRET",
@@ -27,6 +27,8 @@ const SECRET_VARS: [&str; 14] = [
     "ECHO_QUEUE_URL",
     "ECHO_NATS_URL",
     "ECHO_REDIS_URL",
+    "ECHO_RATE_LIMIT_URL",
+    "ECHO_SMTP_PASSWORD",
 ];
 
 /// A master key (32 bytes, base64url), as `ECHO_MASTER_KEY` takes it.

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use echo_identity_store::{
-    AuthCode, Client, CodeUse, LoginCounter, Purged, RefreshToken, SsoSession, Store, StoreError,
-    TotpCredential, User,
+    AuthCode, Client, CodeUse, LoginCounter, PasswordReset, Purged, RefreshToken, SsoSession,
+    Store, StoreError, TotpCredential, User,
 };
 use echo_testkit::PgTestDb;
 
@@ -74,6 +74,15 @@ fn code(hash: &str) -> AuthCode {
         auth_time: 100,
         expires_at: 160,
         amr: vec!["pwd".into(), "otp".into()],
+    }
+}
+
+fn reset(hash: &str, expires_at: i64) -> PasswordReset {
+    PasswordReset {
+        token_hash: hash.to_owned(),
+        user_id: "id-alice".into(),
+        created_at: 1,
+        expires_at,
     }
 }
 
@@ -467,6 +476,12 @@ async fn purge(store: &dyn Store) {
             .await
             .unwrap();
     }
+    for i in 0..3 {
+        store
+            .insert_password_reset(&reset(&format!("pw{i}"), if i < 2 { 100 } else { 10_000 }))
+            .await
+            .unwrap();
+    }
     let purged = store.purge_expired(100, 3).await.unwrap();
     assert_eq!(
         purged,
@@ -477,6 +492,7 @@ async fn purge(store: &dyn Store) {
             client_assertions: 3,
             sessions: 6,
             rate_limit_windows: 2,
+            password_resets: 2,
         }
     );
     assert_eq!(
@@ -628,6 +644,132 @@ async fn accounts(store: Arc<dyn Store>) {
     assert!(!store.delete_mfa(id).await.unwrap());
     assert_eq!(store.totp_credential(id).await.unwrap(), None);
     assert_eq!(store.recovery_codes_left(id).await.unwrap(), 0);
+
+    password_resets(store).await;
+}
+
+/// Password changes and reset links: a change may keep the session that
+/// made it; a link is found by its hash only while live, and spent once
+/// however many use it at the same time, ending every session.
+async fn password_resets(store: Arc<dyn Store>) {
+    let id = "id-alice";
+    store
+        .insert_user(&User {
+            email: Some("Alice@Example.test".into()),
+            ..user("alice2")
+        })
+        .await
+        .unwrap();
+    let found = store.user_by_email("alice@example.TEST").await.unwrap();
+    assert_eq!(
+        found.map(|u| u.username),
+        Some("alice".to_owned()),
+        "the oldest"
+    );
+    assert_eq!(
+        store.user_by_email("nobody@example.test").await.unwrap(),
+        None
+    );
+
+    for session in ["keep", "other"] {
+        store
+            .insert_session(&SsoSession {
+                id_hash: session.into(),
+                user_id: id.into(),
+                auth_time: 1,
+                expires_at: 10_000,
+                amr: vec!["pwd".into()],
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .insert_refresh_token(&refresh("pwr1", "pwf1", "pwj1"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .change_password(id, "h1", Some("keep"), 100)
+            .await
+            .unwrap()
+    );
+    assert!(store.session("keep").await.unwrap().is_some());
+    assert!(store.session("other").await.unwrap().is_none());
+    assert!(
+        store
+            .refresh_token("pwr1")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    assert!(store.access_token_revoked("pwj1").await.unwrap());
+    assert!(store.change_password(id, "h2", None, 100).await.unwrap());
+    assert!(store.session("keep").await.unwrap().is_some());
+    assert!(
+        !store
+            .change_password("nobody", "h", None, 100)
+            .await
+            .unwrap()
+    );
+
+    store
+        .insert_password_reset(&reset("live", 1_000))
+        .await
+        .unwrap();
+    store
+        .insert_password_reset(&reset("old", 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .password_reset_user("live", 500)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(id)
+    );
+    assert_eq!(store.password_reset_user("old", 500).await.unwrap(), None);
+    assert_eq!(store.password_reset_user("none", 500).await.unwrap(), None);
+    assert_eq!(store.reset_password("old", "h3", 500).await.unwrap(), None);
+
+    let counter = LoginCounter {
+        failures: 9,
+        last_failed_at: 400,
+    };
+    let current = store.login_counter(id).await.unwrap().unwrap();
+    assert!(
+        store
+            .swap_login_counter(id, current, counter)
+            .await
+            .unwrap()
+    );
+    let uses = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .reset_password("live", &format!("new{i}"), 500)
+                .await
+                .unwrap()
+        })
+    });
+    let mut winners = 0;
+    for used in uses {
+        winners += usize::from(used.await.unwrap().is_some());
+    }
+    assert_eq!(winners, 1, "one use of a link succeeds");
+    assert_eq!(store.password_reset_user("live", 500).await.unwrap(), None);
+    let user = store.user_by_id(id).await.unwrap().unwrap();
+    assert!(user.password_hash.starts_with("new"));
+    assert_eq!(
+        store.login_counter(id).await.unwrap(),
+        Some(LoginCounter::default())
+    );
+    assert!(
+        store.session("keep").await.unwrap().is_none(),
+        "every session ends"
+    );
 }
 
 #[tokio::test]

@@ -31,7 +31,11 @@ type AppState = State<Arc<Provider>>;
 const INVALID_CODE: &str = "Invalid code.";
 
 /// A page with a CSRF-protected form, and the CSRF cookie it may need.
-fn form_page(p: &Provider, headers: &HeaderMap, page: impl FnOnce(String) -> Response) -> Response {
+pub(super) fn form_page(
+    p: &Provider,
+    headers: &HeaderMap,
+    page: impl FnOnce(String) -> Response,
+) -> Response {
     let (nonce, set) = csrf_nonce(p, headers);
     let mut response = page(p.csrf_token(&nonce));
     add_cookies(&mut response, &set.into_iter().collect::<Vec<_>>());
@@ -220,7 +224,7 @@ pub async fn login_mfa(
 }
 
 /// The user of the browser's SSO session, or the page that says why not.
-async fn signed_in_user(p: &Provider, headers: &HeaderMap) -> Result<User, Response> {
+pub(super) async fn signed_in_user(p: &Provider, headers: &HeaderMap) -> Result<User, Response> {
     match p.session_user(sso_cookie(p, headers)).await {
         Ok(Some((user, _))) => Ok(user),
         Ok(None) => Err(error_page(

@@ -36,18 +36,24 @@ impl IdentityError {
             IdentityError::InvalidTransition { .. } => (StatusCode::CONFLICT, "invalid_request"),
             IdentityError::Csrf => (StatusCode::FORBIDDEN, "invalid_request"),
             IdentityError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "slow_down"),
-            IdentityError::BadInput(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            IdentityError::BadInput(_)
+            | IdentityError::WeakPassword(_)
+            | IdentityError::ResetLinkInvalid => (StatusCode::BAD_REQUEST, "invalid_request"),
             IdentityError::Conflict(_) => (StatusCode::CONFLICT, "invalid_request"),
-            IdentityError::Store(_) | IdentityError::Crypto(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
-            }
+            IdentityError::Store(_)
+            | IdentityError::Crypto(_)
+            | IdentityError::Mail(_)
+            | IdentityError::Queue(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         }
     }
 
     /// What the client may read: internal causes stay in the log.
     pub(crate) fn public_description(&self) -> String {
         match self {
-            IdentityError::Store(_) | IdentityError::Crypto(_) => "internal error".to_owned(),
+            IdentityError::Store(_)
+            | IdentityError::Crypto(_)
+            | IdentityError::Mail(_)
+            | IdentityError::Queue(_) => "internal error".to_owned(),
             other => other.to_string(),
         }
     }
@@ -77,6 +83,8 @@ impl IdentityError {
             }
             IdentityError::Store(cause) => tracing::error!(error = %cause, "storage failure"),
             IdentityError::Crypto(cause) => tracing::error!(error = %cause, "crypto failure"),
+            IdentityError::Mail(cause) => tracing::error!(error = %cause, "mail failure"),
+            IdentityError::Queue(cause) => tracing::error!(error = %cause, "queue failure"),
             _ => {}
         }
     }

@@ -6,6 +6,7 @@ mod account;
 mod error;
 mod handlers;
 mod pages;
+mod password;
 mod request;
 
 use std::future::Future;
@@ -33,6 +34,18 @@ pub fn router(provider: Arc<Provider>) -> Router {
         .route("/login/mfa", post(account::login_mfa))
         .route("/account", get(account::account))
         .route("/account/totp", post(account::account_totp))
+        .route(
+            "/account/password",
+            get(password::change_form).post(password::change),
+        )
+        .route(
+            "/password/forgot",
+            get(password::forgot_form).post(password::forgot),
+        )
+        .route(
+            "/password/reset",
+            get(password::reset_form).post(password::reset),
+        )
         .route("/token", post(handlers::token))
         .route("/revoke", post(handlers::revoke))
         .route("/introspect", post(handlers::introspect))
@@ -56,13 +69,17 @@ pub fn router(provider: Arc<Provider>) -> Router {
 }
 
 /// Identity on `listener`, with its periodic jobs: purging expired rows,
-/// refreshing (and rotating) the signing keys, recording refusal counts.
+/// refreshing (and rotating) the signing keys, recording refusal counts,
+/// sending queued mail (when an SMTP server is configured).
 pub fn service(listener: tokio::net::TcpListener, provider: Arc<Provider>) -> Service {
-    let jobs = [
+    let mut jobs = vec![
         crate::purge::job(provider.clone()),
         crate::key_refresh::job(provider.clone()),
         provider.gate().refusal_job(),
     ];
+    if provider.mail_enabled() {
+        jobs.push(crate::delivery::job(provider.clone()));
+    }
     let database = provider.clone();
     let keys = provider.clone();
     let checks = [

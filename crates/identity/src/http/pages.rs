@@ -55,6 +55,40 @@ pub struct AccountPage<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "password.html")]
+pub struct PasswordPage<'a> {
+    pub username: &'a str,
+    pub csrf: String,
+    pub min_len: usize,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "forgot.html")]
+pub struct ForgotPage<'a> {
+    pub csrf: String,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "reset.html")]
+pub struct ResetPage<'a> {
+    pub csrf: String,
+    pub token: &'a str,
+    pub min_len: usize,
+    pub error: Option<&'a str>,
+}
+
+/// A page that says something happened, with an optional way on.
+#[derive(Template)]
+#[template(path = "notice.html")]
+pub struct NoticePage<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+    pub link: Option<(&'a str, &'a str)>,
+}
+
+#[derive(Template)]
 #[template(path = "error.html")]
 pub struct ErrorPage<'a> {
     pub title: &'a str,

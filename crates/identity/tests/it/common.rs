@@ -12,8 +12,10 @@ use echo_core::{Clock, ManualClock, SystemClock};
 use echo_crypto::seal::MasterKey;
 use echo_crypto::secret::{b64url, random_token, sha256};
 use echo_identity::admin::{ClientSecret, NewClient, NewUser, add_client, add_user};
+use echo_identity::mail::{Mailer, Outbox, SmtpSettings};
 use echo_identity::{IdentityConfig, Provider};
 use echo_identity_store::Store;
+use echo_queue::{JobQueue, QueueConfig, SqliteQueue};
 use echo_testkit::TempDir;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE, WWW_AUTHENTICATE};
@@ -23,6 +25,8 @@ use url::Url;
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const EMAIL: &str = "alice@example.test";
+/// The sender of the provider's mail in tests.
+pub const MAIL_FROM: &str = "Echo <echo@example.test>";
 
 /// Confidential web application: authorization code, Basic auth.
 pub const WEB: &str = "web";
@@ -141,12 +145,60 @@ impl Server {
         .expect("count rows")
     }
 
+    /// SQLite, `clock`, mail through the SMTP server at `smtp_url`, from a
+    /// queue that retries fast (back-off from 100 ms, at most 1 s); the
+    /// queue is returned too, for a test to watch.
+    pub async fn start_mailing(
+        smtp_url: &str,
+        clock: Arc<dyn Clock>,
+        configure: impl FnOnce(&mut IdentityConfig),
+    ) -> (Self, Arc<dyn JobQueue>) {
+        let dir = echo_testkit::data_dir();
+        let store =
+            echo_identity_store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
+                .await
+                .expect("open sqlite store");
+        let retries = QueueConfig {
+            max_attempts: 100,
+            backoff_base: std::time::Duration::from_millis(100),
+            backoff_cap: std::time::Duration::from_secs(1),
+            ..QueueConfig::default()
+        };
+        let queue: Arc<dyn JobQueue> = Arc::new(
+            SqliteQueue::open(&dir.path().join("mail-queue.db"), retries)
+                .await
+                .expect("mail queue"),
+        );
+        let settings = SmtpSettings {
+            url: smtp_url.to_owned(),
+            from: MAIL_FROM.to_owned(),
+            password: None,
+        };
+        let mailer = Mailer::new(&settings, &echo_crypto::TrustedRoots::system()).expect("mailer");
+        let outbox = Outbox::new(queue.clone(), mailer);
+        let db_url = format!("sqlite://{}?mode=ro", dir.path().join("echo.db").display());
+        let mut server = Self::start_full(store, clock, Some(dir), configure, Some(outbox)).await;
+        server.db_url = Some(db_url);
+        (server, queue)
+    }
+
     /// Any store and clock; `dir` is kept alive as long as the server.
     pub async fn start_with(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         dir: Option<TempDir>,
         configure: impl FnOnce(&mut IdentityConfig),
+    ) -> Self {
+        Self::start_full(store, clock, dir, configure, None).await
+    }
+
+    /// [`Server::start_with`], sending mail through `outbox` if given.
+    async fn start_full(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        dir: Option<TempDir>,
+        configure: impl FnOnce(&mut IdentityConfig),
+        outbox: Option<Outbox>,
     ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -168,7 +220,10 @@ impl Server {
         )
         .await
         .expect("provider");
-        let provider = Arc::new(provider);
+        let provider = Arc::new(match outbox {
+            Some(outbox) => provider.with_outbox(outbox),
+            None => provider,
+        });
         let serving = provider.clone();
         let task = tokio::spawn(async move {
             echo_identity::serve(listener, serving, std::future::pending())
@@ -190,10 +245,20 @@ impl Server {
 
     /// Registers another user; returns its id.
     pub async fn add_user(&self, username: &str, password: &str) -> String {
+        self.add_user_with_email(username, password, None).await
+    }
+
+    /// Registers another user with an email address; returns its id.
+    pub async fn add_user_with_email(
+        &self,
+        username: &str,
+        password: &str,
+        email: Option<&str>,
+    ) -> String {
         let new = NewUser {
             username: username.into(),
             password: password.into(),
-            email: None,
+            email: email.map(str::to_owned),
             roles: vec![],
         };
         add_user(&*self.store, &*self.audit, &*self.clock, new)

@@ -12,4 +12,5 @@ mod keys;
 mod logout;
 mod metrics;
 mod rp;
+mod self_service;
 mod tokens;
