@@ -40,6 +40,7 @@ fn variables() -> BTreeSet<String> {
     }
     let mut all = BTreeSet::new();
     walk(&Cli::command(), &mut all);
+    all.extend(settings::SECRET_VARS.map(|var| format!("{var}_FILE")));
     all.extend(
         [
             settings::MASTER_KEY_VAR,
@@ -88,18 +89,30 @@ fn strings(yaml: &Yaml) -> Vec<String> {
 }
 
 /// The compose file: every echod service runs a real subcommand with real
-/// flags, sets only real variables, and runs in the sandbox.
+/// flags, sets only real variables, takes every secret from a file of
+/// compose's `secrets:` (never a variable's value), and runs in the sandbox.
 #[test]
 fn compose_services_run_real_commands_with_real_variables() {
     let docs =
         YamlLoader::load_from_str(&read("compose/compose.yaml")).expect("compose.yaml is YAML");
     let services = docs[0]["services"].as_hash().expect("a services map");
+    let declared: BTreeSet<String> = docs[0]["secrets"]
+        .as_hash()
+        .expect("a secrets map")
+        .keys()
+        .map(|name| name.as_str().expect("a secret name").to_owned())
+        .collect();
     let known = variables();
     let mut echod_services = BTreeSet::new();
     let mut replicated = BTreeSet::new();
     for (name, service) in services {
         let name = name.as_str().expect("a service name");
         let place = format!("compose.yaml, service {name}");
+        let mounted: BTreeSet<String> = strings(&service["secrets"]).into_iter().collect();
+        assert!(
+            mounted.is_subset(&declared),
+            "{place}: secrets {mounted:?} not all declared"
+        );
         if service["image"].as_str() != Some("echod:local") {
             continue;
         }
@@ -111,11 +124,30 @@ fn compose_services_run_real_commands_with_real_variables() {
         if service["entrypoint"].is_badvalue() {
             parses(&command, &place);
         }
-        for (key, _) in service["environment"]
+        for (key, value) in service["environment"]
             .as_hash()
             .expect("an environment map")
         {
-            assert_variable(key.as_str().expect("a variable name"), &known, &place);
+            let key = key.as_str().expect("a variable name");
+            assert_variable(key, &known, &place);
+            // A URL without credentials (NATS inside the set's network) may
+            // stand in the file; anything carrying a secret may not.
+            let value = value.as_str().unwrap_or_default();
+            assert!(
+                !settings::SECRET_VARS.contains(&key)
+                    || !(value.contains('@') || value.contains('$')),
+                "{place}: {key} carries a secret as a variable; use {key}_FILE"
+            );
+            if key.ends_with("_FILE") {
+                let file = value;
+                let secret = file.strip_prefix("/run/secrets/").unwrap_or_else(|| {
+                    panic!("{place}: {key} names {file}, not a file of /run/secrets")
+                });
+                assert!(
+                    mounted.contains(secret),
+                    "{place}: {key} names the secret {secret}, which the service does not mount"
+                );
+            }
         }
         assert_eq!(
             service["read_only"].as_bool(),
@@ -143,13 +175,65 @@ fn compose_services_run_real_commands_with_real_variables() {
         wanted.map(String::from).into(),
         "echod's services"
     );
-    assert!(replicated.contains("identity") && replicated.contains("gateway"));
+    for service in ["identity", "audit", "gateway", "docs", "worker"] {
+        assert!(replicated.contains(service), "{service} has replicas");
+    }
     for backing in ["postgres", "redis", "nats"] {
         assert!(
             services.contains_key(&Yaml::from_str(backing)),
             "{backing} is in the set"
         );
     }
+}
+
+/// make-secrets.sh writes every file compose's `secrets:` names, each
+/// 0600, and a second run keeps them.
+#[test]
+fn make_secrets_writes_every_declared_secret() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let docs =
+        YamlLoader::load_from_str(&read("compose/compose.yaml")).expect("compose.yaml is YAML");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::copy(
+        packaging().join("compose/make-secrets.sh"),
+        dir.path().join("make-secrets.sh"),
+    )
+    .expect("a copy of the script");
+    let run = || {
+        let status = std::process::Command::new("sh")
+            .arg(dir.path().join("make-secrets.sh"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("sh runs");
+        assert!(status.success(), "make-secrets.sh: {status}");
+    };
+    run();
+    let first = std::fs::read_to_string(dir.path().join("secrets/master_key")).expect("a key");
+    run();
+    for (name, secret) in docs[0]["secrets"].as_hash().expect("a secrets map") {
+        let file = secret["file"].as_str().expect("a file");
+        let path = dir.path().join(file);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("secret {name:?}: {}: {e}", path.display()));
+        assert!(text.trim().len() >= 32, "{file} holds a secret");
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    let url = std::fs::read_to_string(dir.path().join("secrets/identity_database_url")).unwrap();
+    let password = std::fs::read_to_string(dir.path().join("secrets/postgres_password")).unwrap();
+    assert!(
+        url.contains(password.trim()),
+        "the URL carries the password"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("secrets/master_key")).unwrap(),
+        first,
+        "a second run keeps what exists"
+    );
 }
 
 /// The bootstrap script's echod commands, continuation lines joined.
@@ -167,6 +251,8 @@ fn bootstrap_script_runs_real_commands() {
             .unwrap_or_default()
             .split_whitespace()
             // A shell expansion stands for one word, as the script quotes it.
+            // Redirections (the secrets on standard input) are not arguments.
+            .filter(|word| !word.starts_with('<'))
             .map(|word| {
                 word.trim_matches('"')
                     .replace("$ECHO_GATEWAY_PUBLIC_URL", "https://gw.example.test")

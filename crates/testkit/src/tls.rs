@@ -16,14 +16,12 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// The names every [`TestCa`] server certificate is for.
-pub const SERVER_NAMES: [&str; 2] = ["127.0.0.1", "localhost"];
-
 /// How long a server may take to accept connections.
 const STARTUP: Duration = Duration::from_secs(30);
 
-/// A certificate authority of one test and a server certificate it
-/// signed for [`SERVER_NAMES`], as PEM files in a temporary directory.
+/// A certificate authority of one test (an [`echo_tls::DevCa`] with a
+/// name of its own) and a server certificate it signed for
+/// [`echo_tls::DEV_NAMES`], as PEM files in a temporary directory.
 #[derive(Debug)]
 pub struct TestCa {
     /// The CA's certificate: what a client that trusts this CA is given.
@@ -42,40 +40,13 @@ impl TestCa {
             .prefix("echo-test-ca-")
             .tempdir()
             .expect("temporary directory");
-        let ca_key = rcgen::KeyPair::generate().expect("CA key");
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        // A name of its own: a CA another test made is unknown, not a
-        // namesake whose signature fails.
-        ca.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            format!("Echo test CA {}", crate::unique_suffix()),
-        );
-        ca.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-        let issuer = rcgen::Issuer::new(ca, ca_key);
-        let server_key = rcgen::KeyPair::generate().expect("server key");
-        let mut server = rcgen::CertificateParams::new(SERVER_NAMES.map(String::from).to_vec())
-            .expect("server parameters");
-        server
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "localhost");
-        server.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let server_cert = server
-            .signed_by(&server_key, &issuer)
-            .expect("server certificate");
-        let write = |name: &str, pem: String| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, pem).expect("write PEM");
-            path
-        };
+        let name = format!("Echo test CA {}", crate::unique_suffix());
+        let ca = echo_tls::DevCa::open_or_create_named(dir.path(), &name).expect("test CA");
+        let server = ca.issue("server").expect("server certificate");
         Self {
-            ca_file: write("ca.pem", ca_cert.pem()),
-            cert_file: write("server.pem", server_cert.pem()),
-            key_file: write("server.key", server_key.serialize_pem()),
+            ca_file: ca.ca_path(),
+            cert_file: server.cert,
+            key_file: server.key,
             _dir: dir,
         }
     }

@@ -18,6 +18,8 @@ use crate::TlsError;
 
 /// The names every development certificate is valid for.
 pub const DEV_NAMES: [&str; 3] = ["127.0.0.1", "::1", "localhost"];
+/// The name of `echod up --dev-tls`'s CA.
+const DEV_CA_NAME: &str = "Echo development CA";
 /// How long an issued certificate is valid: browsers refuse longer ones.
 const LEAF_DAYS: i64 = 397;
 /// An issued certificate older than this is issued anew when asked for.
@@ -41,6 +43,14 @@ impl DevCa {
     /// The CA in `dir` (created 0700 if needed): `ca.pem` and `ca.key`,
     /// made now if either is missing.
     pub fn open_or_create(dir: &Path) -> Result<Self, TlsError> {
+        Self::open_or_create_named(dir, DEV_CA_NAME)
+    }
+
+    /// [`DevCa::open_or_create`] for a CA named `common_name`, which must
+    /// be the same on every open (the key alone rebuilds the issuer). Tests
+    /// give each CA a name of its own: a certificate from another CA is
+    /// then of an unknown issuer, not a namesake's whose signature fails.
+    pub fn open_or_create_named(dir: &Path, common_name: &str) -> Result<Self, TlsError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -61,7 +71,7 @@ impl DevCa {
             })?
         } else {
             let key = KeyPair::generate()?;
-            let cert = ca_params()?.self_signed(&key)?;
+            let cert = ca_params(common_name)?.self_signed(&key)?;
             write_private(&key_path, &key.serialize_pem())?;
             write_public(&cert_path, &cert.pem())?;
             tracing::info!(ca = %cert_path.display(), "created a development certificate authority");
@@ -71,7 +81,7 @@ impl DevCa {
         // to sign.
         Ok(Self {
             dir: dir.to_owned(),
-            issuer: Issuer::new(ca_params()?, key),
+            issuer: Issuer::new(ca_params(common_name)?, key),
         })
     }
 
@@ -123,14 +133,14 @@ impl DevCa {
     }
 }
 
-/// The CA's parameters: the same on every run, so the key alone rebuilds
-/// the issuer.
-fn ca_params() -> Result<CertificateParams, TlsError> {
+/// The CA's parameters: the same on every run for one name, so the key
+/// alone rebuilds the issuer.
+fn ca_params(common_name: &str) -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = DistinguishedName::new();
     params
         .distinguished_name
-        .push(DnType::CommonName, "Echo development CA");
+        .push(DnType::CommonName, common_name);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     (params.not_before, params.not_after) = validity(CA_DAYS);
