@@ -53,6 +53,9 @@ pub struct LogEvent {
     pub ip: Option<String>,
     #[serde(default)]
     pub message: String,
+    /// The event's structured detail (client id, reason, …): an object.
+    #[serde(default)]
+    pub context: serde_json::Value,
 }
 
 /// A page of events and the cursor of the next, older page.

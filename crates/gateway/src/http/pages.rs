@@ -54,11 +54,17 @@ pub struct HomePage<'a> {
     pub activity: Option<Vec<EventRow>>,
 }
 
-/// An event with its time for people.
+/// An event with its time and what it says beyond its action, for people.
 pub struct EventRow {
     pub time: String,
+    /// The message when it says more than the action (Echo's own services
+    /// repeat the action there), else the detail as `name: value` pairs.
+    pub detail: String,
     pub event: LogEvent,
 }
+
+/// The longest detail a row shows, in characters.
+const DETAIL_CHARS: usize = 300;
 
 impl EventRow {
     pub fn all(events: Vec<LogEvent>) -> Vec<Self> {
@@ -66,9 +72,29 @@ impl EventRow {
             .into_iter()
             .map(|event| EventRow {
                 time: utc(event.time.div_euclid(1000)),
+                detail: detail(&event),
                 event,
             })
             .collect()
+    }
+}
+
+fn detail(event: &LogEvent) -> String {
+    let text = if !event.message.is_empty() && event.message != event.action {
+        event.message.clone()
+    } else {
+        let pairs = event.context.as_object().into_iter().flatten();
+        pairs
+            .map(|(name, value)| match value {
+                serde_json::Value::String(text) => format!("{name}: {text}"),
+                other => format!("{name}: {other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" · ")
+    };
+    match text.char_indices().nth(DETAIL_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
     }
 }
 
@@ -300,6 +326,34 @@ mod tests {
         assert_eq!((page.total_success, page.total_failure), (4, 2));
         let svg = page.render().unwrap();
         assert!(svg.contains("<svg class=\"chart\"") && !svg.contains("<script"));
+    }
+
+    fn event(message: &str, context: serde_json::Value) -> LogEvent {
+        LogEvent {
+            time: 0,
+            service: "identity".into(),
+            level: "warn".into(),
+            action: "auth.login.failure".into(),
+            actor: None,
+            outcome: Some("failure".into()),
+            ip: None,
+            message: message.into(),
+            context,
+        }
+    }
+
+    #[test]
+    fn a_row_shows_the_detail_not_the_action_again() {
+        let repeated = event(
+            "auth.login.failure",
+            serde_json::json!({"reason": "bad_password", "attempts": 3}),
+        );
+        assert_eq!(detail(&repeated), "attempts: 3 · reason: bad_password");
+        let own = event("disk almost full", serde_json::json!({"free": 1}));
+        assert_eq!(detail(&own), "disk almost full");
+        assert_eq!(detail(&event("", serde_json::Value::Null)), "");
+        let long = event(&"é".repeat(1000), serde_json::Value::Null);
+        assert_eq!(detail(&long).chars().count(), DETAIL_CHARS + 1);
     }
 
     #[test]
