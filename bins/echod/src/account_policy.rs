@@ -1,11 +1,12 @@
 //! Flags for identity's account and token policy: refresh-token lifetimes,
-//! the lockout, and which roles need a second factor.
+//! the lockout, which roles need a second factor, and who may open an
+//! account.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use echo_identity::IdentityConfig;
+use echo_identity::{IdentityConfig, RegistrationPolicy};
 
 #[derive(Debug, Clone, Args)]
 pub struct AccountPolicyArgs {
@@ -45,6 +46,27 @@ pub struct AccountPolicyArgs {
         value_delimiter = ','
     )]
     pub service_scopes: Vec<String>,
+    /// Who may open an account: `closed` (administrators only), `invite`
+    /// (administrators invite by mail; the invitee chooses a password) or
+    /// `open` (anyone at /register, active once the address is verified;
+    /// needs --smtp-url).
+    #[arg(long, env = "ECHO_REGISTRATION", default_value = "closed", value_parser = parse_registration)]
+    pub registration: RegistrationPolicy,
+    /// Domains whose addresses may sign up at /register, comma-separated
+    /// (empty: any).
+    #[arg(
+        long,
+        env = "ECHO_REGISTRATION_DOMAINS",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    pub registration_domains: Vec<String>,
+}
+
+fn parse_registration(value: &str) -> Result<RegistrationPolicy, String> {
+    value
+        .parse()
+        .map_err(|e: echo_identity::IdentityError| e.to_string())
 }
 
 fn seconds(d: Duration, what: &str) -> anyhow::Result<i64> {
@@ -87,6 +109,13 @@ impl AccountPolicyArgs {
             .iter()
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
+            .collect();
+        config.registration = self.registration;
+        config.registration_domains = self
+            .registration_domains
+            .iter()
+            .map(|d| d.trim().trim_start_matches('@').to_lowercase())
+            .filter(|d| !d.is_empty())
             .collect();
         Ok(())
     }

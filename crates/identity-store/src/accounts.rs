@@ -434,7 +434,7 @@ where
 /// records the access tokens issued with them, unexpired at `now`, as
 /// revoked) and deletes every SSO session but the one hashed `keep` (`""`
 /// keeps none).
-async fn end_sessions_of<DB: Backend>(
+pub(crate) async fn end_sessions_of<DB: Backend>(
     tx: &mut Transaction<'_, DB>,
     user_id: &str,
     now: i64,

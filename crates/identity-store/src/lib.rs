@@ -3,8 +3,9 @@
 //! Each aggregate has a small repository trait ([`UserStore`],
 //! [`ClientStore`], [`KeyStore`], [`CodeStore`], [`SessionStore`],
 //! [`RefreshTokenStore`], [`RevocationStore`], [`PurgeStore`],
-//! [`AccountStore`], [`RateLimitStore`]); [`Store`] is all of them. One implementation,
-//! [`SqlStore`], holds the SQL (`sql.rs`, `keys.rs`, `accounts.rs`), written
+//! [`AccountStore`], [`RateLimitStore`], [`SelfServiceStore`]); [`Store`] is all of them. One implementation,
+//! [`SqlStore`], holds the SQL (`sql.rs`, `keys.rs`, `accounts.rs`,
+//! `self_service.rs`), written
 //! once over echo-sql's `Backend` and run on two: [`SqliteStore`] (the
 //! embedded default, a file in the data directory, with a background WAL
 //! checkpointer) and [`PgStore`] (scale-out), each with its own migrations
@@ -31,6 +32,7 @@ mod batcher;
 mod keys;
 mod postgres;
 mod rate_limits;
+mod self_service;
 mod sql;
 mod sqlite;
 
@@ -38,6 +40,7 @@ pub use accounts::{AccountStore, LoginCounter, PasswordReset, TotpCredential};
 pub use keys::{KeyStore, StoredKey};
 pub use postgres::PgStore;
 pub use rate_limits::RateLimitStore;
+pub use self_service::{AppGrant, EmailLink, LinkEffect, SelfServiceStore};
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
@@ -82,6 +85,8 @@ pub struct User {
     /// Lifecycle state (`invited`, `active`, `suspended`, `deleted`); what
     /// the states mean and which transitions exist is identity's business.
     pub state: String,
+    /// Whether the user followed a verification link sent to `email`.
+    pub email_verified: bool,
 }
 
 /// An OAuth client registration.
@@ -186,10 +191,11 @@ pub struct Purged {
     pub sessions: u64,
     pub rate_limit_windows: u64,
     pub password_resets: u64,
+    pub email_links: u64,
 }
 
 /// A single-sign-on session at identity, stored under the hash of its id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SsoSession {
     pub id_hash: String,
     pub user_id: String,
@@ -197,6 +203,13 @@ pub struct SsoSession {
     pub expires_at: i64,
     /// RFC 8176 authentication methods of the login that opened it.
     pub amr: Vec<String>,
+    pub created_at: i64,
+    /// When it was last used (at most a minute behind).
+    pub last_seen_at: i64,
+    /// The browser's `User-Agent`, as it said (bounded).
+    pub user_agent: String,
+    /// The client's IP address.
+    pub address: String,
 }
 
 #[async_trait]
@@ -328,6 +341,7 @@ pub trait Store:
     + PurgeStore
     + AccountStore
     + RateLimitStore
+    + SelfServiceStore
 {
 }
 impl<T> Store for T where
@@ -342,6 +356,7 @@ impl<T> Store for T where
         + PurgeStore
         + AccountStore
         + RateLimitStore
+        + SelfServiceStore
 {
 }
 

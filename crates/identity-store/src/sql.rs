@@ -62,6 +62,7 @@ struct UserRow {
     roles: String,
     created_at: i64,
     state: String,
+    email_verified: bool,
 }
 
 impl TryFrom<UserRow> for User {
@@ -75,6 +76,7 @@ impl TryFrom<UserRow> for User {
             password_hash: r.password_hash,
             created_at: r.created_at,
             state: r.state,
+            email_verified: r.email_verified,
         })
     }
 }
@@ -153,12 +155,16 @@ impl TryFrom<CodeRow> for AuthCode {
 }
 
 #[derive(sqlx::FromRow)]
-struct SessionRow {
+pub(crate) struct SessionRow {
     id_hash: String,
     user_id: String,
     auth_time: i64,
     expires_at: i64,
     amr: String,
+    created_at: i64,
+    last_seen_at: i64,
+    user_agent: String,
+    address: String,
 }
 
 impl TryFrom<SessionRow> for SsoSession {
@@ -170,9 +176,17 @@ impl TryFrom<SessionRow> for SsoSession {
             user_id: r.user_id,
             auth_time: r.auth_time,
             expires_at: r.expires_at,
+            created_at: r.created_at,
+            last_seen_at: r.last_seen_at,
+            user_agent: r.user_agent,
+            address: r.address,
         })
     }
 }
+
+/// The columns of [`SessionRow`].
+pub(crate) const SESSION_COLUMNS: &str =
+    "id_hash, user_id, auth_time, expires_at, amr, created_at, last_seen_at, user_agent, address";
 
 #[derive(sqlx::FromRow)]
 struct RefreshRow {
@@ -215,7 +229,8 @@ impl From<RefreshRow> for RefreshToken {
     }
 }
 
-const USER_COLUMNS: &str = "id, username, email, password_hash, roles, created_at, state";
+const USER_COLUMNS: &str =
+    "id, username, email, password_hash, roles, created_at, state, email_verified";
 const CLIENT_COLUMNS: &str = "id, secret_hash, redirect_uris, grant_types, audiences, scopes, \
      post_logout_redirect_uris, allow_no_pkce, created_at, jwks, previous_secret_hash, \
      previous_secret_expires_at";
@@ -257,7 +272,7 @@ fn qualified(alias: &str, columns: &str) -> String {
 }
 
 /// Tables [`crate::PurgeStore::purge_expired`] trims, with their keys.
-const PURGED_TABLES: [(&str, &str); 7] = [
+const PURGED_TABLES: [(&str, &str); 8] = [
     ("auth_codes", "code_hash"),
     ("refresh_tokens", "token_hash"),
     ("revoked_tokens", "jti"),
@@ -265,6 +280,7 @@ const PURGED_TABLES: [(&str, &str); 7] = [
     ("sso_sessions", "id_hash"),
     ("rate_limit_windows", "limit_key"),
     ("password_resets", "token_hash"),
+    ("email_links", "token_hash"),
 ];
 
 /// Identity's storage in the database `DB` ([`crate::SqliteStore`],
@@ -284,6 +300,7 @@ where
     String: Column<DB>,
     Option<String>: Column<DB>,
     i64: Column<DB>,
+    bool: Column<DB>,
     Option<i64>: Column<DB>,
     Vec<u8>: Column<DB>,
     Option<Vec<u8>>: Column<DB>,
@@ -416,6 +433,7 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'a> &'a str: Encode<'a, DB> + Type<DB>,
     i64: Column<DB>,
+    bool: Column<DB>,
 {
     /// Revokes a refresh-token family and its access tokens inside `tx`.
     async fn revoke_family_in(
@@ -445,10 +463,11 @@ where
     String: Column<DB>,
     Option<String>: Column<DB>,
     i64: Column<DB>,
+    bool: Column<DB>,
 {
     async fn insert_user(&self, u: &User) -> Result<()> {
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         )))
         .bind(&u.id)
         .bind(&u.username)
@@ -457,6 +476,7 @@ where
         .bind(to_json(&u.roles))
         .bind(u.created_at)
         .bind(&u.state)
+        .bind(u.email_verified)
         .execute(&self.pools.write)
         .await
         .map_err(conflict(&format!("user {}", u.username)))?;
@@ -612,6 +632,7 @@ where
     String: Column<DB>,
     Option<String>: Column<DB>,
     i64: Column<DB>,
+    bool: Column<DB>,
 {
     async fn insert_code(&self, c: &AuthCode) -> Result<()> {
         sqlx::query(AssertSqlSafe(format!(
@@ -702,6 +723,7 @@ where
     String: Column<DB>,
     Option<String>: Column<DB>,
     i64: Column<DB>,
+    bool: Column<DB>,
     Option<i64>: Column<DB>,
     Vec<u8>: Column<DB>,
     Option<Vec<u8>>: Column<DB>,
@@ -841,6 +863,7 @@ where
             sessions,
             rate_limit_windows,
             password_resets,
+            email_links,
         ] = counts;
         Ok(Purged {
             codes,
@@ -850,6 +873,7 @@ where
             sessions,
             rate_limit_windows,
             password_resets,
+            email_links,
         })
     }
 }
@@ -864,14 +888,19 @@ where
 {
     async fn insert_session(&self, s: &SsoSession) -> Result<()> {
         sqlx::query(
-            "INSERT INTO sso_sessions (id_hash, user_id, auth_time, expires_at, amr) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO sso_sessions (id_hash, user_id, auth_time, expires_at, amr, \
+             created_at, last_seen_at, user_agent, address) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&s.id_hash)
         .bind(&s.user_id)
         .bind(s.auth_time)
         .bind(s.expires_at)
         .bind(to_json(&s.amr))
+        .bind(s.created_at)
+        .bind(s.last_seen_at)
+        .bind(&s.user_agent)
+        .bind(&s.address)
         .execute(&self.pools.write)
         .await
         .map_err(conflict("session"))?;
@@ -879,9 +908,9 @@ where
     }
 
     async fn session(&self, id_hash: &str) -> Result<Option<SsoSession>> {
-        sqlx::query_as::<_, SessionRow>(
-            "SELECT id_hash, user_id, auth_time, expires_at, amr FROM sso_sessions WHERE id_hash = $1",
-        )
+        sqlx::query_as::<_, SessionRow>(AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sso_sessions WHERE id_hash = $1"
+        )))
         .bind(id_hash)
         .fetch_optional(&self.pools.read)
         .await?

@@ -315,7 +315,7 @@ pub async fn set_roles(
     Ok(roles)
 }
 
-fn check_profile(username: &str, email: Option<&str>, roles: &[String]) -> Result<()> {
+pub(crate) fn check_profile(username: &str, email: Option<&str>, roles: &[String]) -> Result<()> {
     check_name("username", username, &['@'])?;
     for role in roles {
         check_name("role", role, &[])?;
@@ -345,7 +345,7 @@ fn normalised_roles(mut roles: Vec<String>) -> Vec<String> {
 }
 
 /// A new active user's row.
-fn user_record(
+pub(crate) fn user_record(
     clock: &dyn Clock,
     username: String,
     email: Option<String>,
@@ -360,6 +360,7 @@ fn user_record(
         roles: normalised_roles(roles),
         created_at: clock.now(),
         state: UserState::Active.as_str().to_owned(),
+        email_verified: false,
     }
 }
 

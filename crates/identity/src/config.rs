@@ -23,6 +23,50 @@ pub const SERVICE_SCOPES: [&str; 4] = [
     echo_edge::METRICS_SCOPE,
 ];
 
+/// Who may open an account themselves (`ECHO_REGISTRATION`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RegistrationPolicy {
+    /// Only administrators create accounts; an invited user is activated
+    /// by an administrator (`echod user activate --password-stdin`).
+    #[default]
+    Closed,
+    /// Administrators invite people by mail; the invitee chooses a password.
+    Invite,
+    /// Anyone may sign up at `/register` (from an allowed domain); the
+    /// account is active once its address is verified. Invitations too.
+    Open,
+}
+
+impl RegistrationPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistrationPolicy::Closed => "closed",
+            RegistrationPolicy::Invite => "invite",
+            RegistrationPolicy::Open => "open",
+        }
+    }
+
+    /// Whether invitations go out by mail (with an SMTP server).
+    pub fn invites_by_mail(self) -> bool {
+        self != RegistrationPolicy::Closed
+    }
+}
+
+impl std::str::FromStr for RegistrationPolicy {
+    type Err = IdentityError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "closed" => Ok(RegistrationPolicy::Closed),
+            "invite" => Ok(RegistrationPolicy::Invite),
+            "open" => Ok(RegistrationPolicy::Open),
+            other => Err(IdentityError::BadInput(format!(
+                "registration {other:?}: expected closed, invite or open"
+            ))),
+        }
+    }
+}
+
 /// How the provider behaves. Lifetimes are in seconds.
 #[derive(Debug, Clone)]
 pub struct IdentityConfig {
@@ -87,6 +131,11 @@ pub struct IdentityConfig {
     /// Reverse proxies whose `X-Forwarded-For` names the client; none by
     /// default, so the peer address is the client.
     pub trusted_proxies: echo_edge::TrustedProxies,
+    /// Who may open an account (`/register`, invitations by mail).
+    pub registration: RegistrationPolicy,
+    /// Domains whose addresses may sign up at `/register` (lower case,
+    /// compared exactly); empty allows every domain.
+    pub registration_domains: Vec<String>,
 }
 
 impl IdentityConfig {
@@ -119,6 +168,8 @@ impl IdentityConfig {
             service_scopes: SERVICE_SCOPES.map(str::to_owned).to_vec(),
             keys: KeyPolicy::default(),
             trusted_proxies: echo_edge::TrustedProxies::default(),
+            registration: RegistrationPolicy::Closed,
+            registration_domains: Vec::new(),
         }
     }
 

@@ -51,10 +51,10 @@ pub enum IdentityError {
     /// A new password the policy refuses (`password_policy.rs`), saying why.
     #[error("{0}")]
     WeakPassword(String),
-    /// A password-reset link that is unknown, spent or expired: says no
-    /// more.
+    /// A link sent by mail (a password reset, an address verification, an
+    /// invitation) that is unknown, spent or expired: says no more.
     #[error("this link is not valid any more")]
-    ResetLinkInvalid,
+    LinkInvalid,
     /// Mail cannot be queued or sent.
     #[error("mail: {0}")]
     Mail(String),
@@ -63,6 +63,10 @@ pub enum IdentityError {
     /// An admin command's input is not acceptable.
     #[error("{0}")]
     BadInput(String),
+    /// A self-service action the policy does not allow this user or this
+    /// deployment (sign-up closed, removing a second factor a role needs).
+    #[error("{0}")]
+    NotAllowed(String),
     #[error("{0} already exists")]
     Conflict(String),
     #[error(transparent)]

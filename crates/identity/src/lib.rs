@@ -20,7 +20,10 @@
 //! - Self-service: [`self_service`] (a password change on the account
 //!   page, a reset by a link sent by mail), [`password_policy`] (what every
 //!   new password must be, wherever it is set) and [`mail`] (SMTP through a
-//!   durable queue of identity's own, sent by the job in `delivery.rs`).
+//!   durable queue of identity's own, sent by the job in `delivery.rs`),
+//!   [`registration`] (addresses verified by a link sent to them, sign-up,
+//!   invitations), [`account_sessions`] (a user's sessions and the
+//!   applications holding their refresh tokens).
 //! - [`http`] is the thin axum layer: parse, call the provider, map the
 //!   result. [`IdentityError`] becomes an HTTP/OAuth error in one place,
 //!   `http/error.rs`.
@@ -28,6 +31,7 @@
 //! Every security-relevant action is recorded through an
 //! [`echo_core::audit::AuditSink`].
 
+pub mod account_sessions;
 pub mod admin;
 pub mod authorize;
 pub mod client_auth;
@@ -53,11 +57,14 @@ mod provider;
 mod purge;
 mod rate_limit;
 pub mod refresh;
+pub mod registration;
 pub mod self_service;
 pub mod token;
 pub mod user_state;
 
-pub use config::{IdentityConfig, KeyPolicy, LockoutPolicy, MAX_REFRESH_GRACE, SERVICE_SCOPES};
+pub use config::{
+    IdentityConfig, KeyPolicy, LockoutPolicy, MAX_REFRESH_GRACE, RegistrationPolicy, SERVICE_SCOPES,
+};
 pub use error::IdentityError;
 pub use http::{router, serve};
 pub use keys::{KeyAdmin, KeyInfo, KeyRing, KeyState, Revocation};

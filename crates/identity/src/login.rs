@@ -76,6 +76,10 @@ struct Pending {
     exp: i64,
 }
 
+/// How far behind a session's "last seen" may be, in seconds: it is
+/// written at most this often.
+pub const LAST_SEEN_RESOLUTION: i64 = 60;
+
 impl Provider {
     /// The form token for the CSRF cookie value `nonce`.
     pub fn csrf_token(&self, nonce: &str) -> String {
@@ -118,6 +122,9 @@ impl Provider {
         if state_of(&user)? != UserState::Active || mfa_missing {
             return Ok(None);
         }
+        self.store
+            .touch_session(&session.id_hash, self.clock.now(), LAST_SEEN_RESOLUTION)
+            .await?;
         Ok(Some((user, session)))
     }
 
@@ -287,6 +294,10 @@ impl Provider {
                 auth_time: now,
                 expires_at: now + self.config.sso_session_ttl,
                 amr: amr.clone(),
+                created_at: now,
+                last_seen_at: now,
+                user_agent: meta.user_agent.clone().unwrap_or_default(),
+                address: meta.ip().unwrap_or_default(),
             })
             .await?;
         crate::metrics::login("success");

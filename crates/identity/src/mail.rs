@@ -207,23 +207,69 @@ pub(crate) struct Mail {
     pub html: String,
 }
 
-#[derive(Template)]
-#[template(path = "mail/reset.txt")]
-struct ResetText<'a> {
-    username: &'a str,
-    link: &'a str,
-    minutes: i64,
+/// The words of a message that carries one link.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkWords<'a> {
+    pub subject: &'a str,
+    /// What happened and what the link does (before it).
+    pub message: &'a str,
+    /// The link's text in the HTML part.
+    pub action: &'a str,
+    /// How long it works, and what to do if unexpected (after it).
+    pub footer: &'a str,
 }
 
 #[derive(Template)]
-#[template(path = "mail/reset.html")]
-struct ResetHtml<'a> {
-    username: &'a str,
+#[template(path = "mail/link.txt")]
+struct LinkText<'a> {
+    name: &'a str,
+    message: &'a str,
     link: &'a str,
-    minutes: i64,
+    footer: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "mail/link.html")]
+struct LinkHtml<'a> {
+    name: &'a str,
+    message: &'a str,
+    action: &'a str,
+    link: &'a str,
+    footer: &'a str,
 }
 
 impl Mail {
+    /// A message to `name` at `to` carrying `link`, in `words`.
+    pub(crate) fn with_link(
+        to: &str,
+        name: &str,
+        link: &str,
+        words: &LinkWords<'_>,
+    ) -> Result<Self> {
+        let render = |e: askama::Error| IdentityError::Mail(format!("template: {e}"));
+        Ok(Self {
+            to: to.to_owned(),
+            subject: words.subject.to_owned(),
+            text: LinkText {
+                name,
+                message: words.message,
+                link,
+                footer: words.footer,
+            }
+            .render()
+            .map_err(render)?,
+            html: LinkHtml {
+                name,
+                message: words.message,
+                action: words.action,
+                link,
+                footer: words.footer,
+            }
+            .render()
+            .map_err(render)?,
+        })
+    }
+
     /// The message carrying a password-reset `link`, valid `minutes`.
     pub(crate) fn password_reset(
         to: &str,
@@ -231,25 +277,18 @@ impl Mail {
         link: &str,
         minutes: i64,
     ) -> Result<Self> {
-        let render = |e: askama::Error| IdentityError::Mail(format!("template: {e}"));
-        Ok(Self {
-            to: to.to_owned(),
-            subject: "Reset your Echo password".to_owned(),
-            text: ResetText {
-                username,
-                link,
-                minutes,
-            }
-            .render()
-            .map_err(render)?,
-            html: ResetHtml {
-                username,
-                link,
-                minutes,
-            }
-            .render()
-            .map_err(render)?,
-        })
+        let message = format!(
+            "Someone asked to reset the password of your Echo account. To choose a new \
+             password, open this link within {minutes} minutes:"
+        );
+        let words = LinkWords {
+            subject: "Reset your Echo password",
+            message: &message,
+            action: "Choose a new password",
+            footer: "The link works once. If you did not ask for this, ignore this message: \
+                     your password stays as it is.",
+        };
+        Self::with_link(to, username, link, &words)
     }
 }
 

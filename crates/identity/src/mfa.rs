@@ -12,6 +12,14 @@
 //!   once and stored as SHA-256 hashes; each works once.
 //! - Every check of a code is a guess at the account and goes through the
 //!   lockout (`lockout.rs`) like a password.
+//! - On the account page ([`Provider::change_mfa`]) a signed-in user
+//!   regenerates their recovery codes, replaces their authenticator or
+//!   removes TOTP, each proven by a current code or a recovery code (checked
+//!   as at login: the lockout, each step and code once). A user whose role
+//!   requires a second factor cannot remove it. Replacing removes the
+//!   credential and starts a new enrolment at once: until it is confirmed
+//!   the account has no second factor, and a role that requires one makes
+//!   the next login enrol.
 
 use aws_lc_rs::hmac;
 use echo_core::audit::{AuditEvent, AuditSink};
@@ -97,6 +105,47 @@ fn normalise_recovery_code(code: &str) -> String {
 fn new_recovery_code() -> String {
     let text = base32(&random_bytes::<7>()).to_ascii_lowercase();
     format!("{}-{}", &text[..5], &text[5..10])
+}
+
+/// A new set of recovery codes, as shown once and as stored (hashes).
+fn new_recovery_codes() -> (Vec<String>, Vec<String>) {
+    let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
+    let hashes = codes
+        .iter()
+        .map(|c| token_hash(&normalise_recovery_code(c)))
+        .collect();
+    (codes, hashes)
+}
+
+/// What the account page's second-factor form asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaChange {
+    RecoveryCodes,
+    Replace,
+    Remove,
+}
+
+impl std::str::FromStr for MfaChange {
+    type Err = IdentityError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "recovery_codes" => Ok(MfaChange::RecoveryCodes),
+            "replace" => Ok(MfaChange::Replace),
+            "remove" => Ok(MfaChange::Remove),
+            _ => Err(IdentityError::BadInput("unknown action".to_owned())),
+        }
+    }
+}
+
+/// What a change of the second factor gives the user to see.
+#[derive(Debug)]
+pub enum MfaChanged {
+    /// New recovery codes, shown once.
+    RecoveryCodes(Vec<String>),
+    /// The enrolment of the new authenticator.
+    Replace(Enrolment),
+    Removed,
 }
 
 /// The enrolment page's view of `secret`: base32, the otpauth URI, and
@@ -189,35 +238,27 @@ pub async fn reset_mfa(store: &dyn Store, audit: &dyn AuditSink, username: &str)
     Ok(removed)
 }
 
-/// What the account page shows.
-#[derive(Debug)]
-pub enum AccountView {
-    Enrolled {
-        recovery_codes_left: i64,
-    },
-    /// Not set up: a new secret to enrol with.
-    Enrol(Enrolment),
+/// What the account page shows of the second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MfaSummary {
+    pub state: MfaState,
+    /// A role of the user requires a second factor: it cannot be removed.
+    pub required: bool,
 }
 
 impl Provider {
-    /// The account page of `user`: their second factor, or an enrolment.
-    pub async fn account_view(&self, user: &User) -> Result<AccountView> {
-        Ok(match mfa_state(&*self.store, &user.id).await? {
-            MfaState::Totp {
-                recovery_codes_left,
-            } => AccountView::Enrolled {
-                recovery_codes_left,
-            },
-            MfaState::None | MfaState::Pending => {
-                AccountView::Enrol(self.enrolment_for(user).await?)
-            }
+    /// The account page's view of `user`'s second factor.
+    pub async fn mfa_summary(&self, user: &User) -> Result<MfaSummary> {
+        Ok(MfaSummary {
+            state: mfa_state(&*self.store, &user.id).await?,
+            required: self.mfa_required_by_role(user),
         })
     }
 
     /// The enrolment `user` started, if one is pending, else a new one:
     /// showing the page again (a reload, a second tab, a new login) must
     /// not replace a secret the user may have scanned already.
-    pub(crate) async fn enrolment_for(&self, user: &User) -> Result<Enrolment> {
+    pub async fn enrolment_for(&self, user: &User) -> Result<Enrolment> {
         match self.pending_enrolment(user).await? {
             Some(pending) => Ok(pending),
             None => self.begin_totp_enrolment(user).await,
@@ -287,11 +328,7 @@ impl Provider {
         let secret = self.open_secret(&credential)?;
         let now = self.clock.now();
         let step = matching_step(&secret, code.trim(), now).ok_or(IdentityError::MfaFailed)?;
-        let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
-        let hashes: Vec<String> = codes
-            .iter()
-            .map(|c| token_hash(&normalise_recovery_code(c)))
-            .collect();
+        let (codes, hashes) = new_recovery_codes();
         if !self
             .store
             .confirm_totp(&user.id, &credential.sealed_secret, step, now, &hashes)
@@ -370,6 +407,59 @@ impl Provider {
             meta,
         );
         Ok(())
+    }
+
+    /// Changes the signed-in `user`'s second factor, proven by `code` (a
+    /// current TOTP code or a recovery code). Removal is refused
+    /// ([`IdentityError::NotAllowed`]) when the user's role requires a
+    /// second factor; a wrong code is [`IdentityError::MfaFailed`].
+    pub async fn change_mfa(
+        &self,
+        user: &User,
+        code: &str,
+        change: MfaChange,
+        meta: &Origin,
+    ) -> Result<MfaChanged> {
+        if change == MfaChange::Remove && self.mfa_required_by_role(user) {
+            self.audit(
+                AuditEvent::failure("auth.mfa.removed")
+                    .actor(user.id.as_str())
+                    .detail("reason", "required_by_role"),
+                meta,
+            );
+            return Err(IdentityError::NotAllowed(
+                "Your role requires two-step verification: it cannot be turned off.".to_owned(),
+            ));
+        }
+        if !self.has_totp(user).await? {
+            return Err(IdentityError::BadInput(
+                "two-step verification is not on".to_owned(),
+            ));
+        }
+        self.verify_second_factor(user, code, meta).await?;
+        let (action, changed) = match change {
+            MfaChange::RecoveryCodes => {
+                let (codes, hashes) = new_recovery_codes();
+                if !self.store.replace_recovery_codes(&user.id, &hashes).await? {
+                    return Err(IdentityError::MfaFailed);
+                }
+                (
+                    "auth.mfa.recovery_codes_replaced",
+                    MfaChanged::RecoveryCodes(codes),
+                )
+            }
+            MfaChange::Replace => {
+                self.store.delete_mfa(&user.id).await?;
+                let enrolment = self.begin_totp_enrolment(user).await?;
+                ("auth.mfa.replace_started", MfaChanged::Replace(enrolment))
+            }
+            MfaChange::Remove => {
+                self.store.delete_mfa(&user.id).await?;
+                ("auth.mfa.removed", MfaChanged::Removed)
+            }
+        };
+        self.audit(AuditEvent::success(action).actor(user.id.as_str()), meta);
+        Ok(changed)
     }
 
     fn audit_mfa_failure(&self, user: &User, reason: &str, meta: &Origin) {

@@ -339,7 +339,7 @@ impl Provider {
             && let Some(email) = user.email
         {
             info["email"] = json!(email);
-            info["email_verified"] = json!(false);
+            info["email_verified"] = json!(user.email_verified);
         }
         Ok(info)
     }

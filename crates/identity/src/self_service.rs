@@ -183,7 +183,7 @@ impl Provider {
             .password_reset_user(&token_hash(token), self.clock.now())
             .await?
             .map(drop)
-            .ok_or(IdentityError::ResetLinkInvalid)
+            .ok_or(IdentityError::LinkInvalid)
     }
 
     /// Spends the reset link of `token` and sets `new_password`, which
@@ -206,7 +206,7 @@ impl Provider {
                 AuditEvent::failure("account.password.reset").detail("reason", "link_spent"),
                 meta,
             );
-            return Err(IdentityError::ResetLinkInvalid);
+            return Err(IdentityError::LinkInvalid);
         };
         self.forget_revocation_answers();
         self.audit(

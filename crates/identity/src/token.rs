@@ -32,6 +32,10 @@ struct IdClaims<'a> {
     preferred_username: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<&'a str>,
+    /// OIDC Core §5.1: whether the user followed a link sent to `email`;
+    /// present with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_verified: Option<bool>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     roles: &'a [String],
     /// OIDC Core §2 and RFC 8176: how the user authenticated.
@@ -169,7 +173,10 @@ impl Provider {
             None
         };
         let id_signer = self.keys.signer(Algorithm::RS256, Some(&client.id), now)?;
-        let wants_email = code.scope.split(' ').any(|s| s == "email");
+        let email = user
+            .email
+            .as_deref()
+            .filter(|_| code.scope.split(' ').any(|s| s == "email"));
         let id_token = id_signer.sign(
             "JWT",
             &IdClaims {
@@ -182,7 +189,8 @@ impl Provider {
                 nonce: code.nonce.as_deref(),
                 at_hash: at_hash(&access.token),
                 preferred_username: &user.username,
-                email: user.email.as_deref().filter(|_| wants_email),
+                email,
+                email_verified: email.map(|_| user.email_verified),
                 roles: &user.roles,
                 amr: &code.amr,
             },

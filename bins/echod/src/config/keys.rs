@@ -165,6 +165,11 @@ section! {
         mfa_required_roles: Vec<String> = "ECHO_MFA_REQUIRED_ROLES";
         /// Scopes only services get (client credentials).
         service_scopes: Vec<String> = "ECHO_SERVICE_SCOPES";
+        /// Who may open an account: `closed`, `invite` (by mail from
+        /// administrators) or `open` (`/register`).
+        registration: String = "ECHO_REGISTRATION", e.g. "invite";
+        /// Domains whose addresses may sign up at `/register` (empty: any).
+        registration_domains: Vec<String> = "ECHO_REGISTRATION_DOMAINS";
         /// Reverse proxies in front of identity (addresses or CIDR blocks):
         /// from these peers only, `X-Forwarded-For` names the client.
         trusted_proxies: Vec<String> = "ECHO_TRUSTED_PROXIES";

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use echo_identity_store::{
-    AuthCode, Client, CodeUse, LoginCounter, PasswordReset, Purged, RefreshToken, SsoSession,
-    Store, StoreError, TotpCredential, User,
+    AuthCode, Client, CodeUse, EmailLink, LinkEffect, LoginCounter, PasswordReset, Purged,
+    RefreshToken, SsoSession, Store, StoreError, TotpCredential, User,
 };
 use echo_testkit::PgTestDb;
 
@@ -21,6 +21,7 @@ fn user(name: &str) -> User {
         roles: vec!["admin".into(), "auditor".into()],
         created_at: 100,
         state: "active".into(),
+        email_verified: false,
     }
 }
 
@@ -166,6 +167,10 @@ async fn suite(store: Arc<dyn Store>) {
         auth_time: 100,
         expires_at: 200,
         amr: vec!["pwd".into()],
+        created_at: 100,
+        last_seen_at: 150,
+        user_agent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0".into(),
+        address: "192.0.2.7".into(),
     };
     store.insert_session(&session).await.unwrap();
     assert_eq!(store.session("s1").await.unwrap(), Some(session));
@@ -468,6 +473,7 @@ async fn purge(store: &dyn Store) {
                 auth_time: 1,
                 expires_at: if i < 6 { 100 } else { 10_000 },
                 amr: vec!["pwd".into()],
+                ..SsoSession::default()
             })
             .await
             .unwrap();
@@ -493,6 +499,7 @@ async fn purge(store: &dyn Store) {
             sessions: 6,
             rate_limit_windows: 2,
             password_resets: 2,
+            email_links: 0,
         }
     );
     assert_eq!(
@@ -547,6 +554,7 @@ async fn accounts(store: Arc<dyn Store>) {
             auth_time: 1,
             expires_at: 10_000,
             amr: vec!["pwd".into()],
+            ..SsoSession::default()
         })
         .await
         .unwrap();
@@ -679,6 +687,7 @@ async fn password_resets(store: Arc<dyn Store>) {
                 auth_time: 1,
                 expires_at: 10_000,
                 amr: vec!["pwd".into()],
+                ..SsoSession::default()
             })
             .await
             .unwrap();
@@ -770,6 +779,224 @@ async fn password_resets(store: Arc<dyn Store>) {
         store.session("keep").await.unwrap().is_none(),
         "every session ends"
     );
+    self_service(store).await;
+}
+
+fn link(hash: &str, purpose: &str, user_id: &str, email: &str) -> EmailLink {
+    EmailLink {
+        token_hash: hash.to_owned(),
+        purpose: purpose.to_owned(),
+        user_id: user_id.to_owned(),
+        email: email.to_owned(),
+        created_at: 100,
+        expires_at: 1_000,
+    }
+}
+
+/// Links sent by mail (spent once, for their purpose and address only),
+/// sessions and applications a user sees and ends, recovery codes replaced.
+async fn self_service(store: Arc<dyn Store>) {
+    let id = "id-carol";
+    store
+        .insert_user(&User {
+            state: "invited".into(),
+            password_hash: String::new(),
+            ..user("carol")
+        })
+        .await
+        .unwrap();
+    let verify = LinkEffect {
+        password_hash: None,
+        activate: false,
+    };
+    store
+        .insert_email_link(&link("v1", "verify_email", id, "carol@example.test"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .email_link("v1", "verify_email", 999)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.email_link("v1", "invitation", 999).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.email_link("v1", "verify_email", 1_000).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .spend_email_link("v1", "invitation", verify, 500)
+            .await
+            .unwrap(),
+        None,
+        "another purpose"
+    );
+    let uses = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .spend_email_link("v1", "verify_email", verify, 500)
+                .await
+        })
+    });
+    let mut winners = 0;
+    for used in uses {
+        winners += usize::from(used.await.unwrap().unwrap().is_some());
+    }
+    assert_eq!(winners, 1, "one use of a link succeeds");
+    let carol = store.user_by_id(id).await.unwrap().unwrap();
+    assert!(carol.email_verified);
+    assert_eq!(
+        carol.state, "invited",
+        "verifying an address activates no one"
+    );
+
+    // A change of address unverifies it; a link to the old one proves nothing.
+    store
+        .insert_email_link(&link("v2", "verify_email", id, "carol@example.test"))
+        .await
+        .unwrap();
+    assert!(store.change_email(id, "carol@new.example").await.unwrap());
+    assert!(
+        !store
+            .change_email("nobody", "x@example.test")
+            .await
+            .unwrap()
+    );
+    assert!(!store.user_by_id(id).await.unwrap().unwrap().email_verified);
+    assert_eq!(
+        store
+            .spend_email_link("v2", "verify_email", verify, 500)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!store.user_by_id(id).await.unwrap().unwrap().email_verified);
+
+    // An invitation sets the password and activates.
+    store
+        .insert_email_link(&link("i1", "invitation", id, "Carol@New.example"))
+        .await
+        .unwrap();
+    let accept = LinkEffect {
+        password_hash: Some("$argon2id$new"),
+        activate: true,
+    };
+    assert_eq!(
+        store
+            .spend_email_link("i1", "invitation", accept, 500)
+            .await
+            .unwrap(),
+        Some(id.to_owned())
+    );
+    let carol = store.user_by_id(id).await.unwrap().unwrap();
+    assert_eq!(
+        (carol.state.as_str(), carol.password_hash.as_str()),
+        ("active", "$argon2id$new")
+    );
+    assert!(carol.email_verified);
+
+    // Sessions: listed while live, most recently used first; touched at most
+    // once per resolution; ended one by one or all together.
+    for (hash, seen) in [("cs1", 10), ("cs2", 20), ("cs3", 30)] {
+        store
+            .insert_session(&SsoSession {
+                id_hash: hash.into(),
+                user_id: id.into(),
+                auth_time: 1,
+                expires_at: if hash == "cs3" { 50 } else { 10_000 },
+                amr: vec!["pwd".into()],
+                created_at: 1,
+                last_seen_at: seen,
+                user_agent: "agent".into(),
+                address: "192.0.2.1".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let listed = |at| {
+        let store = store.clone();
+        async move {
+            store
+                .user_sessions(id, at)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| (s.id_hash, s.last_seen_at))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(100).await, [("cs2".into(), 20), ("cs1".into(), 10)]);
+    store.touch_session("cs1", 100, 60).await.unwrap();
+    store.touch_session("cs1", 150, 60).await.unwrap();
+    assert_eq!(listed(100).await[0], ("cs1".into(), 100), "touched once");
+    assert!(
+        !store.end_user_session("id-alice", "cs1").await.unwrap(),
+        "not hers"
+    );
+    assert!(store.end_user_session(id, "cs1").await.unwrap());
+    assert_eq!(listed(100).await, [("cs2".into(), 20)]);
+
+    // Applications: one per client with live refresh tokens, each revocable.
+    for (hash, client) in [("cr1", "web"), ("cr2", "web"), ("cr3", "cli")] {
+        store
+            .insert_refresh_token(&RefreshToken {
+                user_id: id.into(),
+                client_id: client.into(),
+                ..refresh(hash, hash, &format!("j{hash}"))
+            })
+            .await
+            .unwrap();
+    }
+    let apps = store.user_apps(id, 200).await.unwrap();
+    let names: Vec<(&str, i64)> = apps
+        .iter()
+        .map(|a| (a.client_id.as_str(), a.tokens))
+        .collect();
+    assert_eq!(names, [("cli", 1), ("web", 2)]);
+    assert_eq!(store.revoke_user_app(id, "web", 200).await.unwrap(), 2);
+    assert!(store.access_token_revoked("jcr1").await.unwrap());
+    assert_eq!(store.user_apps(id, 200).await.unwrap().len(), 1);
+    store.end_all_sessions(id, 200).await.unwrap();
+    assert!(store.user_apps(id, 200).await.unwrap().is_empty());
+    assert!(store.user_sessions(id, 100).await.unwrap().is_empty());
+
+    // Recovery codes are replaced only for a confirmed credential.
+    assert!(
+        !store
+            .replace_recovery_codes(id, &["r1".into()])
+            .await
+            .unwrap()
+    );
+    store
+        .put_unconfirmed_totp(&TotpCredential {
+            user_id: id.into(),
+            sealed_secret: vec![1],
+            created_at: 1,
+            confirmed_at: None,
+            last_step: 0,
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .confirm_totp(id, &[1], 5, 2, &["old".into()])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .replace_recovery_codes(id, &["n1".into(), "n2".into()])
+            .await
+            .unwrap()
+    );
+    assert!(!store.use_recovery_code(id, "old", 3).await.unwrap());
+    assert_eq!(store.recovery_codes_left(id).await.unwrap(), 2);
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The login steps (`/login`, `/login/mfa`) and the account page
-//! (`/account`), where a signed-in user sets up TOTP. Thin, like every
+//! (`/account`: the address and the second factor; `/account/totp`, where a
+//! signed-in user sets up TOTP). Thin, like every
 //! handler: the logic is in `login.rs` and `mfa.rs`; the pages and cookies
 //! they share with the other endpoints are `handlers.rs`'.
 
@@ -16,11 +17,12 @@ use super::handlers::{
     pending_cookie, session_cookies, sso_cookie, with_pending_cookie,
 };
 use super::pages::{
-    AccountPage, EnrolPage, MfaPage, RecoveryPage, add_cookies, error_as_page, error_page, render,
+    AccountPage, EnrolPage, MfaPage, NoticePage, RecoveryPage, add_cookies, error_as_page,
+    error_page, render, see_other,
 };
 use crate::authorize::{AuthorizeParams, AuthorizeRequest};
 use crate::login::{PasswordOutcome, PendingStep};
-use crate::mfa::{AccountView, Enrolment};
+use crate::mfa::{Enrolment, MfaChange, MfaChanged, MfaState};
 use echo_edge::Origin;
 use echo_identity_store::User;
 
@@ -236,25 +238,48 @@ pub(super) async fn signed_in_user(p: &Provider, headers: &HeaderMap) -> Result<
     }
 }
 
-/// GET /account: the signed-in user's second factor, or its enrolment.
+/// GET /account: the signed-in user's address and second factor.
 pub async fn account(State(p): AppState, headers: HeaderMap) -> Response {
     let user = match signed_in_user(&p, &headers).await {
         Ok(user) => user,
         Err(refusal) => return refusal,
     };
-    match p.account_view(&user).await {
-        Ok(AccountView::Enrolled {
+    let mfa = match p.mfa_summary(&user).await {
+        Ok(mfa) => mfa,
+        Err(e) => return error_as_page(e),
+    };
+    let recovery_codes_left = match mfa.state {
+        MfaState::Totp {
             recovery_codes_left,
-        }) => render(
+        } => Some(recovery_codes_left),
+        MfaState::None | MfaState::Pending => None,
+    };
+    form_page(&p, &headers, |csrf| {
+        render(
             StatusCode::OK,
             &AccountPage {
                 username: &user.username,
+                email: user.email.as_deref(),
+                email_verified: user.email_verified,
+                mail_enabled: p.mail_enabled(),
+                csrf,
                 recovery_codes_left,
+                mfa_required: mfa.required,
             },
-        ),
-        Ok(AccountView::Enrol(enrolment)) => {
-            enrol_page(&p, &headers, "/account/totp", Vec::new(), &enrolment, None)
-        }
+        )
+    })
+}
+
+/// GET /account/totp: the enrolment (the one in progress, or a new one);
+/// back to the account page when TOTP is on already.
+pub async fn totp_form(State(p): AppState, headers: HeaderMap) -> Response {
+    let user = match signed_in_user(&p, &headers).await {
+        Ok(user) => user,
+        Err(refusal) => return refusal,
+    };
+    match p.enrolment_for(&user).await {
+        Ok(enrolment) => enrol_page(&p, &headers, "/account/totp", Vec::new(), &enrolment, None),
+        Err(IdentityError::BadInput(_)) => see_other("/account", &[]),
         Err(e) => error_as_page(e),
     }
 }
@@ -305,6 +330,64 @@ pub async fn account_totp(
             ),
             Err(e) => error_as_page(e),
         },
+        Err(e) => error_as_page(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MfaForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    action: String,
+}
+
+/// POST /account/mfa: new recovery codes, another authenticator, or TOTP
+/// off, each proven by a current code or a recovery code.
+pub async fn change_mfa(
+    State(p): AppState,
+    meta: Origin,
+    headers: HeaderMap,
+    form: Result<Form<MfaForm>, FormRejection>,
+) -> Response {
+    let form = match checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
+        Ok(form) => form,
+        Err(refused) => return refused,
+    };
+    let user = match signed_in_user(&p, &headers).await {
+        Ok(user) => user,
+        Err(refusal) => return refusal,
+    };
+    let change = match form.action.parse::<MfaChange>() {
+        Ok(change) => change,
+        Err(e) => return error_as_page(e),
+    };
+    match p.change_mfa(&user, &form.code, change, &meta).await {
+        Ok(MfaChanged::RecoveryCodes(codes)) => render(
+            StatusCode::OK,
+            &RecoveryPage {
+                codes: &codes,
+                continue_to: "/account",
+            },
+        ),
+        Ok(MfaChanged::Replace(enrolment)) => {
+            enrol_page(&p, &headers, "/account/totp", Vec::new(), &enrolment, None)
+        }
+        Ok(MfaChanged::Removed) => render(
+            StatusCode::OK,
+            &NoticePage {
+                title: "Two-step verification is off",
+                message: "Signing in takes your password only. You can set it up again from \
+                          your account page.",
+                link: Some(("/account", "Back to your account")),
+            },
+        ),
+        Err(IdentityError::MfaFailed) => error_page(
+            StatusCode::UNAUTHORIZED,
+            INVALID_CODE,
+            "Enter a current code from your app, or one of your recovery codes.",
+        ),
         Err(e) => error_as_page(e),
     }
 }

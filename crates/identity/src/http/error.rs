@@ -35,10 +35,11 @@ impl IdentityError {
             }
             IdentityError::InvalidTransition { .. } => (StatusCode::CONFLICT, "invalid_request"),
             IdentityError::Csrf => (StatusCode::FORBIDDEN, "invalid_request"),
+            IdentityError::NotAllowed(_) => (StatusCode::FORBIDDEN, "access_denied"),
             IdentityError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "slow_down"),
             IdentityError::BadInput(_)
             | IdentityError::WeakPassword(_)
-            | IdentityError::ResetLinkInvalid => (StatusCode::BAD_REQUEST, "invalid_request"),
+            | IdentityError::LinkInvalid => (StatusCode::BAD_REQUEST, "invalid_request"),
             IdentityError::Conflict(_) => (StatusCode::CONFLICT, "invalid_request"),
             IdentityError::Store(_)
             | IdentityError::Crypto(_)

@@ -3,11 +3,14 @@
 //! map its result.
 
 mod account;
+mod email;
 mod error;
 mod handlers;
 mod pages;
 mod password;
+mod register;
 mod request;
+mod sessions;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,7 +36,29 @@ pub fn router(provider: Arc<Provider>) -> Router {
         .route("/login", post(account::login))
         .route("/login/mfa", post(account::login_mfa))
         .route("/account", get(account::account))
-        .route("/account/totp", post(account::account_totp))
+        .route(
+            "/account/totp",
+            get(account::totp_form).post(account::account_totp),
+        )
+        .route(
+            "/account/email",
+            get(email::email_form).post(email::change_email),
+        )
+        .route("/account/email/resend", post(email::resend))
+        .route("/account/mfa", post(account::change_mfa))
+        .route("/account/sessions", get(sessions::sessions))
+        .route("/account/sessions/end", post(sessions::end))
+        .route("/account/sessions/end-all", post(sessions::end_all))
+        .route("/account/apps/revoke", post(sessions::revoke_app))
+        .route("/email/verify", get(email::verify_form).post(email::verify))
+        .route(
+            "/register",
+            get(register::register_form).post(register::register),
+        )
+        .route(
+            "/invitation",
+            get(register::invitation_form).post(register::accept_invitation),
+        )
         .route(
             "/account/password",
             get(password::change_form).post(password::change),

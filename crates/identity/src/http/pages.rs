@@ -47,11 +47,83 @@ pub struct RecoveryPage<'a> {
     pub continue_to: &'a str,
 }
 
+/// The account overview: the address and the second factor.
 #[derive(Template)]
 #[template(path = "account.html")]
 pub struct AccountPage<'a> {
     pub username: &'a str,
-    pub recovery_codes_left: i64,
+    pub email: Option<&'a str>,
+    pub email_verified: bool,
+    pub mail_enabled: bool,
+    pub csrf: String,
+    /// `Some` when TOTP is on.
+    pub recovery_codes_left: Option<i64>,
+    pub mfa_required: bool,
+}
+
+#[derive(Template)]
+#[template(path = "email.html")]
+pub struct EmailPage<'a> {
+    pub email: Option<&'a str>,
+    pub mail_enabled: bool,
+    pub csrf: String,
+    pub error: Option<&'a str>,
+}
+
+/// One row of the sessions table.
+pub struct SessionRow {
+    pub id: String,
+    pub current: bool,
+    pub browser: String,
+    pub address: String,
+    pub last_seen: String,
+}
+
+/// One row of the applications table.
+pub struct AppRow {
+    pub client_id: String,
+    pub last_used: String,
+}
+
+#[derive(Template)]
+#[template(path = "sessions.html")]
+pub struct SessionsPage<'a> {
+    pub csrf: String,
+    pub sessions: &'a [SessionRow],
+    pub apps: &'a [AppRow],
+}
+
+#[derive(Template)]
+#[template(path = "register.html")]
+pub struct RegisterPage<'a> {
+    pub csrf: String,
+    pub username: &'a str,
+    pub email: &'a str,
+    pub min_len: usize,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "invitation.html")]
+pub struct InvitationPage<'a> {
+    pub csrf: String,
+    pub username: &'a str,
+    pub token: &'a str,
+    pub min_len: usize,
+    pub error: Option<&'a str>,
+}
+
+/// A link from a mail, followed by pressing a button (a POST with the
+/// token), so a mail scanner opening links spends nothing.
+#[derive(Template)]
+#[template(path = "confirm_link.html")]
+pub struct ConfirmLinkPage<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+    pub action: &'a str,
+    pub button: &'a str,
+    pub csrf: String,
+    pub token: &'a str,
 }
 
 #[derive(Template)]

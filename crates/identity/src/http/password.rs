@@ -225,7 +225,7 @@ pub async fn reset_form(
     };
     match p.check_reset_link(&query.token).await {
         Ok(()) => reset_page(&p, &headers, &query.token, StatusCode::OK, None),
-        Err(IdentityError::ResetLinkInvalid) => invalid_link(),
+        Err(IdentityError::LinkInvalid) => invalid_link(),
         Err(e) => error_as_page(e),
     }
 }
@@ -270,7 +270,7 @@ pub async fn reset(
             StatusCode::BAD_REQUEST,
             Some(&why),
         ),
-        Err(IdentityError::ResetLinkInvalid) => invalid_link(),
+        Err(IdentityError::LinkInvalid) => invalid_link(),
         Err(e) => error_as_page(e),
     }
 }

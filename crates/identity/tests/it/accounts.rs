@@ -55,7 +55,7 @@ fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
 }
 
 /// The base32 secret on an enrolment page.
-fn enrolment_secret(page: &Page) -> String {
+pub(crate) fn enrolment_secret(page: &Page) -> String {
     assert!(page.body.contains("<svg"), "an inline SVG QR code");
     assert!(!page.body.contains("<script"), "no script");
     assert!(
@@ -67,7 +67,7 @@ fn enrolment_secret(page: &Page) -> String {
 }
 
 /// The recovery codes a confirmation page shows once.
-fn recovery_codes(page: &Page) -> Vec<String> {
+pub(crate) fn recovery_codes(page: &Page) -> Vec<String> {
     page.body
         .split("<li><code>")
         .skip(1)
@@ -340,13 +340,13 @@ pub(crate) async fn enrol_from_account_page(
     let claims = id_token_claims(server, &page, &params, &pkce).await;
     assert_eq!(claims["amr"], serde_json::json!(["pwd"]));
 
-    let enrol = browser.get(&server.url("/account")).await;
+    let enrol = browser.get(&server.url("/account/totp")).await;
     assert_eq!(enrol.status, StatusCode::OK, "{}", enrol.body);
     let secret = enrolment_secret(&enrol);
     assert_eq!(base32_decode(&secret).len(), 20, "160-bit secret");
     // Issue 14 §10: showing the page again (a reload, a second tab) keeps
     // the enrolment in progress: the secret already scanned stays valid.
-    let again = browser.get(&server.url("/account")).await;
+    let again = browser.get(&server.url("/account/totp")).await;
     assert_eq!(enrolment_secret(&again), secret, "the enrolment goes on");
     let wrong = submit_code(server, browser, &enrol, "000000").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);

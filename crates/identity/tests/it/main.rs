@@ -2,15 +2,18 @@
 //! server on an ephemeral port and talks to it over HTTP, as a browser, a
 //! relying party (the `openidconnect` crate) or a service would.
 
+mod account_security;
 mod accounts;
 mod attacks;
 mod common;
+mod email_links;
 mod exchange;
 mod flows;
 mod hardening;
 mod keys;
 mod logout;
 mod metrics;
+mod registration;
 mod rp;
 mod self_service;
 mod tokens;
