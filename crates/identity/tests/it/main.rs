@@ -3,6 +3,7 @@
 //! relying party (the `openidconnect` crate) or a service would.
 
 mod accounts;
+mod admin_api;
 mod attacks;
 mod common;
 mod exchange;
