@@ -11,7 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use echo_core::SystemClock;
 use echo_core::audit::LogAuditSink;
 use echo_crypto::TrustedRoots;
-use echo_identity::admin::{self, ClientSecret, NewClient, NewUser};
+use echo_identity::admin::{self, ClientSecret, NewClient, NewUser, Registration};
 use echo_identity::grant;
 use echo_identity::user_state::{UserState, change_state, find_user};
 use echo_identity::{IdentityConfig, lockout, mfa};
@@ -36,7 +36,11 @@ pub enum UserCommand {
         roles: Vec<String>,
     },
     /// List users.
-    List,
+    List {
+        /// Only users whose username or email contains this text (any case).
+        #[arg(long)]
+        search: Option<String>,
+    },
     /// Register a user who cannot log in until activated.
     Invite {
         /// The user's login name.
@@ -118,6 +122,18 @@ pub enum Grant {
     TokenExchange,
 }
 
+impl Grant {
+    /// The grant's name in a registration.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Grant::AuthorizationCode => grant::GRANT_AUTHORIZATION_CODE,
+            Grant::RefreshToken => grant::GRANT_REFRESH_TOKEN,
+            Grant::ClientCredentials => grant::GRANT_CLIENT_CREDENTIALS,
+            Grant::TokenExchange => grant::GRANT_TOKEN_EXCHANGE,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Register a client.
@@ -125,6 +141,16 @@ pub enum ClientCommand {
     Add(ClientAddArgs),
     /// List clients.
     List,
+    /// Change a client's redirect URIs, post-logout URIs, grants,
+    /// audiences or scopes; what no flag names stays.
+    #[command(after_help = CLIENT_UPDATE_EXAMPLES)]
+    Update(ClientUpdateArgs),
+    /// Delete a client, revoking its refresh tokens and the access tokens
+    /// issued with them.
+    Delete {
+        /// The client's id.
+        id: String,
+    },
     /// Give a client a new generated secret (printed once); the old one
     /// keeps working during the overlap.
     RotateSecret {
@@ -134,6 +160,94 @@ pub enum ClientCommand {
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         overlap: std::time::Duration,
     },
+}
+
+const CLIENT_UPDATE_EXAMPLES: &str = "\
+Examples:
+  echod client update web --add-redirect-uri https://app.example/cb2 \\
+    --remove-redirect-uri https://old.example/cb
+  echod client update svc-a --add-audience docs --add-scope docs.read --remove-grant token_exchange";
+
+/// `echod client update`: each list changes by what is added and removed.
+#[derive(Debug, Args)]
+pub struct ClientUpdateArgs {
+    /// The client's id.
+    pub id: String,
+    /// Add a redirect URI (repeatable).
+    #[arg(long = "add-redirect-uri", value_name = "URI")]
+    add_redirect_uris: Vec<String>,
+    /// Remove a redirect URI (repeatable).
+    #[arg(long = "remove-redirect-uri", value_name = "URI")]
+    remove_redirect_uris: Vec<String>,
+    /// Add a post-logout redirect URI (repeatable).
+    #[arg(long = "add-post-logout-redirect-uri", value_name = "URI")]
+    add_post_logout_redirect_uris: Vec<String>,
+    /// Remove a post-logout redirect URI (repeatable).
+    #[arg(long = "remove-post-logout-redirect-uri", value_name = "URI")]
+    remove_post_logout_redirect_uris: Vec<String>,
+    /// Add a grant (repeatable).
+    #[arg(long = "add-grant", value_enum)]
+    add_grants: Vec<Grant>,
+    /// Remove a grant (repeatable).
+    #[arg(long = "remove-grant", value_enum)]
+    remove_grants: Vec<Grant>,
+    /// Add an audience the client may ask tokens for (repeatable).
+    #[arg(long = "add-audience")]
+    add_audiences: Vec<String>,
+    /// Remove an audience (repeatable).
+    #[arg(long = "remove-audience")]
+    remove_audiences: Vec<String>,
+    /// Add a scope the client may ask for (repeatable).
+    #[arg(long = "add-scope")]
+    add_scopes: Vec<String>,
+    /// Remove a scope (repeatable).
+    #[arg(long = "remove-scope")]
+    remove_scopes: Vec<String>,
+    /// Whether this confidential client may skip PKCE (legacy apps only).
+    #[arg(long, value_name = "BOOL")]
+    allow_no_pkce: Option<bool>,
+}
+
+impl ClientUpdateArgs {
+    /// `current` with this command's changes applied.
+    pub fn apply(&self, current: Registration) -> Registration {
+        fn edit(mut list: Vec<String>, add: &[String], remove: &[String]) -> Vec<String> {
+            list.retain(|item| !remove.contains(item));
+            for item in add {
+                if !list.contains(item) {
+                    list.push(item.clone());
+                }
+            }
+            list
+        }
+        let names = |grants: &[Grant]| -> Vec<String> {
+            grants.iter().map(|g| g.as_str().to_owned()).collect()
+        };
+        Registration {
+            redirect_uris: edit(
+                current.redirect_uris,
+                &self.add_redirect_uris,
+                &self.remove_redirect_uris,
+            ),
+            post_logout_redirect_uris: edit(
+                current.post_logout_redirect_uris,
+                &self.add_post_logout_redirect_uris,
+                &self.remove_post_logout_redirect_uris,
+            ),
+            grants: edit(
+                current.grants,
+                &names(&self.add_grants),
+                &names(&self.remove_grants),
+            ),
+            audiences: edit(
+                current.audiences,
+                &self.add_audiences,
+                &self.remove_audiences,
+            ),
+            scopes: edit(current.scopes, &self.add_scopes, &self.remove_scopes),
+            allow_no_pkce: self.allow_no_pkce.unwrap_or(current.allow_no_pkce),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -146,38 +260,38 @@ pub struct ClientAddArgs {
     pub secret_stdin: bool,
     /// Generate a 256-bit secret and print it once.
     #[arg(long)]
-    generate_secret: bool,
+    pub(crate) generate_secret: bool,
     /// A public client (no secret; PKCE required).
     #[arg(long)]
-    public: bool,
+    pub(crate) public: bool,
     /// Authenticate with private_key_jwt (RFC 7523) instead of a secret:
     /// the client's public key(s), a JWK Set or one JWK, in this file.
     #[arg(long, value_name = "PATH")]
-    jwks_file: Option<PathBuf>,
+    pub(crate) jwks_file: Option<PathBuf>,
     /// Where identity may send a user back with a code, compared exactly
     /// (repeatable).
     #[arg(long = "redirect-uri")]
-    redirect_uris: Vec<String>,
+    pub(crate) redirect_uris: Vec<String>,
     /// A grant the client may use (repeatable; default: authorization_code
     /// with a --redirect-uri, else client_credentials).
     #[arg(long = "grant", value_enum)]
-    grants: Vec<Grant>,
+    pub(crate) grants: Vec<Grant>,
     /// An audience the client may ask tokens for (repeatable).
     #[arg(long = "audience")]
-    audiences: Vec<String>,
+    pub(crate) audiences: Vec<String>,
     /// A scope the client may ask for (repeatable).
     #[arg(long = "scope")]
-    scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
     /// Where identity may send a user back after logout (repeatable).
     #[arg(long = "post-logout-redirect-uri")]
-    post_logout_redirect_uris: Vec<String>,
+    pub(crate) post_logout_redirect_uris: Vec<String>,
     /// Let this confidential client skip PKCE (legacy apps only).
     #[arg(long)]
-    allow_no_pkce: bool,
+    pub(crate) allow_no_pkce: bool,
 }
 
 /// One line of standard input, without its line ending.
-fn read_stdin_line(what: &str) -> anyhow::Result<String> {
+pub(crate) fn read_stdin_line(what: &str) -> anyhow::Result<String> {
     let mut text = String::new();
     std::io::stdin()
         .read_to_string(&mut text)
@@ -222,7 +336,7 @@ pub async fn user_command(
         UserCommand::Add {
             name, email, roles, ..
         } => user_add(store, name, email, roles).await?,
-        UserCommand::List => user_list(store).await?,
+        UserCommand::List { search } => user_list(store, search.as_deref()).await?,
         UserCommand::Invite { name, email, roles } => {
             let user = admin::invite_user(store, audit, clock, name, email, roles).await?;
             println!("invited user {} (id {})", user.username, user.id);
@@ -278,7 +392,7 @@ pub async fn user_command(
     Ok(())
 }
 
-fn list_or_dash(list: &[String]) -> String {
+pub(crate) fn list_or_dash(list: &[String]) -> String {
     if list.is_empty() {
         "-".to_owned()
     } else {
@@ -286,18 +400,29 @@ fn list_or_dash(list: &[String]) -> String {
     }
 }
 
-async fn user_list(store: &dyn echo_identity_store::Store) -> anyhow::Result<()> {
+async fn user_list(
+    store: &dyn echo_identity_store::Store,
+    search: Option<&str>,
+) -> anyhow::Result<()> {
     println!("{:<24} {:<24} {:<32} ROLES", "USERNAME", "ID", "EMAIL");
-    for user in store.list_users().await? {
-        println!(
-            "{:<24} {:<24} {:<32} {}",
-            user.username,
-            user.id,
-            user.email.as_deref().unwrap_or("-"),
-            user.roles.join(",")
-        );
+    let mut cursor = None;
+    loop {
+        let page =
+            admin::list_users(store, search, cursor.as_deref(), admin::MAX_PAGE_SIZE).await?;
+        for user in page.items {
+            println!(
+                "{:<24} {:<24} {:<32} {}",
+                user.username,
+                user.id,
+                user.email.as_deref().unwrap_or("-"),
+                user.roles.join(",")
+            );
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
     }
-    Ok(())
 }
 
 pub async fn client_add(
@@ -317,17 +442,7 @@ pub async fn client_add(
     } else {
         ClientSecret::Provided(read_stdin_line("client secret")?)
     };
-    let grants = args
-        .grants
-        .iter()
-        .map(|g| match g {
-            Grant::AuthorizationCode => grant::GRANT_AUTHORIZATION_CODE,
-            Grant::RefreshToken => grant::GRANT_REFRESH_TOKEN,
-            Grant::ClientCredentials => grant::GRANT_CLIENT_CREDENTIALS,
-            Grant::TokenExchange => grant::GRANT_TOKEN_EXCHANGE,
-        })
-        .map(str::to_owned)
-        .collect();
+    let grants = args.grants.iter().map(|g| g.as_str().to_owned()).collect();
     let new = NewClient {
         id: args.id.clone(),
         secret,
@@ -373,6 +488,43 @@ pub async fn client_list(dir: &Path, roots: &TrustedRoots) -> anyhow::Result<()>
             client.redirect_uris.join(" ")
         );
     }
+    Ok(())
+}
+
+pub async fn client_update(
+    dir: &Path,
+    roots: &TrustedRoots,
+    args: ClientUpdateArgs,
+) -> anyhow::Result<()> {
+    let store = open_store(dir, roots).await?;
+    let current = admin::find_client(&*store, &args.id).await?;
+    let wanted = args.apply(Registration::of(&current));
+    let client = admin::update_client(&*store, &LogAuditSink, &args.id, wanted).await?;
+    print_registration(&client.id, &Registration::of(&client));
+    Ok(())
+}
+
+/// What `client update` prints: the registration as it now is.
+pub(crate) fn print_registration(id: &str, r: &Registration) {
+    println!("updated client {id}");
+    println!(
+        "redirect uris              {}",
+        list_or_dash(&r.redirect_uris)
+    );
+    println!(
+        "post-logout redirect uris  {}",
+        list_or_dash(&r.post_logout_redirect_uris)
+    );
+    println!("grants                     {}", list_or_dash(&r.grants));
+    println!("audiences                  {}", list_or_dash(&r.audiences));
+    println!("scopes                     {}", list_or_dash(&r.scopes));
+    println!("allow no pkce              {}", r.allow_no_pkce);
+}
+
+pub async fn client_delete(dir: &Path, roots: &TrustedRoots, id: &str) -> anyhow::Result<()> {
+    let store = open_store(dir, roots).await?;
+    admin::delete_client(&*store, &LogAuditSink, &SystemClock, id).await?;
+    println!("deleted client {id} (its refresh tokens and their access tokens revoked)");
     Ok(())
 }
 

@@ -62,12 +62,18 @@ pub enum Command {
         command: AuditCommand,
     },
     /// Manage users.
+    #[command(after_help = SERVER_HELP)]
     User {
+        #[command(flatten)]
+        server: ServerArg,
         #[command(subcommand)]
         command: UserCommand,
     },
     /// Manage OAuth clients.
+    #[command(after_help = SERVER_HELP)]
     Client {
+        #[command(flatten)]
+        server: ServerArg,
         #[command(subcommand)]
         command: ClientCommand,
     },
@@ -100,6 +106,25 @@ pub enum Command {
     #[command(hide = true)]
     ParseWorker,
 }
+
+/// Where `echod user …` and `echod client …` work: the database, or an
+/// identity's admin API.
+#[derive(Debug, clap::Args)]
+pub struct ServerArg {
+    /// Work through the admin API of the identity at this URL instead of
+    /// the database (client id from ECHO_ADMIN_CLIENT_ID, secret from
+    /// ECHO_ADMIN_CLIENT_SECRET or ECHO_ADMIN_CLIENT_SECRET_FILE).
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+}
+
+const SERVER_HELP: &str = "\
+Without --server the command works on the database in --data-dir (or ECHO_DATABASE_URL).
+With --server it works through identity's admin API (docs/admin-api.md) as a client
+registered for it:
+  echod client add ops --generate-secret --grant client_credentials --audience identity --scope echo.admin
+  ECHO_ADMIN_CLIENT_ID=ops ECHO_ADMIN_CLIENT_SECRET_FILE=/run/secrets/ops \\
+    echod user list --server https://id.example.test";
 
 const UP_EXAMPLES: &str = "\
 Examples:

@@ -19,6 +19,7 @@
 
 mod account_policy;
 mod admin;
+mod admin_remote;
 mod args;
 mod audit;
 mod bootstrap;
@@ -177,10 +178,30 @@ async fn run(cli: Cli, gateway_file: GatewayFile) -> anyhow::Result<()> {
                 }
             }
         },
-        Command::User { command } => admin::user_command(&data_dir, roots, command).await,
-        Command::Client { command } => match command {
+        Command::User {
+            server: cli::ServerArg {
+                server: Some(server),
+            },
+            command,
+        } => {
+            let api = admin_remote::AdminApi::connect(&server, roots).await?;
+            admin_remote::user_command(&api, command).await
+        }
+        Command::Client {
+            server: cli::ServerArg {
+                server: Some(server),
+            },
+            command,
+        } => {
+            let api = admin_remote::AdminApi::connect(&server, roots).await?;
+            admin_remote::client_command(&api, command).await
+        }
+        Command::User { command, .. } => admin::user_command(&data_dir, roots, command).await,
+        Command::Client { command, .. } => match command {
             ClientCommand::Add(args) => admin::client_add(&data_dir, roots, args).await,
             ClientCommand::List => admin::client_list(&data_dir, roots).await,
+            ClientCommand::Update(args) => admin::client_update(&data_dir, roots, args).await,
+            ClientCommand::Delete { id } => admin::client_delete(&data_dir, roots, &id).await,
             ClientCommand::RotateSecret { id, overlap } => {
                 admin::client_rotate_secret(&data_dir, roots, &id, overlap).await
             }

@@ -221,6 +221,10 @@ pub trait UserStore: Send + Sync {
     /// The oldest user whose address is `email`, compared without case.
     async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
     async fn list_users(&self) -> Result<Vec<User>>;
+    /// Up to `limit` users whose username comes after `after` (`""` for the
+    /// first page), in username order; with `search`, only those whose
+    /// username or email contains it, compared without case.
+    async fn users_page(&self, search: Option<&str>, after: &str, limit: u32) -> Result<Vec<User>>;
 }
 
 #[async_trait]
@@ -229,6 +233,19 @@ pub trait ClientStore: Send + Sync {
     async fn insert_client(&self, client: &Client) -> Result<()>;
     async fn client(&self, id: &str) -> Result<Option<Client>>;
     async fn list_clients(&self) -> Result<Vec<Client>>;
+    /// Up to `limit` clients whose id comes after `after` (`""` for the
+    /// first page), in id order.
+    async fn clients_page(&self, after: &str, limit: u32) -> Result<Vec<Client>>;
+    /// Replaces the client's registration (redirect and post-logout URIs,
+    /// grant types, audiences, scopes, `allow_no_pkce`) with `client`'s;
+    /// its secrets, keys and creation time stay. `false` when the client
+    /// does not exist.
+    async fn update_client(&self, client: &Client) -> Result<bool>;
+    /// Deletes the client and, in the same transaction, revokes its refresh
+    /// tokens and records the access tokens issued with them or with its
+    /// codes (those unexpired at `now`) as revoked. `false` when the client
+    /// does not exist.
+    async fn delete_client(&self, id: &str, now: i64) -> Result<bool>;
     /// Makes `new_secret_hash` the client's secret and keeps the current one
     /// as the previous secret until `previous_expires_at`. `false` when the
     /// client does not exist or has no secret.

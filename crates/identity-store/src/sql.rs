@@ -527,6 +527,38 @@ where
         .map(User::try_from)
         .collect()
     }
+
+    async fn users_page(&self, search: Option<&str>, after: &str, limit: u32) -> Result<Vec<User>> {
+        sqlx::query_as::<_, UserRow>(AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users \
+             WHERE username > $1 \
+             AND (lower(username) LIKE $2 ESCAPE '\\' \
+                  OR lower(COALESCE(email, '')) LIKE $2 ESCAPE '\\') \
+             ORDER BY username LIMIT $3"
+        )))
+        .bind(after)
+        .bind(contains_pattern(search.unwrap_or("")))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pools.read)
+        .await?
+        .into_iter()
+        .map(User::try_from)
+        .collect()
+    }
+}
+
+/// A `LIKE … ESCAPE '\'` pattern matching text that contains `needle`,
+/// lower-cased, with its wildcards taken literally.
+fn contains_pattern(needle: &str) -> String {
+    let mut pattern = String::from("%");
+    for c in needle.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 #[async_trait]
@@ -583,6 +615,71 @@ where
         .into_iter()
         .map(Client::try_from)
         .collect()
+    }
+
+    async fn clients_page(&self, after: &str, limit: u32) -> Result<Vec<Client>> {
+        sqlx::query_as::<_, ClientRow>(AssertSqlSafe(format!(
+            "SELECT {CLIENT_COLUMNS} FROM clients WHERE id > $1 ORDER BY id LIMIT $2"
+        )))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pools.read)
+        .await?
+        .into_iter()
+        .map(Client::try_from)
+        .collect()
+    }
+
+    async fn update_client(&self, c: &Client) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE clients SET redirect_uris = $2, grant_types = $3, audiences = $4, \
+             scopes = $5, post_logout_redirect_uris = $6, allow_no_pkce = $7 WHERE id = $1",
+        )
+        .bind(&c.id)
+        .bind(to_json(&c.redirect_uris))
+        .bind(to_json(&c.grant_types))
+        .bind(to_json(&c.audiences))
+        .bind(to_json(&c.scopes))
+        .bind(to_json(&c.post_logout_redirect_uris))
+        .bind(c.allow_no_pkce)
+        .execute(&self.pools.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_client(&self, id: &str, now: i64) -> Result<bool> {
+        let mut tx = self.pools.write.begin().await?;
+        for statement in [
+            "INSERT INTO revoked_tokens (jti, expires_at) \
+             SELECT access_jti, access_expires_at FROM refresh_tokens \
+             WHERE client_id = $1 AND revoked_at IS NULL AND access_expires_at > $2 \
+             ON CONFLICT DO NOTHING",
+            "INSERT INTO revoked_tokens (jti, expires_at) \
+             SELECT access_jti, access_expires_at FROM auth_codes \
+             WHERE client_id = $1 AND access_jti IS NOT NULL AND access_expires_at > $2 \
+             ON CONFLICT DO NOTHING",
+            "UPDATE refresh_tokens SET revoked_at = $2, expires_at = $2 \
+             WHERE client_id = $1 AND revoked_at IS NULL",
+        ] {
+            sqlx::query(statement)
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM auth_codes WHERE client_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query("DELETE FROM clients WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() != 1 {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn rotate_client_secret(

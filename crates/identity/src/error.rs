@@ -69,6 +69,16 @@ pub enum IdentityError {
     NotAllowed(String),
     #[error("{0} already exists")]
     Conflict(String),
+    /// What an admin command or the admin API names does not exist.
+    #[error("no {0}")]
+    NotFound(String),
+    /// RFC 9110 §13.1.1: `If-Match` names another version than the
+    /// current one (someone changed it since it was read).
+    #[error("the resource changed since it was read: read it again")]
+    PreconditionFailed,
+    /// RFC 6585 §3: an update without `If-Match`.
+    #[error("send If-Match with the ETag of the resource as read")]
+    PreconditionRequired,
     #[error(transparent)]
     Store(StoreError),
     #[error(transparent)]

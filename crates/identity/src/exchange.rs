@@ -80,7 +80,10 @@ impl Provider {
         let audience = self
             .choose_audience(client, params, None)?
             .ok_or_else(|| IdentityError::InvalidTarget("no audience".into()))?;
-        let scope = narrowed_scope(subject.scope.as_deref().unwrap_or(""), params)?;
+        let scope = crate::admin::without_admin_scope(&narrowed_scope(
+            subject.scope.as_deref().unwrap_or(""),
+            params,
+        )?);
         let mut act = json!({"sub": client.id});
         if let Some(prior) = subject.other.get("act") {
             act["act"] = prior.clone();

@@ -7,7 +7,7 @@ use echo_crypto::Algorithm;
 use echo_crypto::password::PasswordPool;
 use echo_crypto::seal::MasterKey;
 use echo_edge::Origin;
-use echo_edge::{Gate, Reason, SharedCounters};
+use echo_edge::{Caller, Gate, Reason, SharedCounters};
 use echo_identity_store::Store;
 use echo_verify::{Claims, Verifier, VerifierOptions};
 use serde_json::{Value, json};
@@ -264,6 +264,17 @@ impl Provider {
         audience: &str,
         meta: &Origin,
     ) -> Result<Arc<Claims>> {
+        Ok(self.verified_caller(token, audience, meta).await?.claims)
+    }
+
+    /// As [`Provider::verify_access_token`], the caller the token speaks
+    /// for.
+    pub(crate) async fn verified_caller(
+        &self,
+        token: &str,
+        audience: &str,
+        meta: &Origin,
+    ) -> Result<Caller> {
         let caller = self
             .gate
             .authenticate_for(Some(token), audience, meta)
@@ -274,7 +285,7 @@ impl Provider {
                 .refuse(Reason::Revoked, Some(&caller.claims), meta)
                 .into());
         }
-        Ok(caller.claims)
+        Ok(caller)
     }
 
     /// Whether an access token was revoked, by itself (RFC 7009) or with

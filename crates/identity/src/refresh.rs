@@ -183,6 +183,7 @@ impl Provider {
             return Err(invalid("refresh token expired"));
         }
         let scope = narrowed_scope(&token.scope, params.scope.as_deref())?;
+        crate::admin::check_admin_scope(&scope, &user, None)?;
         let UserAccess {
             user,
             access,

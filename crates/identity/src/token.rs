@@ -139,6 +139,8 @@ impl Provider {
             (None, Some(_)) => return Err(invalid("code_verifier sent but no code_challenge was")),
             (None, None) => {}
         }
+        let user = self.granted_user(&code.user_id).await?;
+        crate::admin::check_admin_scope(&code.scope, &user, Some(&code.amr))?;
         let UserAccess {
             user,
             access,
@@ -147,7 +149,7 @@ impl Provider {
         } = self.user_access_token(
             client,
             params,
-            self.granted_user(&code.user_id).await?,
+            user,
             code.audience.as_deref(),
             &code.scope,
             now,

@@ -108,7 +108,7 @@ pub async fn find_user(store: &dyn Store, username: &str) -> Result<echo_identit
     store
         .user_by_username(username)
         .await?
-        .ok_or_else(|| IdentityError::BadInput(format!("no user named {username:?}")))
+        .ok_or_else(|| IdentityError::NotFound(format!("user named {username:?}")))
 }
 
 /// The state of a stored user.

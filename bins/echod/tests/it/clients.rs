@@ -227,3 +227,299 @@ fn a_bad_trusted_proxies_list_stops_the_start() {
         assert!(stderr.contains("trusted-proxies"), "{stderr}");
     }
 }
+
+/// Tokens of svc-a for `audience`: the status.
+async fn token_for(addr: &str, audience: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/token"))
+        .basic_auth("svc-a", Some(SECRET))
+        .form(&[("grant_type", "client_credentials"), ("audience", audience)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Issue 17: `client update` adds and removes what a client may ask for,
+/// checked as at `client add`; `client delete` removes it, and a running
+/// server refuses it.
+#[tokio::test]
+async fn client_update_changes_a_registration_and_delete_removes_it() {
+    let dir = echo_testkit::data_dir();
+    let mut cmd = echod(dir.path());
+    cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
+    let server = start(cmd, 1);
+    add_svc_a(echod(dir.path()));
+    assert_eq!(token_for(&server.addr, "docs").await, 400);
+
+    let out = echod(dir.path())
+        .args(["client", "update", "svc-a", "--add-audience", "docs"])
+        .args(["--remove-audience", "audit", "--add-scope", "docs.read"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = |field: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(shown("audiences "), "docs", "{stdout}");
+    assert_eq!(shown("scopes "), "docs.read", "{stdout}");
+    // The server's registration cache holds a client for at most 2 s.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(token_for(&server.addr, "docs").await, 200);
+    assert_eq!(token_for(&server.addr, "audit").await, 400);
+
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["client", "update", "nobody", "--add-scope", "x"],
+            "no client \"nobody\"",
+        ),
+        (
+            &[
+                "client",
+                "update",
+                "svc-a",
+                "--remove-grant",
+                "client_credentials",
+            ],
+            "at least one grant",
+        ),
+        (
+            &[
+                "client",
+                "update",
+                "svc-a",
+                "--add-redirect-uri",
+                "javascript:alert(1)",
+            ],
+            "malformed redirect URI",
+        ),
+        (
+            &[
+                "client",
+                "update",
+                "svc-a",
+                "--add-grant",
+                "authorization_code",
+            ],
+            "needs at least one --redirect-uri",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = echod(dir.path()).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+
+    let out = echod(dir.path())
+        .args(["client", "delete", "svc-a"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        client_credentials(&server.addr, "svc-a", SECRET)
+            .await
+            .status(),
+        401,
+        "a deleted client is refused once the cache let it go"
+    );
+    let list = echod(dir.path()).args(["client", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&list.stdout).contains("svc-a"));
+    let again = echod(dir.path())
+        .args(["client", "delete", "svc-a"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no client \"svc-a\""));
+}
+
+/// An identity served from `dir`, with `ops` registered for its admin API
+/// (`echod client add` on the database), and an empty data directory for
+/// the commands that go through the API: they need no database.
+pub(crate) struct AdminApiServer {
+    pub server: crate::Server,
+    pub url: String,
+    secret_file: std::path::PathBuf,
+    pub elsewhere: echo_testkit::TempDir,
+    _dir: echo_testkit::TempDir,
+}
+
+impl AdminApiServer {
+    pub fn start() -> Self {
+        let dir = echo_testkit::data_dir();
+        let mut cmd = echod(dir.path());
+        cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
+        let server = start(cmd, 1);
+        let out = echod(dir.path())
+            .args(["client", "add", "ops", "--generate-secret"])
+            .args(["--grant", "client_credentials", "--audience", "identity"])
+            .args(["--scope", "echo.admin"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let elsewhere = echo_testkit::data_dir();
+        let secret_file = elsewhere.path().join("ops.secret");
+        std::fs::write(&secret_file, printed_secret(&out.stdout)).unwrap();
+        let url = format!("http://{}", server.addr);
+        Self {
+            server,
+            url,
+            secret_file,
+            elsewhere,
+            _dir: dir,
+        }
+    }
+
+    /// `echod <args> --server URL` as `ops`, from the empty directory.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = echod(self.elsewhere.path());
+        cmd.args(args)
+            .args(["--server", &self.url])
+            .env("ECHO_ADMIN_CLIENT_ID", "ops")
+            .env("ECHO_ADMIN_CLIENT_SECRET_FILE", &self.secret_file)
+            .env_remove("ECHO_ADMIN_CLIENT_SECRET");
+        cmd
+    }
+
+    /// Runs [`Self::command`]; stdout, or a panic with stderr.
+    pub fn run(&self, args: &[&str], stdin: &str) -> String {
+        let out = run_with_stdin(self.command(args), stdin);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs [`Self::command`] expecting failure; its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = run_with_stdin(self.command(args), "");
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+/// Issue 17: every `echod client` command through `--server`, as a client
+/// registered for the admin API, with no database at hand; and what is
+/// refused: no credentials, a secret on the command line, wrong ones.
+#[tokio::test]
+async fn every_client_command_works_through_the_admin_api() {
+    let api = AdminApiServer::start();
+    let added = api.run(
+        &[
+            "client",
+            "add",
+            "app",
+            "--generate-secret",
+            "--grant",
+            "client_credentials",
+            "--audience",
+            "audit",
+        ],
+        "",
+    );
+    let secret = printed_secret(added.as_bytes());
+    assert_eq!(
+        client_credentials(&api.server.addr, "app", &secret)
+            .await
+            .status(),
+        200
+    );
+    let listed = api.run(&["client", "list"], "");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("app ") && l.contains("confidential")),
+        "{listed}"
+    );
+    assert!(listed.contains("ops "), "{listed}");
+
+    let updated = api.run(
+        &[
+            "client",
+            "update",
+            "app",
+            "--add-audience",
+            "docs",
+            "--remove-audience",
+            "audit",
+        ],
+        "",
+    );
+    assert!(
+        updated
+            .lines()
+            .any(|l| l.starts_with("audiences") && l.ends_with(" docs")),
+        "{updated}"
+    );
+    let refused = api.fails(&[
+        "client",
+        "update",
+        "app",
+        "--remove-grant",
+        "client_credentials",
+    ]);
+    assert!(refused.contains("at least one grant"), "{refused}");
+
+    let rotated = api.run(&["client", "rotate-secret", "app", "--overlap", "0s"], "");
+    let new_secret = printed_secret(rotated.as_bytes());
+    assert_eq!(
+        client_credentials(&api.server.addr, "app", &new_secret)
+            .await
+            .status(),
+        200
+    );
+    api.run(&["client", "delete", "app"], "");
+    assert_eq!(
+        client_credentials(&api.server.addr, "app", &new_secret)
+            .await
+            .status(),
+        401,
+        "deleted through the API: refused at once"
+    );
+    assert!(
+        api.fails(&["client", "delete", "app"])
+            .contains("no client \"app\"")
+    );
+    let stdin_secret = api.fails(&["client", "add", "x", "--secret-stdin"]);
+    assert!(stdin_secret.contains("--generate-secret"), "{stdin_secret}");
+
+    let mut anonymous = api.command(&["client", "list"]);
+    anonymous.env_remove("ECHO_ADMIN_CLIENT_ID");
+    let out = anonymous.output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ECHO_ADMIN_CLIENT_ID"));
+    let mut wrong = api.command(&["client", "list"]);
+    wrong.env_remove("ECHO_ADMIN_CLIENT_SECRET_FILE").env(
+        "ECHO_ADMIN_CLIENT_SECRET",
+        "not-the-secret-0123456789abcdefghijklmn",
+    );
+    let out = wrong.output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot get an admin token"));
+    // A client not registered for the API gets no token for it.
+    let mut svc = api.command(&["client", "list"]);
+    svc.env("ECHO_ADMIN_CLIENT_ID", "app");
+    assert!(!svc.output().unwrap().status.success());
+}

@@ -140,3 +140,86 @@ async fn unlock_and_reset_mfa_clear_what_they_should() {
     assert!(user(path, &["reset-mfa", "alice"]).contains("had no second factor"));
     assert!(user_fails(path, &["unlock", "nobody"]).contains("no user named"));
 }
+
+/// Issue 17: every `echod user` command through `--server`, with no
+/// database at hand, and `user list --search` both ways.
+#[test]
+fn every_user_command_works_through_the_admin_api() {
+    let api = crate::clients::AdminApiServer::start();
+    let added = api.run(
+        &[
+            "user",
+            "add",
+            "bob",
+            "--password-stdin",
+            "--email",
+            "bob@example.test",
+            "--role",
+            "auditor",
+        ],
+        "correct horse battery\n",
+    );
+    assert!(added.starts_with("added user bob (id "), "{added}");
+    let invited = api.run(
+        &["user", "invite", "carol", "--email", "carol@example.test"],
+        "",
+    );
+    assert!(invited.starts_with("invited user carol"), "{invited}");
+    let shown = |name: &str, field: &str| {
+        api.run(&["user", "show", name], "")
+            .lines()
+            .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {field}"))
+    };
+    assert_eq!(shown("carol", "state"), "invited");
+    let no_password = api.fails(&["user", "activate", "carol"]);
+    assert!(no_password.contains("no password yet"), "{no_password}");
+    api.run(
+        &["user", "activate", "carol", "--password-stdin"],
+        "carol's long passphrase\n",
+    );
+    assert_eq!(shown("carol", "state"), "active");
+
+    let listed = api.run(&["user", "list"], "");
+    assert!(
+        listed.contains("bob ") && listed.contains("carol "),
+        "{listed}"
+    );
+    let searched = api.run(&["user", "list", "--search", "CAROL@"], "");
+    assert!(
+        searched.contains("carol ") && !searched.contains("bob "),
+        "{searched}"
+    );
+
+    api.run(&["user", "set-roles", "bob", "admin", "auditor"], "");
+    assert_eq!(shown("bob", "roles"), "admin,auditor");
+    api.run(&["user", "unlock", "bob"], "");
+    api.run(&["user", "reset-mfa", "bob"], "");
+    api.run(&["user", "suspend", "bob"], "");
+    assert_eq!(shown("bob", "state"), "suspended");
+    let backwards = api.fails(&["user", "suspend", "bob"]);
+    assert!(
+        backwards.contains("cannot move a user from suspended"),
+        "{backwards}"
+    );
+    api.run(&["user", "delete", "bob"], "");
+    assert_eq!(shown("bob", "state"), "deleted");
+    assert!(
+        api.fails(&["user", "show", "nobody"])
+            .contains("no user named \"nobody\"")
+    );
+    assert!(
+        !api.elsewhere.path().join("echo.db").exists(),
+        "the commands never opened a database"
+    );
+
+    // The same search on the database.
+    let dir = echo_testkit::data_dir();
+    add(dir.path(), "dave");
+    add(dir.path(), "erin");
+    let searched = user(dir.path(), &["list", "--search", "DAV"]);
+    assert!(
+        searched.contains("dave ") && !searched.contains("erin "),
+        "{searched}"
+    );
+}

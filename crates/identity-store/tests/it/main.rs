@@ -233,6 +233,119 @@ async fn suite(store: Arc<dyn Store>) {
     refresh_tokens(&*store).await;
     concurrent_rotations(store.clone()).await;
     rate_limits(store.clone()).await;
+    admin_pages(&*store).await;
+}
+
+/// What the admin API pages through and edits: users by search and
+/// cursor, clients by cursor, a client's registration replaced, a client
+/// deleted with its tokens.
+async fn admin_pages(store: &dyn Store) {
+    for name in ["carol", "dan_x", "dave%y", "erin"] {
+        store.insert_user(&user(name)).await.unwrap();
+    }
+    let names = |users: Vec<User>| users.into_iter().map(|u| u.username).collect::<Vec<_>>();
+    let first = store.users_page(None, "", 2).await.unwrap();
+    assert_eq!(names(first), ["alice", "bob"]);
+    let next = store.users_page(None, "bob", 2).await.unwrap();
+    assert_eq!(names(next), ["carol", "dan_x"]);
+    assert_eq!(
+        names(store.users_page(Some("DA"), "", 10).await.unwrap()),
+        ["dan_x", "dave%y"],
+        "search ignores case"
+    );
+    // Unescaped, both would match every address ("@example").
+    assert_eq!(
+        names(store.users_page(Some("e%"), "", 10).await.unwrap()),
+        ["dave%y"],
+        "wildcards are literal"
+    );
+    assert_eq!(
+        names(store.users_page(Some("_x"), "", 10).await.unwrap()),
+        ["dan_x"]
+    );
+    assert_eq!(
+        names(
+            store
+                .users_page(Some("erin@EXAMPLE"), "", 10)
+                .await
+                .unwrap()
+        ),
+        ["erin"],
+        "search covers the email"
+    );
+    assert!(
+        store
+            .users_page(Some("zed"), "", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let ids = |clients: Vec<Client>| clients.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    let all = ids(store.list_clients().await.unwrap());
+    assert_eq!(ids(store.clients_page("", 2).await.unwrap()), all[..2]);
+    assert_eq!(
+        ids(store.clients_page(&all[1], 100).await.unwrap()),
+        all[2..]
+    );
+
+    store.insert_client(&client("edit-me")).await.unwrap();
+    let edited = Client {
+        redirect_uris: vec!["https://new.test/cb".into()],
+        post_logout_redirect_uris: vec![],
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        audiences: vec!["docs".into()],
+        scopes: vec!["openid".into()],
+        allow_no_pkce: true,
+        // not part of the registration: kept
+        secret_hash: Some("sha256:other".into()),
+        created_at: 999,
+        ..client("edit-me")
+    };
+    assert!(store.update_client(&edited).await.unwrap());
+    let stored = store.client("edit-me").await.unwrap().unwrap();
+    assert_eq!(
+        stored,
+        Client {
+            secret_hash: Some("sha256:abc".into()),
+            created_at: 100,
+            ..edited.clone()
+        }
+    );
+    assert!(!store.update_client(&client("nobody")).await.unwrap());
+
+    let token = RefreshToken {
+        client_id: "edit-me".into(),
+        ..refresh("edit-me-token", "edit-me-family", "edit-me-jti")
+    };
+    store.insert_refresh_token(&token).await.unwrap();
+    store
+        .insert_code(&AuthCode {
+            client_id: "edit-me".into(),
+            ..code("edit-me-code")
+        })
+        .await
+        .unwrap();
+    store
+        .record_code_access_token("edit-me-code", "edit-me-code-jti", 700)
+        .await
+        .unwrap();
+    assert!(store.delete_client("edit-me", 200).await.unwrap());
+    assert_eq!(store.client("edit-me").await.unwrap(), None);
+    let revoked = store.refresh_token("edit-me-token").await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(200), "its refresh tokens end");
+    for jti in ["edit-me-jti", "edit-me-code-jti"] {
+        assert!(
+            store.access_token_revoked(jti).await.unwrap(),
+            "{jti}: its access tokens are revoked"
+        );
+    }
+    assert_eq!(
+        store.consume_code("edit-me-code", 200).await.unwrap(),
+        CodeUse::NotFound,
+        "its codes are gone"
+    );
+    assert!(!store.delete_client("edit-me", 200).await.unwrap());
 }
 
 /// Rate-limit windows: concurrent hits (replicas counting at once) all

@@ -10,6 +10,7 @@ use axum::Json;
 use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use echo_edge::Problem;
 use serde_json::json;
 
 use crate::IdentityError;
@@ -41,6 +42,13 @@ impl IdentityError {
             | IdentityError::WeakPassword(_)
             | IdentityError::LinkInvalid => (StatusCode::BAD_REQUEST, "invalid_request"),
             IdentityError::Conflict(_) => (StatusCode::CONFLICT, "invalid_request"),
+            IdentityError::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request"),
+            IdentityError::PreconditionFailed => {
+                (StatusCode::PRECONDITION_FAILED, "invalid_request")
+            }
+            IdentityError::PreconditionRequired => {
+                (StatusCode::PRECONDITION_REQUIRED, "invalid_request")
+            }
             IdentityError::Store(_)
             | IdentityError::Crypto(_)
             | IdentityError::Mail(_)
@@ -88,6 +96,29 @@ impl IdentityError {
             IdentityError::Queue(cause) => tracing::error!(error = %cause, "queue failure"),
             _ => {}
         }
+    }
+}
+
+impl IdentityError {
+    /// The error as the admin API answers it: an RFC 9457 problem (a
+    /// refused token as the edge answers it, with its challenge).
+    pub(crate) fn into_problem_response(self) -> Response {
+        if let IdentityError::Refused(refusal) = self {
+            return refusal.into_response();
+        }
+        let (status, _) = self.status_and_code();
+        let code = match &self {
+            IdentityError::NotFound(_) => "not_found",
+            IdentityError::Conflict(_) | IdentityError::InvalidTransition { .. } => "conflict",
+            IdentityError::PreconditionFailed => "precondition_failed",
+            IdentityError::PreconditionRequired => "precondition_required",
+            IdentityError::RateLimited { .. } => "rate_limited",
+            _ if status.is_server_error() => "internal",
+            _ => "bad_request",
+        };
+        let mut response = Problem::new(status, code, self.public_description()).into_response();
+        self.decorate(&mut response);
+        response
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod account_security;
 mod accounts;
+mod admin_api;
 mod attacks;
 mod common;
 mod email_links;

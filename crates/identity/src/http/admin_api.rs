@@ -1,0 +1,715 @@
+//! The admin API, `/admin/v1/…`: users, clients, keys and invitations as
+//! JSON, for operators' tools and `echod user|client … --server URL`.
+//!
+//! Every request carries a bearer access token for audience `identity`
+//! with scope `echo.admin` ([`Provider::admin_caller`]); every change is
+//! audited with the caller as actor. Errors are RFC 9457 problems. Lists
+//! are paged (`limit`, at most [`admin::MAX_PAGE_SIZE`], and the opaque `cursor`
+//! of the previous page's `next_cursor`). A user or client carries an
+//! `ETag`; changing one needs `If-Match` with it (RFC 9110 §13.1.1):
+//! 428 without, 412 when it changed since. Bearer tokens, never cookies,
+//! authenticate here, so there is nothing for a cross-site form to ride on
+//! (no CSRF token needed).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header::{CACHE_CONTROL, ETAG, IF_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use echo_crypto::Algorithm;
+use echo_crypto::secret::{b64url, sha256};
+use echo_edge::Origin;
+use echo_identity_store::{Client, User};
+use serde::{Deserialize, Serialize};
+
+use super::request::bearer;
+use crate::admin::{self, ActingAs, ClientSecret, NewClient, NewUser, Page, Registration};
+use crate::keys::{KeyAdmin, KeyInfo};
+use crate::user_state::{UserState, change_state, find_user};
+use crate::{IdentityError, Provider, lockout, mfa};
+
+type AppState = State<Arc<Provider>>;
+type ApiResult = Result<Response, ApiError>;
+
+/// Page size when the caller names none.
+const DEFAULT_PAGE_SIZE: u32 = 50;
+
+/// An [`IdentityError`] answered as a problem.
+pub struct ApiError(IdentityError);
+
+impl<E: Into<IdentityError>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.into_problem_response()
+    }
+}
+
+fn bad(what: &str, e: impl std::fmt::Display) -> IdentityError {
+    IdentityError::BadInput(format!("malformed {what}: {e}"))
+}
+
+fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, IdentityError> {
+    json.map(|Json(t)| t)
+        .map_err(|e| bad("body", e.body_text()))
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, IdentityError> {
+    q.map(|Query(t)| t).map_err(|e| bad("query", e.body_text()))
+}
+
+fn path(p: Result<Path<String>, PathRejection>) -> Result<String, IdentityError> {
+    p.map(|Path(t)| t).map_err(|e| bad("path", e.body_text()))
+}
+
+/// The caller, or the refusal.
+async fn caller(p: &Provider, headers: &HeaderMap, origin: &Origin) -> Result<ActingAs, ApiError> {
+    Ok(p.admin_caller(bearer(headers), origin).await?)
+}
+
+/// A strong ETag: the hash of the representation.
+fn etag_of<T: Serialize>(view: &T) -> String {
+    let json = serde_json::to_vec(view).unwrap_or_default();
+    format!("\"{}\"", &b64url(&sha256(&json))[..22])
+}
+
+/// RFC 9110 §13.1.1: an update needs `If-Match` naming the current ETag
+/// (or `*`).
+fn check_if_match<T: Serialize>(headers: &HeaderMap, current: &T) -> Result<(), IdentityError> {
+    let Some(value) = headers.get(IF_MATCH) else {
+        return Err(IdentityError::PreconditionRequired);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| IdentityError::PreconditionFailed)?;
+    let etag = etag_of(current);
+    let matches = value
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag == etag);
+    if matches {
+        Ok(())
+    } else {
+        Err(IdentityError::PreconditionFailed)
+    }
+}
+
+/// `view` as JSON with its ETag, not cached.
+fn tagged<T: Serialize>(status: StatusCode, view: &T) -> Response {
+    let mut response = (status, Json(view)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&etag_of(view)) {
+        headers.insert(ETAG, etag);
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn listed<T: Serialize>(page: Page<T>) -> Response {
+    let list = List {
+        items: page.items,
+        next_cursor: page.next,
+    };
+    ([(CACHE_CONTROL, "no-store")], Json(list)).into_response()
+}
+
+/// One page of a list.
+#[derive(Serialize)]
+pub struct List<T> {
+    pub items: Vec<T>,
+    /// Give it as `cursor` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Users only: username or email contains this, in any case.
+    search: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// A user as the API shows it (never the password hash).
+#[derive(Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub username: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub state: String,
+    pub roles: Vec<String>,
+    pub created_at: i64,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        UserView {
+            id: u.id,
+            username: u.username,
+            email: u.email,
+            state: u.state,
+            roles: u.roles,
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// A client as the API shows it (never a secret or its hash).
+#[derive(Serialize)]
+pub struct ClientView {
+    pub id: String,
+    /// `confidential`, `public` or `private_key_jwt`.
+    pub auth: &'static str,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub grants: Vec<String>,
+    pub audiences: Vec<String>,
+    pub scopes: Vec<String>,
+    pub allow_no_pkce: bool,
+    pub created_at: i64,
+}
+
+impl From<Client> for ClientView {
+    fn from(c: Client) -> Self {
+        ClientView {
+            auth: if c.jwks.is_some() {
+                "private_key_jwt"
+            } else if c.is_public() {
+                "public"
+            } else {
+                "confidential"
+            },
+            id: c.id,
+            redirect_uris: c.redirect_uris,
+            post_logout_redirect_uris: c.post_logout_redirect_uris,
+            grants: c.grant_types,
+            audiences: c.audiences,
+            scopes: c.scopes,
+            allow_no_pkce: c.allow_no_pkce,
+            created_at: c.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct KeyView {
+    pub kid: String,
+    pub alg: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    pub state: &'static str,
+    pub created_at: i64,
+    pub activates_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retires_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unpublished_at: Option<i64>,
+}
+
+impl From<KeyInfo> for KeyView {
+    fn from(k: KeyInfo) -> Self {
+        KeyView {
+            kid: k.kid,
+            alg: k.alg,
+            audience: k.audience,
+            state: k.state.as_str(),
+            created_at: k.created_at,
+            activates_at: k.activates_at,
+            retires_at: k.retires_at,
+            unpublished_at: k.unpublished_at,
+        }
+    }
+}
+
+fn page_limit(params: &ListParams) -> u32 {
+    params.limit.unwrap_or(DEFAULT_PAGE_SIZE)
+}
+
+/// GET /admin/v1/users
+pub async fn list_users(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult {
+    caller(&p, &headers, &origin).await?;
+    let params = query(params)?;
+    let page = admin::list_users(
+        &*p.store,
+        params.search.as_deref(),
+        params.cursor.as_deref(),
+        page_limit(&params),
+    )
+    .await?;
+    Ok(listed(Page {
+        items: page.items.into_iter().map(UserView::from).collect(),
+        next: page.next,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUserBody {
+    username: String,
+    password: String,
+    email: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// POST /admin/v1/users: an active user with a password.
+pub async fn create_user(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    json: Result<Json<NewUserBody>, JsonRejection>,
+) -> ApiResult {
+    let audit = caller(&p, &headers, &origin).await?;
+    let new = body(json)?;
+    let user = admin::add_user(
+        &*p.store,
+        &audit,
+        &*p.clock,
+        NewUser {
+            username: new.username,
+            password: new.password,
+            email: new.email,
+            roles: new.roles,
+        },
+    )
+    .await?;
+    Ok(tagged(StatusCode::CREATED, &UserView::from(user)))
+}
+
+/// GET /admin/v1/users/{username}
+pub async fn get_user(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    caller(&p, &headers, &origin).await?;
+    let user = find_user(&*p.store, &path(name)?).await?;
+    Ok(tagged(StatusCode::OK, &UserView::from(user)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserChanges {
+    /// Replaces the user's roles.
+    roles: Option<Vec<String>>,
+    /// `active`, `suspended` or `deleted`, as the user state machine allows.
+    state: Option<String>,
+    /// With `state: active`: the password an invited user starts with.
+    password: Option<String>,
+}
+
+/// PATCH /admin/v1/users/{username} (If-Match): roles and state.
+pub async fn update_user(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    json: Result<Json<UserChanges>, JsonRejection>,
+) -> ApiResult {
+    let audit = caller(&p, &headers, &origin).await?;
+    let name = path(name)?;
+    let changes = body(json)?;
+    let current = find_user(&*p.store, &name).await?;
+    check_if_match(&headers, &UserView::from(current))?;
+    let state = changes
+        .state
+        .as_deref()
+        .map(str::parse::<UserState>)
+        .transpose()?;
+    if changes.password.is_some() && state != Some(UserState::Active) {
+        return Err(
+            IdentityError::BadInput("a password is only taken with state active".into()).into(),
+        );
+    }
+    if let Some(roles) = changes.roles {
+        admin::set_roles(&*p.store, &audit, &name, roles).await?;
+    }
+    match state {
+        Some(UserState::Active) => {
+            admin::activate_user(&*p.store, &audit, &*p.clock, &name, changes.password).await?;
+        }
+        Some(to) => {
+            change_state(&*p.store, &audit, &*p.clock, &name, to).await?;
+        }
+        None => {}
+    }
+    let user = find_user(&*p.store, &name).await?;
+    Ok(tagged(StatusCode::OK, &UserView::from(user)))
+}
+
+/// DELETE /admin/v1/users/{username}: the user moves to state `deleted`
+/// (the record stays, unusable); sessions and refresh tokens end.
+pub async fn delete_user(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let audit = caller(&p, &headers, &origin).await?;
+    let name = path(name)?;
+    change_state(&*p.store, &audit, &*p.clock, &name, UserState::Deleted).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// POST /admin/v1/users/{username}/unlock: forgets failed sign-ins.
+pub async fn unlock_user(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let audit = caller(&p, &headers, &origin).await?;
+    lockout::unlock_user(&*p.store, &audit, &path(name)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// POST /admin/v1/users/{username}/reset-mfa: removes TOTP and recovery
+/// codes.
+pub async fn reset_user_mfa(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let audit = caller(&p, &headers, &origin).await?;
+    mfa::reset_mfa(&*p.store, &audit, &path(name)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationBody {
+    username: String,
+    email: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// POST /admin/v1/invitations: a user in state `invited`, without a
+/// password, until activated.
+pub async fn invite(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    json: Result<Json<InvitationBody>, JsonRejection>,
+) -> ApiResult {
+    let audit = caller(&p, &headers, &origin).await?;
+    let new = body(json)?;
+    let user = admin::invite_user(
+        &*p.store,
+        &audit,
+        &*p.clock,
+        new.username,
+        new.email,
+        new.roles,
+    )
+    .await?;
+    Ok(tagged(StatusCode::CREATED, &UserView::from(user)))
+}
+
+/// GET /admin/v1/clients
+pub async fn list_clients(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult {
+    caller(&p, &headers, &origin).await?;
+    let params = query(params)?;
+    if params.search.is_some() {
+        return Err(IdentityError::BadInput("clients have no search".into()).into());
+    }
+    let page =
+        admin::list_clients(&*p.store, params.cursor.as_deref(), page_limit(&params)).await?;
+    Ok(listed(Page {
+        items: page.items.into_iter().map(ClientView::from).collect(),
+        next: page.next,
+    }))
+}
+
+/// The client fields a request sets.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationBody {
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
+    grants: Vec<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    allow_no_pkce: bool,
+}
+
+impl From<RegistrationBody> for Registration {
+    fn from(b: RegistrationBody) -> Self {
+        Registration {
+            redirect_uris: b.redirect_uris,
+            post_logout_redirect_uris: b.post_logout_redirect_uris,
+            grants: b.grants,
+            audiences: b.audiences,
+            scopes: b.scopes,
+            allow_no_pkce: b.allow_no_pkce,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewClientBody {
+    id: String,
+    /// `client_secret` (a generated secret, answered once), `public` or
+    /// `private_key_jwt` (with `jwks`).
+    auth: String,
+    /// The public keys of a `private_key_jwt` client: a JWK Set.
+    jwks: Option<serde_json::Value>,
+    #[serde(flatten)]
+    registration: RegistrationBody,
+}
+
+#[derive(Serialize)]
+struct CreatedClient {
+    #[serde(flatten)]
+    client: ClientView,
+    /// The generated secret: shown this once, stored only as a hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret: Option<String>,
+}
+
+/// POST /admin/v1/clients
+pub async fn create_client(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    json: Result<Json<NewClientBody>, JsonRejection>,
+) -> ApiResult {
+    let audit = caller(&p, &headers, &origin).await?;
+    let new = body(json)?;
+    let secret = match (new.auth.as_str(), new.jwks) {
+        ("client_secret", None) => ClientSecret::Generate,
+        ("public", None) => ClientSecret::Public,
+        ("private_key_jwt", Some(jwks)) => ClientSecret::PrivateKeyJwt(jwks.to_string()),
+        ("private_key_jwt", None) => {
+            return Err(IdentityError::BadInput("private_key_jwt needs jwks".into()).into());
+        }
+        (_, Some(_)) => {
+            return Err(IdentityError::BadInput("jwks is only for private_key_jwt".into()).into());
+        }
+        (other, None) => {
+            return Err(IdentityError::BadInput(format!(
+                "unknown auth {other:?}: use client_secret, public or private_key_jwt"
+            ))
+            .into());
+        }
+    };
+    let registration = Registration::from(new.registration);
+    let generated = admin::add_client(
+        &*p.store,
+        &audit,
+        &*p.clock,
+        NewClient {
+            id: new.id.clone(),
+            secret,
+            redirect_uris: registration.redirect_uris,
+            grants: registration.grants,
+            audiences: registration.audiences,
+            scopes: registration.scopes,
+            post_logout_redirect_uris: registration.post_logout_redirect_uris,
+            allow_no_pkce: registration.allow_no_pkce,
+        },
+    )
+    .await?;
+    let client = admin::find_client(&*p.store, &new.id).await?;
+    let created = CreatedClient {
+        client: client.into(),
+        client_secret: generated,
+    };
+    let mut response = tagged(StatusCode::CREATED, &created.client);
+    *response.body_mut() = Json(&created).into_response().into_body();
+    Ok(response)
+}
+
+/// GET /admin/v1/clients/{id}
+pub async fn get_client(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    caller(&p, &headers, &origin).await?;
+    let client = admin::find_client(&*p.store, &path(id)?).await?;
+    Ok(tagged(StatusCode::OK, &ClientView::from(client)))
+}
+
+/// PUT /admin/v1/clients/{id} (If-Match): replaces the registration.
+pub async fn update_client(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    json: Result<Json<RegistrationBody>, JsonRejection>,
+) -> ApiResult {
+    let audit = caller(&p, &headers, &origin).await?;
+    let id = path(id)?;
+    let registration = body(json)?;
+    let current = admin::find_client(&*p.store, &id).await?;
+    check_if_match(&headers, &ClientView::from(current))?;
+    let client = admin::update_client(&*p.store, &audit, &id, registration.into()).await?;
+    p.clients.reload(&*p.store, &id, p.clock.now()).await?;
+    Ok(tagged(StatusCode::OK, &ClientView::from(client)))
+}
+
+/// DELETE /admin/v1/clients/{id}: the client and its tokens.
+pub async fn delete_client(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let audit = caller(&p, &headers, &origin).await?;
+    let id = path(id)?;
+    admin::delete_client(&*p.store, &audit, &*p.clock, &id).await?;
+    p.clients.reload(&*p.store, &id, p.clock.now()).await?;
+    p.forget_revocation_answers();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecretBody {
+    /// How long the old secret keeps working (default a day).
+    overlap_seconds: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct RotatedSecret {
+    client_secret: String,
+    previous_secret_valid_for: i64,
+}
+
+/// POST /admin/v1/clients/{id}/secret: a new generated secret, answered
+/// once; the old one works for `overlap_seconds` more.
+pub async fn rotate_client_secret(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    json: Result<Json<RotateSecretBody>, JsonRejection>,
+) -> ApiResult {
+    let audit = caller(&p, &headers, &origin).await?;
+    let id = path(id)?;
+    let overlap = body(json)?.overlap_seconds.unwrap_or(24 * 60 * 60);
+    let secret = admin::rotate_client_secret(&*p.store, &audit, &*p.clock, &id, overlap).await?;
+    p.clients.reload(&*p.store, &id, p.clock.now()).await?;
+    let rotated = RotatedSecret {
+        client_secret: secret,
+        previous_secret_valid_for: overlap,
+    };
+    Ok(([(CACHE_CONTROL, "no-store")], Json(rotated)).into_response())
+}
+
+/// The key operations as `audit`'s actor.
+fn key_admin<'a>(p: &'a Provider, audit: &'a ActingAs) -> KeyAdmin<'a> {
+    KeyAdmin {
+        audit,
+        actor: &audit.actor,
+        ..p.key_admin()
+    }
+}
+
+/// GET /admin/v1/keys: every signing key, in order of activation.
+pub async fn list_keys(State(p): AppState, origin: Origin, headers: HeaderMap) -> ApiResult {
+    caller(&p, &headers, &origin).await?;
+    let keys: Vec<KeyView> = p
+        .key_admin()
+        .list()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(listed(Page {
+        items: keys,
+        next: None,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeysBody {
+    /// `EdDSA`, `ES256` or `RS256`; default every algorithm in use.
+    alg: Option<String>,
+    /// Scope the new key to this audience.
+    audience: Option<String>,
+}
+
+/// POST /admin/v1/keys/rotate: successors, published before they sign.
+pub async fn rotate_keys(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    json: Result<Json<RotateKeysBody>, JsonRejection>,
+) -> ApiResult {
+    let audit = caller(&p, &headers, &origin).await?;
+    let request = body(json)?;
+    let alg = request
+        .alg
+        .as_deref()
+        .map(|name| {
+            Algorithm::parse(name)
+                .map_err(|_| IdentityError::BadInput(format!("unknown algorithm {name:?}")))
+        })
+        .transpose()?;
+    let keys = key_admin(&p, &audit)
+        .rotate(alg, request.audience.as_deref())
+        .await?;
+    p.keys.reload(&*p.store, p.clock.now()).await?;
+    let keys: Vec<KeyView> = keys.into_iter().map(Into::into).collect();
+    Ok((StatusCode::CREATED, Json(keys)).into_response())
+}
+
+/// POST /admin/v1/keys/{kid}/retire: stops signing, stays published until
+/// its tokens expired.
+pub async fn retire_key(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    kid: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let audit = caller(&p, &headers, &origin).await?;
+    let key = key_admin(&p, &audit).retire(&path(kid)?).await?;
+    p.keys.reload(&*p.store, p.clock.now()).await?;
+    Ok(Json(KeyView::from(key)).into_response())
+}
+
+/// POST /admin/v1/keys/{kid}/revoke: unpublished at once; tokens it signed
+/// stop verifying.
+pub async fn revoke_key(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    kid: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let audit = caller(&p, &headers, &origin).await?;
+    let revocation = key_admin(&p, &audit).revoke(&path(kid)?).await?;
+    p.keys.reload(&*p.store, p.clock.now()).await?;
+    Ok(Json(KeyView::from(revocation.revoked)).into_response())
+}
