@@ -762,3 +762,88 @@ async fn browser_change_password_then_sign_in_with_it() {
     assert!(browser.text().await.contains("Welcome, dave"));
     browser.stop().await;
 }
+
+/// Open sign-up at identity: the form, the activation mail, the account
+/// page (the address verified), the sessions page and "Sign out
+/// everywhere", then signing in again.
+#[tokio::test]
+async fn browser_sign_up_verify_address_see_sessions_and_sign_out_everywhere() {
+    let Some(mut browser) = Browser::start("sign_up").await else {
+        return;
+    };
+    let smtp = echo_testkit::smtp::SmtpServer::start();
+    let dir = echo_testkit::data_dir();
+    let smtp_url = smtp.url();
+    let (_server, gateway) = platform(
+        dir.path(),
+        &[
+            "--smtp-url",
+            &smtp_url,
+            "--smtp-from",
+            "Echo <echo@example.test>",
+            "--registration",
+            "open",
+        ],
+    );
+
+    browser.goto(&gateway).await;
+    browser.click("a.button").await;
+    let login = browser.client.current_url().await.unwrap();
+    let identity = login.origin().ascii_serialization();
+    browser.goto(&format!("{identity}/register")).await;
+    browser.type_into("#username", "frank").await;
+    browser.type_into("#email", "frank@example.test").await;
+    browser
+        .type_into("#password", "frank's long passphrase")
+        .await;
+    browser.shot("register").await;
+    browser.click("button[type=submit]").await;
+    let sent = browser.text_with("Check your email").await;
+    assert!(sent.contains("activate your account"), "{sent}");
+
+    let mail = smtp.wait_for(1, Duration::from_secs(30)).remove(0);
+    assert_eq!(mail.to, vec!["frank@example.test".to_owned()]);
+    let link = mail
+        .link("/email/verify?token=")
+        .expect("an activation link");
+    browser.goto(&link).await;
+    browser.shot("verify").await;
+    browser.click("button[type=submit]").await;
+    let verified = browser.text_with("Address verified").await;
+    assert!(verified.contains("verified"), "{verified}");
+
+    browser.goto(&gateway).await;
+    browser.click("a.button").await;
+    browser
+        .submit_login("frank", "frank's long passphrase")
+        .await;
+    assert_eq!(browser.path_when(|p| p == "/").await, "/");
+    browser.goto(&format!("{identity}/account")).await;
+    let account = browser.text_with("frank@example.test").await;
+    assert!(
+        account.contains("verified") && !account.contains("not verified"),
+        "{account}"
+    );
+    browser.shot("account").await;
+    browser.click("nav a[href='/account/sessions']").await;
+    let sessions = browser.text_with("Where you are signed in").await;
+    assert!(sessions.contains("(this browser)"), "{sessions}");
+    assert!(
+        sessions.contains("gateway"),
+        "the gateway holds a refresh token: {sessions}"
+    );
+    browser.shot("sessions").await;
+    browser
+        .click("form[action='/account/sessions/end-all'] button")
+        .await;
+    let ended = browser.text_with("Signed out everywhere").await;
+    assert!(ended.contains("no application keeps access"), "{ended}");
+    browser.goto(&format!("{identity}/account")).await;
+    assert!(
+        browser
+            .text_with("Not signed in")
+            .await
+            .contains("Not signed in")
+    );
+    browser.stop().await;
+}
