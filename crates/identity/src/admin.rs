@@ -436,8 +436,8 @@ impl AuditSink for ActingAs {
 impl Provider {
     /// The caller of the admin API, from its bearer token: an unrevoked
     /// access token for audience `identity` with scope [`ADMIN_SCOPE`],
-    /// of a service (a client registered for it) or of a user who still is
-    /// an active admin. Refusals are audited by the gate: 401 for a
+    /// of a service (a client still registered for it) or of a user who
+    /// still is an active admin. Refusals are audited by the gate: 401 for a
     /// missing or invalid token, 403 for one without the right.
     pub async fn admin_caller(&self, bearer: Option<&str>, origin: &Origin) -> Result<ActingAs> {
         let Some(token) = bearer else {
@@ -449,7 +449,19 @@ impl Provider {
         if !caller.has_scope(ADMIN_SCOPE) {
             return Err(self.gate.insufficient(&caller, ADMIN_SCOPE).into());
         }
-        if !caller.is_service() {
+        if caller.is_service() {
+            // Still registered for the scope: removing it (or the client)
+            // ends the access within the registration cache's 2 s, not at
+            // the token's expiry.
+            let registered = self
+                .clients
+                .get(&*self.store, &caller.subject, self.clock.now())
+                .await?
+                .is_some_and(|c| c.scopes.iter().any(|s| s == ADMIN_SCOPE));
+            if !registered {
+                return Err(self.gate.insufficient(&caller, ADMIN_SCOPE).into());
+            }
+        } else {
             let user = self.store.user_by_id(&caller.subject).await?;
             let admin = user.is_some_and(|u| {
                 u.state == UserState::Active.as_str() && u.roles.iter().any(|r| r == ADMIN_ROLE)

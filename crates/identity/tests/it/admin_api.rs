@@ -5,7 +5,7 @@
 //! caller.
 
 use echo_core::Clock;
-use echo_identity::admin::{self, ClientSecret, NewClient};
+use echo_identity::admin::{self, ClientSecret, NewClient, Registration};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -600,6 +600,22 @@ async fn only_registered_clients_and_admins_with_a_second_factor_get_echo_admin(
     assert_eq!(
         get(&server, "/admin/v1/users", &token).await.status,
         StatusCode::UNAUTHORIZED
+    );
+    // a client that loses the scope loses the access, its token unexpired
+    let token = ops_token(&server).await;
+    let ops = admin::find_client(&*server.store, OPS).await.unwrap();
+    let without = Registration {
+        scopes: vec![],
+        ..Registration::of(&ops)
+    };
+    admin::update_client(&*server.store, &*server.audit, OPS, without)
+        .await
+        .unwrap();
+    clock.advance(3);
+    assert_problem(
+        &get(&server, "/admin/v1/users", &token).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
     );
 
     // users through the console: not an admin
