@@ -7,6 +7,8 @@
 # Each row runs after a 2 s warm-up. Release build.
 # Needs wrk, curl and python3; installs nginx-light when nginx is missing.
 # Usage: bench/gateway.sh [seconds per row]
+# With PERF_DIR=<dir>, each proxy's 64-connection row is also recorded by `perf record -g`
+# into <dir>/<row>.data (read it with `perf report -i <dir>/<row>.data --no-children`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SECONDS_PER_RUN="${1:-10}"
@@ -69,14 +71,17 @@ taskset -c 0 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" &
 PIDS+=($!)
 
 cat > "$WORK/gateway.toml" <<TOML
+# Every limit on and counted, none reached: one IP and one user send all the load.
 [rate_limit]
-# No limits: one IP sends all the load.
+per_ip = { per_second = 1000000.0, burst = 1000000 }
+per_user = { per_second = 1000000.0, burst = 1000000 }
 
 [[routes]]
 prefix = "/api/bench"
 upstream = "http://127.0.0.1:$UP_PORT"
 audience = "bench"
 strip_prefix = true
+rate_limit = { per_second = 1000000.0, burst = 1000000 }
 TOML
 
 export ECHO_LOG=warn
@@ -153,7 +158,14 @@ run() {
       ( peak=0; while sleep 0.5; do now="$(rss_mb "$pid")"; (( now > peak )) && peak=$now; echo "$peak" > "$WORK/rss"; done ) &
       sampler=$!
     fi
+    local perf=""
+    if [[ -n "${PERF_DIR:-}" && "$pid" != - && $c == 64 ]]; then
+      mkdir -p "$PERF_DIR"
+      perf record -q -F 999 -g -p "$pid" -o "$PERF_DIR/${label//[^a-z]/_}.data" -- sleep "$SECONDS_PER_RUN" 2>/dev/null &
+      perf=$!
+    fi
     local out; out="$(taskset -c 1 wrk "${args[@]}" "-d${SECONDS_PER_RUN}s" "$url")"
+    [[ -n "$perf" ]] && wait "$perf"
     if [[ -n "$sampler" ]]; then kill "$sampler"; wait "$sampler" 2>/dev/null || true; rss="$(cat "$WORK/rss")"; fi
     local rps p50 p99 bad p50us added share
     rps="$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")"
