@@ -4,7 +4,10 @@
 # with a session cookie, at concurrency 8 and 64; the gateway both as `echod up` runs it
 # (identity, audit and gateway in one process) and as `echod serve gateway` alone.
 # The upstream and the proxy under test share core 0; wrk runs with one thread on core 1.
-# Each row runs after a 2 s warm-up. Release build.
+# Each row runs after a 2 s warm-up. Release build. Besides wrk's figures, each proxy's row
+# reports its resident memory (the peak sampled during the row) and the CPU time it spent
+# per request (user + system, from /proc): on a machine whose other work disturbs the
+# wall-clock figures, that is the proxy's own cost.
 # Needs wrk, curl and python3; installs nginx-light when nginx is missing.
 # Usage: bench/gateway.sh [seconds per row]
 # With PERF_DIR=<dir>, each proxy's 64-connection row is also recorded by `perf record -g`
@@ -144,8 +147,11 @@ SOLO_COOKIE="$(login "http://127.0.0.1:$SOLO_PORT")"
 # wrk's latencies (`36.00us`, `1.20ms`, `2.00s`) in microseconds.
 micros() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else print n * 1000000 }'; }
 rss_mb() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+# CPU time (user + system) a process has used, in clock ticks.
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
-NGINX_RPS=""; NGINX_P50=""; DIRECT_P50=""
+declare -A NGINX_RPS; DIRECT_P50=""
 # label, pid whose resident memory is reported ("-": none), url, header…
 run() {
   local label="$1" pid="$2" url="$3"; shift 3
@@ -153,7 +159,7 @@ run() {
     local args=(-t1 "-c$c" --latency)
     for h in "$@"; do args+=(-H "$h"); done
     taskset -c 1 wrk "${args[@]}" -d2s "$url" >/dev/null # warm-up
-    local rss=0 sampler=""
+    local rss=0 sampler=""; echo 0 > "$WORK/rss"
     if [[ "$pid" != - ]]; then
       ( peak=0; while sleep 0.5; do now="$(rss_mb "$pid")"; (( now > peak )) && peak=$now; echo "$peak" > "$WORK/rss"; done ) &
       sampler=$!
@@ -164,31 +170,34 @@ run() {
       perf record -q -F 999 -g -p "$pid" -o "$PERF_DIR/${label//[^a-z]/_}.data" -- sleep "$SECONDS_PER_RUN" 2>/dev/null &
       perf=$!
     fi
+    local ticks=0; [[ "$pid" != - ]] && ticks="$(cpu_ticks "$pid")"
     local out; out="$(taskset -c 1 wrk "${args[@]}" "-d${SECONDS_PER_RUN}s" "$url")"
+    [[ "$pid" != - ]] && ticks=$(( $(cpu_ticks "$pid") - ticks ))
     [[ -n "$perf" ]] && wait "$perf"
     if [[ -n "$sampler" ]]; then kill "$sampler"; wait "$sampler" 2>/dev/null || true; rss="$(cat "$WORK/rss")"; fi
-    local rps p50 p99 bad p50us added share
+    local rps p50 p99 bad p50us added share requests cpu
     rps="$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")"
+    requests="$(awk '/requests in/ {print $1}' <<<"$out")"
+    cpu="-"; [[ "$pid" != - ]] && cpu="$(awk -v t="$ticks" -v u="$TICK_US" -v n="$requests" 'BEGIN { printf "%.1f µs", t * u / n }')"
     p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
     p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
     bad="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"; bad="${bad:-0}"
     if grep -q 'Socket errors' <<<"$out"; then bad="$bad ($(grep 'Socket errors' <<<"$out" | sed 's/^ *//'))"; fi
     p50us="$(micros "$p50")"
     [[ "$label" == direct && $c == 8 ]] && DIRECT_P50="$p50us"
-    [[ "$label" == nginx* && $c == 8 ]] && NGINX_P50="$p50us"
-    [[ "$label" == nginx* && $c == 64 ]] && NGINX_RPS="$rps"
+    [[ "$label" == nginx* ]] && NGINX_RPS[$c]="$rps"
     added="-"; [[ -n "$DIRECT_P50" && "$label" != direct ]] && added="$(awk -v a="$p50us" -v b="$DIRECT_P50" 'BEGIN { printf "%.0f µs", a - b }')"
-    share="-"; [[ -n "$NGINX_RPS" && "$label" != direct ]] && share="$(awk -v a="$rps" -v b="$NGINX_RPS" 'BEGIN { printf "%.0f %%", 100 * a / b }')"
+    share="-"; [[ -n "${NGINX_RPS[$c]:-}" && "$label" != direct ]] && share="$(awk -v a="$rps" -v b="${NGINX_RPS[$c]}" 'BEGIN { printf "%.0f %%", 100 * a / b }')"
     [[ "$pid" == - ]] && rss="-" || rss="$rss MB"
-    printf '| %-28s | %3s | %8s | %6s | %8s | %8s | %8s | %s | %s |\n' \
-      "$label" "$c" "$rps" "$share" "$p50" "$added" "$p99" "$bad" "$rss"
+    printf '| %-29s | %3s | %8s | %6s | %8s | %8s | %8s | %s | %s | %s |\n' \
+      "$label" "$c" "$rps" "$share" "$p50" "$added" "$p99" "$bad" "$rss" "$cpu"
   done
 }
 
 # nginx's one worker does the proxying (its master only watches).
 NGINX_WORKER="$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)"
-echo "| path | conc. | req/s | of nginx | p50 | added p50 | p99 | non-2xx | RSS |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+echo "| path | conc. | req/s | of nginx | p50 | added p50 | p99 | non-2xx | RSS | CPU per request |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 run "direct" - "http://127.0.0.1:$UP_PORT/x"
 run "nginx (plain proxy)" "$NGINX_WORKER" "http://127.0.0.1:$NGX_PORT/api/bench/x"
 run "up: bearer token" "$UP_PID" "http://127.0.0.1:$GW_PORT/api/bench/x" "Authorization: Bearer $TOKEN"
