@@ -93,10 +93,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -107,6 +104,23 @@ fn main() -> ExitCode {
     drop(runtime);
     telemetry.shutdown();
     exit_code(ran)
+}
+
+/// The async runtime, sized to the cores this process may run on (its
+/// `sched_getaffinity` mask and cgroup CPU quota, as
+/// `available_parallelism` reads them), not the machine's: one worker per
+/// core, and on a single core one thread that runs every task itself, with
+/// no scheduler handing work between threads (issue 18: a pinned gateway).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(cores);
+        builder
+    };
+    builder.enable_all().build()
 }
 
 /// Success, or the error and its causes on stderr and a failure.

@@ -27,6 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use metrics::SharedString;
 use serde_json::{Value, json};
 
 use crate::origin::{Origin, TrustedProxies, X_FORWARDED_FOR};
@@ -221,25 +222,51 @@ fn exposition() -> Response {
 
 /// The request metrics: `echo_http_requests_total` and
 /// `echo_http_request_duration_seconds` by service, method, route template
-/// and status.
+/// and status. Labels are borrowed where they can be (every request pays
+/// for what is copied).
 async fn record(service: &'static str, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| UNMATCHED_ROUTE.to_owned(), |p| p.as_str().to_owned());
+        .map_or(SharedString::const_str(UNMATCHED_ROUTE), |p| {
+            SharedString::from(p.as_str().to_owned())
+        });
     let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let labels = [
-        ("service", service.to_owned()),
-        ("method", method.to_owned()),
+        ("service", SharedString::const_str(service)),
+        ("method", SharedString::const_str(method)),
         ("route", route),
-        ("status", response.status().as_u16().to_string()),
+        ("status", status_label(response.status())),
     ];
     metrics::counter!("echo_http_requests_total", &labels).increment(1);
     metrics::histogram!("echo_http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The status as a label: borrowed for the codes Echo answers most.
+fn status_label(status: StatusCode) -> SharedString {
+    let common = match status.as_u16() {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        302 => "302",
+        303 => "303",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        other => return SharedString::from(other.to_string()),
+    };
+    SharedString::const_str(common)
 }
 
 /// The method, or `OTHER` for extension methods (a label's values stay
@@ -304,5 +331,13 @@ mod tests {
     fn extension_methods_share_one_label() {
         assert_eq!(method_label(&Method::GET), "GET");
         assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "OTHER");
+    }
+
+    #[test]
+    fn every_status_has_its_own_label() {
+        for code in [200, 204, 404, 418, 429, 599] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert_eq!(status_label(status).as_ref(), code.to_string());
+        }
     }
 }

@@ -7,8 +7,14 @@
 //! for every request of a flood. Buckets that have filled up again are
 //! forgotten when the map grows, so memory stays bounded by the keys that
 //! are busy now.
+//!
+//! The buckets are spread over [`SHARDS`] maps, each behind its own lock,
+//! by a hash of the key: requests of different callers on different
+//! threads do not wait for one another, and a busy key's bucket is found
+//! without copying its key.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,6 +23,8 @@ use serde::Deserialize;
 
 /// Buckets kept before full ones are swept.
 const SWEEP_AT: usize = 10_000;
+/// Maps the buckets are spread over.
+const SHARDS: usize = 16;
 
 /// A token bucket: `burst` requests at once, refilled at `per_second`.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -53,26 +61,46 @@ struct Bucket {
     quiet_until: Option<Instant>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RateLimiter {
-    buckets: Mutex<HashMap<String, Bucket>>,
+    shards: [Mutex<HashMap<String, Bucket>>; SHARDS],
+    hasher: std::hash::RandomState,
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::default()),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
 }
 
 impl RateLimiter {
     /// Takes a token from `key`'s bucket at `now`.
     pub fn check(&self, key: &str, limit: Limit, now: Instant) -> Result<(), Throttled> {
         let burst = f64::from(limit.burst);
-        let mut buckets = lock(&self.buckets);
-        if buckets.len() >= SWEEP_AT && !buckets.contains_key(key) {
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.updated).as_secs_f64() * limit.per_second < burst
-            });
+        let shard = self.hasher.hash_one(key) as usize % SHARDS;
+        let mut buckets = lock(&self.shards[shard]);
+        if !buckets.contains_key(key) {
+            if buckets.len() >= SWEEP_AT / SHARDS {
+                buckets.retain(|_, b| {
+                    b.tokens + now.duration_since(b.updated).as_secs_f64() * limit.per_second
+                        < burst
+                });
+            }
+            buckets.insert(
+                key.to_owned(),
+                Bucket {
+                    tokens: burst,
+                    updated: now,
+                    quiet_until: None,
+                },
+            );
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: burst,
-            updated: now,
-            quiet_until: None,
-        });
+        let Some(bucket) = buckets.get_mut(key) else {
+            return Ok(());
+        };
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(burst);
         bucket.updated = now;
@@ -122,6 +150,28 @@ mod tests {
         assert!(limiter.check("k", limit, t3).is_ok());
         assert!(limiter.check("k", limit, t3).is_ok());
         assert!(limiter.check("k", limit, t3).unwrap_err().first_in_window);
+    }
+
+    #[test]
+    fn many_keys_stay_apart_and_full_buckets_are_swept() {
+        let limiter = RateLimiter::default();
+        let limit = Limit {
+            per_second: 1.0,
+            burst: 1,
+        };
+        let t0 = Instant::now();
+        for i in 0..SWEEP_AT * 2 {
+            assert!(limiter.check(&format!("k{i}"), limit, t0).is_ok());
+        }
+        assert!(
+            limiter.check("k7", limit, t0).is_err(),
+            "its bucket is empty"
+        );
+        // Later every bucket is full again, and a new key sweeps its shard.
+        let later = t0 + Duration::from_secs(2);
+        assert!(limiter.check("new", limit, later).is_ok());
+        let kept: usize = limiter.shards.iter().map(|s| lock(s).len()).sum();
+        assert!(kept < SWEEP_AT * 2, "{kept} buckets kept");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   (`actor` = their `sub`) with the gateway's client-credentials token
 //!   (scope `audit.read`), since plain users may not query the log.
 
+use axum::http::HeaderValue;
+use axum::http::header::AUTHORIZATION;
 use serde::Deserialize;
 
 use crate::gateway::Gateway;
@@ -118,17 +120,19 @@ impl Gateway {
         let token = self
             .token_for(principal, &self.config.audit_audience)
             .await?;
-        self.audit_events(&token, &filters.query()?).await
+        self.audit_events(token, &filters.query()?).await
     }
 
     /// The caller's own latest events, for the home page.
     pub async fn recent_activity(&self, principal: &Principal) -> Result<Vec<LogEvent>> {
         let token = self.own_audit_token().await?;
+        let token = HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| GatewayError::Identity("a token that is no header value".into()))?;
         let query = [
             ("actor", principal.subject.clone()),
             ("limit", "10".to_owned()),
         ];
-        Ok(self.audit_events(&token, &query).await?.events)
+        Ok(self.audit_events(token, &query).await?.events)
     }
 
     /// Successful and failed logins per hour over the last day (admins).
@@ -158,7 +162,7 @@ impl Gateway {
                 ("limit", "1000".to_owned()),
             ];
             for _ in 0..CHART_MAX_PAGES {
-                let page = self.audit_events(&token, &query).await?;
+                let page = self.audit_events(token.clone(), &query).await?;
                 for event in &page.events {
                     let hour = (event.time / 1000 - start).div_euclid(3600);
                     if let Some(count) = usize::try_from(hour).ok().and_then(|h| counts.get_mut(h))
@@ -176,8 +180,13 @@ impl Gateway {
         Ok(chart)
     }
 
-    /// `GET <audit>/v1/events?query` with `token`.
-    async fn audit_events(&self, token: &str, query: &[(&str, String)]) -> Result<EventsPage> {
+    /// `GET <audit>/v1/events?query`, read with the `Authorization`
+    /// header `authorization`.
+    async fn audit_events(
+        &self,
+        authorization: HeaderValue,
+        query: &[(&str, String)],
+    ) -> Result<EventsPage> {
         let unavailable = |cause: String| GatewayError::UpstreamUnavailable {
             upstream: "audit".into(),
             cause,
@@ -192,7 +201,7 @@ impl Gateway {
             .get(format!("{base}/v1/events"))
             .headers(echo_edge::trace::headers())
             .query(query)
-            .bearer_auth(token)
+            .header(AUTHORIZATION, authorization)
             .send()
             .await
             .map_err(|e| unavailable(e.to_string()))?;

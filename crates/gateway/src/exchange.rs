@@ -11,10 +11,11 @@
 //! exchange per session, audience and token lifetime rather than one per
 //! request.
 
+use axum::http::HeaderValue;
+#[cfg(test)]
 use echo_crypto::secret::token_hash;
 
 use crate::gateway::Gateway;
-use crate::oidc::TokenAnswer;
 use crate::principal::{Credential, Principal};
 use crate::session::Tokens;
 use crate::{GatewayError, Result};
@@ -27,7 +28,7 @@ impl Gateway {
     /// session. Never logged.
     fn subject_token(&self, principal: &Principal) -> Result<String> {
         match &principal.credential {
-            Credential::Bearer(token) => Ok(token.clone()),
+            Credential::Bearer { token, .. } => Ok(token.clone()),
             Credential::Session {
                 id_hash, sealed, ..
             } => Ok(Tokens::open(&self.sealer, id_hash, sealed)?.access_token),
@@ -38,37 +39,50 @@ impl Gateway {
     /// bearer token's hash, or the session and its access token's expiry
     /// (so a session's tokens are opened only to make an exchange, not on
     /// every request, and a refreshed session trades its new token).
-    fn subject_key(principal: &Principal) -> String {
+    fn subject_key(principal: &Principal) -> (&str, i64) {
         match &principal.credential {
-            Credential::Bearer(token) => token_hash(token),
+            Credential::Bearer { hash, .. } => (hash.as_str(), 0),
             Credential::Session {
                 id_hash,
                 access_expires_at,
                 ..
-            } => format!("session {id_hash} {access_expires_at}"),
+            } => (id_hash.as_str(), *access_expires_at),
         }
     }
 
-    /// A token for `audience` that names the caller (RFC 8693), from the
-    /// cache or from identity.
-    pub(crate) async fn token_for(&self, principal: &Principal, audience: &str) -> Result<String> {
-        let key = (Self::subject_key(principal), audience.to_owned());
-        self.cached(key, || async {
-            let subject = self.subject_token(principal)?;
-            self.identity
-                .exchange(&subject, audience)
-                .await
-                .map_err(|e| match e {
-                    // Identity will not let the gateway act for this caller
-                    // there (an audience not registered for the gateway, a
-                    // revoked token): the caller may not go there.
-                    GatewayError::IdentityRefused(code) => GatewayError::Forbidden(format!(
-                        "identity refused a token for {audience}: {code}"
-                    )),
-                    other => other,
-                })
-        })
-        .await
+    /// The `Authorization` header carrying a token for `audience` that
+    /// names the caller (RFC 8693), from the cache or from identity.
+    pub(crate) async fn token_for(
+        &self,
+        principal: &Principal,
+        audience: &str,
+    ) -> Result<HeaderValue> {
+        let (whose, version) = Self::subject_key(principal);
+        let now = self.clock.now();
+        if let Some(header) = self.tokens.get(whose, version, audience, now) {
+            return Ok(header);
+        }
+        let subject = self.subject_token(principal)?;
+        let answer = self
+            .identity
+            .exchange(&subject, audience)
+            .await
+            .map_err(|e| match e {
+                // Identity will not let the gateway act for this caller
+                // there (an audience not registered for the gateway, a
+                // revoked token): the caller may not go there.
+                GatewayError::IdentityRefused(code) => GatewayError::Forbidden(format!(
+                    "identity refused a token for {audience}: {code}"
+                )),
+                other => other,
+            })?;
+        let mut header = HeaderValue::try_from(format!("Bearer {}", answer.access_token))
+            .map_err(|_| GatewayError::Identity("a token that is no header value".into()))?;
+        header.set_sensitive(true);
+        let expires_at = now + answer.expires_in.unwrap_or(0);
+        self.tokens
+            .put((whose, version), audience, header.clone(), expires_at, now);
+        Ok(header)
     }
 
     /// The gateway's own token for reading the audit log (scope
@@ -78,21 +92,6 @@ impl Gateway {
             .token(&self.config.audit_audience, AUDIT_READ)
             .await
             .map_err(GatewayError::Identity)
-    }
-
-    async fn cached<F>(&self, key: (String, String), fetch: impl FnOnce() -> F) -> Result<String>
-    where
-        F: Future<Output = Result<TokenAnswer>>,
-    {
-        let now = self.clock.now();
-        if let Some(token) = self.tokens.get(&key, now) {
-            return Ok(token);
-        }
-        let answer = fetch().await?;
-        let expires_at = now + answer.expires_in.unwrap_or(0);
-        self.tokens
-            .put(key, answer.access_token.clone(), expires_at, now);
-        Ok(answer.access_token)
     }
 }
 
@@ -121,15 +120,23 @@ mod tests {
             })
         };
         // Not a sealed box: a key that opened it would fail.
-        let before = Gateway::subject_key(&session(b"not opened", 1_000));
-        assert_eq!(
-            before,
-            Gateway::subject_key(&session(b"other bytes", 1_000))
+        let (before, other) = (
+            session(b"not opened", 1_000),
+            session(b"other bytes", 1_000),
         );
-        assert_ne!(before, Gateway::subject_key(&session(b"not opened", 1_900)));
+        assert_eq!(Gateway::subject_key(&before), Gateway::subject_key(&other));
+        let refreshed = session(b"not opened", 1_900);
+        assert_ne!(
+            Gateway::subject_key(&before),
+            Gateway::subject_key(&refreshed)
+        );
+        let bearer = caller(Credential::Bearer {
+            token: "jwt".into(),
+            hash: token_hash("jwt"),
+        });
         assert_eq!(
-            Gateway::subject_key(&caller(Credential::Bearer("jwt".into()))),
-            token_hash("jwt")
+            Gateway::subject_key(&bearer),
+            (token_hash("jwt").as_str(), 0)
         );
     }
 }

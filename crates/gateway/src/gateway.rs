@@ -14,7 +14,7 @@ use echo_verify::{Claims, Expectations, Verifier, VerifyError};
 
 use crate::liveness::Liveness;
 use crate::oidc::{IdentityClient, LoginSecrets, authorize_url, logout_url};
-use crate::proxy::{Upstreams, upstreams};
+use crate::proxy::{Forwarded, Upstreams};
 use crate::refresh_lock::RefreshLocks;
 use crate::return_to::safe_return_to;
 use crate::session::{LoginAttempt, Session, SessionStore, Tokens};
@@ -70,6 +70,8 @@ pub struct Gateway {
     /// When sessions and bearer tokens are next confirmed with identity.
     pub(crate) liveness: Liveness,
     pub(crate) upstreams: Upstreams,
+    /// The scheme and host forwarded requests say the caller reached.
+    pub(crate) forwarded: Forwarded,
     /// Reads the audit service (pages).
     pub(crate) http: reqwest::Client,
 }
@@ -102,7 +104,8 @@ impl Gateway {
         let refreshing = RefreshLocks::new(store.shared_lock());
         Self {
             identity: IdentityClient::new(&config),
-            upstreams: upstreams(&config.tls),
+            upstreams: Upstreams::new(&config.tls, &config.routes),
+            forwarded: Forwarded::of(&config.public_url),
             http: config.tls.http_client(std::time::Duration::from_secs(10)),
             config,
             store,
@@ -395,7 +398,7 @@ impl Gateway {
             self.refuse_csrf("missing or wrong CSRF token", meta)?;
         }
         self.store.delete_session(&id_hash).await?;
-        self.tokens.forget_session(&id_hash);
+        self.tokens.forget(&id_hash);
         self.audit(
             AuditEvent::success("gateway.logout").actor(session.subject.as_str()),
             meta,

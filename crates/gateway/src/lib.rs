@@ -72,6 +72,7 @@ pub use error::{Fault, GatewayError};
 pub use gateway::{Callback, Gateway, LoginStart, SignedIn};
 pub use http::{router, serve};
 pub use path::{BadPath, Normalised, normalise};
+pub use pipeline::Admitted;
 pub use principal::{CSRF_HEADER, Presented, Principal, SessionInfo, Surface};
 pub use redis_store::{DEFAULT_REDIS_PREFIX, RedisSessionStore};
 pub use refresh_lock::SharedLock;

@@ -5,13 +5,15 @@
 
 use std::time::Duration;
 
+use metrics::SharedString;
+
 /// An upstream call of the route at `prefix`: its outcome (`2xx` … `5xx`,
 /// `timeout`, `unavailable`) and how long the answer's head took. A
 /// timeout, an unreachable upstream and a 5xx also count as errors.
 pub(crate) fn upstream(prefix: &str, outcome: &'static str, took: Duration) {
     let labels = [
-        ("route", prefix.to_owned()),
-        ("outcome", outcome.to_owned()),
+        ("route", SharedString::from(prefix.to_owned())),
+        ("outcome", SharedString::const_str(outcome)),
     ];
     metrics::histogram!("echo_gateway_upstream_duration_seconds", &labels)
         .record(took.as_secs_f64());

@@ -40,7 +40,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::header::{AUTHORIZATION, COOKIE, HOST, SET_COOKIE};
-use axum::http::{HeaderValue, Request, Response, Uri, Version};
+use axum::http::{HeaderValue, Method, Request, Response, Uri, Version};
 use echo_core::Scope;
 use echo_core::audit::AuditEvent;
 use echo_crypto::secret::token_hash;
@@ -53,6 +53,12 @@ use crate::proxy::{set_forwarded, strip_client_claims, strip_hop_by_hop};
 use crate::routes::Route;
 use crate::session::{Session, Tokens};
 use crate::{GatewayError, Result};
+
+/// A request the first phases let through: its route and its caller.
+pub struct Admitted<'g> {
+    route: &'g Route,
+    principal: Principal,
+}
 
 /// A session is marked used at most this often (seconds), so reading a
 /// session costs no write on most requests; the idle timeout is as precise.
@@ -81,7 +87,7 @@ impl Gateway {
                         .refuse(Reason::Revoked, Some(&caller.claims), meta);
                     return Err(GatewayError::Refused(refusal));
                 }
-                return Ok(Some(bearer_principal(caller, token)));
+                return Ok(Some(bearer_principal(caller, token, key)));
             }
             if presented.session.is_none() {
                 // No credentials at all: refused (and audited) as every
@@ -144,7 +150,7 @@ impl Gateway {
                 .still_active(credential.unwrap_or(&tokens.access_token))
                 .await
             {
-                self.tokens.forget_session(&id_hash);
+                self.tokens.forget(&id_hash);
                 return self.end_session(&session, "revoked", meta).await;
             }
         }
@@ -252,19 +258,18 @@ impl Gateway {
         }
     }
 
-    /// Phases 1 to 7 for a request under a route's prefix: the upstream's
-    /// response, its body streamed. The request's path is normalised
+    /// Phases 1 to 4 for a request under a route's prefix: its route and
+    /// the caller, allowed through. The request's path is normalised
     /// ([`crate::normalise`]); `dotted` is the path as sent when it held
     /// `.` or `..` segments, which may not lead out of the route the path
     /// as sent names.
-    pub async fn forward(
+    pub async fn admit_to_route(
         &self,
         presented: &Presented<'_>,
-        request: Request<Body>,
+        (method, path): (&Method, &str),
         dotted: Option<&str>,
         meta: &Origin,
-    ) -> Result<Response<Body>> {
-        let path = request.uri().path();
+    ) -> Result<Admitted<'_>> {
         let route = self.config.routes.find(path);
         if let Some(sent) = dotted
             && self.config.routes.find(sent) != route
@@ -278,14 +283,26 @@ impl Gateway {
             .authenticate(presented, meta)
             .await?
             .ok_or(GatewayError::NotSignedIn)?;
-        if principal.session.is_some() && !request.method().is_safe() {
+        if principal.session.is_some() && !method.is_safe() {
             self.check_page_csrf(presented, meta)?;
         }
         self.authorize(route, &principal, meta)?;
         self.rate_limit(route, &principal, meta).await?;
-        let token = self.token_for(&principal, &route.audience).await?;
+        Ok(Admitted { route, principal })
+    }
+
+    /// Phases 5 to 7 for an admitted request: the upstream's response, its
+    /// body streamed.
+    pub async fn forward(
+        &self,
+        admitted: Admitted<'_>,
+        request: Request<Body>,
+        meta: &Origin,
+    ) -> Result<Response<Body>> {
+        let Admitted { route, principal } = admitted;
+        let bearer = self.token_for(&principal, &route.audience).await?;
         let method = request.method().clone();
-        let (request, request_id) = self.rewrite(route, request, &token, meta)?;
+        let (request, request_id) = self.rewrite(route, request, bearer, meta)?;
         let answer = self.send(route, request, request_id).await;
         if !method.is_safe() {
             // `send` fails only with no answer (502) or one too late (504).
@@ -336,13 +353,13 @@ impl Gateway {
         &self,
         route: &Route,
         request: Request<Body>,
-        token: &str,
+        bearer: HeaderValue,
         meta: &Origin,
     ) -> Result<(Request<Body>, HeaderValue)> {
         let (mut parts, body) = request.into_parts();
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        parts.uri = format!("{}{}", route.origin, route.upstream_path(path))
-            .parse::<Uri>()
+        // Origin-form (`/path?query`): the connection is the upstream's.
+        parts.uri = Uri::try_from(route.upstream_path(path))
             .map_err(|e| GatewayError::BadRequest(format!("unusable path: {e}")))?;
         parts.version = Version::HTTP_11;
         let headers = &mut parts.headers;
@@ -354,12 +371,10 @@ impl Gateway {
         headers.remove(COOKIE);
         headers.remove(HOST);
         headers.remove(CSRF_HEADER);
-        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| GatewayError::Identity("a token that is no header value".into()))?;
         headers.insert(AUTHORIZATION, bearer);
         headers.insert(REQUEST_ID, id.clone());
         headers.insert(TRACEPARENT, trace);
-        set_forwarded(headers, meta.client_ip, &self.config.public_url);
+        set_forwarded(headers, meta.client_ip, &self.forwarded);
         Ok((Request::from_parts(parts, body), id))
     }
 
@@ -440,7 +455,8 @@ impl Gateway {
     ) -> Result<Response<Body>> {
         let upstream = || route.origin.clone();
         let started = std::time::Instant::now();
-        let answered = tokio::time::timeout(route.timeout, self.upstreams.request(request)).await;
+        let answered =
+            tokio::time::timeout(route.timeout, self.upstreams.send(&route.origin, request)).await;
         let outcome = match &answered {
             Ok(Ok(answer)) => status_class(answer.status()),
             Ok(Err(_)) => "unavailable",
@@ -453,7 +469,7 @@ impl Gateway {
             })?
             .map_err(|e| GatewayError::UpstreamUnavailable {
                 upstream: upstream(),
-                cause: match std::error::Error::source(&e) {
+                cause: match std::error::Error::source(&*e) {
                     Some(source) => format!("{e}: {source}"),
                     None => e.to_string(),
                 },
@@ -463,7 +479,7 @@ impl Gateway {
         // The gateway owns the cookies of its origin.
         parts.headers.remove(SET_COOKIE);
         parts.headers.insert(REQUEST_ID, request_id);
-        Ok(Response::from_parts(parts, Body::new(body)))
+        Ok(Response::from_parts(parts, body))
     }
 }
 
@@ -479,13 +495,16 @@ fn status_class(status: axum::http::StatusCode) -> &'static str {
 }
 
 /// The principal of a verified bearer token.
-fn bearer_principal(caller: Caller, token: &str) -> Principal {
+fn bearer_principal(caller: Caller, token: &str, hash: String) -> Principal {
     Principal {
         name: caller.name().map(str::to_owned),
         scopes: caller.scope(),
         subject: caller.subject,
         roles: caller.roles,
         session: None,
-        credential: Credential::Bearer(token.to_owned()),
+        credential: Credential::Bearer {
+            token: token.to_owned(),
+            hash,
+        },
     }
 }

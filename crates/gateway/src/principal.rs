@@ -71,7 +71,8 @@ impl Principal {
 /// only when a request needs it upstream).
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Credential {
-    Bearer(String),
+    /// A bearer token and its hash (what it is known by in caches).
+    Bearer { token: String, hash: String },
     Session {
         id_hash: String,
         sealed: Vec<u8>,

@@ -1,27 +1,235 @@
-//! The HTTP mechanics of forwarding: the upstream client (hyper-util's
-//! pooled HTTP/1.1 client, http or https as the route's URL says, bodies
-//! streamed both ways, never buffered), the
+//! The HTTP mechanics of forwarding: the upstream connections (a pool of
+//! keep-alive HTTP/1.1 connections per upstream, http or https as the
+//! route's URL says, bodies streamed both ways, never buffered), the
 //! headers a hop must drop (RFC 9110 §7.6.1) and the `X-Forwarded-For`
 //! the gateway vouches for. Request ids, trace context and the caller's
 //! address behind trusted proxies are the edge's ([`echo_edge::Origin`]).
 //! What to forward and to whom is decided by the pipeline (`pipeline.rs`).
+//!
+//! The pool is hyper's own connection API with a queue of idle senders per
+//! upstream: a request takes the connection idle longest, sends on it, and
+//! the connection goes back when the response's body has been read to its
+//! end (a body dropped early closes it). hyper-util's pooled client did the
+//! same with a task spawned per request to watch the connection come back,
+//! which cost more than the rest of the gateway's work together
+//! (BENCHMARKS.md, issue 18).
 
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::header::{CONNECTION, HeaderName, UPGRADE};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, Uri};
+use echo_core::sync::lock;
 use echo_edge::X_FORWARDED_FOR;
 use echo_tls::ClientTls;
 use echo_tls::rustls::ClientConfig;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use tower::ServiceExt;
 
-/// The pooled client every route's requests go through.
-pub(crate) type Upstreams = Client<HttpsConnector<HttpConnector>, Body>;
+use crate::routes::RouteTable;
+
+/// An idle connection is closed after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per upstream; more are closed when they come back.
+const MAX_IDLE: usize = 1024;
+/// Tries of a request whose connection closed before it was sent (an idle
+/// connection the upstream had just closed): the request goes out once.
+const SEND_TRIES: usize = 3;
+
+type Connector = HttpsConnector<HttpConnector>;
+
+/// An upstream call that got no response: why.
+pub(crate) type SendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The connections to every route's upstream.
+pub(crate) struct Upstreams {
+    connector: Connector,
+    /// By the route's origin (`scheme://host:port`).
+    pools: HashMap<String, Arc<Pool>>,
+}
+
+/// One upstream's idle connections, oldest first.
+struct Pool {
+    /// Where new connections go.
+    origin: Uri,
+    /// The `Host` its requests carry.
+    host: HeaderValue,
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+impl Upstreams {
+    /// The pools of `routes`' upstreams, over http, or https trusting what
+    /// `tls` trusts (and showing its client certificate, if any).
+    pub(crate) fn new(tls: &ClientTls, routes: &RouteTable) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        // hyper-rustls needs the plain connector to hand https URLs over.
+        connector.enforce_http(false);
+        // hyper-rustls sets the ALPN itself (`enable_http1`) and refuses a
+        // configuration that already has one.
+        let mut config = ClientConfig::clone(&tls.rustls_config());
+        config.alpn_protocols.clear();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let pools = routes
+            .routes()
+            .iter()
+            .filter_map(|route| {
+                let origin = route.origin.parse::<Uri>().ok()?;
+                let host = HeaderValue::from_str(origin.authority()?.as_str()).ok()?;
+                let pool = Pool {
+                    origin,
+                    host,
+                    idle: Mutex::default(),
+                };
+                Some((route.origin.clone(), Arc::new(pool)))
+            })
+            .collect();
+        Self { connector, pools }
+    }
+
+    /// Sends `request` (origin-form URI, no `Host`) to the upstream at
+    /// `origin`, on an idle connection or a new one; the response's body
+    /// hands its connection back when read to its end.
+    pub(crate) async fn send(
+        &self,
+        origin: &str,
+        mut request: Request<Body>,
+    ) -> Result<Response<Body>, SendError> {
+        let pool = self
+            .pools
+            .get(origin)
+            .ok_or_else(|| SendError::from(format!("no connections to {origin}")))?;
+        request
+            .headers_mut()
+            .insert(axum::http::header::HOST, pool.host.clone());
+        let mut tries = 0;
+        loop {
+            let mut sender = match pool.take() {
+                // Back from its last response, it is ready once its
+                // connection has read that response's end, or closed if
+                // the upstream said so.
+                Some(mut idle) => match idle.ready().await {
+                    Ok(()) => idle,
+                    Err(_) => continue,
+                },
+                None => self.connect(pool).await?,
+            };
+            tries += 1;
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let (parts, body) = response.into_parts();
+                    let body = Returning {
+                        body,
+                        sender: Some(sender),
+                        pool: pool.clone(),
+                        ended: false,
+                    };
+                    return Ok(Response::from_parts(parts, Body::new(body)));
+                }
+                Err(mut failed) => match failed.take_message() {
+                    Some(unsent) if tries < SEND_TRIES => request = unsent,
+                    _ => return Err(failed.into_error().into()),
+                },
+            }
+        }
+    }
+
+    /// A new connection to `pool`'s upstream, driven by a task of its own.
+    async fn connect(&self, pool: &Pool) -> Result<SendRequest<Body>, SendError> {
+        let io = self.connector.clone().oneshot(pool.origin.clone()).await?;
+        let (sender, connection) = http1::handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+impl Pool {
+    /// The connection idle longest that is still open and not too old.
+    fn take(&self) -> Option<SendRequest<Body>> {
+        let mut idle = lock(&self.idle);
+        while let Some(Idle { sender, since }) = idle.pop_front() {
+            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, sender: SendRequest<Body>) {
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE && !sender.is_closed() {
+            idle.push_back(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+/// An upstream response's body that gives its connection back to the
+/// pool once read to its end.
+struct Returning {
+    body: Incoming,
+    sender: Option<SendRequest<Body>>,
+    pool: Arc<Pool>,
+    ended: bool,
+}
+
+impl hyper::body::Body for Returning {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take()
+            && (self.ended || self.body.is_end_stream())
+        {
+            self.pool.give_back(sender);
+        }
+    }
+}
 
 /// RFC 9110 §7.6.1 (and RFC 2616's list, still sent in the wild): headers
 /// that describe one connection, not the message.
@@ -35,28 +243,6 @@ const HOP_BY_HOP: [&str; 8] = [
     "trailer",
     "transfer-encoding",
 ];
-
-/// Upstreams over http, or https trusting what `tls` trusts (and showing
-/// its client certificate, if any).
-pub(crate) fn upstreams(tls: &ClientTls) -> Upstreams {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    // hyper-rustls needs the plain connector to hand https URLs over.
-    connector.enforce_http(false);
-    // hyper-rustls sets the ALPN itself (`enable_http1`) and refuses a
-    // configuration that already has one.
-    let mut config = ClientConfig::clone(&tls.rustls_config());
-    config.alpn_protocols.clear();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(connector);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector)
-}
 
 /// Removes hop-by-hop headers, including every header `Connection` names,
 /// and `Upgrade` (no protocol switches through the gateway).
@@ -106,21 +292,38 @@ pub(crate) fn strip_client_claims(headers: &mut HeaderMap) {
     }
 }
 
+/// The scheme and host the caller reached, from the gateway's public URL:
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` of every forwarded request.
+pub(crate) struct Forwarded {
+    proto: Option<HeaderValue>,
+    host: Option<HeaderValue>,
+}
+
+impl Forwarded {
+    pub(crate) fn of(public_url: &str) -> Self {
+        let (proto, host) = match public_url.split_once("://") {
+            Some((scheme, host)) => (
+                HeaderValue::from_str(scheme).ok(),
+                HeaderValue::from_str(host).ok(),
+            ),
+            None => (None, None),
+        };
+        Self { proto, host }
+    }
+}
+
 /// The forwarding headers the gateway vouches for: the caller's address
 /// alone in `X-Forwarded-For` and `X-Real-IP` (what a client sent there is
-/// not passed on), and the scheme and host the caller reached, from the
-/// gateway's public URL.
-pub(crate) fn set_forwarded(headers: &mut HeaderMap, ip: Option<IpAddr>, public_url: &str) {
+/// not passed on), and the scheme and host the caller reached.
+pub(crate) fn set_forwarded(headers: &mut HeaderMap, ip: Option<IpAddr>, reached: &Forwarded) {
     headers.remove(X_FORWARDED_FOR);
-    if let Some(value) = ip.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok()) {
+    if let Some(value) = ip.and_then(|ip| HeaderValue::try_from(ip.to_string()).ok()) {
         headers.insert(X_FORWARDED_FOR, value.clone());
         headers.insert(HeaderName::from_static("x-real-ip"), value);
     }
-    if let Some((scheme, host)) = public_url.split_once("://")
-        && let (Ok(scheme), Ok(host)) = (HeaderValue::from_str(scheme), HeaderValue::from_str(host))
-    {
-        headers.insert(HeaderName::from_static("x-forwarded-proto"), scheme);
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    if let (Some(proto), Some(host)) = (&reached.proto, &reached.host) {
+        headers.insert(HeaderName::from_static("x-forwarded-proto"), proto.clone());
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
 }
 
@@ -173,7 +376,7 @@ mod tests {
         set_forwarded(
             &mut map,
             Some([192, 0, 2, 7].into()),
-            "http://gw.example:8080",
+            &Forwarded::of("http://gw.example:8080"),
         );
         let mut names: Vec<_> = map.keys().map(|k| k.as_str().to_owned()).collect();
         names.sort();

@@ -1,16 +1,17 @@
 //! Endpoint handlers: read the request, call the gateway, map the result.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use askama::Template;
 use axum::Json;
 use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{Form, OriginalUri, Query, Request, State};
+use axum::extract::{ConnectInfo, Form, OriginalUri, Query, Request, State};
 use axum::http::header::ORIGIN;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use echo_edge::{Origin, bearer, cookie, render, see_other};
+use echo_edge::{Origin, TrustedProxies, bearer, cookie, render, see_other};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -35,11 +36,23 @@ fn error_for(g: &Gateway, error: GatewayError, uri: &axum::http::Uri) -> Respons
 
 /// Middleware: phase 0 (the per-IP rate limit) for everything but static
 /// files and `/ping` (the edge's `/healthz`, `/readyz` and `/metrics` are
-/// not behind it).
-pub async fn admit(State(g): AppState, meta: Origin, request: Request, next: Next) -> Response {
+/// not behind it). The edge's layer has put the request's [`Origin`] on
+/// it; it is read in place, not copied.
+pub async fn admit(State(g): AppState, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let exempt = path.starts_with("/static/") || path == "/ping";
-    match g.admit(&meta).await {
+    let admitted = match request.extensions().get::<Origin>() {
+        Some(meta) => g.admit(meta).await,
+        None => {
+            let peer = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip());
+            let meta = Origin::of(peer, request.headers(), &TrustedProxies::default());
+            g.admit(&meta).await
+        }
+    };
+    match admitted {
         Err(e) if !exempt => error_for(&g, e, request.uri()),
         _ => next.run(request).await,
     }
@@ -50,31 +63,37 @@ pub async fn admit(State(g): AppState, meta: Origin, request: Request, next: Nex
 /// The path is normalised first (`path.rs`): routes, roles and the
 /// upstream all see the same path.
 pub async fn proxy(State(g): AppState, meta: Origin, mut request: Request) -> Response {
-    let sent = request.uri().clone();
-    let (uri, dotted) = match normalise(sent.path()) {
+    let dotted = match normalise(request.uri().path()) {
+        Ok(normal) if normal.path == request.uri().path() => None,
         Ok(normal) => {
+            let sent = request.uri();
             let dotted = normal.had_dot_segments.then(|| sent.path().to_owned());
-            match with_path(&sent, &normal.path) {
-                Some(uri) => (uri, dotted),
+            match with_path(sent, &normal.path) {
+                Some(uri) => *request.uri_mut() = uri,
                 None => {
-                    return error_for(&g, GatewayError::BadRequest("unusable path".into()), &sent);
+                    return error_for(&g, GatewayError::BadRequest("unusable path".into()), sent);
                 }
             }
+            dotted
         }
         Err(bad) => {
-            return error_for(&g, GatewayError::BadRequest(bad.message().into()), &sent);
+            let bad = GatewayError::BadRequest(bad.message().into());
+            return error_for(&g, bad, request.uri());
         }
     };
-    *request.uri_mut() = uri.clone();
-    let headers = request.headers().clone();
-    let presented = presented(&g, &headers, Surface::of(uri.path()));
-    match g
-        .forward(&presented, request, dotted.as_deref(), &meta)
-        .await
-    {
-        Ok(response) => response,
-        Err(e) => error_for(&g, e, &uri),
-    }
+    let admitted = {
+        let surface = Surface::of(request.uri().path());
+        let presented = presented(&g, request.headers(), surface);
+        let target = (request.method(), request.uri().path());
+        g.admit_to_route(&presented, target, dotted.as_deref(), &meta)
+            .await
+    };
+    let uri = request.uri().clone();
+    let forwarded = match admitted {
+        Ok(admitted) => g.forward(admitted, request, &meta).await,
+        Err(e) => Err(e),
+    };
+    forwarded.unwrap_or_else(|e| error_for(&g, e, &uri))
 }
 
 /// `uri` with its path replaced by `path` (the query kept).

@@ -376,3 +376,57 @@ async fn upstream_timeouts_are_504_and_unreachable_upstreams_502() {
         down_page.body
     );
 }
+
+/// Issue 18: the upstream's connections are kept alive and reused (one
+/// connection for requests one after another), and one the upstream
+/// closes is not used again.
+#[tokio::test]
+async fn upstream_connections_are_reused_and_a_closed_one_replaced() {
+    use axum::serve::ListenerExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counting = accepted.clone();
+    let app = axum::Router::new()
+        .route(
+            "/close",
+            get(|| async { ([(axum::http::header::CONNECTION, "close")], "closing") }),
+        )
+        .fallback(|| async { "kept" });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let listener = listener.tap_io(move |_| {
+        counting.fetch_add(1, Ordering::SeqCst);
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let platform = with_route(&url, "strip_prefix = true").await;
+    let token = platform.provider.own_service_token("gateway", "x").unwrap();
+    let bearer = format!("Bearer {token}");
+    let browser = Browser::new();
+    for _ in 0..20 {
+        let page = browser
+            .get_with(&platform.gw("/api/up/x"), &[("authorization", &bearer)])
+            .await;
+        assert_eq!((page.status, page.body.as_str()), (StatusCode::OK, "kept"));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one kept-alive connection"
+    );
+    let closing = browser
+        .get_with(&platform.gw("/api/up/close"), &[("authorization", &bearer)])
+        .await;
+    assert_eq!(closing.status, StatusCode::OK);
+    for _ in 0..3 {
+        let page = browser
+            .get_with(&platform.gw("/api/up/x"), &[("authorization", &bearer)])
+            .await;
+        assert_eq!((page.status, page.body.as_str()), (StatusCode::OK, "kept"));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "a new one after the close"
+    );
+}
