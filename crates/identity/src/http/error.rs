@@ -40,6 +40,10 @@ impl IdentityError {
             | IdentityError::WeakPassword(_)
             | IdentityError::ResetLinkInvalid => (StatusCode::BAD_REQUEST, "invalid_request"),
             IdentityError::Conflict(_) => (StatusCode::CONFLICT, "invalid_request"),
+            // RFC 6749 §4.1.2.1's code for a server that cannot answer now.
+            IdentityError::Store(cause) if cause.is_unavailable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+            }
             IdentityError::Store(_)
             | IdentityError::Crypto(_)
             | IdentityError::Mail(_)
@@ -50,6 +54,9 @@ impl IdentityError {
     /// What the client may read: internal causes stay in the log.
     pub(crate) fn public_description(&self) -> String {
         match self {
+            IdentityError::Store(cause) if cause.is_unavailable() => {
+                "temporarily unavailable; try again shortly".to_owned()
+            }
             IdentityError::Store(_)
             | IdentityError::Crypto(_)
             | IdentityError::Mail(_)
@@ -80,6 +87,10 @@ impl IdentityError {
 
             IdentityError::RateLimited { retry_after } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            IdentityError::Store(cause) if cause.is_unavailable() => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(1));
+                tracing::warn!(error = %cause, "storage unavailable");
             }
             IdentityError::Store(cause) => tracing::error!(error = %cause, "storage failure"),
             IdentityError::Crypto(cause) => tracing::error!(error = %cause, "crypto failure"),
