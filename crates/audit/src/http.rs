@@ -116,6 +116,10 @@ impl IntoResponse for AuditError {
             AuditError::ClientTimeAhead { .. } => (StatusCode::BAD_REQUEST, "time_ahead"),
             AuditError::BatchTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             AuditError::Impersonation { .. } => (StatusCode::FORBIDDEN, "impersonation"),
+            AuditError::Store(cause) if cause.is_unavailable() => {
+                tracing::warn!(error = %self, "audit storage unavailable");
+                return Problem::unavailable().into_response();
+            }
             AuditError::Store(_) | AuditError::ChainBroken(_) | AuditError::Unextended { .. } => {
                 tracing::error!(error = %self, "audit storage failure");
                 return Problem::internal().into_response();

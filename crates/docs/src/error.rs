@@ -52,6 +52,19 @@ pub enum DocsError {
     Internal(String),
 }
 
+impl DocsError {
+    /// Whether an engine docs keeps its state in does not answer now (its
+    /// database, see [`echo_sql::is_unavailable`], or the job queue's):
+    /// `503`, worth a retry.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DocsError::Database(e) => echo_sql::is_unavailable(e),
+            DocsError::Queue(e) => e.is_unavailable(),
+            _ => false,
+        }
+    }
+}
+
 /// A per-user limit on what is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quota {

@@ -544,6 +544,10 @@ impl IntoResponse for DocsError {
                 )
                 .into_response();
             }
+            DocsError::Database(_) | DocsError::Queue(_) if self.is_unavailable() => {
+                tracing::warn!(error = %self, "docs storage unavailable");
+                return Problem::unavailable().into_response();
+            }
             DocsError::Index(_)
             | DocsError::Database(_)
             | DocsError::Migrate(_)

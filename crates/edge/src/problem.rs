@@ -64,6 +64,18 @@ impl Problem {
         )
     }
 
+    /// A `503`: an engine the service keeps its state in (a database, a
+    /// queue) does not answer now; the client may retry after a second.
+    /// The cause is the caller's to log.
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "temporarily unavailable; try again shortly",
+        )
+        .retry_after(1)
+    }
+
     /// A member beside the standard ones (RFC 9457 §3.2).
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extensions.insert(key.to_owned(), value.into());

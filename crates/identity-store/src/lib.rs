@@ -61,6 +61,15 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+impl StoreError {
+    /// Whether the database does not answer now
+    /// ([`echo_sql::is_unavailable`]): identity answers `503`
+    /// `temporarily_unavailable` and the client may retry.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Database(e) if echo_sql::is_unavailable(e))
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 impl From<echo_sql::OpenError> for StoreError {

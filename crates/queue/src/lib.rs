@@ -71,6 +71,20 @@ pub enum QueueError {
     Corrupt(String),
 }
 
+impl QueueError {
+    /// Whether the queue's engine does not answer now (PostgreSQL away, see
+    /// [`echo_sql::is_unavailable`], or NATS, whose client errors all mean
+    /// the server could not be reached or did not answer in time): worth
+    /// a retry, not a bug.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            QueueError::Database(e) => echo_sql::is_unavailable(e),
+            QueueError::Nats(_) => true,
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = QueueError> = std::result::Result<T, E>;
 
 impl From<echo_sql::OpenError> for QueueError {

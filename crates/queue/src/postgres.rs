@@ -1,6 +1,5 @@
 use echo_crypto::TrustedRoots;
 use sqlx::Postgres;
-use sqlx::postgres::PgPoolOptions;
 
 use crate::QueueConfig;
 use crate::sql::{QueueBackend, SqlQueue};
@@ -29,8 +28,7 @@ impl PgQueue {
         // that ends early; each means a job runs again, which handlers allow.
         // Enqueues and a job's end (done, retry, dead letter) stay durable.
         // This leaves two WAL flushes in a job's life instead of six.
-        let advisory = PgPoolOptions::new()
-            .max_connections(4)
+        let advisory = echo_sql::postgres::pool_options(4)
             .after_connect(|connection, _| {
                 Box::pin(async move {
                     sqlx::Executor::execute(connection, "SET synchronous_commit = off").await?;

@@ -35,6 +35,11 @@
 //!   `where` clause, listing what its statements use.
 //! - [`OpenError`] is what opening fails with; each store maps it into its
 //!   own error.
+//! - [`is_unavailable`] tells a database that does not answer (down,
+//!   restarting, unreachable: no connection within
+//!   [`postgres::ACQUIRE_TIMEOUT`]) from a statement that failed, so each
+//!   store's error mapping answers the first with `503` and a retry hint:
+//!   the pools reconnect by themselves once the server is back.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -55,6 +60,20 @@ pub enum OpenError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] MigrateError),
+}
+
+/// Whether `error` says the database does not answer now (rather than that
+/// a statement failed): no connection within the pool's acquire timeout,
+/// a connection lost or refused, or the server shutting down or starting
+/// (SQLSTATE class 08, and 57P01–57P03).
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
 }
 
 /// The pools a store runs its SQL through (see the crate docs). Clones
@@ -171,5 +190,14 @@ mod tests {
         assert_eq!(placeholders::<Postgres>(0, 2, 2), "($1, $2), ($3, $4)");
         assert_eq!(placeholders::<Postgres>(1, 1, 3), "($2, $3, $4)");
         assert_eq!(placeholders::<Sqlite>(1, 2, 2), "(?, ?), (?, ?)");
+    }
+
+    #[test]
+    fn a_database_that_does_not_answer_is_unavailable_and_a_failed_statement_is_not() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(is_unavailable(&sqlx::Error::Io(refused)));
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        assert!(!is_unavailable(&sqlx::Error::PoolClosed));
     }
 }

@@ -3,6 +3,7 @@
 //! as the URL's `sslmode` says.
 
 use std::str::FromStr as _;
+use std::time::Duration;
 
 use echo_crypto::TrustedRoots;
 use sqlx::Postgres;
@@ -45,6 +46,22 @@ fn ssl_root_cert(url: &str) -> Option<String> {
         .map(|(_, path)| path.into_owned())
 }
 
+/// How long a statement waits for a connection: while the server is away,
+/// each request fails after this (a `503`, see [`crate::is_unavailable`])
+/// instead of sqlx's default 30 s, long enough for a busy pool to hand a
+/// connection on.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The options every PostgreSQL pool of Echo starts from: at most
+/// `max_connections`, waiting at most [`ACQUIRE_TIMEOUT`] for one, each
+/// checked before use (the default) so that connections the server closed
+/// while it was away are replaced rather than failing a request.
+pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+}
+
 /// Connects a pool of at most `max_connections` to `url` (TLS as
 /// [`connect_options`] says) and has `migrator` bring the schema up to
 /// date; the pool serves as both of the [`Pools`].
@@ -54,8 +71,7 @@ pub async fn open_pools(
     max_connections: u32,
     migrator: &Migrator,
 ) -> Result<Pools<Postgres>, OpenError> {
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
+    let pool = pool_options(max_connections)
         .connect_with(connect_options(url, roots)?)
         .await?;
     migrator.run(&pool).await?;

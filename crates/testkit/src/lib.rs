@@ -5,7 +5,8 @@
 //! crate's modules ([`modules`]) the architecture tests check, a strict
 //! reader of `/metrics` ([`prometheus`]), and a test certificate authority
 //! with the PostgreSQL, Redis and NATS servers tests start with TLS on
-//! ([`tls`]), and a real SMTP server that keeps what it receives
+//! ([`tls`]), the PostgreSQL cluster and NATS server a test starts of its
+//! own to take away and bring back ([`engines`]), and a real SMTP server that keeps what it receives
 //! ([`smtp`]).
 //!
 //! Tests that need PostgreSQL, Redis or NATS use the machine's services at
@@ -16,6 +17,7 @@
 //! created for it and dropped after, so tests run in parallel and leave
 //! nothing behind.
 
+pub mod engines;
 pub mod files;
 pub mod modules;
 pub mod prometheus;

@@ -9,7 +9,7 @@
 //! did not run.
 
 use std::net::TcpListener;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,7 +62,7 @@ impl Default for TestCa {
 ///
 /// # Panics
 /// When it is nowhere: the test fails rather than pass without having run.
-fn program(test: &str, program: &str, also_in: &[PathBuf]) -> PathBuf {
+pub(crate) fn program(test: &str, program: &str, also_in: &[PathBuf]) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = std::env::split_paths(&path)
         .chain(also_in.iter().cloned())
@@ -73,7 +73,7 @@ fn program(test: &str, program: &str, also_in: &[PathBuf]) -> PathBuf {
 
 /// A port of 127.0.0.1 no one listens on now.
 #[allow(clippy::expect_used)]
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
@@ -176,41 +176,25 @@ impl TlsRedis {
 pub struct TlsNats {
     /// Its port on 127.0.0.1.
     pub port: u16,
-    _process: Process,
-    _dir: TempDir,
+    _server: crate::engines::NatsServer,
 }
 
 impl TlsNats {
-    /// Starts it with `ca`'s server certificate; `None` when `nats-server`
-    /// is missing outside CI.
+    /// Starts it with `ca`'s server certificate.
     pub fn start(test: &str, ca: &TestCa) -> Self {
-        let nats_server = program(test, "nats-server", &[PathBuf::from("/usr/sbin")]);
-        let dir = temp_dir("echo-test-nats-");
-        let log = dir.path().join("nats.log");
-        let port = free_port();
-        #[allow(clippy::expect_used)]
-        let mut child = Command::new(nats_server)
-            .args(["-a", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            .arg("-js")
-            .arg("-sd")
-            .arg(dir.path().join("jetstream"))
-            .args(["--tls", "--tlscert"])
-            .arg(&ca.cert_file)
-            .arg("--tlskey")
-            .arg(&ca.key_file)
-            .arg("-l")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        wait_for_port("nats-server", port, &mut child, &log);
+        let server = crate::engines::NatsServer::start_with(
+            test,
+            vec![
+                "--tls".into(),
+                "--tlscert".into(),
+                ca.cert_file.clone().into(),
+                "--tlskey".into(),
+                ca.key_file.clone().into(),
+            ],
+        );
         Self {
-            port,
-            _process: Process(child),
-            _dir: dir,
+            port: server.port,
+            _server: server,
         }
     }
 
@@ -220,161 +204,50 @@ impl TlsNats {
     }
 }
 
-/// A throwaway PostgreSQL cluster with `ssl=on` and `ca`'s server
-/// certificate, on a free port of 127.0.0.1 and 127.0.0.2 (an address its
-/// certificate does not name), trusting every local connection. PostgreSQL
-/// refuses to run as root, so under root the cluster belongs to the
-/// `postgres` user and runs as it (`runuser`). The server is stopped and
-/// its directory removed when this is dropped, a failed test too.
+/// A throwaway PostgreSQL cluster ([`PgCluster`](crate::engines::PgCluster)) with `ssl=on` and
+/// `ca`'s server certificate, on a free port of 127.0.0.1 and 127.0.0.2 (an
+/// address its certificate does not name), trusting every local
+/// connection.
 #[derive(Debug)]
 pub struct TlsPostgres {
     /// Its port.
     pub port: u16,
-    pg_ctl: PathBuf,
-    data: PathBuf,
-    owner: Option<String>,
-    dir: TempDir,
+    cluster: crate::engines::PgCluster,
 }
 
-/// The user PostgreSQL runs as when the tests run as root.
-const POSTGRES_USER: &str = "postgres";
-
 impl TlsPostgres {
-    /// Creates and starts the cluster; `None` when PostgreSQL is missing
-    /// outside CI.
+    /// Creates and starts the cluster.
     ///
     /// # Panics
-    /// When the cluster cannot be created or started (with its log).
+    /// When PostgreSQL is missing, or the cluster cannot be created or
+    /// started (with its log).
     #[allow(clippy::expect_used)]
     pub fn start(test: &str, ca: &TestCa) -> Self {
-        // Debian keeps the server's programs off the PATH; newest first.
-        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .map(|dirs| dirs.flatten().map(|d| d.path().join("bin")).collect())
-            .unwrap_or_default();
-        versions.sort_by(|a, b| b.cmp(a));
-        let initdb = program(test, "initdb", &versions);
-        let running_as_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-        let dir = temp_dir("echo-test-postgres-");
-        let cluster = Self {
-            port: free_port(),
-            pg_ctl: initdb.with_file_name("pg_ctl"),
-            data: dir.path().join("data"),
-            owner: running_as_root.then(|| POSTGRES_USER.to_owned()),
-            dir,
-        };
-        cluster.give_to_owner(cluster.dir.path());
-        cluster.run(
-            cluster
-                .as_owner(&initdb)
-                .arg("-D")
-                .arg(&cluster.data)
-                .args(["-A", "trust", "-U", "postgres", "--no-sync"]),
-            "initdb",
-        );
+        let mut cluster = crate::engines::PgCluster::init(test);
         // PostgreSQL wants its key its own and private.
-        let cert = cluster.data.join("server.crt");
-        let key = cluster.data.join("server.key");
+        let cert = cluster.data().join("server.crt");
+        let key = cluster.data().join("server.key");
         std::fs::copy(&ca.cert_file, &cert).expect("copy the server certificate");
         std::fs::copy(&ca.key_file, &key).expect("copy the server key");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
             .expect("chmod the server key");
         cluster.give_to_owner(&cert);
         cluster.give_to_owner(&key);
-        let options = format!(
-            "-p {port} -k {socket} -c listen_addresses=127.0.0.1,127.0.0.2 -c ssl=on \
-             -c ssl_cert_file={cert} -c ssl_key_file={key} -c fsync=off",
-            port = cluster.port,
-            socket = cluster.dir.path().display(),
+        cluster.launch(&format!(
+            "-c listen_addresses=127.0.0.1,127.0.0.2 -c ssl=on \
+             -c ssl_cert_file={cert} -c ssl_key_file={key}",
             cert = cert.display(),
             key = key.display(),
-        );
-        cluster.run(
-            cluster
-                .as_owner(&cluster.pg_ctl)
-                .arg("-D")
-                .arg(&cluster.data)
-                .arg("-l")
-                .arg(cluster.log())
-                .arg("-o")
-                .arg(options)
-                .args(["-w", "-t", "30", "start"]),
-            "pg_ctl start",
-        );
-        cluster
+        ));
+        Self {
+            port: cluster.port,
+            cluster,
+        }
     }
 
     /// `postgres://postgres@<host>:<port>/postgres?<query>`, e.g.
     /// `url("127.0.0.1", "sslmode=require")`.
     pub fn url(&self, host: &str, query: &str) -> String {
-        format!("postgres://postgres@{host}:{}/postgres?{query}", self.port)
+        self.cluster.url(host, "postgres", query)
     }
-
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("postgres.log")
-    }
-
-    /// `program` run as the cluster's owner.
-    fn as_owner(&self, program: &Path) -> Command {
-        let mut command = match &self.owner {
-            Some(user) => {
-                let mut runuser = Command::new("runuser");
-                runuser.args(["-u", user, "--"]).arg(program);
-                runuser
-            }
-            None => Command::new(program),
-        };
-        command.stdin(Stdio::null());
-        command
-    }
-
-    fn give_to_owner(&self, path: &Path) {
-        if let Some(user) = &self.owner {
-            chown_to(path, user);
-        }
-    }
-
-    /// Runs `command`; panics with its output and the server's log when it
-    /// fails.
-    fn run(&self, command: &mut Command, what: &str) {
-        let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-        if !output.status.success() {
-            let log = std::fs::read_to_string(self.log()).unwrap_or_default();
-            panic!(
-                "{what} failed ({}):\n{}{}\n{log}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr),
-            );
-        }
-    }
-}
-
-impl Drop for TlsPostgres {
-    fn drop(&mut self) {
-        // Immediate: the cluster is thrown away, nothing needs flushing.
-        let _ = self
-            .as_owner(&self.pg_ctl)
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
-    }
-}
-
-/// Gives `path` to `user` (the temporary directory the cluster lives in).
-#[allow(clippy::expect_used)]
-fn chown_to(path: &Path, user: &str) {
-    let (uid, gid) = user_ids(user).unwrap_or_else(|| panic!("no user {user} to run PostgreSQL"));
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
-}
-
-/// `user`'s uid and gid, from `/etc/passwd`.
-fn user_ids(user: &str) -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        (fields.next()? == user).then_some(())?;
-        let _password = fields.next()?;
-        Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
-    })
 }

@@ -26,6 +26,7 @@ mod parser;
 mod replicas;
 mod tls;
 mod tls_backends;
+mod topology;
 mod traces;
 mod users;
 

@@ -34,6 +34,15 @@ pub enum AuditStoreError {
     Corrupt(String),
 }
 
+impl AuditStoreError {
+    /// Whether the database does not answer now
+    /// ([`echo_sql::is_unavailable`]): ingest answers `503` and writers
+    /// keep their events spooled until it is back.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, AuditStoreError::Database(e) if echo_sql::is_unavailable(e))
+    }
+}
+
 pub type Result<T, E = AuditStoreError> = std::result::Result<T, E>;
 
 impl From<echo_sql::OpenError> for AuditStoreError {

@@ -49,6 +49,10 @@ impl IdentityError {
             IdentityError::PreconditionRequired => {
                 (StatusCode::PRECONDITION_REQUIRED, "invalid_request")
             }
+            // RFC 6749 §4.1.2.1's code for a server that cannot answer now.
+            IdentityError::Store(cause) if cause.is_unavailable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+            }
             IdentityError::Store(_)
             | IdentityError::Crypto(_)
             | IdentityError::Mail(_)
@@ -59,6 +63,9 @@ impl IdentityError {
     /// What the client may read: internal causes stay in the log.
     pub(crate) fn public_description(&self) -> String {
         match self {
+            IdentityError::Store(cause) if cause.is_unavailable() => {
+                "temporarily unavailable; try again shortly".to_owned()
+            }
             IdentityError::Store(_)
             | IdentityError::Crypto(_)
             | IdentityError::Mail(_)
@@ -89,6 +96,10 @@ impl IdentityError {
 
             IdentityError::RateLimited { retry_after } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            IdentityError::Store(cause) if cause.is_unavailable() => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(1));
+                tracing::warn!(error = %cause, "storage unavailable");
             }
             IdentityError::Store(cause) => tracing::error!(error = %cause, "storage failure"),
             IdentityError::Crypto(cause) => tracing::error!(error = %cause, "crypto failure"),
