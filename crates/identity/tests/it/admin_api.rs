@@ -735,8 +735,12 @@ async fn the_api_keeps_to_its_openapi_document() {
     assert_eq!(doc.status, StatusCode::OK, "{}", doc.body);
     assert!(doc.json()["openapi"].as_str().unwrap().starts_with("3.1"));
     let (schema, base) = (server.url("/admin/v1/openapi.json"), server.issuer.clone());
+    // schemathesis keeps its state in the working directory: a temporary one.
+    let scratch = echo_testkit::data_dir();
+    let cwd = scratch.path().to_owned();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("schemathesis")
+            .current_dir(cwd)
             .args(["run", &schema, "--url", &base])
             .args(["--checks", "not_a_server_error,response_schema_conformance"])
             .args([
