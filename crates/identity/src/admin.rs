@@ -518,6 +518,9 @@ pub(crate) fn without_admin_scope(scope: &str) -> String {
         .join(" ")
 }
 
+/// The longest overlap of a secret rotation: 90 days.
+pub const MAX_SECRET_OVERLAP: i64 = 90 * 24 * 60 * 60;
+
 /// Gives a client a new generated secret, returned to be shown once. The
 /// old secret keeps working for `overlap_seconds` (so deployments can
 /// switch without downtime), then only the new one does. Rotating again
@@ -529,10 +532,10 @@ pub async fn rotate_client_secret(
     client_id: &str,
     overlap_seconds: i64,
 ) -> Result<String> {
-    if overlap_seconds < 0 {
-        return Err(IdentityError::BadInput(
-            "the overlap cannot be negative".into(),
-        ));
+    if !(0..=MAX_SECRET_OVERLAP).contains(&overlap_seconds) {
+        return Err(IdentityError::BadInput(format!(
+            "the overlap must be between 0 and {MAX_SECRET_OVERLAP} seconds"
+        )));
     }
     let secret = generate_client_secret();
     let until = clock.now() + overlap_seconds;

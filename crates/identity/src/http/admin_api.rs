@@ -24,6 +24,7 @@ use echo_crypto::secret::{b64url, sha256};
 use echo_edge::Origin;
 use echo_identity_store::{Client, User};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::request::bearer;
 use crate::admin::{self, ActingAs, ClientSecret, NewClient, NewUser, Page, Registration};
@@ -121,7 +122,7 @@ fn listed<T: Serialize>(page: Page<T>) -> Response {
 }
 
 /// One page of a list.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct List<T> {
     pub items: Vec<T>,
     /// Give it as `cursor` for the next page; absent on the last.
@@ -129,17 +130,22 @@ pub struct List<T> {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Users only: username or email contains this, in any case.
+    #[param(max_length = 256)]
     search: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Items per page.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
 /// A user as the API shows it (never the password hash).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct UserView {
     pub id: String,
     pub username: String,
@@ -164,7 +170,7 @@ impl From<User> for UserView {
 }
 
 /// A client as the API shows it (never a secret or its hash).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ClientView {
     pub id: String,
     /// `confidential`, `public` or `private_key_jwt`.
@@ -200,7 +206,7 @@ impl From<Client> for ClientView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct KeyView {
     pub kid: String,
     pub alg: String,
@@ -235,6 +241,15 @@ fn page_limit(params: &ListParams) -> u32 {
 }
 
 /// GET /admin/v1/users
+#[utoipa::path(
+    get, path = "/admin/v1/users", params(ListParams), responses(
+        (status = 200, description = "a page of users", body = List<UserView>),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list_users(
     State(p): AppState,
     origin: Origin,
@@ -256,7 +271,7 @@ pub async fn list_users(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUserBody {
     username: String,
@@ -267,6 +282,16 @@ pub struct NewUserBody {
 }
 
 /// POST /admin/v1/users: an active user with a password.
+#[utoipa::path(
+    post, path = "/admin/v1/users", request_body = NewUserBody, responses(
+        (status = 201, description = "the user", body = UserView),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create_user(
     State(p): AppState,
     origin: Origin,
@@ -291,6 +316,16 @@ pub async fn create_user(
 }
 
 /// GET /admin/v1/users/{username}
+#[utoipa::path(
+    get, path = "/admin/v1/users/{name}", params(("name" = String, Path, description = "the username")), responses(
+        (status = 200, description = "the user", body = UserView),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get_user(
     State(p): AppState,
     origin: Origin,
@@ -302,7 +337,7 @@ pub async fn get_user(
     Ok(tagged(StatusCode::OK, &UserView::from(user)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserChanges {
     /// Replaces the user's roles.
@@ -314,6 +349,19 @@ pub struct UserChanges {
 }
 
 /// PATCH /admin/v1/users/{username} (If-Match): roles and state.
+#[utoipa::path(
+    patch, path = "/admin/v1/users/{name}", params(("name" = String, Path, description = "the username")), request_body = UserChanges, responses(
+        (status = 200, description = "the user", body = UserView),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 412, description = "changed since read", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 428, description = "If-Match missing", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn update_user(
     State(p): AppState,
     origin: Origin,
@@ -354,6 +402,17 @@ pub async fn update_user(
 
 /// DELETE /admin/v1/users/{username}: the user moves to state `deleted`
 /// (the record stays, unusable); sessions and refresh tokens end.
+#[utoipa::path(
+    delete, path = "/admin/v1/users/{name}", params(("name" = String, Path, description = "the username")), responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn delete_user(
     State(p): AppState,
     origin: Origin,
@@ -367,6 +426,16 @@ pub async fn delete_user(
 }
 
 /// POST /admin/v1/users/{username}/unlock: forgets failed sign-ins.
+#[utoipa::path(
+    post, path = "/admin/v1/users/{name}/unlock", params(("name" = String, Path, description = "the username")), responses(
+        (status = 204, description = "unlocked"),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn unlock_user(
     State(p): AppState,
     origin: Origin,
@@ -380,6 +449,16 @@ pub async fn unlock_user(
 
 /// POST /admin/v1/users/{username}/reset-mfa: removes TOTP and recovery
 /// codes.
+#[utoipa::path(
+    post, path = "/admin/v1/users/{name}/reset-mfa", params(("name" = String, Path, description = "the username")), responses(
+        (status = 204, description = "removed"),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn reset_user_mfa(
     State(p): AppState,
     origin: Origin,
@@ -391,7 +470,7 @@ pub async fn reset_user_mfa(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvitationBody {
     username: String,
@@ -402,6 +481,16 @@ pub struct InvitationBody {
 
 /// POST /admin/v1/invitations: a user in state `invited`, without a
 /// password, until activated.
+#[utoipa::path(
+    post, path = "/admin/v1/invitations", request_body = InvitationBody, responses(
+        (status = 201, description = "the invited user", body = UserView),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn invite(
     State(p): AppState,
     origin: Origin,
@@ -423,6 +512,15 @@ pub async fn invite(
 }
 
 /// GET /admin/v1/clients
+#[utoipa::path(
+    get, path = "/admin/v1/clients", params(ListParams), responses(
+        (status = 200, description = "a page of clients", body = List<ClientView>),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list_clients(
     State(p): AppState,
     origin: Origin,
@@ -443,7 +541,7 @@ pub async fn list_clients(
 }
 
 /// The client fields a request sets.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationBody {
     #[serde(default)]
@@ -473,7 +571,7 @@ impl From<RegistrationBody> for Registration {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewClientBody {
     id: String,
@@ -481,12 +579,25 @@ pub struct NewClientBody {
     /// `private_key_jwt` (with `jwks`).
     auth: String,
     /// The public keys of a `private_key_jwt` client: a JWK Set.
+    #[schema(value_type = Option<Object>)]
     jwks: Option<serde_json::Value>,
-    #[serde(flatten)]
-    registration: RegistrationBody,
+    // The registration's fields, spelled out: serde cannot refuse unknown
+    // fields beside a flattened struct.
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
+    grants: Vec<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    allow_no_pkce: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CreatedClient {
     #[serde(flatten)]
     client: ClientView,
@@ -496,6 +607,16 @@ struct CreatedClient {
 }
 
 /// POST /admin/v1/clients
+#[utoipa::path(
+    post, path = "/admin/v1/clients", request_body = NewClientBody, responses(
+        (status = 201, description = "the client, with a generated secret once", body = CreatedClient),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create_client(
     State(p): AppState,
     origin: Origin,
@@ -521,7 +642,6 @@ pub async fn create_client(
             .into());
         }
     };
-    let registration = Registration::from(new.registration);
     let generated = admin::add_client(
         &*p.store,
         &audit,
@@ -529,12 +649,12 @@ pub async fn create_client(
         NewClient {
             id: new.id.clone(),
             secret,
-            redirect_uris: registration.redirect_uris,
-            grants: registration.grants,
-            audiences: registration.audiences,
-            scopes: registration.scopes,
-            post_logout_redirect_uris: registration.post_logout_redirect_uris,
-            allow_no_pkce: registration.allow_no_pkce,
+            redirect_uris: new.redirect_uris,
+            grants: new.grants,
+            audiences: new.audiences,
+            scopes: new.scopes,
+            post_logout_redirect_uris: new.post_logout_redirect_uris,
+            allow_no_pkce: new.allow_no_pkce,
         },
     )
     .await?;
@@ -549,6 +669,16 @@ pub async fn create_client(
 }
 
 /// GET /admin/v1/clients/{id}
+#[utoipa::path(
+    get, path = "/admin/v1/clients/{id}", params(("id" = String, Path, description = "the client id")), responses(
+        (status = 200, description = "the client", body = ClientView),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get_client(
     State(p): AppState,
     origin: Origin,
@@ -561,6 +691,18 @@ pub async fn get_client(
 }
 
 /// PUT /admin/v1/clients/{id} (If-Match): replaces the registration.
+#[utoipa::path(
+    put, path = "/admin/v1/clients/{id}", params(("id" = String, Path, description = "the client id")), request_body = RegistrationBody, responses(
+        (status = 200, description = "the client", body = ClientView),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 412, description = "changed since read", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 428, description = "If-Match missing", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn update_client(
     State(p): AppState,
     origin: Origin,
@@ -579,6 +721,16 @@ pub async fn update_client(
 }
 
 /// DELETE /admin/v1/clients/{id}: the client and its tokens.
+#[utoipa::path(
+    delete, path = "/admin/v1/clients/{id}", params(("id" = String, Path, description = "the client id")), responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn delete_client(
     State(p): AppState,
     origin: Origin,
@@ -593,14 +745,14 @@ pub async fn delete_client(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecretBody {
     /// How long the old secret keeps working (default a day).
     overlap_seconds: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RotatedSecret {
     client_secret: String,
     previous_secret_valid_for: i64,
@@ -608,6 +760,16 @@ struct RotatedSecret {
 
 /// POST /admin/v1/clients/{id}/secret: a new generated secret, answered
 /// once; the old one works for `overlap_seconds` more.
+#[utoipa::path(
+    post, path = "/admin/v1/clients/{id}/secret", params(("id" = String, Path, description = "the client id")), request_body = RotateSecretBody, responses(
+        (status = 200, description = "the new secret, once", body = RotatedSecret),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn rotate_client_secret(
     State(p): AppState,
     origin: Origin,
@@ -637,6 +799,15 @@ fn key_admin<'a>(p: &'a Provider, audit: &'a ActingAs) -> KeyAdmin<'a> {
 }
 
 /// GET /admin/v1/keys: every signing key, in order of activation.
+#[utoipa::path(
+    get, path = "/admin/v1/keys", responses(
+        (status = 200, description = "every signing key", body = List<KeyView>),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list_keys(State(p): AppState, origin: Origin, headers: HeaderMap) -> ApiResult {
     caller(&p, &headers, &origin).await?;
     let keys: Vec<KeyView> = p
@@ -652,7 +823,7 @@ pub async fn list_keys(State(p): AppState, origin: Origin, headers: HeaderMap) -
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKeysBody {
     /// `EdDSA`, `ES256` or `RS256`; default every algorithm in use.
@@ -662,6 +833,15 @@ pub struct RotateKeysBody {
 }
 
 /// POST /admin/v1/keys/rotate: successors, published before they sign.
+#[utoipa::path(
+    post, path = "/admin/v1/keys/rotate", request_body = RotateKeysBody, responses(
+        (status = 201, description = "the new keys", body = Vec<KeyView>),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn rotate_keys(
     State(p): AppState,
     origin: Origin,
@@ -688,6 +868,17 @@ pub async fn rotate_keys(
 
 /// POST /admin/v1/keys/{kid}/retire: stops signing, stays published until
 /// its tokens expired.
+#[utoipa::path(
+    post, path = "/admin/v1/keys/{kid}/retire", params(("kid" = String, Path, description = "the key id")), responses(
+        (status = 200, description = "the key", body = KeyView),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn retire_key(
     State(p): AppState,
     origin: Origin,
@@ -702,6 +893,17 @@ pub async fn retire_key(
 
 /// POST /admin/v1/keys/{kid}/revoke: unpublished at once; tokens it signed
 /// stop verifying.
+#[utoipa::path(
+    post, path = "/admin/v1/keys/{kid}/revoke", params(("kid" = String, Path, description = "the key id")), responses(
+        (status = 200, description = "the key", body = KeyView),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn revoke_key(
     State(p): AppState,
     origin: Origin,
@@ -712,4 +914,58 @@ pub async fn revoke_key(
     let revocation = key_admin(&p, &audit).revoke(&path(kid)?).await?;
     p.keys.reload(&*p.store, p.clock.now()).await?;
     Ok(Json(KeyView::from(revocation.revoked)).into_response())
+}
+
+/// An RFC 9457 problem, as every error of the API is answered.
+#[derive(Serialize, ToSchema)]
+pub struct ProblemDoc {
+    /// `urn:echo:problem:<code>`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+/// The admin API's OpenAPI 3.1 document, derived from the handlers and
+/// types above so that it cannot drift from them.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Echo admin API", description = "docs/admin-api.md"),
+    paths(
+        list_users, create_user, get_user, update_user, delete_user, unlock_user,
+        reset_user_mfa, invite, list_clients, create_client, get_client, update_client,
+        delete_client, rotate_client_secret, list_keys, rotate_keys, retire_key, revoke_key
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct AdminApiDoc;
+
+/// The bearer scheme every operation names.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// GET /admin/v1/openapi.json: the document, public (it holds no data).
+pub async fn openapi() -> Response {
+    let json = AdminApiDoc::openapi().to_json().unwrap_or_default();
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json,
+    )
+        .into_response()
 }

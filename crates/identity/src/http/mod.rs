@@ -117,6 +117,7 @@ fn admin_routes() -> Router<Arc<Provider>> {
         .route("/keys/rotate", post(rotate_keys))
         .route("/keys/{kid}/retire", post(retire_key))
         .route("/keys/{kid}/revoke", post(revoke_key))
+        .route("/openapi.json", get(openapi))
         // Registrations and users are small: a bound far above them.
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
 }

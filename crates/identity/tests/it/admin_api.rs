@@ -706,3 +706,60 @@ async fn redeem_console(server: &Server, code: &str, params: &Params, pkce: &Pkc
     )
     .await
 }
+
+/// Issue 17: schemathesis (from PyPI, `.ci/run` installs it) tests the
+/// running API against the OpenAPI document it serves: no 5xx, no
+/// response outside the schema. Without schemathesis the test fails, as
+/// every test whose tool or service is missing does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_keeps_to_its_openapi_document() {
+    let installed = std::process::Command::new("schemathesis")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    assert!(
+        installed,
+        "schemathesis is missing: pip install schemathesis"
+    );
+    let server = Server::start().await;
+    add_ops(&server).await;
+    let token = ops_token(&server).await;
+    let doc = read(
+        no_redirect_client()
+            .get(server.url("/admin/v1/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(doc.status, StatusCode::OK, "{}", doc.body);
+    assert!(doc.json()["openapi"].as_str().unwrap().starts_with("3.1"));
+    let (schema, base) = (server.url("/admin/v1/openapi.json"), server.issuer.clone());
+    // schemathesis keeps its state in the working directory: a temporary one.
+    let scratch = echo_testkit::data_dir();
+    let cwd = scratch.path().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("schemathesis")
+            .current_dir(cwd)
+            .args(["run", &schema, "--url", &base])
+            .args(["--checks", "not_a_server_error,response_schema_conformance"])
+            .args([
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--max-examples",
+                "10",
+            ])
+            .args(["--header", &format!("Authorization: Bearer {token}")])
+            .env("SCHEMATHESIS_TELEMETRY", "false")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
