@@ -63,14 +63,15 @@ struct Bucket {
 
 #[derive(Debug)]
 pub struct RateLimiter {
-    shards: [Mutex<HashMap<String, Bucket>>; SHARDS],
+    /// Boxed: a [`crate::Limiter`] holding the buckets stays small.
+    shards: Box<[Mutex<HashMap<String, Bucket>>]>,
     hasher: std::hash::RandomState,
 }
 
 impl Default for RateLimiter {
     fn default() -> Self {
         Self {
-            shards: std::array::from_fn(|_| Mutex::default()),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: std::hash::RandomState::new(),
         }
     }
