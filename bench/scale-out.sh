@@ -22,7 +22,9 @@ for tool in wrk haproxy psql redis-cli; do
   command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
 done
 
-cargo build --release -q -p echod -p echo-gateway --example bench_upstream
+# Two commands: with --example, cargo would build the example alone.
+cargo build --release -q -p echod
+cargo build --release -q -p echo-gateway --example bench_upstream
 TARGET="${CARGO_TARGET_DIR:-target}"
 ECHOD="${ECHOD:-$TARGET/release/echod}"
 UPSTREAM="$TARGET/release/examples/bench_upstream"
