@@ -184,7 +184,7 @@ impl Topology {
         if topology.haproxy.is_some() {
             for replica in 0..topology.replicas.len() {
                 if topology.replicas[replica].kind.balanced() {
-                    topology.wait_for_state(replica, "UP", Duration::from_secs(10));
+                    topology.wait_for_state(replica, "UP", Duration::from_secs(30));
                 }
             }
         }
@@ -371,7 +371,7 @@ impl Topology {
         let mut config = format!(
             "global\n    maxconn 4096\n\n\
              defaults\n    mode http\n    timeout connect 1s\n    timeout client 60s\n    \
-             timeout server 60s\n    timeout check 1s\n    retries 3\n    option redispatch 1\n    \
+             timeout server 60s\n    timeout check 3s\n    retries 3\n    option redispatch 1\n    \
              option httpchk GET /readyz\n    \
              default-server check inter 250ms fastinter 250ms downinter 250ms fall 2 rise 2\n\n\
              frontend stats\n    bind 127.0.0.1:{stats_port}\n    stats enable\n    stats uri /stats\n\n"
