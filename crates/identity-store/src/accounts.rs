@@ -365,18 +365,7 @@ where
         if confirmed.rows_affected() != 1 {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        for hash in recovery_hashes {
-            sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
-                .bind(user_id)
-                .bind(hash)
-                .execute(&mut *tx)
-                .await
-                .map_err(conflict("recovery code"))?;
-        }
+        replace_recovery_codes_of(&mut tx, user_id, recovery_hashes).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -428,6 +417,32 @@ where
         tx.commit().await?;
         Ok(deleted.rows_affected() == 1)
     }
+}
+
+/// Replaces every recovery code of `user_id` with the ones hashed
+/// `hashes`, inside `tx` (enrolment and regeneration alike).
+pub(crate) async fn replace_recovery_codes_of<DB: Backend>(
+    tx: &mut Transaction<'_, DB>,
+    user_id: &str,
+    hashes: &[String],
+) -> Result<()>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+{
+    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    for hash in hashes {
+        sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
+            .bind(user_id)
+            .bind(hash.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(conflict("recovery code"))?;
+    }
+    Ok(())
 }
 
 /// Ends what `user_id` holds, in `tx`: revokes every refresh token (and

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use echo_sql::{Backend, Column, RowsAffected as _};
 use sqlx::{AssertSqlSafe, ColumnIndex, Encode, Executor, Type};
 
-use crate::accounts::end_sessions_of;
+use crate::accounts::{end_sessions_of, replace_recovery_codes_of};
 use crate::sql::{SESSION_COLUMNS, SessionRow, SqlStore, conflict};
 use crate::{Result, SsoSession};
 
@@ -314,18 +314,7 @@ where
         if confirmed.is_none() {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        for hash in hashes {
-            sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
-                .bind(user_id)
-                .bind(hash)
-                .execute(&mut *tx)
-                .await
-                .map_err(conflict("recovery code"))?;
-        }
+        replace_recovery_codes_of(&mut tx, user_id, hashes).await?;
         tx.commit().await?;
         Ok(true)
     }
