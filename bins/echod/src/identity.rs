@@ -12,14 +12,16 @@ use echo_core::audit::AuditSink;
 use echo_crypto::TrustedRoots;
 use echo_edge::{Service, SharedCounters, TokenSource, TrustedProxies};
 use echo_identity::mail::{Mailer, Outbox, SmtpSettings};
-use echo_identity::{DatabaseCounters, IdentityConfig, Provider};
+use echo_identity::{DatabaseCounters, IdentityConfig, InitialAccessToken, Provider};
 use echo_identity_store::Store;
 use echo_queue::{QueueConfig, SqliteQueue};
 use tokio::net::TcpListener;
 
 use crate::args::{AuditTargetArgs, RateLimitArgs, TlsArgs, TokenAlg};
 use crate::first_party::{AUDIT_WRITE, ServiceAudit};
-use crate::settings::{DATABASE_URL_VAR, master_key, open_store, secret_var};
+use crate::settings::{
+    CLIENT_REGISTRATION_TOKEN_VAR, DATABASE_URL_VAR, master_key, open_store, secret_var,
+};
 use crate::tls::ServiceTls;
 use crate::{account_policy, keys};
 
@@ -54,6 +56,30 @@ pub struct IdentityArgs {
     pub trusted_proxies: TrustedProxies,
     #[command(flatten)]
     pub smtp: SmtpArgs,
+    /// Let clients register themselves (RFC 7591) at /oauth2/register with
+    /// the initial access token of ECHO_CLIENT_REGISTRATION_TOKEN (or the
+    /// file ECHO_CLIENT_REGISTRATION_TOKEN_FILE names). Off by default.
+    #[arg(long, env = "ECHO_CLIENT_REGISTRATION")]
+    pub client_registration: bool,
+}
+
+impl IdentityArgs {
+    /// The initial access token when registration is on; on without one
+    /// is an error, not an open endpoint.
+    fn client_registration(&self) -> anyhow::Result<Option<InitialAccessToken>> {
+        if !self.client_registration {
+            return Ok(None);
+        }
+        let token = secret_var(CLIENT_REGISTRATION_TOKEN_VAR)?.with_context(|| {
+            format!(
+                "--client-registration needs {CLIENT_REGISTRATION_TOKEN_VAR} or \
+                 {CLIENT_REGISTRATION_TOKEN_VAR}_FILE"
+            )
+        })?;
+        let token = InitialAccessToken::new(&token)
+            .map_err(|e| anyhow::anyhow!("{CLIENT_REGISTRATION_TOKEN_VAR}: {e}"))?;
+        Ok(Some(token))
+    }
 }
 
 /// Where identity sends mail from (password-reset links). Without
@@ -146,6 +172,7 @@ pub async fn start(
         i64::try_from(args.key_rotation.as_secs()).context("the key rotation is too long")?;
     args.account_policy.apply(&mut config)?;
     config.trusted_proxies = args.trusted_proxies.clone();
+    config.client_registration = args.client_registration()?;
     let own_token = Arc::new(OwnToken {
         provider: OnceLock::new(),
         audience: audit

@@ -15,13 +15,15 @@ pub const MASTER_KEY_VAR: &str = "ECHO_MASTER_KEY";
 pub const DATABASE_URL_VAR: &str = "ECHO_DATABASE_URL";
 /// The Redis replicas count their rate limits in (identity, the gateway).
 pub const RATE_LIMIT_URL_VAR: &str = "ECHO_RATE_LIMIT_URL";
+/// The initial access token of identity's dynamic client registration.
+pub const CLIENT_REGISTRATION_TOKEN_VAR: &str = "ECHO_CLIENT_REGISTRATION_TOKEN";
 pub const LOG_FILTER_VAR: &str = "ECHO_LOG";
 pub const LOG_FORMAT_VAR: &str = "ECHO_LOG_FORMAT";
 
 /// Every secret's variable `X`; each can instead name a file holding it,
 /// by `X_FILE` ([`secret_var`]). Database, queue and Redis URLs are here
 /// since they may carry a password.
-pub const SECRET_VARS: [&str; 16] = [
+pub const SECRET_VARS: [&str; 17] = [
     MASTER_KEY_VAR,
     "ECHO_AUDIT_SIGNING_KEY",
     "ECHO_GATEWAY_CLIENT_SECRET",
@@ -38,6 +40,7 @@ pub const SECRET_VARS: [&str; 16] = [
     "ECHO_REDIS_URL",
     RATE_LIMIT_URL_VAR,
     "ECHO_SMTP_PASSWORD",
+    CLIENT_REGISTRATION_TOKEN_VAR,
 ];
 
 /// The secret in the variable `var`, or in the file named by `<var>_FILE`

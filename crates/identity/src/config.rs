@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use echo_crypto::Algorithm;
+use echo_crypto::secret::{constant_time_eq, sha256};
 use echo_identity_store::LoginCounter;
 use echo_verify::VerifierOptions;
 
@@ -136,6 +137,10 @@ pub struct IdentityConfig {
     /// Domains whose addresses may sign up at `/register` (lower case,
     /// compared exactly); empty allows every domain.
     pub registration_domains: Vec<String>,
+    /// RFC 7591 dynamic client registration (`/oauth2/register`), open to
+    /// holders of this initial access token; `None` (the default) turns
+    /// the endpoint off.
+    pub client_registration: Option<InitialAccessToken>,
 }
 
 impl IdentityConfig {
@@ -170,6 +175,7 @@ impl IdentityConfig {
             trusted_proxies: echo_edge::TrustedProxies::default(),
             registration: RegistrationPolicy::Closed,
             registration_domains: Vec::new(),
+            client_registration: None,
         }
     }
 
@@ -191,6 +197,44 @@ impl IdentityConfig {
 
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.issuer)
+    }
+}
+
+/// Where RFC 7591 dynamic client registration is served (`/register` is
+/// the users' sign-up).
+pub const CLIENT_REGISTRATION_PATH: &str = "/oauth2/register";
+
+/// The initial access token of RFC 7591 §3 that dynamic client
+/// registration asks for. Only its SHA-256 is kept, so neither `Debug` nor
+/// the configuration's memory shows it, and a presented token is compared
+/// digest to digest, in constant time.
+#[derive(Clone)]
+pub struct InitialAccessToken([u8; 32]);
+
+impl InitialAccessToken {
+    /// The shortest token accepted: as long as a generated client secret,
+    /// so that guessing it is out of reach.
+    pub const MIN_LEN: usize = echo_crypto::secret::MIN_CLIENT_SECRET_LEN;
+
+    pub fn new(token: &str) -> Result<Self> {
+        if token.chars().count() < Self::MIN_LEN {
+            return Err(IdentityError::BadInput(format!(
+                "the client registration token must be at least {} characters",
+                Self::MIN_LEN
+            )));
+        }
+        Ok(Self(sha256(token.as_bytes())))
+    }
+
+    /// Whether `presented` is the token.
+    pub fn matches(&self, presented: &str) -> bool {
+        constant_time_eq(&sha256(presented.as_bytes()), &self.0)
+    }
+}
+
+impl std::fmt::Debug for InitialAccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InitialAccessToken(<redacted>)")
     }
 }
 
@@ -320,6 +364,17 @@ impl LockoutPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_initial_access_token_is_long_compared_whole_and_never_shown() {
+        let secret = "an initial access token of 32+ chars";
+        let token = InitialAccessToken::new(secret).unwrap();
+        assert!(token.matches(secret));
+        assert!(!token.matches(&secret[..secret.len() - 1]));
+        assert!(!token.matches(""));
+        assert!(!format!("{token:?}").contains("initial"));
+        assert!(InitialAccessToken::new("short").is_err());
+    }
 
     #[test]
     fn a_schedule_must_leave_room_to_publish_ahead() {

@@ -60,6 +60,14 @@ pub enum IdentityError {
     Mail(String),
     #[error(transparent)]
     Queue(#[from] echo_queue::QueueError),
+    /// RFC 7591 §3.2.2 `invalid_redirect_uri`: a redirect URI a
+    /// self-registering client may not have.
+    #[error("{0}")]
+    InvalidRedirectUri(String),
+    /// RFC 7591 §3.2.2 `invalid_client_metadata`: any other field of a
+    /// self-registration that is refused.
+    #[error("{0}")]
+    InvalidClientMetadata(String),
     /// An admin command's input is not acceptable.
     #[error("{0}")]
     BadInput(String),

@@ -12,7 +12,9 @@
 //!   and revokes them (the `echod keys` commands and the rotation schedule,
 //!   `keys/state.rs` for the lifecycle).
 //! - [`admin`] registers users and clients (the `echod user|client`
-//!   commands), validating everything an operator types.
+//!   commands), validating everything an operator types;
+//!   [`client_registration`] lets clients register themselves (RFC 7591)
+//!   with an initial access token, when turned on.
 //! - Account security: [`lockout`] (per-account progressive delay and
 //!   lockout, reserved atomically before a secret is checked), [`mfa`]
 //!   (TOTP, RFC 6238, and recovery codes) and [`user_state`] (the
@@ -36,6 +38,7 @@ pub mod admin;
 pub mod authorize;
 pub mod client_auth;
 mod client_cache;
+pub mod client_registration;
 mod config;
 mod delivery;
 mod error;
@@ -63,7 +66,8 @@ pub mod token;
 pub mod user_state;
 
 pub use config::{
-    IdentityConfig, KeyPolicy, LockoutPolicy, MAX_REFRESH_GRACE, RegistrationPolicy, SERVICE_SCOPES,
+    IdentityConfig, InitialAccessToken, KeyPolicy, LockoutPolicy, MAX_REFRESH_GRACE,
+    RegistrationPolicy, SERVICE_SCOPES,
 };
 pub use error::IdentityError;
 pub use http::{router, serve};

@@ -370,7 +370,7 @@ const ASSERTION_ALGS: [&str; 3] = ["RS256", "ES256", "EdDSA"];
 
 /// OpenID Connect Discovery 1.0 §3 and RFC 8414 §2 metadata.
 fn discovery(config: &IdentityConfig) -> Value {
-    json!({
+    let mut document = json!({
         "issuer": config.issuer,
         "authorization_endpoint": config.endpoint("/authorize"),
         "token_endpoint": config.endpoint("/token"),
@@ -399,5 +399,11 @@ fn discovery(config: &IdentityConfig) -> Value {
                              "amr"],
         "prompt_values_supported": ["none", "login"],
         "authorization_response_iss_parameter_supported": true,
-    })
+    });
+    // RFC 8414 §2: advertised only where it answers.
+    if config.client_registration.is_some() {
+        document["registration_endpoint"] =
+            json!(config.endpoint(crate::config::CLIENT_REGISTRATION_PATH));
+    }
+    document
 }

@@ -181,6 +181,12 @@ section! {
         smtp_from: String = "ECHO_SMTP_FROM", e.g. "Echo <echo@example.com>";
         /// A file holding the SMTP password of `smtp_url`'s user.
         smtp_password_file: PathBuf = "ECHO_SMTP_PASSWORD_FILE", e.g. "/run/secrets/echo-smtp-password";
+        /// RFC 7591 dynamic client registration at `/oauth2/register`,
+        /// for holders of the initial access token (off by default).
+        client_registration: bool = "ECHO_CLIENT_REGISTRATION", e.g. "false";
+        /// A file holding that initial access token (at least 32
+        /// characters).
+        client_registration_token_file: PathBuf = "ECHO_CLIENT_REGISTRATION_TOKEN_FILE", e.g. "/run/secrets/echo-client-registration-token";
         /// Identity's PostgreSQL database, without a password (default:
         /// SQLite in the data directory).
         database_url: Url = "ECHO_DATABASE_URL", e.g. "postgres://echo@db.internal/echo";

@@ -12,7 +12,7 @@ use echo_testkit::PgTestDb;
 use super::{Hop, SECRET, echod, start, start_up, up_on_free_ports};
 
 /// The variables every secret can come from (`X`, or `X_FILE`).
-const SECRET_VARS: [&str; 16] = [
+const SECRET_VARS: [&str; 17] = [
     "ECHO_MASTER_KEY",
     "ECHO_AUDIT_SIGNING_KEY",
     "ECHO_GATEWAY_CLIENT_SECRET",
@@ -29,6 +29,7 @@ const SECRET_VARS: [&str; 16] = [
     "ECHO_REDIS_URL",
     "ECHO_RATE_LIMIT_URL",
     "ECHO_SMTP_PASSWORD",
+    "ECHO_CLIENT_REGISTRATION_TOKEN",
 ];
 
 /// A master key (32 bytes, base64url), as `ECHO_MASTER_KEY` takes it.

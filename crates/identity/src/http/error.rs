@@ -30,6 +30,12 @@ impl IdentityError {
             }
             IdentityError::InvalidScope(_) => (StatusCode::BAD_REQUEST, "invalid_scope"),
             IdentityError::InvalidTarget(_) => (StatusCode::BAD_REQUEST, "invalid_target"),
+            IdentityError::InvalidRedirectUri(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_redirect_uri")
+            }
+            IdentityError::InvalidClientMetadata(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_client_metadata")
+            }
             IdentityError::Refused(refusal) => (refusal.status, "invalid_token"),
             IdentityError::LoginFailed | IdentityError::MfaFailed => {
                 (StatusCode::UNAUTHORIZED, "access_denied")

@@ -19,6 +19,7 @@ use super::pages::{
 use super::request::{basic_credentials, bearer, client_request, cookie};
 use crate::authorize::{AuthorizeAnswer, AuthorizeError, AuthorizeParams, AuthorizeRequest};
 use crate::client_auth::BasicCredentials;
+use crate::client_registration::ClientMetadata;
 use crate::grant::ClientAuthParams;
 use crate::grant::TokenParams;
 use crate::introspect::TokenRequest;
@@ -252,10 +253,14 @@ async fn client_endpoint<T, R: IntoResponse>(
         let (params, basic) = client_request(form, headers)?;
         run(params, basic).await
     };
-    let mut response = match result.await {
+    uncacheable(match result.await {
         Ok(answer) => answer.into_response(),
         Err(e) => e.into_response(),
-    };
+    })
+}
+
+/// `response` marked never to be stored: it may carry credentials.
+fn uncacheable(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         CACHE_CONTROL,
@@ -263,6 +268,30 @@ async fn client_endpoint<T, R: IntoResponse>(
     );
     headers.insert(PRAGMA, axum::http::HeaderValue::from_static("no-cache"));
     response
+}
+
+/// POST /oauth2/register (RFC 7591), routed only when turned on: 201 and
+/// the client, with its secret this once. A body over the bound is 413;
+/// one that is not the metadata's JSON is `invalid_client_metadata`.
+pub async fn register_client(
+    State(p): AppState,
+    meta: Origin,
+    headers: HeaderMap,
+    json: Result<Json<ClientMetadata>, JsonRejection>,
+) -> Response {
+    let metadata = match json {
+        Ok(Json(metadata)) => Ok(metadata),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return rejection.into_response();
+        }
+        Err(rejection) => Err(IdentityError::InvalidClientMetadata(rejection.body_text())),
+    };
+    uncacheable(
+        match p.register_client(bearer(&headers), metadata, &meta).await {
+            Ok(client) => (StatusCode::CREATED, Json(client)).into_response(),
+            Err(e) => e.into_response(),
+        },
+    )
 }
 
 /// POST /token.

@@ -17,10 +17,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use echo_edge::{Check, EdgeLayer, Service};
 
-use crate::Provider;
+use crate::{Provider, client_registration};
 
 pub use request::client_request;
 
@@ -88,6 +89,16 @@ pub fn router(provider: Arc<Provider>) -> Router {
         .route("/ping", get(|| async { "pong" }))
         .route("/static/echo.css", get(pages::stylesheet))
         .fallback(pages::not_found);
+    // Off, the endpoint does not exist (404), as if identity had none.
+    let router = if provider.client_registration_enabled() {
+        router.route(
+            client_registration::CLIENT_REGISTRATION_PATH,
+            post(handlers::register_client)
+                .layer(DefaultBodyLimit::max(client_registration::MAX_BODY)),
+        )
+    } else {
+        router
+    };
     let edge = EdgeLayer {
         trusted_proxies: provider.config().trusted_proxies.clone(),
         security_headers: pages::security_headers(secure),
@@ -119,7 +130,7 @@ fn admin_routes() -> Router<Arc<Provider>> {
         .route("/keys/{kid}/revoke", post(revoke_key))
         .route("/openapi.json", get(openapi))
         // Registrations and users are small: a bound far above them.
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(DefaultBodyLimit::max(64 * 1024))
 }
 
 /// Identity on `listener`, with its periodic jobs: purging expired rows,

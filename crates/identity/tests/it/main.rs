@@ -6,6 +6,7 @@ mod account_security;
 mod accounts;
 mod admin_api;
 mod attacks;
+mod client_registration;
 mod common;
 mod email_links;
 mod exchange;
