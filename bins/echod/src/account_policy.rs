@@ -63,7 +63,7 @@ pub struct AccountPolicyArgs {
     pub registration_domains: Vec<String>,
 }
 
-fn parse_registration(value: &str) -> Result<RegistrationPolicy, String> {
+pub(crate) fn parse_registration(value: &str) -> Result<RegistrationPolicy, String> {
     value
         .parse()
         .map_err(|e: echo_identity::IdentityError| e.to_string())

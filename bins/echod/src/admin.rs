@@ -5,18 +5,21 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use echo_core::SystemClock;
 use echo_core::audit::LogAuditSink;
 use echo_crypto::TrustedRoots;
+use echo_edge::Origin;
 use echo_identity::admin::{self, ClientSecret, NewClient, NewUser, Registration};
 use echo_identity::grant;
 use echo_identity::user_state::{UserState, change_state, find_user};
-use echo_identity::{IdentityConfig, lockout, mfa};
+use echo_identity::{IdentityConfig, Provider, RegistrationPolicy, lockout, mfa};
 
-use crate::settings::open_store;
+use crate::identity::SmtpArgs;
+use crate::settings::{master_key, open_store};
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -41,7 +44,9 @@ pub enum UserCommand {
         #[arg(long)]
         search: Option<String>,
     },
-    /// Register a user who cannot log in until activated.
+    /// Register a user who cannot log in until activated; with mail set up
+    /// (and registration `invite` or `open`), mail them a link to choose a
+    /// password.
     Invite {
         /// The user's login name.
         name: String,
@@ -51,6 +56,8 @@ pub enum UserCommand {
         /// A role to grant (repeatable).
         #[arg(long = "role")]
         roles: Vec<String>,
+        #[command(flatten)]
+        mail: InviteMailArgs,
     },
     /// Make an invited or suspended user active.
     Activate {
@@ -92,6 +99,57 @@ pub enum UserCommand {
         /// The user's login name.
         name: String,
     },
+}
+
+/// What a local `user invite` needs to mail the invitation as identity
+/// would: identity's own settings (the configuration's `[identity]` keys
+/// set them for both). The mail goes into identity's outbox in the data
+/// directory; the identity running on it sends it.
+#[derive(Debug, Args)]
+pub struct InviteMailArgs {
+    /// Identity's public issuer URL, which the invitation's link points at
+    /// (required when mail is set up).
+    #[arg(long, env = "ECHO_ISSUER")]
+    issuer: Option<String>,
+    #[command(flatten)]
+    smtp: SmtpArgs,
+    /// Identity's registration policy: invitations are mailed under
+    /// `invite` and `open`.
+    #[arg(long, env = "ECHO_REGISTRATION", default_value = "closed", value_parser = crate::account_policy::parse_registration)]
+    registration: RegistrationPolicy,
+}
+
+impl InviteMailArgs {
+    /// A provider that can mail invitations, when mail is set up.
+    async fn mailer(
+        &self,
+        dir: &Path,
+        roots: &TrustedRoots,
+        store: &Arc<dyn echo_identity_store::Store>,
+    ) -> anyhow::Result<Option<Provider>> {
+        let Some(outbox) = self.smtp.outbox(dir, roots).await? else {
+            return Ok(None);
+        };
+        let issuer = self
+            .issuer
+            .as_deref()
+            .context("mail is set up (ECHO_SMTP_URL): set ECHO_ISSUER (or --issuer) too, the address the invitation's link points at")?;
+        let mut config = IdentityConfig::new(issuer);
+        config.registration = self.registration;
+        // The provider only mails; RS256 (which ID tokens always use) keeps
+        // it from creating a signing key of another algorithm than the
+        // server's.
+        config.access_token_alg = echo_crypto::Algorithm::RS256;
+        let provider = Provider::new(
+            config,
+            store.clone(),
+            &master_key(dir)?,
+            Arc::new(LogAuditSink),
+            Arc::new(SystemClock),
+        )
+        .await?;
+        Ok(Some(provider.with_outbox(outbox)))
+    }
 }
 
 const USER_ADD_EXAMPLES: &str = "\
@@ -330,16 +388,36 @@ pub async fn user_command(
     roots: &TrustedRoots,
     command: UserCommand,
 ) -> anyhow::Result<()> {
-    let store = open_store(dir, roots).await?;
-    let (store, audit, clock) = (&*store, &LogAuditSink, &SystemClock);
+    let shared = open_store(dir, roots).await?;
+    let (store, audit, clock) = (&*shared, &LogAuditSink, &SystemClock);
     match command {
         UserCommand::Add {
             name, email, roles, ..
         } => user_add(store, name, email, roles).await?,
         UserCommand::List { search } => user_list(store, search.as_deref()).await?,
-        UserCommand::Invite { name, email, roles } => {
+        UserCommand::Invite {
+            name,
+            email,
+            roles,
+            mail,
+        } => {
+            // Checked first: a missing issuer leaves no half-done invitation.
+            let mailer = mail.mailer(dir, roots, &shared).await?;
             let user = admin::invite_user(store, audit, clock, name, email, roles).await?;
             println!("invited user {} (id {})", user.username, user.id);
+            if let Some(provider) = mailer {
+                if provider
+                    .send_invitation(&user, "cli", &Origin::unknown())
+                    .await?
+                {
+                    println!(
+                        "invitation queued for {} (sent by identity)",
+                        user.email.as_deref().unwrap_or("-")
+                    );
+                } else {
+                    println!("invitation not mailed (registration is closed, or no --email)");
+                }
+            }
         }
         UserCommand::Activate {
             name,
@@ -362,16 +440,15 @@ pub async fn user_command(
         UserCommand::Show { name } => {
             let user = find_user(store, &name).await?;
             let policy = IdentityConfig::new("").lockout;
-            println!("username  {}", user.username);
-            println!("id        {}", user.id);
-            println!("email     {}", user.email.as_deref().unwrap_or("-"));
-            println!("state     {}", user.state);
-            println!("roles     {}", list_or_dash(&user.roles));
-            println!("mfa       {}", mfa::mfa_state(store, &user.id).await?);
-            println!(
-                "lockout   {}",
-                lockout::lockout_status(store, &policy, clock, &user.id).await?
-            );
+            print_user(&ShownUser {
+                username: &user.username,
+                id: &user.id,
+                email: user.email.as_deref().unwrap_or("-"),
+                state: &user.state,
+                roles: &user.roles,
+                mfa: mfa::mfa_state(store, &user.id).await?,
+                lockout: lockout::lockout_status(store, &policy, clock, &user.id).await?,
+            });
         }
         UserCommand::SetRoles { name, roles } => {
             let roles = admin::set_roles(store, audit, &name, roles).await?;
@@ -390,6 +467,27 @@ pub async fn user_command(
         }
     }
     Ok(())
+}
+
+/// What `user show` prints, locally or through the API.
+pub(crate) struct ShownUser<'a> {
+    pub username: &'a str,
+    pub id: &'a str,
+    pub email: &'a str,
+    pub state: &'a str,
+    pub roles: &'a [String],
+    pub mfa: mfa::MfaState,
+    pub lockout: lockout::LockoutStatus,
+}
+
+pub(crate) fn print_user(user: &ShownUser) {
+    println!("username  {}", user.username);
+    println!("id        {}", user.id);
+    println!("email     {}", user.email);
+    println!("state     {}", user.state);
+    println!("roles     {}", list_or_dash(user.roles));
+    println!("mfa       {}", user.mfa);
+    println!("lockout   {}", user.lockout);
 }
 
 pub(crate) fn list_or_dash(list: &[String]) -> String {

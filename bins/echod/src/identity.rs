@@ -111,7 +111,7 @@ const MAIL_RETRIES: QueueConfig = QueueConfig {
 impl SmtpArgs {
     /// The outbox these settings name: its queue is SQLite
     /// `<data>/mail-queue.db`, identity's own. `None` without a server.
-    async fn outbox(
+    pub(crate) async fn outbox(
         &self,
         data_dir: &Path,
         roots: &TrustedRoots,

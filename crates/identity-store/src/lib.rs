@@ -234,6 +234,11 @@ pub trait UserStore: Send + Sync {
     /// first page), in username order; with `search`, only those whose
     /// username or email contains it, compared without case.
     async fn users_page(&self, search: Option<&str>, after: &str, limit: u32) -> Result<Vec<User>>;
+    /// Up to `limit` pending invitations after `after`, in username order:
+    /// users an administrator invited (state `invited`, no password yet).
+    /// A sign-up waiting for its address to be verified has a password and
+    /// is not one.
+    async fn invitations_page(&self, after: &str, limit: u32) -> Result<Vec<User>>;
 }
 
 #[async_trait]

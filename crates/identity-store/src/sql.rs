@@ -545,6 +545,21 @@ where
         .map(User::try_from)
         .collect()
     }
+
+    async fn invitations_page(&self, after: &str, limit: u32) -> Result<Vec<User>> {
+        sqlx::query_as::<_, UserRow>(AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users \
+             WHERE username > $1 AND state = 'invited' AND password_hash = '' \
+             ORDER BY username LIMIT $2"
+        )))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pools.read)
+        .await?
+        .into_iter()
+        .map(User::try_from)
+        .collect()
+    }
 }
 
 /// A `LIKE … ESCAPE '\'` pattern matching text that contains `needle`,

@@ -76,7 +76,7 @@ fn check_name(kind: &str, value: &str, extra: &[char]) -> Result<()> {
 
 /// An absolute URI without fragment, over http(s) or a private-use scheme
 /// (RFC 8252 §7.1, e.g. `com.example.app:/cb`); never `javascript:` and kin.
-fn check_redirect_uri(uri: &str) -> Result<()> {
+pub(crate) fn check_redirect_uri(uri: &str) -> Result<()> {
     let bad = |why: &str| IdentityError::BadInput(format!("malformed redirect URI {uri:?}: {why}"));
     let parsed = Url::parse(uri).map_err(|e| bad(&e.to_string()))?;
     // Compared as written at /authorize but redirected to as parsed: the two
@@ -403,6 +403,20 @@ pub async fn list_users(
     let users = store
         .users_page(search.filter(|s| !s.is_empty()), &after, limit + 1)
         .await?;
+    Ok(paged(users, limit, |u| u.username.as_str()))
+}
+
+/// Pending invitations (users invited by an administrator who have not
+/// chosen a password yet) in username order, `limit` at a time from
+/// `cursor`.
+pub async fn list_invitations(
+    store: &dyn Store,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<Page<User>> {
+    let limit = page_size(limit)?;
+    let after = cursor_key(cursor)?;
+    let users = store.invitations_page(&after, limit + 1).await?;
     Ok(paged(users, limit, |u| u.username.as_str()))
 }
 

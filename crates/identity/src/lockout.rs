@@ -129,19 +129,37 @@ pub async fn unlock_user(store: &dyn Store, audit: &dyn AuditSink, username: &st
     Ok(())
 }
 
-/// What `echod user show` says about a user's lockout at `clock`'s now.
+/// A user's lockout as `echod user show` and the admin API show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutStatus {
+    /// Recent consecutive failures (forgotten after a quiet lock duration).
+    pub failures: i64,
+    /// Seconds the account stays locked, if it is.
+    pub locked_for: Option<i64>,
+}
+
+impl std::fmt::Display for LockoutStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.locked_for, self.failures) {
+            (Some(seconds), _) => write!(f, "locked for {seconds} s more"),
+            (None, 0) => f.write_str("none"),
+            (None, failures) => write!(f, "{failures} recent failed attempts"),
+        }
+    }
+}
+
+/// User `user_id`'s lockout under `policy` at `clock`'s now.
 pub async fn lockout_status(
     store: &dyn Store,
     policy: &LockoutPolicy,
     clock: &dyn Clock,
     user_id: &str,
-) -> Result<String> {
+) -> Result<LockoutStatus> {
     let now = clock.now();
     let counter = policy.current(store.login_counter(user_id).await?.unwrap_or_default(), now);
-    Ok(match policy.locked_until(counter, now) {
-        Some(until) => format!("locked for {} s more", until - now),
-        None if counter.failures == 0 => "none".to_owned(),
-        None => format!("{} recent failed attempts", counter.failures),
+    Ok(LockoutStatus {
+        failures: counter.failures,
+        locked_for: policy.locked_until(counter, now).map(|until| until - now),
     })
 }
 

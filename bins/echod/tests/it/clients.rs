@@ -357,14 +357,21 @@ pub(crate) struct AdminApiServer {
     pub url: String,
     secret_file: std::path::PathBuf,
     pub elsewhere: echo_testkit::TempDir,
-    _dir: echo_testkit::TempDir,
+    /// The server's own data directory.
+    pub dir: echo_testkit::TempDir,
 }
 
 impl AdminApiServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As [`Self::start`], `serve identity` taking `args` too.
+    pub fn start_with(args: &[&str]) -> Self {
         let dir = echo_testkit::data_dir();
         let mut cmd = echod(dir.path());
-        cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
+        cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"])
+            .args(args);
         let server = start(cmd, 1);
         let out = echod(dir.path())
             .args(["client", "add", "ops", "--generate-secret"])
@@ -386,7 +393,7 @@ impl AdminApiServer {
             url,
             secret_file,
             elsewhere,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -502,8 +509,34 @@ async fn every_client_command_works_through_the_admin_api() {
         api.fails(&["client", "delete", "app"])
             .contains("no client \"app\"")
     );
-    let stdin_secret = api.fails(&["client", "add", "x", "--secret-stdin"]);
-    assert!(stdin_secret.contains("--generate-secret"), "{stdin_secret}");
+    // A secret of the operator's own, from standard input, never echoed.
+    let piped = api.run(
+        &[
+            "client",
+            "add",
+            "piped",
+            "--secret-stdin",
+            "--grant",
+            "client_credentials",
+            "--audience",
+            "audit",
+        ],
+        &format!("{SECRET}\n"),
+    );
+    assert!(!piped.contains(SECRET), "{piped}");
+    assert_eq!(
+        client_credentials(&api.server.addr, "piped", SECRET)
+            .await
+            .status(),
+        200
+    );
+    let short = run_with_stdin(
+        api.command(&["client", "add", "short", "--secret-stdin"]),
+        "too-short\n",
+    );
+    assert!(!short.status.success());
+    let error = String::from_utf8_lossy(&short.stderr);
+    assert!(error.contains("client secret too short"), "{error}");
 
     let mut anonymous = api.command(&["client", "list"]);
     anonymous.env_remove("ECHO_ADMIN_CLIENT_ID");

@@ -100,35 +100,39 @@ fn user_states_move_only_along_the_machine() {
     );
 }
 
+/// Ten failures just now, and a TOTP credential, for `username` in the
+/// database of `dir`, written as a running server would have.
+async fn lock_out_and_enrol(dir: &Path, username: &str) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let url = format!("sqlite://{}", dir.join("echo.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE users SET failed_logins = 10, last_failed_at = $1 WHERE username = $2")
+        .bind(now)
+        .bind(username)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO totp_credentials (user_id, sealed_secret, created_at, confirmed_at) \
+         SELECT id, x'00', $1, $1 FROM users WHERE username = $2",
+    )
+    .bind(now)
+    .bind(username)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn unlock_and_reset_mfa_clear_what_they_should() {
     let dir = echo_testkit::data_dir();
     let path = dir.path();
     add(path, "alice");
-    // Ten failures just now, and a TOTP credential, written as a running
-    // server would have.
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let url = format!("sqlite://{}", path.join("echo.db").display());
-    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query(
-        "UPDATE users SET failed_logins = 10, last_failed_at = $1 WHERE username = 'alice'",
-    )
-    .bind(now)
-    .execute(&mut db)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO totp_credentials (user_id, sealed_secret, created_at, confirmed_at) \
-         SELECT id, x'00', $1, $1 FROM users WHERE username = 'alice'",
-    )
-    .bind(now)
-    .execute(&mut db)
-    .await
-    .unwrap();
-    db.close().await.unwrap();
+    lock_out_and_enrol(path, "alice").await;
 
     assert!(shown(path, "alice", "lockout").starts_with("locked for"));
     assert_eq!(shown(path, "alice", "mfa"), "TOTP, 0 recovery codes left");
@@ -222,4 +226,109 @@ fn every_user_command_works_through_the_admin_api() {
         searched.contains("dave ") && !searched.contains("erin "),
         "{searched}"
     );
+}
+
+/// `user show` through `--server` prints the second factor and lockout
+/// lines it prints locally, from the server's own policy.
+#[tokio::test]
+async fn user_show_through_the_api_shows_the_second_factor_and_lockout() {
+    let api = crate::clients::AdminApiServer::start();
+    add(api.dir.path(), "frank");
+    let shown = |field: &str| {
+        api.run(&["user", "show", "frank"], "")
+            .lines()
+            .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {field}"))
+    };
+    assert_eq!(shown("mfa"), "none");
+    assert_eq!(shown("lockout"), "none");
+    lock_out_and_enrol(api.dir.path(), "frank").await;
+    assert_eq!(shown("mfa"), "TOTP, 0 recovery codes left");
+    assert!(
+        shown("lockout").starts_with("locked for"),
+        "{}",
+        shown("lockout")
+    );
+    api.run(&["user", "unlock", "frank"], "");
+    api.run(&["user", "reset-mfa", "frank"], "");
+    assert_eq!(shown("lockout"), "none");
+    assert_eq!(shown("mfa"), "none");
+}
+
+/// `user invite` mails the invitation when identity's mail is set up and
+/// its policy invites by mail: through `--server` (identity sends it) and
+/// locally (queued in identity's outbox in the data directory, sent by the
+/// identity running on it); locally without the issuer the link would
+/// point at, it refuses before inviting anyone.
+#[test]
+fn user_invite_mails_the_invitation_through_the_api_and_locally() {
+    let smtp = echo_testkit::smtp::SmtpServer::start();
+    let smtp_url = smtp.url();
+    let mail_args = [
+        "--smtp-url",
+        smtp_url.as_str(),
+        "--smtp-from",
+        "Echo <echo@example.test>",
+        "--registration",
+        "invite",
+    ];
+    let api = crate::clients::AdminApiServer::start_with(&mail_args);
+    let wait = std::time::Duration::from_secs(20);
+
+    let remote = api.run(
+        &["user", "invite", "gina", "--email", "gina@example.test"],
+        "",
+    );
+    assert!(
+        remote.contains("invitation mailed to gina@example.test"),
+        "{remote}"
+    );
+    let mail = smtp.wait_for(1, wait).remove(0);
+    assert_eq!(mail.to, ["gina@example.test"]);
+    let link = mail.link("/invitation?token=").expect("an invitation link");
+    assert!(link.starts_with(&api.url), "{link}");
+
+    let local = |name: &str, issuer: Option<&str>| {
+        let mut cmd = crate::echod(api.dir.path());
+        cmd.args([
+            "user",
+            "invite",
+            name,
+            "--email",
+            &format!("{name}@example.test"),
+        ])
+        .env("ECHO_SMTP_URL", &smtp_url)
+        .env("ECHO_SMTP_FROM", "Echo <echo@example.test>")
+        .env("ECHO_REGISTRATION", "invite")
+        .env_remove("ECHO_ISSUER");
+        if let Some(issuer) = issuer {
+            cmd.env("ECHO_ISSUER", issuer);
+        }
+        cmd.output().unwrap()
+    };
+    let queued = local("hank", Some(&api.url));
+    assert!(
+        queued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&queued.stderr)
+    );
+    assert!(String::from_utf8_lossy(&queued.stdout).contains("invitation queued for hank@"));
+    let mails = smtp.wait_for(2, wait);
+    assert_eq!(mails[1].to, ["hank@example.test"]);
+    assert!(mails[1].link("/invitation?token=").is_some());
+
+    let refused = local("ivy", None);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("ECHO_ISSUER"));
+    assert!(
+        api.fails(&["user", "show", "ivy"])
+            .contains("no user named"),
+        "nobody invited"
+    );
+    // Without mail set up, an invitation is only the record, as before.
+    let plain = user(
+        api.dir.path(),
+        &["invite", "jo", "--email", "jo@example.test"],
+    );
+    assert!(!plain.contains("invitation"), "{plain}");
 }

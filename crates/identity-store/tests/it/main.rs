@@ -281,6 +281,29 @@ async fn admin_pages(store: &dyn Store) {
             .is_empty()
     );
 
+    // Invitations: invited without a password (an administrator's), not
+    // a sign-up waiting for its address (invited, with a password).
+    let invited = |name: &str, password_hash: &str| User {
+        state: "invited".into(),
+        password_hash: password_hash.into(),
+        ..user(name)
+    };
+    for name in ["inv-a", "inv-b", "inv-c"] {
+        store.insert_user(&invited(name, "")).await.unwrap();
+    }
+    store
+        .insert_user(&invited("signup", "$argon2id$..."))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.invitations_page("", 2).await.unwrap()),
+        ["inv-a", "inv-b"]
+    );
+    assert_eq!(
+        names(store.invitations_page("inv-b", 2).await.unwrap()),
+        ["inv-c"]
+    );
+
     let ids = |clients: Vec<Client>| clients.into_iter().map(|c| c.id).collect::<Vec<_>>();
     let all = ids(store.list_clients().await.unwrap());
     assert_eq!(ids(store.clients_page("", 2).await.unwrap()), all[..2]);

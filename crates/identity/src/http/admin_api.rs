@@ -29,6 +29,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::request::bearer;
 use crate::admin::{self, ActingAs, ClientSecret, NewClient, NewUser, Page, Registration};
 use crate::keys::{KeyAdmin, KeyInfo};
+use crate::mfa::MfaState;
 use crate::user_state::{UserState, change_state, find_user};
 use crate::{IdentityError, Provider, lockout, mfa};
 
@@ -104,9 +105,15 @@ fn check_if_match<T: Serialize>(headers: &HeaderMap, current: &T) -> Result<(), 
 
 /// `view` as JSON with its ETag, not cached.
 fn tagged<T: Serialize>(status: StatusCode, view: &T) -> Response {
-    let mut response = (status, Json(view)).into_response();
+    tagged_as(status, view, view)
+}
+
+/// `body` as JSON with the ETag of `resource`, the part of it that an
+/// update changes (`body` adds what is answered once, or is not edited).
+fn tagged_as<R: Serialize, B: Serialize>(status: StatusCode, resource: &R, body: &B) -> Response {
+    let mut response = (status, Json(body)).into_response();
     let headers = response.headers_mut();
-    if let Ok(etag) = HeaderValue::from_str(&etag_of(view)) {
+    if let Ok(etag) = HeaderValue::from_str(&etag_of(resource)) {
         headers.insert(ETAG, etag);
     }
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -236,6 +243,14 @@ impl From<KeyInfo> for KeyView {
     }
 }
 
+/// `params` of a list without search (only users have one).
+fn unsearchable(params: ListParams) -> Result<ListParams, IdentityError> {
+    match params.search {
+        Some(_) => Err(IdentityError::BadInput("only users have a search".into())),
+        None => Ok(params),
+    }
+}
+
 fn page_limit(params: &ListParams) -> u32 {
     params.limit.unwrap_or(DEFAULT_PAGE_SIZE)
 }
@@ -315,10 +330,56 @@ pub async fn create_user(
     Ok(tagged(StatusCode::CREATED, &UserView::from(user)))
 }
 
+/// A user's second factor.
+#[derive(Serialize, ToSchema)]
+pub struct MfaView {
+    /// `none`, `pending` (enrolment not confirmed) or `totp`.
+    pub state: &'static str,
+    /// With `totp`: recovery codes not used yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_codes_left: Option<i64>,
+}
+
+impl From<MfaState> for MfaView {
+    fn from(state: MfaState) -> Self {
+        let (state, recovery_codes_left) = match state {
+            MfaState::None => ("none", None),
+            MfaState::Pending => ("pending", None),
+            MfaState::Totp {
+                recovery_codes_left,
+            } => ("totp", Some(recovery_codes_left)),
+        };
+        MfaView {
+            state,
+            recovery_codes_left,
+        }
+    }
+}
+
+/// A user's lockout now, under the server's policy.
+#[derive(Serialize, ToSchema)]
+pub struct LockoutView {
+    /// Recent consecutive failed sign-ins.
+    pub failures: i64,
+    /// Seconds the account stays locked, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked_for_seconds: Option<i64>,
+}
+
+/// One user with their second factor and lockout (not part of the ETag,
+/// which covers what `PATCH` changes).
+#[derive(Serialize, ToSchema)]
+pub struct UserDetail {
+    #[serde(flatten)]
+    pub user: UserView,
+    pub mfa: MfaView,
+    pub lockout: LockoutView,
+}
+
 /// GET /admin/v1/users/{username}
 #[utoipa::path(
     get, path = "/admin/v1/users/{name}", params(("name" = String, Path, description = "the username")), responses(
-        (status = 200, description = "the user", body = UserView),
+        (status = 200, description = "the user", body = UserDetail),
         (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
@@ -334,7 +395,18 @@ pub async fn get_user(
 ) -> ApiResult {
     caller(&p, &headers, &origin).await?;
     let user = find_user(&*p.store, &path(name)?).await?;
-    Ok(tagged(StatusCode::OK, &UserView::from(user)))
+    let mfa = mfa::mfa_state(&*p.store, &user.id).await?;
+    let lockout =
+        lockout::lockout_status(&*p.store, &p.config().lockout, &*p.clock, &user.id).await?;
+    let detail = UserDetail {
+        user: user.into(),
+        mfa: mfa.into(),
+        lockout: LockoutView {
+            failures: lockout.failures,
+            locked_for_seconds: lockout.locked_for,
+        },
+    };
+    Ok(tagged_as(StatusCode::OK, &detail.user, &detail))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -479,11 +551,23 @@ pub struct InvitationBody {
     roles: Vec<String>,
 }
 
+/// An invited user, and whether the invitation went out by mail.
+#[derive(Serialize, ToSchema)]
+struct InvitedUser {
+    #[serde(flatten)]
+    user: UserView,
+    /// Mailed when the registration policy invites by mail, SMTP is set
+    /// up and the user has an address; else the user waits for `PATCH`
+    /// with `state: active` and a password.
+    invitation_mailed: bool,
+}
+
 /// POST /admin/v1/invitations: a user in state `invited`, without a
-/// password, until activated.
+/// password, mailed a link to choose one (when mail and the policy allow),
+/// else activated later by an administrator.
 #[utoipa::path(
     post, path = "/admin/v1/invitations", request_body = InvitationBody, responses(
-        (status = 201, description = "the invited user", body = UserView),
+        (status = 201, description = "the invited user", body = InvitedUser),
         (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
@@ -508,7 +592,39 @@ pub async fn invite(
         new.roles,
     )
     .await?;
-    Ok(tagged(StatusCode::CREATED, &UserView::from(user)))
+    let mailed = p.send_invitation(&user, &audit.actor, &origin).await?;
+    let invited = InvitedUser {
+        user: user.into(),
+        invitation_mailed: mailed,
+    };
+    Ok(tagged_as(StatusCode::CREATED, &invited.user, &invited))
+}
+
+/// GET /admin/v1/invitations: pending invitations (invited by an
+/// administrator, no password chosen yet), in username order.
+#[utoipa::path(
+    get, path = "/admin/v1/invitations", params(ListParams), responses(
+        (status = 200, description = "a page of invited users", body = List<UserView>),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_invitations(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult {
+    caller(&p, &headers, &origin).await?;
+    let params = unsearchable(query(params)?)?;
+    let page =
+        admin::list_invitations(&*p.store, params.cursor.as_deref(), page_limit(&params)).await?;
+    Ok(listed(Page {
+        items: page.items.into_iter().map(UserView::from).collect(),
+        next: page.next,
+    }))
 }
 
 /// GET /admin/v1/clients
@@ -528,10 +644,7 @@ pub async fn list_clients(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> ApiResult {
     caller(&p, &headers, &origin).await?;
-    let params = query(params)?;
-    if params.search.is_some() {
-        return Err(IdentityError::BadInput("clients have no search".into()).into());
-    }
+    let params = unsearchable(query(params)?)?;
     let page =
         admin::list_clients(&*p.store, params.cursor.as_deref(), page_limit(&params)).await?;
     Ok(listed(Page {
@@ -575,9 +688,14 @@ impl From<RegistrationBody> for Registration {
 #[serde(deny_unknown_fields)]
 pub struct NewClientBody {
     id: String,
-    /// `client_secret` (a generated secret, answered once), `public` or
-    /// `private_key_jwt` (with `jwks`).
+    /// `client_secret` (a generated secret, answered once, or the one
+    /// given as `client_secret`), `public` or `private_key_jwt` (with
+    /// `jwks`).
     auth: String,
+    /// With `client_secret`: the secret to use (at least 32 characters)
+    /// instead of a generated one; never answered back.
+    #[schema(min_length = 32)]
+    client_secret: Option<String>,
     /// The public keys of a `private_key_jwt` client: a JWK Set.
     #[schema(value_type = Option<Object>)]
     jwks: Option<serde_json::Value>,
@@ -626,7 +744,16 @@ pub async fn create_client(
     let audit = caller(&p, &headers, &origin).await?;
     let new = body(json)?;
     let secret = match (new.auth.as_str(), new.jwks) {
-        ("client_secret", None) => ClientSecret::Generate,
+        ("client_secret", None) => match new.client_secret {
+            Some(given) => ClientSecret::Provided(given),
+            None => ClientSecret::Generate,
+        },
+        (_, _) if new.client_secret.is_some() => {
+            return Err(IdentityError::BadInput(
+                "client_secret is only for auth client_secret".into(),
+            )
+            .into());
+        }
         ("public", None) => ClientSecret::Public,
         ("private_key_jwt", Some(jwks)) => ClientSecret::PrivateKeyJwt(jwks.to_string()),
         ("private_key_jwt", None) => {
@@ -663,9 +790,7 @@ pub async fn create_client(
         client: client.into(),
         client_secret: generated,
     };
-    let mut response = tagged(StatusCode::CREATED, &created.client);
-    *response.body_mut() = Json(&created).into_response().into_body();
-    Ok(response)
+    Ok(tagged_as(StatusCode::CREATED, &created.client, &created))
 }
 
 /// GET /admin/v1/clients/{id}
@@ -934,7 +1059,7 @@ pub struct ProblemDoc {
     info(title = "Echo admin API", description = "docs/admin-api.md"),
     paths(
         list_users, create_user, get_user, update_user, delete_user, unlock_user,
-        reset_user_mfa, invite, list_clients, create_client, get_client, update_client,
+        reset_user_mfa, invite, list_invitations, list_clients, create_client, get_client, update_client,
         delete_client, rotate_client_secret, list_keys, rotate_keys, retire_key, revoke_key
     ),
     modifiers(&BearerAuth)

@@ -763,3 +763,107 @@ async fn the_api_keeps_to_its_openapi_document() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Invitations through the API: mailed when the policy invites by mail
+/// (the link works), listed while pending, paged, and gone from the list
+/// once accepted; a sign-up waiting for its address is no invitation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_are_mailed_listed_and_paged() {
+    use echo_identity::RegistrationPolicy;
+    use echo_testkit::smtp::SmtpServer;
+    use reqwest::Method;
+
+    let smtp = SmtpServer::start();
+    let (server, _) = Server::start_mailing(
+        &smtp.url(),
+        std::sync::Arc::new(echo_core::SystemClock),
+        |config| config.registration = RegistrationPolicy::Invite,
+    )
+    .await;
+    add_ops(&server).await;
+    let token = ops_token(&server).await;
+    let before = smtp.messages().len();
+    let invite = |name: &str, email: Option<&str>| {
+        let body = json!({"username": name, "email": email});
+        api(
+            &server,
+            Method::POST,
+            "/admin/v1/invitations",
+            Some(&token),
+            Some(body),
+            None,
+        )
+    };
+    let mailed = invite("dora", Some("dora@example.test")).await;
+    assert_eq!(mailed.status, StatusCode::CREATED, "{}", mailed.body);
+    assert_eq!(mailed.json()["invitation_mailed"], true);
+    assert!(mailed.header("etag").is_some());
+    let mail = crate::email_links::next_mail(&smtp, before);
+    assert_eq!(mail.to, ["dora@example.test"]);
+    let link = mail.link("/invitation?token=").expect("an invitation link");
+    let unmailed = invite("eve", None).await;
+    assert_eq!(unmailed.json()["invitation_mailed"], false, "no address");
+    invite("fred", Some("fred@example.test")).await;
+    let sent = server
+        .audit
+        .events()
+        .into_iter()
+        .filter(|e| e.action == "account.invitation.sent")
+        .collect::<Vec<_>>();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].actor.as_deref(), Some(OPS), "as the caller");
+
+    let names = |page: &Page| -> Vec<String> {
+        page.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["username"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = get(&server, "/admin/v1/invitations?limit=2", &token).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(names(&first), ["dora", "eve"]);
+    let cursor = first.json()["next_cursor"].as_str().unwrap().to_owned();
+    let next = get(
+        &server,
+        &format!("/admin/v1/invitations?limit=2&cursor={cursor}"),
+        &token,
+    )
+    .await;
+    assert_eq!(names(&next), ["fred"]);
+    assert!(next.json().get("next_cursor").is_none());
+    assert_problem(
+        &get(&server, "/admin/v1/invitations?search=x", &token).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    assert_eq!(
+        api(
+            &server,
+            Method::GET,
+            "/admin/v1/invitations",
+            None,
+            None,
+            None
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // accepted: no longer pending
+    let browser = Browser::new();
+    let form = browser.get(&link).await;
+    let accepted = crate::email_links::submit(
+        &browser,
+        &server,
+        &form,
+        "/invitation",
+        &[("new_password", "dora's own long passphrase")],
+    )
+    .await;
+    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.body);
+    let all = get(&server, "/admin/v1/invitations", &token).await;
+    assert_eq!(names(&all), ["eve", "fred"]);
+}
