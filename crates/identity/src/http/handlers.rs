@@ -142,6 +142,7 @@ pub(super) fn login_page(
         hidden: hidden_fields(&request.params),
         username,
         error,
+        sign_up: p.check_sign_up_open().is_ok(),
     };
     let mut response = render(status, &page);
     add_cookies(&mut response, &set.into_iter().collect::<Vec<_>>());

@@ -16,6 +16,8 @@ pub struct LoginPage<'a> {
     pub hidden: Vec<(String, String)>,
     pub username: &'a str,
     pub error: Option<&'static str>,
+    /// Link to `/register`: sign-up is open here.
+    pub sign_up: bool,
 }
 
 #[derive(Template)]

@@ -166,6 +166,40 @@ async fn sign_up_checks_its_form_the_domains_and_the_per_ip_limit() {
     assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
 }
 
+/// The login form offers "Create an account" where sign-up is open, and
+/// only there: not under `closed` or `invite`, nor under `open` without
+/// mail (where `/register` could not send its link).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_page_links_to_sign_up_only_where_it_is_open() {
+    let smtp = SmtpServer::start();
+    let login_page = |server: &Server| {
+        let params = Params::code_flow(WEB, WEB_REDIRECT, &Pkce::new());
+        let url = server.authorize_url(&params);
+        async move { Browser::new().get(&url).await }
+    };
+    let link = r#"<a href="/register">Create an account</a>"#;
+    let open = with_policy(&smtp, RegistrationPolicy::Open, &[]).await;
+    let page = login_page(&open).await;
+    assert!(page.is_login_form(), "{}", page.body);
+    assert!(page.body.contains(link), "{}", page.body);
+    let form = Browser::new().get(&open.url("/register")).await;
+    assert_eq!(form.status, StatusCode::OK, "the link leads to the form");
+    for policy in [RegistrationPolicy::Closed, RegistrationPolicy::Invite] {
+        let server = with_policy(&smtp, policy, &[]).await;
+        let page = login_page(&server).await;
+        assert!(page.is_login_form(), "{}", page.body);
+        assert!(
+            !page.body.contains("/register"),
+            "{policy:?}: {}",
+            page.body
+        );
+    }
+    let without_mail =
+        Server::start_configured(|config| config.registration = RegistrationPolicy::Open).await;
+    let page = login_page(&without_mail).await;
+    assert!(!page.body.contains("/register"), "{}", page.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_is_refused_unless_the_policy_is_open() {
     let smtp = SmtpServer::start();
