@@ -6,8 +6,8 @@
 //! reader of `/metrics` ([`prometheus`]), and a test certificate authority
 //! with the PostgreSQL, Redis and NATS servers tests start with TLS on
 //! ([`tls`]), the PostgreSQL cluster and NATS server a test starts of its
-//! own to take away and bring back ([`engines`]), and a real SMTP server that keeps what it receives
-//! ([`smtp`]).
+//! own to take away and bring back ([`engines`]), a real SMTP server that keeps what it receives
+//! ([`smtp`]), and an authenticator app's TOTP codes ([`totp`]).
 //!
 //! Tests that need PostgreSQL, Redis or NATS use the machine's services at
 //! their standard local addresses, or the ones `ECHO_TEST_POSTGRES_URL`,
@@ -25,6 +25,7 @@ mod redis;
 pub mod refusals;
 pub mod smtp;
 pub mod tls;
+pub mod totp;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

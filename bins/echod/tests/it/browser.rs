@@ -790,7 +790,9 @@ async fn browser_sign_up_verify_address_see_sessions_and_sign_out_everywhere() {
     browser.click("a.button").await;
     let login = browser.client.current_url().await.unwrap();
     let identity = login.origin().ascii_serialization();
-    browser.goto(&format!("{identity}/register")).await;
+    // Sign-up is open: the login form offers it.
+    browser.click("a[href='/register']").await;
+    assert_eq!(browser.path_when(|p| p == "/register").await, "/register");
     browser.type_into("#username", "frank").await;
     browser.type_into("#email", "frank@example.test").await;
     browser
@@ -845,5 +847,197 @@ async fn browser_sign_up_verify_address_see_sessions_and_sign_out_everywhere() {
             .await
             .contains("Not signed in")
     );
+    browser.stop().await;
+}
+
+/// The text between `start` and the next `end` in `html`.
+fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
+    let from = html
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start} in {html}"))
+        + start.len();
+    let len = html[from..].find(end).expect("end marker");
+    &html[from..from + len]
+}
+
+/// The recovery codes a page lists.
+fn recovery_codes(html: &str) -> Vec<String> {
+    between(html, r#"<ul class="codes">"#, "</ul>")
+        .split("<code>")
+        .skip(1)
+        .map(|item| item.split("</code>").next().unwrap().to_owned())
+        .collect()
+}
+
+/// The current TOTP code of `secret`, `steps` steps on.
+fn totp_now(secret: &str, steps: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    echo_testkit::totp::code(secret, now + steps * echo_testkit::totp::STEP_SECONDS)
+}
+
+/// Enrols from the page `/account/totp` shows (or a replacement's), with
+/// the authenticator's current code; the secret and the recovery codes.
+async fn enrol(browser: &mut Browser, name: &str) -> (String, Vec<String>) {
+    let page = browser.text_with(r#"class="secret""#).await;
+    let secret = between(&page, r#"<code class="secret">"#, "</code>").to_owned();
+    browser.shot(name).await;
+    browser.type_into("#code", &totp_now(&secret, 0)).await;
+    browser.click("button[type=submit]").await;
+    let page = browser.text_with("Keep these recovery codes").await;
+    let codes = recovery_codes(&page);
+    assert_eq!(codes.len(), 10, "{page}");
+    browser.shot(&format!("{name}-recovery-codes")).await;
+    (secret, codes)
+}
+
+/// Submits the account page's second-factor form with `code` and the
+/// button of `action`.
+async fn change_mfa(browser: &mut Browser, identity: &str, code: &str, action: &str) {
+    browser.goto(&format!("{identity}/account")).await;
+    browser.text_with("Two-step verification is on").await;
+    browser.type_into("#mfa_code", code).await;
+    browser
+        .click(&format!("button[name=action][value={action}]"))
+        .await;
+}
+
+/// The second factor managed from identity's account page: enrol with the
+/// authenticator's code, new recovery codes (the old ones dead), another
+/// authenticator (the old one dead), then off.
+#[tokio::test]
+async fn browser_second_factor_enrol_new_codes_replace_and_remove() {
+    let Some(mut browser) = Browser::start("second_factor").await else {
+        return;
+    };
+    let dir = echo_testkit::data_dir();
+    let (_server, gateway) = platform(dir.path(), &[]);
+    browser.goto(&gateway).await;
+    browser.click("a.button").await;
+    let login = browser.client.current_url().await.unwrap();
+    let identity = login.origin().ascii_serialization();
+    browser.submit_login("dave", "dave's long password").await;
+    assert_eq!(browser.path_when(|p| p == "/").await, "/");
+
+    browser.goto(&format!("{identity}/account")).await;
+    let off = browser.text_with("Two-step verification is off").await;
+    assert!(off.contains("Two-step verification is off"), "{off}");
+    browser.click("a[href='/account/totp']").await;
+    let (first_app, first_codes) = enrol(&mut browser, "enrol").await;
+    browser.click("a.button").await;
+    let on = browser.text_with("10 recovery codes left").await;
+    assert!(on.contains("10 recovery codes left"), "{on}");
+    browser.shot("account-mfa-on").await;
+
+    change_mfa(&mut browser, &identity, &first_codes[0], "recovery_codes").await;
+    let page = browser.text_with("Keep these recovery codes").await;
+    let codes = recovery_codes(&page);
+    assert_eq!(codes.len(), 10);
+    assert!(codes.iter().all(|c| !first_codes.contains(c)), "all new");
+    browser.shot("new-recovery-codes").await;
+    change_mfa(&mut browser, &identity, &first_codes[1], "recovery_codes").await;
+    let refused = browser.text_with("Invalid code").await;
+    assert!(refused.contains("Invalid code"), "the old batch is gone");
+    browser.shot("old-recovery-code-refused").await;
+
+    change_mfa(&mut browser, &identity, &codes[0], "replace").await;
+    let (second_app, _) = enrol(&mut browser, "replace").await;
+    assert_ne!(second_app, first_app);
+    // The first authenticator no longer counts; the second's next code
+    // (its current step was spent confirming it) turns the factor off.
+    change_mfa(&mut browser, &identity, &totp_now(&first_app, 1), "remove").await;
+    assert!(
+        browser
+            .text_with("Invalid code")
+            .await
+            .contains("Invalid code")
+    );
+    change_mfa(&mut browser, &identity, &totp_now(&second_app, 1), "remove").await;
+    let removed = browser.text_with("Two-step verification is off").await;
+    assert!(
+        removed.contains("Signing in takes your password only"),
+        "{removed}"
+    );
+    browser.shot("removed").await;
+    browser.goto(&format!("{identity}/account")).await;
+    assert!(
+        browser
+            .text_with("Set up two-step verification")
+            .await
+            .contains("Two-step verification is off.")
+    );
+    browser.stop().await;
+}
+
+/// An invitation from `echod user invite` (mail set up, policy `invite`):
+/// the mail at the real SMTP server, its link opened, a password chosen,
+/// then signing in with it.
+#[tokio::test]
+async fn browser_accept_an_invitation_from_the_mail_and_sign_in() {
+    let Some(mut browser) = Browser::start("invitation").await else {
+        return;
+    };
+    let smtp = echo_testkit::smtp::SmtpServer::start();
+    let dir = echo_testkit::data_dir();
+    let smtp_url = smtp.url();
+    let (_server, gateway) = platform(
+        dir.path(),
+        &[
+            "--smtp-url",
+            &smtp_url,
+            "--smtp-from",
+            "Echo <echo@example.test>",
+            "--registration",
+            "invite",
+        ],
+    );
+    browser.goto(&gateway).await;
+    browser.click("a.button").await;
+    let login = browser.client.current_url().await.unwrap();
+    let identity = login.origin().ascii_serialization();
+    assert!(
+        !browser.text().await.contains("/register"),
+        "no sign-up under invite"
+    );
+
+    let invited = echod(dir.path())
+        .args(["user", "invite", "gail", "--email", "gail@example.test"])
+        .env("ECHO_SMTP_URL", &smtp_url)
+        .env("ECHO_SMTP_FROM", "Echo <echo@example.test>")
+        .env("ECHO_REGISTRATION", "invite")
+        .env("ECHO_ISSUER", &identity)
+        .output()
+        .unwrap();
+    assert!(invited.status.success(), "{invited:?}");
+    let mail = smtp.wait_for(1, Duration::from_secs(30)).remove(0);
+    assert_eq!(mail.to, vec!["gail@example.test".to_owned()]);
+    let link = mail.link("/invitation?token=").expect("an invitation link");
+
+    browser.goto(&link).await;
+    let form = browser.text_with("Welcome, gail").await;
+    assert!(form.contains("Choose a password"), "{form}");
+    browser
+        .type_into("#new_password", "gail's own long passphrase")
+        .await;
+    browser.shot("invitation").await;
+    browser.click("button[type=submit]").await;
+    let ready = browser.text_with("Your account is ready").await;
+    assert!(ready.contains("Your account is ready"), "{ready}");
+    browser.shot("invitation-accepted").await;
+    browser.goto(&link).await;
+    assert!(
+        !browser.text().await.contains("Welcome, gail"),
+        "the link works once"
+    );
+
+    browser.goto(&gateway).await;
+    browser.click("a.button").await;
+    browser
+        .submit_login("gail", "gail's own long passphrase")
+        .await;
+    assert_eq!(browser.path_when(|p| p == "/").await, "/");
+    assert!(browser.text().await.contains("Welcome, gail"));
     browser.stop().await;
 }

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use aws_lc_rs::hmac;
 use echo_core::{Clock, ManualClock};
 use echo_identity::LockoutPolicy;
 use echo_identity::admin;
@@ -18,30 +17,10 @@ use crate::tokens::{WEB_AUTH, offline_tokens, refresh};
 
 const GENERIC_ERROR: &str = "Invalid username or password.";
 
-/// RFC 4648 §6 base32 (no padding) to bytes.
-fn base32_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let (mut out, mut buffer, mut bits) = (Vec::new(), 0u32, 0u32);
-    for c in text.chars() {
-        buffer = (buffer << 5) | ALPHABET.find(c).expect("base32 character") as u32;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-        }
-    }
-    out
-}
-
-/// RFC 6238 TOTP (SHA-1, 6 digits, 30 s) of a base32 secret at `unix`,
-/// computed independently of the provider.
+/// RFC 6238 TOTP of a base32 secret at `unix`, computed independently of
+/// the provider.
 pub(crate) fn totp(secret: &str, unix: i64) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &base32_decode(secret));
-    let mac = hmac::sign(&key, &((unix / 30) as u64).to_be_bytes());
-    let mac = mac.as_ref();
-    let at = usize::from(mac[19] & 0x0f);
-    let value = u32::from_be_bytes([mac[at], mac[at + 1], mac[at + 2], mac[at + 3]]) & 0x7fff_ffff;
-    format!("{:06}", value % 1_000_000)
+    echo_testkit::totp::code(secret, unix)
 }
 
 /// The text between `start` and the next `end` in `html`.
@@ -343,7 +322,11 @@ pub(crate) async fn enrol_from_account_page(
     let enrol = browser.get(&server.url("/account/totp")).await;
     assert_eq!(enrol.status, StatusCode::OK, "{}", enrol.body);
     let secret = enrolment_secret(&enrol);
-    assert_eq!(base32_decode(&secret).len(), 20, "160-bit secret");
+    assert_eq!(
+        echo_testkit::totp::base32_decode(&secret).len(),
+        20,
+        "160-bit secret"
+    );
     // Issue 14 §10: showing the page again (a reload, a second tab) keeps
     // the enrolment in progress: the secret already scanned stays valid.
     let again = browser.get(&server.url("/account/totp")).await;
