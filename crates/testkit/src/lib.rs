@@ -35,6 +35,17 @@ use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 pub use redis::RedisKeys;
 pub use tempfile::TempDir;
 
+/// The text between `start` and the next `end` in `html` (a page a test
+/// reads a value from); panics, showing the page, when either is missing.
+pub fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
+    let from = html
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start} in {html}"))
+        + start.len();
+    let len = html[from..].find(end).expect("end marker");
+    &html[from..from + len]
+}
+
 /// An admin connection to PostgreSQL (`CREATE DATABASE` allowed).
 pub const POSTGRES_URL_VAR: &str = "ECHO_TEST_POSTGRES_URL";
 /// Redis, used under a key prefix of each test's own.

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use echo_testkit::between;
+use echo_testkit::smtp::SmtpServer;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
@@ -274,6 +276,35 @@ fn platform(dir: &Path, extra: &[&str]) -> (Server, String) {
     let server = start_up(up);
     let gateway = server.up.clone().expect("up line");
     (server, gateway)
+}
+
+/// [`platform`] with identity's mail going to `smtp`, under the
+/// registration `policy`.
+fn mailing_platform(dir: &Path, smtp: &SmtpServer, policy: &str) -> (Server, String) {
+    let url = smtp.url();
+    platform(
+        dir,
+        &[
+            "--smtp-url",
+            &url,
+            "--smtp-from",
+            MAIL_FROM,
+            "--registration",
+            policy,
+        ],
+    )
+}
+
+/// The sender of identity's mail in these tests.
+const MAIL_FROM: &str = "Echo <echo@example.test>";
+
+/// Follows the gateway's sign-in button to identity's login form; the
+/// origin identity serves it from.
+async fn to_login(browser: &mut Browser, gateway: &str) -> String {
+    browser.goto(gateway).await;
+    browser.click("a.button").await;
+    let login = browser.client.current_url().await.unwrap();
+    login.origin().ascii_serialization()
 }
 
 #[tokio::test]
@@ -666,16 +697,7 @@ async fn browser_forgot_password_mail_reset_and_sign_in() {
     ]);
     let added = run_with_stdin(add, "erin's long password\n");
     assert!(added.status.success(), "{added:?}");
-    let smtp_url = smtp.url();
-    let (_server, gateway) = platform(
-        dir.path(),
-        &[
-            "--smtp-url",
-            &smtp_url,
-            "--smtp-from",
-            "Echo <echo@example.test>",
-        ],
-    );
+    let (_server, gateway) = mailing_platform(dir.path(), &smtp, "closed");
 
     browser.goto(&gateway).await;
     browser.click("a.button").await;
@@ -728,10 +750,7 @@ async fn browser_change_password_then_sign_in_with_it() {
     let dir = echo_testkit::data_dir();
     let (_server, gateway) = platform(dir.path(), &[]);
 
-    browser.goto(&gateway).await;
-    browser.click("a.button").await;
-    let login = browser.client.current_url().await.unwrap();
-    let identity = login.origin().ascii_serialization();
+    let identity = to_login(&mut browser, &gateway).await;
     browser.submit_login("dave", "dave's long password").await;
     assert_eq!(browser.path_when(|p| p == "/").await, "/");
 
@@ -773,23 +792,9 @@ async fn browser_sign_up_verify_address_see_sessions_and_sign_out_everywhere() {
     };
     let smtp = echo_testkit::smtp::SmtpServer::start();
     let dir = echo_testkit::data_dir();
-    let smtp_url = smtp.url();
-    let (_server, gateway) = platform(
-        dir.path(),
-        &[
-            "--smtp-url",
-            &smtp_url,
-            "--smtp-from",
-            "Echo <echo@example.test>",
-            "--registration",
-            "open",
-        ],
-    );
+    let (_server, gateway) = mailing_platform(dir.path(), &smtp, "open");
 
-    browser.goto(&gateway).await;
-    browser.click("a.button").await;
-    let login = browser.client.current_url().await.unwrap();
-    let identity = login.origin().ascii_serialization();
+    let identity = to_login(&mut browser, &gateway).await;
     // Sign-up is open: the login form offers it.
     browser.click("a[href='/register']").await;
     assert_eq!(browser.path_when(|p| p == "/register").await, "/register");
@@ -850,16 +855,6 @@ async fn browser_sign_up_verify_address_see_sessions_and_sign_out_everywhere() {
     browser.stop().await;
 }
 
-/// The text between `start` and the next `end` in `html`.
-fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
-    let from = html
-        .find(start)
-        .unwrap_or_else(|| panic!("no {start} in {html}"))
-        + start.len();
-    let len = html[from..].find(end).expect("end marker");
-    &html[from..from + len]
-}
-
 /// The recovery codes a page lists.
 fn recovery_codes(html: &str) -> Vec<String> {
     between(html, r#"<ul class="codes">"#, "</ul>")
@@ -914,10 +909,7 @@ async fn browser_second_factor_enrol_new_codes_replace_and_remove() {
     };
     let dir = echo_testkit::data_dir();
     let (_server, gateway) = platform(dir.path(), &[]);
-    browser.goto(&gateway).await;
-    browser.click("a.button").await;
-    let login = browser.client.current_url().await.unwrap();
-    let identity = login.origin().ascii_serialization();
+    let identity = to_login(&mut browser, &gateway).await;
     browser.submit_login("dave", "dave's long password").await;
     assert_eq!(browser.path_when(|p| p == "/").await, "/");
 
@@ -981,22 +973,8 @@ async fn browser_accept_an_invitation_from_the_mail_and_sign_in() {
     };
     let smtp = echo_testkit::smtp::SmtpServer::start();
     let dir = echo_testkit::data_dir();
-    let smtp_url = smtp.url();
-    let (_server, gateway) = platform(
-        dir.path(),
-        &[
-            "--smtp-url",
-            &smtp_url,
-            "--smtp-from",
-            "Echo <echo@example.test>",
-            "--registration",
-            "invite",
-        ],
-    );
-    browser.goto(&gateway).await;
-    browser.click("a.button").await;
-    let login = browser.client.current_url().await.unwrap();
-    let identity = login.origin().ascii_serialization();
+    let (_server, gateway) = mailing_platform(dir.path(), &smtp, "invite");
+    let identity = to_login(&mut browser, &gateway).await;
     assert!(
         !browser.text().await.contains("/register"),
         "no sign-up under invite"
@@ -1004,8 +982,8 @@ async fn browser_accept_an_invitation_from_the_mail_and_sign_in() {
 
     let invited = echod(dir.path())
         .args(["user", "invite", "gail", "--email", "gail@example.test"])
-        .env("ECHO_SMTP_URL", &smtp_url)
-        .env("ECHO_SMTP_FROM", "Echo <echo@example.test>")
+        .env("ECHO_SMTP_URL", smtp.url())
+        .env("ECHO_SMTP_FROM", MAIL_FROM)
         .env("ECHO_REGISTRATION", "invite")
         .env("ECHO_ISSUER", &identity)
         .output()

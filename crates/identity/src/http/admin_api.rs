@@ -120,9 +120,10 @@ fn tagged_as<R: Serialize, B: Serialize>(status: StatusCode, resource: &R, body:
     response
 }
 
-fn listed<T: Serialize>(page: Page<T>) -> Response {
+/// A page of `T`s answered as views `V`, not cached.
+fn listed<T, V: Serialize + From<T>>(page: Page<T>) -> Response {
     let list = List {
-        items: page.items,
+        items: page.items.into_iter().map(V::from).collect::<Vec<V>>(),
         next_cursor: page.next,
     };
     ([(CACHE_CONTROL, "no-store")], Json(list)).into_response()
@@ -280,10 +281,7 @@ pub async fn list_users(
         page_limit(&params),
     )
     .await?;
-    Ok(listed(Page {
-        items: page.items.into_iter().map(UserView::from).collect(),
-        next: page.next,
-    }))
+    Ok(listed::<_, UserView>(page))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -621,10 +619,7 @@ pub async fn list_invitations(
     let params = unsearchable(query(params)?)?;
     let page =
         admin::list_invitations(&*p.store, params.cursor.as_deref(), page_limit(&params)).await?;
-    Ok(listed(Page {
-        items: page.items.into_iter().map(UserView::from).collect(),
-        next: page.next,
-    }))
+    Ok(listed::<_, UserView>(page))
 }
 
 /// GET /admin/v1/clients
@@ -647,10 +642,7 @@ pub async fn list_clients(
     let params = unsearchable(query(params)?)?;
     let page =
         admin::list_clients(&*p.store, params.cursor.as_deref(), page_limit(&params)).await?;
-    Ok(listed(Page {
-        items: page.items.into_iter().map(ClientView::from).collect(),
-        next: page.next,
-    }))
+    Ok(listed::<_, ClientView>(page))
 }
 
 /// The client fields a request sets.
@@ -935,17 +927,11 @@ fn key_admin<'a>(p: &'a Provider, audit: &'a ActingAs) -> KeyAdmin<'a> {
 )]
 pub async fn list_keys(State(p): AppState, origin: Origin, headers: HeaderMap) -> ApiResult {
     caller(&p, &headers, &origin).await?;
-    let keys: Vec<KeyView> = p
-        .key_admin()
-        .list()
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    Ok(listed(Page {
-        items: keys,
+    let keys = Page {
+        items: p.key_admin().list().await?,
         next: None,
-    }))
+    };
+    Ok(listed::<_, KeyView>(keys))
 }
 
 #[derive(Deserialize, ToSchema)]

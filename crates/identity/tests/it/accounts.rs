@@ -9,6 +9,7 @@ use echo_identity::LockoutPolicy;
 use echo_identity::admin;
 use echo_identity::lockout::unlock_user;
 use echo_identity::user_state::{UserState, change_state};
+use echo_testkit::between;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -21,16 +22,6 @@ const GENERIC_ERROR: &str = "Invalid username or password.";
 /// the provider.
 pub(crate) fn totp(secret: &str, unix: i64) -> String {
     echo_testkit::totp::code(secret, unix)
-}
-
-/// The text between `start` and the next `end` in `html`.
-fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
-    let from = html
-        .find(start)
-        .unwrap_or_else(|| panic!("no {start} in {html}"))
-        + start.len();
-    let len = html[from..].find(end).expect("end marker");
-    &html[from..from + len]
 }
 
 /// The base32 secret on an enrolment page.
