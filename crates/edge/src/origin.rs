@@ -18,7 +18,6 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use echo_crypto::secret::random_bytes;
 
 use crate::trace::TraceContext;
 
@@ -262,11 +261,19 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
     {
         Some(given) => given.to_owned(),
-        None => hex(&random_bytes::<16>()),
+        None => random_hex_id::<16>(),
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+/// `N` random bytes in hex: request, trace and span ids. Drawn from the
+/// thread's ChaCha generator (seeded by the OS), not aws-lc's DRBG, which
+/// asks the CPU for fresh entropy on every call: ids are not keys, and
+/// every request draws three of them (BENCHMARKS.md, issue 18).
+pub(crate) fn random_hex_id<const N: usize>() -> String {
+    hex(&rand::random::<[u8; N]>())
+}
+
+fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

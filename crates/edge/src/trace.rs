@@ -26,12 +26,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use echo_core::audit::AuditEvent;
-use echo_crypto::secret::random_bytes;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::origin::hex;
+use crate::origin::random_hex_id;
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
@@ -68,8 +67,8 @@ impl TraceContext {
     pub fn continue_from(traceparent: Option<&str>) -> Self {
         let parent = traceparent.and_then(parse_traceparent);
         Self {
-            trace_id: parent.map_or_else(|| hex(&random_bytes::<16>()), |p| p.0.to_owned()),
-            span_id: hex(&random_bytes::<8>()),
+            trace_id: parent.map_or_else(random_hex_id::<16>, |p| p.0.to_owned()),
+            span_id: random_hex_id::<8>(),
             parent_id: parent.map(|p| p.1.to_owned()),
             flags: parent.map_or("01", |p| p.2).to_owned(),
         }
