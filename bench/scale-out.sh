@@ -33,7 +33,7 @@ DB="echo_scale_bench_$$"
 PREFIX="echo:bench:$$:"
 PIDS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}" ${UPSTREAM_PID:-}; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   redis-cli -u "$REDIS" --scan --pattern "${PREFIX}*" | xargs -r redis-cli -u "$REDIS" del >/dev/null || true
@@ -52,7 +52,13 @@ serve() {
   for _ in $(seq 1 200); do grep -q '^ready ' "$out" 2>/dev/null && return; sleep 0.1; done
   echo "echod $* did not start" >&2; cat "$WORK/echod.log" >&2; exit 1
 }
-stop_all() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }
+# Waits for these processes only: a bare `wait` would also wait for the
+# session rows' upstream, which runs until the end (the Redis row hung so).
+stop_all() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
 
 SECRET="$(head -c 32 /dev/urandom | base64 | tr -d '=+/' | head -c 43)"
 cat > "$WORK/grant.lua" <<LUA
@@ -158,6 +164,7 @@ sessions() { # label, data dir, extra env...
     --config "$WORK/gateway.toml" > "$data.up" 2>>"$WORK/echod.log" &
   PIDS+=($!)
   for _ in $(seq 1 200); do grep -q '^up ' "$data.up" 2>/dev/null && break; sleep 0.1; done
+  grep -q '^up ' "$data.up" || { echo "echod up ($label) did not start" >&2; cat "$WORK/echod.log" >&2; exit 1; }
   local cookie
   cookie="$(python3 - "http://127.0.0.1:$gw" <<'PY'
 import html, re, sys, urllib.parse, urllib.request, http.cookiejar

@@ -23,7 +23,7 @@ use echo_crypto::TrustedRoots;
 use echo_edge::{ServiceTokens, bind, run_all, shutdown_signal};
 use echo_gateway::GatewayFile;
 
-use crate::args::{AuditAudienceArg, JwksArg, PipelineAudiences, TlsArgs};
+use crate::args::{AuditAudienceArg, JwksArg, PipelineAudiences, RateLimitArgs, TlsArgs};
 use crate::audit::CheckpointArgs;
 use crate::config::values::Mode;
 use crate::docs::DocsOptions;
@@ -79,6 +79,10 @@ pub struct UpArgs {
     pub no_worker: bool,
     #[command(flatten)]
     pub jwks: JwksArg,
+    /// Where identity, the gateway and docs count their rate limits: in
+    /// the process, or in the Redis named (shared with replicas elsewhere).
+    #[command(flatten)]
+    pub limits: RateLimitArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Run every service on https with certificates of a local CA,
@@ -120,6 +124,7 @@ pub async fn up(
     let audit_audience = args.audit_audience.audit_audience.as_str();
     let audiences = &args.audiences;
 
+    let limits = args.limits.redis(roots).await?;
     let store = open_store(data_dir, roots).await?;
     bootstrap::admin_user(&*store, data_dir, mode).await?;
     bootstrap::add_docs_routes(&mut gateway_file, &docs_url, &audiences.docs_audience);
@@ -137,8 +142,9 @@ pub async fn up(
         (data_dir, roots),
         identity_listener,
         &args.identity,
-        // One process: its limits count in itself.
-        (store, None),
+        // In Redis if named, else in the process (never the database:
+        // `up` is one process).
+        (store, limits.clone()),
         Some((&audit_url, audit_audience)),
         &identity_tls,
     )
@@ -165,7 +171,7 @@ pub async fn up(
         verifier.clone(),
         &gateway_url,
         secrets.gateway,
-        (&args.gateway_session, None),
+        (&args.gateway_session, limits.clone()),
         &gateway_file,
         (Some(&audit_url), audit_audience),
     )
@@ -185,7 +191,7 @@ pub async fn up(
                 (&audit_url, &docs_tls.client),
                 audit_audience,
             )?,
-            None,
+            limits,
         ),
     )
     .await?;

@@ -7,7 +7,9 @@
 //! # Data flow
 //!
 //! ```text
-//! record ──try_send──▶ bounded queue ──▶ batch (size / time) ──▶ POST /v1/events ──200──▶ done
+//! record ──append──▶ spool_dir/journal-{n:020}.ndjson (deleted once its events are delivered or spooled)
+//!   │
+//!   └──try_send──▶ bounded queue ──▶ batch (size / time) ──▶ POST /v1/events ──200──▶ done
 //!   │ full                                      │ spool non-empty        │ 5xx, timeout, refused connection,
 //!   ▼                                           ▼                        ▼ 401 twice, 403
 //! spool_dir/overflow.ndjson ──adopted──▶ spool_dir/{seq:020}-{n}.ndjson ◀──┘
@@ -23,7 +25,8 @@
 //!
 //! 1. [`record`](echo_core::audit::AuditSink::record) turns the event into
 //!    the service's wire form ([`WireEvent`]) with a fresh random `id` and
-//!    the current time, and `try_send`s it on a bounded channel. It never
+//!    the current time, appends it to the write-ahead journal (a write to
+//!    the page cache) and `try_send`s it on a bounded channel. It never
 //!    blocks on the network or an fsync and never fails the caller. When
 //!    the queue is full it appends the event to `spool_dir/overflow.ndjson`
 //!    instead (a write to the page cache), and so does every later event
@@ -88,11 +91,19 @@
 //!   batches never overtake spooled ones, and the halves of a refused batch
 //!   go first half first.
 //!
-//! What is not guaranteed: events still in memory when the process dies
-//! without [`AuditWriter::shutdown`] (up to `flush_interval` plus the queue)
-//! are lost, as is anything recorded after shutdown; the overflow file's
-//! lines survive a process crash (the next start adopts them) but not a
-//! power cut before they were adopted.
+//! - **Write-ahead.** Once `record` returns, the event is in the journal
+//!   (or the overflow file): a process killed before delivering it (SIGKILL
+//!   included) loses nothing, as the next [`AuditWriter::start`] on the
+//!   directory adopts the journal into the spool and resends it; events
+//!   the service already had are recognised by their ids. The journal is
+//!   written to the page cache and deleted segment by segment as its
+//!   events are delivered or spooled.
+//!
+//! What is not guaranteed: anything recorded after shutdown is lost; the
+//! journal's and the overflow file's lines survive the death of the
+//! process but not a power cut before they were delivered or spooled (they
+//! are not fsync'ed: a disk flush per event would be the caller's to wait
+//! for).
 //!
 //! # Authentication
 //!
@@ -102,6 +113,7 @@
 //! so events carry no `service` field. On 401 the source is told the token
 //! was refused and the batch is retried once at once with a fresh token.
 
+mod journal;
 mod overflow;
 mod sender;
 mod split;

@@ -37,6 +37,8 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::journal;
+
 /// Subdirectory holding the events the service refused for good.
 pub const POISON_DIR: &str = "poison";
 /// Where events go while the writer's queue is full (see the crate docs).
@@ -127,11 +129,16 @@ impl Spool {
         // writer still running.
         let lock = lock(dir)?;
         let mut files = Vec::new();
+        let mut journal = Vec::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
+            if journal::is_segment(&name) {
+                journal.push(name);
+                continue;
+            }
             let name = match name.strip_prefix(TMP_PREFIX) {
                 Some(final_name) => match salvage(dir, &name, final_name) {
                     Some(final_name) => final_name,
@@ -169,20 +176,25 @@ impl Spool {
             files: files.into(),
             next_seq,
         };
-        // Events a crashed writer had put in overflow, newest of all, in
-        // the order they were written.
+        // Events a crashed writer had journaled (some of them delivered
+        // already: the service keeps one of each), then those it had put in
+        // overflow, newest of all, in the order they were written.
+        journal.sort();
+        for name in journal {
+            spool.salvage(&dir.join(name), "journal")?;
+        }
         for name in [ADOPTING_FILE, OVERFLOW_FILE] {
             let path = dir.join(name);
             if path.exists() {
-                spool.salvage_overflow(&path)?;
+                spool.salvage(&path, "overflow file")?;
             }
         }
         Ok(spool)
     }
 
-    /// Adopts an overflow file a crashed writer left: its complete lines
-    /// become the newest batch.
-    fn salvage_overflow(&mut self, path: &Path) -> io::Result<()> {
+    /// Adopts a journal segment or an overflow file (`what`) a stopped
+    /// writer left: its complete lines become the newest batch.
+    fn salvage(&mut self, path: &Path, what: &str) -> io::Result<()> {
         let data = fs::read(path)?;
         let mut kept = Vec::with_capacity(data.len());
         let mut events = 0;
@@ -204,7 +216,7 @@ impl Spool {
             self.add(file);
             tracing::warn!(
                 events,
-                "recovered audit events a stopped writer had put in its overflow file"
+                "recovered audit events a stopped writer had put in its {what}"
             );
         }
         fs::remove_file(path)?;

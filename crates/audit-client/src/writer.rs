@@ -14,6 +14,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
+use crate::journal::Journal;
 use crate::overflow::{Overflow, OverflowError};
 use crate::sender::{Backoff, Sender};
 use crate::split::{self, Delivery, Refused};
@@ -186,7 +187,9 @@ impl LossLog {
 /// [`shutdown`](AuditWriter::shutdown) before the process exits.
 #[derive(Debug)]
 pub struct AuditWriter {
-    intake: mpsc::Sender<WireEvent>,
+    intake: mpsc::Sender<Queued>,
+    /// Where each queued event is written first.
+    journal: Arc<Journal>,
     /// Where events go while the queue is full.
     overflow: Arc<Overflow>,
     max_spool_bytes: u64,
@@ -234,9 +237,11 @@ impl AuditWriter {
         let (stop, stop_rx) = watch::channel(false);
         let (done_tx, done) = watch::channel(false);
         let overflow = Arc::new(Overflow::new(&config.spool_dir));
+        let journal = Arc::new(Journal::new(&config.spool_dir));
         let task = Task {
             rx,
             overflow: overflow.clone(),
+            journal: journal.clone(),
             stop: stop_rx,
             sender: Arc::new(Sender::new(
                 &config.endpoint,
@@ -265,6 +270,7 @@ impl AuditWriter {
         ));
         Ok(Arc::new(Self {
             intake,
+            journal,
             overflow,
             max_spool_bytes: config.max_spool_bytes,
             counters,
@@ -315,7 +321,7 @@ fn writer_name(spool_dir: &std::path::Path) -> String {
 /// [`METRICS_PERIOD`] until its task ends.
 async fn publish_metrics(
     writer: String,
-    intake: mpsc::WeakSender<WireEvent>,
+    intake: mpsc::WeakSender<Queued>,
     counters: Arc<Counters>,
     mut done: watch::Receiver<bool>,
 ) {
@@ -340,27 +346,40 @@ async fn publish_metrics(
 }
 
 impl AuditSink for AuditWriter {
-    /// Queues the event without waiting. If the queue is full (or events
-    /// are going to the overflow file already, to keep their order) the
-    /// event is appended to the spool directory's overflow file; if that
-    /// would pass the spool's limit, or the writer is shut down, it is
-    /// dropped, counted and reported as an error. An event without a trace
-    /// id gets the current request's or job's ([`echo_edge::trace::stamp`]).
+    /// Appends the event to the journal and queues it, without waiting on
+    /// the network or an fsync: from then on a crash of the process does
+    /// not lose it (the next start resends the journal). If the queue is
+    /// full (or events are going to the overflow file already, to keep
+    /// their order) the event is appended to the spool directory's
+    /// overflow file instead; if that would pass the spool's limit, or the
+    /// writer is shut down, it is dropped, counted and reported as an
+    /// error. An event without a trace id gets the current request's or
+    /// job's ([`echo_edge::trace::stamp`]).
     fn record(&self, event: AuditEvent) {
         self.counters.recorded.fetch_add(1, Relaxed);
         let event = WireEvent::from_audit(echo_edge::trace::stamp(event), now_ms());
-        let event = if self.overflow.is_active() && !self.intake.is_closed() {
-            event
-        } else {
-            match self.intake.try_send(event) {
-                Ok(()) => return,
-                Err(TrySendError::Full(event)) => event,
-                Err(TrySendError::Closed(event)) => return self.lose(&event, Loss::ShutDown),
-            }
-        };
         let mut line = Vec::new();
         if let Err(e) = write_ndjson_line(&event, &mut line) {
             return self.lose(&event, Loss::Encoding(e.to_string()));
+        }
+        if self.intake.is_closed() {
+            return self.lose(&event, Loss::ShutDown);
+        }
+        if !self.overflow.is_active() && self.intake.capacity() > 0 {
+            let queued = self.journal.append(line, |number, line| {
+                self.intake.try_send(Queued { number, line })
+            });
+            line = match queued {
+                Ok(Ok(())) => return,
+                // Filled by other threads since: journaled, but the
+                // overflow file keeps it (a crash may resend it twice).
+                Ok(Err(TrySendError::Full(queued))) => queued.line,
+                Ok(Err(TrySendError::Closed(_))) => return self.lose(&event, Loss::ShutDown),
+                Err((e, line)) => {
+                    tracing::warn!(error = %e, "audit journal cannot be written; the event goes to the overflow file");
+                    line
+                }
+            };
         }
         let spooled = self.counters.limit_used.load(Relaxed);
         match self.overflow.append(&line, spooled, self.max_spool_bytes) {
@@ -371,6 +390,13 @@ impl AuditSink for AuditWriter {
             Err(OverflowError::Io(e)) => self.lose(&event, Loss::Io(e)),
         }
     }
+}
+
+/// An event in the queue: its number in the journal and its NDJSON line.
+#[derive(Debug)]
+struct Queued {
+    number: u64,
+    line: Vec<u8>,
 }
 
 /// Why `record` lost an event.
@@ -427,6 +453,8 @@ impl AuditWriter {
 struct Batch {
     ndjson: Vec<u8>,
     events: u64,
+    /// The journal number of its last event.
+    through: Option<u64>,
     /// When it goes even if not full; `None` when empty (or never).
     due: Option<Instant>,
 }
@@ -439,6 +467,16 @@ impl Batch {
     fn take(&mut self) -> Batch {
         std::mem::take(self)
     }
+
+    /// The batch of a request that did not go through, to spool.
+    fn of(ndjson: Arc<Vec<u8>>, events: u64, through: Option<u64>) -> Batch {
+        Batch {
+            ndjson: Arc::unwrap_or_clone(ndjson),
+            events,
+            through,
+            due: None,
+        }
+    }
 }
 
 /// A batch being delivered (in one request, or several if it has to be
@@ -446,6 +484,8 @@ impl Batch {
 struct InFlight {
     source: Source,
     events: u64,
+    /// The journal number of its last event (a batch from memory).
+    through: Option<u64>,
     future: Pin<Box<dyn Future<Output = io::Result<Delivery>> + Send>>,
 }
 
@@ -459,9 +499,11 @@ enum Source {
 
 /// The background task; owns everything but the counters.
 struct Task {
-    rx: mpsc::Receiver<WireEvent>,
+    rx: mpsc::Receiver<Queued>,
     /// Events `record` found no room for in `rx`, which came after its own.
     overflow: Arc<Overflow>,
+    /// Told which events are delivered or spooled, so it can forget them.
+    journal: Arc<Journal>,
     stop: watch::Receiver<bool>,
     sender: Arc<Sender>,
     spool: Spool,
@@ -513,7 +555,7 @@ impl Task {
                     || self.batch.due.is_some_and(|d| d <= now));
             if ready && !self.spool.is_empty() {
                 let batch = self.batch.take();
-                self.spool_batch(batch.ndjson, batch.events).await;
+                self.spool_batch(batch).await;
             } else if ready && self.in_flight.is_none() {
                 let batch = self.batch.take();
                 self.send_from_memory(batch);
@@ -535,7 +577,7 @@ impl Task {
             tokio::select! {
                 () = overflow.notify.notified() => {}
                 event = self.rx.recv(), if receiving => match event {
-                    Some(event) => self.add(&event),
+                    Some(event) => self.add(event),
                     // Every handle to the writer is gone.
                     None => return,
                 },
@@ -558,7 +600,7 @@ impl Task {
         loop {
             while !self.batch.is_full(self.batch_size) {
                 match self.rx.recv().await {
-                    Some(event) => self.add(&event),
+                    Some(event) => self.add(event),
                     None => break,
                 }
             }
@@ -570,10 +612,12 @@ impl Task {
                 self.send_from_memory(batch);
                 self.settle_by(deadline).await;
             } else {
-                self.spool_batch(batch.ndjson, batch.events).await;
+                self.spool_batch(batch).await;
             }
         }
         self.adopt_overflow().await;
+        // Everything recorded is delivered, spooled or counted as lost.
+        self.journal.settled(u64::MAX);
         let m = self.counters.snapshot();
         let unreported = self.spool_losses.take_unreported();
         if m.dropped > 0 {
@@ -605,10 +649,11 @@ impl Task {
                 if let Some(InFlight {
                     source: Source::Memory(ndjson),
                     events,
+                    through,
                     ..
                 }) = self.in_flight.take()
                 {
-                    self.spool_batch(Arc::unwrap_or_clone(ndjson), events).await;
+                    self.spool_batch(Batch::of(ndjson, events, through)).await;
                 }
             }
         }
@@ -620,7 +665,7 @@ impl Task {
         loop {
             while !self.batch.is_full(self.batch_size) {
                 match self.rx.try_recv() {
-                    Ok(event) => self.add(&event),
+                    Ok(event) => self.add(event),
                     Err(_) => break,
                 }
             }
@@ -628,7 +673,7 @@ impl Task {
                 break;
             }
             let batch = self.batch.take();
-            self.spool_batch(batch.ndjson, batch.events).await;
+            self.spool_batch(batch).await;
         }
         match self.overflow.take() {
             Ok(Some((path, events))) => {
@@ -649,15 +694,10 @@ impl Task {
         self.publish_spool();
     }
 
-    fn add(&mut self, event: &WireEvent) {
-        if let Err(e) = write_ndjson_line(event, &mut self.batch.ndjson) {
-            // Not expected (the fields are strings and a JSON object), but
-            // never silent.
-            self.counters.dropped.fetch_add(1, Relaxed);
-            tracing::error!(error = %e, action = %event.action, "audit event could not be encoded and is lost");
-            return;
-        }
+    fn add(&mut self, event: Queued) {
+        self.batch.ndjson.extend_from_slice(&event.line);
         self.batch.events += 1;
+        self.batch.through = Some(event.number);
         if self.batch.due.is_none() {
             self.batch.due = Instant::now().checked_add(self.flush_interval);
         }
@@ -670,6 +710,7 @@ impl Task {
         self.in_flight = Some(InFlight {
             source: Source::Memory(ndjson),
             events: batch.events,
+            through: batch.through,
             future: Box::pin(
                 async move { Ok(split::deliver(&shared, |body| sender.send(body)).await) },
             ),
@@ -685,6 +726,7 @@ impl Task {
         self.in_flight = Some(InFlight {
             source: Source::Spool(seq),
             events,
+            through: None,
             future: Box::pin(async move {
                 let ndjson = tokio::fs::read(&path).await?;
                 Ok(split::deliver(&ndjson, |body| sender.send(body)).await)
@@ -694,7 +736,13 @@ impl Task {
 
     /// Acts on how the delivery in flight ended.
     async fn settle(&mut self, result: io::Result<Delivery>) {
-        let Some(InFlight { source, events, .. }) = self.in_flight.take() else {
+        let Some(InFlight {
+            source,
+            events,
+            through,
+            ..
+        }) = self.in_flight.take()
+        else {
             return;
         };
         // Counters move only once the spool on disk agrees with them.
@@ -746,7 +794,7 @@ impl Task {
                 }
                 if let Source::Memory(ndjson) = source {
                     // The future is gone with `in_flight`: no copy is made.
-                    self.spool_batch(Arc::unwrap_or_clone(ndjson), events).await;
+                    self.spool_batch(Batch::of(ndjson, events, through)).await;
                 }
                 let delay = self.backoff.next_delay();
                 self.retry_at = Instant::now().checked_add(delay).unwrap_or(self.retry_at);
@@ -766,6 +814,9 @@ impl Task {
                     }
                 }
             }
+        }
+        if let Some(through) = through {
+            self.journal.settled(through);
         }
         self.publish_spool();
     }
@@ -802,11 +853,26 @@ impl Task {
         all_kept
     }
 
-    /// Appends a batch to the spool, or drops it (counted, logged) if the
-    /// spool is full or cannot be written.
-    async fn spool_batch(&mut self, ndjson: Vec<u8>, events: u64) {
+    /// Appends a batch from memory to the spool, or drops it (counted,
+    /// logged) if the spool is full or cannot be written; either way its
+    /// events are settled in the journal, unless a batch before it is
+    /// still in flight (that one settles them when it ends).
+    async fn spool_batch(&mut self, batch: Batch) {
+        let Batch {
+            ndjson,
+            events,
+            through,
+            ..
+        } = batch;
         self.spool.set_overflow_bytes(self.overflow.bytes());
-        if let Err(e) = self.spool.push(ndjson, events).await {
+        let pushed = self.spool.push(ndjson, events).await;
+        let before_in_flight = self.in_flight.as_ref().is_some_and(|f| f.through.is_some());
+        if let Some(through) = through
+            && !before_in_flight
+        {
+            self.journal.settled(through);
+        }
+        if let Err(e) = pushed {
             let total = self.counters.dropped.fetch_add(events, Relaxed) + events;
             if let Some(lost) = self.spool_losses.lost(events) {
                 match e {

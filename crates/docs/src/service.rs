@@ -21,12 +21,12 @@
 //!   and the index write checks the row exists under it, so no chunk of a
 //!   deleted document stays in the index.
 //!
-//! Across replicas (shared blob store, PostgreSQL search) the second race
-//! is closed by the database: a chunk references its document's record and
-//! goes with it. The first remains open across replicas: a delete through
-//! one and an upload of the very same bytes through another at the same
-//! moment may leave the new document without its blob
-//! (`docs/scale-out.md`).
+//! Across replicas (shared records, blob store and search) the database
+//! closes both: the blob's put and its record's insert, and the check for
+//! records left and the blob's removal, each run in a transaction holding
+//! the blob ([`DocumentStore::insert_with_blob`]: an advisory lock on
+//! PostgreSQL); and a chunk references its document's record and goes
+//! with it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -469,8 +469,10 @@ impl Docs {
         };
         {
             let _held = self.blob_locks.lock(&document.sha256).await;
-            self.blobs.put(blob).await?;
-            self.store.insert(&document).await?;
+            // Stored and recorded in one hold on the blob (replicas').
+            self.store
+                .insert_with_blob(&document, self.blobs.put(blob))
+                .await?;
         }
         // Queued after the insert, so the worker never looks for a record
         // that is not there yet; keyed by the id, so a retried enqueue is
@@ -536,9 +538,9 @@ impl Docs {
             self.store.delete(&document.id).await?;
         }
         let _held = self.blob_locks.lock(&document.sha256).await;
-        if !self.store.references(&document.sha256).await? {
-            self.blobs.remove(&document.sha256).await?;
-        }
+        self.store
+            .remove_unreferenced_blob(&document.sha256, self.blobs.remove(&document.sha256))
+            .await?;
         Ok(())
     }
 

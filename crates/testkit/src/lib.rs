@@ -76,13 +76,16 @@ fn service_url(var: &str, standard: &str) -> String {
         .unwrap_or_else(|| standard.to_owned())
 }
 
-/// A PostgreSQL database that exists for one test.
+/// A PostgreSQL database that exists for one test: dropped by
+/// [`drop_db`](Self::drop_db), or when the value is dropped (a test that
+/// failed before it got there leaves no `echo_test_*` database behind).
 #[derive(Debug)]
 pub struct PgTestDb {
     admin_url: String,
     name: String,
     /// Connection URL of the new database.
     pub url: String,
+    dropped: bool,
 }
 
 fn unique_suffix() -> String {
@@ -124,6 +127,7 @@ impl PgTestDb {
             admin_url,
             name,
             url,
+            dropped: false,
         }
     }
 
@@ -153,15 +157,40 @@ impl PgTestDb {
     }
 
     /// Drops the database (closing any connection still open to it).
-    pub async fn drop_db(self) {
-        if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
-            let _ = admin
-                .execute(AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.name
-                )))
-                .await;
+    pub async fn drop_db(mut self) {
+        drop_database(&self.admin_url, &self.name).await;
+        self.dropped = true;
+    }
+}
+
+impl Drop for PgTestDb {
+    /// A test that did not get to [`drop_db`](Self::drop_db) (it failed, or
+    /// forgot): the database is dropped from a thread of its own, as this
+    /// may run inside an async test's runtime, which must not be blocked on.
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
         }
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropping = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(drop_database(&admin_url, &name));
+            }
+        });
+        let _ = dropping.join();
+    }
+}
+
+async fn drop_database(admin_url: &str, name: &str) {
+    if let Ok(mut admin) = PgConnection::connect(admin_url).await {
+        let _ = admin
+            .execute(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .await;
     }
 }
 

@@ -26,22 +26,27 @@ impl Default for RedisKeys {
 
 impl Drop for RedisKeys {
     fn drop(&mut self) {
+        let cleaned = self.delete();
+        // A test that failed already (perhaps because Redis is down) still
+        // cleans what it can, but a second panic would abort every other
+        // test.
+        if !std::thread::panicking() {
+            cleaned.expect("Redis for cleanup");
+        }
+    }
+}
+
+impl RedisKeys {
+    /// Deletes every key under the prefix.
+    fn delete(&self) -> redis::RedisResult<()> {
         use redis::Commands;
-        if std::thread::panicking() {
-            // The test failed already (perhaps because Redis is down): a
-            // second panic would abort every other test.
-            return;
-        }
-        let mut redis = redis::Client::open(self.url.as_str())
-            .and_then(|client| client.get_connection())
-            .expect("Redis for cleanup");
+        let mut redis = redis::Client::open(self.url.as_str())?.get_connection()?;
         let keys: Vec<String> = redis
-            .scan_match::<_, String>(format!("{}*", self.prefix))
-            .expect("SCAN")
-            .collect::<Result<_, _>>()
-            .expect("SCAN");
+            .scan_match::<_, String>(format!("{}*", self.prefix))?
+            .collect::<Result<_, _>>()?;
         if !keys.is_empty() {
-            redis.del::<_, ()>(keys).expect("DEL");
+            redis.del::<_, ()>(keys)?;
         }
+        Ok(())
     }
 }

@@ -8,7 +8,11 @@
 //!   background, and so does everyone else meanwhile.
 //! - A token naming an unknown `kid` fetches at once (a new key is picked
 //!   up on first sight) and waits for the answer, at most once per
-//!   `refresh_interval`.
+//!   `refresh_interval`. While no key at all is known (a service that has
+//!   just started, whose issuer was not reachable yet), the interval is
+//!   not waited for: only the backoff after failures spaces the attempts,
+//!   so a service is ready a second after its issuer is, not
+//!   `refresh_interval` later.
 //! - One fetch runs at a time; whoever needs one while it runs joins it.
 //! - A failed fetch keeps the keys already known, so their tokens still
 //!   pass while the issuer is unreachable, and backs off: each failure in
@@ -129,14 +133,12 @@ impl KeyCache {
     /// The key named `kid`, fetching the set first (and waiting for it) if
     /// it is unknown and a fetch is allowed.
     pub(crate) async fn key(self: &Arc<Self>, kid: &str) -> Result<Arc<VerifyingKey>, VerifyError> {
-        if let Some(key) = self.current().keys.get(kid) {
+        let known = self.current();
+        if let Some(key) = known.keys.get(kid) {
             return Ok(key.clone());
         }
         let done = self.fetches_done.subscribe();
-        if self
-            .start_fetch(Due::After(self.refresh_interval))
-            .is_some()
-        {
+        if self.start_fetch(self.due_for_unknown(&known)).is_some() {
             wait_for(done, None).await;
         }
         let keys = self.current();
@@ -156,7 +158,7 @@ impl KeyCache {
         }
         let done = self.fetches_done.subscribe();
         if self
-            .start_fetch(Due::After(self.refresh_interval))
+            .start_fetch(self.due_for_unknown(&self.current()))
             .is_some()
         {
             wait_for(done, None).await;
@@ -166,6 +168,18 @@ impl KeyCache {
             (_, true) => Ok("ok"),
             (Some(error), false) => Err(error.clone()),
             (None, false) => Err(format!("{} publishes no usable key", self.issuer)),
+        }
+    }
+
+    /// When a key not in `known` may be fetched: once per
+    /// `refresh_interval`, or as soon as the backoff allows while no fetch
+    /// has brought any key yet (see the module). An issuer that answers
+    /// with no key is asked once per interval, like any other.
+    fn due_for_unknown(&self, known: &KeySet) -> Due {
+        if known.keys.is_empty() && known.fetched_at.is_none() {
+            Due::After(Duration::ZERO)
+        } else {
+            Due::After(self.refresh_interval)
         }
     }
 

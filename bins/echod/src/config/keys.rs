@@ -114,9 +114,10 @@ section! {
         client_key: PathBuf = "ECHO_CLIENT_KEY", e.g. "/etc/echo/tls/client-key.pem";
         /// `echod up`: a local CA in `<data>/tls` certifies every service.
         dev_tls: bool = "ECHO_DEV_TLS", e.g. "false";
-        /// `serve identity` and `serve gateway`: count rate limits in this
-        /// Redis, shared by every replica, without a password (default:
-        /// identity's PostgreSQL if it runs on one, else each process).
+        /// `serve identity`, `serve gateway`, `serve docs` and `up`: count
+        /// rate limits in this Redis, shared by every replica, without a
+        /// password (default: identity's PostgreSQL if `serve identity` runs
+        /// on one, else each process).
         rate_limit_url: Url = "ECHO_RATE_LIMIT_URL", e.g. "redis://127.0.0.1:6379/1";
         /// A file holding the whole rate-limit Redis URL, password included.
         rate_limit_url_file: PathBuf = "ECHO_RATE_LIMIT_URL_FILE", e.g. "/run/secrets/echo-rate-limit-url";

@@ -2,6 +2,7 @@
 //! each way of tampering with the stored chain.
 
 use std::path::Path;
+use std::process::Command;
 
 use sqlx::{Connection, SqliteConnection};
 
@@ -128,11 +129,7 @@ async fn tamper(dir: &Path, statements: &[&str]) {
 }
 
 fn verify(dir: &Path) -> (bool, String) {
-    let out = echod(dir).args(["audit", "verify"]).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    verify_with(dir, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,15 +361,34 @@ async fn audit_writes_need_scope_audit_write() {
 
 /// `echod audit verify` with extra arguments.
 fn verify_with(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = echod(dir)
-        .args(["audit", "verify"])
-        .args(args)
-        .output()
-        .unwrap();
+    verify_by(echod(dir), args)
+}
+
+/// `echod audit verify` (with `args`) run by `cmd`, an `echod` command on
+/// the chain's data directory and database: whether the chain verified,
+/// and what it printed.
+pub(super) fn verify_by(mut cmd: Command, args: &[&str]) -> (bool, String) {
+    let out = cmd.args(["audit", "verify"]).args(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// Posts `events` to the audit service at `audit` (its base URL) with
+/// `token`.
+pub(super) async fn post_events(
+    http: &reqwest::Client,
+    audit: &str,
+    token: &str,
+    events: &[serde_json::Value],
+) -> reqwest::Response {
+    http.post(format!("{audit}/v1/events"))
+        .bearer_auth(token)
+        .json(events)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// `echod audit checkpoint`'s signed note.
@@ -551,13 +567,7 @@ async fn audit_verify_catches_deleted_checkpoints() {
         let events: Vec<serde_json::Value> = (1..=3)
             .map(|i| serde_json::json!({"id": format!("{batch}{i}"), "level": "info", "action": "test.event", "message": "m"}))
             .collect();
-        let stored = client
-            .post(format!("http://{audit}/v1/events"))
-            .bearer_auth(&token)
-            .json(&events)
-            .send()
-            .await
-            .unwrap();
+        let stored = post_events(&client, &format!("http://{audit}"), &token, &events).await;
         assert_eq!(stored.status(), 200);
         let checkpoint: serde_json::Value = client
             .get(format!("http://{audit}/v1/checkpoint"))

@@ -124,6 +124,11 @@ pub fn start_up(cmd: Command) -> Server {
     start_until(cmd, 5, true, Stdio::null())
 }
 
+/// [`start`], its logs (stderr) going to `logs`.
+pub fn start_logging(cmd: Command, services: usize, logs: std::fs::File) -> Server {
+    start_until(cmd, services, false, Stdio::from(logs))
+}
+
 /// [`start_up`], its logs (stderr) going to `logs`.
 pub fn start_up_logging(cmd: Command, logs: std::fs::File) -> Server {
     start_until(cmd, 5, true, Stdio::from(logs))

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use echo_testkit::PgTestDb;
 use redis::AsyncCommands;
 
-use super::{Hop, SECRET, Server, add_svc_a, echod, run_with_stdin, start};
+use super::{
+    Hop, SECRET, Server, add_svc_a, echod, run_with_stdin, start, start_up, up_on_free_ports,
+};
 
 const USER: &str = "carol";
 const PASSWORD: &str = "carol's long password";
@@ -306,6 +308,37 @@ fn an_unreachable_rate_limit_redis_stops_the_start() {
             "{service}: {stderr}"
         );
     }
+}
+
+/// `echod up` counts identity's and the gateway's rate limits in the Redis
+/// `ECHO_RATE_LIMIT_URL` names, as replicas do (it used to ignore it and
+/// count in the process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_counts_its_rate_limits_in_the_redis_named() {
+    let limits = RedisKeys::new("up_counts_its_rate_limits_in_the_redis_named");
+    let dir = echo_testkit::data_dir();
+    let mut up = up_on_free_ports(dir.path());
+    up.env("ECHO_RATE_LIMIT_URL", echo_testkit::redis_url())
+        .env("ECHO_RATE_LIMIT_PREFIX", &limits.prefix);
+    let server = start_up(up);
+    assert!(limits.keys("*").await.is_empty());
+    let refused = reqwest::Client::new()
+        .post(format!("http://{}/token", server.addr))
+        .basic_auth("gateway", Some("a wrong secret, 0123456789abcdef"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(!limits.keys("identity:client_auth:*").await.is_empty());
+    let gateway = &server.ready[2];
+    let page = reqwest::get(format!("http://{gateway}/login"))
+        .await
+        .unwrap();
+    assert!(page.status().is_success() || page.status().is_redirection());
+    assert!(!limits.keys("gateway:*").await.is_empty());
+    drop(server);
+    limits.clean().await;
 }
 
 /// `echod serve gateway` at `public_url` (default: its own address), its

@@ -181,12 +181,18 @@ fn config(endpoint: &str, spool: &Path) -> WriterConfig {
 }
 
 /// The batch files in the spool directory (not the poison directory, not
-/// the lock file).
+/// the lock file, not the journal).
 fn spool_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "ndjson"))
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("journal-")
+        })
         .collect();
     files.sort();
     files
@@ -756,6 +762,51 @@ async fn a_full_queue_spools_instead_of_dropping() {
     let rows = audit.store.rows(0, 2 * N as i64).await.unwrap();
     assert_eq!(stored_order(&rows), (0..N).collect::<Vec<_>>());
     again.shutdown().await;
+}
+
+/// A process killed outright (SIGKILL: its writer never shut down) loses
+/// none of the events `record` took, though some were only in memory, in a
+/// batch waiting for company: the next writer on the spool directory
+/// resends its journal, and the service keeps each event once.
+#[test]
+fn events_recorded_before_the_process_dies_are_delivered_after_its_restart() {
+    const N: usize = 550;
+    let issuer = Issuer::new();
+    let token: Arc<dyn TokenSource> = Arc::new(StaticToken(issuer.token("svc-a", 300)));
+    let spool = tempfile::tempdir().unwrap();
+    let service = tokio::runtime::Runtime::new().unwrap();
+    let audit = service.block_on(Audit::start(&issuer));
+    let mut config = config(&audit.url, spool.path());
+    config.flush_interval = Duration::from_secs(3600);
+
+    // The process that dies: a runtime of its own, torn down without the
+    // writer's shutdown, its task dropped where it stands.
+    let dying = tokio::runtime::Runtime::new().unwrap();
+    let writer = dying
+        .block_on(async { AuditWriter::start(config.clone(), token.clone()) })
+        .unwrap();
+    for i in 0..N {
+        writer.record(sample(i));
+    }
+    // Five full batches delivered; the last 50 wait in memory.
+    service.block_on(wait_until("five batches delivered", || async {
+        audit.count().await == 500
+    }));
+    // Nothing of the writer runs again: no shutdown, and dropping the
+    // last handle (which stops its task) comes after the task is gone.
+    dying.shutdown_background();
+    std::mem::forget(writer);
+
+    let restarted = tokio::runtime::Runtime::new().unwrap();
+    let again = restarted.block_on(wait_for_lock(|| {
+        AuditWriter::start(config.clone(), token.clone())
+    }));
+    service.block_on(audit.wait_for_count(N as i64));
+    restarted.block_on(again.shutdown());
+    let rows = service.block_on(audit.store.rows(0, 2 * N as i64)).unwrap();
+    let mut stored = stored_order(&rows);
+    stored.sort_unstable();
+    assert_eq!(stored, (0..N).collect::<Vec<_>>(), "each event once");
 }
 
 /// Retries `start` while an earlier writer still holds the spool's lock

@@ -7,7 +7,9 @@
 //! A record is plain data: who owns the document, what it is called and
 //! which blob holds its bytes. Who may see it is the service's business.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -55,9 +57,25 @@ pub struct Usage {
     pub files: u64,
 }
 
+/// A blob store operation run inside a store's critical section.
+pub type BlobOp<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
 #[async_trait]
 pub trait DocumentStore: Send + Sync {
     async fn insert(&self, document: &Document) -> Result<()>;
+
+    /// Runs `put` (storing the document's blob), then inserts the record,
+    /// holding the blob against [`remove_unreferenced_blob`] of the same
+    /// blob through any replica sharing the store: a delete of one record
+    /// cannot remove the blob between the put and another's insert.
+    ///
+    /// [`remove_unreferenced_blob`]: Self::remove_unreferenced_blob
+    async fn insert_with_blob(&self, document: &Document, put: BlobOp<'_>) -> Result<()>;
+
+    /// Runs `remove` (removing the blob `sha256`) unless a record still
+    /// references it, held as [`insert_with_blob`](Self::insert_with_blob)
+    /// says; whether it ran.
+    async fn remove_unreferenced_blob(&self, sha256: &str, remove: BlobOp<'_>) -> Result<bool>;
 
     /// Records the document's indexing job.
     async fn set_job(&self, id: &str, job_id: &str) -> Result<()>;

@@ -3,9 +3,9 @@
 
 use echo_sql::{Backend, Column, Pools, RowsAffected as _};
 use echo_text::Kind;
-use sqlx::{AssertSqlSafe, ColumnIndex, Database, Encode, Executor, Type};
+use sqlx::{AssertSqlSafe, ColumnIndex, Database, Encode, Executor, Postgres, Sqlite, Type};
 
-use super::{Document, DocumentStore, Usage};
+use super::{BlobOp, Document, DocumentStore, Usage};
 use crate::{DocsError, Result};
 
 const COLUMNS: &str = "id, owner, name, kind, size, sha256, job_id, created_at";
@@ -60,6 +60,24 @@ fn size_column(document: &Document) -> Result<i64> {
         .map_err(|_| DocsError::Corrupt(format!("document {}: size", document.id)))
 }
 
+/// How a backend holds a blob against every replica's inserts and removals
+/// of it, inside their transaction.
+pub trait HoldBlob {
+    /// The statement taking the hold (its one parameter the blob's
+    /// digest), released when the transaction ends; `None` where one
+    /// process owns the database and the service's own locks suffice.
+    const HOLD_BLOB: Option<&'static str>;
+}
+
+impl HoldBlob for Postgres {
+    const HOLD_BLOB: Option<&'static str> =
+        Some("SELECT pg_advisory_xact_lock(hashtext('docs_blobs:' || $1))");
+}
+
+impl HoldBlob for Sqlite {
+    const HOLD_BLOB: Option<&'static str> = None;
+}
+
 /// Document records in the database `DB` ([`super::SqliteDocumentStore`],
 /// [`super::PgDocumentStore`]).
 #[derive(Debug)]
@@ -67,18 +85,20 @@ pub struct SqlDocumentStore<DB: Database> {
     pub(super) pools: Pools<DB>,
 }
 
-#[async_trait::async_trait]
-impl<DB: Backend> DocumentStore for SqlDocumentStore<DB>
+impl<DB: Backend> SqlDocumentStore<DB>
 where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'a> &'a str: ColumnIndex<DB::Row> + Encode<'a, DB> + Type<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
     for<'a> Option<&'a str>: Encode<'a, DB>,
-    usize: ColumnIndex<DB::Row>,
     String: Column<DB>,
     Option<String>: Column<DB>,
     i64: Column<DB>,
 {
-    async fn insert(&self, d: &Document) -> Result<()> {
+    /// Inserts the record with `executor` (the pool, or a transaction).
+    async fn insert_on<'e, E: Executor<'e, Database = DB>>(
+        &self,
+        executor: E,
+        d: &Document,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO docs_documents (id, owner, name, kind, size, sha256, job_id, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -91,9 +111,67 @@ where
         .bind(&d.sha256)
         .bind(&d.job_id)
         .bind(d.created_at)
-        .execute(&self.pools.write)
+        .execute(executor)
         .await?;
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl<DB: Backend + HoldBlob> DocumentStore for SqlDocumentStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row> + Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: Column<DB>,
+    Option<String>: Column<DB>,
+    i64: Column<DB>,
+{
+    async fn insert(&self, d: &Document) -> Result<()> {
+        self.insert_on(&self.pools.write, d).await
+    }
+
+    async fn insert_with_blob(&self, d: &Document, put: BlobOp<'_>) -> Result<()> {
+        let Some(hold) = DB::HOLD_BLOB else {
+            put.await?;
+            return self.insert(d).await;
+        };
+        let mut transaction = self.pools.write.begin().await?;
+        sqlx::query(hold)
+            .bind(d.sha256.as_str())
+            .execute(&mut *transaction)
+            .await?;
+        put.await?;
+        self.insert_on(&mut *transaction, d).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_unreferenced_blob(&self, sha256: &str, remove: BlobOp<'_>) -> Result<bool> {
+        let Some(hold) = DB::HOLD_BLOB else {
+            if self.references(sha256).await? {
+                return Ok(false);
+            }
+            remove.await?;
+            return Ok(true);
+        };
+        let mut transaction = self.pools.write.begin().await?;
+        sqlx::query(hold)
+            .bind(sha256)
+            .execute(&mut *transaction)
+            .await?;
+        let referenced: Option<String> =
+            sqlx::query_scalar("SELECT id FROM docs_documents WHERE sha256 = $1 LIMIT 1")
+                .bind(sha256)
+                .fetch_optional(&mut *transaction)
+                .await?;
+        if referenced.is_some() {
+            return Ok(false);
+        }
+        remove.await?;
+        transaction.commit().await?;
+        Ok(true)
     }
 
     async fn set_job(&self, id: &str, job_id: &str) -> Result<()> {

@@ -1,7 +1,15 @@
 //! Uploading, listing, downloading and deleting one's documents.
 
-use echo_docs::Limits;
+use std::sync::Arc;
+use std::time::Duration;
+
+use echo_crypto::TrustedRoots;
+use echo_docs::{
+    Blob, BlobStore, DocumentStore, Limits, PgBlobStore, PgDocumentStore, SearchIndex, TantivyIndex,
+};
+use echo_testkit::PgTestDb;
 use serde_json::Value;
+use sqlx::{Connection as _, PgConnection};
 
 use crate::{Fixture, sha256_hex};
 
@@ -268,4 +276,81 @@ async fn multipart_fields_other_than_file_are_ignored() {
         .map(|d| d["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["kept.txt"]);
+}
+
+/// A blob store that takes its time to store a blob, as a remote one under
+/// load does: the window in which another replica's delete of the same
+/// bytes used to remove the blob under the record being inserted.
+#[derive(Debug)]
+struct SlowPuts(Arc<dyn BlobStore>);
+
+#[async_trait::async_trait]
+impl BlobStore for SlowPuts {
+    async fn put(&self, blob: Blob) -> echo_docs::Result<()> {
+        self.0.put(blob).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    }
+
+    async fn read(&self, digest: &str) -> echo_docs::Result<Vec<u8>> {
+        self.0.read(digest).await
+    }
+
+    async fn remove(&self, digest: &str) -> echo_docs::Result<()> {
+        self.0.remove(digest).await
+    }
+}
+
+/// Two replicas on one PostgreSQL (records and blobs): a delete of a
+/// document through one while the very same bytes are uploaded through the
+/// other, run together again and again, leave the new document its blob,
+/// and once it is deleted too, no blob behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_and_an_upload_of_the_same_bytes_on_two_replicas_keep_blob_and_record_together() {
+    let db = PgTestDb::create("delete_and_upload_of_the_same_bytes_on_two_replicas").await;
+    let roots = TrustedRoots::system();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let store: Arc<dyn DocumentStore> =
+            Arc::new(PgDocumentStore::connect(&db.url, &roots).await.unwrap());
+        let blobs: Arc<dyn BlobStore> = Arc::new(SlowPuts(Arc::new(
+            PgBlobStore::connect(&db.url, &roots).await.unwrap(),
+        )));
+        let index: Arc<dyn SearchIndex> = Arc::new(TantivyIndex::in_memory().unwrap());
+        replicas.push(Fixture::with_backends(store, index, blobs).await);
+    }
+    let (a, b) = (&replicas[0], &replicas[1]);
+    let mut records = PgConnection::connect(&db.url).await.unwrap();
+    for round in 0..5 {
+        let text = format!("Round {round}: the same bytes through both replicas.");
+        let first = a.upload_text(&a.user("alice"), "first.txt", &text).await;
+        let alice = a.user("alice");
+        let bob = b.user("bob");
+        let (deleted, second) = tokio::join!(
+            async {
+                // The delete lands while the upload's put is under way.
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                a.delete(&alice, &first).await
+            },
+            b.upload_text(&bob, "second.txt", &text),
+        );
+        assert_eq!(deleted.0, 204, "round {round}: {deleted:?}");
+        let (status, _, bytes) = b
+            .download(&bob, &format!("/v1/documents/{second}/content"))
+            .await;
+        assert_eq!(
+            (status, bytes.as_slice()),
+            (200, text.as_bytes()),
+            "round {round}: the new document lost its blob"
+        );
+        assert_eq!(b.delete(&bob, &second).await.0, 204);
+        let (blobs,): (i64,) = sqlx::query_as("SELECT count(*) FROM docs_blobs")
+            .fetch_one(&mut records)
+            .await
+            .unwrap();
+        assert_eq!(blobs, 0, "round {round}: a blob without a record");
+    }
+    drop(replicas);
+    records.close().await.unwrap();
+    db.drop_db().await;
 }

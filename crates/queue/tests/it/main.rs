@@ -4,5 +4,6 @@
 
 mod backend;
 mod open;
+mod restart;
 mod suite;
 mod tls;

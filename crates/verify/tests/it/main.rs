@@ -260,6 +260,33 @@ async fn unknown_kids_refresh_the_key_set_at_most_once_per_interval() {
     );
 }
 
+/// A service started before its issuer was reachable (behind a load
+/// balancer that had not yet seen the issuer up) is ready a second after
+/// the issuer is, not `refresh_interval` (here an hour) later: while no key
+/// is known, only the backoff after failures spaces the fetches.
+#[tokio::test]
+async fn without_any_key_the_issuer_is_asked_again_after_the_backoff_not_the_interval() {
+    let f = fixture(Algorithm::ES256);
+    f.source.down.store(true, Ordering::SeqCst);
+    assert!(f.verifier.keys_ready().await.is_err());
+    assert!(f.verifier.keys_ready().await.is_err(), "within the backoff");
+    assert_eq!(f.source.fetches.load(Ordering::SeqCst), 1);
+    f.source.down.store(false, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    while f.verifier.keys_ready().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "not ready 3 s after the issuer is"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(f.source.fetches.load(Ordering::SeqCst), 2);
+    f.verifier
+        .verify(&f.key.sign("at+jwt", &claims()).unwrap(), &AT)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_new_key_is_picked_up_on_first_sight() {
     let key = SigningKey::generate(Algorithm::ES256, "k1").unwrap();
