@@ -6,8 +6,8 @@
 //! reader of `/metrics` ([`prometheus`]), and a test certificate authority
 //! with the PostgreSQL, Redis and NATS servers tests start with TLS on
 //! ([`tls`]), the PostgreSQL cluster and NATS server a test starts of its
-//! own to take away and bring back ([`engines`]), and a real SMTP server that keeps what it receives
-//! ([`smtp`]).
+//! own to take away and bring back ([`engines`]), a real SMTP server that keeps what it receives
+//! ([`smtp`]), and the TOTP code an authenticator app would show ([`totp()`]).
 //!
 //! Tests that need PostgreSQL, Redis or NATS use the machine's services at
 //! their standard local addresses, or the ones `ECHO_TEST_POSTGRES_URL`,
@@ -25,6 +25,7 @@ mod redis;
 pub mod refusals;
 pub mod smtp;
 pub mod tls;
+mod totp;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,6 +34,7 @@ use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 pub use redis::RedisKeys;
 pub use tempfile::TempDir;
+pub use totp::totp;
 
 /// An admin connection to PostgreSQL (`CREATE DATABASE` allowed).
 pub const POSTGRES_URL_VAR: &str = "ECHO_TEST_POSTGRES_URL";
