@@ -140,7 +140,7 @@ pub async fn up(
         // One process: its limits count in itself.
         (store, None),
         Some((&audit_url, audit_audience)),
-        &identity_tls,
+        (&identity_tls, Some(&gateway_url)),
     )
     .await?;
     let issuer = provider.config().issuer.clone();
