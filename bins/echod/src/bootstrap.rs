@@ -80,9 +80,15 @@ const GATEWAY_SCOPES: [&str; 5] = [
     AUDIT_WRITE,
 ];
 /// The audiences the gateway may ask identity for: its own, the audit
-/// service's, and every route's upstream.
+/// service's, identity's (the admin console's calls to the admin API, for
+/// signed-in admins only: identity's token exchange decides), and every
+/// route's upstream.
 fn gateway_audiences(audit_audience: &str, file: &GatewayFile) -> Vec<String> {
-    let mut all = vec![gateway::CLIENT_ID.to_owned(), audit_audience.to_owned()];
+    let mut all = vec![
+        gateway::CLIENT_ID.to_owned(),
+        audit_audience.to_owned(),
+        echo_identity::grant::IDENTITY_SERVICE.to_owned(),
+    ];
     for spec in &file.routes {
         if !all.contains(&spec.audience) {
             all.push(spec.audience.clone());

@@ -151,14 +151,15 @@ pub struct ServeIdentityArgs {
 
 /// Identity on `listener` with `tls`, over `store`, recording its events
 /// to the audit service at `audit` (URL, audience) or to the log, counting
-/// its rate limits in `limits` (shared with other replicas) or in itself.
+/// its rate limits in `limits` (shared with other replicas) or in itself;
+/// its account pages' navigation bar leads to the gateway at `portal`.
 pub async fn start(
     (data_dir, roots): (&Path, &TrustedRoots),
     listener: TcpListener,
     args: &IdentityArgs,
     (store, limits): (Arc<dyn Store>, Option<Arc<dyn SharedCounters>>),
     audit: Option<(&str, &str)>,
-    tls: &ServiceTls,
+    (tls, portal): (&ServiceTls, Option<&str>),
 ) -> anyhow::Result<(Service, Arc<Provider>)> {
     let issuer = match &args.issuer {
         Some(issuer) => issuer.clone(),
@@ -173,6 +174,7 @@ pub async fn start(
     args.account_policy.apply(&mut config)?;
     config.trusted_proxies = args.trusted_proxies.clone();
     config.client_registration = args.client_registration()?;
+    config.portal_url = portal.map(str::to_owned);
     let own_token = Arc::new(OwnToken {
         provider: OnceLock::new(),
         audience: audit
@@ -225,7 +227,8 @@ pub async fn serve(
         &args.identity,
         (store, limits),
         audit,
-        &tls,
+        // Alone, identity does not know where the gateway is.
+        (&tls, None),
     )
     .await?;
     echo_edge::run_until_signalled(service).await?;

@@ -146,7 +146,7 @@ pub async fn up(
         // `up` is one process).
         (store, limits.clone()),
         Some((&audit_url, audit_audience)),
-        &identity_tls,
+        (&identity_tls, Some(&gateway_url)),
     )
     .await?;
     let issuer = provider.config().issuer.clone();

@@ -31,10 +31,12 @@
 //!   [`Limiter`] and [`SharedLimiter`] (`shared_limit.rs`): the same limits
 //!   counted by every replica in [`SharedCounters`] — Redis
 //!   ([`RedisCounters`], `redis.rs`) or a service's database.
-//! - `web.rs`: cookies, pages, redirects and security headers.
+//! - `web.rs`: cookies, pages, redirects and security headers; [`Nav`]
+//!   (`nav.rs`): the navigation bar every page people see shares.
 
 mod gate;
 pub mod metrics;
+mod nav;
 mod ops;
 mod origin;
 mod problem;
@@ -54,6 +56,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 pub use gate::{Caller, CallerKind, Gate, HasGate, Reason, Refusal, ServiceCaller, UserCaller};
+pub use nav::{Nav, NavLink};
 pub use ops::{CHECK_TIMEOUT, Check, CheckResult, METRICS_SCOPE, UNMATCHED_ROUTE};
 pub use origin::{
     Cidr, MAX_USER_AGENT, Origin, REQUEST_ID, TrustedProxies, X_FORWARDED_FOR, client_ip,

@@ -9,6 +9,8 @@
 //!   (`actor` = their `sub`) with the gateway's client-credentials token
 //!   (scope `audit.read`), since plain users may not query the log.
 
+use std::collections::HashMap;
+
 use axum::http::HeaderValue;
 use axum::http::header::AUTHORIZATION;
 use serde::Deserialize;
@@ -23,6 +25,8 @@ pub const LOG_READERS: [&str; 2] = ["auditor", "admin"];
 const PAGE_SIZE: usize = 50;
 /// The most the dashboard reads per action (pages of 1,000).
 const CHART_MAX_PAGES: usize = 20;
+/// Actors the logs page looks up by their latest sign-in, per page shown.
+const NAME_LOOKUPS: usize = 10;
 /// Identity's login actions (`crates/identity/src/login.rs`).
 const LOGIN_SUCCESS: &str = "auth.login.success";
 const LOGIN_FAILURE: &str = "auth.login.failure";
@@ -121,6 +125,54 @@ impl Gateway {
             .token_for(principal, &self.config.audit_audience)
             .await?;
         self.audit_events(token, &filters.query()?).await
+    }
+
+    /// Usernames of the actors of `events`, for people reading the log:
+    /// from identity's sign-in events among them (`auth.login.success`
+    /// names the username), else from each actor's latest sign-in in the
+    /// log, at most [`NAME_LOOKUPS`] lookups for one page, read with the
+    /// reader's own authority. An actor not found (a client, a user who
+    /// never signed in) keeps its id.
+    pub async fn actor_names(
+        &self,
+        principal: &Principal,
+        events: &[LogEvent],
+    ) -> HashMap<String, String> {
+        let mut names = HashMap::new();
+        for event in events.iter().filter(|e| e.action == LOGIN_SUCCESS) {
+            if let (Some(actor), Some(name)) = (&event.actor, event.context["username"].as_str()) {
+                names.insert(actor.clone(), name.to_owned());
+            }
+        }
+        let mut unknown: Vec<&str> = events
+            .iter()
+            .filter_map(|e| e.actor.as_deref())
+            .filter(|actor| !names.contains_key(*actor))
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        if unknown.is_empty() {
+            return names;
+        }
+        let Ok(token) = self.token_for(principal, &self.config.audit_audience).await else {
+            return names;
+        };
+        for actor in unknown.into_iter().take(NAME_LOOKUPS) {
+            let query = [
+                ("action", LOGIN_SUCCESS.to_owned()),
+                ("actor", actor.to_owned()),
+                ("limit", "1".to_owned()),
+            ];
+            let found = self.audit_events(token.clone(), &query).await;
+            let name = found.ok().and_then(|page| {
+                let event = page.events.into_iter().next()?;
+                event.context["username"].as_str().map(str::to_owned)
+            });
+            if let Some(name) = name {
+                names.insert(actor.to_owned(), name);
+            }
+        }
+        names
     }
 
     /// The caller's own latest events, for the home page.

@@ -53,6 +53,10 @@ pub enum GatewayError {
     /// The caller lacks a role or scope the resource needs.
     #[error("{0}")]
     Forbidden(String),
+    /// Identity's admin API refused a console request (a 4xx problem):
+    /// its status and its words, which the console shows the admin.
+    #[error("{message}")]
+    AdminRefused { status: u16, message: String },
     /// A rate limit refused the request.
     #[error("too many requests: try again in {retry_after} s")]
     RateLimited { retry_after: u64 },

@@ -22,6 +22,10 @@ use crate::{GatewayError, Result};
 
 /// What the gateway's client-credentials token lets it do at audit.
 const AUDIT_READ: &str = "audit.read";
+/// Identity's audience, where its admin API is.
+pub(crate) const ADMIN_AUDIENCE: &str = "identity";
+/// The admin API's scope.
+const ADMIN_SCOPE: &str = "echo.admin";
 
 impl Gateway {
     /// The caller's token, as presented (bearer) or opened from the
@@ -57,15 +61,38 @@ impl Gateway {
         principal: &Principal,
         audience: &str,
     ) -> Result<HeaderValue> {
+        self.exchanged(principal, audience, None).await
+    }
+
+    /// The admin API's token for a signed-in admin: scope `echo.admin`
+    /// for audience `identity`, which identity grants only to an active
+    /// admin whose sign-in passed a second factor. Cached apart from any
+    /// token a route to identity's audience would get, so it never goes
+    /// to an upstream.
+    pub(crate) async fn admin_token(&self, principal: &Principal) -> Result<HeaderValue> {
+        self.exchanged(principal, ADMIN_AUDIENCE, Some(ADMIN_SCOPE))
+            .await
+    }
+
+    async fn exchanged(
+        &self,
+        principal: &Principal,
+        audience: &str,
+        scope: Option<&str>,
+    ) -> Result<HeaderValue> {
         let (whose, version) = Self::subject_key(principal);
         let now = self.clock.now();
-        if let Some(header) = self.tokens.get(whose, version, audience, now) {
+        let cached_as = match scope {
+            Some(scope) => format!("{audience} {scope}"),
+            None => audience.to_owned(),
+        };
+        if let Some(header) = self.tokens.get(whose, version, &cached_as, now) {
             return Ok(header);
         }
         let subject = self.subject_token(principal)?;
         let answer = self
             .identity
-            .exchange(&subject, audience)
+            .exchange(&subject, audience, scope)
             .await
             .map_err(|e| match e {
                 // Identity will not let the gateway act for this caller
@@ -80,8 +107,13 @@ impl Gateway {
             .map_err(|_| GatewayError::Identity("a token that is no header value".into()))?;
         header.set_sensitive(true);
         let expires_at = now + answer.expires_in.unwrap_or(0);
-        self.tokens
-            .put((whose, version), audience, header.clone(), expires_at, now);
+        self.tokens.put(
+            (whose, version),
+            &cached_as,
+            header.clone(),
+            expires_at,
+            now,
+        );
         Ok(header)
     }
 

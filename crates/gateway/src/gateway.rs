@@ -165,6 +165,23 @@ impl Gateway {
         }
     }
 
+    /// A form post's CSRF proof: no foreign `Origin`, and the session's
+    /// form token `expected` (compared in constant time).
+    pub(crate) fn check_form(
+        &self,
+        expected: &str,
+        csrf: Option<&str>,
+        origin: Option<&str>,
+        meta: &Origin,
+    ) -> Result<()> {
+        self.check_origin(origin, meta)?;
+        if csrf.is_some_and(|token| constant_time_eq(token.as_bytes(), expected.as_bytes())) {
+            Ok(())
+        } else {
+            self.refuse_csrf("missing or wrong CSRF token", meta)
+        }
+    }
+
     pub(crate) fn refuse_csrf(&self, reason: &'static str, meta: &Origin) -> Result<()> {
         self.audit(
             AuditEvent::failure("gateway.csrf.refused").detail("reason", reason),
@@ -392,11 +409,7 @@ impl Gateway {
         let Some(session) = self.store.session(&id_hash).await? else {
             return Ok(signed_out);
         };
-        self.check_origin(origin, meta)?;
-        let expected = self.csrf_token(&id_hash);
-        if !csrf.is_some_and(|token| constant_time_eq(token.as_bytes(), expected.as_bytes())) {
-            self.refuse_csrf("missing or wrong CSRF token", meta)?;
-        }
+        self.check_form(&self.csrf_token(&id_hash), csrf, origin, meta)?;
         self.store.delete_session(&id_hash).await?;
         self.tokens.forget(&id_hash);
         self.audit(

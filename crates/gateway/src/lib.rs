@@ -31,6 +31,11 @@
 //!   headers, request ids, trace context), `rate_limit.rs` the buckets.
 //! - **Pages** over the audit log (`audit_log.rs`): the logs page, the
 //!   admin dashboard's login chart, the home page's recent activity.
+//! - **Admin console** (`console.rs`, `/admin/users`, `/admin/clients`,
+//!   `/admin/keys`): identity's admin API called with the signed-in
+//!   admin's own token (exchanged for audience `identity`, scope
+//!   `echo.admin`), every change a CSRF-checked form, destructive ones
+//!   confirmed first.
 //! - **Document pages** (`/upload`, `/documents`, `/ask`): shells for
 //!   signed-in users, brought to life by `static/documents.js`, which
 //!   calls the docs service's routes (`/api/documents`, `/api/query`)
@@ -46,6 +51,7 @@
 
 mod audit_log;
 mod config;
+mod console;
 mod error;
 mod exchange;
 mod gateway;

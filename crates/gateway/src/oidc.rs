@@ -86,16 +86,25 @@ impl IdentityClient {
     }
 
     /// RFC 8693 §2.1: the user's access token (issued to the gateway)
-    /// traded for one for `audience`, with the gateway as actor.
-    pub async fn exchange(&self, subject_token: &str, audience: &str) -> Result<TokenAnswer> {
-        self.token(&[
+    /// traded for one for `audience` (with `scope` when given), with the
+    /// gateway as actor.
+    pub async fn exchange(
+        &self,
+        subject_token: &str,
+        audience: &str,
+        scope: Option<&str>,
+    ) -> Result<TokenAnswer> {
+        let mut form = vec![
             ("grant_type", GRANT_TOKEN_EXCHANGE),
             ("subject_token", subject_token),
             ("subject_token_type", ACCESS_TOKEN_TYPE),
             ("requested_token_type", ACCESS_TOKEN_TYPE),
             ("audience", audience),
-        ])
-        .await
+        ];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        self.token(&form).await
     }
 
     /// RFC 7662: whether identity still honours `token` (one the gateway

@@ -522,6 +522,66 @@ pub(crate) fn check_admin_scope(scope: &str, user: &User, amr: Option<&[String]>
     }
 }
 
+/// Whether a token request's `scope` asks for [`ADMIN_SCOPE`].
+pub(crate) fn asks_admin_scope(scope: Option<&str>) -> bool {
+    scope.is_some_and(has_admin_scope)
+}
+
+impl Provider {
+    /// RFC 8693 for the admin console: a client that holds an admin's
+    /// access token (the gateway, for a signed-in admin) may trade it for
+    /// a token with scope [`ADMIN_SCOPE`] alone, for audience `identity`
+    /// (the admin API), when the user is an active admin now and the
+    /// sign-in the token descends from (its `auth_time`) passed a second
+    /// factor: a live SSO session of the user from that sign-in has `otp`
+    /// among its methods, and the user's TOTP credential was confirmed no
+    /// later (a credential reset and enrolled again since needs a new
+    /// sign-in). The answer's scope, or `invalid_scope`.
+    pub(crate) async fn exchanged_admin_scope(
+        &self,
+        subject: &echo_verify::Claims,
+        audience: &str,
+    ) -> Result<String> {
+        let refused = || {
+            IdentityError::InvalidScope(format!(
+                "scope {ADMIN_SCOPE} is only exchanged for audience {IDENTITY_SERVICE}, for an \
+                 active user with role {ADMIN_ROLE} who signed in with a second factor"
+            ))
+        };
+        let is_user = subject.client_id.as_deref() != Some(subject.sub.as_str());
+        let signed_in_at = subject.other.get("auth_time").and_then(|t| t.as_i64());
+        let (Some(signed_in_at), true, true) =
+            (signed_in_at, is_user, audience == IDENTITY_SERVICE)
+        else {
+            return Err(refused());
+        };
+        let Some(user) = self.store.user_by_id(&subject.sub).await? else {
+            return Err(refused());
+        };
+        let admin =
+            state_of(&user)? == UserState::Active && user.roles.iter().any(|r| r == ADMIN_ROLE);
+        let confirmed_at = self
+            .store
+            .totp_credential(&user.id)
+            .await?
+            .and_then(|c| c.confirmed_at);
+        let otp_sign_in = self
+            .store
+            .user_sessions(&user.id, self.clock.now())
+            .await?
+            .iter()
+            .any(|s| {
+                s.auth_time == signed_in_at && s.amr.iter().any(|m| m == crate::login::AMR_OTP)
+            });
+        match confirmed_at {
+            Some(confirmed_at) if admin && otp_sign_in && confirmed_at <= signed_in_at => {
+                Ok(ADMIN_SCOPE.to_owned())
+            }
+            _ => Err(refused()),
+        }
+    }
+}
+
 /// `scope` without [`ADMIN_SCOPE`]: what a token exchange may pass on (the
 /// admin API acts for the one who holds the token, never for a delegate).
 pub(crate) fn without_admin_scope(scope: &str) -> String {

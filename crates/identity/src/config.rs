@@ -122,6 +122,10 @@ pub struct IdentityConfig {
     /// Users with any of these roles must pass a second factor (TOTP); one
     /// who has not set it up enrols during login. Default: `admin`.
     pub mfa_required_roles: Vec<String>,
+    /// The gateway's public URL, where the navigation bar of the account
+    /// pages leads to the user's other pages and, for admins, the console
+    /// (`echo_edge::Nav`); `None`: the bar has the account pages only.
+    pub portal_url: Option<String>,
     /// Scopes only services get (client credentials): a user flow asking
     /// for one is refused with `invalid_scope`, even from a client that
     /// registered it for its own service token. Default: the scopes of
@@ -170,6 +174,7 @@ impl IdentityConfig {
             lockout: LockoutPolicy::default(),
             failed_login_time: Duration::from_secs(3),
             mfa_required_roles: vec!["admin".to_owned()],
+            portal_url: None,
             service_scopes: SERVICE_SCOPES.map(str::to_owned).to_vec(),
             keys: KeyPolicy::default(),
             trusted_proxies: echo_edge::TrustedProxies::default(),

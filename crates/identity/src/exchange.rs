@@ -15,7 +15,10 @@
 //! - the target (`resource` or `audience`, RFC 8693 §2.1) must be one of
 //!   the client's registered audiences (`invalid_target`);
 //! - the new token keeps `sub`, `roles` and the scope (a `scope` parameter
-//!   may narrow it, never widen it), carries `act: {"sub": <client>}`
+//!   may narrow it, never widen it; [`crate::admin::ADMIN_SCOPE`] is
+//!   never passed on, only granted on its own to an admin who passed a
+//!   second factor, see `Provider::exchanged_admin_scope`), carries
+//!   `act: {"sub": <client>}`
 //!   (nesting any `act` the subject token had, §4.1), and expires no later
 //!   than the subject token.
 
@@ -80,10 +83,14 @@ impl Provider {
         let audience = self
             .choose_audience(client, params, None)?
             .ok_or_else(|| IdentityError::InvalidTarget("no audience".into()))?;
-        let scope = crate::admin::without_admin_scope(&narrowed_scope(
-            subject.scope.as_deref().unwrap_or(""),
-            params,
-        )?);
+        let scope = if crate::admin::asks_admin_scope(params.scope.as_deref()) {
+            self.exchanged_admin_scope(&subject, &audience).await?
+        } else {
+            crate::admin::without_admin_scope(&narrowed_scope(
+                subject.scope.as_deref().unwrap_or(""),
+                params,
+            )?)
+        };
         let mut act = json!({"sub": client.id});
         if let Some(prior) = subject.other.get("act") {
             act["act"] = prior.clone();

@@ -62,6 +62,11 @@ struct AccessClaims<'a> {
     scope: &'a str,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     roles: &'a [String],
+    /// RFC 9068 §2.2.1: when the user signed in (a user's tokens only), so
+    /// a token exchange can tell a sign-in after a second factor was
+    /// enrolled from one before (`admin::exchanged_admin_scope`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_time: Option<i64>,
 }
 
 impl Provider {
@@ -92,7 +97,8 @@ impl Provider {
         }
     }
 
-    /// A user's access token for `client`, by code or refresh: for the
+    /// A user's access token for `client`, by code or refresh, with the
+    /// grant's scope and sign-in time (`auth_time`): for the
     /// audience authorized at `/authorize` (or asked for now, see
     /// [`Provider::choose_audience`]) and for `/userinfo`.
     pub(crate) fn user_access_token(
@@ -101,7 +107,7 @@ impl Provider {
         params: &TokenParams,
         user: User,
         authorized_audience: Option<&str>,
-        scope: &str,
+        (scope, auth_time): (&str, i64),
         now: i64,
     ) -> Result<UserAccess> {
         // A suspended or deleted user's grants stop working at once.
@@ -125,6 +131,7 @@ impl Provider {
             &client.id,
             scope,
             &user.roles,
+            Some(auth_time),
             now,
         )?;
         Ok(UserAccess {
@@ -151,6 +158,7 @@ impl Provider {
             IDENTITY_SERVICE,
             scope,
             &[],
+            None,
             now,
         )?;
         Ok(minted.token)
@@ -165,6 +173,7 @@ impl Provider {
         client_id: &str,
         scope: &str,
         roles: &[String],
+        auth_time: Option<i64>,
         now: i64,
     ) -> Result<Minted> {
         let jti = b64url(&random_bytes::<16>());
@@ -181,6 +190,7 @@ impl Provider {
                 client_id,
                 scope,
                 roles,
+                auth_time,
             },
         )?;
         Ok(Minted {

@@ -189,7 +189,14 @@ impl Provider {
             access,
             audiences,
             signer,
-        } = self.user_access_token(client, params, user, token.audience.as_deref(), &scope, now)?;
+        } = self.user_access_token(
+            client,
+            params,
+            user,
+            token.audience.as_deref(),
+            (&scope, token.auth_time),
+            now,
+        )?;
         let refresh_token = random_token();
         let successor = RefreshToken {
             token_hash: token_hash(&refresh_token),

@@ -151,7 +151,7 @@ impl Provider {
             params,
             user,
             code.audience.as_deref(),
-            &code.scope,
+            (&code.scope, code.auth_time),
             now,
         )?;
         self.store
@@ -265,6 +265,7 @@ impl Provider {
             &client.id,
             &scope,
             &[],
+            None,
             now,
         )?;
         self.audit_issued(

@@ -1019,3 +1019,137 @@ async fn browser_accept_an_invitation_from_the_mail_and_sign_in() {
     assert!(browser.text().await.contains("Welcome, gail"));
     browser.stop().await;
 }
+
+/// Signs `username` in from identity's login form, enrolling the TOTP
+/// authenticator role `admin` requires on the way (the secret read off
+/// the page, the code computed as an app would), and continues past the
+/// recovery codes.
+async fn sign_in_enrolling(browser: &mut Browser, username: &str, password: &str) {
+    browser.submit_login(username, password).await;
+    let enrol = browser.text_with("code class=\"secret\"").await;
+    let secret = between(&enrol, "<code class=\"secret\">", "</code>");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    browser.shot("enrol").await;
+    browser
+        .type_into("#code", &echo_testkit::totp::code(secret, now))
+        .await;
+    browser.click("button[type=submit]").await;
+    browser.text_with("recovery codes").await;
+    browser.click("a.button").await;
+}
+
+#[tokio::test]
+async fn browser_an_admin_registers_a_client_suspends_a_user_and_rotates_keys() {
+    let Some(mut browser) = Browser::start("console").await else {
+        return;
+    };
+    let dir = echo_testkit::data_dir();
+    let mut add = echod(dir.path());
+    add.args(["user", "add", "root", "--password-stdin", "--role", "admin"]);
+    let added = run_with_stdin(add, "root's long password\n");
+    assert!(added.status.success(), "{added:?}");
+    let (_server, gateway) = platform(dir.path(), &[]);
+
+    browser.goto(&format!("{gateway}/admin/clients")).await;
+    sign_in_enrolling(&mut browser, "root", "root's long password").await;
+    assert_eq!(
+        browser.path_when(|p| p == "/admin/clients").await,
+        "/admin/clients"
+    );
+    let page = browser.text_with("Register a client").await;
+    assert!(
+        page.contains("id=\"nav-keys\""),
+        "console links for an admin"
+    );
+    browser
+        .type_into("#create-client input[name=id]", "web")
+        .await;
+    browser
+        .type_into(
+            "#create-client textarea[name=redirect_uris]",
+            "https://web.example.test/cb",
+        )
+        .await;
+    browser.shot("client-form").await;
+    browser.click("#create-client button").await;
+    let shown = browser.text_with("client-secret").await;
+    let secret = between(&shown, "id=\"client-secret\">", "<").to_owned();
+    assert!(secret.len() >= 32, "{secret}");
+    browser.shot("client-secret").await;
+    browser.click("#client-link").await;
+    let client = browser.text_with("https://web.example.test/cb").await;
+    assert!(!client.contains(&secret), "the secret is shown once");
+
+    // suspend dave: asked first, then done
+    browser.goto(&format!("{gateway}/admin/users/dave")).await;
+    browser.click("#user-suspend button").await;
+    let asked = browser.text_with("Suspend user dave?").await;
+    assert!(asked.contains("Yes, do it"), "{asked}");
+    browser.shot("confirm-suspend").await;
+    browser.click("#confirm button").await;
+    assert_eq!(
+        browser.path_when(|p| p.contains("done=")).await,
+        "/admin/users/dave?done=suspended"
+    );
+    let suspended = browser.text_with("Suspended.").await;
+    assert!(
+        suspended.contains("id=\"state\" class=\"state-suspended\""),
+        "{suspended}"
+    );
+    browser.shot("suspended").await;
+
+    // rotate the keys: asked first, then one more key per algorithm in use
+    browser.goto(&format!("{gateway}/admin/keys")).await;
+    let before = browser
+        .text_with("Signing keys")
+        .await
+        .matches("<tr><td><code>")
+        .count();
+    browser.click("#rotate-keys button").await;
+    browser.text_with("Rotate the signing keys?").await;
+    browser.click("#confirm button").await;
+    assert_eq!(
+        browser.path_when(|p| p.contains("done=")).await,
+        "/admin/keys?done=rotated"
+    );
+    let after = browser.text_with("Rotated.").await;
+    assert!(after.matches("<tr><td><code>").count() > before, "{after}");
+    browser.shot("keys-rotated").await;
+
+    // the log at 1280 px: the filter form inside the page, filters in the URL
+    browser.client.set_window_size(1280, 900).await.unwrap();
+    // Identity's audit writer sends in batches: wait for the suspension.
+    let filtered = format!("{gateway}/logs?action=admin.user.state_changed");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let logs = loop {
+        browser.goto(&filtered).await;
+        let page = browser.text().await;
+        if page.contains("<td>admin.user.state_changed</td>") {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "no event: {page}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        logs.contains("value=\"admin.user.state_changed\""),
+        "kept in the form"
+    );
+    let sizes = browser
+        .client
+        .execute(
+            "const form = document.querySelector('form.filters').getBoundingClientRect();\
+             return [form.right, document.documentElement.clientWidth, document.documentElement.scrollWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let [right, width, scroll] = [0, 1, 2].map(|i| sizes[i].as_f64().unwrap());
+    assert!(right <= width && scroll <= width, "{sizes}");
+    // the actor by name, its id beside
+    assert!(logs.contains("<td class=\"who\">root <code>"), "{logs}");
+    browser.shot("logs-1280").await;
+    browser.stop().await;
+}

@@ -41,6 +41,10 @@ impl GatewayError {
             }
             GatewayError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             GatewayError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            GatewayError::AdminRefused { status, .. } => (
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+                "refused",
+            ),
             GatewayError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             GatewayError::Config(_) | GatewayError::Storage(_) | GatewayError::Crypto(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
@@ -105,6 +109,10 @@ pub fn page_error(g: &Gateway, error: GatewayError, here: &str) -> Response {
         GatewayError::Identity(_) => ("Identity is unavailable", Some(("/", "Try again"))),
         GatewayError::NotFound => ("Not found", Some(("/", "Back to the start"))),
         GatewayError::Forbidden(_) => ("Access denied", Some(("/", "Back to the start"))),
+        GatewayError::AdminRefused { .. } => (
+            "Not done",
+            Some((console_section(here), "Back to the console")),
+        ),
         GatewayError::RateLimited { .. } => ("Slow down", Some(("/", "Back to the start"))),
         GatewayError::UpstreamUnavailable { .. } => {
             ("Service unavailable", Some(("/", "Back to the start")))
@@ -129,6 +137,17 @@ pub fn page_error(g: &Gateway, error: GatewayError, here: &str) -> Response {
     with_retry_after(page, &error)
 }
 
+/// The console section (`/admin/users`, `/admin/clients`, `/admin/keys`)
+/// a console request for `here` came from.
+pub(super) fn console_section(here: &str) -> &str {
+    let path = here.split('?').next().unwrap_or(here);
+    let end = path
+        .match_indices('/')
+        .nth(2)
+        .map_or(path.len(), |(at, _)| at);
+    &path[..end]
+}
+
 /// An error on an `/api/...` request: an RFC 9457 problem whose type is
 /// the short code; a 401 carries `WWW-Authenticate: Bearer` (RFC 6750 §3,
 /// with `invalid_token` when a token was refused). A refused bearer token
@@ -151,4 +170,19 @@ pub fn api_error(g: &Gateway, error: GatewayError) -> Response {
         _ => {}
     }
     with_retry_after(response, &error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::console_section;
+
+    #[test]
+    fn console_failures_lead_back_to_their_section() {
+        assert_eq!(console_section("/admin/users/bob/suspend"), "/admin/users");
+        assert_eq!(console_section("/admin/keys?done=x"), "/admin/keys");
+        assert_eq!(
+            console_section("/admin/clients/web/delete"),
+            "/admin/clients"
+        );
+    }
 }

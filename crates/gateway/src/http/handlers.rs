@@ -18,7 +18,7 @@ use serde_json::json;
 use super::error::{api_error, page_error, respond};
 use super::pages::{
     AccountPage, AskPage, DashboardPage, DocumentsPage, EventRow, HomePage, LogsPage,
-    SignedOutPage, UploadPage, login_cookie, login_cookie_name, session_cookie,
+    SignedOutPage, UploadPage, login_cookie, login_cookie_name, nav, session_cookie,
     session_cookie_name, utc,
 };
 use crate::{
@@ -120,7 +120,7 @@ fn presented<'h>(g: &Gateway, headers: &'h HeaderMap, surface: Surface) -> Prese
 }
 
 /// The path and query a page request asked for, to come back to.
-fn here(uri: &OriginalUri) -> String {
+pub(super) fn here(uri: &OriginalUri) -> String {
     uri.0
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned())
@@ -152,6 +152,7 @@ pub async fn home(
     render(
         StatusCode::OK,
         &HomePage {
+            nav: nav(g.config(), user.as_ref(), "home"),
             user: user.as_ref(),
             issuer: &g.config().issuer,
             activity,
@@ -161,7 +162,7 @@ pub async fn home(
 
 /// The signed-in browser's principal; without a session, the way to
 /// login and back.
-async fn signed_in(
+pub(super) async fn signed_in(
     g: &Gateway,
     meta: &Origin,
     headers: &HeaderMap,
@@ -189,6 +190,7 @@ pub async fn account(
     render(
         StatusCode::OK,
         &AccountPage {
+            nav: nav(g.config(), Some(&user), "account"),
             user: &user,
             expires_at: utc(session.expires_at),
             idle_expires_at: utc(session.idle_expires_at),
@@ -213,19 +215,24 @@ pub async fn logs(
         );
     };
     let page = match signed_in(&g, &meta, &headers).await {
-        Ok(user) => g.logs(&user, &filters).await,
+        Ok(user) => g.logs(&user, &filters).await.map(|page| (page, user)),
         Err(e) => Err(e),
     };
+    let names = match &page {
+        Ok((page, user)) => g.actor_names(user, &page.events).await,
+        Err(_) => Default::default(),
+    };
     match page {
-        Ok(page) => render(
+        Ok((page, user)) => render(
             StatusCode::OK,
             &LogsPage {
+                nav: nav(g.config(), Some(&user), "logs"),
                 next: page
                     .next_cursor
                     .as_deref()
                     .map(|cursor| LogsPage::older_link(&filters, cursor)),
                 filters: &filters,
-                rows: EventRow::all(page.events),
+                rows: EventRow::named(page.events, &names),
             },
         ),
         Err(e) => page_error(&g, e, &here(&uri)),
@@ -240,27 +247,30 @@ pub async fn dashboard(
     headers: HeaderMap,
 ) -> Response {
     let chart = match signed_in(&g, &meta, &headers).await {
-        Ok(user) => g.login_chart(&user).await,
+        Ok(user) => g.login_chart(&user).await.map(|chart| (chart, user)),
         Err(e) => Err(e),
     };
     match chart {
-        Ok(chart) => render(StatusCode::OK, &DashboardPage::of(&chart)),
+        Ok((chart, user)) => {
+            let nav = nav(g.config(), Some(&user), "dashboard");
+            render(StatusCode::OK, &DashboardPage::of(&chart, nav))
+        }
         Err(e) => page_error(&g, e, &here(&uri)),
     }
 }
 
-/// `page` for a signed-in browser; without a session, the way to login
-/// and back. The document pages need nothing more from the server: their
-/// script calls the docs service's routes itself.
-async fn signed_in_page(
+/// The page `page` makes of the navigation bar (on the link `current`)
+/// for a signed-in browser; without a session, the way to login and back.
+/// The document pages need nothing more from the server: their script
+/// calls the docs service's routes itself.
+async fn signed_in_page<T: Template>(
     g: &Gateway,
-    meta: &Origin,
-    uri: &OriginalUri,
-    headers: &HeaderMap,
-    page: &impl Template,
+    (meta, uri, headers): (&Origin, &OriginalUri, &HeaderMap),
+    current: &str,
+    page: impl FnOnce(String) -> T,
 ) -> Response {
     match signed_in(g, meta, headers).await {
-        Ok(_) => render(StatusCode::OK, page),
+        Ok(user) => render(StatusCode::OK, &page(nav(g.config(), Some(&user), current))),
         Err(e) => page_error(g, e, &here(uri)),
     }
 }
@@ -272,7 +282,10 @@ pub async fn upload(
     uri: OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    signed_in_page(&g, &meta, &uri, &headers, &UploadPage).await
+    signed_in_page(&g, (&meta, &uri, &headers), "upload", |nav| UploadPage {
+        nav,
+    })
+    .await
 }
 
 /// GET /documents: the user's documents, with live status and progress.
@@ -282,7 +295,10 @@ pub async fn documents(
     uri: OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    signed_in_page(&g, &meta, &uri, &headers, &DocumentsPage).await
+    signed_in_page(&g, (&meta, &uri, &headers), "documents", |nav| {
+        DocumentsPage { nav }
+    })
+    .await
 }
 
 /// GET /ask: a question answered from the user's documents, with citations.
@@ -292,7 +308,7 @@ pub async fn ask(
     uri: OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    signed_in_page(&g, &meta, &uri, &headers, &AskPage).await
+    signed_in_page(&g, (&meta, &uri, &headers), "ask", |nav| AskPage { nav }).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 //! one error → response mapping. Handlers stay thin: they read the
 //! request, call one [`Gateway`] method and map its result.
 
+mod console;
 mod error;
 mod handlers;
 mod pages;
@@ -40,6 +41,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/account", get(handlers::account))
         .route("/logs", get(handlers::logs))
         .route("/admin", get(handlers::dashboard))
+        .merge(console_routes())
         .route("/upload", get(handlers::upload))
         .route("/documents", get(handlers::documents))
         .route("/ask", get(handlers::ask))
@@ -61,6 +63,28 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         security_headers: headers,
     };
     edge.wrap(router).with_state(gateway)
+}
+
+/// The admin console's pages (`http/console.rs`), their forms bounded.
+fn console_routes() -> Router<Arc<Gateway>> {
+    Router::new()
+        .route(
+            "/admin/users",
+            get(console::users).post(console::create_user),
+        )
+        .route("/admin/invitations", post(console::invite))
+        .route("/admin/users/{name}", get(console::user))
+        .route("/admin/users/{name}/{verb}", post(console::user_action))
+        .route(
+            "/admin/clients",
+            get(console::clients).post(console::create_client),
+        )
+        .route("/admin/clients/{id}", get(console::client))
+        .route("/admin/clients/{id}/{verb}", post(console::client_action))
+        .route("/admin/keys", get(console::keys))
+        .route("/admin/keys/rotate", post(console::rotate_keys))
+        .route("/admin/keys/{kid}/{verb}", post(console::key_action))
+        .layer(axum::extract::DefaultBodyLimit::max(console::FORM_LIMIT))
 }
 
 /// The gateway on `listener`, with its periodic jobs: purging ended

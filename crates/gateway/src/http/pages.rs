@@ -1,5 +1,7 @@
 //! HTML pages and the cookies the gateway sets.
 
+use std::collections::HashMap;
+
 use askama::Template;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
@@ -45,9 +47,19 @@ pub fn login_cookie(config: &GatewayConfig, binding: &str) -> String {
     )
 }
 
+/// The navigation bar every page shares (`echo_edge::Nav`), for `user`
+/// (console links by role), on the page whose link is `current`.
+pub fn nav(config: &GatewayConfig, user: Option<&Principal>, current: &str) -> String {
+    let roles = user.map_or(&[][..], |u| u.roles.as_slice());
+    echo_edge::Nav::new(Some(""), &config.issuer, roles, current)
+        .render()
+        .unwrap_or_default()
+}
+
 #[derive(Template)]
 #[template(path = "home.html")]
 pub struct HomePage<'a> {
+    pub nav: String,
     pub user: Option<&'a Principal>,
     pub issuer: &'a str,
     /// The user's own latest events; `None` when the log cannot be read.
@@ -57,25 +69,80 @@ pub struct HomePage<'a> {
 /// An event with its time and what it says beyond its action, for people.
 pub struct EventRow {
     pub time: String,
+    /// Who acted: their username (or client id) and opaque id.
+    pub actor: Option<Named>,
+    /// Whom the event is about, when not the actor (a user an admin
+    /// changed).
+    pub subject: Option<Named>,
     /// The message when it says more than the action (Echo's own services
-    /// repeat the action there), else the detail as `name: value` pairs.
+    /// repeat the action there), else the detail as `name: value` pairs
+    /// (without the subject, shown apart).
     pub detail: String,
     pub event: LogEvent,
 }
+
+/// Someone in the log: what people call them and, when that is not the
+/// id, the opaque id beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    pub name: String,
+    pub id: Option<String>,
+}
+
+impl Named {
+    fn of(id: &str, names: &HashMap<String, String>) -> Self {
+        match names.get(id) {
+            Some(name) if name != id => Named {
+                name: name.clone(),
+                id: Some(id.to_owned()),
+            },
+            _ => Named {
+                name: id.to_owned(),
+                id: None,
+            },
+        }
+    }
+}
+
+/// Detail fields that name the event's subject (shown in its own column).
+const SUBJECT_FIELDS: [&str; 2] = ["user_id", "username"];
 
 /// The longest detail a row shows, in characters.
 const DETAIL_CHARS: usize = 300;
 
 impl EventRow {
     pub fn all(events: Vec<LogEvent>) -> Vec<Self> {
+        Self::named(events, &HashMap::new())
+    }
+
+    /// The rows of `events`, their actors and subjects named from `names`
+    /// (id → username) where the event does not name them itself.
+    pub fn named(events: Vec<LogEvent>, names: &HashMap<String, String>) -> Vec<Self> {
         events
             .into_iter()
-            .map(|event| EventRow {
-                time: utc(event.time.div_euclid(1000)),
-                detail: detail(&event),
-                event,
+            .map(|event| {
+                let actor = event.actor.as_deref().map(|id| Named::of(id, names));
+                let subject = subject(&event, names).filter(|s| Some(s) != actor.as_ref());
+                EventRow {
+                    time: utc(event.time.div_euclid(1000)),
+                    detail: detail(&event),
+                    actor,
+                    subject,
+                    event,
+                }
             })
             .collect()
+    }
+}
+
+/// Whom an event is about, from its `user_id` and `username` fields.
+fn subject(event: &LogEvent, names: &HashMap<String, String>) -> Option<Named> {
+    let field = |name: &str| event.context[name].as_str().map(str::to_owned);
+    match (field("user_id"), field("username")) {
+        (Some(id), Some(name)) => Some(Named { name, id: Some(id) }),
+        (Some(id), None) => Some(Named::of(&id, names)),
+        (None, Some(name)) => Some(Named { name, id: None }),
+        (None, None) => None,
     }
 }
 
@@ -83,7 +150,12 @@ fn detail(event: &LogEvent) -> String {
     let text = if !event.message.is_empty() && event.message != event.action {
         event.message.clone()
     } else {
-        let pairs = event.context.as_object().into_iter().flatten();
+        let pairs = event
+            .context
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| !SUBJECT_FIELDS.contains(&name.as_str()));
         pairs
             .map(|(name, value)| match value {
                 serde_json::Value::String(text) => format!("{name}: {text}"),
@@ -101,6 +173,7 @@ fn detail(event: &LogEvent) -> String {
 #[derive(Template)]
 #[template(path = "logs.html")]
 pub struct LogsPage<'a> {
+    pub nav: String,
     pub filters: &'a LogFilters,
     pub rows: Vec<EventRow>,
     /// The link to the next, older page.
@@ -134,6 +207,7 @@ pub struct Bar {
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 pub struct DashboardPage {
+    pub nav: String,
     pub width: u32,
     pub height: u32,
     pub baseline: u32,
@@ -153,7 +227,7 @@ impl DashboardPage {
 
     /// The chart laid out server-side: two bars per hour, scaled to the
     /// busiest hour.
-    pub fn of(chart: &LoginChart) -> Self {
+    pub fn of(chart: &LoginChart, nav: String) -> Self {
         let baseline = 230;
         let max = chart
             .success
@@ -189,6 +263,7 @@ impl DashboardPage {
             }
         }
         Self {
+            nav,
             width: Self::LEFT + 24 * Self::SLOT,
             height: baseline + 30,
             baseline,
@@ -204,6 +279,7 @@ impl DashboardPage {
 #[derive(Template)]
 #[template(path = "account.html")]
 pub struct AccountPage<'a> {
+    pub nav: String,
     pub user: &'a Principal,
     pub expires_at: String,
     pub idle_expires_at: String,
@@ -215,15 +291,21 @@ pub struct AccountPage<'a> {
 /// to the docs service).
 #[derive(Template)]
 #[template(path = "upload.html")]
-pub struct UploadPage;
+pub struct UploadPage {
+    pub nav: String,
+}
 
 #[derive(Template)]
 #[template(path = "documents.html")]
-pub struct DocumentsPage;
+pub struct DocumentsPage {
+    pub nav: String,
+}
 
 #[derive(Template)]
 #[template(path = "ask.html")]
-pub struct AskPage;
+pub struct AskPage {
+    pub nav: String,
+}
 
 #[derive(Template)]
 #[template(path = "signed_out.html")]
@@ -317,7 +399,7 @@ mod tests {
         };
         chart.success[0] = 4;
         chart.failure[23] = 2;
-        let page = DashboardPage::of(&chart);
+        let page = DashboardPage::of(&chart, String::new());
         assert_eq!(page.bars.len(), 48);
         assert_eq!((page.bars[0].height, page.bars[0].y), (210, 20), "tallest");
         assert_eq!(page.bars[47].height, 105, "half");
@@ -354,6 +436,41 @@ mod tests {
         assert_eq!(detail(&event("", serde_json::Value::Null)), "");
         let long = event(&"é".repeat(1000), serde_json::Value::Null);
         assert_eq!(detail(&long).chars().count(), DETAIL_CHARS + 1);
+    }
+
+    #[test]
+    fn actors_and_subjects_are_named_with_their_ids_beside() {
+        let mut changed = event(
+            "",
+            serde_json::json!({"user_id": "u-bob", "username": "bob", "to": "suspended"}),
+        );
+        changed.actor = Some("u-root".into());
+        let mut service = event("", serde_json::json!({"user_id": "u-root"}));
+        service.actor = Some("worker".into());
+        let names = HashMap::from([("u-root".to_owned(), "root".to_owned())]);
+        let rows = EventRow::named(vec![changed, service], &names);
+        let root = Named {
+            name: "root".into(),
+            id: Some("u-root".into()),
+        };
+        assert_eq!(rows[0].actor.as_ref(), Some(&root));
+        assert_eq!(
+            rows[0].subject,
+            Some(Named {
+                name: "bob".into(),
+                id: Some("u-bob".into())
+            })
+        );
+        assert_eq!(rows[0].detail, "to: suspended", "the subject not repeated");
+        assert_eq!(
+            rows[1].actor,
+            Some(Named {
+                name: "worker".into(),
+                id: None
+            }),
+            "a client is its id"
+        );
+        assert_eq!(rows[1].subject.as_ref(), Some(&root), "named from the map");
     }
 
     #[test]

@@ -214,7 +214,13 @@ impl Platform {
                 "client_credentials".into(),
                 echo_identity::grant::GRANT_TOKEN_EXCHANGE.into(),
             ],
-            audiences: vec!["gateway".into(), UPSTREAM_AUDIENCE.into(), "audit".into()],
+            // `identity` for the admin console, as `echod up` registers it.
+            audiences: vec![
+                "gateway".into(),
+                UPSTREAM_AUDIENCE.into(),
+                "audit".into(),
+                "identity".into(),
+            ],
             // `audit.read` for its own service token, as `echod up`
             // registers it.
             scopes: ["openid", "profile", "offline_access", "audit.read"]
@@ -479,12 +485,13 @@ impl Page {
     }
 }
 
-fn unescape(text: &str) -> String {
+pub fn unescape(text: &str) -> String {
     text.replace("&#x2f;", "/")
         .replace("&#x27;", "'")
         .replace("&#39;", "'")
         .replace("&quot;", "\"")
         .replace("&#34;", "\"")
+        .replace("&#38;", "&")
         .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&amp;", "&")

@@ -4,6 +4,7 @@
 
 mod api;
 mod common;
+mod console;
 mod hardening;
 mod login;
 mod pages;

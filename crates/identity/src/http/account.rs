@@ -17,8 +17,8 @@ use super::handlers::{
     pending_cookie, session_cookies, sso_cookie, with_pending_cookie,
 };
 use super::pages::{
-    AccountPage, EnrolPage, MfaPage, NoticePage, RecoveryPage, add_cookies, error_as_page,
-    error_page, render, see_other,
+    AccountPage, EnrolPage, MfaPage, NoticePage, RecoveryPage, account_nav, add_cookies,
+    error_as_page, error_page, render, see_other,
 };
 use crate::authorize::{AuthorizeParams, AuthorizeRequest};
 use crate::login::{PasswordOutcome, PendingStep};
@@ -56,7 +56,7 @@ fn status_for(error: Option<&str>) -> StatusCode {
 fn enrol_page(
     p: &Provider,
     headers: &HeaderMap,
-    action: &'static str,
+    (nav, action): (String, &'static str),
     hidden: Vec<(String, String)>,
     enrolment: &Enrolment,
     error: Option<&'static str>,
@@ -66,6 +66,7 @@ fn enrol_page(
         render(
             status,
             &EnrolPage {
+                nav,
                 action,
                 csrf,
                 hidden,
@@ -89,7 +90,14 @@ pub(super) fn second_step_page(
 ) -> Response {
     let hidden = hidden_fields(&request.params);
     if let Some(enrolment) = enrolment {
-        return enrol_page(p, headers, "/login/mfa", hidden, enrolment, error);
+        return enrol_page(
+            p,
+            headers,
+            (String::new(), "/login/mfa"),
+            hidden,
+            enrolment,
+            error,
+        );
     }
     let status = status_for(error);
     form_page(p, headers, |csrf| {
@@ -258,6 +266,7 @@ pub async fn account(State(p): AppState, headers: HeaderMap) -> Response {
         render(
             StatusCode::OK,
             &AccountPage {
+                nav: account_nav(&p, &user, "account"),
                 username: &user.username,
                 email: user.email.as_deref(),
                 email_verified: user.email_verified,
@@ -278,7 +287,14 @@ pub async fn totp_form(State(p): AppState, headers: HeaderMap) -> Response {
         Err(refusal) => return refusal,
     };
     match p.enrolment_for(&user).await {
-        Ok(enrolment) => enrol_page(&p, &headers, "/account/totp", Vec::new(), &enrolment, None),
+        Ok(enrolment) => enrol_page(
+            &p,
+            &headers,
+            (account_nav(&p, &user, "account"), "/account/totp"),
+            Vec::new(),
+            &enrolment,
+            None,
+        ),
         Err(IdentityError::BadInput(_)) => see_other("/account", &[]),
         Err(e) => error_as_page(e),
     }
@@ -318,7 +334,7 @@ pub async fn account_totp(
             Ok(Some(enrolment)) => enrol_page(
                 &p,
                 &headers,
-                "/account/totp",
+                (account_nav(&p, &user, "account"), "/account/totp"),
                 Vec::new(),
                 &enrolment,
                 Some(INVALID_CODE),
@@ -371,9 +387,14 @@ pub async fn change_mfa(
                 continue_to: "/account",
             },
         ),
-        Ok(MfaChanged::Replace(enrolment)) => {
-            enrol_page(&p, &headers, "/account/totp", Vec::new(), &enrolment, None)
-        }
+        Ok(MfaChanged::Replace(enrolment)) => enrol_page(
+            &p,
+            &headers,
+            (account_nav(&p, &user, "account"), "/account/totp"),
+            Vec::new(),
+            &enrolment,
+            None,
+        ),
         Ok(MfaChanged::Removed) => render(
             StatusCode::OK,
             &NoticePage {

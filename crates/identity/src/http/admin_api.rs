@@ -540,6 +540,75 @@ pub async fn reset_user_mfa(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// One live SSO session of a user, as the admin console lists it.
+#[derive(Serialize, ToSchema)]
+pub struct UserSessionView {
+    pub user_agent: String,
+    pub address: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+}
+
+/// An application holding a user's refresh tokens.
+#[derive(Serialize, ToSchema)]
+pub struct UserAppView {
+    pub client_id: String,
+    pub tokens: i64,
+    pub last_used_at: i64,
+}
+
+/// A user's live SSO sessions and the applications holding their refresh
+/// tokens.
+#[derive(Serialize, ToSchema)]
+pub struct UserSessionsView {
+    pub sessions: Vec<UserSessionView>,
+    pub apps: Vec<UserAppView>,
+}
+
+/// GET /admin/v1/users/{username}/sessions
+#[utoipa::path(
+    get, path = "/admin/v1/users/{name}/sessions", params(("name" = String, Path, description = "the username")), responses(
+        (status = 200, description = "the user's sessions and applications", body = UserSessionsView),
+        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn user_sessions(
+    State(p): AppState,
+    origin: Origin,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    caller(&p, &headers, &origin).await?;
+    let user = find_user(&*p.store, &path(name)?).await?;
+    let view = p.account_sessions(&user, None).await?;
+    let sessions = UserSessionsView {
+        sessions: view
+            .sessions
+            .into_iter()
+            .map(|s| UserSessionView {
+                user_agent: s.user_agent,
+                address: s.address,
+                created_at: s.created_at,
+                last_seen_at: s.last_seen_at,
+            })
+            .collect(),
+        apps: view
+            .apps
+            .into_iter()
+            .map(|a| UserAppView {
+                client_id: a.client_id,
+                tokens: a.tokens,
+                last_used_at: a.last_used_at,
+            })
+            .collect(),
+    };
+    Ok(([(CACHE_CONTROL, "no-store")], Json(sessions)).into_response())
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvitationBody {
@@ -1045,7 +1114,8 @@ pub struct ProblemDoc {
     info(title = "Echo admin API", description = "docs/admin-api.md"),
     paths(
         list_users, create_user, get_user, update_user, delete_user, unlock_user,
-        reset_user_mfa, invite, list_invitations, list_clients, create_client, get_client, update_client,
+        reset_user_mfa, user_sessions, invite, list_invitations, list_clients, create_client,
+        get_client, update_client,
         delete_client, rotate_client_secret, list_keys, rotate_keys, retire_key, revoke_key
     ),
     modifiers(&BearerAuth)

@@ -13,16 +13,17 @@ use serde::Deserialize;
 
 use super::account::{form_page, signed_in_user};
 use super::handlers::checked_form;
-use super::pages::{ConfirmLinkPage, EmailPage, NoticePage, error_as_page, render};
+use super::pages::{ConfirmLinkPage, EmailPage, NoticePage, account_nav, error_as_page, render};
 use crate::registration::LinkPurpose;
 use crate::{IdentityError, Provider};
+use echo_identity_store::User;
 
 type AppState = State<Arc<Provider>>;
 
 fn email_page(
     p: &Provider,
     headers: &HeaderMap,
-    email: Option<&str>,
+    user: &User,
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
@@ -30,7 +31,8 @@ fn email_page(
         render(
             status,
             &EmailPage {
-                email,
+                nav: account_nav(p, user, "account"),
+                email: user.email.as_deref(),
                 mail_enabled: p.mail_enabled(),
                 csrf,
                 error,
@@ -42,7 +44,7 @@ fn email_page(
 /// GET /account/email: the form.
 pub async fn email_form(State(p): AppState, headers: HeaderMap) -> Response {
     match signed_in_user(&p, &headers).await {
-        Ok(user) => email_page(&p, &headers, user.email.as_deref(), StatusCode::OK, None),
+        Ok(user) => email_page(&p, &headers, &user, StatusCode::OK, None),
         Err(refusal) => refusal,
     }
 }
@@ -82,13 +84,9 @@ pub async fn change_email(
                 link: Some(("/account", "Back to your account")),
             },
         ),
-        Err(IdentityError::BadInput(why)) => email_page(
-            &p,
-            &headers,
-            user.email.as_deref(),
-            StatusCode::BAD_REQUEST,
-            Some(&why),
-        ),
+        Err(IdentityError::BadInput(why)) => {
+            email_page(&p, &headers, &user, StatusCode::BAD_REQUEST, Some(&why))
+        }
         Err(e) => error_as_page(e),
     }
 }

@@ -117,6 +117,7 @@ fn admin_routes() -> Router<Arc<Provider>> {
         )
         .route("/users/{name}/unlock", post(unlock_user))
         .route("/users/{name}/reset-mfa", post(reset_user_mfa))
+        .route("/users/{name}/sessions", get(user_sessions))
         .route("/invitations", get(list_invitations).post(invite))
         .route("/clients", get(list_clients).post(create_client))
         .route(

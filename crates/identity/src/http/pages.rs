@@ -6,7 +6,16 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 pub use echo_edge::{SecurityHeaders, add_cookies, cookie_name, render, see_other, set_cookie};
 
-use crate::IdentityError;
+use crate::{IdentityError, Provider};
+
+/// The navigation bar of the account pages: the one every page of the
+/// gateway shows too (`echo_edge::Nav`), for `user` (console links for
+/// admins), with the link `current` marked.
+pub fn account_nav(p: &Provider, user: &echo_identity_store::User, current: &str) -> String {
+    echo_edge::Nav::new(p.config().portal_url.as_deref(), "", &user.roles, current)
+        .render()
+        .unwrap_or_default()
+}
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -33,6 +42,8 @@ pub struct MfaPage {
 #[derive(Template)]
 #[template(path = "enrol.html")]
 pub struct EnrolPage<'a> {
+    /// The navigation bar on the account's enrolment, empty at sign-in.
+    pub nav: String,
     pub action: &'static str,
     pub csrf: String,
     pub hidden: Vec<(String, String)>,
@@ -53,6 +64,7 @@ pub struct RecoveryPage<'a> {
 #[derive(Template)]
 #[template(path = "account.html")]
 pub struct AccountPage<'a> {
+    pub nav: String,
     pub username: &'a str,
     pub email: Option<&'a str>,
     pub email_verified: bool,
@@ -66,6 +78,7 @@ pub struct AccountPage<'a> {
 #[derive(Template)]
 #[template(path = "email.html")]
 pub struct EmailPage<'a> {
+    pub nav: String,
     pub email: Option<&'a str>,
     pub mail_enabled: bool,
     pub csrf: String,
@@ -90,6 +103,7 @@ pub struct AppRow {
 #[derive(Template)]
 #[template(path = "sessions.html")]
 pub struct SessionsPage<'a> {
+    pub nav: String,
     pub csrf: String,
     pub sessions: &'a [SessionRow],
     pub apps: &'a [AppRow],
@@ -131,6 +145,7 @@ pub struct ConfirmLinkPage<'a> {
 #[derive(Template)]
 #[template(path = "password.html")]
 pub struct PasswordPage<'a> {
+    pub nav: String,
     pub username: &'a str,
     pub csrf: String,
     pub min_len: usize,

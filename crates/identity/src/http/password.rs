@@ -12,18 +12,21 @@ use serde::Deserialize;
 
 use super::account::{form_page, signed_in_user};
 use super::handlers::{checked_form, sso_cookie};
-use super::pages::{ForgotPage, NoticePage, PasswordPage, ResetPage, error_as_page, render};
+use super::pages::{
+    ForgotPage, NoticePage, PasswordPage, ResetPage, account_nav, error_as_page, render,
+};
 use crate::password_policy::MIN_PASSWORD_LEN;
 use crate::self_service::{PasswordChange, RESET_TTL};
 use crate::{IdentityError, Provider};
 use echo_edge::Origin;
+use echo_identity_store::User;
 
 type AppState = State<Arc<Provider>>;
 
 fn change_page(
     p: &Provider,
     headers: &HeaderMap,
-    username: &str,
+    user: &User,
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
@@ -31,7 +34,8 @@ fn change_page(
         render(
             status,
             &PasswordPage {
-                username,
+                nav: account_nav(p, user, "account"),
+                username: &user.username,
                 csrf,
                 min_len: MIN_PASSWORD_LEN,
                 error,
@@ -43,7 +47,7 @@ fn change_page(
 /// GET /account/password: the form.
 pub async fn change_form(State(p): AppState, headers: HeaderMap) -> Response {
     match signed_in_user(&p, &headers).await {
-        Ok(user) => change_page(&p, &headers, &user.username, StatusCode::OK, None),
+        Ok(user) => change_page(&p, &headers, &user, StatusCode::OK, None),
         Err(refusal) => refusal,
     }
 }
@@ -92,17 +96,13 @@ pub async fn change(
         Err(IdentityError::LoginFailed) => change_page(
             &p,
             &headers,
-            &user.username,
+            &user,
             StatusCode::UNAUTHORIZED,
             Some("Your current password is not right."),
         ),
-        Err(IdentityError::WeakPassword(why)) => change_page(
-            &p,
-            &headers,
-            &user.username,
-            StatusCode::BAD_REQUEST,
-            Some(&why),
-        ),
+        Err(IdentityError::WeakPassword(why)) => {
+            change_page(&p, &headers, &user, StatusCode::BAD_REQUEST, Some(&why))
+        }
         Err(e) => error_as_page(e),
     }
 }

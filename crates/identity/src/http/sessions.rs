@@ -15,7 +15,7 @@ use super::account::{form_page, signed_in_user};
 use super::email::CsrfForm;
 use super::handlers::{checked_form, sso_cookie};
 use super::pages::{
-    AppRow, NoticePage, SessionRow, SessionsPage, error_as_page, render, see_other,
+    AppRow, NoticePage, SessionRow, SessionsPage, account_nav, error_as_page, render, see_other,
 };
 use crate::Provider;
 use crate::account_sessions::ago;
@@ -67,6 +67,7 @@ pub async fn sessions(State(p): AppState, headers: HeaderMap) -> Response {
         render(
             StatusCode::OK,
             &SessionsPage {
+                nav: account_nav(&p, &user, "sessions"),
                 csrf,
                 sessions: &sessions,
                 apps: &apps,

@@ -1,0 +1,554 @@
+//! The admin console (`/admin/users`, `/admin/clients`, `/admin/keys`)
+//! against a real identity: every action as an admin who signed in with a
+//! second factor, audited at identity with that admin as actor; what is
+//! refused: other users (403), admins without a second factor (identity
+//! will not exchange), forms without their CSRF token, destructive
+//! actions not confirmed; the admin API's refusals shown in words.
+
+use echo_core::Clock;
+use echo_identity::admin::{self, NewUser};
+use reqwest::StatusCode;
+
+use crate::common::{Browser, PASSWORD, Page, Platform, USER, unescape};
+
+const ADMIN: &str = "root";
+
+/// Adds the admin `root` (no second factor yet: identity has them enrol
+/// at their first sign-in, as role `admin` requires).
+async fn add_admin(platform: &Platform) -> String {
+    let new = NewUser {
+        username: ADMIN.into(),
+        password: PASSWORD.into(),
+        email: None,
+        roles: vec!["admin".into()],
+    };
+    admin::add_user(
+        &*platform.identity_store,
+        &*platform.identity_audit,
+        &*platform.clock,
+        new,
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+/// Signs `root` in at the gateway, enrolling a TOTP authenticator on the
+/// way, and lands on `return_to`.
+async fn sign_in_admin(platform: &Platform, browser: &Browser, return_to: &str) {
+    let login = format!(
+        "{}?return_to={}",
+        platform.gw("/login"),
+        url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect::<String>()
+    );
+    let authorize = browser.get(&login).await.location_url();
+    let form = browser.get(&authorize).await;
+    let mut fields = form.inputs();
+    fields.insert("username".into(), ADMIN.into());
+    fields.insert("password".into(), PASSWORD.into());
+    let enrol = browser
+        .post_form(&format!("{}/login", platform.issuer), &fields, &[])
+        .await;
+    assert_eq!(enrol.status, StatusCode::OK, "{}", enrol.body);
+    let secret = between(&enrol.body, r#"<code class="secret">"#, "</code>");
+    let action = unescape(&between(
+        &enrol.body,
+        r#"<form method="post" action=""#,
+        "\"",
+    ));
+    let mut fields = enrol.inputs();
+    let code = echo_testkit::totp::code(&secret, platform.clock.now());
+    fields.insert("code".into(), code);
+    let codes = browser
+        .post_form(&format!("{}{action}", platform.issuer), &fields, &[])
+        .await;
+    // The recovery codes, shown once, then on to the gateway.
+    assert!(codes.body.contains("Recovery codes"), "{}", codes.body);
+    let callback = unescape(&between(&codes.body, r#"<a class="button" href=""#, "\""));
+    let mut next = if callback.starts_with('/') {
+        format!("{}{callback}", platform.issuer)
+    } else {
+        callback
+    };
+    // Identity's own redirects, then the gateway's callback.
+    let landed = loop {
+        let page = browser.get(&next).await;
+        if next.starts_with(&platform.gw("/callback")) {
+            break page;
+        }
+        next = page.location_url();
+    };
+    assert_eq!(landed.location(), return_to);
+}
+
+fn between(html: &str, start: &str, end: &str) -> String {
+    let from = html
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start} in {html}"))
+        + start.len();
+    let len = html[from..].find(end).expect("end marker");
+    html[from..from + len].to_owned()
+}
+
+/// Posts the form whose `action` is `path` on `page`, its own fields with
+/// `extra` over them.
+async fn submit(
+    platform: &Platform,
+    browser: &Browser,
+    page: &Page,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> Page {
+    let marker = format!(r#"method="post" action="{path}""#);
+    let at = page
+        .body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no form for {path} in {}", page.body));
+    let end = page.body[at..].find("</form>").expect("form end") + at;
+    let form = Page {
+        status: page.status,
+        headers: page.headers.clone(),
+        body: page.body[at..end].to_owned(),
+    };
+    let mut fields = form.inputs();
+    for (name, value) in extra {
+        fields.insert((*name).into(), (*value).into());
+    }
+    browser.post_form(&platform.gw(path), &fields, &[]).await
+}
+
+/// The confirmation page `asked` is, confirmed.
+async fn confirm(platform: &Platform, browser: &Browser, asked: &Page, path: &str) -> Page {
+    assert_eq!(asked.status, StatusCode::OK, "{}", asked.body);
+    assert!(asked.body.contains(r#"id="question""#), "{}", asked.body);
+    assert!(asked.body.contains(r#"name="confirm" value="yes""#));
+    submit(platform, browser, asked, path, &[]).await
+}
+
+/// Identity's events `action` and their actors.
+fn actors(platform: &Platform, action: &str) -> Vec<Option<String>> {
+    platform
+        .identity_audit
+        .events()
+        .into_iter()
+        .filter(|e| e.action == action)
+        .map(|e| e.actor)
+        .collect()
+}
+
+async fn state_of(platform: &Platform, name: &str) -> String {
+    platform
+        .identity_store
+        .user_by_username(name)
+        .await
+        .unwrap()
+        .expect("user")
+        .state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_manages_users_and_identity_records_the_admin_as_actor() {
+    let platform = Platform::start().await;
+    let root = add_admin(&platform).await;
+    let browser = Browser::new();
+    sign_in_admin(&platform, &browser, "/admin/users").await;
+
+    let users = browser.get(&platform.gw("/admin/users")).await;
+    assert_eq!(users.status, StatusCode::OK, "{}", users.body);
+    assert!(users.body.contains(">alice</a>") && users.body.contains(">root</a>"));
+    assert!(users.body.contains(r#"id="nav-users" aria-current="page""#));
+    let found = browser.get(&platform.gw("/admin/users?search=ROO")).await;
+    assert!(found.body.contains(">root</a>") && !found.body.contains(">alice</a>"));
+
+    // create, then the user's page
+    let created = submit(
+        &platform,
+        &browser,
+        &users,
+        "/admin/users",
+        &[
+            ("username", "bob"),
+            ("password", PASSWORD),
+            ("roles", "auditor, ops"),
+        ],
+    )
+    .await;
+    assert_eq!(created.location(), "/admin/users/bob?done=created");
+    let bob = browser
+        .get(&platform.gw("/admin/users/bob?done=created"))
+        .await;
+    assert_eq!(bob.status, StatusCode::OK, "{}", bob.body);
+    assert!(bob.body.contains(r#"id="notice">Created."#));
+    assert!(bob.body.contains(r#"<span class="tag">ops</span>"#));
+    assert_eq!(
+        actors(&platform, "admin.user.created")
+            .last()
+            .unwrap()
+            .as_deref(),
+        Some(root.as_str())
+    );
+
+    // suspend: asked first, done once confirmed, by root
+    let asked = submit(&platform, &browser, &bob, "/admin/users/bob/suspend", &[]).await;
+    assert!(asked.body.contains("Suspend user bob?"), "{}", asked.body);
+    assert_eq!(
+        state_of(&platform, "bob").await,
+        "active",
+        "not before confirmed"
+    );
+    let done = confirm(&platform, &browser, &asked, "/admin/users/bob/suspend").await;
+    assert_eq!(done.location(), "/admin/users/bob?done=suspended");
+    assert_eq!(state_of(&platform, "bob").await, "suspended");
+    let changed = actors(&platform, "admin.user.state_changed");
+    assert_eq!(
+        changed,
+        vec![Some(root.clone())],
+        "the admin, not the gateway"
+    );
+
+    // activate, roles, unlock: no question
+    let bob = browser.get(&platform.gw("/admin/users/bob")).await;
+    let done = submit(&platform, &browser, &bob, "/admin/users/bob/activate", &[]).await;
+    assert_eq!(done.location(), "/admin/users/bob?done=activated");
+    let bob = browser.get(&platform.gw("/admin/users/bob")).await;
+    let done = submit(
+        &platform,
+        &browser,
+        &bob,
+        "/admin/users/bob/roles",
+        &[("roles", "auditor")],
+    )
+    .await;
+    assert_eq!(done.location(), "/admin/users/bob?done=roles");
+    let roles = platform
+        .identity_store
+        .user_by_username("bob")
+        .await
+        .unwrap()
+        .unwrap()
+        .roles;
+    assert_eq!(roles, ["auditor"]);
+    let done = submit(&platform, &browser, &bob, "/admin/users/bob/unlock", &[]).await;
+    assert_eq!(done.location(), "/admin/users/bob?done=unlocked");
+    assert_eq!(
+        actors(&platform, "admin.user.unlocked"),
+        vec![Some(root.clone())]
+    );
+
+    // a stale page: its ETag no longer matches, the change is refused in words
+    let stale = submit(
+        &platform,
+        &browser,
+        &bob,
+        "/admin/users/bob/roles",
+        &[("roles", "ops")],
+    )
+    .await;
+    assert_eq!(
+        stale.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        stale.body
+    );
+    assert!(stale.body.contains("Not done") && stale.body.contains(r#"href="/admin/users""#));
+
+    // reset MFA and delete: asked first
+    let asked = submit(&platform, &browser, &bob, "/admin/users/bob/reset-mfa", &[]).await;
+    let done = confirm(&platform, &browser, &asked, "/admin/users/bob/reset-mfa").await;
+    assert_eq!(done.location(), "/admin/users/bob?done=mfa-reset");
+    assert_eq!(
+        actors(&platform, "admin.user.mfa_reset"),
+        vec![Some(root.clone())]
+    );
+    let asked = submit(&platform, &browser, &bob, "/admin/users/bob/delete", &[]).await;
+    assert!(asked.body.contains("Delete user bob?"));
+    let done = confirm(&platform, &browser, &asked, "/admin/users/bob/delete").await;
+    assert_eq!(done.location(), "/admin/users?done=deleted");
+    assert_eq!(state_of(&platform, "bob").await, "deleted");
+
+    // invite
+    let users = browser.get(&platform.gw("/admin/users")).await;
+    let invited = submit(
+        &platform,
+        &browser,
+        &users,
+        "/admin/invitations",
+        &[("username", "carol")],
+    )
+    .await;
+    assert_eq!(invited.location(), "/admin/users/carol?done=invited");
+    assert_eq!(state_of(&platform, "carol").await, "invited");
+
+    // the admin's own page shows their sessions and their recent events link
+    let own = browser.get(&platform.gw("/admin/users/root")).await;
+    assert!(own.body.contains(r#"id="sessions""#), "{}", own.body);
+    assert!(own.body.contains(&format!(r#"href="/logs?actor={root}""#)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_registers_edits_rotates_and_deletes_clients_and_rotates_keys() {
+    let platform = Platform::start().await;
+    let root = add_admin(&platform).await;
+    let browser = Browser::new();
+    sign_in_admin(&platform, &browser, "/admin/clients").await;
+
+    let clients = browser.get(&platform.gw("/admin/clients")).await;
+    assert!(clients.body.contains(">gateway</a>"), "{}", clients.body);
+    let shown = submit(
+        &platform,
+        &browser,
+        &clients,
+        "/admin/clients",
+        &[
+            ("id", "web"),
+            ("redirect_uris", "https://web.test/cb"),
+            ("grants", "authorization_code"),
+            ("audiences", "gateway"),
+            ("scopes", "openid profile"),
+        ],
+    )
+    .await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    let secret = between(&shown.body, r#"id="client-secret">"#, "</code>");
+    assert!(secret.len() >= 32, "{secret}");
+    assert_eq!(shown.header("cache-control"), Some("no-store"));
+    let web = browser.get(&platform.gw("/admin/clients/web")).await;
+    assert!(!web.body.contains(&secret), "shown once");
+    assert!(web.body.contains("https://web.test/cb"));
+    let created = actors(&platform, "admin.client.created");
+    assert_eq!(created.last(), Some(&Some(root.clone())), "{created:?}");
+
+    // edit the registration
+    let done = submit(
+        &platform,
+        &browser,
+        &web,
+        "/admin/clients/web/update",
+        &[
+            ("redirect_uris", "https://web.test/cb\nhttps://web.test/cb2"),
+            ("post_logout_redirect_uris", "https://web.test/"),
+        ],
+    )
+    .await;
+    assert_eq!(done.location(), "/admin/clients/web?done=updated");
+    let client = admin::find_client(&*platform.identity_store, "web")
+        .await
+        .unwrap();
+    assert_eq!(
+        client.redirect_uris,
+        ["https://web.test/cb", "https://web.test/cb2"]
+    );
+    assert_eq!(client.post_logout_redirect_uris, ["https://web.test/"]);
+    // identity's refusal, in its words
+    let web = browser.get(&platform.gw("/admin/clients/web")).await;
+    let refused = submit(
+        &platform,
+        &browser,
+        &web,
+        "/admin/clients/web/update",
+        &[("redirect_uris", "javascript:alert(1)")],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.body.contains("redirect URI"), "{}", refused.body);
+
+    // rotate the secret with an overlap: asked, then the new one shown once
+    let asked = submit(
+        &platform,
+        &browser,
+        &web,
+        "/admin/clients/web/rotate-secret",
+        &[("overlap_seconds", "600")],
+    )
+    .await;
+    assert!(asked.body.contains("600 seconds"), "{}", asked.body);
+    let rotated = confirm(
+        &platform,
+        &browser,
+        &asked,
+        "/admin/clients/web/rotate-secret",
+    )
+    .await;
+    let new_secret = between(&rotated.body, r#"id="client-secret">"#, "</code>");
+    assert_ne!(new_secret, secret);
+    assert!(rotated.body.contains("keeps working for 600 seconds"));
+
+    // delete: asked first
+    let asked = submit(&platform, &browser, &web, "/admin/clients/web/delete", &[]).await;
+    assert!(
+        admin::find_client(&*platform.identity_store, "web")
+            .await
+            .is_ok()
+    );
+    let done = confirm(&platform, &browser, &asked, "/admin/clients/web/delete").await;
+    assert_eq!(done.location(), "/admin/clients?done=deleted");
+    assert!(
+        admin::find_client(&*platform.identity_store, "web")
+            .await
+            .is_err()
+    );
+
+    // keys: rotate, then retire and revoke
+    let keys = browser.get(&platform.gw("/admin/keys")).await;
+    assert_eq!(keys.status, StatusCode::OK, "{}", keys.body);
+    let before = keys.body.matches("<tr><td><code>").count();
+    let asked = submit(
+        &platform,
+        &browser,
+        &keys,
+        "/admin/keys/rotate",
+        &[("alg", "ES256")],
+    )
+    .await;
+    let done = confirm(&platform, &browser, &asked, "/admin/keys/rotate").await;
+    assert_eq!(done.location(), "/admin/keys?done=rotated");
+    let keys = browser.get(&platform.gw("/admin/keys?done=rotated")).await;
+    assert_eq!(
+        keys.body.matches("<tr><td><code>").count(),
+        before + 1,
+        "{}",
+        keys.body
+    );
+    // the new ES256 key: retired before it signs, then revoked
+    let row = keys
+        .body
+        .find("</code></td><td>ES256</td>")
+        .expect("the new key");
+    let start = keys.body[..row].rfind("<code>").unwrap() + "<code>".len();
+    let kid = keys.body[start..row].to_owned();
+    let path = format!("/admin/keys/{kid}/retire");
+    let asked = submit(&platform, &browser, &keys, &path, &[]).await;
+    let done = confirm(&platform, &browser, &asked, &path).await;
+    assert_eq!(done.location(), "/admin/keys?done=retired", "{}", done.body);
+    let keys = browser.get(&platform.gw("/admin/keys")).await;
+    let path = format!("/admin/keys/{kid}/revoke");
+    let asked = submit(&platform, &browser, &keys, &path, &[]).await;
+    assert!(asked.body.contains("stops verifying"));
+    let done = confirm(&platform, &browser, &asked, &path).await;
+    assert_eq!(done.location(), "/admin/keys?done=revoked", "{}", done.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_refuses_other_users_missing_csrf_and_bad_forms() {
+    let platform = Platform::start().await;
+    add_admin(&platform).await;
+
+    // an auditor: no console, and no console links
+    let alice = Browser::new();
+    platform.sign_in(&alice, None).await;
+    for path in [
+        "/admin/users",
+        "/admin/clients",
+        "/admin/keys",
+        "/admin/users/root",
+    ] {
+        let page = alice.get(&platform.gw(path)).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let home = alice.get(&platform.gw("/")).await;
+    assert!(home.body.contains(r#"id="nav-logs""#) && !home.body.contains(r#"id="nav-users""#));
+    let refused = alice
+        .post_form(
+            &platform.gw("/admin/users/root/suspend"),
+            &Default::default(),
+            &[],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(state_of(&platform, ADMIN).await, "active");
+
+    // the admin: a form without its CSRF token, or from another origin
+    let browser = Browser::new();
+    sign_in_admin(&platform, &browser, "/admin/users").await;
+    let alice_page = browser.get(&platform.gw("/admin/users/alice")).await;
+    let mut fields = alice_page.inputs();
+    fields.remove("csrf");
+    let refused = browser
+        .post_form(&platform.gw("/admin/users/alice/suspend"), &fields, &[])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let with_token = alice_page.inputs();
+    let foreign = browser
+        .post_form(
+            &platform.gw("/admin/users/alice/unlock"),
+            &with_token,
+            &[("origin", "https://evil.test")],
+        )
+        .await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    assert_eq!(platform.gateway_audited("gateway.csrf.refused").len(), 2);
+    // a forged confirmation is still only a form: without the token, nothing
+    let mut forged = fields.clone();
+    forged.insert("confirm".into(), "yes".into());
+    let refused = browser
+        .post_form(&platform.gw("/admin/users/alice/delete"), &forged, &[])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(state_of(&platform, USER).await, "active");
+
+    // identity's refusal in words; an unknown action; a missing field
+    let users = browser.get(&platform.gw("/admin/users")).await;
+    let bad = submit(
+        &platform,
+        &browser,
+        &users,
+        "/admin/users",
+        &[("username", "no spaces!"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(bad.body.contains("invalid username"), "{}", bad.body);
+    let taken = submit(
+        &platform,
+        &browser,
+        &users,
+        "/admin/users",
+        &[("username", "alice"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.body);
+    let unknown = browser
+        .post_form(&platform.gw("/admin/users/alice/promote"), &with_token, &[])
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let missing = submit(
+        &platform,
+        &browser,
+        &users,
+        "/admin/users",
+        &[("username", "dave")],
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert!(missing.body.contains("password is required"));
+    let nobody = browser.get(&platform.gw("/admin/users/nobody")).await;
+    assert_eq!(nobody.status, StatusCode::NOT_FOUND, "{}", nobody.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_without_a_second_factor_gets_no_console() {
+    let platform = Platform::start_with_identity(|c| c.mfa_required_roles.clear()).await;
+    add_admin(&platform).await;
+    let browser = Browser::new();
+    let authorize = browser.get(&platform.gw("/login")).await.location_url();
+    let form = browser.get(&authorize).await;
+    let mut fields = form.inputs();
+    fields.insert("username".into(), ADMIN.into());
+    fields.insert("password".into(), PASSWORD.into());
+    let signed_in = browser
+        .post_form(&format!("{}/login", platform.issuer), &fields, &[])
+        .await;
+    browser.get(&signed_in.location_url()).await;
+    let users = browser.get(&platform.gw("/admin/users")).await;
+    assert_eq!(users.status, StatusCode::FORBIDDEN, "{}", users.body);
+    assert!(users.body.contains("second factor"), "{}", users.body);
+    assert!(
+        platform
+            .identity_audit
+            .events()
+            .iter()
+            .all(|e| e.action != "token.exchanged"
+                || e.details.get("audience").and_then(|a| a.as_str()) != Some("identity")),
+        "no admin token"
+    );
+}
