@@ -5,9 +5,10 @@
 //!
 //! - [`Isolation::Process`] (what `echod serve parser` uses): parses run in
 //!   child processes, the same binary run as `echod parse-worker`, started
-//!   with an empty environment (the service's holds the master key, client
-//!   secrets, the LLM key: a worker needs none of them). A worker first
-//!   closes every file descriptor it inherited but its stdin, stdout and
+//!   with none of the service's environment (which holds the master key,
+//!   client secrets, the LLM key: a worker needs none of them), only
+//!   `MIMALLOC_ARENA_RESERVE=0`, which keeps its memory limit whole. A
+//!   worker first closes every file descriptor it inherited but its stdin, stdout and
 //!   stderr, and caps its open files ([`WORKER_OPEN_FILES`]); then, with
 //!   its first job, its address space ([`Limits::worker_memory_bytes`]) and
 //!   CPU time (for all the parses it may serve). It parses one file at a
@@ -236,6 +237,11 @@ impl Worker {
         let mut child = tokio::process::Command::new(program)
             .args(args)
             .env_clear()
+            // echod allocates with mimalloc, which reserves a 1 GiB arena at
+            // start: allocations inside it would escape the address-space
+            // limit the worker sets itself. Without the reservation every
+            // region comes from the OS, under the limit.
+            .env("MIMALLOC_ARENA_RESERVE", "0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

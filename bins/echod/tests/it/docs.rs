@@ -507,7 +507,7 @@ async fn up_registers_the_pipeline_clients_and_updates_an_older_gateway() {
     };
     let gateway = row("gateway");
     assert!(
-        gateway.contains("gateway,audit,docs") && gateway.contains("token-exchange"),
+        gateway.contains("gateway,audit,identity,docs") && gateway.contains("token-exchange"),
         "{gateway}"
     );
     let worker = row("worker");
