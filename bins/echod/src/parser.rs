@@ -80,11 +80,17 @@ impl ParserLimitArgs {
 }
 
 /// Parses in child processes: this binary as `echod parse-worker`.
+///
+/// Its one variable: echod allocates with mimalloc (main.rs), which
+/// reserves a 1 GiB arena at start, and allocations inside it would escape
+/// the address-space limit the worker sets itself. Without the reservation
+/// every region comes from the OS, under the limit.
 pub fn isolation() -> anyhow::Result<Isolation> {
     let program = std::env::current_exe().context("cannot find the echod binary")?;
     Ok(Isolation::Process {
         program,
         args: vec!["parse-worker".into()],
+        env: vec![("MIMALLOC_ARENA_RESERVE".into(), "0".into())],
     })
 }
 

@@ -6,9 +6,8 @@
 //! - [`Isolation::Process`] (what `echod serve parser` uses): parses run in
 //!   child processes, the same binary run as `echod parse-worker`, started
 //!   with none of the service's environment (which holds the master key,
-//!   client secrets, the LLM key: a worker needs none of them), only
-//!   `MIMALLOC_ARENA_RESERVE=0`, which keeps its memory limit whole. A
-//!   worker first closes every file descriptor it inherited but its stdin, stdout and
+//!   client secrets, the LLM key: a worker needs none of them), only what
+//!   the caller names for it. A worker first closes every file descriptor it inherited but its stdin, stdout and
 //!   stderr, and caps its open files ([`WORKER_OPEN_FILES`]); then, with
 //!   its first job, its address space ([`Limits::worker_memory_bytes`]) and
 //!   CPU time (for all the parses it may serve). It parses one file at a
@@ -57,10 +56,12 @@ pub enum Isolation {
     /// A blocking thread, panics caught.
     Thread,
     /// A child process per parse: `program args…` speaking the worker
-    /// protocol ([`run_worker`]).
+    /// protocol ([`run_worker`]), with `env` as its whole environment
+    /// (nothing of the service's is inherited).
     Process {
         program: PathBuf,
         args: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
     },
 }
 
@@ -123,6 +124,9 @@ pub struct Isolator {
     jobs: AtomicU64,
 }
 
+/// How a worker is started: program, arguments, whole environment.
+type WorkerCommand<'a> = (&'a PathBuf, &'a [OsString], &'a [(OsString, OsString)]);
+
 /// A parse worker process between or during parses.
 #[derive(Debug)]
 struct Worker {
@@ -175,8 +179,9 @@ impl Isolator {
                     Ok(Ok(Ok(result))) => result,
                 }
             }
-            Isolation::Process { program, args } => {
-                let result = self.in_process(program, args, kind, &bytes, limits).await;
+            Isolation::Process { program, args, env } => {
+                let command = (program, args.as_slice(), env.as_slice());
+                let result = self.in_process(command, kind, &bytes, limits).await;
                 drop(permit);
                 result
             }
@@ -187,15 +192,14 @@ impl Isolator {
     /// the timeout.
     async fn in_process(
         &self,
-        program: &PathBuf,
-        args: &[OsString],
+        command: WorkerCommand<'_>,
         kind: Kind,
         bytes: &[u8],
         limits: &Limits,
     ) -> Result<Parsed, ParseError> {
         let mut worker = match self.idle_worker(limits) {
             Some(worker) => worker,
-            None => Worker::start(program, args, limits)?,
+            None => Worker::start(command, limits)?,
         };
         let nonce = format!(
             "{:016x}",
@@ -233,15 +237,11 @@ impl Isolator {
 }
 
 impl Worker {
-    fn start(program: &PathBuf, args: &[OsString], limits: &Limits) -> Result<Self, ParseError> {
+    fn start((program, args, env): WorkerCommand<'_>, limits: &Limits) -> Result<Self, ParseError> {
         let mut child = tokio::process::Command::new(program)
             .args(args)
             .env_clear()
-            // echod allocates with mimalloc, which reserves a 1 GiB arena at
-            // start: allocations inside it would escape the address-space
-            // limit the worker sets itself. Without the reservation every
-            // region comes from the OS, under the limit.
-            .env("MIMALLOC_ARENA_RESERVE", "0")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
