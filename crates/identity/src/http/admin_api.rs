@@ -260,9 +260,7 @@ fn page_limit(params: &ListParams) -> u32 {
 #[utoipa::path(
     get, path = "/admin/v1/users", params(ListParams), responses(
         (status = 200, description = "a page of users", body = List<UserView>),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json")
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -298,10 +296,8 @@ pub struct NewUserBody {
 #[utoipa::path(
     post, path = "/admin/v1/users", request_body = NewUserBody, responses(
         (status = 201, description = "the user", body = UserView),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json")
+        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json"),
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -378,10 +374,8 @@ pub struct UserDetail {
 #[utoipa::path(
     get, path = "/admin/v1/users/{name}", params(("name" = String, Path, description = "the username")), responses(
         (status = 200, description = "the user", body = UserDetail),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -422,13 +416,11 @@ pub struct UserChanges {
 #[utoipa::path(
     patch, path = "/admin/v1/users/{name}", params(("name" = String, Path, description = "the username")), request_body = UserChanges, responses(
         (status = 200, description = "the user", body = UserView),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 412, description = "changed since read", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 428, description = "If-Match missing", body = ProblemDoc, content_type = "application/problem+json")
+        (status = 428, description = "If-Match missing", body = ProblemDoc, content_type = "application/problem+json"),
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -475,11 +467,9 @@ pub async fn update_user(
 #[utoipa::path(
     delete, path = "/admin/v1/users/{name}", params(("name" = String, Path, description = "the username")), responses(
         (status = 204, description = "deleted"),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json")
+        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json"),
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -499,10 +489,8 @@ pub async fn delete_user(
 #[utoipa::path(
     post, path = "/admin/v1/users/{name}/unlock", params(("name" = String, Path, description = "the username")), responses(
         (status = 204, description = "unlocked"),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -522,10 +510,8 @@ pub async fn unlock_user(
 #[utoipa::path(
     post, path = "/admin/v1/users/{name}/reset-mfa", params(("name" = String, Path, description = "the username")), responses(
         (status = 204, description = "removed"),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -569,10 +555,8 @@ pub struct UserSessionsView {
 #[utoipa::path(
     get, path = "/admin/v1/users/{name}/sessions", params(("name" = String, Path, description = "the username")), responses(
         (status = 200, description = "the user's sessions and applications", body = UserSessionsView),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -635,10 +619,8 @@ struct InvitedUser {
 #[utoipa::path(
     post, path = "/admin/v1/invitations", request_body = InvitationBody, responses(
         (status = 201, description = "the invited user", body = InvitedUser),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json")
+        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json"),
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -672,9 +654,7 @@ pub async fn invite(
 #[utoipa::path(
     get, path = "/admin/v1/invitations", params(ListParams), responses(
         (status = 200, description = "a page of invited users", body = List<UserView>),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json")
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -695,9 +675,7 @@ pub async fn list_invitations(
 #[utoipa::path(
     get, path = "/admin/v1/clients", params(ListParams), responses(
         (status = 200, description = "a page of clients", body = List<ClientView>),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json")
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -789,10 +767,8 @@ struct CreatedClient {
 #[utoipa::path(
     post, path = "/admin/v1/clients", request_body = NewClientBody, responses(
         (status = 201, description = "the client, with a generated secret once", body = CreatedClient),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json")
+        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json"),
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -858,10 +834,8 @@ pub async fn create_client(
 #[utoipa::path(
     get, path = "/admin/v1/clients/{id}", params(("id" = String, Path, description = "the client id")), responses(
         (status = 200, description = "the client", body = ClientView),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -880,12 +854,10 @@ pub async fn get_client(
 #[utoipa::path(
     put, path = "/admin/v1/clients/{id}", params(("id" = String, Path, description = "the client id")), request_body = RegistrationBody, responses(
         (status = 200, description = "the client", body = ClientView),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 412, description = "changed since read", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 428, description = "If-Match missing", body = ProblemDoc, content_type = "application/problem+json")
+        (status = 428, description = "If-Match missing", body = ProblemDoc, content_type = "application/problem+json"),
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -910,10 +882,8 @@ pub async fn update_client(
 #[utoipa::path(
     delete, path = "/admin/v1/clients/{id}", params(("id" = String, Path, description = "the client id")), responses(
         (status = 204, description = "deleted"),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -949,10 +919,8 @@ struct RotatedSecret {
 #[utoipa::path(
     post, path = "/admin/v1/clients/{id}/secret", params(("id" = String, Path, description = "the client id")), request_body = RotateSecretBody, responses(
         (status = 200, description = "the new secret, once", body = RotatedSecret),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")
+        (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -988,9 +956,7 @@ fn key_admin<'a>(p: &'a Provider, audit: &'a ActingAs) -> KeyAdmin<'a> {
 #[utoipa::path(
     get, path = "/admin/v1/keys", responses(
         (status = 200, description = "every signing key", body = List<KeyView>),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json")
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -1016,9 +982,7 @@ pub struct RotateKeysBody {
 #[utoipa::path(
     post, path = "/admin/v1/keys/rotate", request_body = RotateKeysBody, responses(
         (status = 201, description = "the new keys", body = Vec<KeyView>),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json")
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -1051,11 +1015,9 @@ pub async fn rotate_keys(
 #[utoipa::path(
     post, path = "/admin/v1/keys/{kid}/retire", params(("kid" = String, Path, description = "the key id")), responses(
         (status = 200, description = "the key", body = KeyView),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json")
+        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json"),
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -1076,11 +1038,9 @@ pub async fn retire_key(
 #[utoipa::path(
     post, path = "/admin/v1/keys/{kid}/revoke", params(("kid" = String, Path, description = "the key id")), responses(
         (status = 200, description = "the key", body = KeyView),
-        (status = 400, description = "malformed request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "no valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks echo.admin", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json")
+        (status = 409, description = "conflict", body = ProblemDoc, content_type = "application/problem+json"),
+        Refusals
     ),
     security(("bearer" = []))
 )]
@@ -1094,6 +1054,34 @@ pub async fn revoke_key(
     let revocation = key_admin(&p, &audit).revoke(&path(kid)?).await?;
     p.keys.reload(&*p.store, p.clock.now()).await?;
     Ok(Json(KeyView::from(revocation.revoked)).into_response())
+}
+
+/// The refusals every operation may answer, before it looks at its
+/// resource.
+#[derive(utoipa::IntoResponses)]
+#[expect(
+    dead_code,
+    reason = "describes answers for the OpenAPI document; they are built as Problem"
+)]
+pub enum Refusals {
+    #[response(
+        status = 400,
+        description = "malformed request",
+        content_type = "application/problem+json"
+    )]
+    Malformed(ProblemDoc),
+    #[response(
+        status = 401,
+        description = "no valid token",
+        content_type = "application/problem+json"
+    )]
+    Unauthenticated(ProblemDoc),
+    #[response(
+        status = 403,
+        description = "the token lacks echo.admin",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(ProblemDoc),
 }
 
 /// An RFC 9457 problem, as every error of the API is answered.
@@ -1118,6 +1106,7 @@ pub struct ProblemDoc {
         get_client, update_client,
         delete_client, rotate_client_secret, list_keys, rotate_keys, retire_key, revoke_key
     ),
+    components(schemas(ProblemDoc)),
     modifiers(&BearerAuth)
 )]
 pub struct AdminApiDoc;
