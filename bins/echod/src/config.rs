@@ -5,9 +5,11 @@
 //! key whose variable the environment leaves unset becomes that variable;
 //! clap then reads variables under flags. So a flag wins over a variable,
 //! a variable over the file, and every flag and variable keeps its name
-//! and meaning. The gateway's routes, rate limits and trusted proxies (no
-//! variable) are the one structured part, handed to the gateway as
-//! [`GatewayFile`].
+//! and meaning. What has no variable is handed over as it is
+//! ([`FileOnly`]): the gateway's routes, rate limits and trusted proxies
+//! ([`GatewayFile`]), and each service's own listener certificate
+//! (`[gateway] tls_cert = …`, [`ListenerCerts`]), which `echod serve
+//! <service>` reads as `ECHO_TLS_CERT` and `echod up` as that listener's.
 //!
 //! `echod config check` validates the whole configuration as `up` and each
 //! `serve` would read it and prints the effective one, secrets redacted;
@@ -29,8 +31,9 @@ use echo_gateway::GatewayFile;
 
 use crate::cli::{Cli, Command};
 use crate::settings::{self, SECRET_VARS};
+use crate::tls::{ListenerCert, ListenerCerts};
 use keys::Platform;
-use values::{Mode, Value, redact_url};
+use values::{Mode, Value, quoted, redact_url};
 
 /// Reads the file at `path`: every key typed, an unknown key an error with
 /// its name and line.
@@ -71,24 +74,34 @@ fn unset_vars(
         .collect())
 }
 
+/// What only the file gives (no variable stands for it).
+#[derive(Debug, Default)]
+pub struct FileOnly {
+    /// The gateway's routes, rate limits and trusted proxies.
+    pub gateway: GatewayFile,
+    /// Each service's own listener certificate, for `echod up`.
+    pub listener_certs: ListenerCerts,
+}
+
 /// Applies the file named by `--config` / `ECHO_CONFIG` for a command that
-/// runs `services`: its keys become
-/// their variables where the environment leaves them unset, then the
-/// gateway's part is returned, validated. Without a file, an empty
-/// gateway part (no routes, default limits).
+/// runs `services`: its keys become their variables where the environment
+/// leaves them unset, then what only the file gives is returned,
+/// validated. Without a file, nothing (no routes, default limits, no
+/// certificate of a service's own).
 ///
 /// The variables are given by running this program again with them
 /// (`exec`, same process id, arguments and descriptors), since setting
 /// the environment of a running process is `unsafe` in Rust 2024 and this
 /// crate forbids unsafe code. The new image finds every variable set and
 /// goes on; when nothing is missing nothing is run again.
-pub fn apply(path: Option<&Path>, services: &[&str]) -> anyhow::Result<GatewayFile> {
+pub fn apply(path: Option<&Path>, services: &[&str]) -> anyhow::Result<FileOnly> {
     let Some(path) = path else {
-        return Ok(GatewayFile::default());
+        return Ok(FileOnly::default());
     };
     let file = load(path)?;
-    let missing = unset_vars(&file, services, |var| std::env::var_os(var).is_some())
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let in_file = |e: String| anyhow!("{}: {e}", path.display());
+    let missing =
+        unset_vars(&file, services, |var| std::env::var_os(var).is_some()).map_err(in_file)?;
     if !missing.is_empty() {
         let mut args = std::env::args_os();
         let arg0 = args.next().unwrap_or_else(|| OsString::from("echod"));
@@ -100,15 +113,17 @@ pub fn apply(path: Option<&Path>, services: &[&str]) -> anyhow::Result<GatewayFi
             .exec();
         return Err(anyhow!(error).context("cannot apply the configuration file"));
     }
-    let gateway = file
-        .gateway_file()
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let listener_certs = file.listener_certs().map_err(in_file)?;
+    let gateway = file.gateway_file().map_err(in_file)?;
     // Validate now, so a bad route stops any command with its name.
     gateway
         .route_table()
         .and_then(|_| gateway.rate_limits())
         .with_context(|| format!("in {}", path.display()))?;
-    Ok(gateway)
+    Ok(FileOnly {
+        gateway,
+        listener_certs,
+    })
 }
 
 /// Secrets never come from a flag: a URL flag (`--queue-url`, …) carrying
@@ -161,7 +176,7 @@ const SERVICES: [&[&str]; 7] = [
 /// they came from) as `up` and each `serve` read them, every secret that is
 /// given readable, production mode's refusals; then the effective
 /// configuration, secrets redacted.
-pub fn check(data_dir: &Path, mode: Mode, gateway: &GatewayFile) -> anyhow::Result<()> {
+pub fn check(data_dir: &Path, mode: Mode, file: &FileOnly) -> anyhow::Result<()> {
     let mut up = None;
     for args in SERVICES {
         let cli = Cli::try_parse_from(std::iter::once("echod").chain(args.iter().copied()))
@@ -184,9 +199,9 @@ pub fn check(data_dir: &Path, mode: Mode, gateway: &GatewayFile) -> anyhow::Resu
     if mode == Mode::Production
         && let Some(up) = &up
     {
-        crate::production::check_up(up, data_dir)?;
+        crate::production::check_up(up, data_dir, &file.listener_certs)?;
     }
-    print!("{}", effective(data_dir, mode, gateway));
+    print!("{}", effective(data_dir, mode, file));
     Ok(())
 }
 
@@ -230,8 +245,9 @@ fn flag_info() -> BTreeMap<String, FlagInfo> {
 
 /// The effective configuration as TOML: each key's value (from the file,
 /// the environment, or the global flags), else its default, commented;
-/// URLs' passwords redacted, secrets never shown.
-fn effective(data_dir: &Path, mode: Mode, gateway: &GatewayFile) -> String {
+/// URLs' passwords redacted, secrets never shown; a service's own
+/// certificate in its section.
+fn effective(data_dir: &Path, mode: Mode, file: &FileOnly) -> String {
     let info = flag_info();
     let mut out = String::from(
         "# The effective configuration (file < ECHO_* variables < flags), secrets redacted.\n",
@@ -241,6 +257,12 @@ fn effective(data_dir: &Path, mode: Mode, gateway: &GatewayFile) -> String {
         if key.section != section {
             section = key.section;
             let _ = write!(out, "\n[{section}]\n");
+            let own = file.listener_certs.get(section).map(ListenerCert::keys);
+            for (name, _, path) in own.into_iter().flatten() {
+                if let Some(path) = path {
+                    let _ = writeln!(out, "{name} = {}", quoted(&path.display().to_string()));
+                }
+            }
         }
         let value = match key.var {
             "ECHO_DATA_DIR" => Some(data_dir.display().to_string()),
@@ -267,7 +289,7 @@ fn effective(data_dir: &Path, mode: Mode, gateway: &GatewayFile) -> String {
         };
     }
     let _ = writeln!(out, "\n# The gateway's routes:");
-    for route in &gateway.routes {
+    for route in &file.gateway.routes {
         let _ = writeln!(
             out,
             "#   {} -> {} (audience {})",
@@ -297,11 +319,11 @@ pub fn example() -> String {
             if section == "gateway" {
                 out.push_str(GATEWAY_ROUTES_EXAMPLE);
             }
-            if LISTENERS.contains(&section) {
-                out.push_str(&LISTENER_TLS_EXAMPLE.replace("SERVICE", section));
-            }
             section = key.section;
             let _ = write!(out, "\n[{section}]\n");
+            if LISTENERS.contains(&section) {
+                out.push_str(&LISTENER_CERT_EXAMPLE.replace("SERVICE", section));
+            }
         }
         out.push('\n');
         for line in wrap(key.doc.trim(), 76) {
@@ -325,18 +347,19 @@ pub fn example() -> String {
     out
 }
 
-/// The sections of services with a listener, each with its `[<section>.tls]`
-/// (shown on leaving the section; the last section, the queue's, has none).
+/// The sections of services with a listener: each may have a certificate
+/// of its own.
 const LISTENERS: [&str; 5] = ["identity", "audit", "gateway", "docs", "parser"];
 
-/// A service's own certificate, commented.
-const LISTENER_TLS_EXAMPLE: &str = r#"
-# This service's own listener certificate: for `echod serve SERVICE` it wins
-# over the top level's tls_cert, tls_key and client_ca (`echod up` uses
-# those, or dev_tls, for every listener).
-# [SERVICE.tls]
-# cert = "/etc/echo/tls/SERVICE.pem"
-# key = "/etc/echo/tls/SERVICE-key.pem"
+/// A service's own listener certificate, commented.
+const LISTENER_CERT_EXAMPLE: &str = r#"
+# This service's own listener certificate (no variable; docs/tls.md): for
+# `echod serve SERVICE` these stand for ECHO_TLS_CERT, ECHO_TLS_KEY and
+# ECHO_CLIENT_CA and win over the top level's tls_cert, tls_key and
+# client_ca; in `echod up` they serve this listener, where they win over
+# the shared certificate (tls_cert, dev_tls) and client_ca.
+# tls_cert = "/etc/echo/tls/SERVICE.pem"
+# tls_key = "/etc/echo/tls/SERVICE-key.pem"
 # client_ca = "/etc/echo/tls/clients.pem"
 "#;
 
@@ -416,10 +439,11 @@ mod tests {
     }
 
     #[test]
-    fn a_services_own_certificate_wins_for_its_serve_and_is_refused_by_up() {
+    fn a_services_own_certificate_wins_for_its_serve_and_stays_its_own_in_up() {
         let file = parse(
             "tls_cert = \"/all.pem\"\ntls_key = \"/all.key\"\n\
-             [identity.tls]\ncert = \"/id.pem\"\nkey = \"/id.key\"\nclient_ca = \"/ca.pem\"\n",
+             [identity]\ntls_cert = \"/id.pem\"\ntls_key = \"/id.key\"\nclient_ca = \"/ca.pem\"\n\
+             [docs]\nclient_ca = \"/docs-ca.pem\"\n",
         )
         .unwrap();
         let env = |services: &[&str]| -> BTreeMap<&str, String> {
@@ -435,20 +459,35 @@ mod tests {
         let audit = env(&["audit"]);
         assert_eq!(audit["ECHO_TLS_CERT"], "/all.pem");
         assert!(!audit.contains_key("ECHO_CLIENT_CA"));
-        let up = unset_vars(&file, &["identity", "audit"], |_| false).unwrap_err();
-        assert!(
-            up.contains("[identity.tls]") && up.contains("echod up"),
-            "{up}"
+        let docs = env(&["docs"]);
+        assert_eq!(docs["ECHO_TLS_CERT"], "/all.pem", "the shared certificate");
+        assert_eq!(docs["ECHO_CLIENT_CA"], "/docs-ca.pem");
+        // `up`: the shared certificate as its variables, each service's
+        // own as its listener's.
+        let up = env(&["identity", "audit", "docs"]);
+        assert_eq!(up["ECHO_TLS_CERT"], "/all.pem");
+        assert!(!up.contains_key("ECHO_CLIENT_CA"));
+        let own = file.listener_certs().unwrap();
+        assert_eq!(
+            own.keys().copied().collect::<Vec<_>>(),
+            ["docs", "identity"]
         );
+        assert_eq!(own["identity"].cert.as_deref(), Some(Path::new("/id.pem")));
+        assert_eq!(own["docs"].cert, None);
         // The environment still wins over the file.
         let vars = unset_vars(&file, &["identity"], |var| var == "ECHO_TLS_CERT").unwrap();
         assert!(vars.iter().all(|(var, _)| *var != "ECHO_TLS_CERT"));
-        let half = parse("[docs.tls]\ncert = \"/d.pem\"\n").unwrap();
-        let error = unset_vars(&half, &["docs"], |_| false).unwrap_err();
-        assert!(error.contains("[docs.tls]"), "{error}");
-        let unknown = parse("[docs.tls]\ncertificate = \"/d.pem\"\n").unwrap_err();
+        let half = parse("[docs]\ntls_cert = \"/d.pem\"\n").unwrap();
+        for services in [&["docs"][..], &["docs", "parser"]] {
+            let error = unset_vars(&half, services, |_| false).unwrap_err();
+            assert!(
+                error.contains("[docs]") && error.contains("tls_key"),
+                "{error}"
+            );
+        }
+        let unknown = parse("[docs]\ntls_certificate = \"/d.pem\"\n").unwrap_err();
         assert!(
-            unknown.contains("line 2") && unknown.contains("certificate"),
+            unknown.contains("line 2") && unknown.contains("tls_certificate"),
             "{unknown}"
         );
     }
@@ -526,7 +565,12 @@ mod tests {
                 let bare = line.trim_start_matches("# ");
                 let is_key = keys::all()
                     .any(|k| k.section == section && bare.starts_with(&format!("{} = ", k.name)));
-                if is_key { bare } else { line }
+                let is_cert = LISTENERS.contains(&section.as_str())
+                    && ListenerCert::default()
+                        .keys()
+                        .iter()
+                        .any(|(name, _, _)| bare.starts_with(&format!("{name} = ")));
+                if is_key || is_cert { bare } else { line }
             })
             .collect::<Vec<_>>()
             .join("\n");
@@ -538,6 +582,11 @@ mod tests {
             .collect();
         for key in keys::all() {
             assert!(set.contains(&key.var), "{} is not in the example", key.var);
+        }
+        let certs = file.listener_certs().unwrap();
+        for section in LISTENERS {
+            let own = &certs[section];
+            assert!(own.cert.is_some() && own.key.is_some() && own.client_ca.is_some());
         }
     }
 

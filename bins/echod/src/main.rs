@@ -47,10 +47,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{CommandFactory, FromArgMatches};
 use echo_crypto::TrustedRoots;
-use echo_gateway::GatewayFile;
 
 use crate::admin::ClientCommand;
 use crate::cli::{AuditCommand, Cli, Command, ConfigCommand, Serve};
+use crate::config::FileOnly;
 use crate::config::values::Mode;
 
 /// mimalloc: per-thread free lists instead of glibc's arenas. Each request
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
     }
     // The file's keys become variables (which may run this program again
     // with them); every command then reads them as it always has.
-    let gateway_file = match config::apply(cli.config.as_deref(), services(&cli.command))
+    let file_only = match config::apply(cli.config.as_deref(), services(&cli.command))
         .and_then(|file| config::refuse_secret_flags(&Cli::command(), &matches).map(|()| file))
     {
         Ok(file) => file,
@@ -107,7 +107,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ran = runtime.block_on(run(cli, gateway_file));
+    let ran = runtime.block_on(run(cli, file_only));
     drop(runtime);
     telemetry.shutdown();
     exit_code(ran)
@@ -157,12 +157,12 @@ fn services(command: &Command) -> &'static [&'static str] {
     }
 }
 
-async fn run(cli: Cli, gateway_file: GatewayFile) -> anyhow::Result<()> {
+async fn run(cli: Cli, file: FileOnly) -> anyhow::Result<()> {
     // Installed first, so that nothing recorded while services start is lost.
     echo_edge::metrics::handle();
     let data_dir = cli.data_dir;
     if cli.mode == Mode::Production {
-        production::check_command(&cli.command, &data_dir)?;
+        production::check_command(&cli.command, &data_dir, &file.listener_certs)?;
     }
     // Read once, so a bad CA file stops any command before it connects.
     let roots = &TrustedRoots::load(cli.ca.ca_file.as_deref())
@@ -171,7 +171,7 @@ async fn run(cli: Cli, gateway_file: GatewayFile) -> anyhow::Result<()> {
         Command::Serve { service } => match *service {
             Serve::Identity(args) => identity::serve(&data_dir, roots, &args).await,
             Serve::Audit(args) => audit::serve(&data_dir, roots, &args).await,
-            Serve::Gateway(args) => gateway::serve(&data_dir, roots, &args, &gateway_file).await,
+            Serve::Gateway(args) => gateway::serve(&data_dir, roots, &args, &file.gateway).await,
             Serve::Parser(args) => parser::serve(&data_dir, roots, &args).await,
             Serve::Docs(args) => docs::serve(&data_dir, roots, &args).await,
             Serve::Worker(args) => worker::serve(&data_dir, roots, &args).await,
@@ -184,7 +184,13 @@ async fn run(cli: Cli, gateway_file: GatewayFile) -> anyhow::Result<()> {
         } => {
             unreachable!("handled before the runtime starts")
         }
-        Command::Up(args) => up::up(&data_dir, roots, &args, cli.mode, gateway_file).await,
+        Command::Up(args) => {
+            let FileOnly {
+                gateway,
+                listener_certs,
+            } = file;
+            up::up(&data_dir, roots, &args, cli.mode, gateway, listener_certs).await
+        }
         Command::Audit { command } => match command {
             AuditCommand::Tail { lines, follow } => {
                 audit::tail(&data_dir, roots, lines, follow).await
@@ -230,6 +236,6 @@ async fn run(cli: Cli, gateway_file: GatewayFile) -> anyhow::Result<()> {
         Command::Keys { command } => keys::keys_command(&data_dir, roots, command).await,
         Command::Config {
             command: ConfigCommand::Check,
-        } => config::check(&data_dir, cli.mode, &gateway_file),
+        } => config::check(&data_dir, cli.mode, &file),
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::{Command, Serve};
 use crate::settings::{MASTER_KEY_VAR, MasterKeyPlace, master_key_place};
+use crate::tls::ListenerCerts;
 use crate::up::UpArgs;
 
 /// The opt-in to a master key inside the data directory.
@@ -26,7 +27,8 @@ pub struct Listener<'a> {
 
 impl<'a> Listener<'a> {
     /// `tls`: whether the service has a certificate configured
-    /// (`--tls-cert`, or `up --dev-tls`).
+    /// (`--tls-cert`, `up --dev-tls`, or its own in its section of the
+    /// configuration file).
     pub fn new(setting: &'static str, address: &'a str, tls: bool) -> Self {
         Self {
             setting,
@@ -60,10 +62,15 @@ impl<'a> Exposure<'a> {
 const ISSUER: &str = "issuer (ECHO_ISSUER)";
 const PUBLIC_URL: &str = "gateway.public_url (ECHO_GATEWAY_PUBLIC_URL)";
 
-/// The refusals of production mode for `command`, in one error.
-pub fn check_command(command: &Command, data_dir: &Path) -> anyhow::Result<()> {
+/// The refusals of production mode for `command` (with `own`, the
+/// services' own certificates of the configuration file), in one error.
+pub fn check_command(
+    command: &Command,
+    data_dir: &Path,
+    own: &ListenerCerts,
+) -> anyhow::Result<()> {
     let exposure = match command {
-        Command::Up(args) => return check_up(args, data_dir),
+        Command::Up(args) => return check_up(args, data_dir, own),
         Command::Serve { service } => match service.as_ref() {
             Serve::Identity(args) => Exposure {
                 listeners: vec![Listener::new(
@@ -127,37 +134,48 @@ pub fn check_command(command: &Command, data_dir: &Path) -> anyhow::Result<()> {
     check(&exposure, data_dir)
 }
 
-/// The refusals of production mode for `echod up` (and `config check`).
-pub fn check_up(args: &UpArgs, data_dir: &Path) -> anyhow::Result<()> {
-    let tls = args.dev_tls || args.tls.tls_cert.is_some();
+/// The refusals of production mode for `echod up` (and `config check`):
+/// a listener serves TLS with the shared certificate (`--tls-cert`,
+/// `--dev-tls`) or its own (`own`, from its section of the file).
+pub fn check_up(args: &UpArgs, data_dir: &Path, own: &ListenerCerts) -> anyhow::Result<()> {
+    let shared = args.dev_tls || args.tls.tls_cert.is_some();
+    let tls = |service: &str| shared || own.get(service).is_some_and(|c| c.cert.is_some());
     let exposure = Exposure {
         listeners: vec![
             Listener::new(
                 "identity.listen (ECHO_IDENTITY_LISTEN)",
                 &args.identity.identity_listen,
-                tls,
+                tls("identity"),
             ),
-            Listener::new("audit.listen (ECHO_AUDIT_LISTEN)", &args.audit_listen, tls),
+            Listener::new(
+                "audit.listen (ECHO_AUDIT_LISTEN)",
+                &args.audit_listen,
+                tls("audit"),
+            ),
             Listener::new(
                 "gateway.listen (ECHO_GATEWAY_LISTEN)",
                 &args.gateway_listen,
-                tls,
+                tls("gateway"),
             ),
-            Listener::new("docs.listen (ECHO_DOCS_LISTEN)", &args.docs_listen, tls),
+            Listener::new(
+                "docs.listen (ECHO_DOCS_LISTEN)",
+                &args.docs_listen,
+                tls("docs"),
+            ),
             Listener::new(
                 "parser.listen (ECHO_PARSER_LISTEN)",
                 &args.parser_listen,
-                tls,
+                tls("parser"),
             ),
         ],
         urls: vec![
-            (ISSUER, issuer_of(&args.identity, tls)),
+            (ISSUER, issuer_of(&args.identity, tls("identity"))),
             (
                 PUBLIC_URL,
                 as_served(
                     args.gateway_public_url.as_deref(),
                     &args.gateway_listen,
-                    tls,
+                    tls("gateway"),
                 ),
             ),
         ],

@@ -1,9 +1,12 @@
 //! TLS as `echod` sets it up: a service's listener (`--tls-cert`,
 //! `--tls-key`, `--client-ca`), what it presents and trusts when it calls
 //! others (`--client-cert`, `--client-key`, `--ca-file`), and `up
-//! --dev-tls`, whose local CA in `<data>/tls` certifies every service.
+//! --dev-tls`, whose local CA in `<data>/tls` certifies every service;
+//! and a service's own certificate from its section of the configuration
+//! file ([`ListenerCert`]).
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -15,6 +18,48 @@ use crate::args::{ClientCertArgs, TlsArgs};
 
 /// Where `up --dev-tls` keeps its CA and the services' certificates.
 pub const DEV_TLS_DIR: &str = "tls";
+
+/// A service's own listener certificate, from its section of the
+/// configuration file (`[gateway] tls_cert = …`): for `echod serve
+/// <service>` the values of `ECHO_TLS_CERT`, `ECHO_TLS_KEY` and
+/// `ECHO_CLIENT_CA` (under the environment and flags); in `echod up` that
+/// listener's, where it wins over the shared certificate (`--tls-cert`,
+/// the top level's `tls_cert`, `--dev-tls`) and `--client-ca`.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerCert {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Client certificates this listener requires (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl ListenerCert {
+    pub fn is_empty(&self) -> bool {
+        self.cert.is_none() && self.key.is_none() && self.client_ca.is_none()
+    }
+
+    /// Its keys in a section, each with the variable it stands for in
+    /// `echod serve`, and its value.
+    pub fn keys(&self) -> [(&'static str, &'static str, Option<&Path>); 3] {
+        [
+            ("tls_cert", "ECHO_TLS_CERT", self.cert.as_deref()),
+            ("tls_key", "ECHO_TLS_KEY", self.key.as_deref()),
+            ("client_ca", "ECHO_CLIENT_CA", self.client_ca.as_deref()),
+        ]
+    }
+
+    /// (variable, value) of what it sets, as `echod serve` reads them.
+    pub fn vars(&self) -> Vec<(&'static str, String)> {
+        self.keys()
+            .into_iter()
+            .filter_map(|(_, var, path)| path.map(|p| (var, p.display().to_string())))
+            .collect()
+    }
+}
+
+/// The services' own listener certificates, by the name of their section
+/// (`identity`, `audit`, `gateway`, `docs`, `parser`).
+pub type ListenerCerts = BTreeMap<&'static str, ListenerCert>;
 
 /// One service's TLS.
 #[derive(Clone)]
@@ -105,12 +150,14 @@ impl ServiceTls {
     }
 }
 
-/// The TLS of the services `echod up` runs: the flags' certificate for
-/// every listener, or with `--dev-tls` each service's own from the local
-/// CA, which every service trusts.
+/// The TLS of the services `echod up` runs: a listener's own certificate
+/// of the configuration file where it has one, else the flags' certificate
+/// for every listener, or with `--dev-tls` each service's own from the
+/// local CA, which every service trusts.
 pub struct PlatformTls {
     dev: Option<DevCa>,
     args: TlsArgs,
+    own: ListenerCerts,
     /// What every service trusts: `roots`, and the development CA.
     roots: TrustedRoots,
 }
@@ -121,6 +168,7 @@ impl PlatformTls {
         args: &TlsArgs,
         roots: &TrustedRoots,
         dev: bool,
+        own: ListenerCerts,
     ) -> anyhow::Result<Self> {
         let dev = if dev {
             let dir = data_dir.join(DEV_TLS_DIR);
@@ -140,6 +188,7 @@ impl PlatformTls {
         Ok(Self {
             dev,
             args: args.clone(),
+            own,
             roots,
         })
     }
@@ -147,10 +196,33 @@ impl PlatformTls {
     /// The TLS of service `name`. `--client-ca` applies only to listeners
     /// that services alone call (`services_only`: audit, docs, the
     /// parser); browsers cannot show a client certificate to identity or
-    /// the gateway.
+    /// the gateway. A listener's own `client_ca` (its section's) applies
+    /// to it, whichever it is.
     pub fn service(&self, name: &str, services_only: bool) -> anyhow::Result<ServiceTls> {
-        let client_ca = self.args.client_ca.clone().filter(|_| services_only);
+        let own = self.own.get(name).cloned().unwrap_or_default();
+        let client_ca = match &own.client_ca {
+            Some(path) => Some(path.clone()),
+            None => self.args.client_ca.clone().filter(|_| services_only),
+        };
+        if let (Some(cert), Some(key)) = (&own.cert, &own.key) {
+            let cert = CertFiles::load(cert, key)
+                .with_context(|| format!("[{name}] tls_cert / tls_key"))?;
+            let server = ServerTls::new(cert.clone(), client_ca.as_deref())
+                .with_context(|| format!("[{name}] client_ca"))?;
+            return ServiceTls::with_client(
+                Some(server),
+                Some(cert),
+                &self.args.client,
+                &self.roots,
+            );
+        }
         let Some(ca) = &self.dev else {
+            if own.client_ca.is_some() && self.args.tls_cert.is_none() {
+                anyhow::bail!(
+                    "[{name}] client_ca needs a certificate: tls_cert and tls_key in [{name}] \
+                     or at the top level (mutual TLS is TLS)"
+                );
+            }
             let args = TlsArgs {
                 client_ca,
                 ..self.args.clone()
@@ -162,7 +234,7 @@ impl PlatformTls {
             .with_context(|| format!("the development certificate of {name}"))?;
         let cert = CertFiles::load(&issued.cert, &issued.key)?;
         let server = ServerTls::new(cert.clone(), client_ca.as_deref())
-            .context("--client-ca (ECHO_CLIENT_CA)")?;
+            .with_context(|| format!("the client CA of {name}"))?;
         ServiceTls::with_client(Some(server), Some(cert), &self.args.client, &self.roots)
     }
 }

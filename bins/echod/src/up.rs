@@ -10,9 +10,11 @@
 //!
 //! TLS (`tls.rs`): `--tls-cert` serves every listener with one
 //! certificate; `--dev-tls` gives each service its own from a local CA in
-//! `<data>/tls`, which every service trusts; `--client-ca` makes audit,
-//! docs and the parser require client certificates (services present
-//! theirs).
+//! `<data>/tls`, which every service trusts; a service's section of the
+//! configuration file may give its listener a certificate of its own
+//! (`[gateway] tls_cert = …`), which wins over both; `--client-ca` makes
+//! audit, docs and the parser require client certificates (services
+//! present theirs).
 
 use std::io::Write;
 use std::path::Path;
@@ -33,7 +35,7 @@ use crate::identity::IdentityArgs;
 use crate::parser::ParserLimitArgs;
 use crate::queue::QueueArgs;
 use crate::settings::open_store;
-use crate::tls::{PlatformTls, ServiceTls};
+use crate::tls::{ListenerCerts, PlatformTls, ServiceTls};
 use crate::{audit, bootstrap, docs, gateway, identity, parser, worker};
 
 #[derive(Debug, Clone, Args)]
@@ -93,20 +95,23 @@ pub struct UpArgs {
 }
 
 /// Every service, with the gateway's routes of `gateway_file` (and docs'),
-/// the bootstrap password kept as `mode` says (`bootstrap::admin_user`).
+/// each listener's own certificate of `listener_certs` (the configuration
+/// file's), the bootstrap password kept as `mode` says
+/// (`bootstrap::admin_user`).
 pub async fn up(
     data_dir: &Path,
     roots: &TrustedRoots,
     args: &UpArgs,
     mode: Mode,
     mut gateway_file: GatewayFile,
+    listener_certs: ListenerCerts,
 ) -> anyhow::Result<()> {
     let identity_listener = bind(&args.identity.identity_listen).await?;
     let audit_listener = bind(&args.audit_listen).await?;
     let gateway_listener = bind(&args.gateway_listen).await?;
     let docs_listener = bind(&args.docs_listen).await?;
     let parser_listener = bind(&args.parser_listen).await?;
-    let platform = PlatformTls::new(data_dir, &args.tls, roots, args.dev_tls)?;
+    let platform = PlatformTls::new(data_dir, &args.tls, roots, args.dev_tls, listener_certs)?;
     let identity_tls = platform.service("identity", false)?;
     let audit_tls = platform.service("audit", true)?;
     let gateway_tls = platform.service(gateway::CLIENT_ID, false)?;

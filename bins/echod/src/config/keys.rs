@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::values::{Address, LogFormat, Mode, Span, Url, Value};
 use crate::args::TokenAlg;
+use crate::tls::{ListenerCert, ListenerCerts};
 
 /// One key of the file.
 pub struct Key {
@@ -195,8 +196,10 @@ section! {
         database_url_file: PathBuf = "ECHO_DATABASE_URL_FILE", e.g. "/run/secrets/echo-database-url";
     }
     structured {
-        /// This service's own listener certificate (`[identity.tls]`).
-        tls: Option<ListenerTls>,
+        /// This service's own listener certificate (docs/tls.md).
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        client_ca: Option<PathBuf>,
     }
 }
 
@@ -228,8 +231,10 @@ section! {
         signing_key_file: PathBuf = "ECHO_AUDIT_SIGNING_KEY_FILE", e.g. "/etc/echo/audit-signing.key";
     }
     structured {
-        /// This service's own listener certificate (`[audit.tls]`).
-        tls: Option<ListenerTls>,
+        /// This service's own listener certificate (docs/tls.md).
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        client_ca: Option<PathBuf>,
     }
 }
 
@@ -261,8 +266,10 @@ section! {
         trusted_proxies: Option<Vec<String>>,
         rate_limit: Option<RateLimitSpec>,
         routes: Option<Vec<RouteSpec>>,
-        /// The gateway's own listener certificate (`[gateway.tls]`).
-        tls: Option<ListenerTls>,
+        /// The gateway's own listener certificate (docs/tls.md).
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        client_ca: Option<PathBuf>,
     }
 }
 
@@ -312,8 +319,10 @@ section! {
         client_secret_file: PathBuf = "ECHO_DOCS_CLIENT_SECRET_FILE", e.g. "/run/secrets/echo-docs-client";
     }
     structured {
-        /// This service's own listener certificate (`[docs.tls]`).
-        tls: Option<ListenerTls>,
+        /// This service's own listener certificate (docs/tls.md).
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        client_ca: Option<PathBuf>,
     }
 }
 
@@ -339,8 +348,10 @@ section! {
         client_secret_file: PathBuf = "ECHO_PARSER_CLIENT_SECRET_FILE", e.g. "/run/secrets/echo-parser-client";
     }
     structured {
-        /// This service's own listener certificate (`[parser.tls]`).
-        tls: Option<ListenerTls>,
+        /// This service's own listener certificate (docs/tls.md).
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        client_ca: Option<PathBuf>,
     }
 }
 
@@ -396,72 +407,54 @@ pub fn all() -> impl Iterator<Item = &'static Key> {
     .flatten()
 }
 
-/// One service's listener certificate, `[<service>.tls]`: for `echod serve
-/// <service>` its keys stand for `ECHO_TLS_CERT`, `ECHO_TLS_KEY` and
-/// `ECHO_CLIENT_CA` and win over the top level's `tls_cert`, `tls_key` and
-/// `client_ca`. `echod up` has one listener certificate (or `dev_tls`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerTls {
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-    pub client_ca: Option<PathBuf>,
-}
-
-impl ListenerTls {
-    fn vars(&self) -> Vec<(&'static str, String)> {
-        [
-            ("ECHO_TLS_CERT", &self.cert),
-            ("ECHO_TLS_KEY", &self.key),
-            ("ECHO_CLIENT_CA", &self.client_ca),
-        ]
-        .into_iter()
-        .filter_map(|(var, path)| path.as_ref().map(|p| (var, Value::to_env(p))))
-        .collect()
-    }
+/// A section's own listener certificate (`tls_cert`, `tls_key`,
+/// `client_ca`), the three fields of its structured part.
+macro_rules! listener_cert {
+    ($section:expr) => {
+        $section.as_ref().map(|s| ListenerCert {
+            cert: s.tls_cert.clone(),
+            key: s.tls_key.clone(),
+            client_ca: s.client_ca.clone(),
+        })
+    };
 }
 
 impl Platform {
-    /// Each service section's listener certificate, by service name.
-    pub fn listener_tls(&self) -> impl Iterator<Item = (&'static str, &ListenerTls)> {
-        [
-            (
-                "identity",
-                self.identity.as_ref().and_then(|s| s.tls.as_ref()),
-            ),
-            ("audit", self.audit.as_ref().and_then(|s| s.tls.as_ref())),
-            (
-                "gateway",
-                self.gateway.as_ref().and_then(|s| s.tls.as_ref()),
-            ),
-            ("docs", self.docs.as_ref().and_then(|s| s.tls.as_ref())),
-            ("parser", self.parser.as_ref().and_then(|s| s.tls.as_ref())),
-        ]
-        .into_iter()
-        .filter_map(|(name, tls)| tls.map(|tls| (name, tls)))
+    /// Each service's own listener certificate, by the name of its
+    /// section: `tls_cert` and `tls_key` go together.
+    pub fn listener_certs(&self) -> Result<ListenerCerts, String> {
+        let sections = [
+            ("identity", listener_cert!(self.identity)),
+            ("audit", listener_cert!(self.audit)),
+            ("gateway", listener_cert!(self.gateway)),
+            ("docs", listener_cert!(self.docs)),
+            ("parser", listener_cert!(self.parser)),
+        ];
+        let mut certs = ListenerCerts::new();
+        for (name, cert) in sections {
+            let Some(cert) = cert.filter(|c| !c.is_empty()) else {
+                continue;
+            };
+            if cert.cert.is_some() != cert.key.is_some() {
+                return Err(format!("[{name}] needs both `tls_cert` and `tls_key`"));
+            }
+            certs.insert(name, cert);
+        }
+        Ok(certs)
     }
 
     /// (variable, value) of every key the file sets, for a command that
-    /// runs `services`: one service's `[<service>.tls]` comes last, so it
-    /// wins over the top level's certificate; `up` (several services) has
-    /// no per-service certificate, which is an error.
+    /// runs `services`. For `echod serve <service>` its section's
+    /// certificate keys come last, as `ECHO_TLS_CERT`, `ECHO_TLS_KEY` and
+    /// `ECHO_CLIENT_CA`, so they win over the top level's; `echod up`
+    /// reads each section's certificate itself ([`Platform::listener_certs`]).
     pub fn all_vars(&self, services: &[&str]) -> Result<Vec<(&'static str, String)>, String> {
         let mut vars = self.vars_of_keys();
-        for (name, tls) in self.listener_tls() {
-            if tls.cert.is_some() != tls.key.is_some() {
-                return Err(format!("[{name}.tls] needs both `cert` and `key`"));
-            }
-            match services {
-                [one] if *one == name => vars.extend(tls.vars()),
-                [_, _, ..] if services.contains(&name) => {
-                    return Err(format!(
-                        "[{name}.tls]: `echod up` serves every listener with the top-level \
-                         `tls_cert` / `tls_key` (or `dev_tls`); a service's own certificate \
-                         is for `echod serve {name}`"
-                    ));
-                }
-                _ => {}
-            }
+        let certs = self.listener_certs()?;
+        if let [one] = services
+            && let Some(own) = certs.get(*one)
+        {
+            vars.extend(own.vars());
         }
         Ok(vars)
     }

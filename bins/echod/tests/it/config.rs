@@ -512,6 +512,26 @@ fn production_mode_refuses_each_development_default_by_name() {
         .args(["config", "check"])
         .env("ECHO_MASTER_KEY", MASTER_KEY);
     refused(&mut by_file, &["gateway.listen (ECHO_GATEWAY_LISTEN)"]);
+    // The gateway's own certificate (its section's) is TLS on its listener.
+    let with_cert = write(
+        dir.path(),
+        "echo-tls.toml",
+        "mode = \"production\"\n[gateway]\nlisten = \"0.0.0.0:8080\"\n\
+         tls_cert = \"/etc/echo/gateway.pem\"\ntls_key = \"/etc/echo/gateway-key.pem\"\n",
+    );
+    let out = bare(dir.path())
+        .arg("--config")
+        .arg(&with_cert)
+        .args(["config", "check"])
+        .env("ECHO_MASTER_KEY", MASTER_KEY)
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("[gateway]\ntls_cert = \"/etc/echo/gateway.pem\"\n"),
+        "{stdout}"
+    );
     let mut by_var = bare(dir.path());
     by_var
         .args(["serve", "audit", "--listen", "0.0.0.0:0"])

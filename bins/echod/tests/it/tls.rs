@@ -1,7 +1,8 @@
 //! TLS in `echod`: `up --dev-tls` runs the platform on https with a local
 //! CA it makes once and reuses; the pipeline runs over https (and over
 //! mutual TLS with `--client-ca`); a listener with `--client-ca` wants a
-//! client certificate and still a token.
+//! client certificate and still a token; a service's section of the
+//! configuration file gives its listener a certificate of its own.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -255,6 +256,66 @@ async fn up_dev_tls_runs_everything_on_https_with_a_ca_made_once() {
     assert_eq!(parsed.status(), 200);
     let parsed: Value = parsed.json().await.unwrap();
     assert!(parsed.to_string().contains("plain words"), "{parsed}");
+}
+
+/// The configuration file's `[gateway] tls_cert` serves the gateway of
+/// `echod up` (a certificate of another CA here), the top level's
+/// `tls_cert` every other listener; services call each other over https
+/// trusting `ca_file` (both CAs), and a user signs in through the gateway.
+#[tokio::test]
+async fn up_serves_a_listener_with_its_sections_certificate_and_the_others_with_the_shared_one() {
+    let dir = echo_testkit::data_dir();
+    add_user(dir.path(), "alice");
+    let certs = tempfile::tempdir().unwrap();
+    let shared_ca =
+        DevCa::open_or_create_named(&certs.path().join("shared"), "Echo shared test CA").unwrap();
+    let gateway_ca =
+        DevCa::open_or_create_named(&certs.path().join("gateway"), "Echo gateway test CA").unwrap();
+    let shared = shared_ca.issue("services").unwrap();
+    let own = gateway_ca.issue("gateway").unwrap();
+    let both = certs.path().join("both.pem");
+    let pem = |ca: &DevCa| std::fs::read(ca.ca_path()).unwrap();
+    std::fs::write(&both, [pem(&shared_ca), pem(&gateway_ca)].concat()).unwrap();
+    let file = certs.path().join("echo.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "ca_file = {both:?}\ntls_cert = {:?}\ntls_key = {:?}\n\
+             [gateway]\ntls_cert = {:?}\ntls_key = {:?}\n",
+            shared.cert, shared.key, own.cert, own.key
+        ),
+    )
+    .unwrap();
+    let mut up = up_on_free_ports(dir.path());
+    up.arg("--config").arg(&file);
+    let server = start_up(up);
+    let gateway = server.up.clone().unwrap();
+    assert!(gateway.starts_with("https://127.0.0.1:"), "{gateway}");
+
+    let trusting_shared = client(&shared_ca.ca_path(), None);
+    let trusting_gateway = client(&gateway_ca.ca_path(), None);
+    // `ready` lines: identity, audit, gateway, docs, parser.
+    for (index, addr) in server.ready.iter().enumerate() {
+        let (trusted, other) = if index == 2 {
+            (&trusting_gateway, &trusting_shared)
+        } else {
+            (&trusting_shared, &trusting_gateway)
+        };
+        let url = format!("https://{addr}/healthz");
+        let answer = trusted.get(&url).send().await;
+        assert_eq!(answer.unwrap().status(), 200, "{url}");
+        assert!(
+            other.get(&url).send().await.is_err(),
+            "{url} serves the other CA's certificate"
+        );
+    }
+    // The gateway signs alice in at identity over https.
+    let alice = User::sign_in_with(&server, "alice", Hop::trusting(&both)).await;
+    assert!(
+        alice.cookies().contains_key("__Host-echo_session"),
+        "{:?}",
+        alice.cookies().keys()
+    );
 }
 
 #[test]
