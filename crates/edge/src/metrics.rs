@@ -167,3 +167,63 @@ fn describe() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalogued(name: &str) -> bool {
+        CATALOGUE.iter().any(|(known, _, _)| *known == name)
+    }
+
+    /// Names follow Prometheus's conventions: `echo_` first, counters in
+    /// `_total`, histograms in a unit (`_seconds`), gauges in neither.
+    #[test]
+    fn every_name_follows_the_prometheus_conventions() {
+        for (name, kind, help) in CATALOGUE {
+            assert!(name.starts_with("echo_"), "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{name}"
+            );
+            let fits = match kind {
+                Kind::Counter => name.ends_with("_total"),
+                Kind::Seconds => name.ends_with("_seconds"),
+                Kind::Gauge => !name.ends_with("_total") && !name.ends_with("_seconds"),
+            };
+            assert!(fits, "{name}: its suffix does not say its kind");
+            assert!(help.ends_with('.') && help.len() > 10, "{name}: {help}");
+        }
+    }
+
+    /// docs/operations.md's table lists every metric, and its alert rules
+    /// name only metrics Echo records.
+    #[test]
+    fn the_operations_guide_lists_every_metric_and_alerts_on_real_ones() {
+        let guide = include_str!("../../../docs/operations.md");
+        for (name, _, _) in CATALOGUE {
+            assert!(
+                guide.contains(&format!("| `{name}` |")),
+                "{name} is not in docs/operations.md's table"
+            );
+        }
+        let rules = guide.lines().filter(|line| line.contains("expr:"));
+        let mut named = 0;
+        for line in rules {
+            for word in line
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("echo_"))
+            {
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| word.strip_suffix(suffix))
+                    .filter(|family| catalogued(family))
+                    .unwrap_or(word);
+                assert!(catalogued(family), "an alert rule names {word}");
+                named += 1;
+            }
+        }
+        assert!(named >= 10, "the alert rules name {named} metrics");
+    }
+}

@@ -84,8 +84,21 @@ async fn every_service_of_up_answers_health_readiness_and_metrics_that_move() {
     add_user(dir.path(), "dora");
     add_user(dir.path(), "mallory");
     add_svc_a(echod(dir.path()));
+    // A route whose upstream does not answer.
+    let config = dir.path().join("echo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[gateway.routes]]\nprefix = \"/api/down\"\nupstream = \"http://127.0.0.1:{}\"\n\
+             audience = \"docs\"\n",
+            echo_testkit::tls::free_port()
+        ),
+    )
+    .unwrap();
     let mut cmd = up_on_free_ports(dir.path());
-    cmd.args(["--lockout-after", "6"]);
+    cmd.args(["--lockout-after", "6"])
+        .arg("--config")
+        .arg(&config);
     let server = start_up(cmd);
     let expected_checks: [&[&str]; 5] = [
         &["audit", "database", "signing_keys"],
@@ -176,6 +189,9 @@ async fn every_service_of_up_answers_health_readiness_and_metrics_that_move() {
         .remove(0);
     let view = dora.wait_for(&id, Duration::from_secs(30)).await;
     assert_eq!(view["status"], "done", "{view}");
+    // A route whose upstream is down: an error of that route.
+    let (status, _) = dora.download("/api/down").await;
+    assert_eq!(status, 502);
     let metrics = eventually(identity, "every gauge published", |m| {
         m.sum("echo_gateway_live_sessions", &[]) >= 1.0
             && m.has("echo_queue_pending_jobs", &[])
@@ -188,10 +204,18 @@ async fn every_service_of_up_answers_health_readiness_and_metrics_that_move() {
     assert!(metrics.sum("echo_worker_job_duration_seconds_count", &done) >= 1.0);
     let uploaded = [("route", "/api/documents"), ("outcome", "2xx")];
     assert!(metrics.sum("echo_gateway_upstream_duration_seconds_count", &uploaded) >= 1.0);
-    assert_eq!(
-        metrics.sum("echo_gateway_upstream_errors_total", &[]),
-        0.0,
-        "no upstream failed"
+    let down = [("route", "/api/down"), ("outcome", "unavailable")];
+    assert!(
+        metrics.sum("echo_gateway_upstream_errors_total", &down) >= 1.0,
+        "the route whose upstream is down"
+    );
+    assert!(metrics.has("echo_gateway_upstream_duration_seconds_count", &down));
+    assert!(
+        !metrics.has(
+            "echo_gateway_upstream_errors_total",
+            &[("route", "/api/documents")]
+        ),
+        "no error of the docs route"
     );
     let stored = [
         ("service", "docs"),
@@ -207,11 +231,20 @@ async fn every_service_of_up_answers_health_readiness_and_metrics_that_move() {
             .any(|s| s.labels.get("route").is_some_and(|r| r.contains(&id))),
         "routes are templates, never raw paths"
     );
-    for family in metrics
-        .types
-        .keys()
-        .filter(|name| name.starts_with("echo_"))
+    for sample in metrics
+        .samples
+        .iter()
+        .filter(|s| s.name.starts_with("echo_"))
     {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| sample.name.strip_suffix(suffix))
+            .filter(|family| metrics.types.get(*family).is_some_and(|t| t == "histogram"))
+            .unwrap_or(sample.name.as_str());
+        assert!(
+            metrics.types.contains_key(family),
+            "{family} has no # TYPE line"
+        );
         assert!(
             metrics.helped.contains(family),
             "{family} has no # HELP line: add it to echo_edge's metrics catalogue"
@@ -224,11 +257,10 @@ async fn every_service_of_up_answers_health_readiness_and_metrics_that_move() {
             metrics.has("echo_audit_writer_spool_bytes", &[("writer", writer)]),
             "{writer}"
         );
+        let writer = [("writer", writer)];
+        assert!(metrics.has("echo_audit_writer_events_dropped_total", &writer));
         assert_eq!(
-            metrics.sum(
-                "echo_audit_writer_events_dropped_total",
-                &[("writer", writer)]
-            ),
+            metrics.sum("echo_audit_writer_events_dropped_total", &writer),
             0.0
         );
     }
@@ -421,4 +453,32 @@ async fn the_worker_answers_health_readiness_and_metrics_on_its_health_listener(
             ("status", "503")
         ]
     ));
+}
+
+/// A service whose issuer does not answer counts its JWKS fetches and their
+/// failures, and is not ready.
+#[tokio::test]
+async fn a_service_counts_the_jwks_fetches_that_fail() {
+    let dir = echo_testkit::data_dir();
+    let nowhere = format!("http://127.0.0.1:{}", echo_testkit::tls::free_port());
+    let mut cmd = echod(dir.path());
+    cmd.args([
+        "serve",
+        "parser",
+        "--listen",
+        "127.0.0.1:0",
+        "--issuer",
+        &nowhere,
+    ]);
+    let server = start(cmd, 1);
+    let down = readiness_becomes(&server.addr, 503).await;
+    assert_eq!(down["checks"]["issuer_keys"]["state"], "failed", "{down}");
+    let metrics = eventually(&server.addr, "a failed JWKS fetch counted", |m| {
+        m.sum("echo_jwks_fetch_failures_total", &[]) >= 1.0
+    })
+    .await;
+    assert!(
+        metrics.sum("echo_jwks_fetches_total", &[])
+            >= metrics.sum("echo_jwks_fetch_failures_total", &[])
+    );
 }
