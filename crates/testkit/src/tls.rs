@@ -4,9 +4,8 @@
 //! JetStream ([`TlsNats`]), each on a free port of 127.0.0.1 with its data
 //! in a temporary directory.
 //!
-//! A server whose program is missing skips the test (it says so), except
-//! under `CI=true`, where that fails: a CI run never passes a TLS test that
-//! did not run.
+//! A server whose program is missing fails the test, naming the program:
+//! a TLS test never passes without having run.
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt as _;
@@ -127,8 +126,10 @@ pub struct TlsRedis {
 }
 
 impl TlsRedis {
-    /// Starts it with `ca`'s server certificate; `None` when `redis-server`
-    /// is missing outside CI.
+    /// Starts it with `ca`'s server certificate.
+    ///
+    /// # Panics
+    /// When `redis-server` is missing or does not start (with its log).
     pub fn start(test: &str, ca: &TestCa) -> Self {
         let redis_server = program(test, "redis-server", &[]);
         let dir = temp_dir("echo-test-redis-");

@@ -77,3 +77,21 @@ impl Default for ClientTls {
         Self::new(&TrustedRoots::system(), None).expect("aws-lc-rs implements TLS 1.2 and 1.3")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Default`'s `expect` rests on constants: the provider and
+    /// [`PROTOCOL_VERSIONS`] agree (what rustls checks), whatever the roots.
+    #[test]
+    fn the_default_is_built_from_a_provider_that_speaks_our_versions() {
+        assert!(
+            ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(PROTOCOL_VERSIONS)
+                .is_ok()
+        );
+        let tls = ClientTls::default();
+        assert_eq!(tls.rustls_config().alpn_protocols, [b"http/1.1".to_vec()]);
+    }
+}
