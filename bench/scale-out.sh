@@ -5,7 +5,11 @@
 #   2. session lookups/s: requests with a session cookie through the gateway
 #      to a trivial upstream, sessions in SQLite vs in Redis;
 #   3. token grants/s on PostgreSQL: one identity process vs two replicas
-#      behind HAProxy (round robin), and what each core gives.
+#      behind HAProxy (round robin), and what each core gives;
+#   4. what the audit writer's `record` costs the caller, its write-ahead
+#      journal included (criterion, echo-audit-client's `record` bench);
+#   5. search latency over 10,000 documents, tantivy vs PostgreSQL
+#      full-text search (echo-docs' `query` bench: p50/p99 and criterion).
 # Pinning: the measured echod on core 0, wrk (one thread) on core 1; the two
 # replicas of row 3 one on each core, HAProxy and wrk beside them (this
 # machine has two cores, so the replicated row shares its cores with the
@@ -22,12 +26,25 @@ for tool in wrk haproxy psql redis-cli; do
   command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
 done
 
-# Two commands: with --example, cargo would build the example alone.
-cargo build --release -q -p echod
-cargo build --release -q -p echo-gateway --example bench_upstream
-TARGET="${CARGO_TARGET_DIR:-target}"
-ECHOD="${ECHOD:-$TARGET/release/echod}"
-UPSTREAM="$TARGET/release/examples/bench_upstream"
+# One release build for every figure (a release build takes 8-27 min on
+# this machine): echod, the trivial upstream and the two benches, each
+# target named so that cargo builds these alone; their paths from cargo's
+# JSON messages.
+mapfile -t BUILT < <(cargo build --release -q --message-format=json \
+    -p echod --bin echod -p echo-gateway --example bench_upstream \
+    -p echo-audit-client --bench record -p echo-docs --bench query |
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    message = json.loads(line)
+    if message.get("reason") == "compiler-artifact" and message.get("executable"):
+        print(message["target"]["name"], message["executable"])')
+built() { # target name: its executable
+  local entry
+  for entry in "${BUILT[@]}"; do [ "${entry%% *}" = "$1" ] && { echo "${entry#* }"; return; }; done
+  echo "cargo built no $1" >&2; exit 1
+}
+ECHOD="${ECHOD:-$(built echod)}"
+UPSTREAM="$(built bench_upstream)"
 WORK="$(mktemp -d)"
 DB="echo_scale_bench_$$"
 PREFIX="echo:bench:$$:"
@@ -186,3 +203,18 @@ PY
 sessions "session lookups, gateway sessions in SQLite" "$WORK/up-sqlite"
 sessions "session lookups, gateway sessions in Redis" "$WORK/up-redis" ECHO_REDIS_URL="$REDIS" ECHO_REDIS_PREFIX="$PREFIX"
 kill "$UPSTREAM_PID" 2>/dev/null || true
+
+# 4. The audit writer's record, journal included, on core 0 (its delivery
+# task sends to a stand-in answering at once; criterion, 10,000 events an
+# iteration).
+echo
+echo "# audit writer: record per event, write-ahead journal included (core 0)"
+taskset -c 0 "$(built record)" --bench audit_writer/record 2>&1 | grep -A2 '^audit_writer/record'
+
+# 5. Search latency, 10,000 documents (30,000 chunks, 20 owners), on each
+# backend; the bench on core 0, PostgreSQL's server where it runs.
+echo
+echo "# docs search: top 5 over 10,000 documents, tantivy vs PostgreSQL (bench on core 0)"
+taskset -c 0 "$(built query)" --bench 2>&1 | grep -E 'indexed|search latency|search top 5|time:'
+echo
+echo "# load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -6,7 +6,9 @@
 //! reader of `/metrics` ([`prometheus`]), and a test certificate authority
 //! with the PostgreSQL, Redis and NATS servers tests start with TLS on
 //! ([`tls`]), the PostgreSQL cluster and NATS server a test starts of its
-//! own to take away and bring back ([`engines`]), a real SMTP server that keeps what it receives
+//! own to take away and bring back ([`engines`]), network namespaces on a
+//! bridge of the test's own for processes that should talk over real
+//! interfaces ([`netns`]), a real SMTP server that keeps what it receives
 //! ([`smtp`]), and an authenticator app's TOTP codes ([`totp`]).
 //!
 //! Tests that need PostgreSQL, Redis or NATS use the machine's services at
@@ -20,6 +22,7 @@
 pub mod engines;
 pub mod files;
 pub mod modules;
+pub mod netns;
 pub mod prometheus;
 mod redis;
 pub mod refusals;

@@ -1,7 +1,15 @@
 //! The scale-out topology of issue 16 (docs/scale-out.md), each replica its
-//! own `echod serve …` process on loopback: identity, audit, gateway and
-//! docs replicas behind HAProxy (health-checked on `/readyz`), one parser
-//! and the workers, all on shared PostgreSQL, Redis and a job queue.
+//! own `echod serve …` process: identity, audit, gateway and docs replicas
+//! behind HAProxy (health-checked on `/readyz`), one parser and the
+//! workers, all on shared PostgreSQL, Redis and a job queue.
+//!
+//! Each replica runs in a network namespace of its own on a bridge of the
+//! test's own ([`echo_testkit::netns`]), so its traffic crosses real
+//! interfaces: it listens on its namespace's address, HAProxy's frontends
+//! on the host's address on the bridge, and the engines (on the host's
+//! loopback) are reached through relays on the bridge. Where the machine
+//! refuses namespaces (no root, no `ip`), the test says why and runs every
+//! replica on loopback instead.
 //!
 //! - `engines_going_away_answer_503_and_recover_by_themselves`: one replica
 //!   of each on a PostgreSQL cluster and a NATS server of the test's own,
@@ -20,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use echo_testkit::engines::{NatsServer, PgCluster, free_port};
+use echo_testkit::netns::{Namespace, Network};
 use echo_testkit::{PgTestDb, RedisKeys, TempDir};
 use serde_json::{Value, json};
 use sqlx::{Connection as _, PgConnection};
@@ -82,12 +91,16 @@ struct Engines {
 }
 
 /// One `echod serve <kind>` on a port of its own (the same after a
-/// restart, where HAProxy looks for it), with a data directory of its own
-/// (its audit spool) holding copies of the shared keys and secrets.
+/// restart, where HAProxy looks for it), in a network namespace of its own
+/// where the machine allows it, with a data directory of its own (its
+/// audit spool) holding copies of the shared keys and secrets.
 struct Replica {
     kind: Kind,
     index: usize,
+    /// Where it listens: its namespace's address, or loopback.
+    address: String,
     port: u16,
+    namespace: Option<Namespace>,
     dir: TempDir,
     process: Option<Server>,
 }
@@ -153,6 +166,24 @@ struct Topology {
     haproxy: Option<Haproxy>,
     /// The gateway's configuration: its routes to docs.
     config: std::path::PathBuf,
+    /// Each engine's URL (as in [`Engines`]) as the replicas reach it: a
+    /// relay's on the bridge when they run in namespaces.
+    reached: HashMap<String, String>,
+    /// The bridge and the namespaces, if the machine allows them, held to
+    /// be removed when the topology is dropped: last, so after the
+    /// processes in them.
+    _network: Option<Network>,
+}
+
+/// A namespace on a new bridge for each of `replicas` (kind, index); or
+/// why the machine refuses them.
+fn isolate(replicas: &[(Kind, usize)]) -> Result<(Network, Vec<Namespace>), String> {
+    let mut network = Network::create()?;
+    let namespaces = replicas
+        .iter()
+        .map(|(kind, index)| network.namespace(&format!("{}{index}", kind.name())))
+        .collect::<Result<_, _>>()?;
+    Ok((network, namespaces))
 }
 
 impl Topology {
@@ -161,24 +192,63 @@ impl Topology {
     fn start(engines: Engines, replicas: usize) -> Self {
         let shared = echo_testkit::data_dir();
         let balanced = [Kind::Identity, Kind::Audit, Kind::Gateway, Kind::Docs];
-        let mut ports: Vec<(Kind, usize, u16)> = Vec::new();
+        let mut slots: Vec<(Kind, usize)> = Vec::new();
         for kind in balanced.into_iter().chain([Kind::Worker]) {
             for index in 0..replicas {
-                ports.push((kind, index, free_port()));
+                slots.push((kind, index));
             }
         }
-        ports.push((Kind::Parser, 0, free_port()));
+        slots.push((Kind::Parser, 0));
+        let (mut network, namespaces) = match isolate(&slots) {
+            Ok((network, namespaces)) => {
+                println!(
+                    "replicas in network namespaces, HAProxy and the engines' relays on {}",
+                    network.host()
+                );
+                (Some(network), namespaces.into_iter().map(Some).collect())
+            }
+            Err(reason) => {
+                println!("replicas on loopback: the machine refuses network namespaces ({reason})");
+                (None, vec![None; slots.len()])
+            }
+        };
+        // Where HAProxy's frontends listen: where every replica reaches them.
+        let host = network
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".to_owned(), |n| n.host().to_string());
+        let places: Vec<(Kind, usize, Option<Namespace>, u16)> = slots
+            .into_iter()
+            .zip(namespaces)
+            .map(|((kind, index), namespace)| (kind, index, namespace, free_port()))
+            .collect();
         let mut urls = BTreeMap::new();
         for kind in balanced.into_iter().chain([Kind::Parser]) {
-            let port = if replicas > 1 && kind.balanced() {
-                free_port()
+            let url = if replicas > 1 && kind.balanced() {
+                format!("http://{host}:{}", free_port())
             } else {
-                ports.iter().find(|(k, _, _)| *k == kind).unwrap().2
+                let (_, _, namespace, port) =
+                    places.iter().find(|(k, _, _, _)| *k == kind).unwrap();
+                format!("http://{}:{port}", address_of(namespace.as_ref()))
             };
-            urls.insert(kind, format!("http://127.0.0.1:{port}"));
+            urls.insert(kind, url);
         }
         let config = shared.path().join("echo.toml");
         std::fs::write(&config, routes_to(&urls[&Kind::Docs])).unwrap();
+        let reached = [
+            &engines.identity_db,
+            &engines.audit_db,
+            &engines.docs_db,
+            &engines.queue.1,
+            &engines.redis.url,
+        ]
+        .into_iter()
+        .map(|url| {
+            let there = network
+                .as_mut()
+                .map_or_else(|| url.clone(), |n| n.reach(url));
+            (url.clone(), there)
+        })
+        .collect();
         let mut topology = Self {
             engines,
             shared,
@@ -186,11 +256,13 @@ impl Topology {
             replicas: Vec::new(),
             haproxy: None,
             config,
+            reached,
+            _network: network,
         };
         topology.bootstrap();
-        topology.replicas = ports
+        topology.replicas = places
             .into_iter()
-            .map(|(kind, index, port)| topology.replica(kind, index, port))
+            .map(|(kind, index, namespace, port)| topology.replica(kind, index, namespace, port))
             .collect();
         if replicas > 1 {
             topology.haproxy = Some(topology.start_haproxy());
@@ -233,7 +305,7 @@ impl Topology {
     /// users.
     fn bootstrap(&self) {
         let mut up = up_on_free_ports(self.shared.path());
-        self.on_engines(&mut up)
+        self.on_engines(&mut up, false)
             .args(["--gateway-public-url", &self.urls[&Kind::Gateway]])
             .arg("--no-worker");
         drop(start_up(up));
@@ -262,31 +334,45 @@ impl Topology {
         }
     }
 
-    /// `echod` on the shared data directory and databases.
+    /// `echod` on the shared data directory and databases (on the host).
     fn admin(&self) -> Command {
         let mut cmd = echod(self.shared.path());
-        self.on_engines(&mut cmd);
+        self.on_engines(&mut cmd, false);
         cmd
     }
 
-    /// `cmd` with every store on the engines.
-    fn on_engines<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+    /// `cmd` with every store on the engines, reached from a replica's
+    /// namespace when `from_namespace`, else from the host.
+    fn on_engines<'a>(&self, cmd: &'a mut Command, from_namespace: bool) -> &'a mut Command {
         let engines = &self.engines;
-        cmd.env("ECHO_DATABASE_URL", &engines.identity_db)
-            .env("ECHO_AUDIT_DATABASE_URL", &engines.audit_db)
-            .env("ECHO_DOCS_DATABASE_URL", &engines.docs_db)
-            .env("ECHO_DOCS_BLOB_URL", &engines.docs_db)
+        let at = |url: &String| {
+            if from_namespace {
+                self.reached[url].clone()
+            } else {
+                url.clone()
+            }
+        };
+        cmd.env("ECHO_DATABASE_URL", at(&engines.identity_db))
+            .env("ECHO_AUDIT_DATABASE_URL", at(&engines.audit_db))
+            .env("ECHO_DOCS_DATABASE_URL", at(&engines.docs_db))
+            .env("ECHO_DOCS_BLOB_URL", at(&engines.docs_db))
             .env("ECHO_DOCS_SEARCH", "postgres")
-            .env(engines.queue.0, &engines.queue.1)
-            .env("ECHO_REDIS_URL", &engines.redis.url)
+            .env(engines.queue.0, at(&engines.queue.1))
+            .env("ECHO_REDIS_URL", at(&engines.redis.url))
             .env("ECHO_REDIS_PREFIX", &engines.redis.prefix)
-            .env("ECHO_RATE_LIMIT_URL", &engines.redis.url)
+            .env("ECHO_RATE_LIMIT_URL", at(&engines.redis.url))
             .env("ECHO_RATE_LIMIT_PREFIX", &engines.redis.prefix)
             .env("ECHO_WORKER_LEASE", LEASE)
     }
 
     /// A replica's data directory: copies of the shared keys and secrets.
-    fn replica(&self, kind: Kind, index: usize, port: u16) -> Replica {
+    fn replica(
+        &self,
+        kind: Kind,
+        index: usize,
+        namespace: Option<Namespace>,
+        port: u16,
+    ) -> Replica {
         let dir = echo_testkit::data_dir();
         for entry in std::fs::read_dir(self.shared.path()).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -297,18 +383,20 @@ impl Topology {
         Replica {
             kind,
             index,
+            address: address_of(namespace.as_ref()),
             port,
+            namespace,
             dir,
             process: None,
         }
     }
 
-    /// `echod serve …` for replica `i`.
+    /// `echod serve …` for replica `i`, in its namespace if it has one.
     fn command(&self, i: usize) -> Command {
         let replica = &self.replicas[i];
         let mut cmd = echod(replica.dir.path());
-        self.on_engines(&mut cmd);
-        let listen = format!("127.0.0.1:{}", replica.port);
+        self.on_engines(&mut cmd, replica.namespace.is_some());
+        let listen = format!("{}:{}", replica.address, replica.port);
         let issuer = self.url(Kind::Identity);
         let audit = self.url(Kind::Audit);
         cmd.env("ECHO_CONFIG", &self.config)
@@ -340,7 +428,10 @@ impl Topology {
         if replica.kind != Kind::Audit {
             cmd.args(["--audit-url", audit]);
         }
-        cmd
+        match &replica.namespace {
+            Some(namespace) => namespace.command(&cmd),
+            None => cmd,
+        }
     }
 
     /// (Re)starts replica `i` on its port; returns when it printed `ready`.
@@ -438,8 +529,9 @@ impl Topology {
             ));
             for replica in self.replicas.iter().filter(|r| r.kind == *kind) {
                 config.push_str(&format!(
-                    "    server {} 127.0.0.1:{}\n",
+                    "    server {} {}:{}\n",
                     replica.name(),
+                    replica.address,
                     replica.port
                 ));
             }
@@ -485,6 +577,11 @@ impl Topology {
             std::thread::sleep(Duration::from_millis(25));
         }
     }
+}
+
+/// Where a replica in `namespace` (or on loopback) listens.
+fn address_of(namespace: Option<&Namespace>) -> String {
+    namespace.map_or_else(|| "127.0.0.1".to_owned(), |n| n.address.to_string())
 }
 
 /// The gateway's configuration: its routes to docs at `docs`, and rate
