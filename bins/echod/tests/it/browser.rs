@@ -882,7 +882,7 @@ async fn browser_portal_sessions_one_browser_signs_another_out() {
     let page = laptop.text_with("(this browser)").await;
     assert_eq!(page.matches("<tr class=\"session\">").count(), 2, "{page}");
     assert!(
-        page.contains("127.0.0.1") && page.contains("HeadlessChrome"),
+        page.contains("127.0.0.1") && page.contains("<td>Mozilla/5.0 (X11"),
         "{page}"
     );
     laptop.shot("portal-sessions").await;
