@@ -94,7 +94,10 @@ pub async fn store_contract(store: &dyn SessionStore) {
         "use only moves forward"
     );
     assert_eq!(a.name.as_deref(), Some("alice"));
-    assert_eq!(store.session("anonymous").await.unwrap(), Some(anonymous.clone()));
+    assert_eq!(
+        store.session("anonymous").await.unwrap(),
+        Some(anonymous.clone())
+    );
 
     let bobs = Session {
         subject: "u2".into(),
