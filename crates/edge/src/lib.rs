@@ -32,7 +32,8 @@
 //!   counted by every replica in [`SharedCounters`] — Redis
 //!   ([`RedisCounters`], `redis.rs`) or a service's database.
 //! - `web.rs`: cookies, pages, redirects and security headers; [`Nav`]
-//!   (`nav.rs`): the navigation bar every page people see shares.
+//!   (`nav.rs`): the navigation bar every page people see shares;
+//!   `words.rs`: times and browsers as pages say them.
 
 mod gate;
 pub mod metrics;
@@ -49,6 +50,7 @@ mod tls;
 mod tokens;
 pub mod trace;
 mod web;
+pub mod words;
 
 use axum::Router;
 use axum::extract::Request;

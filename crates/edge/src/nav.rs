@@ -59,6 +59,13 @@ impl<'a> Nav<'a> {
         add(account, "/account/password", "Password", "password", false);
         add(account, "/account/sessions", "Sessions", "sessions", false);
         if let Some(portal) = portal {
+            add(
+                portal,
+                "/sessions",
+                "Portal sessions",
+                "portal-sessions",
+                false,
+            );
             if has(&LOG_READERS) {
                 add(portal, "/logs", "Logs", "logs", true);
             }
@@ -96,7 +103,8 @@ mod tests {
                 "account",
                 "email",
                 "password",
-                "sessions"
+                "sessions",
+                "portal-sessions"
             ]
         );
         let auditor = Nav::new(portal, "https://id.test", &roles(&["auditor"]), "logs");

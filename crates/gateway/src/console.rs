@@ -22,7 +22,6 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::exchange::ADMIN_AUDIENCE;
 use crate::gateway::Gateway;
 use crate::principal::Principal;
 use crate::{GatewayError, Result};
@@ -559,12 +558,7 @@ impl Gateway {
         meta: &Origin,
     ) -> Result<Outcome> {
         self.console_user(principal)?;
-        let expected = principal
-            .session
-            .as_ref()
-            .map(|s| s.csrf.as_str())
-            .ok_or(GatewayError::SessionExpired)?;
-        self.check_form(expected, csrf, origin, meta)?;
+        self.check_session_form(principal, (csrf, origin), meta)?;
         if action.destructive() && !confirmed {
             return Ok(Outcome::Confirm {
                 question: action.question(),
@@ -607,11 +601,11 @@ impl Gateway {
         principal: &Principal,
         request: ApiRequest<'_>,
     ) -> Result<reqwest::Response> {
+        // Identity refuses the exchange once the admin's sign-in with a
+        // second factor has ended there (or never happened): a fresh
+        // sign-in, not a bare 403, is the way on.
         let token = self.admin_token(principal).await.map_err(|e| match e {
-            GatewayError::Forbidden(_) => GatewayError::Forbidden(format!(
-                "identity gives the console's access ({ADMIN_AUDIENCE}, echo.admin) only to \
-                 active admins who signed in with a second factor"
-            )),
+            GatewayError::Forbidden(_) => GatewayError::ConsoleSignIn,
             other => other,
         })?;
         let url = self

@@ -53,6 +53,16 @@ pub enum GatewayError {
     /// The caller lacks a role or scope the resource needs.
     #[error("{0}")]
     Forbidden(String),
+    /// Identity would not give the console's admin token for this admin's
+    /// session: its sign-in with a second factor has ended at identity
+    /// (the SSO session, 8 hours by default, ends before the gateway
+    /// session's 12), or never passed one. A fresh sign-in is the way on.
+    #[error(
+        "identity gives the console's access only to active admins who signed in with a \
+         second factor, and only while that sign-in lasts (identity's session, 8 hours by \
+         default): sign in again with your second factor to go on"
+    )]
+    ConsoleSignIn,
     /// Identity's admin API refused a console request (a 4xx problem):
     /// its status and its words, which the console shows the admin.
     #[error("{message}")]

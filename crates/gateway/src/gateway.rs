@@ -14,10 +14,11 @@ use echo_verify::{Claims, Expectations, Verifier, VerifyError};
 
 use crate::liveness::Liveness;
 use crate::oidc::{IdentityClient, LoginSecrets, authorize_url, logout_url};
+use crate::principal::Principal;
 use crate::proxy::{Forwarded, Upstreams};
 use crate::refresh_lock::RefreshLocks;
 use crate::return_to::safe_return_to;
-use crate::session::{LoginAttempt, Session, SessionStore, Tokens};
+use crate::session::{LoginAttempt, Session, SessionStore, Tokens, USER_AGENT_CHARS};
 use crate::token_cache::TokenCache;
 use crate::{GatewayConfig, GatewayError, Result};
 
@@ -182,6 +183,22 @@ impl Gateway {
         }
     }
 
+    /// A form posted in `principal`'s session: [`Gateway::check_form`]
+    /// against that session's form token.
+    pub(crate) fn check_session_form(
+        &self,
+        principal: &Principal,
+        (csrf, origin): (Option<&str>, Option<&str>),
+        meta: &Origin,
+    ) -> Result<()> {
+        let expected = principal
+            .session
+            .as_ref()
+            .map(|s| s.csrf.as_str())
+            .ok_or(GatewayError::SessionExpired)?;
+        self.check_form(expected, csrf, origin, meta)
+    }
+
     pub(crate) fn refuse_csrf(&self, reason: &'static str, meta: &Origin) -> Result<()> {
         self.audit(
             AuditEvent::failure("gateway.csrf.refused").detail("reason", reason),
@@ -230,7 +247,7 @@ impl Gateway {
         previous: Option<&str>,
         meta: &Origin,
     ) -> Result<SignedIn> {
-        match self.complete_login(callback, browser).await {
+        match self.complete_login(callback, browser, meta).await {
             Ok((signed_in, subject)) => {
                 if let Some(previous) = previous {
                     self.store.delete_session(&token_hash(previous)).await?;
@@ -255,6 +272,7 @@ impl Gateway {
         &self,
         callback: &Callback,
         browser: Option<&str>,
+        meta: &Origin,
     ) -> Result<(SignedIn, String)> {
         let state = callback.state.as_deref().ok_or(GatewayError::LoginState)?;
         let attempt = self
@@ -362,6 +380,14 @@ impl Gateway {
                 last_seen_at: now,
                 expires_at: now + self.config.session_absolute_ttl,
                 access_expires_at: access.exp,
+                user_agent: meta
+                    .user_agent
+                    .as_deref()
+                    .unwrap_or("")
+                    .chars()
+                    .take(USER_AGENT_CHARS)
+                    .collect(),
+                address: meta.ip().unwrap_or_default(),
             })
             .await?;
         let signed_in = SignedIn {
@@ -410,22 +436,11 @@ impl Gateway {
             return Ok(signed_out);
         };
         self.check_form(&self.csrf_token(&id_hash), csrf, origin, meta)?;
-        self.store.delete_session(&id_hash).await?;
-        self.tokens.forget(&id_hash);
+        let tokens = self.end_and_revoke(&session).await?;
         self.audit(
             AuditEvent::success("gateway.logout").actor(session.subject.as_str()),
             meta,
         );
-        let tokens = Tokens::open(&self.sealer, &id_hash, &session.tokens)?;
-        // RFC 7009: the session's refresh token (and so its family) dies
-        // with it; a copy taken from the session store is worth nothing.
-        let revoked = tokens
-            .refresh_token
-            .as_deref()
-            .unwrap_or(&tokens.access_token);
-        if let Err(e) = self.identity.revoke(revoked).await {
-            tracing::warn!(error = %e, "cannot revoke a logged-out session's token");
-        }
         logout_url(&self.config, &tokens.id_token)
     }
 

@@ -21,7 +21,8 @@
 //! - **API**: `/api/...` takes a bearer JWT from identity with
 //!   `aud` = gateway, verified locally, or a session.
 //! - **Logout** ends the session here and at identity (RP-initiated
-//!   logout with `id_token_hint`).
+//!   logout with `id_token_hint`). A user lists their sessions and ends
+//!   any of them on `/sessions` (`browser_sessions.rs`).
 //! - **Routes** (`routes.rs`, from the TOML file): path prefix →
 //!   upstream, run through the phases of `pipeline.rs` (admit, route,
 //!   authenticate, authorize, rate limit, upstream token, rewrite,
@@ -50,6 +51,7 @@
 //! to the [`echo_core::audit::AuditSink`] the gateway is given.
 
 mod audit_log;
+mod browser_sessions;
 mod config;
 mod console;
 mod error;
@@ -72,6 +74,7 @@ mod sqlite;
 mod token_cache;
 
 pub use audit_log::{EventsPage, LogEvent, LogFilters, LoginChart};
+pub use browser_sessions::BrowserSession;
 pub use config::{ClientSecret, GatewayConfig};
 pub use echo_edge::Limit;
 pub use error::{Fault, GatewayError};

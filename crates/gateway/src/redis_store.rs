@@ -10,7 +10,12 @@
 //!   (`subject`, `name`, `roles` as JSON, `created_at`, `last_seen_at`,
 //!   `expires_at`, `access_expires_at`, and `tokens` still sealed),
 //!   expiring at the idle end (`last_seen_at` + idle timeout) or the
-//!   absolute end, whichever comes first; each touch moves it.
+//!   absolute end, whichever comes first; each touch moves it. Also
+//!   `user_agent` and `address`, what the user's sessions page shows.
+//! - `<prefix>user:<subject>`: a set of the subject's session id hashes,
+//!   so their sessions page finds them; it expires with the subject's
+//!   last session to end, and ids whose session is gone are dropped as
+//!   the page is read.
 //! - `<prefix>refresh:<id hash>`: the session's refresh lock
 //!   ([`SharedLock`]): a random token, set only if absent, expiring by
 //!   itself; deleted only by the holder of that token.
@@ -31,7 +36,7 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use crate::refresh_lock::SharedLock;
-use crate::session::{LoginAttempt, Session, SessionStore};
+use crate::session::{LISTED_SESSIONS, LoginAttempt, Session, SessionStore};
 use crate::{GatewayError, Result};
 
 /// The key prefix unless configured otherwise.
@@ -57,6 +62,17 @@ redis.call('HSET', KEYS[1], 'tokens', ARGV[1], 'access_expires_at', ARGV[2], 'ro
 return 1
 ";
 
+/// Adds a session to its user's set, which lives at least as long as the
+/// session can. KEYS[1] the user's set; ARGV id hash, seconds the session
+/// can live.
+const INDEX: &str = r"
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+";
+
 /// Deletes a lock only for the token holding it. KEYS[1] lock; ARGV token.
 const UNLOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -72,6 +88,7 @@ pub struct RedisSessionStore {
     idle_ttl: i64,
     touch: Script,
     update_tokens: Script,
+    index: Script,
     unlock: Script,
 }
 
@@ -112,6 +129,7 @@ impl RedisSessionStore {
             idle_ttl,
             touch: Script::new(TOUCH),
             update_tokens: Script::new(UPDATE_TOKENS),
+            index: Script::new(INDEX),
             unlock: Script::new(UNLOCK),
         })
     }
@@ -122,6 +140,10 @@ impl RedisSessionStore {
 
     fn session_key(&self, id_hash: &str) -> String {
         format!("{}session:{id_hash}", self.prefix)
+    }
+
+    fn user_key(&self, subject: &str) -> String {
+        format!("{}user:{subject}", self.prefix)
     }
 
     fn lock_key(&self, id_hash: &str) -> String {
@@ -153,6 +175,10 @@ fn session_from(id_hash: &str, mut fields: HashMap<String, Vec<u8>>) -> Result<O
     let access_expires_at = number(take("access_expires_at")?)?;
     let tokens = take("tokens")?;
     let name = fields.remove("name").map(text).transpose()?;
+    // Absent from sessions stored before the sessions page.
+    let mut optional = |name: &str| fields.remove(name).map(text).unwrap_or(Ok(String::new()));
+    let user_agent = optional("user_agent")?;
+    let address = optional("address")?;
     Ok(Some(Session {
         id_hash: id_hash.to_owned(),
         subject,
@@ -163,6 +189,8 @@ fn session_from(id_hash: &str, mut fields: HashMap<String, Vec<u8>>) -> Result<O
         expires_at,
         access_expires_at,
         tokens,
+        user_agent,
+        address,
     }))
 }
 
@@ -203,6 +231,8 @@ impl SessionStore for RedisSessionStore {
                 s.access_expires_at.to_string().into_bytes(),
             ),
             ("tokens", s.tokens.clone()),
+            ("user_agent", s.user_agent.clone().into_bytes()),
+            ("address", s.address.clone().into_bytes()),
         ];
         if let Some(name) = &s.name {
             fields.push(("name", name.clone().into_bytes()));
@@ -217,6 +247,13 @@ impl SessionStore for RedisSessionStore {
             .expire_at(&key, ends)
             .ignore()
             .query_async(&mut self.redis.clone())
+            .await?;
+        let _indexed: i64 = self
+            .index
+            .key(self.user_key(&s.subject))
+            .arg(&s.id_hash)
+            .arg((s.expires_at - s.last_seen_at).max(1))
+            .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(())
     }
@@ -257,6 +294,43 @@ impl SessionStore for RedisSessionStore {
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(())
+    }
+
+    async fn user_sessions(
+        &self,
+        subject: &str,
+        now: i64,
+        idle_before: i64,
+    ) -> Result<Vec<Session>> {
+        let mut redis = self.redis.clone();
+        let user_key = self.user_key(subject);
+        let ids: Vec<String> = redis.smembers(&user_key).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut read = redis::pipe();
+        for id in &ids {
+            read.hgetall(self.session_key(id));
+        }
+        let rows: Vec<HashMap<String, Vec<u8>>> = read.query_async(&mut redis).await?;
+        let mut sessions = Vec::new();
+        let mut gone = Vec::new();
+        for (id, fields) in ids.iter().zip(rows) {
+            match session_from(id, fields)? {
+                Some(s) if s.subject == subject => {
+                    if s.expires_at > now && s.last_seen_at > idle_before {
+                        sessions.push(s);
+                    }
+                }
+                _ => gone.push(id),
+            }
+        }
+        if !gone.is_empty() {
+            let _removed: i64 = redis.srem(&user_key, gone).await?;
+        }
+        sessions.sort_by(|a, b| (b.last_seen_at, &a.id_hash).cmp(&(a.last_seen_at, &b.id_hash)));
+        sessions.truncate(LISTED_SESSIONS);
+        Ok(sessions)
     }
 
     async fn delete_session(&self, id_hash: &str) -> Result<bool> {

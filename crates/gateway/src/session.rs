@@ -47,7 +47,19 @@ pub struct Session {
     pub access_expires_at: i64,
     /// [`Tokens`], sealed with [`Tokens::seal`].
     pub tokens: Vec<u8>,
+    /// The browser's `User-Agent` at sign-in (at most
+    /// [`USER_AGENT_CHARS`] characters), so its owner can tell their
+    /// sessions apart; empty when it sent none.
+    pub user_agent: String,
+    /// The client address at sign-in; empty when unknown.
+    pub address: String,
 }
+
+/// The longest `User-Agent` a session keeps, in characters.
+pub const USER_AGENT_CHARS: usize = 256;
+
+/// Sessions of one user listed at most ([`SessionStore::user_sessions`]).
+pub const LISTED_SESSIONS: usize = 100;
 
 /// Storage of login attempts and sessions.
 #[async_trait]
@@ -67,6 +79,15 @@ pub trait SessionStore: Send + Sync + 'static {
         access_expires_at: i64,
         roles: &[String],
     ) -> Result<()>;
+    /// The sessions of `subject` alive at `now` (used since
+    /// `idle_before`), most recently used first, at most
+    /// [`LISTED_SESSIONS`]: what the user's sessions page lists.
+    async fn user_sessions(
+        &self,
+        subject: &str,
+        now: i64,
+        idle_before: i64,
+    ) -> Result<Vec<Session>>;
     /// Whether a session was deleted.
     async fn delete_session(&self, id_hash: &str) -> Result<bool>;
     /// Deletes ended sessions (past `now` or unused since `idle_before`)

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqliteRow, SqliteSynchronous};
 
-use crate::session::{LoginAttempt, Session, SessionStore};
+use crate::session::{LISTED_SESSIONS, LoginAttempt, Session, SessionStore};
 use crate::{GatewayError, Result};
 
 /// How long a read session is served from memory.
@@ -114,6 +114,8 @@ fn session_from(row: &SqliteRow) -> Result<Session> {
         expires_at: row.try_get("expires_at")?,
         access_expires_at: row.try_get("access_expires_at")?,
         tokens: row.try_get("tokens")?,
+        user_agent: row.try_get("user_agent")?,
+        address: row.try_get("address")?,
     })
 }
 
@@ -162,8 +164,8 @@ impl SessionStore for SqliteSessionStore {
 
     async fn insert_session(&self, s: &Session) -> Result<()> {
         sqlx::query(
-            "INSERT INTO sessions (id_hash, subject, name, roles, created_at, last_seen_at, expires_at, access_expires_at, tokens)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id_hash, subject, name, roles, created_at, last_seen_at, expires_at, access_expires_at, tokens, user_agent, address)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id_hash)
         .bind(&s.subject)
@@ -174,6 +176,8 @@ impl SessionStore for SqliteSessionStore {
         .bind(s.expires_at)
         .bind(s.access_expires_at)
         .bind(&s.tokens)
+        .bind(&s.user_agent)
+        .bind(&s.address)
         .execute(&self.write)
         .await?;
         Ok(())
@@ -224,6 +228,26 @@ impl SessionStore for SqliteSessionStore {
         .await?;
         self.forget(Some(id_hash));
         Ok(())
+    }
+
+    async fn user_sessions(
+        &self,
+        subject: &str,
+        now: i64,
+        idle_before: i64,
+    ) -> Result<Vec<Session>> {
+        let rows = sqlx::query(
+            "SELECT * FROM sessions
+             WHERE subject = ? AND expires_at > ? AND last_seen_at > ?
+             ORDER BY last_seen_at DESC, id_hash LIMIT ?",
+        )
+        .bind(subject)
+        .bind(now)
+        .bind(idle_before)
+        .bind(LISTED_SESSIONS as i64)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(session_from).collect()
     }
 
     async fn delete_session(&self, id_hash: &str) -> Result<bool> {

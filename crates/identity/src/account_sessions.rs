@@ -124,30 +124,3 @@ impl Provider {
         Ok(revoked)
     }
 }
-
-/// `then` relative to `now`, in words ("just now", "5 minutes ago").
-pub fn ago(now: i64, then: i64) -> String {
-    let seconds = (now - then).max(0);
-    let (count, unit) = match seconds {
-        0..60 => return "just now".to_owned(),
-        60..3_600 => (seconds / 60, "minute"),
-        3_600..86_400 => (seconds / 3_600, "hour"),
-        _ => (seconds / 86_400, "day"),
-    };
-    let plural = if count == 1 { "" } else { "s" };
-    format!("{count} {unit}{plural} ago")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_read_as_words() {
-        assert_eq!(ago(100, 100), "just now");
-        assert_eq!(ago(100, 200), "just now", "a clock behind");
-        assert_eq!(ago(160, 100), "1 minute ago");
-        assert_eq!(ago(100 + 7_200, 100), "2 hours ago");
-        assert_eq!(ago(100 + 3 * 86_400, 100), "3 days ago");
-    }
-}

@@ -855,6 +855,66 @@ async fn browser_sign_up_verify_address_see_sessions_and_sign_out_everywhere() {
     browser.stop().await;
 }
 
+/// Two browsers signed in as dave: the first finds both on the portal's
+/// sessions page (from the shared navigation bar) and signs the other out;
+/// the other's session is gone (its script's calls answer 401) while the
+/// first's stays. Identity's sessions page leads to the portal's.
+#[tokio::test]
+async fn browser_portal_sessions_one_browser_signs_another_out() {
+    let Some(mut laptop) = Browser::start("portal_sessions").await else {
+        return;
+    };
+    let Some(mut phone) = Browser::start("portal_sessions_other").await else {
+        return;
+    };
+    let dir = echo_testkit::data_dir();
+    let (_server, gateway) = platform(dir.path(), &[]);
+    let mut identity = String::new();
+    for browser in [&mut laptop, &mut phone] {
+        identity = to_login(browser, &gateway).await;
+        browser.submit_login("dave", "dave's long password").await;
+        assert_eq!(browser.path_when(|p| p == "/").await, "/");
+    }
+    laptop.goto(&format!("{identity}/account/sessions")).await;
+    laptop.text_with("Where you are signed in").await;
+    laptop.click("#portal-sessions a").await;
+    assert_eq!(laptop.path_when(|p| p == "/sessions").await, "/sessions");
+    let page = laptop.text_with("(this browser)").await;
+    assert_eq!(page.matches("<tr class=\"session\">").count(), 2, "{page}");
+    assert!(
+        page.contains("127.0.0.1") && page.contains("<td>Mozilla/5.0 (X11"),
+        "{page}"
+    );
+    laptop.shot("portal-sessions").await;
+
+    laptop.click("form[action='/sessions/end'] button").await;
+    let after = laptop
+        .text_when(10, |t| t.matches("<tr class=\"session\">").count() == 1)
+        .await;
+    assert!(after.contains("(this browser)"), "{after}");
+    laptop.shot("other-signed-out").await;
+    let me = |browser: &Browser| {
+        let client = browser.client.clone();
+        async move {
+            client
+                .execute(
+                    "return fetch('/api/me', {headers: {'x-echo-csrf': '1'}}).then(r => r.status);",
+                    vec![],
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        me(&phone).await,
+        json!(401),
+        "the other browser is signed out"
+    );
+    assert_eq!(me(&laptop).await, json!(200), "this one is not");
+    laptop.stop().await;
+    phone.stop().await;
+}
+
 /// The recovery codes a page lists.
 fn recovery_codes(html: &str) -> Vec<String> {
     between(html, r#"<ul class="codes">"#, "</ul>")
@@ -1026,18 +1086,7 @@ async fn browser_accept_an_invitation_from_the_mail_and_sign_in() {
 /// recovery codes.
 async fn sign_in_enrolling(browser: &mut Browser, username: &str, password: &str) {
     browser.submit_login(username, password).await;
-    let enrol = browser.text_with("code class=\"secret\"").await;
-    let secret = between(&enrol, "<code class=\"secret\">", "</code>");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    browser.shot("enrol").await;
-    browser
-        .type_into("#code", &echo_testkit::totp::code(secret, now))
-        .await;
-    browser.click("button[type=submit]").await;
-    browser.text_with("recovery codes").await;
+    enrol(browser, "enrol").await;
     browser.click("a.button").await;
 }
 
@@ -1054,6 +1103,9 @@ async fn browser_an_admin_registers_a_client_suspends_a_user_and_rotates_keys() 
     let (_server, gateway) = platform(dir.path(), &[]);
 
     browser.goto(&format!("{gateway}/admin/clients")).await;
+    // A failed sign-in first, for the dashboard.
+    browser.submit_login("root", "not root's password").await;
+    browser.text_with("Invalid username or password").await;
     sign_in_enrolling(&mut browser, "root", "root's long password").await;
     assert_eq!(
         browser.path_when(|p| p == "/admin/clients").await,
@@ -1151,5 +1203,16 @@ async fn browser_an_admin_registers_a_client_suspends_a_user_and_rotates_keys() 
     // the actor by name, its id beside
     assert!(logs.contains("<td class=\"who\">root <code>"), "{logs}");
     browser.shot("logs-1280").await;
+
+    // the dashboard: the chart, and the latest failures named as in the log
+    browser.goto(&format!("{gateway}/admin")).await;
+    let dashboard = browser.text_with("Latest failures").await;
+    assert!(dashboard.contains("id=\"logins-chart\""), "{dashboard}");
+    assert!(
+        dashboard.contains("<td>auth.login.failure</td>")
+            && dashboard.contains("<td class=\"who\">root</td>"),
+        "the failed sign-in, its user by name: {dashboard}"
+    );
+    browser.shot("dashboard").await;
     browser.stop().await;
 }

@@ -16,12 +16,17 @@ fn printed_secret(stdout: &[u8]) -> String {
         .to_owned()
 }
 
+/// `echod serve identity` over `dir`, on a free port.
+fn serve_identity(dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = echod(dir);
+    cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
+    cmd
+}
+
 #[tokio::test]
 async fn rotate_secret_overlaps_then_only_the_new_secret_works() {
     let dir = echo_testkit::data_dir();
-    let mut cmd = echod(dir.path());
-    cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
-    let server = start(cmd, 1);
+    let server = start(serve_identity(dir.path()), 1);
     add_svc_a(echod(dir.path()));
     assert_eq!(
         client_credentials(&server.addr, "svc-a", SECRET)
@@ -126,9 +131,7 @@ async fn client_registered_with_a_jwks_file_authenticates_with_private_key_jwt()
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("private members"));
 
-    let mut cmd = echod(dir.path());
-    cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
-    let server = start(cmd, 1);
+    let server = start(serve_identity(dir.path()), 1);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -187,8 +190,7 @@ async fn token_from(addr: &str, secret: &str, forwarded: &str) -> u16 {
 async fn identity_behind_a_trusted_proxy_limits_the_forwarded_client() {
     for trusted in [true, false] {
         let dir = echo_testkit::data_dir();
-        let mut cmd = echod(dir.path());
-        cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
+        let mut cmd = serve_identity(dir.path());
         if trusted {
             cmd.env("ECHO_TRUSTED_PROXIES", "127.0.0.1, ::1");
         } else {
@@ -247,9 +249,7 @@ async fn token_for(addr: &str, audience: &str) -> u16 {
 #[tokio::test]
 async fn client_update_changes_a_registration_and_delete_removes_it() {
     let dir = echo_testkit::data_dir();
-    let mut cmd = echod(dir.path());
-    cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
-    let server = start(cmd, 1);
+    let server = start(serve_identity(dir.path()), 1);
     add_svc_a(echod(dir.path()));
     assert_eq!(token_for(&server.addr, "docs").await, 400);
 
@@ -369,9 +369,8 @@ impl AdminApiServer {
     /// As [`Self::start`], `serve identity` taking `args` too.
     pub fn start_with(args: &[&str]) -> Self {
         let dir = echo_testkit::data_dir();
-        let mut cmd = echod(dir.path());
-        cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"])
-            .args(args);
+        let mut cmd = serve_identity(dir.path());
+        cmd.args(args);
         let server = start(cmd, 1);
         let out = echod(dir.path())
             .args(["client", "add", "ops", "--generate-secret"])

@@ -1,5 +1,6 @@
-//! The admin console's pages (`/admin/users`, `/admin/clients`,
-//! `/admin/keys`): thin handlers over `console.rs`. Reads are GETs; every
+//! The admin console's pages (the dashboard `/admin`, `/admin/users`,
+//! `/admin/clients`, `/admin/keys`): thin handlers over `console.rs` (and
+//! `audit_log.rs` for the dashboard). Reads are GETs; every
 //! change is a form post answered with a redirect to the page it changed,
 //! a confirmation page, or (a new client secret) a page that shows the
 //! secret this once.
@@ -7,8 +8,8 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{Form, OriginalUri, Path, Query, State};
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, OriginalUri, Path, State};
 use axum::http::header::ORIGIN;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -17,7 +18,8 @@ use serde::Deserialize;
 
 use super::error::{console_section, page_error};
 use super::handlers::{here, signed_in};
-use super::pages::{EventRow, utc};
+use super::page::{SignedInPage, malformed};
+use super::pages::{DashboardPage, EventRow, utc};
 use crate::console::{
     AdminClient, AdminKey, AdminUser, ConsoleAction, Listed, Outcome, Registration, UserSessions,
     UserState, notice,
@@ -174,20 +176,36 @@ fn encoded(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
+/// GET /admin: the dashboard, logins per hour as an SVG chart and the
+/// latest failures, named as on the logs page (admins).
+pub async fn dashboard(State(g): AppState, page: SignedInPage) -> Response {
+    let answer = async {
+        let user = &page.user;
+        let chart = g.login_chart(user).await?;
+        let failures = LogFilters {
+            outcome: Some("failure".to_owned()),
+            ..LogFilters::default()
+        };
+        let mut events = g.logs(user, &failures).await?.events;
+        events.truncate(DashboardPage::FAILURES);
+        let rows = EventRow::read(&g, user, events).await;
+        let nav = nav(&g, user, "dashboard");
+        Ok::<_, GatewayError>(render(
+            StatusCode::OK,
+            &DashboardPage::of(&chart, rows, nav),
+        ))
+    };
+    let answer = answer.await;
+    page.answer(&g, answer)
+}
+
 /// GET /admin/users: search and page through the users.
-pub async fn users(
-    State(g): AppState,
-    meta: Origin,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    query: Result<Query<ListQuery>, QueryRejection>,
-) -> Response {
-    let page = async {
-        let Query(query) = query.map_err(|_| malformed("query"))?;
-        let user = signed_in(&g, &meta, &headers).await?;
+pub async fn users(State(g): AppState, page: SignedInPage<ListQuery>) -> Response {
+    let answer = async {
+        let (user, query) = (&page.user, &page.query);
         let listed: Listed<AdminUser> = g
             .console_list(
-                &user,
+                user,
                 "users",
                 query.search.as_deref(),
                 query.cursor.as_deref(),
@@ -204,8 +222,8 @@ pub async fn users(
         let next = next_link("users", query.search.as_deref(), listed.next_cursor);
         Ok::<_, GatewayError>(
             UsersPage {
-                nav: nav(&g, &user, "users"),
-                csrf: csrf_of(&user),
+                nav: nav(&g, user, "users"),
+                csrf: csrf_of(user),
                 search: query.search.as_deref().unwrap_or(""),
                 users,
                 next,
@@ -214,27 +232,23 @@ pub async fn users(
             .render_page(),
         )
     };
-    page.await
-        .unwrap_or_else(|e| page_error(&g, e, &here(&uri)))
+    let answer = answer.await;
+    page.answer(&g, answer)
 }
 
 /// GET /admin/users/{name}: a user, their sessions and recent events.
 pub async fn user(
     State(g): AppState,
-    meta: Origin,
-    uri: OriginalUri,
-    headers: HeaderMap,
     name: Path<String>,
-    query: Result<Query<DoneQuery>, QueryRejection>,
+    page: SignedInPage<DoneQuery>,
 ) -> Response {
-    let page = async {
-        let Query(query) = query.map_err(|_| malformed("query"))?;
-        let user = signed_in(&g, &meta, &headers).await?;
-        let shown = g.console_user_named(&user, &name).await?;
+    let answer = async {
+        let (user, query) = (&page.user, &page.query);
+        let shown = g.console_user_named(user, &name).await?;
         // The user's sessions and events are extras: the page stands
         // without them.
         let sessions = g
-            .console_user_sessions(&user, &name)
+            .console_user_sessions(user, &name)
             .await
             .inspect_err(|e| tracing::warn!(error = %e, "a user's sessions unavailable"))
             .ok();
@@ -243,15 +257,15 @@ pub async fn user(
             ..LogFilters::default()
         };
         let events = g
-            .logs(&user, &filters)
+            .logs(user, &filters)
             .await
             .inspect_err(|e| tracing::warn!(error = %e, "a user's events unavailable"))
             .ok()
             .map(|page| EventRow::all(page.events.into_iter().take(USER_EVENTS).collect()));
         Ok::<_, GatewayError>(
             UserPage {
-                nav: nav(&g, &user, "users"),
-                csrf: csrf_of(&user),
+                nav: nav(&g, user, "users"),
+                csrf: csrf_of(user),
                 base: format!("/admin/users/{}", encoded(&shown.value.username)),
                 created: utc(shown.value.created_at),
                 actions: &USER_ACTIONS,
@@ -265,28 +279,21 @@ pub async fn user(
             .render_page(),
         )
     };
-    page.await
-        .unwrap_or_else(|e| page_error(&g, e, &here(&uri)))
+    let answer = answer.await;
+    page.answer(&g, answer)
 }
 
 /// GET /admin/clients: the clients, a page at a time.
-pub async fn clients(
-    State(g): AppState,
-    meta: Origin,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    query: Result<Query<ListQuery>, QueryRejection>,
-) -> Response {
-    let page = async {
-        let Query(query) = query.map_err(|_| malformed("query"))?;
-        let user = signed_in(&g, &meta, &headers).await?;
+pub async fn clients(State(g): AppState, page: SignedInPage<ListQuery>) -> Response {
+    let answer = async {
+        let (user, query) = (&page.user, &page.query);
         let listed: Listed<AdminClient> = g
-            .console_list(&user, "clients", None, query.cursor.as_deref())
+            .console_list(user, "clients", None, query.cursor.as_deref())
             .await?;
         Ok::<_, GatewayError>(
             ClientsPage {
-                nav: nav(&g, &user, "clients"),
-                csrf: csrf_of(&user),
+                nav: nav(&g, user, "clients"),
+                csrf: csrf_of(user),
                 clients: listed.items,
                 next: next_link("clients", None, listed.next_cursor),
                 notice: query.done.as_deref().and_then(notice),
@@ -294,27 +301,23 @@ pub async fn clients(
             .render_page(),
         )
     };
-    page.await
-        .unwrap_or_else(|e| page_error(&g, e, &here(&uri)))
+    let answer = answer.await;
+    page.answer(&g, answer)
 }
 
 /// GET /admin/clients/{id}: a client, its registration in an edit form.
 pub async fn client(
     State(g): AppState,
-    meta: Origin,
-    uri: OriginalUri,
-    headers: HeaderMap,
     id: Path<String>,
-    query: Result<Query<DoneQuery>, QueryRejection>,
+    page: SignedInPage<DoneQuery>,
 ) -> Response {
-    let page = async {
-        let Query(query) = query.map_err(|_| malformed("query"))?;
-        let user = signed_in(&g, &meta, &headers).await?;
-        let client = g.console_client(&user, &id).await?;
+    let answer = async {
+        let (user, query) = (&page.user, &page.query);
+        let client = g.console_client(user, &id).await?;
         Ok::<_, GatewayError>(
             ClientPage {
-                nav: nav(&g, &user, "clients"),
-                csrf: csrf_of(&user),
+                nav: nav(&g, user, "clients"),
+                csrf: csrf_of(user),
                 base: format!("/admin/clients/{}", encoded(&client.value.id)),
                 created: utc(client.value.created_at),
                 client: client.value,
@@ -324,22 +327,15 @@ pub async fn client(
             .render_page(),
         )
     };
-    page.await
-        .unwrap_or_else(|e| page_error(&g, e, &here(&uri)))
+    let answer = answer.await;
+    page.answer(&g, answer)
 }
 
 /// GET /admin/keys: the signing keys with their state and audience.
-pub async fn keys(
-    State(g): AppState,
-    meta: Origin,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    query: Result<Query<DoneQuery>, QueryRejection>,
-) -> Response {
-    let page = async {
-        let Query(query) = query.map_err(|_| malformed("query"))?;
-        let user = signed_in(&g, &meta, &headers).await?;
-        let listed: Listed<AdminKey> = g.console_read(&user, "keys").await?.value;
+pub async fn keys(State(g): AppState, page: SignedInPage<DoneQuery>) -> Response {
+    let answer = async {
+        let (user, query) = (&page.user, &page.query);
+        let listed: Listed<AdminKey> = g.console_read(user, "keys").await?.value;
         let keys = listed
             .items
             .into_iter()
@@ -352,16 +348,16 @@ pub async fn keys(
             .collect();
         Ok::<_, GatewayError>(
             KeysPage {
-                nav: nav(&g, &user, "keys"),
-                csrf: csrf_of(&user),
+                nav: nav(&g, user, "keys"),
+                csrf: csrf_of(user),
                 keys,
                 notice: query.done.as_deref().and_then(notice),
             }
             .render_page(),
         )
     };
-    page.await
-        .unwrap_or_else(|e| page_error(&g, e, &here(&uri)))
+    let answer = answer.await;
+    page.answer(&g, answer)
 }
 
 /// A posted console form, its fields in order.
@@ -402,10 +398,6 @@ impl Fields {
             scopes: self.list("scopes"),
         }
     }
-}
-
-fn malformed(what: &str) -> GatewayError {
-    GatewayError::BadRequest(format!("malformed {what}"))
 }
 
 fn unknown_action() -> GatewayError {

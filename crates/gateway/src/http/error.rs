@@ -41,6 +41,7 @@ impl GatewayError {
             }
             GatewayError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             GatewayError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            GatewayError::ConsoleSignIn => (StatusCode::FORBIDDEN, "console_sign_in"),
             GatewayError::AdminRefused { status, .. } => (
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
                 "refused",
@@ -100,6 +101,11 @@ pub fn page_error(g: &Gateway, error: GatewayError, here: &str) -> Response {
     let (status, _) = error.status_and_code();
     let message = error.public_message();
     let sign_in = Some(("/login", "Sign in again"));
+    // Back to the page after signing in (a console form's section).
+    let sign_in_here = format!(
+        "/login?return_to={}",
+        url::form_urlencoded::byte_serialize(console_section(here).as_bytes()).collect::<String>()
+    );
     let (title, next) = match &error {
         GatewayError::LoginState => ("Sign-in expired", sign_in),
         GatewayError::LoginFailed(_) | GatewayError::IdentityRefused(_) => {
@@ -109,6 +115,10 @@ pub fn page_error(g: &Gateway, error: GatewayError, here: &str) -> Response {
         GatewayError::Identity(_) => ("Identity is unavailable", Some(("/", "Try again"))),
         GatewayError::NotFound => ("Not found", Some(("/", "Back to the start"))),
         GatewayError::Forbidden(_) => ("Access denied", Some(("/", "Back to the start"))),
+        GatewayError::ConsoleSignIn => (
+            "Sign in again for the console",
+            Some((sign_in_here.as_str(), "Sign in again")),
+        ),
         GatewayError::AdminRefused { .. } => (
             "Not done",
             Some((console_section(here), "Back to the console")),

@@ -17,9 +17,8 @@ use serde_json::json;
 
 use super::error::{api_error, page_error, respond};
 use super::pages::{
-    AccountPage, AskPage, DashboardPage, DocumentsPage, EventRow, HomePage, LogsPage,
-    SignedOutPage, UploadPage, login_cookie, login_cookie_name, nav, session_cookie,
-    session_cookie_name, utc,
+    AccountPage, AskPage, DocumentsPage, EventRow, HomePage, LogsPage, SignedOutPage, UploadPage,
+    login_cookie, login_cookie_name, nav, session_cookie, session_cookie_name, utc,
 };
 use crate::{
     CSRF_HEADER, Callback, Gateway, GatewayError, LogFilters, Presented, Principal, Surface,
@@ -218,10 +217,6 @@ pub async fn logs(
         Ok(user) => g.logs(&user, &filters).await.map(|page| (page, user)),
         Err(e) => Err(e),
     };
-    let names = match &page {
-        Ok((page, user)) => g.actor_names(user, &page.events).await,
-        Err(_) => Default::default(),
-    };
     match page {
         Ok((page, user)) => render(
             StatusCode::OK,
@@ -232,29 +227,9 @@ pub async fn logs(
                     .as_deref()
                     .map(|cursor| LogsPage::older_link(&filters, cursor)),
                 filters: &filters,
-                rows: EventRow::named(page.events, &names),
+                rows: EventRow::read(&g, &user, page.events).await,
             },
         ),
-        Err(e) => page_error(&g, e, &here(&uri)),
-    }
-}
-
-/// GET /admin: the dashboard, logins per hour as an SVG chart (admins).
-pub async fn dashboard(
-    State(g): AppState,
-    meta: Origin,
-    uri: OriginalUri,
-    headers: HeaderMap,
-) -> Response {
-    let chart = match signed_in(&g, &meta, &headers).await {
-        Ok(user) => g.login_chart(&user).await.map(|chart| (chart, user)),
-        Err(e) => Err(e),
-    };
-    match chart {
-        Ok((chart, user)) => {
-            let nav = nav(g.config(), Some(&user), "dashboard");
-            render(StatusCode::OK, &DashboardPage::of(&chart, nav))
-        }
         Err(e) => page_error(&g, e, &here(&uri)),
     }
 }

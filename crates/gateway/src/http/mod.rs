@@ -5,7 +5,9 @@
 mod console;
 mod error;
 mod handlers;
+mod page;
 mod pages;
+mod sessions;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,8 +41,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let router = Router::new()
         .route("/", get(handlers::home))
         .route("/account", get(handlers::account))
+        .route("/sessions", get(sessions::list))
+        .route("/sessions/end", post(sessions::end))
         .route("/logs", get(handlers::logs))
-        .route("/admin", get(handlers::dashboard))
+        .route("/admin", get(console::dashboard))
         .merge(console_routes())
         .route("/upload", get(handlers::upload))
         .route("/documents", get(handlers::documents))

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use echo_edge::{cookie_name, set_cookie};
 
 use crate::audit_log::{LogEvent, LogFilters, LoginChart};
-use crate::{GatewayConfig, Principal};
+use crate::{Gateway, GatewayConfig, Principal};
 
 /// The session cookie: an opaque id, nothing else.
 pub const SESSION_COOKIE: &str = "echo_session";
@@ -115,6 +115,13 @@ impl EventRow {
         Self::named(events, &HashMap::new())
     }
 
+    /// The rows of `events` as `reader` may see them named: actors by the
+    /// names [`Gateway::actor_names`] finds with the reader's authority.
+    pub async fn read(g: &Gateway, reader: &Principal, events: Vec<LogEvent>) -> Vec<Self> {
+        let names = g.actor_names(reader, &events).await;
+        Self::named(events, &names)
+    }
+
     /// The rows of `events`, their actors and subjects named from `names`
     /// (id → username) where the event does not name them itself.
     pub fn named(events: Vec<LogEvent>, names: &HashMap<String, String>) -> Vec<Self> {
@@ -208,6 +215,8 @@ pub struct Bar {
 #[template(path = "dashboard.html")]
 pub struct DashboardPage {
     pub nav: String,
+    /// The latest failures, named as on the logs page.
+    pub rows: Vec<EventRow>,
     pub width: u32,
     pub height: u32,
     pub baseline: u32,
@@ -225,9 +234,12 @@ impl DashboardPage {
     const BAR: u32 = 12;
     const TOP: u32 = 20;
 
+    /// The latest failures the dashboard lists.
+    pub const FAILURES: usize = 20;
+
     /// The chart laid out server-side: two bars per hour, scaled to the
-    /// busiest hour.
-    pub fn of(chart: &LoginChart, nav: String) -> Self {
+    /// busiest hour; `rows` under it.
+    pub fn of(chart: &LoginChart, rows: Vec<EventRow>, nav: String) -> Self {
         let baseline = 230;
         let max = chart
             .success
@@ -264,6 +276,7 @@ impl DashboardPage {
         }
         Self {
             nav,
+            rows,
             width: Self::LEFT + 24 * Self::SLOT,
             height: baseline + 30,
             baseline,
@@ -399,7 +412,7 @@ mod tests {
         };
         chart.success[0] = 4;
         chart.failure[23] = 2;
-        let page = DashboardPage::of(&chart, String::new());
+        let page = DashboardPage::of(&chart, Vec::new(), String::new());
         assert_eq!(page.bars.len(), 48);
         assert_eq!((page.bars[0].height, page.bars[0].y), (210, 20), "tallest");
         assert_eq!(page.bars[47].height, 105, "half");

@@ -288,6 +288,26 @@ impl Platform {
         }
     }
 
+    /// Adds the active user `username` (password [`PASSWORD`]) with
+    /// `roles` at identity, as `echod user add` does; their id.
+    pub async fn add_user(&self, username: &str, roles: &[&str]) -> String {
+        let new = NewUser {
+            username: username.into(),
+            password: PASSWORD.into(),
+            email: None,
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        };
+        admin::add_user(
+            &*self.identity_store,
+            &*self.identity_audit,
+            &*self.clock,
+            new,
+        )
+        .await
+        .unwrap()
+        .id
+    }
+
     pub fn gw(&self, path: &str) -> String {
         format!("{}{path}", self.gateway_url)
     }
@@ -330,11 +350,29 @@ impl Platform {
     /// From identity's `/authorize` URL to the gateway callback URL it
     /// answers, posting the login form if identity shows one.
     pub async fn callback_url(&self, browser: &Browser, authorize: &str) -> String {
+        self.callback_url_as(browser, authorize, USER).await
+    }
+
+    /// Signs `browser` in as `username` (whose password is [`PASSWORD`])
+    /// from `/login`; answers the callback's response.
+    pub async fn sign_in_as(&self, browser: &Browser, username: &str) -> Page {
+        let authorize = browser.get(&self.gw("/login")).await.location_url();
+        let callback = self.callback_url_as(browser, &authorize, username).await;
+        browser.get(&callback).await
+    }
+
+    /// [`Platform::callback_url`], signing in as `username`.
+    pub async fn callback_url_as(
+        &self,
+        browser: &Browser,
+        authorize: &str,
+        username: &str,
+    ) -> String {
         let page = browser.get(authorize).await;
         let callback = if page.status == StatusCode::OK {
             assert!(page.body.contains(r#"name="password""#), "{}", page.body);
             let mut form = page.inputs();
-            form.insert("username".into(), USER.into());
+            form.insert("username".into(), username.into());
             form.insert("password".into(), PASSWORD.into());
             let posted = browser
                 .post_form(&format!("{}/login", self.issuer), &form, &[])
@@ -356,8 +394,17 @@ pub struct Browser {
 
 impl Browser {
     pub fn new() -> Self {
+        Self::with(reqwest::Client::builder())
+    }
+
+    /// A browser that says it is `user_agent`.
+    pub fn named(user_agent: &str) -> Self {
+        Self::with(reqwest::Client::builder().user_agent(user_agent))
+    }
+
+    fn with(builder: reqwest::ClientBuilder) -> Self {
         Self {
-            http: reqwest::Client::builder()
+            http: builder
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),

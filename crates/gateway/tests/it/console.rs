@@ -6,7 +6,7 @@
 //! actions not confirmed; the admin API's refusals shown in words.
 
 use echo_core::Clock;
-use echo_identity::admin::{self, NewUser};
+use echo_identity::admin;
 use reqwest::StatusCode;
 
 use crate::common::{Browser, PASSWORD, Page, Platform, USER, unescape};
@@ -16,26 +16,12 @@ const ADMIN: &str = "root";
 /// Adds the admin `root` (no second factor yet: identity has them enrol
 /// at their first sign-in, as role `admin` requires).
 async fn add_admin(platform: &Platform) -> String {
-    let new = NewUser {
-        username: ADMIN.into(),
-        password: PASSWORD.into(),
-        email: None,
-        roles: vec!["admin".into()],
-    };
-    admin::add_user(
-        &*platform.identity_store,
-        &*platform.identity_audit,
-        &*platform.clock,
-        new,
-    )
-    .await
-    .unwrap()
-    .id
+    platform.add_user(ADMIN, &["admin"]).await
 }
 
 /// Signs `root` in at the gateway, enrolling a TOTP authenticator on the
-/// way, and lands on `return_to`.
-async fn sign_in_admin(platform: &Platform, browser: &Browser, return_to: &str) {
+/// way, and lands on `return_to`; the authenticator's secret.
+async fn sign_in_admin(platform: &Platform, browser: &Browser, return_to: &str) -> String {
     let login = format!(
         "{}?return_to={}",
         platform.gw("/login"),
@@ -65,12 +51,18 @@ async fn sign_in_admin(platform: &Platform, browser: &Browser, return_to: &str) 
     // The recovery codes, shown once, then on to the gateway.
     assert!(codes.body.contains("Recovery codes"), "{}", codes.body);
     let callback = unescape(&between(&codes.body, r#"<a class="button" href=""#, "\""));
-    let mut next = if callback.starts_with('/') {
-        format!("{}{callback}", platform.issuer)
+    follow_to_gateway(platform, browser, &callback, return_to).await;
+    secret
+}
+
+/// From `next` (identity's, relative or absolute) through identity's own
+/// redirects and the gateway's callback, which must land on `return_to`.
+async fn follow_to_gateway(platform: &Platform, browser: &Browser, next: &str, return_to: &str) {
+    let mut next = if next.starts_with('/') {
+        format!("{}{next}", platform.issuer)
     } else {
-        callback
+        next.to_owned()
     };
-    // Identity's own redirects, then the gateway's callback.
     let landed = loop {
         let page = browser.get(&next).await;
         if next.starts_with(&platform.gw("/callback")) {
@@ -551,4 +543,59 @@ async fn an_admin_without_a_second_factor_gets_no_console() {
                 || e.details.get("audience").and_then(|a| a.as_str()) != Some("identity")),
         "no admin token"
     );
+}
+
+/// Identity's SSO session (8 h) ends before the gateway session (12 h):
+/// from then on identity will not exchange the admin's token, and the
+/// console answers a page that says so and leads to a fresh sign-in with
+/// the second factor, never a 500; after it the console works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_asks_for_a_fresh_sign_in_once_identitys_session_ends() {
+    let platform = Platform::start().await;
+    add_admin(&platform).await;
+    let browser = Browser::new();
+    let secret = sign_in_admin(&platform, &browser, "/admin/users").await;
+    assert_eq!(
+        browser.get(&platform.gw("/admin/users")).await.status,
+        StatusCode::OK
+    );
+
+    // Used every 20 minutes, the gateway session outlives identity's 8 h.
+    for _ in 0..25 {
+        platform.clock.advance(20 * 60);
+        let account = browser.get(&platform.gw("/account")).await;
+        assert_eq!(account.status, StatusCode::OK, "{}", account.body);
+    }
+    let ended = browser.get(&platform.gw("/admin/users?search=x")).await;
+    assert_eq!(ended.status, StatusCode::FORBIDDEN, "{}", ended.body);
+    assert!(
+        ended.body.contains("Sign in again for the console"),
+        "{}",
+        ended.body
+    );
+    assert!(ended.body.contains("second factor"));
+    let again = unescape(&between(&ended.body, r#"<a class="button" href=""#, "\""));
+    assert_eq!(again, "/login?return_to=%2Fadmin%2Fusers");
+    // Identity's session is gone: the login form, then the code.
+    let authorize = browser.get(&platform.gw(&again)).await.location_url();
+    let form = browser.get(&authorize).await;
+    let mut fields = form.inputs();
+    fields.insert("username".into(), ADMIN.into());
+    fields.insert("password".into(), PASSWORD.into());
+    let login = format!("{}/login", platform.issuer);
+    let asked = browser.post_form(&login, &fields, &[]).await;
+    assert!(
+        asked.body.contains(r#"action="/login/mfa""#),
+        "{}",
+        asked.body
+    );
+    let mut fields = asked.inputs();
+    let code = echo_testkit::totp::code(&secret, platform.clock.now());
+    fields.insert("code".into(), code);
+    let verified = browser
+        .post_form(&format!("{login}/mfa"), &fields, &[])
+        .await;
+    follow_to_gateway(&platform, &browser, verified.location(), "/admin/users").await;
+    let users = browser.get(&platform.gw("/admin/users")).await;
+    assert_eq!(users.status, StatusCode::OK, "{}", users.body);
 }

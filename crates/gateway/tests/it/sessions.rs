@@ -6,7 +6,7 @@ use echo_core::{Clock, SystemClock};
 use echo_gateway::{LoginAttempt, Session, SessionStore};
 use reqwest::StatusCode;
 
-use crate::common::{Backend, Browser, Platform, TestStore, on_every_store};
+use crate::common::{Backend, Browser, Page, Platform, TestStore, on_every_store};
 
 on_every_store!(
     the_store_keeps_attempts_single_use_and_sessions_until_they_end,
@@ -14,6 +14,7 @@ on_every_store!(
     use_keeps_a_session_alive_until_its_absolute_end,
     session_api_calls_need_the_csrf_header_and_this_origin,
     twenty_parallel_requests_at_expiry_refresh_once_and_the_session_survives,
+    a_user_lists_their_sessions_and_signs_one_out_from_another,
 );
 
 fn session(id: &str, last_seen_at: i64, expires_at: i64) -> Session {
@@ -27,6 +28,8 @@ fn session(id: &str, last_seen_at: i64, expires_at: i64) -> Session {
         expires_at,
         access_expires_at: last_seen_at + 600,
         tokens: vec![1, 2, 3],
+        user_agent: format!("Browser/{id}"),
+        address: "192.0.2.7".into(),
     }
 }
 
@@ -91,7 +94,34 @@ pub async fn store_contract(store: &dyn SessionStore) {
         "use only moves forward"
     );
     assert_eq!(a.name.as_deref(), Some("alice"));
-    assert_eq!(store.session("anonymous").await.unwrap(), Some(anonymous));
+    assert_eq!(
+        store.session("anonymous").await.unwrap(),
+        Some(anonymous.clone())
+    );
+
+    let bobs = Session {
+        subject: "u2".into(),
+        ..session("bobs", now, now + 3600)
+    };
+    store.insert_session(&bobs).await.unwrap();
+    let listed = store.user_sessions("u1", now, now - IDLE).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|s| s.id_hash.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["a", "anonymous"],
+        "the subject's live sessions, last used first"
+    );
+    assert_eq!(
+        (listed[0].user_agent.as_str(), listed[0].address.as_str()),
+        ("Browser/a", "192.0.2.7")
+    );
+    assert!(
+        store
+            .user_sessions("nobody", now, now - IDLE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     store.purge(now, now - IDLE).await.unwrap();
     for ended in ["idle", "old"] {
@@ -110,6 +140,10 @@ pub async fn store_contract(store: &dyn SessionStore) {
     assert!(store.delete_session("a").await.unwrap());
     assert!(!store.delete_session("a").await.unwrap());
     assert_eq!(store.session("a").await.unwrap(), None);
+    let left = store.user_sessions("u1", now, now - IDLE).await.unwrap();
+    assert_eq!(left, [anonymous], "an ended session is not listed");
+    let bob = store.user_sessions("u2", now, now - IDLE).await.unwrap();
+    assert_eq!(bob, [bobs]);
 }
 
 async fn an_idle_session_sends_pages_to_login_and_back_and_the_api_gets_401(backend: Backend) {
@@ -265,4 +299,112 @@ async fn the_redis_store_locks_a_sessions_refresh_for_every_gateway() {
 
     let sqlite = TestStore::open(Backend::Sqlite, dir.path(), CONTRACT_IDLE).await;
     assert!(sqlite.store.shared_lock().is_none());
+}
+
+/// The form on `page` that ends a session other than this browser's.
+fn end_form(page: &Page) -> std::collections::BTreeMap<String, String> {
+    let at = page
+        .body
+        .find(r#"action="/sessions/end""#)
+        .unwrap_or_else(|| panic!("no other session: {}", page.body));
+    let end = page.body[at..].find("</form>").unwrap() + at;
+    Page {
+        status: page.status,
+        headers: page.headers.clone(),
+        body: page.body[at..end].to_owned(),
+    }
+    .inputs()
+}
+
+/// `/sessions` lists the user's gateway sessions (browser, address, last
+/// seen); one ends another, which is then signed out, its refresh token
+/// revoked. Refused: a form without its CSRF token or from another
+/// origin, and a session that is not the user's.
+async fn a_user_lists_their_sessions_and_signs_one_out_from_another(backend: Backend) {
+    let platform = Platform::start_on(backend).await;
+    let laptop = Browser::named("Laptop/1");
+    let phone = Browser::named("Phone/1");
+    platform.sign_in(&laptop, None).await;
+    platform.sign_in(&phone, None).await;
+    platform.clock.advance(120);
+
+    let page = laptop.get(&platform.gw("/sessions")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.body.matches(r#"<tr class="session">"#).count(), 2);
+    assert!(
+        page.body
+            .contains("Laptop/1 <strong>(this browser)</strong>")
+    );
+    assert!(page.body.contains("Phone/1</td>") && page.body.contains("127.0.0.1"));
+    assert!(page.body.contains("2 minutes ago"), "{}", page.body);
+    assert!(
+        page.body
+            .contains(r#"id="nav-portal-sessions" aria-current="page""#)
+    );
+    let form = end_form(&page);
+    let end = platform.gw("/sessions/end");
+
+    let mut no_csrf = form.clone();
+    no_csrf.remove("csrf");
+    assert_eq!(
+        laptop.post_form(&end, &no_csrf, &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let foreign = laptop
+        .post_form(&end, &form, &[("origin", "http://evil.test")])
+        .await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    platform.add_user("bob", &[]).await;
+    let bob = Browser::new();
+    platform.sign_in_as(&bob, "bob").await;
+    let bobs_page = bob.get(&platform.gw("/sessions")).await;
+    assert_eq!(
+        bobs_page.body.matches(r#"<tr class="session">"#).count(),
+        1,
+        "only his own"
+    );
+    let mut not_his = form.clone();
+    not_his.insert("csrf".into(), bobs_page.inputs()["csrf"].clone());
+    let refused = bob.post_form(&end, &not_his, &[]).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.body.contains("that session ended already"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        phone.api_me(&platform).await.status,
+        StatusCode::OK,
+        "all refused"
+    );
+
+    let ended = laptop.post_form(&end, &form, &[]).await;
+    assert_eq!(ended.location(), "/sessions");
+    let api = phone.api_me(&platform).await;
+    assert_eq!(api.status, StatusCode::UNAUTHORIZED, "signed out");
+    let page = laptop.get(&platform.gw("/sessions")).await;
+    assert_eq!(page.body.matches(r#"<tr class="session">"#).count(), 1);
+    assert!(!page.body.contains("Phone/1"));
+    let again = laptop.post_form(&end, &form, &[]).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "ended already");
+
+    let alice = platform.gateway_audited("gateway.session.ended");
+    assert_eq!(alice.len(), 1);
+    assert_eq!(alice[0].details["current"], false);
+    let subject = laptop.api_me(&platform).await.json()["sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(alice[0].actor.as_deref(), Some(subject.as_str()));
+    assert_eq!(platform.gateway_audited("gateway.csrf.refused").len(), 2);
+    assert!(
+        platform
+            .identity_audit
+            .actions()
+            .contains(&"oauth.token.revoked"),
+        "the ended session's refresh token revoked"
+    );
+    let signed_out = Browser::new();
+    let page = signed_out.get(&platform.gw("/sessions")).await;
+    assert_eq!(page.location(), "/login?return_to=%2Fsessions");
 }

@@ -12,9 +12,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::extract::{CheckedForm, UserForm, csrf_forms, signed_in_user};
 use super::handlers::{
     authorize_failure, checked_form, csrf_nonce, finish_login, hidden_fields, login_page,
-    pending_cookie, session_cookies, sso_cookie, with_pending_cookie,
+    pending_cookie, session_cookies, with_pending_cookie,
 };
 use super::pages::{
     AccountPage, EnrolPage, MfaPage, NoticePage, RecoveryPage, account_nav, add_cookies,
@@ -24,9 +25,10 @@ use crate::authorize::{AuthorizeParams, AuthorizeRequest};
 use crate::login::{PasswordOutcome, PendingStep};
 use crate::mfa::{Enrolment, MfaChange, MfaChanged, MfaState};
 use echo_edge::Origin;
-use echo_identity_store::User;
 
 use crate::{IdentityError, Provider};
+
+csrf_forms!(ConfirmForm, MfaForm, SecondStepForm);
 
 type AppState = State<Arc<Provider>>;
 
@@ -178,12 +180,8 @@ pub async fn login_mfa(
     State(p): AppState,
     meta: Origin,
     headers: HeaderMap,
-    form: Result<Form<SecondStepForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<SecondStepForm>,
 ) -> Response {
-    let form = match checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
-        Ok(form) => form,
-        Err(refused) => return refused,
-    };
     let request = match p.validate_authorize(form.authorize).await {
         Ok(request) => request,
         Err(e) => return authorize_failure(e),
@@ -230,19 +228,6 @@ pub async fn login_mfa(
             Some("Please sign in again."),
         ),
         Err(e) => error_as_page(e),
-    }
-}
-
-/// The user of the browser's SSO session, or the page that says why not.
-pub(super) async fn signed_in_user(p: &Provider, headers: &HeaderMap) -> Result<User, Response> {
-    match p.session_user(sso_cookie(p, headers)).await {
-        Ok(Some((user, _))) => Ok(user),
-        Ok(None) => Err(error_page(
-            StatusCode::UNAUTHORIZED,
-            "Not signed in",
-            "Sign in through an application first, then come back to this page.",
-        )),
-        Err(e) => Err(error_as_page(e)),
     }
 }
 
@@ -312,16 +297,8 @@ pub async fn account_totp(
     State(p): AppState,
     meta: Origin,
     headers: HeaderMap,
-    form: Result<Form<ConfirmForm>, FormRejection>,
+    UserForm { user, form }: UserForm<ConfirmForm>,
 ) -> Response {
-    let form = match checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
-        Ok(form) => form,
-        Err(refused) => return refused,
-    };
-    let user = match signed_in_user(&p, &headers).await {
-        Ok(user) => user,
-        Err(refusal) => return refusal,
-    };
     match p.confirm_totp_enrolment(&user, &form.code, &meta).await {
         Ok(codes) => render(
             StatusCode::OK,
@@ -365,16 +342,8 @@ pub async fn change_mfa(
     State(p): AppState,
     meta: Origin,
     headers: HeaderMap,
-    form: Result<Form<MfaForm>, FormRejection>,
+    UserForm { user, form }: UserForm<MfaForm>,
 ) -> Response {
-    let form = match checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
-        Ok(form) => form,
-        Err(refused) => return refused,
-    };
-    let user = match signed_in_user(&p, &headers).await {
-        Ok(user) => user,
-        Err(refusal) => return refusal,
-    };
     let change = match form.action.parse::<MfaChange>() {
         Ok(change) => change,
         Err(e) => return error_as_page(e),

@@ -15,9 +15,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, ETAG, IF_MATCH};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use echo_crypto::Algorithm;
 use echo_crypto::secret::{b64url, sha256};
@@ -71,9 +72,39 @@ fn path(p: Result<Path<String>, PathRejection>) -> Result<String, IdentityError>
     p.map(|Path(t)| t).map_err(|e| bad("path", e.body_text()))
 }
 
-/// The caller, or the refusal.
-async fn caller(p: &Provider, headers: &HeaderMap, origin: &Origin) -> Result<ActingAs, ApiError> {
-    Ok(p.admin_caller(bearer(headers), origin).await?)
+/// The admin API's caller ([`Provider::admin_caller`]: a bearer token for
+/// audience `identity` with scope `echo.admin`), the actor of what the
+/// request changes. Extracted before anything else of the request is
+/// read, so a refused caller learns nothing of the request's other
+/// faults.
+pub struct AdminCaller(pub ActingAs);
+
+impl FromRequestParts<Arc<Provider>> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        p: &Arc<Provider>,
+    ) -> Result<Self, Self::Rejection> {
+        let origin = Origin::from_request_parts(parts, p)
+            .await
+            .unwrap_or_else(|never| match never {});
+        Ok(AdminCaller(
+            p.admin_caller(bearer(&parts.headers), &origin).await?,
+        ))
+    }
+}
+
+/// An update's `If-Match` (RFC 9110 §13.1.1), checked against the
+/// resource as it is now with [`IfMatch::check`].
+pub struct IfMatch(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(IfMatch(parts.headers.get(IF_MATCH).cloned()))
+    }
 }
 
 /// A strong ETag: the hash of the representation.
@@ -82,24 +113,26 @@ fn etag_of<T: Serialize>(view: &T) -> String {
     format!("\"{}\"", &b64url(&sha256(&json))[..22])
 }
 
-/// RFC 9110 §13.1.1: an update needs `If-Match` naming the current ETag
-/// (or `*`).
-fn check_if_match<T: Serialize>(headers: &HeaderMap, current: &T) -> Result<(), IdentityError> {
-    let Some(value) = headers.get(IF_MATCH) else {
-        return Err(IdentityError::PreconditionRequired);
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| IdentityError::PreconditionFailed)?;
-    let etag = etag_of(current);
-    let matches = value
-        .split(',')
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag == etag);
-    if matches {
-        Ok(())
-    } else {
-        Err(IdentityError::PreconditionFailed)
+impl IfMatch {
+    /// RFC 9110 §13.1.1: an update needs `If-Match` naming the current
+    /// ETag (or `*`): 428 without, 412 when `current` changed since.
+    fn check<T: Serialize>(&self, current: &T) -> Result<(), IdentityError> {
+        let Some(value) = &self.0 else {
+            return Err(IdentityError::PreconditionRequired);
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| IdentityError::PreconditionFailed)?;
+        let etag = etag_of(current);
+        let matches = value
+            .split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag == etag);
+        if matches {
+            Ok(())
+        } else {
+            Err(IdentityError::PreconditionFailed)
+        }
     }
 }
 
@@ -266,11 +299,9 @@ fn page_limit(params: &ListParams) -> u32 {
 )]
 pub async fn list_users(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    _caller: AdminCaller,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> ApiResult {
-    caller(&p, &headers, &origin).await?;
     let params = query(params)?;
     let page = admin::list_users(
         &*p.store,
@@ -303,11 +334,9 @@ pub struct NewUserBody {
 )]
 pub async fn create_user(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    AdminCaller(audit): AdminCaller,
     json: Result<Json<NewUserBody>, JsonRejection>,
 ) -> ApiResult {
-    let audit = caller(&p, &headers, &origin).await?;
     let new = body(json)?;
     let user = admin::add_user(
         &*p.store,
@@ -381,11 +410,9 @@ pub struct UserDetail {
 )]
 pub async fn get_user(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    _caller: AdminCaller,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    caller(&p, &headers, &origin).await?;
     let user = find_user(&*p.store, &path(name)?).await?;
     let mfa = mfa::mfa_state(&*p.store, &user.id).await?;
     let lockout =
@@ -426,16 +453,15 @@ pub struct UserChanges {
 )]
 pub async fn update_user(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    AdminCaller(audit): AdminCaller,
+    if_match: IfMatch,
     name: Result<Path<String>, PathRejection>,
     json: Result<Json<UserChanges>, JsonRejection>,
 ) -> ApiResult {
-    let audit = caller(&p, &headers, &origin).await?;
     let name = path(name)?;
     let changes = body(json)?;
     let current = find_user(&*p.store, &name).await?;
-    check_if_match(&headers, &UserView::from(current))?;
+    if_match.check(&UserView::from(current))?;
     let state = changes
         .state
         .as_deref()
@@ -475,11 +501,9 @@ pub async fn update_user(
 )]
 pub async fn delete_user(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    AdminCaller(audit): AdminCaller,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let audit = caller(&p, &headers, &origin).await?;
     let name = path(name)?;
     change_state(&*p.store, &audit, &*p.clock, &name, UserState::Deleted).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -496,11 +520,9 @@ pub async fn delete_user(
 )]
 pub async fn unlock_user(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    AdminCaller(audit): AdminCaller,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let audit = caller(&p, &headers, &origin).await?;
     lockout::unlock_user(&*p.store, &audit, &path(name)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -517,11 +539,9 @@ pub async fn unlock_user(
 )]
 pub async fn reset_user_mfa(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    AdminCaller(audit): AdminCaller,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let audit = caller(&p, &headers, &origin).await?;
     mfa::reset_mfa(&*p.store, &audit, &path(name)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -562,11 +582,9 @@ pub struct UserSessionsView {
 )]
 pub async fn user_sessions(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    _caller: AdminCaller,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    caller(&p, &headers, &origin).await?;
     let user = find_user(&*p.store, &path(name)?).await?;
     let view = p.account_sessions(&user, None).await?;
     let sessions = UserSessionsView {
@@ -626,11 +644,10 @@ struct InvitedUser {
 )]
 pub async fn invite(
     State(p): AppState,
+    AdminCaller(audit): AdminCaller,
     origin: Origin,
-    headers: HeaderMap,
     json: Result<Json<InvitationBody>, JsonRejection>,
 ) -> ApiResult {
-    let audit = caller(&p, &headers, &origin).await?;
     let new = body(json)?;
     let user = admin::invite_user(
         &*p.store,
@@ -660,11 +677,9 @@ pub async fn invite(
 )]
 pub async fn list_invitations(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    _caller: AdminCaller,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> ApiResult {
-    caller(&p, &headers, &origin).await?;
     let params = unsearchable(query(params)?)?;
     let page =
         admin::list_invitations(&*p.store, params.cursor.as_deref(), page_limit(&params)).await?;
@@ -681,11 +696,9 @@ pub async fn list_invitations(
 )]
 pub async fn list_clients(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    _caller: AdminCaller,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> ApiResult {
-    caller(&p, &headers, &origin).await?;
     let params = unsearchable(query(params)?)?;
     let page =
         admin::list_clients(&*p.store, params.cursor.as_deref(), page_limit(&params)).await?;
@@ -774,11 +787,9 @@ struct CreatedClient {
 )]
 pub async fn create_client(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    AdminCaller(audit): AdminCaller,
     json: Result<Json<NewClientBody>, JsonRejection>,
 ) -> ApiResult {
-    let audit = caller(&p, &headers, &origin).await?;
     let new = body(json)?;
     let secret = match (new.auth.as_str(), new.jwks) {
         ("client_secret", None) => match new.client_secret {
@@ -841,11 +852,9 @@ pub async fn create_client(
 )]
 pub async fn get_client(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    _caller: AdminCaller,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    caller(&p, &headers, &origin).await?;
     let client = admin::find_client(&*p.store, &path(id)?).await?;
     Ok(tagged(StatusCode::OK, &ClientView::from(client)))
 }
@@ -863,16 +872,15 @@ pub async fn get_client(
 )]
 pub async fn update_client(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    AdminCaller(audit): AdminCaller,
+    if_match: IfMatch,
     id: Result<Path<String>, PathRejection>,
     json: Result<Json<RegistrationBody>, JsonRejection>,
 ) -> ApiResult {
-    let audit = caller(&p, &headers, &origin).await?;
     let id = path(id)?;
     let registration = body(json)?;
     let current = admin::find_client(&*p.store, &id).await?;
-    check_if_match(&headers, &ClientView::from(current))?;
+    if_match.check(&ClientView::from(current))?;
     let client = admin::update_client(&*p.store, &audit, &id, registration.into()).await?;
     p.clients.reload(&*p.store, &id, p.clock.now()).await?;
     Ok(tagged(StatusCode::OK, &ClientView::from(client)))
@@ -889,11 +897,9 @@ pub async fn update_client(
 )]
 pub async fn delete_client(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    AdminCaller(audit): AdminCaller,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let audit = caller(&p, &headers, &origin).await?;
     let id = path(id)?;
     admin::delete_client(&*p.store, &audit, &*p.clock, &id).await?;
     p.clients.reload(&*p.store, &id, p.clock.now()).await?;
@@ -926,12 +932,10 @@ struct RotatedSecret {
 )]
 pub async fn rotate_client_secret(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    AdminCaller(audit): AdminCaller,
     id: Result<Path<String>, PathRejection>,
     json: Result<Json<RotateSecretBody>, JsonRejection>,
 ) -> ApiResult {
-    let audit = caller(&p, &headers, &origin).await?;
     let id = path(id)?;
     let overlap = body(json)?.overlap_seconds.unwrap_or(24 * 60 * 60);
     let secret = admin::rotate_client_secret(&*p.store, &audit, &*p.clock, &id, overlap).await?;
@@ -960,8 +964,7 @@ fn key_admin<'a>(p: &'a Provider, audit: &'a ActingAs) -> KeyAdmin<'a> {
     ),
     security(("bearer" = []))
 )]
-pub async fn list_keys(State(p): AppState, origin: Origin, headers: HeaderMap) -> ApiResult {
-    caller(&p, &headers, &origin).await?;
+pub async fn list_keys(State(p): AppState, _caller: AdminCaller) -> ApiResult {
     let keys = Page {
         items: p.key_admin().list().await?,
         next: None,
@@ -988,11 +991,9 @@ pub struct RotateKeysBody {
 )]
 pub async fn rotate_keys(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    AdminCaller(audit): AdminCaller,
     json: Result<Json<RotateKeysBody>, JsonRejection>,
 ) -> ApiResult {
-    let audit = caller(&p, &headers, &origin).await?;
     let request = body(json)?;
     let alg = request
         .alg
@@ -1023,11 +1024,9 @@ pub async fn rotate_keys(
 )]
 pub async fn retire_key(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    AdminCaller(audit): AdminCaller,
     kid: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let audit = caller(&p, &headers, &origin).await?;
     let key = key_admin(&p, &audit).retire(&path(kid)?).await?;
     p.keys.reload(&*p.store, p.clock.now()).await?;
     Ok(Json(KeyView::from(key)).into_response())
@@ -1046,11 +1045,9 @@ pub async fn retire_key(
 )]
 pub async fn revoke_key(
     State(p): AppState,
-    origin: Origin,
-    headers: HeaderMap,
+    AdminCaller(audit): AdminCaller,
     kid: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let audit = caller(&p, &headers, &origin).await?;
     let revocation = key_admin(&p, &audit).revoke(&path(kid)?).await?;
     p.keys.reload(&*p.store, p.clock.now()).await?;
     Ok(Json(KeyView::from(revocation.revoked)).into_response())

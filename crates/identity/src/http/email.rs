@@ -4,19 +4,21 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{Form, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use echo_edge::Origin;
 use serde::Deserialize;
 
-use super::account::{form_page, signed_in_user};
-use super::handlers::checked_form;
+use super::account::form_page;
+use super::extract::{CheckedForm, UserForm, csrf_forms, signed_in_user};
 use super::pages::{ConfirmLinkPage, EmailPage, NoticePage, account_nav, error_as_page, render};
 use crate::registration::LinkPurpose;
 use crate::{IdentityError, Provider};
 use echo_identity_store::User;
+
+csrf_forms!(CsrfForm, EmailForm, TokenForm);
 
 type AppState = State<Arc<Provider>>;
 
@@ -61,16 +63,8 @@ pub async fn change_email(
     State(p): AppState,
     meta: Origin,
     headers: HeaderMap,
-    form: Result<Form<EmailForm>, FormRejection>,
+    UserForm { user, form }: UserForm<EmailForm>,
 ) -> Response {
-    let form = match checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
-        Ok(form) => form,
-        Err(refused) => return refused,
-    };
-    let user = match signed_in_user(&p, &headers).await {
-        Ok(user) => user,
-        Err(refusal) => return refusal,
-    };
     match p.change_email(&user, &form.email, &meta).await {
         Ok(()) => render(
             StatusCode::OK,
@@ -101,16 +95,8 @@ pub struct CsrfForm {
 pub async fn resend(
     State(p): AppState,
     meta: Origin,
-    headers: HeaderMap,
-    form: Result<Form<CsrfForm>, FormRejection>,
+    UserForm { user, .. }: UserForm<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
-        return refused;
-    }
-    let user = match signed_in_user(&p, &headers).await {
-        Ok(user) => user,
-        Err(refusal) => return refusal,
-    };
     match p.resend_verification(&user, &meta).await {
         Ok(()) => render(
             StatusCode::OK,
@@ -185,13 +171,8 @@ pub struct TokenForm {
 pub async fn verify(
     State(p): AppState,
     meta: Origin,
-    headers: HeaderMap,
-    form: Result<Form<TokenForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<TokenForm>,
 ) -> Response {
-    let form = match checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
-        Ok(form) => form,
-        Err(refused) => return refused,
-    };
     match p.verify_email(&form.token, &meta).await {
         Ok(()) => render(
             StatusCode::OK,

@@ -6,6 +6,7 @@ mod account;
 mod admin_api;
 mod email;
 mod error;
+mod extract;
 mod handlers;
 mod pages;
 mod password;

@@ -107,6 +107,9 @@ pub struct SessionsPage<'a> {
     pub csrf: String,
     pub sessions: &'a [SessionRow],
     pub apps: &'a [AppRow],
+    /// The gateway's page of the user's portal sessions, if identity knows
+    /// where the portal is.
+    pub portal_sessions: Option<String>,
 }
 
 #[derive(Template)]

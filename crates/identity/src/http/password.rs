@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::account::{form_page, signed_in_user};
+use super::account::form_page;
+use super::extract::{CheckedForm, UserForm, csrf_forms, signed_in_user};
 use super::handlers::{checked_form, sso_cookie};
 use super::pages::{
     ForgotPage, NoticePage, PasswordPage, ResetPage, account_nav, error_as_page, render,
@@ -20,6 +21,8 @@ use crate::self_service::{PasswordChange, RESET_TTL};
 use crate::{IdentityError, Provider};
 use echo_edge::Origin;
 use echo_identity_store::User;
+
+csrf_forms!(ChangeForm, ResetForm);
 
 type AppState = State<Arc<Provider>>;
 
@@ -68,16 +71,8 @@ pub async fn change(
     State(p): AppState,
     meta: Origin,
     headers: HeaderMap,
-    form: Result<Form<ChangeForm>, FormRejection>,
+    UserForm { user, form }: UserForm<ChangeForm>,
 ) -> Response {
-    let form = match checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
-        Ok(form) => form,
-        Err(refused) => return refused,
-    };
-    let user = match signed_in_user(&p, &headers).await {
-        Ok(user) => user,
-        Err(refusal) => return refusal,
-    };
     let session = sso_cookie(&p, &headers).unwrap_or_default();
     let change = PasswordChange {
         current: form.current_password,
@@ -244,12 +239,8 @@ pub async fn reset(
     State(p): AppState,
     meta: Origin,
     headers: HeaderMap,
-    form: Result<Form<ResetForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<ResetForm>,
 ) -> Response {
-    let form = match checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
-        Ok(form) => form,
-        Err(refused) => return refused,
-    };
     match p
         .reset_password(&form.token, form.new_password, &meta)
         .await

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{Form, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use echo_edge::Origin;
@@ -13,11 +13,13 @@ use serde::Deserialize;
 
 use super::account::form_page;
 use super::email::{TokenQuery, invalid_email_link};
-use super::handlers::checked_form;
+use super::extract::{CheckedForm, csrf_forms};
 use super::pages::{InvitationPage, NoticePage, RegisterPage, error_as_page, render};
 use crate::password_policy::MIN_PASSWORD_LEN;
 use crate::registration::SignUp;
 use crate::{IdentityError, Provider};
+
+csrf_forms!(InvitationForm, RegisterForm);
 
 type AppState = State<Arc<Provider>>;
 
@@ -72,12 +74,8 @@ pub async fn register(
     State(p): AppState,
     meta: Origin,
     headers: HeaderMap,
-    form: Result<Form<RegisterForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<RegisterForm>,
 ) -> Response {
-    let form = match checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
-        Ok(form) => form,
-        Err(refused) => return refused,
-    };
     let typed = (form.username.clone(), form.email.clone());
     let sign_up = SignUp {
         username: form.username,
@@ -158,12 +156,8 @@ pub async fn accept_invitation(
     State(p): AppState,
     meta: Origin,
     headers: HeaderMap,
-    form: Result<Form<InvitationForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<InvitationForm>,
 ) -> Response {
-    let form = match checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
-        Ok(form) => form,
-        Err(refused) => return refused,
-    };
     match p
         .accept_invitation(&form.token, form.new_password, &meta)
         .await

@@ -1,29 +1,30 @@
 //! `/account/sessions`: the user's SSO sessions and the applications
 //! holding their refresh tokens, with a form to end each, and "Sign out
-//! everywhere". Thin: the logic is in `account_sessions.rs`.
+//! everywhere"; a link to the portal's own sessions page (the gateway
+//! lists and ends its sessions itself). Thin: the logic is in
+//! `account_sessions.rs`.
 
 use std::sync::Arc;
 
-use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use echo_edge::Origin;
+use echo_edge::words::{ago, browser};
 use serde::Deserialize;
 
-use super::account::{form_page, signed_in_user};
+use super::account::form_page;
 use super::email::CsrfForm;
-use super::handlers::{checked_form, sso_cookie};
+use super::extract::{UserForm, csrf_forms, signed_in_user};
+use super::handlers::sso_cookie;
 use super::pages::{
     AppRow, NoticePage, SessionRow, SessionsPage, account_nav, error_as_page, render, see_other,
 };
 use crate::Provider;
-use crate::account_sessions::ago;
+
+csrf_forms!(EndForm, RevokeForm);
 
 type AppState = State<Arc<Provider>>;
-
-/// Longest browser name shown.
-const BROWSER_CHARS: usize = 80;
 
 /// GET /account/sessions.
 pub async fn sessions(State(p): AppState, headers: HeaderMap) -> Response {
@@ -39,16 +40,7 @@ pub async fn sessions(State(p): AppState, headers: HeaderMap) -> Response {
         .sessions
         .into_iter()
         .map(|s| SessionRow {
-            browser: match s.user_agent.chars().count() {
-                0 => "unknown browser".to_owned(),
-                n if n > BROWSER_CHARS => {
-                    format!(
-                        "{}…",
-                        s.user_agent.chars().take(BROWSER_CHARS).collect::<String>()
-                    )
-                }
-                _ => s.user_agent,
-            },
+            browser: browser(&s.user_agent),
             address: s.address,
             last_seen: ago(view.now, s.last_seen_at),
             current: s.current,
@@ -71,6 +63,11 @@ pub async fn sessions(State(p): AppState, headers: HeaderMap) -> Response {
                 csrf,
                 sessions: &sessions,
                 apps: &apps,
+                portal_sessions: p
+                    .config()
+                    .portal_url
+                    .as_deref()
+                    .map(|portal| format!("{}/sessions", portal.trim_end_matches('/'))),
             },
         )
     })
@@ -87,17 +84,8 @@ pub struct EndForm {
 pub async fn end(
     State(p): AppState,
     meta: Origin,
-    headers: HeaderMap,
-    form: Result<Form<EndForm>, FormRejection>,
+    UserForm { user, form }: UserForm<EndForm>,
 ) -> Response {
-    let form = match checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
-        Ok(form) => form,
-        Err(refused) => return refused,
-    };
-    let user = match signed_in_user(&p, &headers).await {
-        Ok(user) => user,
-        Err(refusal) => return refusal,
-    };
     match p.end_account_session(&user, &form.session, &meta).await {
         Ok(()) => see_other("/account/sessions", &[]),
         Err(e) => error_as_page(e),
@@ -109,16 +97,8 @@ pub async fn end(
 pub async fn end_all(
     State(p): AppState,
     meta: Origin,
-    headers: HeaderMap,
-    form: Result<Form<CsrfForm>, FormRejection>,
+    UserForm { user, .. }: UserForm<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
-        return refused;
-    }
-    let user = match signed_in_user(&p, &headers).await {
-        Ok(user) => user,
-        Err(refusal) => return refusal,
-    };
     match p.end_all_account_sessions(&user, &meta).await {
         Ok(()) => render(
             StatusCode::OK,
@@ -144,17 +124,8 @@ pub struct RevokeForm {
 pub async fn revoke_app(
     State(p): AppState,
     meta: Origin,
-    headers: HeaderMap,
-    form: Result<Form<RevokeForm>, FormRejection>,
+    UserForm { user, form }: UserForm<RevokeForm>,
 ) -> Response {
-    let form = match checked_form(&p, &headers, form, "form", |f| f.csrf.as_deref()) {
-        Ok(form) => form,
-        Err(refused) => return refused,
-    };
-    let user = match signed_in_user(&p, &headers).await {
-        Ok(user) => user,
-        Err(refusal) => return refusal,
-    };
     match p.revoke_app(&user, &form.client_id, &meta).await {
         Ok(_) => see_other("/account/sessions", &[]),
         Err(e) => error_as_page(e),

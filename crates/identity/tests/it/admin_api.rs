@@ -56,6 +56,13 @@ async fn add_ops(server: &Server) {
     .await;
 }
 
+/// A server with [`add_ops`].
+async fn ops_server() -> Server {
+    let server = Server::start().await;
+    add_ops(&server).await;
+    server
+}
+
 async fn service_token(server: &Server, id: &str, secret: &str, form: &[(&str, &str)]) -> Page {
     let mut form = form.to_vec();
     form.push(("grant_type", "client_credentials"));
@@ -122,8 +129,7 @@ fn etag(page: &Page) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_are_listed_created_and_changed_with_if_match_as_the_caller() {
-    let server = Server::start().await;
-    add_ops(&server).await;
+    let server = ops_server().await;
     let token = ops_token(&server).await;
     use reqwest::Method;
 
@@ -347,8 +353,7 @@ async fn users_are_listed_created_and_changed_with_if_match_as_the_caller() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_are_created_updated_and_deleted_and_keys_rotated() {
-    let server = Server::start().await;
-    add_ops(&server).await;
+    let server = ops_server().await;
     let token = ops_token(&server).await;
     use reqwest::Method;
 
@@ -721,8 +726,7 @@ async fn the_api_keeps_to_its_openapi_document() {
         installed,
         "schemathesis is missing: pip install schemathesis"
     );
-    let server = Server::start().await;
-    add_ops(&server).await;
+    let server = ops_server().await;
     let token = ops_token(&server).await;
     let doc = read(
         no_redirect_client()
