@@ -34,6 +34,7 @@
 //! - `web.rs`: cookies, pages, redirects and security headers; [`Nav`]
 //!   (`nav.rs`): the navigation bar every page people see shares.
 
+mod front;
 mod gate;
 pub mod metrics;
 mod nav;
@@ -55,6 +56,7 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 
+pub use front::{Front, FrontFuture};
 pub use gate::{Caller, CallerKind, Gate, HasGate, Reason, Refusal, ServiceCaller, UserCaller};
 pub use nav::{Nav, NavLink};
 pub use ops::{CHECK_TIMEOUT, Check, CheckResult, METRICS_SCOPE, UNMATCHED_ROUTE};
