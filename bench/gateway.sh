@@ -12,6 +12,10 @@
 # Usage: bench/gateway.sh [seconds per row]
 # With PERF_DIR=<dir>, each proxy's 64-connection row is also recorded by `perf record -g`
 # into <dir>/<row>.data (read it with `perf report -i <dir>/<row>.data --no-children`).
+# With CALLGRIND=1, a second table counts each proxy's user-space instructions per request
+# under valgrind's callgrind (nginx's one process, `echod serve gateway`), which unlike the
+# timings does not change with what else the machine runs; the profiles stay in
+# CALLGRIND_DIR (default: a temporary directory) for `callgrind_annotate`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SECONDS_PER_RUN="${1:-10}"
@@ -207,3 +211,51 @@ run "serve gateway: bearer token" "$SOLO_PID" "http://127.0.0.1:$SOLO_PORT/api/b
   "Authorization: Bearer $TOKEN"
 run "serve gateway: session cookie" "$SOLO_PID" "http://127.0.0.1:$SOLO_PORT/api/bench/x" \
   "Cookie: echo_session=$SOLO_COOKIE" "X-Echo-CSRF: 1"
+
+[[ -n "${CALLGRIND:-}" ]] || exit 0
+
+# User-space instructions per request: each proxy under callgrind, counting only while the
+# measured load runs (after a warm-up), divided by the requests wrk completed meanwhile.
+command -v valgrind >/dev/null || apt-get install -y -q valgrind >/dev/null
+CG_DIR="${CALLGRIND_DIR:-$WORK/callgrind}"; mkdir -p "$CG_DIR"
+VG_NGX_PORT="$(free_port)"; VG_GW_PORT="$(free_port)"
+sed -e "s/^worker_processes 1;/worker_processes 1;\nmaster_process off;/" \
+  -e "s/listen 127.0.0.1:$NGX_PORT;/listen 127.0.0.1:$VG_NGX_PORT;/" \
+  -e "s#pid $WORK/nginx.pid;#pid $WORK/nginx-vg.pid;#" "$WORK/nginx.conf" > "$WORK/nginx-vg.conf"
+taskset -c 0 valgrind -q --tool=callgrind --collect-atstart=no \
+  --callgrind-out-file="$CG_DIR/nginx.%p" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx-vg.conf" &
+PIDS+=($!)
+taskset -c 0 valgrind -q --tool=callgrind --collect-atstart=no \
+  --callgrind-out-file="$CG_DIR/gateway.%p" "$ECHOD" --data-dir "$WORK/vg" serve gateway --listen "127.0.0.1:$VG_GW_PORT" \
+  --issuer "http://127.0.0.1:$ID_PORT" --config "$WORK/gateway.toml" > "$WORK/vg.out" &
+PIDS+=($!)
+for _ in $(seq 1 600); do grep -q '^ready ' "$WORK/vg.out" 2>/dev/null && break; sleep 0.1; done
+wait_for "$WORK/vg.out" '^ready '
+VG_COOKIE="$(login "http://127.0.0.1:$VG_GW_PORT")"
+# The process (valgrind's, which is its guest's) that listens on `port`.
+listener_pid() { ss -ltnpH "sport = :$1" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2; }
+
+counted() { # label, port, url, header…
+  local label="$1" pid; pid="$(listener_pid "$2")"; local url="$3"; shift 3
+  local args=(-t1 -c8)
+  for h in "$@"; do args+=(-H "$h"); done
+  taskset -c 1 wrk "${args[@]}" -d3s "$url" >/dev/null # warm-up
+  callgrind_control -z "$pid" >/dev/null; callgrind_control -i on "$pid" >/dev/null
+  local out; out="$(taskset -c 1 wrk "${args[@]}" "-d${SECONDS_PER_RUN}s" "$url")"
+  callgrind_control -i off "$pid" >/dev/null; callgrind_control -d "$pid" >/dev/null
+  local requests bad file ir
+  requests="$(awk '/requests in/ {print $1}' <<<"$out")"
+  bad="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"; bad="${bad:-0}"
+  file="$(ls -t "$CG_DIR"/*."$pid".* | head -1)"
+  ir="$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')"
+  printf '| %-29s | %8s | %s | %12s | %8s |\n' "$label" "$requests" "$bad" "$ir" \
+    "$(awk -v i="$ir" -v n="$requests" 'BEGIN { printf "%.0f", i / n }')"
+}
+echo
+echo "| proxy under callgrind (8 connections) | requests | non-2xx | instructions | per request |"
+echo "|---|---:|---:|---:|---:|"
+counted "nginx (plain proxy)" "$VG_NGX_PORT" "http://127.0.0.1:$VG_NGX_PORT/api/bench/x"
+counted "serve gateway: bearer token" "$VG_GW_PORT" "http://127.0.0.1:$VG_GW_PORT/api/bench/x" \
+  "Authorization: Bearer $TOKEN"
+counted "serve gateway: session cookie" "$VG_GW_PORT" "http://127.0.0.1:$VG_GW_PORT/api/bench/x" \
+  "Cookie: echo_session=$VG_COOKIE" "X-Echo-CSRF: 1"

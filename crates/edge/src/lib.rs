@@ -35,6 +35,7 @@
 //!   (`nav.rs`): the navigation bar every page people see shares;
 //!   `words.rs`: times and browsers as pages say them.
 
+mod front;
 mod gate;
 pub mod metrics;
 mod nav;
@@ -57,6 +58,7 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 
+pub use front::{Front, FrontFuture};
 pub use gate::{Caller, CallerKind, Gate, HasGate, Reason, Refusal, ServiceCaller, UserCaller};
 pub use nav::{Nav, NavLink};
 pub use ops::{CHECK_TIMEOUT, Check, CheckResult, METRICS_SCOPE, UNMATCHED_ROUTE};

@@ -247,19 +247,43 @@ async fn record(service: &'static str, request: Request, next: Next) -> Response
         .map_or(SharedString::const_str(UNMATCHED_ROUTE), |p| {
             SharedString::from(p.as_str().to_owned())
         });
-    let method = method_label(request.method());
-    let started = Instant::now();
+    let recording = Recording::start(service, route, request.method());
     let response = next.run(request).await;
-    let labels = [
-        ("service", SharedString::const_str(service)),
-        ("method", SharedString::const_str(method)),
-        ("route", route),
-        ("status", status_label(response.status())),
-    ];
-    metrics::counter!("echo_http_requests_total", &labels).increment(1);
-    metrics::histogram!("echo_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    recording.finish(response.status());
     response
+}
+
+/// One request's metrics: started when it arrives, recorded with its
+/// status when it is answered (the `record` middleware, and the requests
+/// a [`crate::Front`] answers without the router).
+pub(crate) struct Recording {
+    service: &'static str,
+    method: &'static str,
+    route: SharedString,
+    started: Instant,
+}
+
+impl Recording {
+    pub(crate) fn start(service: &'static str, route: SharedString, method: &Method) -> Self {
+        Self {
+            service,
+            method: method_label(method),
+            route,
+            started: Instant::now(),
+        }
+    }
+
+    pub(crate) fn finish(self, status: StatusCode) {
+        let labels = [
+            ("service", SharedString::const_str(self.service)),
+            ("method", SharedString::const_str(self.method)),
+            ("route", self.route),
+            ("status", status_label(status)),
+        ];
+        metrics::counter!("echo_http_requests_total", &labels).increment(1);
+        metrics::histogram!("echo_http_request_duration_seconds", &labels)
+            .record(self.started.elapsed().as_secs_f64());
+    }
 }
 
 /// The status as a label: borrowed for the codes Echo answers most.

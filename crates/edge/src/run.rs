@@ -11,6 +11,7 @@
 //! lets requests in flight finish, stops the periodic jobs, then runs the
 //! service's flushes (its audit writer) in order.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -19,14 +20,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
+use axum::serve::{IncomingStream, Listener};
 use echo_tls::ServerTls;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::front::{Door, Front, FrontDoor};
 use crate::ops::{Check, Ops};
-use crate::{Gate, TrustedProxies};
+use crate::{EdgeLayer, Gate, TrustedProxies};
 
 /// How often the metrics recorder drops what it no longer needs to keep
 /// (histogram samples already summed) when nobody scrapes.
@@ -103,6 +105,7 @@ enum Body {
         listener: TcpListener,
         router: Router,
         tls: Option<ServerTls>,
+        front: Option<Arc<FrontDoor>>,
     },
     /// Work without a socket of its own (the worker); ends when the future
     /// given the shutdown signal does. With a listener, its health
@@ -136,8 +139,23 @@ impl Service {
                 listener,
                 router,
                 tls: None,
+                front: None,
             },
         )
+    }
+
+    /// Answers the requests `front` takes before the router, behind
+    /// `edge` (the trusted proxies and security headers the router's own
+    /// [`EdgeLayer`] has): see `front.rs`.
+    pub fn with_front(mut self, front: Arc<dyn Front>, edge: EdgeLayer) -> Self {
+        if let Body::Http { front: slot, .. } = &mut self.body {
+            *slot = Some(Arc::new(FrontDoor {
+                service: self.name,
+                front,
+                edge,
+            }));
+        }
+        self
     }
 
     fn of(name: &'static str, body: Body) -> Self {
@@ -291,7 +309,11 @@ impl Service {
                 listener,
                 router,
                 tls,
-            } => serve_http(listener, tls, ops.wrap(name, router), until_stopped()).await,
+                front,
+            } => {
+                let router = ops.wrap(name, router);
+                serve_http(listener, tls, router, front, until_stopped()).await
+            }
             Body::Task { run, health: None } => {
                 run(Box::pin(until_stopped())).await;
                 Ok(())
@@ -304,6 +326,7 @@ impl Service {
                     listener,
                     None,
                     crate::ops::health_router(name, ops),
+                    None,
                     until_stopped(),
                 );
                 let ((), served) = tokio::join!(run(Box::pin(until_stopped())), health);
@@ -321,29 +344,51 @@ impl Service {
     }
 }
 
-/// Serves `router` on `listener`, over TLS when given one.
+/// Serves `router` on `listener`, over TLS when given one, with `front`
+/// before it.
 async fn serve_http(
     listener: TcpListener,
     tls: Option<ServerTls>,
     router: Router,
+    front: Option<Arc<FrontDoor>>,
     until_stopped: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
     match tls {
         None => {
-            axum::serve(listener, service)
+            axum::serve(listener, doors(router, front))
                 .with_graceful_shutdown(until_stopped)
                 .await
         }
         Some(tls) => {
-            // `tap_io` only so that axum gives the peer's address as
-            // `ConnectInfo<SocketAddr>`, as it does for a TcpListener.
-            let listener = crate::tls::TlsListener::new(listener, &tls)?.tap_io(|_| {});
-            axum::serve(listener, service)
+            let listener = crate::tls::TlsListener::new(listener, &tls)?;
+            axum::serve(listener, doors(router, front))
                 .with_graceful_shutdown(until_stopped)
                 .await
         }
     }
+}
+
+/// What makes each connection's [`Door`], knowing its peer.
+fn doors<L>(
+    router: Router,
+    front: Option<Arc<FrontDoor>>,
+) -> impl for<'a> tower::Service<
+    IncomingStream<'a, L>,
+    Response = Door,
+    Error = Infallible,
+    Future = std::future::Ready<Result<Door, Infallible>>,
+> + Send
++ 'static
+where
+    L: Listener<Addr = SocketAddr>,
+{
+    tower::service_fn(move |stream: IncomingStream<'_, L>| {
+        std::future::ready(Ok(Door {
+            router: router.clone(),
+            front: front.clone(),
+            peer: *stream.remote_addr(),
+        }))
+    })
 }
 
 /// Runs `services` in one process: announces each (in order), calls

@@ -160,6 +160,17 @@ pub fn stamp(event: AuditEvent) -> AuditEvent {
 /// the module documentation); the trace is also put on the request for
 /// the edge's [`crate::Origin`]. [`crate::Service::http`] adds it.
 pub(crate) async fn traced(service: &'static str, mut request: Request, next: Next) -> Response {
+    let (span, trace) = request_span(service, &request);
+    request.extensions_mut().insert(trace.clone());
+    let response = trace.run(span.clone(), next.run(request)).await;
+    span.record("status", response.status().as_u16());
+    response
+}
+
+/// The span of one request of `service` and its trace: the caller's
+/// `traceparent` continued, or a new trace. The request runs in both
+/// ([`TraceContext::run`]); its status goes on the span when answered.
+pub(crate) fn request_span(service: &'static str, request: &Request) -> (Span, TraceContext) {
     let span = tracing::info_span!(
         "request",
         service,
@@ -169,10 +180,7 @@ pub(crate) async fn traced(service: &'static str, mut request: Request, next: Ne
         status = tracing::field::Empty,
     );
     let trace = TraceContext::begin(&span, traceparent_of(request.headers()));
-    request.extensions_mut().insert(trace.clone());
-    let response = trace.run(span.clone(), next.run(request)).await;
-    span.record("status", response.status().as_u16());
-    response
+    (span, trace)
 }
 
 fn traceparent_of(headers: &HeaderMap) -> Option<&str> {

@@ -113,8 +113,16 @@ impl SecurityHeaders {
     /// HSTS under https.
     pub async fn apply(self, request: Request, next: Next) -> Response {
         let mut response = next.run(request).await;
-        let headers = response.headers_mut();
-        headers.insert(HeaderName::from_static("content-security-policy"), self.csp);
+        self.put_on(response.headers_mut());
+        response
+    }
+
+    /// These headers on a response's `headers`.
+    pub fn put_on(&self, headers: &mut HeaderMap) {
+        headers.insert(
+            HeaderName::from_static("content-security-policy"),
+            self.csp.clone(),
+        );
         let mut set = |name: &'static str, value: &'static str| {
             headers.insert(
                 HeaderName::from_static(name),
@@ -130,7 +138,6 @@ impl SecurityHeaders {
                 "max-age=31536000; includeSubDomains",
             );
         }
-        response
     }
 
     /// `router` with these headers on every response it gives.

@@ -1,4 +1,5 @@
 //! Black-box tests of the edge: services served by the runner, over real
 //! sockets.
 
+mod front;
 mod tls;

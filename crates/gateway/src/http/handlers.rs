@@ -57,11 +57,24 @@ pub async fn admit(State(g): AppState, request: Request, next: Next) -> Response
     }
 }
 
-/// Everything the gateway does not answer itself: the route table's
-/// upstreams, else 404.
-/// The path is normalised first (`path.rs`): routes, roles and the
-/// upstream all see the same path.
-pub async fn proxy(State(g): AppState, meta: Origin, mut request: Request) -> Response {
+/// A request under a route's prefix, taken before the router (see
+/// `Routed` in `http/mod.rs`): phase 0, then the route's phases.
+pub(super) async fn routed(g: &Gateway, request: Request, meta: &Origin) -> Response {
+    if let Err(e) = g.admit(meta).await {
+        return error_for(g, e, request.uri());
+    }
+    proxied(g, request, meta).await
+}
+
+/// The router's fallback: everything the gateway does not answer itself
+/// (phase 0 done by [`admit`]).
+pub async fn proxy(State(g): AppState, meta: Origin, request: Request) -> Response {
+    proxied(&g, request, &meta).await
+}
+
+/// The route table's upstreams, else 404. The path is normalised first
+/// (`path.rs`): routes, roles and the upstream all see the same path.
+async fn proxied(g: &Gateway, mut request: Request, meta: &Origin) -> Response {
     let dotted = match normalise(request.uri().path()) {
         Ok(normal) if normal.path == request.uri().path() => None,
         Ok(normal) => {
@@ -70,29 +83,29 @@ pub async fn proxy(State(g): AppState, meta: Origin, mut request: Request) -> Re
             match with_path(sent, &normal.path) {
                 Some(uri) => *request.uri_mut() = uri,
                 None => {
-                    return error_for(&g, GatewayError::BadRequest("unusable path".into()), sent);
+                    return error_for(g, GatewayError::BadRequest("unusable path".into()), sent);
                 }
             }
             dotted
         }
         Err(bad) => {
             let bad = GatewayError::BadRequest(bad.message().into());
-            return error_for(&g, bad, request.uri());
+            return error_for(g, bad, request.uri());
         }
     };
     let admitted = {
         let surface = Surface::of(request.uri().path());
-        let presented = presented(&g, request.headers(), surface);
+        let presented = presented(g, request.headers(), surface);
         let target = (request.method(), request.uri().path());
-        g.admit_to_route(&presented, target, dotted.as_deref(), &meta)
+        g.admit_to_route(&presented, target, dotted.as_deref(), meta)
             .await
     };
     let uri = request.uri().clone();
     let forwarded = match admitted {
-        Ok(admitted) => g.forward(admitted, request, &meta).await,
+        Ok(admitted) => g.forward(admitted, request, meta).await,
         Err(e) => Err(e),
     };
-    forwarded.unwrap_or_else(|e| error_for(&g, e, &uri))
+    forwarded.unwrap_or_else(|e| error_for(g, e, &uri))
 }
 
 /// `uri` with its path replaced by `path` (the query kept).

@@ -16,28 +16,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::HeaderValue;
 use axum::routing::{get, post};
-use echo_edge::{Check, EdgeLayer, Periodic, SecurityHeaders, Service};
+use axum::extract::Request;
+use echo_edge::{Check, EdgeLayer, Front, FrontFuture, Origin, Periodic, SecurityHeaders, Service};
 
 use crate::Gateway;
 
 /// All of the gateway's endpoints.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let config = gateway.config();
-    // `form-action` also covers the redirect after a form: logout posts
-    // here and continues to identity's logout endpoint.
-    let identity_origin = url::Url::parse(&config.issuer)
-        .map(|u| u.origin().ascii_serialization())
-        .unwrap_or_default();
-    let csp = format!(
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
-         object-src 'none'; base-uri 'none'; form-action 'self' {identity_origin}; \
-         frame-ancestors 'none'"
-    );
-    let headers = SecurityHeaders {
-        csp: HeaderValue::from_str(&csp)
-            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
-        https: config.https(),
-    };
+    let edge = edge(&gateway);
     let router = Router::new()
         .route("/", get(handlers::home))
         .route("/account", get(handlers::account))
@@ -62,11 +48,46 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             gateway.clone(),
             handlers::admit,
         ));
-    let edge = EdgeLayer {
-        trusted_proxies: config.trusted_proxies.clone(),
-        security_headers: headers,
-    };
     edge.wrap(router).with_state(gateway)
+}
+
+/// The edge the gateway stands behind: its trusted proxies, and security
+/// headers whose `form-action` also covers the redirect after a form
+/// (logout posts here and continues to identity's logout endpoint).
+fn edge(gateway: &Gateway) -> EdgeLayer {
+    let config = gateway.config();
+    let identity_origin = url::Url::parse(&config.issuer)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
+    let csp = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'self' {identity_origin}; \
+         frame-ancestors 'none'"
+    );
+    EdgeLayer {
+        trusted_proxies: config.trusted_proxies.clone(),
+        security_headers: SecurityHeaders {
+            csp: HeaderValue::from_str(&csp)
+                .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
+            https: config.https(),
+        },
+    }
+}
+
+/// The requests under a route's prefix, answered before the router
+/// (`echo_edge::Front`): the router would only have handed them to its
+/// fallback, since no route may sit under the gateway's own paths.
+struct Routed(Arc<Gateway>);
+
+impl Front for Routed {
+    fn takes(&self, request: &Request) -> bool {
+        self.0.config().routes.find(request.uri().path()).is_some()
+    }
+
+    fn answer(&self, request: Request, origin: Origin) -> FrontFuture {
+        let gateway = self.0.clone();
+        Box::pin(async move { handlers::routed(&gateway, request, &origin).await })
+    }
 }
 
 /// The admin console's pages (`http/console.rs`), their forms bounded.
@@ -123,7 +144,10 @@ pub fn service(listener: tokio::net::TcpListener, gateway: Arc<Gateway>) -> Serv
     let issuer_keys = Check::issuer_keys(gateway.gate().verifier().clone());
     let gate = gateway.gate().clone();
     let trusted = gateway.config().trusted_proxies.clone();
+    let front = Arc::new(Routed(gateway.clone()));
+    let edge = edge(&gateway);
     Service::http("gateway", listener, router(gateway))
+        .with_front(front, edge)
         .with_job(purge)
         .with_job(count_sessions)
         .with_job(refusal_counts)
