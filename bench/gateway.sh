@@ -10,6 +10,8 @@
 # wall-clock figures, that is the proxy's own cost.
 # Needs wrk, curl and python3; installs nginx-light when nginx is missing.
 # Usage: bench/gateway.sh [seconds per row]
+# With BUILT=<dir>, the release binaries `echod` and `bench_upstream` are taken from <dir>
+# instead of being built (to measure another commit's build beside this one's).
 # With PERF_DIR=<dir>, each proxy's 64-connection row is also recorded by `perf record -g`
 # into <dir>/<row>.data (read it with `perf report -i <dir>/<row>.data --no-children`).
 # With CALLGRIND=1, a second table counts each proxy's user-space instructions per request
@@ -25,11 +27,16 @@ if ! command -v nginx >/dev/null; then
 fi
 NGINX="$(command -v nginx)"
 
-cargo build --release -q -p echod --bin echod
-cargo build --release -q -p echo-gateway --example bench_upstream
-TARGET="${CARGO_TARGET_DIR:-target}"
-ECHOD="$TARGET/release/echod"
-UPSTREAM="$TARGET/release/examples/bench_upstream"
+if [[ -n "${BUILT:-}" ]]; then
+  # Binaries built earlier (another commit's, to compare builds side by side in one run).
+  ECHOD="$BUILT/echod"; UPSTREAM="$BUILT/bench_upstream"
+else
+  cargo build --release -q -p echod --bin echod
+  cargo build --release -q -p echo-gateway --example bench_upstream
+  TARGET="${CARGO_TARGET_DIR:-target}"
+  ECHOD="$TARGET/release/echod"
+  UPSTREAM="$TARGET/release/examples/bench_upstream"
+fi
 WORK="$(mktemp -d)"
 chmod 755 "$WORK" # nginx's worker runs as another user
 PIDS=()
