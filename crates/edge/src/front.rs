@@ -62,9 +62,7 @@ impl FrontDoor {
         );
         let answer = self.front.answer(request, origin);
         let mut response = trace.run(span.clone(), answer).await;
-        self.edge
-            .security_headers
-            .put_on(response.headers_mut());
+        self.edge.security_headers.put_on(response.headers_mut());
         span.record("status", response.status().as_u16());
         recording.finish(response.status());
         response

@@ -31,8 +31,9 @@ use crate::{GatewayError, Result};
 
 /// Paths the gateway answers itself; no route may take them (or sit
 /// under them, or above them).
-const RESERVED: [&str; 17] = [
+const RESERVED: [&str; 18] = [
     "/account",
+    "/sessions",
     "/upload",
     "/documents",
     "/ask",
@@ -306,6 +307,30 @@ mod tests {
 
     fn table(toml: &str) -> Result<RouteTable> {
         GatewayFile::parse(toml)?.route_table()
+    }
+
+    /// Every path the gateway's router answers lies under a reserved
+    /// prefix: a route could otherwise take it, and the routed requests
+    /// are answered before the router (`http/mod.rs`, `Routed`).
+    #[test]
+    fn every_path_of_the_gateways_own_is_reserved() {
+        let router = include_str!("http/mod.rs");
+        let own: Vec<&str> = router
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|literal| literal.starts_with('/') && !literal.contains(' '))
+            .collect();
+        assert!(own.len() > 20, "the router's paths are found: {own:?}");
+        for path in own.into_iter().filter(|path| *path != "/") {
+            let covered = RESERVED
+                .iter()
+                .any(|r| path == *r || path.starts_with(&format!("{r}/")));
+            assert!(
+                covered,
+                "{path} is answered by the gateway but not reserved"
+            );
+        }
     }
 
     #[test]

@@ -120,10 +120,12 @@ async fn the_front_answers_its_requests_with_everything_the_edge_gives() {
         .await
         .unwrap();
     assert!(
-        metrics.lines().any(|line| line.starts_with("echo_http_requests_total{")
-            && line.contains(r#"service="fronted""#)
-            && line.contains(r#"route="unmatched""#)
-            && line.contains(r#"status="200""#)),
+        metrics
+            .lines()
+            .any(|line| line.starts_with("echo_http_requests_total{")
+                && line.contains(r#"service="fronted""#)
+                && line.contains(r#"route="unmatched""#)
+                && line.contains(r#"status="200""#)),
         "the front's request is counted:\n{metrics}"
     );
 }

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::routing::{get, post};
-use axum::extract::Request;
 use echo_edge::{Check, EdgeLayer, Front, FrontFuture, Origin, Periodic, SecurityHeaders, Service};
 
 use crate::Gateway;
