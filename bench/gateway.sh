@@ -49,7 +49,7 @@ wait_for() { # file, pattern
   echo "no '$2' in $1:"; cat "$1"; exit 1
 }
 UP_PORT="$(free_port)"; NGX_PORT="$(free_port)"; ID_PORT="$(free_port)"; AU_PORT="$(free_port)"
-GW_PORT="$(free_port)"; SOLO_PORT="$(free_port)"
+GW_PORT="$(free_port)"; SOLO_PORT="$(free_port)"; VG_NGX_PORT="$(free_port)"; VG_GW_PORT="$(free_port)"
 
 taskset -c 0 "$UPSTREAM" "127.0.0.1:$UP_PORT" > "$WORK/upstream.out" &
 PIDS+=($!)
@@ -105,11 +105,11 @@ secret() { head -c 32 /dev/urandom | base64 | tr -d '=+/' | head -c 43; }
 CLIENT_SECRET="$(secret)"
 echo "$CLIENT_SECRET" | "$ECHOD" --data-dir "$DATA" client add bench-cli --secret-stdin \
   --grant client_credentials --audience gateway >/dev/null
-# The gateway's registration, made here so that it names both gateways' addresses (`up`
+# The gateway's registration, made here so that it names every gateway's address (`up`
 # keeps a registration it finds, adding what it lacks).
 export ECHO_GATEWAY_CLIENT_SECRET; ECHO_GATEWAY_CLIENT_SECRET="$(secret)"
 gateway_uris=()
-for port in "$GW_PORT" "$SOLO_PORT"; do
+for port in "$GW_PORT" "$SOLO_PORT" "$VG_GW_PORT"; do
   gateway_uris+=(--redirect-uri "http://127.0.0.1:$port/callback"
     --post-logout-redirect-uri "http://127.0.0.1:$port/signed-out")
 done
@@ -225,14 +225,13 @@ run "serve gateway: session cookie" "$SOLO_PID" "http://127.0.0.1:$SOLO_PORT/api
 # measured load runs (after a warm-up), divided by the requests wrk completed meanwhile.
 command -v valgrind >/dev/null || apt-get install -y -q valgrind >/dev/null
 CG_DIR="${CALLGRIND_DIR:-$WORK/callgrind}"; mkdir -p "$CG_DIR"
-VG_NGX_PORT="$(free_port)"; VG_GW_PORT="$(free_port)"
 sed -e "s/^worker_processes 1;/worker_processes 1;\nmaster_process off;/" \
   -e "s/listen 127.0.0.1:$NGX_PORT;/listen 127.0.0.1:$VG_NGX_PORT;/" \
   -e "s#pid $WORK/nginx.pid;#pid $WORK/nginx-vg.pid;#" "$WORK/nginx.conf" > "$WORK/nginx-vg.conf"
-taskset -c 0 valgrind -q --tool=callgrind --collect-atstart=no \
+taskset -c 0 valgrind -q --tool=callgrind --instr-atstart=no \
   --callgrind-out-file="$CG_DIR/nginx.%p" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx-vg.conf" &
 PIDS+=($!)
-taskset -c 0 valgrind -q --tool=callgrind --collect-atstart=no \
+taskset -c 0 valgrind -q --tool=callgrind --instr-atstart=no \
   --callgrind-out-file="$CG_DIR/gateway.%p" "$ECHOD" --data-dir "$WORK/vg" serve gateway --listen "127.0.0.1:$VG_GW_PORT" \
   --issuer "http://127.0.0.1:$ID_PORT" --config "$WORK/gateway.toml" > "$WORK/vg.out" &
 PIDS+=($!)
