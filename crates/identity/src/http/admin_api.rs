@@ -13,19 +13,24 @@
 
 use std::sync::Arc;
 
-use axum::Json;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::header::{CACHE_CONTROL, ETAG, IF_MATCH};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_MATCH};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use echo_crypto::Algorithm;
 use echo_crypto::secret::{b64url, sha256};
 use echo_edge::Origin;
 use echo_identity_store::{Client, User};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::request::bearer;
 use crate::admin::{self, ActingAs, ClientSecret, NewClient, NewUser, Page, Registration};
@@ -1092,21 +1097,15 @@ pub struct ProblemDoc {
     pub detail: String,
 }
 
-/// The admin API's OpenAPI 3.1 document, derived from the handlers and
-/// types above so that it cannot drift from them.
+/// The admin API's OpenAPI 3.1 document apart from its paths: those come
+/// from the handlers as [`router`] routes them.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Echo admin API", description = "docs/admin-api.md"),
-    paths(
-        list_users, create_user, get_user, update_user, delete_user, unlock_user,
-        reset_user_mfa, user_sessions, invite, list_invitations, list_clients, create_client,
-        get_client, update_client,
-        delete_client, rotate_client_secret, list_keys, rotate_keys, retire_key, revoke_key
-    ),
     components(schemas(ProblemDoc)),
     modifiers(&BearerAuth)
 )]
-pub struct AdminApiDoc;
+struct AdminApiDoc;
 
 /// The bearer scheme every operation names.
 struct BearerAuth;
@@ -1127,12 +1126,91 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// GET /admin/v1/openapi.json: the document, public (it holds no data).
-pub async fn openapi() -> Response {
-    let json = AdminApiDoc::openapi().to_json().unwrap_or_default();
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        json,
-    )
-        .into_response()
+/// The admin API's routes, each taken from its handler's
+/// `#[utoipa::path]` by `routes!`, with the OpenAPI document gathered from
+/// the same attributes: a handler is routed where its document says and
+/// every route is in the document, so the two cannot drift.
+fn documented_routes() -> OpenApiRouter<Arc<Provider>> {
+    // One `routes!` per path: axum takes each path once, with its methods.
+    OpenApiRouter::with_openapi(AdminApiDoc::openapi())
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user, delete_user))
+        .routes(routes!(unlock_user))
+        .routes(routes!(reset_user_mfa))
+        .routes(routes!(user_sessions))
+        .routes(routes!(list_invitations, invite))
+        .routes(routes!(list_clients, create_client))
+        .routes(routes!(get_client, update_client, delete_client))
+        .routes(routes!(rotate_client_secret))
+        .routes(routes!(list_keys))
+        .routes(routes!(rotate_keys))
+        .routes(routes!(retire_key))
+        .routes(routes!(revoke_key))
+}
+
+/// The admin API, `/admin/v1/…`, and its document at
+/// `GET /admin/v1/openapi.json` (public: it holds no data).
+pub fn router() -> Router<Arc<Provider>> {
+    let (routes, document) = documented_routes().split_for_parts();
+    let json = Bytes::from(document.to_json().unwrap_or_default());
+    let serve_document = move || {
+        std::future::ready(([(CONTENT_TYPE, "application/json")], json.clone()).into_response())
+    };
+    routes
+        .route("/admin/v1/openapi.json", get(serve_document))
+        // Registrations and users are small: a bound far above them.
+        .layer(DefaultBodyLimit::max(64 * 1024))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every operation of the document, as `METHOD /path`.
+    fn operations(document: &utoipa::openapi::OpenApi) -> Vec<String> {
+        let json = serde_json::to_value(document).unwrap();
+        let mut found = Vec::new();
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                found.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn the_document_names_every_admin_operation() {
+        let (_, document) = documented_routes().split_for_parts();
+        let expected = [
+            "DELETE /admin/v1/clients/{id}",
+            "DELETE /admin/v1/users/{name}",
+            "GET /admin/v1/clients",
+            "GET /admin/v1/clients/{id}",
+            "GET /admin/v1/invitations",
+            "GET /admin/v1/keys",
+            "GET /admin/v1/users",
+            "GET /admin/v1/users/{name}",
+            "GET /admin/v1/users/{name}/sessions",
+            "PATCH /admin/v1/users/{name}",
+            "POST /admin/v1/clients",
+            "POST /admin/v1/clients/{id}/secret",
+            "POST /admin/v1/invitations",
+            "POST /admin/v1/keys/rotate",
+            "POST /admin/v1/keys/{kid}/retire",
+            "POST /admin/v1/keys/{kid}/revoke",
+            "POST /admin/v1/users",
+            "POST /admin/v1/users/{name}/reset-mfa",
+            "POST /admin/v1/users/{name}/unlock",
+            "PUT /admin/v1/clients/{id}",
+        ];
+        assert_eq!(operations(&document), expected);
+        assert!(
+            document
+                .components
+                .unwrap()
+                .security_schemes
+                .contains_key("bearer")
+        );
+    }
 }

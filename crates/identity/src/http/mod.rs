@@ -86,7 +86,7 @@ pub fn router(provider: Arc<Provider>) -> Router {
             "/logout",
             get(handlers::logout).post(handlers::logout_confirmed),
         )
-        .nest("/admin/v1", admin_routes())
+        .merge(admin_api::router())
         .route("/ping", get(|| async { "pong" }))
         .route("/static/echo.css", get(pages::stylesheet))
         .fallback(pages::not_found);
@@ -105,34 +105,6 @@ pub fn router(provider: Arc<Provider>) -> Router {
         security_headers: pages::security_headers(secure),
     };
     edge.wrap(router).with_state(provider)
-}
-
-/// The admin API (`admin_api.rs`), under `/admin/v1`.
-fn admin_routes() -> Router<Arc<Provider>> {
-    use admin_api::*;
-    Router::new()
-        .route("/users", get(list_users).post(create_user))
-        .route(
-            "/users/{name}",
-            get(get_user).patch(update_user).delete(delete_user),
-        )
-        .route("/users/{name}/unlock", post(unlock_user))
-        .route("/users/{name}/reset-mfa", post(reset_user_mfa))
-        .route("/users/{name}/sessions", get(user_sessions))
-        .route("/invitations", get(list_invitations).post(invite))
-        .route("/clients", get(list_clients).post(create_client))
-        .route(
-            "/clients/{id}",
-            get(get_client).put(update_client).delete(delete_client),
-        )
-        .route("/clients/{id}/secret", post(rotate_client_secret))
-        .route("/keys", get(list_keys))
-        .route("/keys/rotate", post(rotate_keys))
-        .route("/keys/{kid}/retire", post(retire_key))
-        .route("/keys/{kid}/revoke", post(revoke_key))
-        .route("/openapi.json", get(openapi))
-        // Registrations and users are small: a bound far above them.
-        .layer(DefaultBodyLimit::max(64 * 1024))
 }
 
 /// Identity on `listener`, with its periodic jobs: purging expired rows,
