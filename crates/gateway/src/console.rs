@@ -52,6 +52,8 @@ pub struct AdminClient {
     pub grants: Vec<String>,
     pub audiences: Vec<String>,
     pub scopes: Vec<String>,
+    /// Whether the code flow goes without PKCE (old clients only).
+    pub allow_no_pkce: bool,
     pub created_at: i64,
 }
 
@@ -113,6 +115,9 @@ pub struct Registration {
     pub grants: Vec<String>,
     pub audiences: Vec<String>,
     pub scopes: Vec<String>,
+    /// Sent with every save: the API replaces the whole registration, so
+    /// a form without it would turn PKCE back on unasked.
+    pub allow_no_pkce: bool,
 }
 
 impl Registration {
@@ -123,6 +128,7 @@ impl Registration {
             "grants": self.grants,
             "audiences": self.audiences,
             "scopes": self.scopes,
+            "allow_no_pkce": self.allow_no_pkce,
         })
     }
 }

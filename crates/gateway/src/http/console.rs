@@ -396,6 +396,8 @@ impl Fields {
             grants: self.list("grants"),
             audiences: self.list("audiences"),
             scopes: self.list("scopes"),
+            // A checkbox: sent only when ticked.
+            allow_no_pkce: self.get("allow_no_pkce") == Some("yes"),
         }
     }
 }
