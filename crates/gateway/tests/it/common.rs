@@ -14,7 +14,9 @@ use echo_gateway::{
     ClientSecret, Gateway, GatewayConfig, RedisSessionStore, SessionStore, SqliteSessionStore,
 };
 use echo_identity::admin::{self, NewClient, NewUser};
+use echo_identity::mail::{Mailer, Outbox, SmtpSettings};
 use echo_identity::{IdentityConfig, Provider};
+use echo_queue::{QueueConfig, SqliteQueue};
 use echo_testkit::TempDir;
 use echo_verify::{HttpJwks, Verifier, VerifierOptions};
 use reqwest::StatusCode;
@@ -140,6 +142,20 @@ impl Drop for Served {
     }
 }
 
+/// Identity's mail to the SMTP server at `url`, queued in `dir`.
+async fn outbox(url: &str, dir: &std::path::Path) -> Outbox {
+    let queue = SqliteQueue::open(&dir.join("mail-queue.db"), QueueConfig::default())
+        .await
+        .unwrap();
+    let settings = SmtpSettings {
+        url: url.to_owned(),
+        from: "Echo <echo@example.test>".to_owned(),
+        password: None,
+    };
+    let mailer = Mailer::new(&settings, &echo_crypto::TrustedRoots::system()).unwrap();
+    Outbox::new(Arc::new(queue), mailer)
+}
+
 /// Identity and a gateway registered with it as client `gateway`.
 pub struct Platform {
     pub issuer: String,
@@ -163,25 +179,35 @@ impl Platform {
 
     /// A platform whose gateway keeps its sessions in `backend`.
     pub async fn start_on(backend: Backend) -> Self {
-        Self::launch(backend, |_| {}, |_| {}).await
+        Self::launch(backend, |_| {}, |_| {}, None).await
     }
 
     /// A platform whose identity configuration `configure` adjusts.
     pub async fn start_with_identity(configure: impl FnOnce(&mut IdentityConfig)) -> Self {
-        Self::launch(Backend::Sqlite, |_| {}, configure).await
+        Self::launch(Backend::Sqlite, |_| {}, configure, None).await
+    }
+
+    /// [`Platform::start_with_identity`], identity sending its mail to the
+    /// SMTP server at `smtp_url` (through a queue of its own).
+    pub async fn start_mailing(
+        smtp_url: &str,
+        configure: impl FnOnce(&mut IdentityConfig),
+    ) -> Self {
+        Self::launch(Backend::Sqlite, |_| {}, configure, Some(smtp_url)).await
     }
 
     /// A platform whose gateway configuration `configure` adjusts (routes,
     /// limits); the gateway client may exchange tokens for the audiences
     /// [`UPSTREAM_AUDIENCE`] and `audit`.
     pub async fn start_with(configure: impl FnOnce(&mut GatewayConfig)) -> Self {
-        Self::launch(Backend::Sqlite, configure, |_| {}).await
+        Self::launch(Backend::Sqlite, configure, |_| {}, None).await
     }
 
     async fn launch(
         backend: Backend,
         configure: impl FnOnce(&mut GatewayConfig),
         configure_identity: impl FnOnce(&mut IdentityConfig),
+        smtp_url: Option<&str>,
     ) -> Self {
         let dir = echo_testkit::data_dir();
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
@@ -235,17 +261,19 @@ impl Platform {
         let clock_dyn: Arc<dyn Clock> = clock.clone();
         let mut identity_config = IdentityConfig::new(&issuer);
         configure_identity(&mut identity_config);
-        let provider = Arc::new(
-            Provider::new(
-                identity_config,
-                store.clone(),
-                &MasterKey::generate(),
-                identity_audit.clone(),
-                clock_dyn.clone(),
-            )
-            .await
-            .unwrap(),
-        );
+        let provider = Provider::new(
+            identity_config,
+            store.clone(),
+            &MasterKey::generate(),
+            identity_audit.clone(),
+            clock_dyn.clone(),
+        )
+        .await
+        .unwrap();
+        let provider = Arc::new(match smtp_url {
+            Some(url) => provider.with_outbox(outbox(url, dir.path()).await),
+            None => provider,
+        });
         let serving = provider.clone();
         let identity =
             Served::spawn(move |stop| echo_identity::serve(identity_listener, serving, stop));
@@ -514,11 +542,15 @@ impl Page {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
-    /// `name` → `value` of every `<input>` with both, unescaped.
+    /// `name` → `value` of every `<input>` with both, unescaped, as a
+    /// browser posts them (a checkbox only when ticked).
     pub fn inputs(&self) -> BTreeMap<String, String> {
         let mut found = BTreeMap::new();
         for tag in self.body.split("<input").skip(1) {
             let tag = tag.split('>').next().unwrap_or("");
+            if tag.contains(r#"type="checkbox""#) && !tag.contains(" checked") {
+                continue;
+            }
             let attribute = |name: &str| {
                 let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
                 let end = tag[start..].find('"')? + start;

@@ -6,7 +6,7 @@
 //! actions not confirmed; the admin API's refusals shown in words.
 
 use echo_core::Clock;
-use echo_identity::admin;
+use echo_identity::admin::{self, NewClient};
 use reqwest::StatusCode;
 
 use crate::common::{Browser, PASSWORD, Page, Platform, USER, unescape};
@@ -220,6 +220,10 @@ async fn an_admin_manages_users_and_identity_records_the_admin_as_actor() {
         .unwrap()
         .roles;
     assert_eq!(roles, ["auditor"]);
+    assert_eq!(
+        actors(&platform, "admin.user.roles_set"),
+        vec![Some(root.clone())]
+    );
     let done = submit(&platform, &browser, &bob, "/admin/users/bob/unlock", &[]).await;
     assert_eq!(done.location(), "/admin/users/bob?done=unlocked");
     assert_eq!(
@@ -331,6 +335,10 @@ async fn an_admin_registers_edits_rotates_and_deletes_clients_and_rotates_keys()
         ["https://web.test/cb", "https://web.test/cb2"]
     );
     assert_eq!(client.post_logout_redirect_uris, ["https://web.test/"]);
+    assert_eq!(
+        actors(&platform, "admin.client.updated"),
+        vec![Some(root.clone())]
+    );
     // identity's refusal, in its words
     let web = browser.get(&platform.gw("/admin/clients/web")).await;
     let refused = submit(
@@ -364,6 +372,10 @@ async fn an_admin_registers_edits_rotates_and_deletes_clients_and_rotates_keys()
     let new_secret = between(&rotated.body, r#"id="client-secret">"#, "</code>");
     assert_ne!(new_secret, secret);
     assert!(rotated.body.contains("keeps working for 600 seconds"));
+    assert_eq!(
+        actors(&platform, "admin.client.secret_rotated"),
+        vec![Some(root.clone())]
+    );
 
     // delete: asked first
     let asked = submit(&platform, &browser, &web, "/admin/clients/web/delete", &[]).await;
@@ -379,45 +391,117 @@ async fn an_admin_registers_edits_rotates_and_deletes_clients_and_rotates_keys()
             .await
             .is_err()
     );
+    assert_eq!(
+        actors(&platform, "admin.client.deleted"),
+        vec![Some(root.clone())]
+    );
 
-    // keys: rotate, then retire and revoke
+    // keys: each with its state and audience; rotate one for an audience,
+    // then retire and revoke it, the table saying so at each step
     let keys = browser.get(&platform.gw("/admin/keys")).await;
     assert_eq!(keys.status, StatusCode::OK, "{}", keys.body);
-    let before = keys.body.matches("<tr><td><code>").count();
+    let before = key_rows(&keys.body);
+    assert!(!before.is_empty(), "{}", keys.body);
+    for row in &before {
+        assert_eq!(
+            (row.audience.as_str(), row.state.as_str()),
+            ("every audience", "active"),
+            "{row:?}"
+        );
+    }
     let asked = submit(
         &platform,
         &browser,
         &keys,
         "/admin/keys/rotate",
-        &[("alg", "ES256")],
+        &[("alg", "ES256"), ("audience", "audit")],
     )
     .await;
     let done = confirm(&platform, &browser, &asked, "/admin/keys/rotate").await;
     assert_eq!(done.location(), "/admin/keys?done=rotated");
     let keys = browser.get(&platform.gw("/admin/keys?done=rotated")).await;
+    let after = key_rows(&keys.body);
+    assert_eq!(after.len(), before.len() + 1, "{}", keys.body);
+    let (old, new): (Vec<KeyRow>, Vec<KeyRow>) = after
+        .into_iter()
+        .partition(|row| before.iter().any(|b| b.kid == row.kid));
+    assert_eq!(old, before, "the other keys as they were");
+    let [new] = <[KeyRow; 1]>::try_from(new).unwrap();
     assert_eq!(
-        keys.body.matches("<tr><td><code>").count(),
-        before + 1,
-        "{}",
-        keys.body
+        (new.alg.as_str(), new.audience.as_str(), new.state.as_str()),
+        ("ES256", "audit", "next"),
+        "published, not signing yet, for its audience"
     );
-    // the new ES256 key: retired before it signs, then revoked
-    let row = keys
-        .body
-        .find("</code></td><td>ES256</td>")
-        .expect("the new key");
-    let start = keys.body[..row].rfind("<code>").unwrap() + "<code>".len();
-    let kid = keys.body[start..row].to_owned();
+    let kid = new.kid;
     let path = format!("/admin/keys/{kid}/retire");
     let asked = submit(&platform, &browser, &keys, &path, &[]).await;
     let done = confirm(&platform, &browser, &asked, &path).await;
     assert_eq!(done.location(), "/admin/keys?done=retired", "{}", done.body);
     let keys = browser.get(&platform.gw("/admin/keys")).await;
+    let retired = key_row(&keys.body, &kid);
+    assert_eq!(
+        (retired.audience.as_str(), retired.state.as_str()),
+        ("audit", "retired")
+    );
     let path = format!("/admin/keys/{kid}/revoke");
     let asked = submit(&platform, &browser, &keys, &path, &[]).await;
     assert!(asked.body.contains("stops verifying"));
     let done = confirm(&platform, &browser, &asked, &path).await;
     assert_eq!(done.location(), "/admin/keys?done=revoked", "{}", done.body);
+    let keys = browser.get(&platform.gw("/admin/keys")).await;
+    assert_eq!(key_row(&keys.body, &kid).state, "revoked");
+    assert!(
+        !keys.body.contains(&format!("/admin/keys/{kid}/")),
+        "no more actions on a revoked key"
+    );
+    for action in ["key.rotated", "key.retired", "key.revoked"] {
+        assert_eq!(
+            actors(&platform, action),
+            vec![Some(root.clone())],
+            "{action}"
+        );
+    }
+}
+
+/// A row of the keys table.
+#[derive(Debug, PartialEq, Eq)]
+struct KeyRow {
+    kid: String,
+    alg: String,
+    audience: String,
+    state: String,
+}
+
+/// The rows of the keys page's table, cell by cell.
+fn key_rows(html: &str) -> Vec<KeyRow> {
+    let table = between(html, r#"<table class="events" id="keys">"#, "</table>");
+    table
+        .split("<tr><td><code>")
+        .skip(1)
+        .map(|row| {
+            let cells: Vec<String> = row
+                .split("</td>")
+                .take(4)
+                .map(|cell| unescape(cell.rsplit('>').next().unwrap_or(cell)))
+                .collect();
+            let kid = row.split("</code>").next().unwrap().to_owned();
+            let state_class = format!(r#"<td class="state-{}">"#, cells[3]);
+            assert!(row.contains(&state_class), "the state styled: {row}");
+            KeyRow {
+                kid,
+                alg: cells[1].clone(),
+                audience: cells[2].clone(),
+                state: cells[3].clone(),
+            }
+        })
+        .collect()
+}
+
+fn key_row(html: &str, kid: &str) -> KeyRow {
+    key_rows(html)
+        .into_iter()
+        .find(|row| row.kid == kid)
+        .unwrap_or_else(|| panic!("no key {kid} in {html}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -598,4 +682,342 @@ async fn the_console_asks_for_a_fresh_sign_in_once_identitys_session_ends() {
     follow_to_gateway(&platform, &browser, verified.location(), "/admin/users").await;
     let users = browser.get(&platform.gw("/admin/users")).await;
     assert_eq!(users.status, StatusCode::OK, "{}", users.body);
+}
+
+/// The usernames in the users table of a list page, in order.
+fn listed_users(html: &str) -> Vec<String> {
+    let table = between(html, r#"<table class="events" id="users">"#, "</table>");
+    table
+        .split(r#"<tr><td><a href="/admin/users/"#)
+        .skip(1)
+        .map(|row| unescape(&between(row, "\">", "</a>")))
+        .collect()
+}
+
+/// A list page's `#next` link, if it has one.
+fn next_page(html: &str) -> Option<String> {
+    let at = html.find(r#"" id="next">"#)?;
+    let start = html[..at].rfind("href=\"")? + "href=\"".len();
+    Some(unescape(&html[start..at]))
+}
+
+/// The users of every page from `first` on, following `#next`; and how
+/// many pages there were.
+async fn every_page(platform: &Platform, browser: &Browser, first: &str) -> (Vec<String>, usize) {
+    let (mut names, mut pages, mut next) = (Vec::new(), 0, Some(first.to_owned()));
+    while let Some(path) = next {
+        let page = browser.get(&platform.gw(&path)).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        names.extend(listed_users(&page.body));
+        pages += 1;
+        assert!(pages <= 10, "the pages never end");
+        next = next_page(&page.body);
+    }
+    (names, pages)
+}
+
+/// Issue 17: more users than a page (50): `#next` leads to the rest, and
+/// the pages together list every user once, in username order; a search
+/// goes along to the next page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_list_pages_through_every_user_once() {
+    let platform = Platform::start().await;
+    add_admin(&platform).await;
+    let mut everyone = vec![USER.to_owned(), ADMIN.to_owned()];
+    for n in 0..60 {
+        let name = format!("member{n:02}");
+        // Invited: no password to hash, so sixty are quick.
+        admin::invite_user(
+            &*platform.identity_store,
+            &*platform.identity_audit,
+            &*platform.clock,
+            name.clone(),
+            None,
+            vec![],
+        )
+        .await
+        .unwrap();
+        everyone.push(name);
+    }
+    everyone.sort();
+    let browser = Browser::new();
+    sign_in_admin(&platform, &browser, "/admin/users").await;
+
+    let first = browser.get(&platform.gw("/admin/users")).await;
+    assert_eq!(listed_users(&first.body).len(), 50, "a full first page");
+    let (listed, pages) = every_page(&platform, &browser, "/admin/users").await;
+    assert_eq!(pages, 2);
+    assert_eq!(listed, everyone, "each user once, none lost");
+
+    let members: Vec<String> = everyone
+        .iter()
+        .filter(|name| name.starts_with("member"))
+        .cloned()
+        .collect();
+    let searched = browser
+        .get(&platform.gw("/admin/users?search=MEMBER"))
+        .await;
+    let next = next_page(&searched.body).expect("a next page");
+    assert!(next.contains("search=MEMBER"), "{next}");
+    let (found, pages) = every_page(&platform, &browser, "/admin/users?search=MEMBER").await;
+    assert_eq!(pages, 2);
+    assert_eq!(found, members);
+}
+
+/// A client-credentials token request to identity as client `id`.
+async fn client_token(
+    platform: &Platform,
+    id: &str,
+    secret: &str,
+    form: &[(&str, &str)],
+) -> (StatusCode, serde_json::Value) {
+    let mut form = form.to_vec();
+    form.push(("grant_type", "client_credentials"));
+    let answer = reqwest::Client::new()
+        .post(format!("{}/token", platform.issuer))
+        .basic_auth(id, Some(secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    (status, answer.json().await.unwrap_or_default())
+}
+
+/// Registers the client-credentials client `id` (audience `audit`) in the
+/// console; its secret.
+async fn register_service(platform: &Platform, browser: &Browser, id: &str) -> String {
+    let clients = browser.get(&platform.gw("/admin/clients")).await;
+    let shown = submit(
+        platform,
+        browser,
+        &clients,
+        "/admin/clients",
+        &[
+            ("id", id),
+            ("grants", "client_credentials"),
+            ("audiences", "audit"),
+            ("scopes", "audit.read"),
+        ],
+    )
+    .await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    between(&shown.body, r#"id="client-secret">"#, "</code>")
+}
+
+/// Issue 17: the grants, audiences and scopes saved in the console's
+/// form are what identity stores (read back on the page and in its
+/// database) and enforces at /token: a removed audience or grant is
+/// refused from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_grants_audiences_and_scopes_edited_in_the_console_take_effect() {
+    let platform = Platform::start().await;
+    add_admin(&platform).await;
+    let browser = Browser::new();
+    sign_in_admin(&platform, &browser, "/admin/clients").await;
+    let secret = register_service(&platform, &browser, "svc").await;
+    let audit = [("audience", "audit"), ("scope", "audit.read")];
+    let docs = [("audience", "docs"), ("scope", "docs.read")];
+    assert_eq!(
+        client_token(&platform, "svc", &secret, &audit).await.0,
+        StatusCode::OK
+    );
+
+    let svc = browser.get(&platform.gw("/admin/clients/svc")).await;
+    let done = submit(
+        &platform,
+        &browser,
+        &svc,
+        "/admin/clients/svc/update",
+        &[
+            ("grants", "client_credentials"),
+            ("audiences", "docs"),
+            ("scopes", "docs.read"),
+        ],
+    )
+    .await;
+    assert_eq!(done.location(), "/admin/clients/svc?done=updated");
+    let svc = browser.get(&platform.gw("/admin/clients/svc")).await;
+    let shown = svc.inputs();
+    assert_eq!(
+        [&shown["grants"], &shown["audiences"], &shown["scopes"]],
+        ["client_credentials", "docs", "docs.read"],
+        "{}",
+        svc.body
+    );
+    let stored = admin::find_client(&*platform.identity_store, "svc")
+        .await
+        .unwrap();
+    assert_eq!(stored.grant_types, ["client_credentials"]);
+    assert_eq!(stored.audiences, ["docs"]);
+    assert_eq!(stored.scopes, ["docs.read"]);
+    let (status, refused) = client_token(&platform, "svc", &secret, &audit).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    let (status, granted) = client_token(&platform, "svc", &secret, &docs).await;
+    assert_eq!(status, StatusCode::OK, "{granted}");
+    assert_eq!(granted["scope"], "docs.read");
+
+    // the grant removed: client credentials are refused at once
+    let done = submit(
+        &platform,
+        &browser,
+        &svc,
+        "/admin/clients/svc/update",
+        &[
+            ("grants", "authorization_code"),
+            ("redirect_uris", "https://svc.test/cb"),
+            ("audiences", "docs"),
+            ("scopes", "openid"),
+        ],
+    )
+    .await;
+    assert_eq!(done.location(), "/admin/clients/svc?done=updated");
+    let stored = admin::find_client(&*platform.identity_store, "svc")
+        .await
+        .unwrap();
+    assert_eq!(stored.grant_types, ["authorization_code"]);
+    let (status, refused) = client_token(&platform, "svc", &secret, &docs).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["error"], "unauthorized_client", "{refused}");
+
+    // A client registered to go without PKCE keeps that through an edit
+    // of something else (the API replaces the whole registration), and
+    // loses it once the box is unticked.
+    let legacy = NewClient {
+        id: "legacy".into(),
+        secret: admin::ClientSecret::Provided("legacy-secret-0123456789abcdefghijklmnop".into()),
+        redirect_uris: vec!["https://legacy.test/cb".into()],
+        grants: vec!["authorization_code".into()],
+        audiences: vec!["gateway".into()],
+        scopes: vec!["openid".into()],
+        post_logout_redirect_uris: vec![],
+        allow_no_pkce: true,
+    };
+    admin::add_client(
+        &*platform.identity_store,
+        &*platform.identity_audit,
+        &*platform.clock,
+        legacy,
+    )
+    .await
+    .unwrap();
+    let page = browser.get(&platform.gw("/admin/clients/legacy")).await;
+    assert_eq!(page.inputs()["allow_no_pkce"], "yes", "ticked");
+    let edit = [
+        ("redirect_uris", "https://legacy.test/cb"),
+        ("scopes", "openid profile"),
+    ];
+    let path = "/admin/clients/legacy/update";
+    let done = submit(&platform, &browser, &page, path, &edit).await;
+    assert_eq!(done.location(), "/admin/clients/legacy?done=updated");
+    let stored = admin::find_client(&*platform.identity_store, "legacy")
+        .await
+        .unwrap();
+    assert_eq!(stored.scopes, ["openid", "profile"]);
+    assert!(stored.allow_no_pkce, "kept through the edit");
+    let page = browser.get(&platform.gw("/admin/clients/legacy")).await;
+    let form = between(&page.body, r#"id="client-update">"#, "</form>");
+    let mut fields = Page {
+        status: page.status,
+        headers: page.headers.clone(),
+        body: form,
+    }
+    .inputs();
+    assert_eq!(fields.remove("allow_no_pkce").as_deref(), Some("yes"));
+    fields.extend(edit.map(|(name, value)| (name.to_owned(), value.to_owned())));
+    let done = browser.post_form(&platform.gw(path), &fields, &[]).await;
+    assert_eq!(done.location(), "/admin/clients/legacy?done=updated");
+    let stored = admin::find_client(&*platform.identity_store, "legacy")
+        .await
+        .unwrap();
+    assert!(!stored.allow_no_pkce, "unticked");
+}
+
+/// Issue 17: a secret rotated in the console with an overlap: the new
+/// secret works at once and the old one until the overlap ends, then not;
+/// with an overlap of 0 the old secret ends at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_rotated_in_the_console_overlaps_then_the_old_one_ends() {
+    let platform = Platform::start().await;
+    add_admin(&platform).await;
+    let browser = Browser::new();
+    sign_in_admin(&platform, &browser, "/admin/clients").await;
+    let first = register_service(&platform, &browser, "svc").await;
+    let rotate = |overlap: &'static str| {
+        let (platform, browser) = (&platform, &browser);
+        async move {
+            let path = "/admin/clients/svc/rotate-secret";
+            let svc = browser.get(&platform.gw("/admin/clients/svc")).await;
+            let asked = submit(
+                platform,
+                browser,
+                &svc,
+                path,
+                &[("overlap_seconds", overlap)],
+            )
+            .await;
+            let rotated = confirm(platform, browser, &asked, path).await;
+            assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+            between(&rotated.body, r#"id="client-secret">"#, "</code>")
+        }
+    };
+    let works = |secret: String| {
+        let platform = &platform;
+        async move {
+            let form = [("audience", "audit")];
+            client_token(platform, "svc", &secret, &form).await.0 == StatusCode::OK
+        }
+    };
+
+    let second = rotate("600").await;
+    assert!(works(second.clone()).await, "the new secret at once");
+    assert!(works(first.clone()).await, "the old one during the overlap");
+    platform.clock.advance(599);
+    assert!(
+        works(first.clone()).await,
+        "the old one to the overlap's end"
+    );
+    platform.clock.advance(2);
+    assert!(!works(first.clone()).await, "the old one after the overlap");
+    assert!(works(second.clone()).await);
+
+    let third = rotate("0").await;
+    assert!(works(third).await);
+    assert!(
+        !works(second).await,
+        "no overlap: the old secret ends at once"
+    );
+}
+
+/// Issue 17: an invitation from the console goes out by mail (under the
+/// `invite` policy), recorded with the admin as actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_from_the_console_is_mailed_with_the_admin_as_actor() {
+    let smtp = echo_testkit::smtp::SmtpServer::start();
+    let platform = Platform::start_mailing(&smtp.url(), |config| {
+        config.registration = echo_identity::RegistrationPolicy::Invite;
+    })
+    .await;
+    let root = add_admin(&platform).await;
+    let browser = Browser::new();
+    sign_in_admin(&platform, &browser, "/admin/users").await;
+    let users = browser.get(&platform.gw("/admin/users")).await;
+    let invited = submit(
+        &platform,
+        &browser,
+        &users,
+        "/admin/invitations",
+        &[("username", "erin"), ("email", "erin@example.test")],
+    )
+    .await;
+    assert_eq!(invited.location(), "/admin/users/erin?done=invited");
+    assert_eq!(
+        actors(&platform, "account.invitation.sent"),
+        vec![Some(root)]
+    );
+    let mail = smtp
+        .wait_for(1, std::time::Duration::from_secs(30))
+        .remove(0);
+    assert_eq!(mail.to, ["erin@example.test"]);
+    assert!(mail.link("/invitation?token=").is_some());
 }
