@@ -1171,6 +1171,27 @@ async fn browser_an_admin_registers_a_client_suspends_a_user_and_rotates_keys() 
     assert!(after.matches("<tr><td><code>").count() > before, "{after}");
     browser.shot("keys-rotated").await;
 
+    // root's page: their recent events, read from the audit service, hold
+    // what they just did (the audit writer sends in batches: wait for it)
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let own = loop {
+        browser.goto(&format!("{gateway}/admin/users/root")).await;
+        let page = browser.text().await;
+        if page.contains("<td>key.rotated</td>") {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "no events on the page: {page}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let events = between(&own, "id=\"user-events\"", "</table>");
+    for action in ["admin.client.created", "key.rotated"] {
+        assert!(
+            events.contains(&format!("<td>{action}</td>")),
+            "{action}: {events}"
+        );
+    }
+    browser.shot("user-events").await;
+
     // the log at 1280 px: the filter form inside the page, filters in the URL
     browser.client.set_window_size(1280, 900).await.unwrap();
     // Identity's audit writer sends in batches: wait for the suspension.
