@@ -27,6 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use echo_core::Scope;
 use echo_core::audit::AuditSink;
+use echo_crypto::secret::sha256;
 use echo_verify::{Claims, Expectations, Verifier, VerifyError};
 
 use crate::refusals::{DEFAULT_WINDOW, RefusalLog, RefusedSubject};
@@ -52,11 +53,14 @@ pub struct Caller {
     pub roles: Vec<String>,
     /// Every claim of the verified token.
     pub claims: Arc<Claims>,
+    /// SHA-256 of the token: its verifier-cache key, and what a service
+    /// keys its own per-token state by without hashing it again.
+    pub token_digest: [u8; 32],
     pub origin: Origin,
 }
 
 impl Caller {
-    fn of(claims: Arc<Claims>, origin: &Origin) -> Self {
+    fn of(claims: Arc<Claims>, token_digest: [u8; 32], origin: &Origin) -> Self {
         let kind = if claims.client_id.as_deref() == Some(claims.sub.as_str()) {
             CallerKind::Service
         } else {
@@ -68,6 +72,7 @@ impl Caller {
             client_id: claims.client_id.clone(),
             roles: claims.roles.clone(),
             claims,
+            token_digest,
             origin: origin.clone(),
         }
     }
@@ -338,12 +343,13 @@ impl Gate {
         let Some(token) = token else {
             return Err(self.refuse(Reason::Missing, None, origin));
         };
+        let digest = sha256(token.as_bytes());
         match self
             .verifier
-            .verify(token, &Expectations::access_token(audience))
+            .verify_digested(token, &digest, &Expectations::access_token(audience))
             .await
         {
-            Ok(claims) => Ok(Caller::of(claims, origin)),
+            Ok(claims) => Ok(Caller::of(claims, digest, origin)),
             Err(e) => match Reason::of(&e) {
                 Some(reason) => Err(self.refuse(reason, None, origin)),
                 None => Err(Refusal::keys_unavailable()),

@@ -83,37 +83,42 @@ impl RateLimiter {
         let burst = f64::from(limit.burst);
         let shard = self.hasher.hash_one(key) as usize % SHARDS;
         let mut buckets = lock(&self.shards[shard]);
-        if !buckets.contains_key(key) {
-            if buckets.len() >= SWEEP_AT / SHARDS {
-                buckets.retain(|_, b| {
-                    b.tokens + now.duration_since(b.updated).as_secs_f64() * limit.per_second
-                        < burst
-                });
-            }
-            buckets.insert(
-                key.to_owned(),
-                Bucket {
-                    tokens: burst,
-                    updated: now,
-                    quiet_until: None,
-                },
-            );
+        // A busy key's bucket is found with one lookup, its key not copied.
+        if let Some(bucket) = buckets.get_mut(key) {
+            return bucket.take(limit, now);
         }
-        let Some(bucket) = buckets.get_mut(key) else {
-            return Ok(());
+        if buckets.len() >= SWEEP_AT / SHARDS {
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * limit.per_second < burst
+            });
+        }
+        let mut bucket = Bucket {
+            tokens: burst,
+            updated: now,
+            quiet_until: None,
         };
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(burst);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        let taken = bucket.take(limit, now);
+        buckets.insert(key.to_owned(), bucket);
+        taken
+    }
+}
+
+impl Bucket {
+    /// One token at `now`, refilled first; or how long until one is back.
+    fn take(&mut self, limit: Limit, now: Instant) -> Result<(), Throttled> {
+        let burst = f64::from(limit.burst);
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * limit.per_second).min(burst);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
             return Ok(());
         }
-        let wait = (1.0 - bucket.tokens) / limit.per_second;
-        let first_in_window = bucket.quiet_until.is_none_or(|until| now >= until);
+        let wait = (1.0 - self.tokens) / limit.per_second;
+        let first_in_window = self.quiet_until.is_none_or(|until| now >= until);
         if first_in_window {
             let window = Duration::from_secs_f64(burst / limit.per_second);
-            bucket.quiet_until = Some(now + window);
+            self.quiet_until = Some(now + window);
         }
         Err(Throttled {
             // Rounded up: a client that waits this long will get through.

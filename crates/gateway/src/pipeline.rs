@@ -39,17 +39,17 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::header::{AUTHORIZATION, COOKIE, HOST, SET_COOKIE};
+use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderValue, Method, Request, Response, Uri, Version};
 use echo_core::Scope;
 use echo_core::audit::AuditEvent;
-use echo_crypto::secret::token_hash;
+use echo_crypto::secret::{b64url, token_hash};
 use echo_edge::{Caller, Limit, Origin, REQUEST_ID, Reason, TRACEPARENT};
 use echo_verify::Expectations;
 
 use crate::gateway::Gateway;
-use crate::principal::{CSRF_HEADER, Credential, Presented, Principal, SessionInfo, Surface};
-use crate::proxy::{set_forwarded, strip_client_claims, strip_hop_by_hop};
+use crate::principal::{Credential, Presented, Principal, SessionInfo, Surface};
+use crate::proxy::{is_client_claim, keep_end_to_end, set_forwarded};
 use crate::routes::Route;
 use crate::session::{Session, Tokens};
 use crate::{GatewayError, Result};
@@ -79,7 +79,8 @@ impl Gateway {
         if presented.surface == Surface::Api {
             if let Some(token) = presented.bearer {
                 let caller = self.gate.authenticate_bearer(Some(token), meta).await?;
-                let key = token_hash(token);
+                // token_hash(token), from the digest the gate made.
+                let key = b64url(&caller.token_digest);
                 if self.liveness.due(&key, Instant::now()) && !self.still_active(token).await {
                     self.tokens.forget(&key);
                     let refusal = self
@@ -366,11 +367,11 @@ impl Gateway {
         let id = HeaderValue::from_str(&meta.request_id)
             .map_err(|_| GatewayError::BadRequest("unusable request id".into()))?;
         let trace = meta.trace.next_hop();
-        strip_hop_by_hop(headers);
-        strip_client_claims(headers);
-        headers.remove(COOKIE);
-        headers.remove(HOST);
-        headers.remove(CSRF_HEADER);
+        // `X-Echo-CSRF` goes as a client claim; `Authorization` is the
+        // gateway's own below.
+        keep_end_to_end(headers, |name| {
+            matches!(name, "cookie" | "host" | "authorization") || is_client_claim(name)
+        });
         headers.insert(AUTHORIZATION, bearer);
         headers.insert(REQUEST_ID, id.clone());
         headers.insert(TRACEPARENT, trace);
@@ -475,9 +476,8 @@ impl Gateway {
                 },
             })?;
         let (mut parts, body) = answer.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
         // The gateway owns the cookies of its origin.
-        parts.headers.remove(SET_COOKIE);
+        keep_end_to_end(&mut parts.headers, |name| name == "set-cookie");
         parts.headers.insert(REQUEST_ID, request_id);
         Ok(Response::from_parts(parts, body))
     }

@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::header::{CONNECTION, HeaderName, UPGRADE};
+use axum::http::header::{CONNECTION, HeaderName};
 use axum::http::{HeaderMap, HeaderValue, Request, Response, Uri};
 use echo_core::sync::lock;
 use echo_edge::X_FORWARDED_FOR;
@@ -231,65 +231,80 @@ impl Drop for Returning {
     }
 }
 
-/// RFC 9110 §7.6.1 (and RFC 2616's list, still sent in the wild): headers
-/// that describe one connection, not the message.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-];
-
-/// Removes hop-by-hop headers, including every header `Connection` names,
-/// and `Upgrade` (no protocol switches through the gateway).
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(UPGRADE);
+/// Whether `name` (lower case, as a [`HeaderMap`] keeps it) describes one
+/// connection, not the message: RFC 9110 §7.6.1's headers (and RFC 2616's
+/// list, still sent in the wild), and `Upgrade` (no protocol switches
+/// through the gateway).
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
-/// Headers in which a client could claim something about itself that the
-/// upstream would take as the gateway's word: dropped from every request.
-const CLIENT_CLAIMS: [&str; 5] = [
-    "forwarded",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-real-ip",
-];
-/// Prefixes of header names reserved for what the gateway vouches for.
-const CLAIM_PREFIXES: [&str; 2] = ["x-user-", "x-echo-"];
+/// Whether `name` is a header in which a client could claim something
+/// about itself that the upstream would take as the gateway's word
+/// (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, and the prefixes reserved
+/// for what the gateway vouches for, `X-User-*` and `X-Echo-*`).
+/// `X-Forwarded-For` and the rest are set anew by [`set_forwarded`].
+pub(crate) fn is_client_claim(name: &str) -> bool {
+    matches!(
+        name,
+        "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-forwarded-port"
+            | "x-real-ip"
+    ) || name.starts_with("x-user-")
+        || name.starts_with("x-echo-")
+}
 
-/// Removes what the client claims about itself ([`CLIENT_CLAIMS`], any
-/// `X-User-*` or `X-Echo-*`); `X-Forwarded-For` is set anew by
-/// [`set_forwarded`].
-pub(crate) fn strip_client_claims(headers: &mut HeaderMap) {
-    let claimed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let name = name.as_str();
-            CLIENT_CLAIMS.contains(&name) || CLAIM_PREFIXES.iter().any(|p| name.starts_with(p))
+/// Keeps of `headers` what goes on to the next hop, in one pass over
+/// them: no hop-by-hop header, none that `Connection` names, and none for
+/// which `dropped` says so. (A [`HeaderMap`] has no `retain`; removing
+/// names one by one hashes each of them whether it was sent or not.)
+pub(crate) fn keep_end_to_end(headers: &mut HeaderMap, dropped: impl Fn(&str) -> bool) {
+    // Copied out (none allocated without a `Connection`): the map is
+    // taken apart below.
+    let connection: Vec<HeaderValue> = headers.get_all(CONNECTION).iter().cloned().collect();
+    let named = |name: &str| {
+        connection.iter().any(|value| {
+            value.to_str().is_ok_and(|listed| {
+                listed
+                    .split(',')
+                    .any(|listed| listed.trim().eq_ignore_ascii_case(name))
+            })
         })
-        .cloned()
-        .collect();
-    for name in claimed {
-        headers.remove(name);
+    };
+    let goes = |name: &HeaderName| {
+        let name = name.as_str();
+        is_hop_by_hop(name) || dropped(name) || named(name)
+    };
+    if !headers.keys().any(goes) {
+        return;
     }
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    let mut current: Option<(HeaderName, bool)> = None;
+    for (name, value) in std::mem::take(headers) {
+        // `None`: another value of the name before.
+        if let Some(name) = name {
+            let keep = !goes(&name);
+            current = Some((name, keep));
+        }
+        if let Some((name, true)) = &current {
+            kept.append(name.clone(), value);
+        }
+    }
+    *headers = kept;
 }
 
 /// The scheme and host the caller reached, from the gateway's public URL:
@@ -352,7 +367,7 @@ mod tests {
             ("upgrade", "websocket"),
             ("accept", "text/plain"),
         ]);
-        strip_hop_by_hop(&mut map);
+        keep_end_to_end(&mut map, |_| false);
         assert_eq!(
             map.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
             ["accept"]
@@ -372,7 +387,7 @@ mod tests {
             ("x-useragent-ok", "kept"),
             ("accept", "text/plain"),
         ]);
-        strip_client_claims(&mut map);
+        keep_end_to_end(&mut map, is_client_claim);
         set_forwarded(
             &mut map,
             Some([192, 0, 2, 7].into()),
@@ -395,5 +410,32 @@ mod tests {
         assert_eq!(map["x-real-ip"], "192.0.2.7");
         assert_eq!(map["x-forwarded-host"], "gw.example:8080");
         assert_eq!(map["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn every_value_of_a_kept_name_is_kept_and_nothing_is_rebuilt_without_cause() {
+        let mut map = headers(&[
+            ("accept", "text/plain"),
+            ("x-echo-csrf", "1"),
+            ("accept", "text/html"),
+            ("cookie", "a=1"),
+            ("x-b", "2"),
+            ("cookie", "b=2"),
+        ]);
+        keep_end_to_end(&mut map, |name| name == "cookie" || is_client_claim(name));
+        let kept: Vec<_> = map
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
+            .collect();
+        assert_eq!(kept, ["accept: text/plain", "accept: text/html", "x-b: 2"]);
+        assert!(
+            is_client_claim(crate::principal::CSRF_HEADER),
+            "the CSRF proof is ours"
+        );
+        // Nothing to drop: the same map, its capacity untouched.
+        let mut map = headers(&[("accept", "text/plain"), ("x-b", "2")]);
+        let capacity = map.capacity();
+        keep_end_to_end(&mut map, |_| false);
+        assert_eq!((map.len(), map.capacity()), (2, capacity));
     }
 }

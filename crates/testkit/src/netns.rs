@@ -338,6 +338,101 @@ fn remove_left_behind() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+
+    /// `bash -c script` in `namespace`: what it printed, or its error.
+    fn run_in(namespace: &Namespace, script: &str) -> Result<String, String> {
+        let mut bash = Command::new("bash");
+        bash.args(["-c", script]);
+        let out = namespace
+            .command(&bash)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    #[test]
+    fn a_namespace_reaches_the_hosts_loopback_only_through_a_relay_and_nothing_is_left() {
+        let mut network = match Network::create() {
+            Ok(network) => network,
+            // CI runs as root on a machine that allows namespaces: there,
+            // a refusal is a failure, never a pass.
+            Err(reason) if std::env::var_os("CI").is_none() => {
+                println!("not run: the machine refuses network namespaces ({reason})");
+                return;
+            }
+            Err(reason) => panic!("network namespaces refused under CI: {reason}"),
+        };
+        let bridge = network.bridge.clone();
+        let namespace = network.namespace("probe").expect("a namespace");
+        assert_eq!(
+            network
+                .namespace("other")
+                .expect("a second")
+                .address
+                .octets()[3],
+            12
+        );
+
+        // A server on the host's loopback, answering each connection once.
+        let server = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let port = server.local_addr().expect("address").port();
+        std::thread::spawn(move || {
+            for mut stream in server.incoming().flatten() {
+                let mut asked = [0u8; 4];
+                if stream.read_exact(&mut asked).is_ok() && &asked == b"ping" {
+                    let _ = stream.write_all(b"pong");
+                }
+            }
+        });
+
+        let url = network.reach(&format!("postgres://u@127.0.0.1:{port}/db?x=1"));
+        let relayed = url
+            .strip_prefix(&format!("postgres://u@{}:", network.host()))
+            .and_then(|rest| rest.strip_suffix("/db?x=1"))
+            .unwrap_or_else(|| panic!("{url} is not on the bridge"));
+        assert_eq!(
+            network.reach(&format!("http://localhost:{port}/")),
+            format!("http://{}:{relayed}/", network.host()),
+            "one relay per port"
+        );
+        assert_eq!(
+            network.reach("redis://10.1.2.3:6379"),
+            "redis://10.1.2.3:6379"
+        );
+
+        let ask = |host: String| {
+            run_in(
+                &namespace,
+                &format!("exec 3<>/dev/tcp/{host}; printf ping >&3; head -c 4 <&3"),
+            )
+        };
+        assert_eq!(
+            ask(format!("{}/{relayed}", network.host())).as_deref(),
+            Ok("pong")
+        );
+        // The namespace's loopback is its own: the host's port is not there.
+        assert!(
+            ask(format!("127.0.0.1/{port}")).is_err(),
+            "the host's loopback leaked in"
+        );
+
+        let name = namespace.name.clone();
+        drop(network);
+        let namespaces = ip_output(&["netns", "list"]).expect("ip netns list");
+        assert!(
+            !namespaces.contains(&name),
+            "{name} left behind: {namespaces}"
+        );
+        assert!(
+            ip(&["link", "show", &bridge]).is_err(),
+            "{bridge} left behind"
+        );
+    }
 
     #[test]
     fn prefixes_overlap_when_the_shorter_covers_the_other() {

@@ -142,7 +142,20 @@ impl Verifier {
         token: &str,
         expect: &Expectations<'_>,
     ) -> Result<Arc<Claims>, VerifyError> {
-        let cache_key = sha256(token.as_bytes());
+        self.verify_digested(token, &sha256(token.as_bytes()), expect)
+            .await
+    }
+
+    /// As [`verify`](Self::verify), for a caller that already has the
+    /// token's SHA-256 (`digest`, the cache's key) for keys of its own: a
+    /// token is hashed once per request.
+    pub async fn verify_digested(
+        &self,
+        token: &str,
+        digest: &[u8; 32],
+        expect: &Expectations<'_>,
+    ) -> Result<Arc<Claims>, VerifyError> {
+        let cache_key = *digest;
         let now = self.clock.now();
         // Old keys are refetched; a slow issuer delays no caller by more
         // than `stale_wait` while the keys it has still verify.
