@@ -294,7 +294,7 @@ async fn rate_limits_count_across_identity_replicas() {
 #[test]
 fn an_unreachable_rate_limit_redis_stops_the_start() {
     let dir = echo_testkit::data_dir();
-    for service in ["identity", "gateway"] {
+    for service in ["identity", "gateway", "docs"] {
         let out = echod(dir.path())
             .args(["serve", service, "--listen", "127.0.0.1:0"])
             .env("ECHO_GATEWAY_CLIENT_SECRET", SECRET)
