@@ -78,10 +78,48 @@ fn routes_through(proxy: &str) -> String {
         .collect()
 }
 
+/// Where both replicas keep blobs (`ECHO_DOCS_BLOB_URL`).
+#[derive(Clone, Copy, Debug)]
+enum Blobs {
+    /// The docs database.
+    Postgres,
+    /// JetStream's object store on the machine's NATS, bucket `ECHO_DOCS`.
+    Nats,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_uploaded_through_one_replica_is_served_by_the_other() {
+    uploaded_through_one_replica_served_by_the_other(Blobs::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_blobs_on_nats_serve_each_others_uploads() {
+    uploaded_through_one_replica_served_by_the_other(Blobs::Nats).await;
+}
+
+/// The blob of `bytes` in the bucket `ECHO_DOCS` of the machine's NATS, if
+/// there (opened by name, not by Echo's constant), as text.
+async fn in_echo_docs_bucket(bytes: &[u8]) -> Option<String> {
+    let store = echo_docs::NatsBlobStore::connect(
+        &echo_testkit::nats_url(),
+        &echo_crypto::TrustedRoots::system(),
+        "ECHO_DOCS",
+    )
+    .await
+    .unwrap();
+    echo_docs::BlobStore::read(&store, echo_docs::Blob::new(bytes.to_vec()).digest())
+        .await
+        .ok()
+        .map(|stored| String::from_utf8_lossy(&stored).into_owned())
+}
+
+async fn uploaded_through_one_replica_served_by_the_other(blobs: Blobs) {
     let docs_db = PgTestDb::create("docs_replicas_docs").await;
     let queue_db = PgTestDb::create("docs_replicas_queue").await;
+    let blob_url = match blobs {
+        Blobs::Postgres => docs_db.url.clone(),
+        Blobs::Nats => echo_testkit::nats_url(),
+    };
     let dir = echo_testkit::data_dir();
     add_user(dir.path(), "alice");
     add_user(dir.path(), "bob");
@@ -93,7 +131,7 @@ async fn a_document_uploaded_through_one_replica_is_served_by_the_other() {
     let mut up = up_on_free_ports(dir.path());
     up.env("ECHO_CONFIG", &config)
         .env("ECHO_DOCS_DATABASE_URL", &docs_db.url)
-        .env("ECHO_DOCS_BLOB_URL", &docs_db.url)
+        .env("ECHO_DOCS_BLOB_URL", &blob_url)
         .env("ECHO_DOCS_SEARCH", "postgres")
         .env("ECHO_QUEUE_URL", &queue_db.url);
     let server = start_up(up);
@@ -112,7 +150,7 @@ async fn a_document_uploaded_through_one_replica_is_served_by_the_other() {
         .arg("--audit-url")
         .arg(format!("http://{}", server.ready[1]))
         .args(["--docs-database-url", &docs_db.url])
-        .args(["--blob-url", &docs_db.url])
+        .args(["--blob-url", &blob_url])
         .args(["--search", "postgres"])
         .args(["--queue-url", &queue_db.url]);
     let replica_b = start(serve, 1);
@@ -123,13 +161,29 @@ async fn a_document_uploaded_through_one_replica_is_served_by_the_other() {
 
     proxy.point_at(&server.ready[3]).await;
     let mut alice = User::sign_in(&server, "alice").await;
-    let text = "The lighthouse keeper logs seventeen ships each foggy evening.";
+    // The NATS bucket is the machine's, shared by every run: the bytes (so
+    // the blob's name) are this run's own.
+    let text = format!(
+        "The lighthouse keeper logs seventeen ships each foggy evening. Run {}-{}.",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let text = text.as_str();
     let id = alice
         .upload(&[("log.txt", text.as_bytes().to_vec())])
         .await
         .remove(0);
     let view = alice.wait_for(&id, Duration::from_secs(60)).await;
     assert_eq!(view["status"], "done", "{view}");
+    if let Blobs::Nats = blobs {
+        assert_eq!(
+            in_echo_docs_bucket(text.as_bytes()).await.as_deref(),
+            Some(text)
+        );
+    }
 
     proxy.point_at(&replica_b.addr).await;
     let (status, listed) = alice
@@ -181,14 +235,17 @@ async fn a_document_uploaded_through_one_replica_is_served_by_the_other() {
     let answer = alice.ask("lighthouse keeper ships").await;
     assert_eq!(answer["citations"], serde_json::json!([]), "{answer}");
     let pool = sqlx::PgPool::connect(&docs_db.url).await.unwrap();
-    let (chunks, blobs): (i64, i64) = sqlx::query_as(
+    let (chunks, blob_rows): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM docs_chunks), (SELECT COUNT(*) FROM docs_blobs)",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!((chunks, blobs), (0, 0));
+    assert_eq!((chunks, blob_rows), (0, 0));
     pool.close().await;
+    if let Blobs::Nats = blobs {
+        assert_eq!(in_echo_docs_bucket(text.as_bytes()).await, None);
+    }
 
     drop(replica_b);
     drop(server);

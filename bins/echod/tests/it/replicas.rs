@@ -294,7 +294,7 @@ async fn rate_limits_count_across_identity_replicas() {
 #[test]
 fn an_unreachable_rate_limit_redis_stops_the_start() {
     let dir = echo_testkit::data_dir();
-    for service in ["identity", "gateway"] {
+    for service in ["identity", "gateway", "docs"] {
         let out = echod(dir.path())
             .args(["serve", service, "--listen", "127.0.0.1:0"])
             .env("ECHO_GATEWAY_CLIENT_SECRET", SECRET)
@@ -342,12 +342,14 @@ async fn up_counts_its_rate_limits_in_the_redis_named() {
 }
 
 /// `echod serve gateway` at `public_url` (default: its own address), its
-/// sessions and rate limits in Redis under `keys`.
+/// sessions and rate limits in Redis under `keys`, its routes and limits
+/// from `config` if given.
 fn gateway_replica(
     dir: &Path,
     identity: &Server,
     keys: &RedisKeys,
     public_url: Option<&str>,
+    config: Option<&Path>,
 ) -> Server {
     let mut cmd = echod(dir);
     cmd.args(["serve", "gateway", "--listen", "127.0.0.1:0", "--issuer"])
@@ -359,6 +361,9 @@ fn gateway_replica(
         .env("ECHO_RATE_LIMIT_PREFIX", format!("{}limits:", keys.prefix));
     if let Some(url) = public_url {
         cmd.args(["--public-url", url]);
+    }
+    if let Some(file) = config {
+        cmd.env("ECHO_CONFIG", file);
     }
     start(cmd, 1)
 }
@@ -442,10 +447,10 @@ async fn gateway_replicas_share_sessions_and_refresh_once() {
     let mut cmd = echod(dir.path());
     cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
     let identity = start(cmd, 1);
-    let a = gateway_replica(dir.path(), &identity, &keys, None);
+    let a = gateway_replica(dir.path(), &identity, &keys, None, None);
     let a_url = format!("http://{}", a.addr);
     // Behind a load balancer both answer at one public URL (here A's).
-    let b = gateway_replica(dir.path(), &identity, &keys, Some(&a_url));
+    let b = gateway_replica(dir.path(), &identity, &keys, Some(&a_url), None);
     let b_url = format!("http://{}", b.addr);
     add_gateway_client(dir.path(), &a_url);
 
@@ -512,6 +517,79 @@ async fn gateway_replicas_share_sessions_and_refresh_once() {
     let (status, _, _) = browser.send(logout).await;
     assert_eq!(status, 303);
     assert_eq!(me(&browser, &a_url).await.0, 401);
+
+    drop((a, b, identity));
+    keys.clean().await;
+}
+
+/// A route's limit (15 a minute per caller and address here) counted by
+/// two gateways on one Redis: fifteen requests, eight through A and seven
+/// through B, use it up, and the next is refused at both. Each replica
+/// alone has seen fewer than fifteen, so a limit counted in each process
+/// would have let both through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_replicas_count_a_routes_limit_together() {
+    const LIMIT: usize = 15;
+    let keys = RedisKeys::new("gateway_replicas_count_a_routes_limit_together");
+    let dir = echo_testkit::data_dir();
+    let mut cmd = echod(dir.path());
+    cmd.args(["serve", "identity", "--listen", "127.0.0.1:0"]);
+    let identity = start(cmd, 1);
+    // 15 per 60 s (a window of exactly one minute). A request the limit
+    // lets through goes on to the token exchange, which identity refuses
+    // (the gateway may not ask for `limited`): a 403, after the limit was
+    // taken. So no upstream need run.
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        "[[routes]]\nprefix = \"/api/limited\"\nupstream = \"http://127.0.0.1:9\"\n\
+         audience = \"limited\"\nrate_limit = { per_second = 0.25, burst = 15 }\n",
+    )
+    .unwrap();
+    let a = gateway_replica(dir.path(), &identity, &keys, None, Some(&config));
+    let a_url = format!("http://{}", a.addr);
+    let b = gateway_replica(dir.path(), &identity, &keys, Some(&a_url), Some(&config));
+    let b_url = format!("http://{}", b.addr);
+    add_gateway_client(dir.path(), &a_url);
+
+    // A caller with a bearer token for the gateway: its own client's.
+    let grant = reqwest::Client::new()
+        .post(format!("http://{}/token", identity.addr))
+        .basic_auth("gateway", Some(SECRET))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("audience", "gateway"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(grant.status(), 200);
+    let token = grant.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let call = |gateway: &str| {
+        reqwest::Client::new()
+            .get(format!("{gateway}/api/limited/x"))
+            .bearer_auth(&token)
+            .send()
+    };
+
+    with_window_left(20).await;
+    let mut seen = [0; 2];
+    for i in 0..LIMIT {
+        let (replica, gateway) = if i % 2 == 0 { (0, &a_url) } else { (1, &b_url) };
+        let answer = call(gateway).await.unwrap();
+        assert_eq!(answer.status(), 403, "request {i} passes the limit");
+        seen[replica] += 1;
+    }
+    assert!(seen.iter().all(|&n| n < LIMIT), "{seen:?}");
+    for gateway in [&a_url, &b_url] {
+        let refused = call(gateway).await.unwrap();
+        assert_eq!(refused.status(), 429, "at {gateway}");
+        assert!(refused.headers().contains_key("retry-after"));
+    }
+    assert!(!keys.keys("limits:*").await.is_empty());
 
     drop((a, b, identity));
     keys.clean().await;

@@ -1,13 +1,14 @@
 //! The blob stores' suite, run on each implementation: a directory,
 //! JetStream's object store (the machine's NATS or `ECHO_TEST_NATS_URL`, a
 //! bucket of each test's own, deleted after) and PostgreSQL (the machine's
-//! or `ECHO_TEST_POSTGRES_URL`, a database of each test's own).
+//! or `ECHO_TEST_POSTGRES_URL`, a database of each test's own). One more
+//! test opens a `nats://` URL as docs does, in the fixed bucket `ECHO_DOCS`.
 
 use std::io;
 use std::sync::Arc;
 
 use echo_crypto::TrustedRoots;
-use echo_docs::{Blob, BlobStore, DirBlobStore, DocsError, NatsBlobStore, PgBlobStore};
+use echo_docs::{Blob, BlobStore, DirBlobStore, DocsError, NatsBlobStore, PgBlobStore, open_blobs};
 use echo_testkit::{PgTestDb, TempDir};
 
 #[derive(Clone, Copy)]
@@ -179,4 +180,42 @@ async fn every_handle_on_the_store_sees_the_same_blobs(place: Place, test: &str)
     b.remove(&digest).await.unwrap();
     assert!(a.read(&digest).await.is_err());
     opened.close().await;
+}
+
+/// `ECHO_DOCS_BLOB_URL=nats://…` as docs opens it: blobs go to JetStream's
+/// bucket `ECHO_DOCS` (read here by that name, without Echo's code), none
+/// to the directory. The bucket is the machine's, shared by every run, so
+/// the test's blob holds bytes no other run has and is removed after.
+#[tokio::test]
+async fn a_nats_blob_url_keeps_blobs_in_the_echo_docs_bucket() {
+    let url = echo_testkit::nats_url();
+    let dir = echo_testkit::data_dir();
+    let blobs = open_blobs(Some(&url), &TrustedRoots::system(), dir.path())
+        .await
+        .expect("NATS with JetStream at ECHO_TEST_NATS_URL or 127.0.0.1:4222");
+    let bytes = format!(
+        "a_nats_blob_url_keeps_blobs_in_the_echo_docs_bucket {} {}",
+        std::process::id(),
+        nanos()
+    )
+    .into_bytes();
+    let blob = Blob::new(bytes.clone());
+    let digest = blob.digest().to_owned();
+    blobs.put(blob).await.unwrap();
+
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    let bucket = async_nats::jetstream::new(client)
+        .get_object_store("ECHO_DOCS")
+        .await
+        .unwrap_or_else(|e| panic!("the bucket ECHO_DOCS: {e}"));
+    let mut object = bucket.get(&digest).await.expect("the blob in ECHO_DOCS");
+    let mut stored = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut object, &mut stored)
+        .await
+        .unwrap();
+    assert_eq!(stored, bytes);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    blobs.remove(&digest).await.unwrap();
+    assert!(bucket.get(&digest).await.is_err(), "removed from ECHO_DOCS");
 }
