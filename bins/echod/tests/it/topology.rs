@@ -27,6 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use echo_queue::{JobId, JobQueue, JobState, JobStatus, QueueConfig};
 use echo_testkit::engines::{NatsServer, PgCluster, free_port};
 use echo_testkit::netns::{Namespace, Network};
 use echo_testkit::{PgTestDb, RedisKeys, TempDir};
@@ -47,7 +48,7 @@ const LOAD_CLIENT: &str = "load";
 const COLD_CLIENT: &str = "cold";
 /// How long a worker holds a job before another may take it: a killed
 /// worker's job is taken again after this.
-const LEASE: &str = "2s";
+const LEASE: Duration = Duration::from_secs(2);
 
 /// A service of the topology; every one but the parser and the worker
 /// is replicated behind HAProxy.
@@ -87,6 +88,9 @@ struct Engines {
     /// The job queue's variable and URL (`ECHO_NATS_URL` or
     /// `ECHO_QUEUE_URL`).
     queue: (&'static str, String),
+    /// On NATS, the queue's stream (`ECHO_QUEUE_NAME`), if not the
+    /// standard one.
+    queue_name: Option<String>,
     redis: RedisKeys,
 }
 
@@ -352,6 +356,9 @@ impl Topology {
                 url.clone()
             }
         };
+        if let Some(name) = &engines.queue_name {
+            cmd.env("ECHO_QUEUE_NAME", name);
+        }
         cmd.env("ECHO_DATABASE_URL", at(&engines.identity_db))
             .env("ECHO_AUDIT_DATABASE_URL", at(&engines.audit_db))
             .env("ECHO_DOCS_DATABASE_URL", at(&engines.docs_db))
@@ -362,7 +369,7 @@ impl Topology {
             .env("ECHO_REDIS_PREFIX", &engines.redis.prefix)
             .env("ECHO_RATE_LIMIT_URL", at(&engines.redis.url))
             .env("ECHO_RATE_LIMIT_PREFIX", &engines.redis.prefix)
-            .env("ECHO_WORKER_LEASE", LEASE)
+            .env("ECHO_WORKER_LEASE", format!("{}s", LEASE.as_secs()))
     }
 
     /// A replica's data directory: copies of the shared keys and secrets.
@@ -827,6 +834,7 @@ async fn engines_going_away_answer_503_and_recover_by_themselves() {
         audit_db: pg.create_database("audit").await,
         docs_db: pg.create_database("docs").await,
         queue: ("ECHO_NATS_URL", nats.url()),
+        queue_name: None,
         redis: RedisKeys::new(),
     };
     let topology = Topology::start(engines, 1);
@@ -1206,29 +1214,77 @@ struct Kill {
     caught: BTreeSet<String>,
 }
 
-/// The jobs being processed now.
-async fn processing_jobs(queue: &mut PgConnection) -> BTreeSet<String> {
-    let ids: Vec<(String,)> =
-        sqlx::query_as("SELECT id FROM queue_jobs WHERE state = 'processing'")
-            .fetch_all(queue)
+/// The documents' jobs, as the queue (either backend) reports them.
+struct Jobs {
+    queue: Arc<dyn JobQueue>,
+    docs_db: PgConnection,
+}
+
+impl Jobs {
+    async fn open(topology: &Topology) -> Self {
+        let engines = &topology.engines;
+        let mut config = QueueConfig {
+            nats_lease: LEASE,
+            ..QueueConfig::default()
+        };
+        if let Some(name) = &engines.queue_name {
+            config.nats_name.clone_from(name);
+        }
+        let queue = echo_queue::open_queue(
+            Some(&engines.queue.1),
+            &echo_crypto::TrustedRoots::system(),
+            topology.shared.path(),
+            config,
+        )
+        .await
+        .unwrap();
+        let docs_db = PgConnection::connect(&engines.docs_db).await.unwrap();
+        Self { queue, docs_db }
+    }
+
+    /// Every document's job (those of uploads whose answer was lost at a
+    /// kill included): (document, status).
+    async fn all(&mut self) -> Vec<(String, JobStatus)> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, job_id FROM docs_documents WHERE job_id IS NOT NULL")
+                .fetch_all(&mut self.docs_db)
+                .await
+                .unwrap();
+        let ids: Vec<JobId> = rows.iter().map(|(_, job)| job.clone().into()).collect();
+        let statuses = self.queue.statuses(&ids).await.unwrap();
+        rows.into_iter()
+            .map(|(document, job)| {
+                let status = statuses.iter().find(|s| s.id.to_string() == job);
+                let status = status.unwrap_or_else(|| panic!("{document}: no job {job}"));
+                (document, status.clone())
+            })
+            .collect()
+    }
+
+    /// The jobs being processed now.
+    async fn processing(&mut self) -> BTreeSet<String> {
+        self.all()
             .await
-            .unwrap();
-    ids.into_iter().map(|(id,)| id).collect()
+            .into_iter()
+            .filter(|(_, status)| status.state == JobState::Processing)
+            .map(|(_, status)| status.id.to_string())
+            .collect()
+    }
 }
 
 /// Has worker replica `worker` hold a job: the other workers paused
 /// between jobs (holding none, so no lease of theirs expires meanwhile),
 /// then the parser, so the next job is `worker`'s and waits on the parser.
 /// Returns the replicas to resume.
-async fn hold_a_job(topology: &Topology, worker: usize, queue: &mut PgConnection) -> Vec<usize> {
+async fn hold_a_job(topology: &Topology, worker: usize, jobs: &mut Jobs) -> Vec<usize> {
     let others: Vec<usize> = (0..topology.replicas.len())
         .filter(|&j| j != worker && topology.replicas[j].kind == Kind::Worker)
         .collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if processing_jobs(queue).await.is_empty() {
+        if jobs.processing().await.is_empty() {
             others.iter().for_each(|&j| topology.signal(j, "STOP"));
-            if processing_jobs(queue).await.is_empty() {
+            if jobs.processing().await.is_empty() {
                 break;
             }
             others.iter().for_each(|&j| topology.signal(j, "CONT"));
@@ -1238,7 +1294,7 @@ async fn hold_a_job(topology: &Topology, worker: usize, queue: &mut PgConnection
     }
     let parser = topology.index_of(Kind::Parser, 0);
     topology.signal(parser, "STOP");
-    while processing_jobs(queue).await.is_empty() {
+    while jobs.processing().await.is_empty() {
         assert!(Instant::now() < deadline, "no upload's job was taken");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -1267,8 +1323,34 @@ async fn audited_by_trace(
         .collect()
 }
 
-/// Two of each behind HAProxy on the machine's PostgreSQL and Redis (the
-/// queue in PostgreSQL). First 10,000 audit events posted concurrently
+/// Two of each behind HAProxy on the machine's PostgreSQL and Redis, the
+/// job queue in PostgreSQL: see [`survive_losing_one_of_each`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_behind_haproxy_survive_losing_one_of_each_under_load() {
+    survive_losing_one_of_each(
+        "replicas_behind_haproxy_survive_losing_one_of_each_under_load",
+        false,
+    )
+    .await;
+}
+
+/// The same with the job queue on the machine's NATS JetStream, in
+/// streams of the test's own, deleted at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_behind_haproxy_with_the_queue_on_nats_survive_losing_one_of_each_under_load() {
+    survive_losing_one_of_each(
+        "replicas_behind_haproxy_with_the_queue_on_nats_survive_losing_one_of_each_under_load",
+        true,
+    )
+    .await;
+}
+
+/// One replicated topology at a time: each is two dozen processes.
+static ONE_TOPOLOGY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Two of each behind HAProxy on the machine's PostgreSQL and Redis, the
+/// job queue on its NATS JetStream (`on_nats`) or in PostgreSQL. First
+/// 10,000 audit events posted concurrently
 /// through HAProxy to both audit replicas: one chain `echod audit verify`
 /// accepts, each event once. Then a steady mixed load (sign-ins, token
 /// grants, listings, uploads, questions) while one replica of each
@@ -1277,20 +1359,28 @@ async fn audited_by_trace(
 /// flight when it died; it rejoins when restarted. Every job is done, run
 /// twice only if a kill caught it processing; every operation that
 /// succeeded is audited once (in its trace), one that failed at most once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_behind_haproxy_survive_losing_one_of_each_under_load() {
-    let test = "replicas_behind_haproxy_survive_losing_one_of_each_under_load";
-    let dbs = [
-        PgTestDb::create(test).await,
-        PgTestDb::create(test).await,
-        PgTestDb::create(test).await,
-        PgTestDb::create(test).await,
-    ];
+async fn survive_losing_one_of_each(test: &str, on_nats: bool) {
+    let _alone = ONE_TOPOLOGY.lock().await;
+    let mut dbs = Vec::new();
+    for _ in 0..if on_nats { 3 } else { 4 } {
+        dbs.push(PgTestDb::create(test).await);
+    }
+    let (queue, queue_name) = if on_nats {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let name = format!("echo_test_topology_{}_{started}", std::process::id());
+        (("ECHO_NATS_URL", echo_testkit::nats_url()), Some(name))
+    } else {
+        (("ECHO_QUEUE_URL", dbs[3].url.clone()), None)
+    };
     let engines = Engines {
         identity_db: dbs[0].url.clone(),
         audit_db: dbs[1].url.clone(),
         docs_db: dbs[2].url.clone(),
-        queue: ("ECHO_QUEUE_URL", dbs[3].url.clone()),
+        queue,
+        queue_name,
         redis: RedisKeys::new(),
     };
     let mut topology = Topology::start(engines, 2);
@@ -1353,9 +1443,7 @@ async fn replicas_behind_haproxy_survive_losing_one_of_each_under_load() {
     assert!(flapped.is_empty(), "{flapped:#?}\n{}", haproxy.log());
 
     // The load, and one replica of each service killed in turn.
-    let mut queue = PgConnection::connect(&topology.engines.queue.1)
-        .await
-        .unwrap();
+    let mut jobs = Jobs::open(&topology).await;
     let load = Load::start(&identity, &gateway).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut kills: Vec<Kill> = Vec::new();
@@ -1369,15 +1457,15 @@ async fn replicas_behind_haproxy_survive_losing_one_of_each_under_load() {
         let i = topology.index_of(kind, 0);
         // The killed worker holds a job: it must be taken again.
         let paused = if kind == Kind::Worker {
-            hold_a_job(&topology, i, &mut queue).await
+            hold_a_job(&topology, i, &mut jobs).await
         } else {
             Vec::new()
         };
-        let mut caught = processing_jobs(&mut queue).await;
+        let mut caught = jobs.processing().await;
         let killed = Instant::now();
         topology.kill(i);
         let dead = Instant::now();
-        caught.extend(processing_jobs(&mut queue).await);
+        caught.extend(jobs.processing().await);
         paused.iter().for_each(|&j| topology.signal(j, "CONT"));
         let mut out = Duration::ZERO;
         if kind.balanced() {
@@ -1479,43 +1567,33 @@ async fn replicas_behind_haproxy_survive_losing_one_of_each_under_load() {
     wait_until_done(&reader, &gateway, &uploaded, Duration::from_secs(60)).await;
     assert_indexed_once(&topology.engines.docs_db, &uploaded).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let jobs = loop {
-        let jobs: Vec<(String, Option<String>, String, i64, Option<String>)> = sqlx::query_as(
-            "SELECT id, payload::json->>'document_id', state, attempts, last_error \
-             FROM queue_jobs ORDER BY created_at",
-        )
-        .fetch_all(&mut queue)
-        .await
-        .unwrap();
-        let ended = jobs
+    let all = loop {
+        let all = jobs.all().await;
+        let ended = all
             .iter()
-            .all(|(_, _, state, _, _)| state == "done" || state == "failed");
+            .all(|(_, job)| matches!(job.state, JobState::Done | JobState::Failed));
         if ended || Instant::now() >= deadline {
-            break jobs;
+            break all;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     for id in &uploaded {
         assert!(
-            jobs.iter()
-                .any(|(_, document, _, _, _)| document.as_ref() == Some(id)),
-            "no job for {id}: {jobs:#?}"
+            all.iter().any(|(document, _)| document == id),
+            "no job for {id}: {all:#?}"
         );
     }
     let mut taken_again = Vec::new();
-    for (job, document, state, attempts, error) in &jobs {
-        assert_eq!(state, "done", "job {job} of {document:?}: {error:?}");
-        if *attempts == 1 {
+    for (document, job) in &all {
+        assert_eq!(job.state, JobState::Done, "{document}: {job:?}");
+        if job.attempts == 1 {
             continue;
         }
-        let kill = kills.iter().find(|kill| kill.caught.contains(job));
-        let kill = kill.unwrap_or_else(|| {
-            panic!(
-                "job {job} of {document:?} taken {attempts} times, no kill caught it ({error:?})"
-            )
-        });
-        assert_eq!(*attempts, 2, "job {job} of {document:?}: {error:?}");
-        taken_again.push(format!("{job} ({}0 killed)", kill.kind.name()));
+        let id = job.id.to_string();
+        let kill = kills.iter().find(|kill| kill.caught.contains(&id));
+        let kill = kill.unwrap_or_else(|| panic!("{document}: {job:?}, no kill caught it"));
+        assert_eq!(job.attempts, 2, "{document}: {job:?}");
+        taken_again.push(format!("{id} ({}0 killed)", kill.kind.name()));
     }
     // The killed worker's jobs (the only ones processing then, the other
     // worker paused) were taken again.
@@ -1525,13 +1603,16 @@ async fn replicas_behind_haproxy_survive_losing_one_of_each_under_load() {
         .unwrap()
         .caught;
     assert!(!held.is_empty(), "the killed worker held no job");
-    for job in held {
-        let attempts = jobs.iter().find(|(id, ..)| id == job).map(|j| j.3);
-        assert_eq!(attempts, Some(2), "job {job} held by the killed worker");
+    for id in held {
+        let attempts = all
+            .iter()
+            .find(|(_, job)| job.id.to_string() == *id)
+            .map(|(_, job)| job.attempts);
+        assert_eq!(attempts, Some(2), "job {id} held by the killed worker");
     }
     println!(
         "jobs: {} done ({} uploads answered), taken twice: {taken_again:?}",
-        jobs.len(),
+        all.len(),
         uploaded.len()
     );
 
@@ -1585,7 +1666,24 @@ async fn replicas_behind_haproxy_survive_losing_one_of_each_under_load() {
     let (verified, out) = verify_by(topology.admin(), &[]);
     assert!(verified, "{out}");
 
+    let (queue_url, queue_name) = (
+        topology.engines.queue.1.clone(),
+        topology.engines.queue_name.clone(),
+    );
     drop(topology);
+    if let Some(name) = queue_name {
+        let config = QueueConfig {
+            nats_lease: LEASE,
+            nats_name: name,
+            ..QueueConfig::default()
+        };
+        echo_queue::NatsQueue::connect(&queue_url, &echo_crypto::TrustedRoots::system(), config)
+            .await
+            .unwrap()
+            .delete()
+            .await
+            .expect("delete the test's NATS streams");
+    }
     for db in dbs {
         db.drop_db().await;
     }
