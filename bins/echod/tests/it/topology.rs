@@ -14,10 +14,15 @@
 //! - `engines_going_away_answer_503_and_recover_by_themselves`: one replica
 //!   of each on a PostgreSQL cluster and a NATS server of the test's own,
 //!   stopped and started again under the running services.
-//! - `replicas_behind_haproxy_survive_losing_one_of_each_under_load`: two
-//!   of each behind HAProxy on the machine's engines; 10,000 audit events
-//!   through both audit replicas make one chain; then a steady mixed load
-//!   while one replica of each service in turn is SIGKILLed and restarted.
+//! - `replicas_behind_haproxy_survive_losing_one_of_each_under_load` (the
+//!   job queue in PostgreSQL) and `…_with_the_queue_on_nats_…` (on
+//!   JetStream): two of each behind HAProxy on the machine's engines;
+//!   10,000 audit events through both audit replicas make one chain; then
+//!   a steady mixed load while one replica of each service in turn is
+//!   SIGKILLed and restarted. Each operation of the load runs in a trace
+//!   of its own, so its audit events are counted per operation; each
+//!   failure is matched to the kill it was in flight at; each job's
+//!   attempts are read from the queue.
 //!
 //! What two replicas agree on (tokens, sessions, lockout, rate limits,
 //! documents) is `replicas.rs`' and `docs_replicas.rs`'.
