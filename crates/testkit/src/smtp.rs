@@ -39,7 +39,7 @@ def authenticator(server, session, envelope, mechanism, auth_data):
     ok = login == user and auth_data.password.decode() == password
     with open(os.path.join(out, "auth.jsonl"), "a") as f:
         f.write(json.dumps({"mechanism": mechanism, "login": login, "ok": ok}) + "\n")
-    return AuthResult(success=ok, auth_data=auth_data)
+    return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
 class Keep:
     count = 0

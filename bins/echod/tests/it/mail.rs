@@ -1,7 +1,8 @@
 //! Identity's mail as `echod` sets it up: the SMTP password read from
 //! `ECHO_SMTP_PASSWORD_FILE` and used for AUTH over STARTTLS
 //! (`?tls=required`), the server's certificate checked against the CA of
-//! `ECHO_CA_FILE`; a wrong password refused by the server.
+//! `ECHO_CA_FILE`; a wrong password refused by the server, the message
+//! kept until the password is put right.
 
 use std::path::Path;
 use std::process::Command;
@@ -101,4 +102,12 @@ fn the_smtp_password_file_is_used_for_auth_over_starttls_and_a_wrong_one_is_refu
         "{refused:?}"
     );
     assert_eq!(smtp.messages().len(), 1, "nothing delivered without AUTH");
+    drop(server);
+
+    // The password put right: the invitation that waited goes out.
+    std::fs::write(&password_file, format!("{SMTP_PASSWORD}\n")).unwrap();
+    let _server = identity(dir.path(), &smtp, &password_file, &ca);
+    let mail = smtp.wait_for(2, WAIT).remove(1);
+    assert_eq!(mail.to, ["hal@example.test"]);
+    assert_eq!(mail.login.as_deref(), Some(SMTP_USER));
 }
