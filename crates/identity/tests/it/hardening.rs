@@ -837,3 +837,55 @@ async fn forms_posted_without_their_csrf_token_are_refused_and_change_nothing() 
     assert_eq!(enrolled.status, StatusCode::OK, "{}", enrolled.body);
     assert_eq!(server.audited("auth.mfa.enrolled"), 1);
 }
+
+/// The login's second step (`/login/mfa`), the form the table above cannot
+/// reach (it needs a login waiting for its code): a current code posted
+/// without the CSRF token, with an empty one or with another browser's is
+/// refused with 403, and the login stays waiting: no session, no code
+/// spent, nothing audited; the untouched form then signs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_step_needs_its_csrf_token() {
+    use crate::accounts::{enrol_from_account_page, submit_code, to_second_step, totp};
+    use echo_core::Clock;
+
+    let (server, clock) = Server::start_with_manual_clock().await;
+    let (secret, _) = enrol_from_account_page(&server, &clock, &Browser::new()).await;
+    clock.advance(30);
+    let browser = Browser::new();
+    let params = Params::code_flow(WEB, WEB_REDIRECT, &Pkce::new()).set("prompt", "login");
+    let step = to_second_step(&server, &browser, &params).await;
+    let code = totp(&secret, clock.now());
+    let attacker = Browser::new();
+    let their_token = attacker.get(&server.authorize_url(&params)).await.inputs()["csrf"].clone();
+    let events = server.audit.actions();
+    for (case, csrf) in [
+        ("no token", None),
+        ("an empty token", Some("")),
+        ("the attacker's token", Some(their_token.as_str())),
+    ] {
+        let mut form: Vec<(String, String)> = step
+            .hidden_fields()
+            .into_iter()
+            .filter(|(k, _)| k != "csrf")
+            .collect();
+        if let Some(csrf) = csrf {
+            form.push(("csrf".into(), csrf.into()));
+        }
+        form.push(("code".into(), code.clone()));
+        let page = browser.post_form(&server.url("/login/mfa"), &form).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{case}: {}", page.body);
+        assert_eq!(server.audit.actions(), events, "{case}");
+        assert!(browser.cookie("echo_sso").is_none(), "{case}");
+        assert!(
+            browser.cookie("echo_mfa").is_some(),
+            "{case}: still waiting"
+        );
+    }
+    let signed_in = submit_code(&server, &browser, &step, &code).await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        signed_in.body
+    );
+}
