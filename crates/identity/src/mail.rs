@@ -6,8 +6,8 @@
 //!                               │ every second (`delivery.rs`): take
 //!                               ▼
 //!                          Mailer::send ──► SMTP server
-//!                               │ refused for now (down, 4xx): fail(Transient), retried
-//!                               │ refused for good (5xx): fail(Permanent), dead letter
+//!                               │ refused for now (down, 4xx, our login refused): fail(Transient), retried
+//!                               │ refused for good (other 5xx): fail(Permanent), dead letter
 //!                               └ sent: complete
 //! ```
 //!
@@ -108,7 +108,7 @@ impl Mailer {
             ))
             .map_err(|e| (e.to_string(), Failure::Permanent))?;
         self.transport.send(message).await.map(drop).map_err(|e| {
-            let failure = if e.is_permanent() {
+            let failure = if e.is_permanent() && !refuses_our_login(&e) {
                 Failure::Permanent
             } else {
                 Failure::Transient
@@ -116,6 +116,17 @@ impl Mailer {
             (e.to_string(), failure)
         })
     }
+}
+
+/// RFC 4954 §6: 530 (authentication required), 534 (mechanism too weak),
+/// 535 (credentials invalid) and 538 (encryption required) refuse this
+/// client's login, not the message: it waits, retried, until the settings
+/// are put right (a rotated password, say) instead of being dropped.
+fn refuses_our_login(error: &lettre::transport::smtp::Error) -> bool {
+    error
+        .status()
+        .map(u16::from)
+        .is_some_and(|code| matches!(code, 530 | 534 | 535 | 538))
 }
 
 fn bad(message: String) -> IdentityError {

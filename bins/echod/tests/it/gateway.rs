@@ -114,3 +114,71 @@ async fn serve_gateway_needs_its_client_secret_and_prints_ready() {
     assert_eq!(health.status(), 200);
     assert!(dir.path().join("gateway.db").exists());
 }
+
+/// Issue 17: "Sign out everywhere" on identity's `/account/sessions` ends
+/// the user's gateway sessions too. Identity revokes the user's refresh
+/// tokens, the gateway session's among them; the gateway, which confirms a
+/// session's refresh token with identity (introspection) at most every
+/// 2 s, ends the session at its next use after that.
+#[tokio::test]
+async fn signing_out_everywhere_at_identity_ends_the_gateway_session() {
+    let dir = echo_testkit::data_dir();
+    let mut add = echod(dir.path());
+    add.args(["user", "add", "dora", "--password-stdin"]);
+    assert!(
+        run_with_stdin(add, "dora's long password\n")
+            .status
+            .success()
+    );
+    let server = start_up(up_on_free_ports(dir.path()));
+    let gateway = format!("http://{}", server.ready[2]);
+    let identity = format!("http://{}", server.addr);
+    let mut browser = Hop::default();
+    let (status, landed) = browser
+        .sign_in_through_gateway(&server, &gateway, "dora", "dora's long password")
+        .await;
+    assert_eq!((status.as_u16(), landed.as_str()), (303, "/"));
+    let me = |browser: &Hop| {
+        browser
+            .http
+            .get(format!("{gateway}/api/me"))
+            .header("x-echo-csrf", "1")
+    };
+    let (status, _, body) = browser.send(me(&browser)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The browser's SSO session at identity (the same browser signed in
+    // there on the way) signs out everywhere.
+    let (status, _, page) = browser
+        .send(browser.http.get(format!("{identity}/account/sessions")))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let csrf = page
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the sessions page's csrf field")
+        .to_owned();
+    let end_all = browser
+        .http
+        .post(format!("{identity}/account/sessions/end-all"))
+        .form(&[("csrf", csrf)]);
+    let (status, _, body) = browser.send(end_all).await;
+    assert_eq!(status, 200, "{body}");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _, body) = browser.send(me(&browser)).await;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the gateway session outlived sign out everywhere"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (status, _, _) = browser.send(me(&browser)).await;
+    assert_eq!(status, 401, "the session is gone for good");
+}

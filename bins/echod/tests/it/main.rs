@@ -20,6 +20,7 @@ mod docs_replicas;
 mod edge;
 mod gateway;
 mod keys;
+mod mail;
 mod ops;
 mod packaging;
 mod parser;

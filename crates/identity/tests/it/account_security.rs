@@ -3,6 +3,7 @@
 //! that requires it) and its sessions and applications.
 
 use echo_core::Clock;
+use echo_core::audit::Outcome;
 use reqwest::StatusCode;
 
 use crate::accounts::{
@@ -201,6 +202,11 @@ async fn a_user_sees_and_ends_sessions_and_revokes_applications() {
     )
     .await;
     assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
+    let event = server.audited_once("account.app.revoked");
+    assert_eq!(event.outcome, Outcome::Success);
+    assert_eq!(event.actor.as_deref(), Some(server.user_id.as_str()));
+    assert_eq!(event.details["client_id"], "web");
+    assert_eq!(event.details["refresh_tokens"], 2, "here and there");
     let refused = refresh(&server, WEB_AUTH, &here_refresh, &[]).await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
     let page = here.get(&server.url("/account/sessions")).await;

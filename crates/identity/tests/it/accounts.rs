@@ -322,11 +322,22 @@ pub(crate) async fn enrol_from_account_page(
     // the enrolment in progress: the secret already scanned stays valid.
     let again = browser.get(&server.url("/account/totp")).await;
     assert_eq!(enrolment_secret(&again), secret, "the enrolment goes on");
+    let enrolled_before = server.audited("auth.mfa.enrolled");
     let wrong = submit_code(server, browser, &enrol, "000000").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);
     assert_eq!(enrolment_secret(&wrong), secret, "the same secret again");
+    assert_eq!(server.audited("auth.mfa.enrolled"), enrolled_before);
     let done = submit_code(server, browser, &enrol, &totp(&secret, clock.now())).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_eq!(server.audited("auth.mfa.enrolled"), enrolled_before + 1);
+    let enrolled = server
+        .audit
+        .events()
+        .into_iter()
+        .rfind(|e| e.action == "auth.mfa.enrolled")
+        .expect("auth.mfa.enrolled");
+    assert_eq!(enrolled.actor.as_deref(), Some(server.user_id.as_str()));
+    assert_eq!(enrolled.details["method"], "totp");
     let codes = recovery_codes(&done);
     assert_eq!(codes.len(), 10);
     let account = browser.get(&server.url("/account")).await;

@@ -153,6 +153,24 @@ impl Server {
         clock: Arc<dyn Clock>,
         configure: impl FnOnce(&mut IdentityConfig),
     ) -> (Self, Arc<dyn JobQueue>) {
+        let settings = SmtpSettings {
+            url: smtp_url.to_owned(),
+            from: MAIL_FROM.to_owned(),
+            password: None,
+        };
+        let roots = echo_crypto::TrustedRoots::system();
+        Self::start_mailing_as(&settings, &roots, clock, configure).await
+    }
+
+    /// [`Server::start_mailing`] with all of `settings` (the SMTP
+    /// password among them), the mail server's TLS checked against
+    /// `roots`.
+    pub async fn start_mailing_as(
+        settings: &SmtpSettings,
+        roots: &echo_crypto::TrustedRoots,
+        clock: Arc<dyn Clock>,
+        configure: impl FnOnce(&mut IdentityConfig),
+    ) -> (Self, Arc<dyn JobQueue>) {
         let dir = echo_testkit::data_dir();
         let store =
             echo_identity_store::open(None, &echo_crypto::TrustedRoots::system(), dir.path())
@@ -169,12 +187,7 @@ impl Server {
                 .await
                 .expect("mail queue"),
         );
-        let settings = SmtpSettings {
-            url: smtp_url.to_owned(),
-            from: MAIL_FROM.to_owned(),
-            password: None,
-        };
-        let mailer = Mailer::new(&settings, &echo_crypto::TrustedRoots::system()).expect("mailer");
+        let mailer = Mailer::new(settings, roots).expect("mailer");
         let outbox = Outbox::new(queue.clone(), mailer);
         let db_url = format!("sqlite://{}?mode=ro", dir.path().join("echo.db").display());
         let mut server = Self::start_full(store, clock, Some(dir), configure, Some(outbox)).await;
@@ -277,6 +290,26 @@ impl Server {
             .iter()
             .filter(|a| **a == action)
             .count()
+    }
+
+    /// The one event `action` recorded; panics with every action recorded
+    /// when there is none or more than one.
+    #[track_caller]
+    pub fn audited_once(&self, action: &str) -> echo_core::audit::AuditEvent {
+        let events: Vec<_> = self
+            .audit
+            .events()
+            .into_iter()
+            .filter(|e| e.action == action)
+            .collect();
+        match <[_; 1]>::try_from(events) {
+            Ok([event]) => event,
+            Err(events) => panic!(
+                "{} events {action} among {:?}",
+                events.len(),
+                self.audit.actions()
+            ),
+        }
     }
 
     /// `/authorize?…` for `params`.

@@ -85,8 +85,11 @@ async fn an_address_is_verified_by_its_link_once_and_tokens_say_so() {
     let access = tokens["access_token"].as_str().unwrap();
     assert_eq!(verified(&userinfo(&server, access).await.json()), false);
 
+    assert_eq!(server.audited("account.email.verification_sent"), 0);
     let mail = resend(&server, &smtp, &browser).await;
     assert_eq!(mail.to, [EMAIL]);
+    let sent = server.audited_once("account.email.verification_sent");
+    assert_eq!(sent.actor.as_deref(), Some(server.user_id.as_str()));
     let link = verify_link(&mail);
     assert!(
         mail.html
@@ -159,6 +162,11 @@ async fn a_changed_address_is_unverified_and_an_old_link_proves_nothing() {
     assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
     let mail = next_mail(&smtp, before);
     assert_eq!(mail.to, ["alice@new.example"]);
+    assert_eq!(
+        server.audited("account.email.verification_sent"),
+        2,
+        "the resent link, then the changed address's"
+    );
     let info = userinfo(&server, &access).await.json();
     assert_eq!(
         (&info["email"], verified(&info)),

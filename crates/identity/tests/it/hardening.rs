@@ -600,3 +600,292 @@ async fn introspection_answers_only_a_tokens_own_parties() {
         assert_eq!(ask.await.unwrap(), json!({"active": false}));
     }
 }
+
+// ---- issue 17: every form of identity's pages needs its CSRF token ----------
+
+/// The `token` parameter of a link from a mail.
+fn token_of(link: &str) -> String {
+    url::Url::parse(link)
+        .expect("a link")
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no token in {link}"))
+}
+
+/// Every form identity's pages post, posted by a signed-in victim's
+/// browser (its SSO and CSRF cookies sent, as a forged cross-site post's
+/// would be) with fields that would change something (live links, a
+/// pending TOTP enrolment's current code, another session, an application
+/// holding a refresh token), but without the CSRF token, with an empty
+/// one, or with the attacker's own valid token: each is refused with 403
+/// and changes nothing — no audit event (every change is audited), the
+/// links, sessions and refresh tokens still live, the password, address
+/// and second factor as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_posted_without_their_csrf_token_are_refused_and_change_nothing() {
+    use crate::accounts::{enrolment_secret, totp};
+    use crate::email_links::{next_mail, submit};
+    use crate::tokens::{WEB_AUTH, offline_tokens, refresh, text};
+    use echo_core::{Clock, SystemClock};
+    use echo_identity::RegistrationPolicy;
+    use echo_testkit::smtp::SmtpServer;
+
+    let smtp = SmtpServer::start();
+    let (server, queue) =
+        Server::start_mailing(&smtp.url(), std::sync::Arc::new(SystemClock), |config| {
+            config.registration = RegistrationPolicy::Open;
+        })
+        .await;
+
+    // The victim: signed in here and in another browser, the web app
+    // holding a refresh token, a TOTP enrolment started.
+    let victim = Browser::from_address("127.0.0.1");
+    let refresh_token = text(&offline_tokens(&server, &victim).await, "refresh_token");
+    let elsewhere = Browser::from_address("127.0.0.2");
+    offline_tokens(&server, &elsewhere).await;
+    let sessions = victim.get(&server.url("/account/sessions")).await;
+    assert_eq!(sessions.status, StatusCode::OK, "{}", sessions.body);
+    let other_session = sessions.inputs()["session"].clone();
+    let enrolment = victim.get(&server.url("/account/totp")).await;
+    let secret = enrolment_secret(&enrolment);
+    let good_token = enrolment.inputs()["csrf"].clone();
+
+    // Live links of each kind, from the mails that carry them.
+    let mut sent = 0;
+    let forgot = Browser::new();
+    let page = forgot.get(&server.url("/password/forgot")).await;
+    let asked = submit(
+        &forgot,
+        &server,
+        &page,
+        "/password/forgot",
+        &[("email", EMAIL)],
+    )
+    .await;
+    assert_eq!(asked.status, StatusCode::OK, "{}", asked.body);
+    let reset_link = next_mail(&smtp, sent)
+        .link("/password/reset?token=")
+        .expect("a reset link");
+    sent += 1;
+    let account = victim.get(&server.url("/account")).await;
+    let resent = submit(&victim, &server, &account, "/account/email/resend", &[]).await;
+    assert_eq!(resent.status, StatusCode::OK, "{}", resent.body);
+    let verify_link = next_mail(&smtp, sent)
+        .link("/email/verify?token=")
+        .expect("a verification link");
+    sent += 1;
+    let invited = admin::invite_user(
+        &*server.store,
+        &*server.audit,
+        &*server.clock,
+        "guest".into(),
+        Some("guest@example.test".into()),
+        vec![],
+    )
+    .await
+    .expect("invite");
+    let origin = echo_edge::Origin::of(
+        Some("127.0.0.1".parse().expect("ip")),
+        &reqwest::header::HeaderMap::new(),
+        &echo_edge::TrustedProxies::default(),
+    );
+    assert!(
+        server
+            .provider
+            .send_invitation(&invited, "admin-id", &origin)
+            .await
+            .expect("send the invitation")
+    );
+    let invitation_link = next_mail(&smtp, sent)
+        .link("/invitation?token=")
+        .expect("an invitation link");
+    sent += 1;
+
+    let code = totp(&secret, SystemClock.now());
+    let new_password = "a brand new passphrase 42";
+    let forms: [(&str, Vec<(&str, String)>); 13] = [
+        ("/password/forgot", vec![("email", EMAIL.into())]),
+        (
+            "/password/reset",
+            vec![
+                ("token", token_of(&reset_link)),
+                ("new_password", new_password.into()),
+            ],
+        ),
+        (
+            "/invitation",
+            vec![
+                ("token", token_of(&invitation_link)),
+                ("new_password", new_password.into()),
+            ],
+        ),
+        (
+            "/register",
+            vec![
+                ("username", "mallory".into()),
+                ("email", "mallory@example.test".into()),
+                ("password", new_password.into()),
+            ],
+        ),
+        ("/email/verify", vec![("token", token_of(&verify_link))]),
+        ("/account/totp", vec![("code", code.clone())]),
+        (
+            "/account/mfa",
+            vec![("code", code.clone()), ("action", "remove".into())],
+        ),
+        (
+            "/account/password",
+            vec![
+                ("current_password", PASSWORD.into()),
+                ("new_password", new_password.into()),
+            ],
+        ),
+        (
+            "/account/email",
+            vec![("email", "mallory@example.test".into())],
+        ),
+        ("/account/email/resend", vec![]),
+        ("/account/sessions/end", vec![("session", other_session)]),
+        ("/account/sessions/end-all", vec![]),
+        ("/account/apps/revoke", vec![("client_id", WEB.into())]),
+    ];
+
+    // Every message out: a job queued by a forged post would show.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while queue.depth().await.expect("depth").pending != 0 {
+        assert!(Instant::now() < deadline, "the mail jobs never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let attacker = Browser::new();
+    let their_token = attacker.get(&server.url("/password/forgot")).await.inputs()["csrf"].clone();
+    assert_ne!(their_token, good_token);
+    let events = server.audit.actions();
+    for (action, fields) in &forms {
+        for (case, csrf) in [
+            ("no token", None),
+            ("an empty token", Some("")),
+            ("the attacker's token", Some(their_token.as_str())),
+        ] {
+            let mut form: Vec<(String, String)> = fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
+            if let Some(csrf) = csrf {
+                form.push(("csrf".into(), csrf.into()));
+            }
+            let page = victim.post_form(&server.url(action), &form).await;
+            assert_eq!(
+                page.status,
+                StatusCode::FORBIDDEN,
+                "{action} with {case}: {}",
+                page.body
+            );
+            assert_eq!(server.audit.actions(), events, "{action} with {case}");
+        }
+    }
+
+    // Nothing changed.
+    let account = victim.get(&server.url("/account")).await;
+    assert_eq!(account.status, StatusCode::OK, "still signed in");
+    assert!(account.body.contains(EMAIL), "{}", account.body);
+    assert!(account.body.contains("not verified"), "{}", account.body);
+    assert!(
+        account.body.contains("Two-step verification is off"),
+        "{}",
+        account.body
+    );
+    assert_eq!(
+        elsewhere.get(&server.url("/account")).await.status,
+        StatusCode::OK,
+        "the other session lives"
+    );
+    let refreshed = refresh(&server, WEB_AUTH, &refresh_token, &[]).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    for link in [&reset_link, &verify_link, &invitation_link] {
+        let page = Browser::new().get(link).await;
+        assert_eq!(page.status, StatusCode::OK, "{link} still works");
+    }
+    assert!(
+        server
+            .store
+            .user_by_username("mallory")
+            .await
+            .unwrap()
+            .is_none(),
+        "no one registered"
+    );
+    let login = Browser::new();
+    let params = Params::code_flow(WEB, WEB_REDIRECT, &Pkce::new());
+    let form = login.get(&server.authorize_url(&params)).await;
+    let signed_in = login.submit_login(&server, &form, USER, PASSWORD).await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "the password is unchanged"
+    );
+    // No mail queued (a job is pending until sent) nor sent.
+    assert_eq!(queue.depth().await.expect("depth").pending, 0);
+    assert_eq!(smtp.messages().len(), sent, "no mail went out");
+
+    // Control: the same fields with the victim's own token do change things.
+    let mut confirm = vec![("csrf".to_owned(), good_token)];
+    confirm.push(("code".to_owned(), code));
+    let enrolled = victim
+        .post_form(&server.url("/account/totp"), &confirm)
+        .await;
+    assert_eq!(enrolled.status, StatusCode::OK, "{}", enrolled.body);
+    assert_eq!(server.audited("auth.mfa.enrolled"), 1);
+}
+
+/// The login's second step (`/login/mfa`), the form the table above cannot
+/// reach (it needs a login waiting for its code): a current code posted
+/// without the CSRF token, with an empty one or with another browser's is
+/// refused with 403, and the login stays waiting: no session, no code
+/// spent, nothing audited; the untouched form then signs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_step_needs_its_csrf_token() {
+    use crate::accounts::{enrol_from_account_page, submit_code, to_second_step, totp};
+    use echo_core::Clock;
+
+    let (server, clock) = Server::start_with_manual_clock().await;
+    let (secret, _) = enrol_from_account_page(&server, &clock, &Browser::new()).await;
+    clock.advance(30);
+    let browser = Browser::new();
+    let params = Params::code_flow(WEB, WEB_REDIRECT, &Pkce::new()).set("prompt", "login");
+    let step = to_second_step(&server, &browser, &params).await;
+    let code = totp(&secret, clock.now());
+    let attacker = Browser::new();
+    let their_token = attacker.get(&server.authorize_url(&params)).await.inputs()["csrf"].clone();
+    let events = server.audit.actions();
+    for (case, csrf) in [
+        ("no token", None),
+        ("an empty token", Some("")),
+        ("the attacker's token", Some(their_token.as_str())),
+    ] {
+        let mut form: Vec<(String, String)> = step
+            .hidden_fields()
+            .into_iter()
+            .filter(|(k, _)| k != "csrf")
+            .collect();
+        if let Some(csrf) = csrf {
+            form.push(("csrf".into(), csrf.into()));
+        }
+        form.push(("code".into(), code.clone()));
+        let page = browser.post_form(&server.url("/login/mfa"), &form).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{case}: {}", page.body);
+        assert_eq!(server.audit.actions(), events, "{case}");
+        assert!(browser.cookie("echo_sso").is_none(), "{case}");
+        assert!(
+            browser.cookie("echo_mfa").is_some(),
+            "{case}: still waiting"
+        );
+    }
+    let signed_in = submit_code(&server, &browser, &step, &code).await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        signed_in.body
+    );
+}

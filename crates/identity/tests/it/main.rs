@@ -14,6 +14,7 @@ mod flows;
 mod hardening;
 mod keys;
 mod logout;
+mod mail_transport;
 mod metrics;
 mod registration;
 mod rp;

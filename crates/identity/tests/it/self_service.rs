@@ -376,6 +376,31 @@ async fn an_expired_link_is_refused() {
     assert!(can_log_in(&server, USER, PASSWORD).await);
 }
 
+/// The other side of [`an_expired_link_is_refused`]: "valid 30 minutes"
+/// means a link still works in its 30th minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_works_until_its_thirty_minutes_are_up() {
+    let smtp = SmtpServer::start();
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    let server = mailing_with(&smtp, clock.clone(), |_| {}).await;
+    let link = link_of(&reset_mail(&server, &smtp, EMAIL).await);
+    clock.advance(29 * 60);
+    let browser = Browser::new();
+    let form = browser.get(&link).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    clock.advance(59);
+    let page = submit(
+        &browser,
+        &server,
+        &form,
+        "/password/reset",
+        &[("new_password", NEW_PASSWORD)],
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(can_log_in(&server, USER, NEW_PASSWORD).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_changes_only_its_own_users_password() {
     let smtp = SmtpServer::start();
