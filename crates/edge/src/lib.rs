@@ -63,8 +63,8 @@ pub use gate::{Caller, CallerKind, Gate, HasGate, Reason, Refusal, ServiceCaller
 pub use nav::{Nav, NavLink};
 pub use ops::{CHECK_TIMEOUT, Check, CheckResult, METRICS_SCOPE, UNMATCHED_ROUTE};
 pub use origin::{
-    Cidr, MAX_USER_AGENT, Origin, REQUEST_ID, TrustedProxies, X_FORWARDED_FOR, client_ip,
-    request_id,
+    Cidr, MAX_USER_AGENT, Origin, REQUEST_ID, TrustedProxies, X_FORWARDED_FOR, client_ip, ip_text,
+    push_ip, request_id,
 };
 pub use problem::{PROBLEM_JSON, Problem};
 pub use rate_limit::{Limit, RateLimiter, Throttled};

@@ -206,7 +206,7 @@ impl RefusalLog {
             .detail("count", count)
             .detail("aggregated", true)
             .detail("window_seconds", self.window.as_secs())
-            .origin(kind.ip.map(|ip| ip.to_string()), last.user_agent)
+            .origin(kind.ip.map(crate::ip_text), last.user_agent)
             .trace(last.trace_id)
     }
 }

@@ -25,7 +25,7 @@ use axum::body::Body;
 use axum::http::header::{CONNECTION, HeaderName};
 use axum::http::{HeaderMap, HeaderValue, Request, Response, Uri};
 use echo_core::sync::lock;
-use echo_edge::X_FORWARDED_FOR;
+use echo_edge::{X_FORWARDED_FOR, ip_text};
 use echo_tls::ClientTls;
 use echo_tls::rustls::ClientConfig;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
@@ -332,7 +332,7 @@ impl Forwarded {
 /// not passed on), and the scheme and host the caller reached.
 pub(crate) fn set_forwarded(headers: &mut HeaderMap, ip: Option<IpAddr>, reached: &Forwarded) {
     headers.remove(X_FORWARDED_FOR);
-    if let Some(value) = ip.and_then(|ip| HeaderValue::try_from(ip.to_string()).ok()) {
+    if let Some(value) = ip.and_then(|ip| HeaderValue::try_from(ip_text(ip)).ok()) {
         headers.insert(X_FORWARDED_FOR, value.clone());
         headers.insert(HeaderName::from_static("x-real-ip"), value);
     }
