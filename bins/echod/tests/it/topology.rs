@@ -485,6 +485,19 @@ impl Topology {
         assert!(sent.success(), "kill -{signal} {}", self.replicas[i].name());
     }
 
+    /// The errors each replica logged (its `ERROR` lines), to show why an
+    /// operation failed.
+    fn errors_logged(&self) -> String {
+        let mut errors = String::new();
+        for replica in &self.replicas {
+            let log = std::fs::read_to_string(replica.log()).unwrap_or_default();
+            for line in log.lines().filter(|line| line.contains("ERROR")) {
+                errors.push_str(&format!("{}: {line}\n", replica.name()));
+            }
+        }
+        errors
+    }
+
     fn index_of(&self, kind: Kind, index: usize) -> usize {
         self.replicas
             .iter()
@@ -1854,7 +1867,8 @@ async fn survive_losing_one_of_each(test: &str, on_nats: bool) {
         let outage = outage.unwrap_or_else(|| {
             panic!(
                 "{failure:?} failed but was neither in flight on a killed replica nor refused \
-                 while an engine was away ({kills:#?} {outages:#?})"
+                 while an engine was away ({kills:#?} {outages:#?})\nerrors logged:\n{}",
+                topology.errors_logged()
             )
         });
         let how = if status_in(failure.failure.as_deref().unwrap_or_default()) == Some(503) {
