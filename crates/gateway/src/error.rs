@@ -47,6 +47,11 @@ pub enum GatewayError {
     /// Identity could not be reached or answered nonsense.
     #[error("identity unavailable: {0}")]
     Identity(String),
+    /// Identity answered `503`: it is there but cannot serve for now (its
+    /// database away, or no replica ready behind a load balancer), so the
+    /// caller is told to retry, as identity told the gateway.
+    #[error("identity temporarily unavailable: {0}")]
+    IdentityUnavailable(String),
     /// Nothing is routed at this path.
     #[error("there is nothing at this address")]
     NotFound,
@@ -89,6 +94,7 @@ impl GatewayError {
         match self {
             GatewayError::Refused(refusal) if refusal.reason.is_none() => Fault::Upstream,
             GatewayError::Identity(_)
+            | GatewayError::IdentityUnavailable(_)
             | GatewayError::UpstreamUnavailable { .. }
             | GatewayError::UpstreamTimeout { .. } => Fault::Upstream,
             GatewayError::Config(_) | GatewayError::Storage(_) | GatewayError::Crypto(_) => {

@@ -115,10 +115,7 @@ impl IdentityClient {
             .post(&self.introspection_endpoint, &[("token", token)])
             .await?;
         if !response.status().is_success() {
-            return Err(GatewayError::Identity(format!(
-                "introspection answered {}",
-                response.status()
-            )));
+            return Err(failed(response.status(), "introspection"));
         }
         let answer: IntrospectionAnswer = response
             .json()
@@ -134,10 +131,7 @@ impl IdentityClient {
             .post(&self.revocation_endpoint, &[("token", token)])
             .await?;
         if !response.status().is_success() {
-            return Err(GatewayError::Identity(format!(
-                "revocation answered {}",
-                response.status()
-            )));
+            return Err(failed(response.status(), "revocation"));
         }
         Ok(())
     }
@@ -171,10 +165,19 @@ impl IdentityClient {
             Ok(answer) if status.is_client_error() => {
                 Err(GatewayError::IdentityRefused(answer.error))
             }
-            _ => Err(GatewayError::Identity(format!(
-                "token endpoint answered {status}"
-            ))),
+            _ => Err(failed(status, "token endpoint")),
         }
+    }
+}
+
+/// Identity's `endpoint` answered `status`, neither a success nor a
+/// refusal: a `503` says to come back soon, anything else is broken.
+fn failed(status: reqwest::StatusCode, endpoint: &str) -> GatewayError {
+    let what = format!("{endpoint} answered {status}");
+    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        GatewayError::IdentityUnavailable(what)
+    } else {
+        GatewayError::Identity(what)
     }
 }
 
@@ -246,6 +249,22 @@ pub(crate) fn logout_url(config: &GatewayConfig, id_token: &str) -> Result<Strin
 mod tests {
     use super::*;
     use crate::ClientSecret;
+
+    #[test]
+    fn identity_answering_503_is_unavailable_for_now_anything_else_broken() {
+        let busy = failed(reqwest::StatusCode::SERVICE_UNAVAILABLE, "token endpoint");
+        assert!(
+            matches!(busy, GatewayError::IdentityUnavailable(_)),
+            "{busy:?}"
+        );
+        for status in [
+            reqwest::StatusCode::INTERNAL_SERVER_ERROR,
+            reqwest::StatusCode::BAD_GATEWAY,
+        ] {
+            let broken = failed(status, "token endpoint");
+            assert!(matches!(broken, GatewayError::Identity(_)), "{broken:?}");
+        }
+    }
 
     #[test]
     fn authorize_url_carries_state_nonce_and_s256_challenge() {

@@ -33,6 +33,27 @@ use crate::{
 const CONSUMER: &str = "workers";
 /// How long `take` waits for the server to answer a fetch.
 const FETCH_WAIT: Duration = Duration::from_secs(1);
+/// How long the calls made while a request waits (`enqueue`, `status`)
+/// wait for the server in all: while NATS is away, async-nats would wait
+/// for each JetStream answer its own 5 s (an enqueue makes two), where
+/// the caller should be told at once that the queue is unavailable. As
+/// PostgreSQL's pools wait for a connection (`echo_sql::postgres::ACQUIRE_TIMEOUT`).
+const REQUEST_WAIT: Duration = Duration::from_secs(2);
+
+/// `call`'s outcome, or the queue unavailable if NATS did not answer
+/// within [`REQUEST_WAIT`].
+async fn within_request_wait<T>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(REQUEST_WAIT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(QueueError::Nats(format!(
+                "{what}: no answer within {REQUEST_WAIT:?}"
+            )))
+        })
+}
 
 /// The queue on a NATS server with JetStream.
 #[derive(Debug, Clone)]
@@ -282,11 +303,9 @@ impl NatsQueue {
             }
         }
     }
-}
 
-#[async_trait::async_trait]
-impl JobQueue for NatsQueue {
-    async fn enqueue(
+    /// `enqueue`'s work: the status entry, then the job's message.
+    async fn publish(
         &self,
         kind: &str,
         payload: &serde_json::Value,
@@ -329,6 +348,18 @@ impl JobQueue for NatsQueue {
             .await
             .map_err(nats)?;
         Ok(envelope.id)
+    }
+}
+
+#[async_trait::async_trait]
+impl JobQueue for NatsQueue {
+    async fn enqueue(
+        &self,
+        kind: &str,
+        payload: &serde_json::Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<JobId> {
+        within_request_wait("enqueue", self.publish(kind, payload, idempotency_key)).await
     }
 
     async fn take(&self, worker: &str, lease: Duration) -> Result<Option<Leased>> {
@@ -424,7 +455,8 @@ impl JobQueue for NatsQueue {
     }
 
     async fn status(&self, id: &JobId) -> Result<Option<JobStatus>> {
-        Ok(self.record(id).await?.map(|(record, _)| JobStatus {
+        let record = within_request_wait("status", self.record(id)).await?;
+        Ok(record.map(|(record, _)| JobStatus {
             id: id.clone(),
             kind: record.kind,
             state: record.state,

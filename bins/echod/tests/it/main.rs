@@ -162,6 +162,21 @@ fn start_until(mut cmd: Command, services: usize, up_line: bool, logs: Stdio) ->
     panic!("server exited before printing ready: {stdout_lines:?}");
 }
 
+/// Why a request got no answer: reqwest's words with their causes, and
+/// `timed out: ` first when the client gave up waiting.
+pub fn unanswered(e: reqwest::Error) -> String {
+    let mut why = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        why.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    if e.is_timeout() {
+        why.insert_str(0, "timed out: ");
+    }
+    why
+}
+
 /// A client that never follows redirects, carrying `cookies` by hand.
 pub struct Hop {
     pub http: reqwest::Client,
@@ -199,6 +214,14 @@ impl Hop {
         &mut self,
         request: reqwest::RequestBuilder,
     ) -> (reqwest::StatusCode, String, String) {
+        self.try_send(request).await.unwrap()
+    }
+
+    /// [`send`](Self::send), or why the request got no answer.
+    pub async fn try_send(
+        &mut self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, String, String), String> {
         let cookie: Vec<String> = self
             .cookies
             .iter()
@@ -208,7 +231,7 @@ impl Hop {
             .header("cookie", cookie.join("; "))
             .send()
             .await
-            .unwrap();
+            .map_err(unanswered)?;
         for set in response.headers().get_all("set-cookie") {
             let pair = set.to_str().unwrap().split(';').next().unwrap();
             let (name, value) = pair.split_once('=').unwrap();
@@ -220,7 +243,8 @@ impl Hop {
             .get("location")
             .map(|l| l.to_str().unwrap().to_owned())
             .unwrap_or_default();
-        (status, location, response.text().await.unwrap())
+        let body = response.text().await.map_err(unanswered)?;
+        Ok((status, location, body))
     }
 
     /// Signs in as a browser does through the gateway at `gateway` of
@@ -274,19 +298,32 @@ impl Hop {
         username: &str,
         password: &str,
     ) -> (reqwest::StatusCode, String, String) {
-        let (status, _, form) = self.send(self.http.get(authorize)).await;
-        assert_eq!(
-            status, 200,
-            "identity knows the client's redirect URI: {form}"
-        );
+        self.try_log_in_at_identity(identity, authorize, username, password)
+            .await
+            .unwrap()
+    }
+
+    /// [`log_in_at_identity`](Self::log_in_at_identity), or why there was
+    /// no form to submit or no answer.
+    pub async fn try_log_in_at_identity(
+        &mut self,
+        identity: &str,
+        authorize: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<(reqwest::StatusCode, String, String), String> {
+        let (status, _, form) = self.try_send(self.http.get(authorize)).await?;
+        if status != 200 {
+            return Err(format!("{status} {form}"));
+        }
         let csrf = form
             .split(r#"name="csrf" value=""#)
             .nth(1)
             .and_then(|rest| rest.split('"').next())
-            .expect("login form's csrf field")
+            .ok_or_else(|| format!("no csrf field in the login form: {form}"))?
             .to_owned();
         let mut fields: Vec<(String, String)> = url::Url::parse(authorize)
-            .unwrap()
+            .map_err(|e| e.to_string())?
             .query_pairs()
             .into_owned()
             .collect();
@@ -296,7 +333,7 @@ impl Hop {
             ("password".into(), password.into()),
         ]);
         let login = self.http.post(format!("{identity}/login")).form(&fields);
-        self.send(login).await
+        self.try_send(login).await
     }
 }
 

@@ -15,14 +15,17 @@
 //!   of each on a PostgreSQL cluster and a NATS server of the test's own,
 //!   stopped and started again under the running services.
 //! - `replicas_behind_haproxy_survive_losing_one_of_each_under_load` (the
-//!   job queue in PostgreSQL) and `…_with_the_queue_on_nats_…` (on
-//!   JetStream): two of each behind HAProxy on the machine's engines;
+//!   job queue in PostgreSQL, on the machine's engines) and
+//!   `…_with_the_queue_on_nats_…` (on JetStream, on a PostgreSQL cluster
+//!   and a NATS server of the test's own): two of each behind HAProxy;
 //!   10,000 audit events through both audit replicas make one chain; then
 //!   a steady mixed load while one replica of each service in turn is
-//!   SIGKILLed and restarted. Each operation of the load runs in a trace
-//!   of its own, so its audit events are counted per operation; each
-//!   failure is matched to the kill it was in flight at; each job's
-//!   attempts are read from the queue.
+//!   SIGKILLed and restarted, and, on the test's own engines, PostgreSQL
+//!   and then NATS are restarted under the same load. Each operation of
+//!   the load runs in a trace of its own, so its audit events are counted
+//!   per operation; each failure is matched to the kill it was in flight
+//!   at, or to the engine's absence it was refused in (a `503`); each
+//!   job's attempts are read from the queue.
 //!
 //! What two replicas agree on (tokens, sessions, lockout, rate limits,
 //! documents) is `replicas.rs`' and `docs_replicas.rs`'.
@@ -41,7 +44,8 @@ use sqlx::{Connection as _, PgConnection};
 
 use super::audit::{post_events, verify_by};
 use super::{
-    Hop, SECRET, Server, echod, run_with_stdin, start_logging, start_up, up_on_free_ports,
+    Hop, SECRET, Server, echod, run_with_stdin, start_logging, start_up, unanswered,
+    up_on_free_ports,
 };
 
 /// The users of the load, each with password `<name>'s long password`.
@@ -54,6 +58,9 @@ const COLD_CLIENT: &str = "cold";
 /// How long a worker holds a job before another may take it: a killed
 /// worker's job is taken again after this.
 const LEASE: Duration = Duration::from_secs(2);
+/// How long the load's client waits for an answer: an operation that
+/// takes this long hung.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A service of the topology; every one but the parser and the worker
 /// is replicated behind HAProxy.
@@ -93,9 +100,6 @@ struct Engines {
     /// The job queue's variable and URL (`ECHO_NATS_URL` or
     /// `ECHO_QUEUE_URL`).
     queue: (&'static str, String),
-    /// On NATS, the queue's stream (`ECHO_QUEUE_NAME`), if not the
-    /// standard one.
-    queue_name: Option<String>,
     redis: RedisKeys,
 }
 
@@ -361,9 +365,6 @@ impl Topology {
                 url.clone()
             }
         };
-        if let Some(name) = &engines.queue_name {
-            cmd.env("ECHO_QUEUE_NAME", name);
-        }
         cmd.env("ECHO_DATABASE_URL", at(&engines.identity_db))
             .env("ECHO_AUDIT_DATABASE_URL", at(&engines.audit_db))
             .env("ECHO_DOCS_DATABASE_URL", at(&engines.docs_db))
@@ -482,6 +483,19 @@ impl Topology {
             .status()
             .unwrap();
         assert!(sent.success(), "kill -{signal} {}", self.replicas[i].name());
+    }
+
+    /// The errors each replica logged (its `ERROR` lines), to show why an
+    /// operation failed.
+    fn errors_logged(&self) -> String {
+        let mut errors = String::new();
+        for replica in &self.replicas {
+            let log = std::fs::read_to_string(replica.log()).unwrap_or_default();
+            for line in log.lines().filter(|line| line.contains("ERROR")) {
+                errors.push_str(&format!("{}: {line}\n", replica.name()));
+            }
+        }
+        errors
     }
 
     fn index_of(&self, kind: Kind, index: usize) -> usize {
@@ -644,7 +658,7 @@ async fn grant_as(
         .form(&[("grant_type", "client_credentials")])
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(unanswered)?;
     let status = response.status().as_u16();
     let replica = replica_of(&response);
     let body = response.json().await.unwrap_or(Value::Null);
@@ -663,22 +677,29 @@ fn replica_of(response: &reqwest::Response) -> String {
 /// A user signed in through the gateway at `gateway` (identity at
 /// `identity`): the callback's status, or why it failed.
 async fn sign_in(hop: &mut Hop, gateway: &str, identity: &str, user: &str) -> Result<(), String> {
-    let (status, authorize, body) = hop.send(hop.http.get(format!("{gateway}/login"))).await;
+    let (status, authorize, body) = hop
+        .try_send(hop.http.get(format!("{gateway}/login")))
+        .await
+        .map_err(|e| format!("/login: {e}"))?;
     if !authorize.starts_with(&format!("{identity}/authorize?")) {
         return Err(format!("/login: {status} {authorize} {body}"));
     }
     let (status, callback, body) = hop
-        .log_in_at_identity(
+        .try_log_in_at_identity(
             identity,
             &authorize,
             user,
             &format!("{user}'s long password"),
         )
-        .await;
+        .await
+        .map_err(|e| format!("login: {e}"))?;
     if !callback.starts_with(&format!("{gateway}/callback?")) {
         return Err(format!("login: {status} {callback} {body}"));
     }
-    let (status, _, body) = hop.send(hop.http.get(&callback)).await;
+    let (status, _, body) = hop
+        .try_send(hop.http.get(&callback))
+        .await
+        .map_err(|e| format!("callback: {e}"))?;
     if status != 303 {
         return Err(format!("callback: {status} {body}"));
     }
@@ -707,10 +728,10 @@ async fn api(
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let response = request.send().await.map_err(|e| e.to_string())?;
+    let response = request.send().await.map_err(unanswered)?;
     let status = response.status().as_u16();
     let replica = replica_of(&response);
-    let text = response.text().await.map_err(|e| e.to_string())?;
+    let text = response.text().await.map_err(unanswered)?;
     Ok((
         status,
         replica,
@@ -742,9 +763,9 @@ async fn upload(hop: &Hop, gateway: &str, name: &str, text: &str) -> Result<Stri
         .body(body)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(unanswered)?;
     let status = response.status();
-    let text = response.text().await.map_err(|e| e.to_string())?;
+    let text = response.text().await.map_err(unanswered)?;
     if status != 201 {
         return Err(format!("{status} {text}"));
     }
@@ -839,7 +860,6 @@ async fn engines_going_away_answer_503_and_recover_by_themselves() {
         audit_db: pg.create_database("audit").await,
         docs_db: pg.create_database("docs").await,
         queue: ("ECHO_NATS_URL", nats.url()),
-        queue_name: None,
         redis: RedisKeys::new(),
     };
     let topology = Topology::start(engines, 1);
@@ -1068,6 +1088,7 @@ fn traced(trace: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .default_headers(headers)
+        .timeout(CLIENT_TIMEOUT)
         .build()
         .unwrap()
 }
@@ -1228,13 +1249,10 @@ struct Jobs {
 impl Jobs {
     async fn open(topology: &Topology) -> Self {
         let engines = &topology.engines;
-        let mut config = QueueConfig {
+        let config = QueueConfig {
             nats_lease: LEASE,
             ..QueueConfig::default()
         };
-        if let Some(name) = &engines.queue_name {
-            config.nats_name.clone_from(name);
-        }
         let queue = echo_queue::open_queue(
             Some(&engines.queue.1),
             &echo_crypto::TrustedRoots::system(),
@@ -1245,6 +1263,17 @@ impl Jobs {
         .unwrap();
         let docs_db = PgConnection::connect(&engines.docs_db).await.unwrap();
         Self { queue, docs_db }
+    }
+
+    /// The jobs done (`true`) or not yet (queued, waiting for a retry or
+    /// processing).
+    async fn done(&mut self, done: bool) -> BTreeSet<String> {
+        self.all()
+            .await
+            .into_iter()
+            .filter(|(_, status)| (status.state == JobState::Done) == done)
+            .map(|(_, status)| status.id.to_string())
+            .collect()
     }
 
     /// Every document's job (those of uploads whose answer was lost at a
@@ -1328,6 +1357,267 @@ async fn audited_by_trace(
         .collect()
 }
 
+/// An engine taken away under the load and started again.
+#[derive(Debug)]
+struct Outage {
+    engine: &'static str,
+    /// Just before it was stopped.
+    stopped: Instant,
+    /// When it accepted connections again.
+    back: Instant,
+    /// When every service answered again.
+    recovered: Instant,
+    /// How many jobs were not done at the stop.
+    queued: usize,
+    /// The jobs done before the stop; every other one, accepted before
+    /// [`Outage::settle`] read them, may have been attempted again.
+    done_before: BTreeSet<String>,
+    /// The jobs not done at the stop or accepted until the engine had
+    /// been back a while: those may have been attempted again.
+    unfinished: BTreeSet<String>,
+}
+
+impl Outage {
+    /// Reads the jobs not done at the stop, those accepted since
+    /// included, once the engine has been back a while; `jobs` opened
+    /// anew (the old connections went with the engine).
+    async fn settle(&mut self, topology: &Topology, jobs: &mut Jobs) {
+        *jobs = Jobs::open(topology).await;
+        let all = jobs
+            .all()
+            .await
+            .into_iter()
+            .map(|(_, job)| job.id.to_string());
+        self.unfinished = all.filter(|id| !self.done_before.contains(id)).collect();
+    }
+
+    /// Whether the engine's absence accounts for `outcome`'s failure: a
+    /// `503` answered between the stop and the recovery, or a connection
+    /// cut under a request in flight at the stop; never a hang.
+    fn explains(&self, outcome: &Outcome) -> bool {
+        let Some(failure) = outcome.failure.as_deref() else {
+            return false;
+        };
+        let within = outcome.started <= self.recovered && outcome.ended >= self.stopped;
+        let hung = outcome.ended - outcome.started >= CLIENT_TIMEOUT;
+        within
+            && !hung
+            && match status_in(failure) {
+                Some(status) => status == 503,
+                None => cut(failure) && outcome.started <= self.stopped,
+            }
+    }
+}
+
+/// The HTTP status a failure reports: its first three-digit word (each
+/// failure's text starts with the status, after the step's name).
+fn status_in(failure: &str) -> Option<u16> {
+    failure
+        .split_whitespace()
+        .find_map(|word| (word.len() == 3).then(|| word.parse().ok()).flatten())
+}
+
+/// A request that got no answer: the connection refused or closed under
+/// it (a timeout reads the same, so [`Outage::explains`] checks the time).
+fn cut(failure: &str) -> bool {
+    [
+        "error sending request",
+        "error decoding response body",
+        "connection closed",
+    ]
+    .iter()
+    .any(|cause| failure.contains(cause))
+}
+
+/// Each replica's `/readyz` (the workers' on their health listener): the
+/// kind and the URL.
+fn readiness(topology: &Topology) -> Vec<(Kind, String)> {
+    topology
+        .replicas
+        .iter()
+        .map(|r| (r.kind, format!("http://{}:{}/readyz", r.address, r.port)))
+        .collect()
+}
+
+/// A session of the load's first user (whose documents the test reads)
+/// through the gateway, whose requests give up after [`CLIENT_TIMEOUT`].
+async fn timed_session(gateway: &str, identity: &str) -> Hop {
+    let mut hop = Hop {
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(CLIENT_TIMEOUT)
+            .build()
+            .unwrap(),
+        cookies: HashMap::new(),
+    };
+    sign_in(&mut hop, gateway, identity, USERS[0])
+        .await
+        .unwrap();
+    hop
+}
+
+/// Uploads `name` until one is taken, for at most `within`: the document.
+async fn upload_until_taken(hop: &Hop, gateway: &str, name: &str, within: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        match upload(
+            hop,
+            gateway,
+            name,
+            &format!("{name}: the tide turns at four."),
+        )
+        .await
+        {
+            Ok(id) => return id,
+            Err(e) => assert!(started.elapsed() < within, "{name} not taken: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// PostgreSQL stopped (`-m immediate`) under the load and started again
+/// 2 s later. While it is away, a client identity must read is refused,
+/// a listing too, and identity's, audit's and docs' `/readyz` fail, each a
+/// `503`; once it is back, grants, listings and uploads through HAProxy
+/// and every replica's `/readyz` answer again within 5 s, no replica
+/// restarted. The upload taken is added to `uploaded`.
+async fn restart_postgres(
+    pg: &PgCluster,
+    topology: &Topology,
+    hop: &Hop,
+    jobs: &mut Jobs,
+    uploaded: &mut Vec<String>,
+) -> Outage {
+    let (identity, gateway) = (topology.url(Kind::Identity), topology.url(Kind::Gateway));
+    let ready = readiness(topology);
+    let http = reqwest::Client::builder()
+        .timeout(CLIENT_TIMEOUT)
+        .build()
+        .unwrap();
+    let done_before = jobs.done(true).await;
+    let queued = jobs.done(false).await.len();
+    let stopped = Instant::now();
+    tokio::task::block_in_place(|| pg.stop());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _, body) = grant_as(&http, identity, COLD_CLIENT).await.unwrap();
+    assert_eq!(status, 503, "a grant reading the database: {body}");
+    let (status, _, body) = api(hop, gateway, reqwest::Method::GET, "documents", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "a listing: {body}");
+    for (kind, url) in &ready {
+        if matches!(kind, Kind::Identity | Kind::Audit | Kind::Docs) {
+            assert_eq!(status_of(http.get(url)).await, 503, "{url}");
+        }
+    }
+    tokio::time::sleep(
+        (stopped + Duration::from_secs(2)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    tokio::task::block_in_place(|| pg.start_again());
+    let back = Instant::now();
+    let within = Duration::from_secs(5);
+    time_until(within, "identity grants again", || {
+        let http = &http;
+        async move { matches!(grant_as(http, identity, COLD_CLIENT).await, Ok((200, _, _))) }
+    })
+    .await;
+    time_until(within, "docs lists again", || async move {
+        matches!(
+            api(hop, gateway, reqwest::Method::GET, "documents", None).await,
+            Ok((200, _, _))
+        )
+    })
+    .await;
+    uploaded.push(upload_until_taken(hop, gateway, "after-postgres.txt", within).await);
+    for (_, url) in &ready {
+        time_until(within, url, || {
+            let request = http.get(url);
+            async move { status_of(request).await == 200 }
+        })
+        .await;
+    }
+    let recovered = Instant::now();
+    assert!(recovered - back < within, "{:?}", recovered - back);
+    Outage {
+        engine: "PostgreSQL",
+        stopped,
+        back,
+        recovered,
+        queued,
+        done_before,
+        unfinished: BTreeSet::new(),
+    }
+}
+
+/// NATS (the job queue) killed under the load with jobs queued and held:
+/// the workers paused (SIGSTOP) while uploads queue three jobs, NATS
+/// killed, the workers resumed, NATS started again 2 s later. While it is
+/// away an upload is refused with a `503`; once it is back, uploads are
+/// taken again (within 30 s, as `engines_going_away_…` allows) and every
+/// replica is ready. The uploads taken are added to `uploaded`.
+async fn restart_nats(
+    nats: &mut NatsServer,
+    topology: &Topology,
+    hop: &Hop,
+    jobs: &mut Jobs,
+    uploaded: &mut Vec<String>,
+) -> Outage {
+    let gateway = topology.url(Kind::Gateway);
+    let ready = readiness(topology);
+    let http = reqwest::Client::builder()
+        .timeout(CLIENT_TIMEOUT)
+        .build()
+        .unwrap();
+    let workers: Vec<usize> = (0..topology.replicas.len())
+        .filter(|&i| topology.replicas[i].kind == Kind::Worker)
+        .collect();
+    workers.iter().for_each(|&w| topology.signal(w, "STOP"));
+    for n in 0..3 {
+        let name = format!("queued-{n}.txt");
+        uploaded.push(upload_until_taken(hop, gateway, &name, Duration::ZERO).await);
+    }
+    let done_before = jobs.done(true).await;
+    let queued = jobs.done(false).await.len();
+    assert!(queued >= 3, "{queued} jobs queued at the stop");
+    let stopped = Instant::now();
+    nats.kill();
+    workers.iter().for_each(|&w| topology.signal(w, "CONT"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = Instant::now();
+    let refused = upload(hop, gateway, "during-nats.txt", "Nothing to see.").await;
+    let refusal = refused.expect_err("an upload while the queue is away is refused");
+    assert!(
+        refusal.starts_with("503"),
+        "after {:?}: {refusal}",
+        sent.elapsed()
+    );
+    tokio::time::sleep(
+        (stopped + Duration::from_secs(2)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    tokio::task::block_in_place(|| nats.start_again());
+    let back = Instant::now();
+    let within = Duration::from_secs(30);
+    uploaded.push(upload_until_taken(hop, gateway, "after-nats.txt", within).await);
+    for (_, url) in &ready {
+        time_until(within, url, || {
+            let request = http.get(url);
+            async move { status_of(request).await == 200 }
+        })
+        .await;
+    }
+    Outage {
+        engine: "NATS",
+        stopped,
+        back,
+        recovered: Instant::now(),
+        queued,
+        done_before,
+        unfinished: BTreeSet::new(),
+    }
+}
+
 /// Two of each behind HAProxy on the machine's PostgreSQL and Redis, the
 /// job queue in PostgreSQL: see [`survive_losing_one_of_each`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1339,8 +1629,9 @@ async fn replicas_behind_haproxy_survive_losing_one_of_each_under_load() {
     .await;
 }
 
-/// The same with the job queue on the machine's NATS JetStream, in
-/// streams of the test's own, deleted at the end.
+/// The same with the job queue on NATS JetStream, on a PostgreSQL cluster
+/// and a NATS server of the test's own, each then restarted under the
+/// load: see [`restart_postgres`] and [`restart_nats`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_behind_haproxy_with_the_queue_on_nats_survive_losing_one_of_each_under_load() {
     survive_losing_one_of_each(
@@ -1353,40 +1644,47 @@ async fn replicas_behind_haproxy_with_the_queue_on_nats_survive_losing_one_of_ea
 /// One replicated topology at a time: each is two dozen processes.
 static ONE_TOPOLOGY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Two of each behind HAProxy on the machine's PostgreSQL and Redis, the
-/// job queue on its NATS JetStream (`on_nats`) or in PostgreSQL. First
+/// Two of each behind HAProxy on the machine's Redis, the job queue on
+/// NATS JetStream (`on_nats`: with a PostgreSQL cluster and a NATS server
+/// of the test's own) or in the machine's PostgreSQL. First
 /// 10,000 audit events posted concurrently
 /// through HAProxy to both audit replicas: one chain `echod audit verify`
 /// accepts, each event once. Then a steady mixed load (sign-ins, token
 /// grants, listings, uploads, questions) while one replica of each
 /// service in turn is SIGKILLed: HAProxy takes it out within 2 s; the
 /// only operations that fail went through the killed service and were in
-/// flight when it died; it rejoins when restarted. Every job is done, run
-/// twice only if a kill caught it processing; every operation that
-/// succeeded is audited once (in its trace), one that failed at most once.
+/// flight when it died; it rejoins when restarted. On the test's own
+/// engines, PostgreSQL then NATS restarted under the same load: the only
+/// other failures are `503`s while one was away (or connections cut
+/// under requests in flight at its stop), none hung. Every job is done,
+/// run twice only if a kill caught it processing, or again if it was not
+/// done when an engine went away; every operation that succeeded is
+/// audited once (in its trace), one that failed at most once.
 async fn survive_losing_one_of_each(test: &str, on_nats: bool) {
     let _alone = ONE_TOPOLOGY.lock().await;
+    // On NATS, engines of the test's own, to restart under the load.
+    let mut own = on_nats.then(|| (PgCluster::start(test), NatsServer::start(test)));
     let mut dbs = Vec::new();
-    for _ in 0..if on_nats { 3 } else { 4 } {
-        dbs.push(PgTestDb::create(test).await);
-    }
-    let (queue, queue_name) = if on_nats {
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis();
-        let name = format!("echo_test_topology_{}_{started}", std::process::id());
-        (("ECHO_NATS_URL", echo_testkit::nats_url()), Some(name))
-    } else {
-        (("ECHO_QUEUE_URL", dbs[3].url.clone()), None)
-    };
-    let engines = Engines {
-        identity_db: dbs[0].url.clone(),
-        audit_db: dbs[1].url.clone(),
-        docs_db: dbs[2].url.clone(),
-        queue,
-        queue_name,
-        redis: RedisKeys::new(),
+    let engines = match &own {
+        Some((pg, nats)) => Engines {
+            identity_db: pg.create_database("identity").await,
+            audit_db: pg.create_database("audit").await,
+            docs_db: pg.create_database("docs").await,
+            queue: ("ECHO_NATS_URL", nats.url()),
+            redis: RedisKeys::new(),
+        },
+        None => {
+            for _ in 0..4 {
+                dbs.push(PgTestDb::create(test).await);
+            }
+            Engines {
+                identity_db: dbs[0].url.clone(),
+                audit_db: dbs[1].url.clone(),
+                docs_db: dbs[2].url.clone(),
+                queue: ("ECHO_QUEUE_URL", dbs[3].url.clone()),
+                redis: RedisKeys::new(),
+            }
+        }
     };
     let mut topology = Topology::start(engines, 2);
     let identity = topology.url(Kind::Identity).to_owned();
@@ -1496,9 +1794,36 @@ async fn survive_losing_one_of_each(test: &str, on_nats: bool) {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let (outcomes, uploaded) = load.finish().await;
     // Only the killed replicas were taken out, each once.
     let taken_out = topology.haproxy.as_ref().unwrap().taken_out_since_settled();
+
+    // Then each engine of the test's own restarted under the load.
+    let mut outages: Vec<Outage> = Vec::new();
+    let mut engine_uploads = Vec::new();
+    if let Some((pg, nats)) = own.as_mut() {
+        let hop = timed_session(&gateway, &identity).await;
+        for postgres in [true, false] {
+            let mut outage = if postgres {
+                restart_postgres(pg, &topology, &hop, &mut jobs, &mut engine_uploads).await
+            } else {
+                restart_nats(nats, &topology, &hop, &mut jobs, &mut engine_uploads).await
+            };
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            outage.settle(&topology, &mut jobs).await;
+            outages.push(outage);
+        }
+        audit_db = PgConnection::connect(&topology.engines.audit_db)
+            .await
+            .unwrap();
+    }
+    let (outcomes, mut uploaded) = load.finish().await;
+    // The servers HAProxy took out while the engines were away.
+    let taken_out_by_engines: Vec<String> =
+        topology.haproxy.as_ref().unwrap().taken_out_since_settled()[taken_out.len()..]
+            .iter()
+            .filter_map(|line| line.split(" is DOWN").next()?.rsplit(' ').next())
+            .map(str::to_owned)
+            .collect();
     let killed: Vec<String> = kills
         .iter()
         .filter(|kill| kill.kind.balanced())
@@ -1523,18 +1848,37 @@ async fn survive_losing_one_of_each(test: &str, on_nats: bool) {
     // Only operations in flight on a killed replica failed: each went
     // through the killed service, was sent before the replica died and
     // ended after the signal. Each loop has one operation in flight, so
-    // at most four per kill. Every other operation succeeded.
+    // at most four per kill. While an engine was away, operations could
+    // also be refused with a 503 (or cut, if in flight at its stop), never
+    // hang; every other operation succeeded.
     let mut failed_at = vec![BTreeMap::<&str, usize>::new(); kills.len()];
+    let mut refused_in = vec![BTreeMap::<(&str, &str), usize>::new(); outages.len()];
     for failure in outcomes.iter().filter(|o| o.failure.is_some()) {
         let kill = kills.iter().position(|kill| {
             failure.op.touches().contains(&kill.kind)
                 && failure.started <= kill.dead
                 && failure.ended >= kill.killed
         });
-        let kill = kill.unwrap_or_else(|| {
-            panic!("{failure:?} failed but was not in flight on a killed replica ({kills:#?})")
+        if let Some(kill) = kill {
+            *failed_at[kill].entry(failure.op.name()).or_default() += 1;
+            continue;
+        }
+        let outage = outages.iter().position(|outage| outage.explains(failure));
+        let outage = outage.unwrap_or_else(|| {
+            panic!(
+                "{failure:?} failed but was neither in flight on a killed replica nor refused \
+                 while an engine was away ({kills:#?} {outages:#?})\nerrors logged:\n{}",
+                topology.errors_logged()
+            )
         });
-        *failed_at[kill].entry(failure.op.name()).or_default() += 1;
+        let how = if status_in(failure.failure.as_deref().unwrap_or_default()) == Some(503) {
+            "503"
+        } else {
+            "cut"
+        };
+        *refused_in[outage]
+            .entry((failure.op.name(), how))
+            .or_default() += 1;
     }
     assert!(
         failed_at.iter().all(|ops| ops.values().sum::<usize>() <= 4),
@@ -1555,16 +1899,26 @@ async fn survive_losing_one_of_each(test: &str, on_nats: bool) {
     for (kill, failed) in kills.iter().zip(&failed_at) {
         println!("  {}0 killed: {failed:?}", kill.kind.name());
     }
+    for (outage, refused) in outages.iter().zip(&refused_in) {
+        let refusals: usize = refused.values().sum();
+        println!(
+            "  {} away {:?}, every service answering {:?} after its return; \
+             {refusals} operations refused meanwhile {refused:?}",
+            outage.engine,
+            outage.back - outage.stopped,
+            outage.recovered - outage.back,
+        );
+    }
+    if !outages.is_empty() {
+        println!("  HAProxy took out while the engines were away: {taken_out_by_engines:?}");
+    }
 
     // No job lost or doubled: every job is done (those of uploads whose
     // answer was lost at a kill included), each taken once but those a
     // kill caught processing (the killed worker's, taken again when its
     // lease expired, or one whose call to a killed replica failed), and
     // those at most twice. Chunks can't tell: indexing replaces them.
-    let mut hop = Hop::default();
-    sign_in(&mut hop, &gateway, &identity, USERS[1])
-        .await
-        .unwrap();
+    uploaded.extend(engine_uploads);
     let mut reader = Hop::default();
     sign_in(&mut reader, &gateway, &identity, USERS[0])
         .await
@@ -1595,8 +1949,19 @@ async fn survive_losing_one_of_each(test: &str, on_nats: bool) {
             continue;
         }
         let id = job.id.to_string();
+        // Not done when an engine went away: retried (each attempt
+        // counted) until it came back, then done once.
+        if let Some(outage) = outages.iter().find(|o| o.unfinished.contains(&id)) {
+            taken_again.push(format!(
+                "{id} ({} attempts, {} away)",
+                job.attempts, outage.engine
+            ));
+            continue;
+        }
         let kill = kills.iter().find(|kill| kill.caught.contains(&id));
-        let kill = kill.unwrap_or_else(|| panic!("{document}: {job:?}, no kill caught it"));
+        let kill = kill.unwrap_or_else(|| {
+            panic!("{document}: {job:?}, no kill or engine's absence caught it")
+        });
         assert_eq!(job.attempts, 2, "{document}: {job:?}");
         taken_again.push(format!("{id} ({}0 killed)", kill.kind.name()));
     }
@@ -1613,10 +1978,17 @@ async fn survive_losing_one_of_each(test: &str, on_nats: bool) {
             .iter()
             .find(|(_, job)| job.id.to_string() == *id)
             .map(|(_, job)| job.attempts);
-        assert_eq!(attempts, Some(2), "job {id} held by the killed worker");
+        // Retried again if an engine went away before it was done.
+        let after_outage = outages.iter().any(|o| o.unfinished.contains(id));
+        assert!(
+            attempts == Some(2) || (after_outage && attempts > Some(2)),
+            "job {id} held by the killed worker: {attempts:?} attempts"
+        );
     }
+    let queued: Vec<usize> = outages.iter().map(|o| o.queued).collect();
     println!(
-        "jobs: {} done ({} uploads answered), taken twice: {taken_again:?}",
+        "jobs: {} done ({} uploads answered), not done at each engine's stop: {queued:?}, \
+         taken again: {taken_again:?}",
         all.len(),
         uploaded.len()
     );
@@ -1671,24 +2043,10 @@ async fn survive_losing_one_of_each(test: &str, on_nats: bool) {
     let (verified, out) = verify_by(topology.admin(), &[]);
     assert!(verified, "{out}");
 
-    let (queue_url, queue_name) = (
-        topology.engines.queue.1.clone(),
-        topology.engines.queue_name.clone(),
-    );
+    drop(jobs);
     drop(topology);
-    if let Some(name) = queue_name {
-        let config = QueueConfig {
-            nats_lease: LEASE,
-            nats_name: name,
-            ..QueueConfig::default()
-        };
-        echo_queue::NatsQueue::connect(&queue_url, &echo_crypto::TrustedRoots::system(), config)
-            .await
-            .unwrap()
-            .delete()
-            .await
-            .expect("delete the test's NATS streams");
-    }
+    // The test's own engines, stopped once nothing uses them.
+    drop(own);
     for db in dbs {
         db.drop_db().await;
     }

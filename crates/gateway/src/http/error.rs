@@ -36,6 +36,9 @@ impl GatewayError {
             GatewayError::Identity(_) | GatewayError::UpstreamUnavailable { .. } => {
                 (StatusCode::BAD_GATEWAY, "bad_gateway")
             }
+            GatewayError::IdentityUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             GatewayError::UpstreamTimeout { .. } => {
                 (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout")
             }
@@ -64,6 +67,9 @@ impl GatewayError {
         match self {
             GatewayError::Refused(refusal) => refusal.to_string(),
             GatewayError::Identity(_) => "the identity service is unavailable".to_owned(),
+            GatewayError::IdentityUnavailable(_) => {
+                "the identity service is temporarily unavailable: try again shortly".to_owned()
+            }
             GatewayError::UpstreamUnavailable { .. } => {
                 "the service behind this address is unavailable".to_owned()
             }
@@ -78,13 +84,17 @@ impl GatewayError {
     }
 }
 
-/// RFC 6585 §4: a 429 says when to come back.
+/// RFC 6585 §4: a 429 says when to come back; a 503 of identity's
+/// (RFC 9110 §10.2.3) too, after a second as identity's own.
 fn with_retry_after(mut response: Response, error: &GatewayError) -> Response {
-    if let GatewayError::RateLimited { retry_after } = error {
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(*retry_after));
-    }
+    let after = match error {
+        GatewayError::RateLimited { retry_after } => *retry_after,
+        GatewayError::IdentityUnavailable(_) => 1,
+        _ => return response,
+    };
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(after));
     response
 }
 
@@ -112,7 +122,9 @@ pub fn page_error(g: &Gateway, error: GatewayError, here: &str) -> Response {
             ("Sign-in failed", sign_in)
         }
         GatewayError::Csrf(_) => ("Request refused", Some(("/", "Back to the start"))),
-        GatewayError::Identity(_) => ("Identity is unavailable", Some(("/", "Try again"))),
+        GatewayError::Identity(_) | GatewayError::IdentityUnavailable(_) => {
+            ("Identity is unavailable", Some(("/", "Try again")))
+        }
         GatewayError::NotFound => ("Not found", Some(("/", "Back to the start"))),
         GatewayError::Forbidden(_) => ("Access denied", Some(("/", "Back to the start"))),
         GatewayError::ConsoleSignIn => (
@@ -184,7 +196,30 @@ pub fn api_error(g: &Gateway, error: GatewayError) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::console_section;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse as _;
+
+    use super::{GatewayError, console_section, with_retry_after};
+
+    /// Identity's 503 (its database away) is passed on as one, with when
+    /// to come back; identity unreachable or broken stays a 502.
+    #[test]
+    fn identity_unavailable_for_now_is_a_503_to_retry() {
+        let busy = GatewayError::IdentityUnavailable("token endpoint answered 503".into());
+        assert_eq!(
+            busy.status_and_code(),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+        let response = with_retry_after(StatusCode::SERVICE_UNAVAILABLE.into_response(), &busy);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let broken = GatewayError::Identity("token endpoint answered 500".into());
+        assert_eq!(
+            broken.status_and_code(),
+            (StatusCode::BAD_GATEWAY, "bad_gateway")
+        );
+        let response = with_retry_after(StatusCode::BAD_GATEWAY.into_response(), &broken);
+        assert!(response.headers().get("retry-after").is_none());
+    }
 
     #[test]
     fn console_failures_lead_back_to_their_section() {

@@ -74,3 +74,41 @@ async fn jobs_accepted_before_nats_is_killed_are_done_after_it_is_back() {
         assert_eq!(status.state, JobState::Done, "{status:?}");
     }
 }
+
+/// While NATS is away, an enqueue (an upload's) and a job's status (a
+/// document view's) are refused as unavailable within about 2 s: a
+/// request waiting on them is answered `503` at once, not after
+/// async-nats' 5 s for each JetStream answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_while_nats_is_away_are_refused_within_2_s() {
+    let test = "calls_while_nats_is_away_are_refused_within_2_s";
+    let mut nats = NatsServer::start(test);
+    let config = backend::config(Duration::from_secs(2));
+    let queue = NatsQueue::connect(&nats.url(), &TrustedRoots::system(), config)
+        .await
+        .unwrap();
+    let id = queue
+        .enqueue("index_document", &json!({ "n": 0 }), Some("before"))
+        .await
+        .unwrap();
+
+    nats.kill();
+    // Long enough for the client to see the connection gone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let refused = queue
+        .enqueue("index_document", &json!({ "n": 1 }), Some("during"))
+        .await
+        .expect_err("an enqueue while NATS is away");
+    let waited = started.elapsed();
+    assert!(refused.is_unavailable(), "{refused}");
+    assert!(waited < Duration::from_secs(3), "refused after {waited:?}");
+    let started = Instant::now();
+    let refused = queue
+        .status(&id)
+        .await
+        .expect_err("a status while NATS is away");
+    let waited = started.elapsed();
+    assert!(refused.is_unavailable(), "{refused}");
+    assert!(waited < Duration::from_secs(3), "refused after {waited:?}");
+}
