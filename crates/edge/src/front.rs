@@ -25,7 +25,7 @@ use axum::response::Response;
 use metrics::SharedString;
 use tower::ServiceExt as _;
 
-use crate::ops::{Recording, UNMATCHED_ROUTE};
+use crate::ops::{KeptHandles, Recording, UNMATCHED_ROUTE};
 use crate::{EdgeLayer, Origin, trace};
 
 /// An answer a [`Front`] gives.
@@ -46,6 +46,8 @@ pub(crate) struct FrontDoor {
     pub(crate) service: &'static str,
     pub(crate) front: Arc<dyn Front>,
     pub(crate) edge: EdgeLayer,
+    /// Its requests' metric handles: they share a route label.
+    pub(crate) metrics: KeptHandles,
 }
 
 impl FrontDoor {
@@ -64,7 +66,7 @@ impl FrontDoor {
         let mut response = trace.run(span.clone(), answer).await;
         self.edge.security_headers.put_on(response.headers_mut());
         span.record("status", response.status().as_u16());
-        recording.finish(response.status());
+        recording.finish_kept(response.status(), &self.metrics);
         response
     }
 }

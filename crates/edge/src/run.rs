@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::front::{Door, Front, FrontDoor};
-use crate::ops::{Check, Ops};
+use crate::ops::{Check, KeptHandles, Ops};
 use crate::{EdgeLayer, Gate, TrustedProxies};
 
 /// How often the metrics recorder drops what it no longer needs to keep
@@ -149,10 +149,13 @@ impl Service {
     /// [`EdgeLayer`] has): see `front.rs`.
     pub fn with_front(mut self, front: Arc<dyn Front>, edge: EdgeLayer) -> Self {
         if let Body::Http { front: slot, .. } = &mut self.body {
+            // The recorder first: the front door keeps its metric handles.
+            crate::metrics::handle();
             *slot = Some(Arc::new(FrontDoor {
                 service: self.name,
                 front,
                 edge,
+                metrics: KeptHandles::default(),
             }));
         }
         self
