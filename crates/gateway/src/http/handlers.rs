@@ -34,12 +34,16 @@ fn error_for(g: &Gateway, error: GatewayError, uri: &axum::http::Uri) -> Respons
 }
 
 /// Middleware: phase 0 (the per-IP rate limit) for everything but static
-/// files and `/ping` (the edge's `/healthz`, `/readyz` and `/metrics` are
-/// not behind it). The edge's layer has put the request's [`Origin`] on
-/// it; it is read in place, not copied.
+/// files and `/ping`, which neither count nor are refused (a page's
+/// stylesheet and script take no share of its caller's allowance; the
+/// edge's `/healthz`, `/readyz` and `/metrics` are not behind it). The
+/// edge's layer has put the request's [`Origin`] on it; it is read in
+/// place, not copied.
 pub async fn admit(State(g): AppState, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    let exempt = path.starts_with("/static/") || path == "/ping";
+    if path.starts_with("/static/") || path == "/ping" {
+        return next.run(request).await;
+    }
     let admitted = match request.extensions().get::<Origin>() {
         Some(meta) => g.admit(meta).await,
         None => {
@@ -52,8 +56,8 @@ pub async fn admit(State(g): AppState, request: Request, next: Next) -> Response
         }
     };
     match admitted {
-        Err(e) if !exempt => error_for(&g, e, request.uri()),
-        _ => next.run(request).await,
+        Err(e) => error_for(&g, e, request.uri()),
+        Ok(()) => next.run(request).await,
     }
 }
 

@@ -313,6 +313,11 @@ async fn the_global_per_ip_limit_covers_pages_with_a_friendly_429() {
     })
     .await;
     let browser = Browser::new();
+    // Liveness and static files neither count nor are refused.
+    let exempt = ["/ping", "/static/gateway.css", "/static/documents.js"];
+    for path in exempt.iter().cycle().take(6) {
+        assert_eq!(browser.get(&platform.gw(path)).await.status, StatusCode::OK);
+    }
     for _ in 0..2 {
         assert_eq!(browser.get(&platform.gw("/")).await.status, StatusCode::OK);
     }
@@ -325,6 +330,13 @@ async fn the_global_per_ip_limit_covers_pages_with_a_friendly_429() {
         StatusCode::OK,
         "health checks are never limited"
     );
+    for path in exempt {
+        assert_eq!(
+            browser.get(&platform.gw(path)).await.status,
+            StatusCode::OK,
+            "{path} is not limited"
+        );
+    }
 }
 
 #[tokio::test]
