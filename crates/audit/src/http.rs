@@ -21,12 +21,10 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use echo_edge::{
-    Caller, Check, EdgeLayer, Gate, HasGate, Problem, SecurityHeaders, Service, TrustedProxies,
-};
+use echo_edge::{Caller, Check, EdgeLayer, Gate, HasGate, Problem, Service, TrustedProxies};
 use echo_verify::Verifier;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -66,20 +64,13 @@ impl HasGate for AuditApp {
 type AppState = State<Arc<AuditApp>>;
 
 pub fn router(app: Arc<AuditApp>) -> Router {
-    let edge = EdgeLayer {
-        trusted_proxies: TrustedProxies::default(),
-        security_headers: SecurityHeaders {
-            csp: HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-            https: false,
-        },
-    };
-    let router = Router::new()
+    Router::new()
         .route("/v1/events", post(ingest).get(query))
         .route("/log", post(log))
         .route("/v1/checkpoint", get(checkpoint))
         .route("/ping", get(|| async { "pong" }))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
-    edge.wrap(router).with_state(app)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
 }
 
 /// The audit service on `listener`, with the refusal counts' job (the
@@ -93,7 +84,7 @@ pub fn service(listener: tokio::net::TcpListener, app: Arc<AuditApp>) -> Service
     });
     let issuer_keys = Check::issuer_keys(app.gate.verifier().clone());
     let gate = app.gate.clone();
-    Service::http("audit", listener, router(app))
+    Service::http("audit", listener, EdgeLayer::api(), router(app))
         .with_job(refusal_counts)
         .with_checks([database, issuer_keys])
         .with_metrics_gate(gate, TrustedProxies::default())

@@ -35,8 +35,8 @@ use axum::{Json, Router};
 use echo_core::audit::AuditSink;
 use echo_crypto::TrustedRoots;
 use echo_edge::{
-    Check, EdgeLayer, Gate, HasGate, Problem, Refusal, SecurityHeaders, Service, SharedCounters,
-    TrustedProxies, UserCaller,
+    Check, EdgeLayer, Gate, HasGate, Problem, Refusal, Service, SharedCounters, TrustedProxies,
+    UserCaller,
 };
 use echo_queue::JobQueue;
 use echo_text::{Chunk, Kind};
@@ -150,11 +150,6 @@ pub async fn build(
 type AppState = State<Arc<DocsApp>>;
 
 pub fn router(app: Arc<DocsApp>) -> Router {
-    let headers = SecurityHeaders {
-        // `sandbox`: a downloaded HTML document opened in place runs nothing.
-        csp: HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; sandbox"),
-        https: false,
-    };
     let limits = app.docs.limits();
     // Multipart bodies are capped per file while they stream (`next_file`);
     // this only bounds the request as a whole.
@@ -165,17 +160,22 @@ pub fn router(app: Arc<DocsApp>) -> Router {
             .saturating_mul(limits.max_files_per_request),
     );
     let index_limit = DefaultBodyLimit::max(limits.max_index_bytes);
-    let router = Router::new()
+    Router::new()
         .route("/v1/documents", post(upload).get(list).layer(upload_limit))
         .route("/v1/documents/{id}", get(get_one).delete(delete))
         .route("/v1/documents/{id}/content", get(content))
         .route("/v1/documents/{id}/index", put(index).layer(index_limit))
-        .route("/v1/query", post(query));
-    let edge = EdgeLayer {
-        trusted_proxies: TrustedProxies::default(),
-        security_headers: headers,
-    };
-    edge.wrap(router).with_state(app)
+        .route("/v1/query", post(query))
+        .with_state(app)
+}
+
+/// An API's edge, with `sandbox` in its CSP: a downloaded HTML document
+/// opened in place runs nothing.
+fn edge() -> EdgeLayer {
+    let mut edge = EdgeLayer::api();
+    edge.security_headers.csp =
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; sandbox");
+    edge
 }
 
 /// The docs service on `listener`, with its periodic jobs.
@@ -188,7 +188,7 @@ pub fn service(listener: tokio::net::TcpListener, app: Arc<DocsApp>) -> Service 
     });
     let issuer_keys = Check::issuer_keys(app.gate.verifier().clone());
     let gate = app.gate.clone();
-    Service::http("docs", listener, router(app))
+    Service::http("docs", listener, edge(), router(app))
         .with_job(refusal_counts)
         .with_checks([database, issuer_keys])
         .with_metrics_gate(gate, TrustedProxies::default())

@@ -92,6 +92,20 @@ pub struct EdgeLayer {
 }
 
 impl EdgeLayer {
+    /// The edge of a service that answers JSON alone to other services
+    /// (audit, parser): no trusted proxies, a CSP that allows nothing.
+    pub fn api() -> Self {
+        Self {
+            trusted_proxies: TrustedProxies::default(),
+            security_headers: SecurityHeaders {
+                csp: axum::http::HeaderValue::from_static(
+                    "default-src 'none'; frame-ancestors 'none'",
+                ),
+                https: false,
+            },
+        }
+    }
+
     /// `router` behind the edge.
     pub fn wrap<S>(self, router: Router<S>) -> Router<S>
     where

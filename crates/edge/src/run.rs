@@ -104,6 +104,8 @@ enum Body {
     Http {
         listener: TcpListener,
         router: Router,
+        /// What the router's requests and the front's go through.
+        edge: EdgeLayer,
         tls: Option<ServerTls>,
         front: Option<Arc<FrontDoor>>,
     },
@@ -126,35 +128,46 @@ pub struct Service {
 }
 
 impl Service {
-    /// `router` on `listener`, each request in its trace (`trace.rs`),
-    /// with the operations endpoints beside it (`/healthz`, `/readyz`,
-    /// `/metrics`: `ops.rs`) and request metrics on every route.
-    pub fn http(name: &'static str, listener: TcpListener, router: Router) -> Self {
-        let router = router.layer(axum::middleware::from_fn(move |request, next| {
-            crate::trace::traced(name, request, next)
-        }));
+    /// `router` on `listener` behind `edge`, each request in its trace
+    /// (`trace.rs`), with the operations endpoints beside it (`/healthz`,
+    /// `/readyz`, `/metrics`: `ops.rs`) and request metrics on every route.
+    pub fn http(
+        name: &'static str,
+        listener: TcpListener,
+        edge: EdgeLayer,
+        router: Router,
+    ) -> Self {
+        let router =
+            edge.clone()
+                .wrap(router)
+                .layer(axum::middleware::from_fn(move |request, next| {
+                    crate::trace::traced(name, request, next)
+                }));
         Self::of(
             name,
             Body::Http {
                 listener,
                 router,
+                edge,
                 tls: None,
                 front: None,
             },
         )
     }
 
-    /// Answers the requests `front` takes before the router, behind
-    /// `edge` (the trusted proxies and security headers the router's own
-    /// [`EdgeLayer`] has): see `front.rs`.
-    pub fn with_front(mut self, front: Arc<dyn Front>, edge: EdgeLayer) -> Self {
-        if let Body::Http { front: slot, .. } = &mut self.body {
+    /// Answers the requests `front` takes before the router, behind the
+    /// same edge: see `front.rs`.
+    pub fn with_front(mut self, front: Arc<dyn Front>) -> Self {
+        if let Body::Http {
+            front: slot, edge, ..
+        } = &mut self.body
+        {
             // The recorder first: the front door keeps its metric handles.
             crate::metrics::handle();
             *slot = Some(Arc::new(FrontDoor {
                 service: self.name,
                 front,
-                edge,
+                edge: edge.clone(),
                 metrics: KeptHandles::default(),
             }));
         }
@@ -313,6 +326,7 @@ impl Service {
                 router,
                 tls,
                 front,
+                ..
             } => {
                 let router = ops.wrap(name, router);
                 serve_http(listener, tls, router, front, until_stopped()).await
@@ -514,9 +528,10 @@ mod tests {
         let router = Router::new().route("/", axum::routing::get(|| async { "hi" }));
         let flushed = Arc::new(AtomicUsize::new(0));
         let flush = flushed.clone();
-        let service = Service::http("hello", listener, router).on_stop(async move {
-            flush.fetch_add(1, Ordering::SeqCst);
-        });
+        let service =
+            Service::http("hello", listener, EdgeLayer::api(), router).on_stop(async move {
+                flush.fetch_add(1, Ordering::SeqCst);
+            });
         assert_eq!(service.local_addr(), Some(addr));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let running = tokio::spawn(run_all(vec![service], || Ok(()), async move {

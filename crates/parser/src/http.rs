@@ -24,14 +24,12 @@ use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::http::header::CONTENT_LENGTH;
-use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use echo_core::audit::{AuditEvent, AuditSink};
-use echo_edge::{
-    Check, EdgeLayer, Gate, HasGate, SecurityHeaders, Service, ServiceCaller, TrustedProxies,
-};
+use echo_edge::{Check, EdgeLayer, Gate, HasGate, Service, ServiceCaller, TrustedProxies};
 use echo_verify::Verifier;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -100,15 +98,9 @@ pub fn build(
 type AppState = State<Arc<ParserApp>>;
 
 pub fn router(app: Arc<ParserApp>) -> Router {
-    let edge = EdgeLayer {
-        trusted_proxies: TrustedProxies::default(),
-        security_headers: SecurityHeaders {
-            csp: HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-            https: false,
-        },
-    };
-    let router = Router::new().route("/v1/parse", post(parse));
-    edge.wrap(router).with_state(app)
+    Router::new()
+        .route("/v1/parse", post(parse))
+        .with_state(app)
 }
 
 /// The parser on `listener`, with its periodic jobs.
@@ -116,7 +108,7 @@ pub fn service(listener: tokio::net::TcpListener, app: Arc<ParserApp>) -> Servic
     let refusal_counts = app.gate.refusal_job();
     let issuer_keys = Check::issuer_keys(app.gate.verifier().clone());
     let gate = app.gate.clone();
-    Service::http("parser", listener, router(app))
+    Service::http("parser", listener, EdgeLayer::api(), router(app))
         .with_job(refusal_counts)
         .with_check(issuer_keys)
         .with_metrics_gate(gate, TrustedProxies::default())

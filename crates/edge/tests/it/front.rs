@@ -67,8 +67,8 @@ async fn serve() -> Running {
             https: false,
         },
     };
-    let router = edge.clone().wrap(Router::new().route("/own", get(routed)));
-    let service = Service::http("fronted", listener, router).with_front(Arc::new(Echoing), edge);
+    let router = Router::new().route("/own", get(routed));
+    let service = Service::http("fronted", listener, edge, router).with_front(Arc::new(Echoing));
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(service.run(async move {
         let _ = stopped.await;

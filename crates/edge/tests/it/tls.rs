@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use echo_edge::{CERT_CHECK_INTERVAL, Service, bind};
+use echo_edge::{CERT_CHECK_INTERVAL, EdgeLayer, Service, bind};
 use echo_tls::rustls::pki_types::pem::PemObject;
 use echo_tls::rustls::pki_types::{CertificateDer, ServerName};
 use echo_tls::rustls::{self, ClientConfig, ProtocolVersion};
@@ -32,7 +32,7 @@ async fn serve(cert: Arc<CertFiles>, client_ca: Option<&Path>) -> Running {
     let addr = listener.local_addr().unwrap();
     let router = Router::new().route("/", get(|| async { "hi" }));
     let tls = ServerTls::new(cert, client_ca).unwrap();
-    let service = Service::http("hello", listener, router).with_tls(tls);
+    let service = Service::http("hello", listener, EdgeLayer::api(), router).with_tls(tls);
     assert!(service.is_tls());
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(service.run(async move {

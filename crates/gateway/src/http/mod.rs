@@ -23,8 +23,7 @@ use crate::Gateway;
 
 /// All of the gateway's endpoints.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let edge = edge(&gateway);
-    let router = Router::new()
+    Router::new()
         .route("/", get(handlers::home))
         .route("/account", get(handlers::account))
         .route("/sessions", get(sessions::list))
@@ -47,8 +46,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
             handlers::admit,
-        ));
-    edge.wrap(router).with_state(gateway)
+        ))
+        .with_state(gateway)
 }
 
 /// The edge the gateway stands behind: its trusted proxies, and security
@@ -146,8 +145,8 @@ pub fn service(listener: tokio::net::TcpListener, gateway: Arc<Gateway>) -> Serv
     let trusted = gateway.config().trusted_proxies.clone();
     let front = Arc::new(Routed(gateway.clone()));
     let edge = edge(&gateway);
-    Service::http("gateway", listener, router(gateway))
-        .with_front(front, edge)
+    Service::http("gateway", listener, edge, router(gateway))
+        .with_front(front)
         .with_job(purge)
         .with_job(count_sessions)
         .with_job(refusal_counts)

@@ -28,7 +28,6 @@ pub use request::client_request;
 
 /// All of identity's endpoints.
 pub fn router(provider: Arc<Provider>) -> Router {
-    let secure = provider.config().secure_cookies();
     let router = Router::new()
         .route(
             "/.well-known/openid-configuration",
@@ -100,11 +99,16 @@ pub fn router(provider: Arc<Provider>) -> Router {
     } else {
         router
     };
-    let edge = EdgeLayer {
+    router.with_state(provider)
+}
+
+/// Identity's edge: the operator's trusted proxies, and its pages'
+/// security headers.
+fn edge(provider: &Provider) -> EdgeLayer {
+    EdgeLayer {
         trusted_proxies: provider.config().trusted_proxies.clone(),
-        security_headers: pages::security_headers(secure),
-    };
-    edge.wrap(router).with_state(provider)
+        security_headers: pages::security_headers(provider.config().secure_cookies()),
+    }
 }
 
 /// Identity on `listener`, with its periodic jobs: purging expired rows,
@@ -133,7 +137,8 @@ pub fn service(listener: tokio::net::TcpListener, provider: Arc<Provider>) -> Se
     ];
     let gate = provider.gate().clone();
     let trusted = provider.config().trusted_proxies.clone();
-    Service::http("identity", listener, router(provider))
+    let edge = edge(&provider);
+    Service::http("identity", listener, edge, router(provider))
         .with_jobs(jobs)
         .with_checks(checks)
         .with_metrics_gate(gate, trusted)
