@@ -150,7 +150,13 @@ impl KeyAdmin<'_> {
         audience: Option<&str>,
         activates_at: i64,
     ) -> Result<StoredKey> {
-        let key = SigningKey::generate(alg, new_kid(alg))?;
+        // Off the runtime's threads: an RSA key takes long enough to
+        // generate to stall every request sharing the thread (a pool's
+        // connections among them, whose waits then time out as 503s).
+        let key = tokio::task::spawn_blocking(move || SigningKey::generate(alg, new_kid(alg)))
+            .await
+            // Only a panic in it ends the task otherwise.
+            .map_err(|_| echo_crypto::CryptoError::KeyGeneration)??;
         let record = StoredKey {
             kid: key.kid().to_owned(),
             alg: alg.as_str().to_owned(),
