@@ -328,10 +328,10 @@ impl Forwarded {
 }
 
 /// The forwarding headers the gateway vouches for: the caller's address
-/// alone in `X-Forwarded-For` and `X-Real-IP` (what a client sent there is
-/// not passed on), and the scheme and host the caller reached.
+/// alone in `X-Forwarded-For` and `X-Real-IP`, and the scheme and host the
+/// caller reached. What a client sent in them is gone before: they are
+/// client claims ([`is_client_claim`], dropped by [`keep_end_to_end`]).
 pub(crate) fn set_forwarded(headers: &mut HeaderMap, ip: Option<IpAddr>, reached: &Forwarded) {
-    headers.remove(X_FORWARDED_FOR);
     if let Some(value) = ip.and_then(|ip| HeaderValue::try_from(ip_text(ip)).ok()) {
         headers.insert(X_FORWARDED_FOR, value.clone());
         headers.insert(HeaderName::from_static("x-real-ip"), value);
