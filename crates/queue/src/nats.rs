@@ -35,10 +35,14 @@ const CONSUMER: &str = "workers";
 const FETCH_WAIT: Duration = Duration::from_secs(1);
 /// How long the calls made while a request waits (`enqueue`, `status`)
 /// wait for the server in all: while NATS is away, async-nats would wait
-/// for each JetStream answer its own 5 s (an enqueue makes two), where
-/// the caller should be told at once that the queue is unavailable. As
-/// PostgreSQL's pools wait for a connection (`echo_sql::postgres::ACQUIRE_TIMEOUT`).
-const REQUEST_WAIT: Duration = Duration::from_secs(2);
+/// for each JetStream answer its own 5 s (an enqueue makes two or three),
+/// where the caller should be told at once that the queue is unavailable,
+/// as it is told when PostgreSQL's pools wait for a connection.
+const REQUEST_WAIT: Duration = echo_sql::postgres::ACQUIRE_TIMEOUT;
+/// The jobs stream's duplicate window (the server's default, stated): a
+/// job's message published again within it, as a re-enqueue does while
+/// the job is still waiting, is dropped by its `Nats-Msg-Id`.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// `call`'s outcome, or the queue unavailable if NATS did not answer
 /// within [`REQUEST_WAIT`].
@@ -117,6 +121,7 @@ impl NatsQueue {
                 name: name.clone(),
                 subjects: vec![format!("{name}.jobs")],
                 retention: stream::RetentionPolicy::WorkQueue,
+                duplicate_window: DUPLICATE_WINDOW,
                 ..Default::default()
             })
             .await
@@ -312,6 +317,26 @@ impl NatsQueue {
         idempotency_key: Option<&str>,
     ) -> Result<JobId> {
         let id = idempotency_key.map_or_else(JobId::random, JobId::for_key);
+        if !self.create_entry(&id, kind).await? {
+            // The key was enqueued before. An enqueue cut short (by
+            // REQUEST_WAIT, or the process dying) between the entry and the
+            // message leaves the job queued with no message: a job never
+            // taken is published again, and JetStream drops the copy if the
+            // first message got through within DUPLICATE_WINDOW. A job taken
+            // (attempts > 0, even if queued for a retry) has its message.
+            let Some((record, _)) = self.record(&id).await? else {
+                return Err(QueueError::Corrupt(format!("job {id} has no status")));
+            };
+            if record.state != JobState::Queued || record.attempts > 0 {
+                return Ok(id);
+            }
+        }
+        self.publish_message(&id, kind, payload).await?;
+        Ok(id)
+    }
+
+    /// Creates job `id`'s status entry, queued; false if it exists already.
+    async fn create_entry(&self, id: &JobId, kind: &str) -> Result<bool> {
         let record = Record {
             kind: kind.into(),
             state: JobState::Queued,
@@ -322,20 +347,27 @@ impl NatsQueue {
             worker: None,
         };
         let value = serde_json::to_vec(&record).map_err(nats)?;
-        // The status entry is created first: if it exists, the key was
-        // enqueued before and this is the no-op.
         match self.status.create(id.as_str(), value.into()).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(id),
-            Err(e) => return Err(nats(e)),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(nats(e)),
         }
+    }
+
+    /// Publishes job `id`'s message, with the id as its `Nats-Msg-Id`.
+    async fn publish_message(
+        &self,
+        id: &JobId,
+        kind: &str,
+        payload: &serde_json::Value,
+    ) -> Result<()> {
         let envelope = Envelope {
-            id,
+            id: id.clone(),
             kind: kind.into(),
             payload: payload.clone(),
         };
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", envelope.id.as_str());
+        headers.insert("Nats-Msg-Id", id.as_str());
         let body = serde_json::to_vec(&envelope).map_err(nats)?;
         self.jetstream
             .publish_with_headers(
@@ -347,7 +379,7 @@ impl NatsQueue {
             .map_err(nats)?
             .await
             .map_err(nats)?;
-        Ok(envelope.id)
+        Ok(())
     }
 }
 
@@ -464,5 +496,59 @@ impl JobQueue for NatsQueue {
             last_error: record.last_error,
             progress: record.progress,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// An enqueue cut between the status entry and the message (as
+    /// `REQUEST_WAIT` can cut it) is repaired by enqueueing the key again:
+    /// the job is delivered once, however often the key is enqueued, and
+    /// not again once done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cut_enqueue_is_repaired_by_enqueueing_its_key_again() {
+        let lease = Duration::from_secs(30);
+        let config = QueueConfig {
+            nats_lease: lease,
+            nats_name: format!("echo_test_nats_cut_{}", std::process::id()),
+            ..QueueConfig::default()
+        };
+        let queue = NatsQueue::connect(&echo_testkit::nats_url(), &TrustedRoots::system(), config)
+            .await
+            .expect("NATS at the test URL");
+        let payload = json!({ "document_id": "d1" });
+        let id = JobId::for_key("d1");
+        // The cut: the entry is created, the message never published.
+        assert!(queue.create_entry(&id, "index_document").await.unwrap());
+
+        for _ in 0..2 {
+            let again = queue
+                .enqueue("index_document", &payload, Some("d1"))
+                .await
+                .unwrap();
+            assert_eq!(again, id);
+        }
+        assert_eq!(queue.depth().await.unwrap().pending, 1, "one message");
+        let job = queue.take("w", lease).await.unwrap().expect("the job");
+        assert_eq!((job.id(), job.attempt()), (&id, 1));
+        assert_eq!(job.payload, payload);
+        // Taken: its message exists, so a re-enqueue publishes none.
+        queue
+            .enqueue("index_document", &payload, Some("d1"))
+            .await
+            .unwrap();
+        queue.complete(&job.lease).await.unwrap();
+        queue
+            .enqueue("index_document", &payload, Some("d1"))
+            .await
+            .unwrap();
+        assert_eq!(queue.depth().await.unwrap().pending, 0);
+        assert!(queue.take("w", lease).await.unwrap().is_none());
+        let status = queue.status(&id).await.unwrap().unwrap();
+        assert_eq!((status.state, status.attempts), (JobState::Done, 1));
+        queue.delete().await.unwrap();
     }
 }

@@ -3,12 +3,14 @@
 //! worker's own service token for the service called.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use echo_edge::TokenSource;
 use echo_queue::{JobQueue, Leased};
 use reqwest::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 use url::Url;
 
 use crate::error::{Result, WorkerError, parser_refusal};
@@ -56,6 +58,8 @@ pub(crate) struct Pipeline {
     pub parser: Url,
     pub tokens: Tokens,
     pub queue: Arc<dyn JobQueue>,
+    /// How long a call waits out a service's 503s ([`send`]).
+    pub patience: Duration,
 }
 
 impl Pipeline {
@@ -71,6 +75,7 @@ impl Pipeline {
             parser: base(&config.parser_url)?,
             tokens,
             queue,
+            patience: config.unavailable_patience,
         })
     }
 
@@ -108,7 +113,7 @@ impl Pipeline {
     /// docs gives them, or `None` when the document is gone (404).
     async fn content(&self, id: &str) -> Result<Option<(Bytes, Option<String>)>> {
         let url = document_url(&self.docs, id, "content");
-        let response = send("docs", &*self.tokens.docs, |token| {
+        let response = send("docs", &*self.tokens.docs, self.patience, |token| {
             self.http
                 .get(url.clone())
                 .headers(echo_edge::trace::headers())
@@ -146,7 +151,7 @@ impl Pipeline {
         if let Some(name) = filename {
             url.query_pairs_mut().append_pair("filename", name);
         }
-        let response = send("parser", &*self.tokens.parser, |token| {
+        let response = send("parser", &*self.tokens.parser, self.patience, |token| {
             // `Bytes` clones cheaply, so a retried request resends the body.
             self.http
                 .post(url.clone())
@@ -175,7 +180,7 @@ impl Pipeline {
     async fn index(&self, id: &str, chunks: &[echo_text::Chunk]) -> Result<bool> {
         let url = document_url(&self.docs, id, "index");
         let body = IndexBody { chunks };
-        let response = send("docs", &*self.tokens.docs, |token| {
+        let response = send("docs", &*self.tokens.docs, self.patience, |token| {
             self.http
                 .put(url.clone())
                 .headers(echo_edge::trace::headers())
@@ -194,14 +199,28 @@ impl Pipeline {
     }
 }
 
-/// Sends the request `build` makes with a token from `tokens`; a 401 drops
-/// that token and tries once more with a fresh one (the cached token may
-/// have been revoked or its keys rotated).
+/// The wait after a `503` without a usable `Retry-After`.
+const UNAVAILABLE_WAIT: Duration = Duration::from_secs(1);
+/// The bounds of the wait a `Retry-After` asks for.
+const UNAVAILABLE_WAIT_BOUNDS: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(10));
+
+/// Sends the request `build` makes with a token from `tokens`.
+///
+/// - A 401 drops that token and tries once more with a fresh one (the
+///   cached token may have been revoked or its keys rotated).
+/// - A 503 (the service's engine away for now: PostgreSQL, NATS, no
+///   replica ready) is waited out, as its `Retry-After` says (bounded),
+///   within `patience`, so an outage shorter than that does not spend one
+///   of the job's attempts; the 503 that `patience` does not leave time to
+///   wait out is the answer (the attempt fails, and the job is retried).
 async fn send(
     service: &'static str,
     tokens: &dyn TokenSource,
+    patience: Duration,
     build: impl Fn(&str) -> reqwest::RequestBuilder,
 ) -> Result<Response> {
+    let give_up = Instant::now() + patience;
     let mut retried = false;
     loop {
         let token = tokens.token().await.map_err(|e| {
@@ -212,12 +231,33 @@ async fn send(
             .send()
             .await
             .map_err(|e| unreachable(service, &e))?;
-        if response.status() != StatusCode::UNAUTHORIZED || retried {
-            return Ok(response);
+        match response.status() {
+            StatusCode::UNAUTHORIZED if !retried => {
+                tokens.invalidate(&token).await;
+                retried = true;
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                let wait = retry_after(response.headers());
+                if Instant::now() + wait > give_up {
+                    return Ok(response);
+                }
+                tracing::info!(service, ?wait, "service unavailable; waiting");
+                tokio::time::sleep(wait).await;
+            }
+            _ => return Ok(response),
         }
-        tokens.invalidate(&token).await;
-        retried = true;
     }
+}
+
+/// The wait a 503's `Retry-After` asks for (seconds; the date form is not
+/// used by Echo's services), within [`UNAVAILABLE_WAIT_BOUNDS`].
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
+    let (least, most) = UNAVAILABLE_WAIT_BOUNDS;
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .map_or(UNAVAILABLE_WAIT, Duration::from_secs)
+        .clamp(least, most)
 }
 
 fn unreachable(service: &'static str, error: &reqwest::Error) -> WorkerError {
@@ -318,6 +358,26 @@ mod tests {
                 "{header}"
             );
         }
+    }
+
+    #[test]
+    fn a_503_is_waited_out_as_its_retry_after_says_within_bounds() {
+        let wait = |value: Option<&str>| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(reqwest::header::RETRY_AFTER, value.parse().unwrap());
+            }
+            retry_after(&headers)
+        };
+        let (least, most) = UNAVAILABLE_WAIT_BOUNDS;
+        assert_eq!(wait(Some("2")), Duration::from_secs(2));
+        assert_eq!(wait(Some("0")), least);
+        assert_eq!(wait(Some("3600")), most);
+        assert_eq!(wait(None), UNAVAILABLE_WAIT);
+        assert_eq!(
+            wait(Some("Wed, 21 Oct 2026 07:28:00 GMT")),
+            UNAVAILABLE_WAIT
+        );
     }
 
     #[test]

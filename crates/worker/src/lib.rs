@@ -14,15 +14,20 @@
 //!   loop asks again after [`WorkerConfig::idle_poll`].
 //! - Every call is HTTP with the worker's own service token for the service
 //!   called ([`Tokens`]: client credentials, audiences `docs` and `parser`);
-//!   a 401 drops the cached token and tries once more.
+//!   a 401 drops the cached token and tries once more. A 503 (the service's
+//!   PostgreSQL or NATS away) is waited out, as its `Retry-After` says, for
+//!   up to [`WorkerConfig::unavailable_patience`] (60 s) per call before it
+//!   fails the attempt, so a short outage spends none of the job's attempts
+//!   (the heartbeat keeps the lease meanwhile).
 //! - Progress is written [`PROGRESS_DELAY`] after it changes, so a job
 //!   that takes only milliseconds writes none (its completion sets 100).
 //! - Failures ([`WorkerError::failure`]): the parser's 413/415/422 fail the
 //!   job at once with the parser's message, which the user sees; so do an
 //!   unknown job kind and a malformed payload. Anything that may pass next
-//!   time (5xx, 401, 503, timeouts, connection errors, no token) is a
-//!   transient failure the queue retries with backoff. A document deleted
-//!   meanwhile (docs answers 404) completes the job: nothing to do.
+//!   time (5xx, 401, a 503 outlasting the patience, timeouts, connection
+//!   errors, no token) is a transient failure the queue retries with
+//!   backoff. A document deleted meanwhile (docs answers 404) completes the
+//!   job: nothing to do.
 //! - Jobs run at least once (a worker that dies mid-job leaves its lease to
 //!   expire and the job to be taken again): indexing is idempotent on docs'
 //!   side (`PUT …/index` replaces the document's chunks). A worker whose
@@ -83,6 +88,10 @@ pub struct WorkerConfig {
     pub idle_poll: Duration,
     /// The longest one HTTP call may take (a download, a parse, an index).
     pub request_timeout: Duration,
+    /// How long one call waits out a service's `503`s (its engine away)
+    /// before the attempt fails: an outage shorter than this spends none
+    /// of the job's attempts.
+    pub unavailable_patience: Duration,
     /// Whom the worker trusts when it calls docs and the parser, and the
     /// certificate it presents (default: the system's roots, none).
     pub tls: echo_tls::ClientTls,
@@ -99,6 +108,7 @@ impl WorkerConfig {
             lease: Duration::from_secs(30),
             idle_poll: Duration::from_millis(500),
             request_timeout: Duration::from_secs(120),
+            unavailable_patience: Duration::from_secs(60),
             tls: echo_tls::ClientTls::default(),
         }
     }

@@ -38,7 +38,13 @@ struct Seen {
     /// The trace id of each call's `traceparent`: (`content`, `parse` or
     /// `index`, the document's text or id, trace id).
     traces: Vec<(&'static str, String, String)>,
+    /// The `503`s docs answered for the document `outage`.
+    outage_refusals: u32,
 }
+
+/// How many times docs answers `503` for `outage`'s content before it
+/// serves it: its PostgreSQL away for a while.
+const OUTAGE_REFUSALS: u32 = 3;
 
 /// Records the trace id of the call's `traceparent` (which must be valid).
 fn saw_trace(seen: &Shared, headers: &HeaderMap, call: &'static str, document: &str) {
@@ -59,7 +65,8 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
         .is_some_and(|v| v == format!("Bearer {token}"))
 }
 
-/// Docs: a document's content is its id (`gone` is deleted).
+/// Docs: a document's content is its id (`gone` is deleted; `outage` is
+/// unavailable, `Retry-After: 1`, for its first [`OUTAGE_REFUSALS`] asks).
 async fn content(
     State(seen): State<Shared>,
     headers: HeaderMap,
@@ -72,12 +79,19 @@ async fn content(
     if id == "gone" {
         return (StatusCode::NOT_FOUND, r#"{"detail":"document not found"}"#).into_response();
     }
+    if id == "outage" {
+        let mut seen = seen.lock().unwrap();
+        if seen.outage_refusals < OUTAGE_REFUSALS {
+            seen.outage_refusals += 1;
+            return (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")]).into_response();
+        }
+    }
     let disposition = format!("attachment; filename=\"{id}.txt\"");
     ([("content-disposition", disposition)], id).into_response()
 }
 
-/// Parser: `corrupt` is refused, `flaky` is a 503, anything else is its
-/// own text.
+/// Parser: `corrupt` is refused, `flaky` is a 503 (`Retry-After: 0`)
+/// every time, anything else is its own text.
 async fn parse(
     State(seen): State<Shared>,
     headers: HeaderMap,
@@ -101,6 +115,7 @@ async fn parse(
             .into_response(),
         "flaky" => (
             StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "0")],
             axum::Json(json!({"detail": "signing keys unavailable"})),
         )
             .into_response(),
@@ -212,6 +227,8 @@ async fn each_answer_of_the_services_ends_the_job_as_it_should() {
     let mut worker_config = WorkerConfig::new(&url, &url, "test-worker");
     worker_config.idle_poll = Duration::from_millis(20);
     worker_config.lease = Duration::from_secs(5);
+    // flaky's 503s are waited out for a while, then fail the attempt.
+    worker_config.unavailable_patience = Duration::from_millis(300);
     let audit = Arc::new(MemoryAuditSink::default());
     let worker = Worker::new(queue.clone(), tokens, worker_config, audit.clone()).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -250,7 +267,7 @@ async fn each_answer_of_the_services_ends_the_job_as_it_should() {
     assert_eq!(
         (flaky.state, flaky.attempts, flaky.last_error.as_deref()),
         (JobState::Failed, 2, Some("the parser service answered 503")),
-        "retried, then dead-lettered"
+        "a 503 outlasting the patience: retried, then dead-lettered"
     );
     assert_eq!((unknown.state, unknown.attempts), (JobState::Failed, 1));
     assert!(
@@ -327,4 +344,70 @@ async fn each_answer_of_the_services_ends_the_job_as_it_should() {
         "{events:?}"
     );
     assert_eq!(events.len(), 7, "six jobs, flaky run twice: {events:?}");
+}
+
+/// docs answering `503` for a while (its engine away) is waited out, as
+/// its `Retry-After` says, within the same attempt: the job is done at its
+/// first attempt, however many attempts the 503s would have spent.
+#[tokio::test]
+async fn a_503_is_waited_out_without_spending_an_attempt() {
+    let dir = echo_testkit::data_dir();
+    let config = QueueConfig {
+        backoff_base: Duration::from_millis(20),
+        backoff_cap: Duration::from_millis(50),
+        ..QueueConfig::default()
+    };
+    let queue: Arc<dyn JobQueue> = Arc::new(
+        SqliteQueue::open(&dir.path().join("queue.db"), config)
+            .await
+            .unwrap(),
+    );
+    let seen = Shared::default();
+    let url = services(seen.clone()).await;
+    let id = queue
+        .enqueue(
+            INDEX_DOCUMENT,
+            &json!({ "document_id": "outage" }),
+            Some("outage"),
+        )
+        .await
+        .unwrap();
+    let tokens = Tokens {
+        docs: Arc::new(Fixed("docs-token")),
+        parser: Arc::new(Fixed("parser-token")),
+    };
+    let mut worker_config = WorkerConfig::new(&url, &url, "test-worker");
+    worker_config.idle_poll = Duration::from_millis(20);
+    worker_config.lease = Duration::from_secs(5);
+    let audit = Arc::new(MemoryAuditSink::default());
+    let worker = Worker::new(queue.clone(), tokens, worker_config, audit).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+
+    let started = Instant::now();
+    let statuses = wait_until_ended(&*queue, std::slice::from_ref(&id)).await;
+    let took = started.elapsed();
+    let _ = stop.send(());
+    running.await.unwrap();
+
+    assert_eq!(
+        (statuses[0].state, statuses[0].attempts),
+        (JobState::Done, 1),
+        "{statuses:?}"
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.outage_refusals, OUTAGE_REFUSALS);
+    assert!(seen.indexed.contains_key("outage"));
+    let asks = seen
+        .traces
+        .iter()
+        .filter(|(call, document, _)| *call == "content" && document == "outage")
+        .count();
+    assert_eq!(asks, 4, "three 503s, then the content");
+    assert!(
+        took >= Duration::from_secs(3),
+        "Retry-After: 1 after each 503, took {took:?}"
+    );
 }
