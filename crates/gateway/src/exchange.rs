@@ -11,6 +11,8 @@
 //! exchange per session, audience and token lifetime rather than one per
 //! request.
 
+use std::borrow::Cow;
+
 use axum::http::HeaderValue;
 #[cfg(test)]
 use echo_crypto::secret::token_hash;
@@ -82,17 +84,17 @@ impl Gateway {
     ) -> Result<HeaderValue> {
         let (whose, version) = Self::subject_key(principal);
         let now = self.clock.now();
-        let cached_as = match scope {
-            Some(scope) => format!("{audience} {scope}"),
-            None => audience.to_owned(),
+        let cached_as: Cow<'_, str> = match scope {
+            Some(scope) => format!("{audience} {scope}").into(),
+            None => audience.into(),
         };
         if let Some(header) = self.tokens.get(whose, version, &cached_as, now) {
             return Ok(header);
         }
         let subject = self.subject_token(principal)?;
-        let answer = self
-            .identity
-            .exchange(&subject, audience, scope)
+        // Boxed, as every call to identity on a request's path: a rare
+        // step, kept out of the size of every request's future.
+        let answer = Box::pin(self.identity.exchange(&subject, audience, scope))
             .await
             .map_err(|e| match e {
                 // Identity will not let the gateway act for this caller

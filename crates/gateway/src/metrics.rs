@@ -3,22 +3,47 @@
 //! their configured prefix (bounded by the route table), never by the
 //! request's path.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::SharedString;
+use metrics::{Counter, Histogram, SharedString};
 
-/// An upstream call of the route at `prefix`: its outcome (`2xx` … `5xx`,
-/// `timeout`, `unavailable`) and how long the answer's head took. A
-/// timeout, an unreachable upstream and a 5xx also count as errors.
-pub(crate) fn upstream(prefix: &str, outcome: &'static str, took: Duration) {
-    let labels = [
-        ("route", SharedString::from(prefix.to_owned())),
-        ("outcome", SharedString::const_str(outcome)),
-    ];
-    metrics::histogram!("echo_gateway_upstream_duration_seconds", &labels)
-        .record(took.as_secs_f64());
-    if matches!(outcome, "5xx" | "timeout" | "unavailable") {
-        metrics::counter!("echo_gateway_upstream_errors_total", &labels).increment(1);
+/// A route's upstream calls: by outcome (`2xx` … `5xx`, `timeout`,
+/// `unavailable`), how long the answer's head took; a timeout, an
+/// unreachable upstream and a 5xx also count as errors. The handles are
+/// made on a route's first call of each outcome (the recorder is installed
+/// by then) and kept, so a call is not a registry lookup.
+#[derive(Default)]
+pub(crate) struct UpstreamMetrics {
+    by_outcome: [OnceLock<(Histogram, Option<Counter>)>; OUTCOMES.len()],
+}
+
+/// Every outcome an upstream call has.
+const OUTCOMES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "timeout", "unavailable"];
+
+impl UpstreamMetrics {
+    /// A call of the route at `prefix` that ended as `outcome` (one of
+    /// [`OUTCOMES`]) after `took`.
+    pub(crate) fn record(&self, prefix: &str, outcome: &'static str, took: Duration) {
+        let Some(at) = OUTCOMES.iter().position(|known| *known == outcome) else {
+            return;
+        };
+        let (duration, errors) = self.by_outcome[at].get_or_init(|| {
+            let labels = [
+                ("route", SharedString::from(prefix.to_owned())),
+                ("outcome", SharedString::const_str(outcome)),
+            ];
+            let errors = matches!(outcome, "5xx" | "timeout" | "unavailable")
+                .then(|| metrics::counter!("echo_gateway_upstream_errors_total", &labels));
+            (
+                metrics::histogram!("echo_gateway_upstream_duration_seconds", &labels),
+                errors,
+            )
+        });
+        duration.record(took.as_secs_f64());
+        if let Some(errors) = errors {
+            errors.increment(1);
+        }
     }
 }
 

@@ -81,7 +81,9 @@ impl Gateway {
                 let caller = self.gate.authenticate_bearer(Some(token), meta).await?;
                 // token_hash(token), from the digest the gate made.
                 let key = b64url(&caller.token_digest);
-                if self.liveness.due(&key, Instant::now()) && !self.still_active(token).await {
+                if self.liveness.due(&key, Instant::now())
+                    && !Box::pin(self.still_active(token)).await
+                {
                     self.tokens.forget(&key);
                     let refusal = self
                         .gate
@@ -138,25 +140,24 @@ impl Gateway {
             .await?
             .ok_or(GatewayError::SessionExpired)?;
         let now = self.clock.now();
+        // The rare steps (ending the session, asking identity) are boxed:
+        // kept out of the size of every request's future.
         if now >= session.expires_at {
-            return self.end_session(&session, "absolute_timeout", meta).await;
+            return Box::pin(self.end_session(&session, "absolute_timeout", meta)).await;
         }
         if now >= session.last_seen_at + self.config.session_idle_ttl {
-            return self.end_session(&session, "idle_timeout", meta).await;
+            return Box::pin(self.end_session(&session, "idle_timeout", meta)).await;
         }
         if self.liveness.due(&id_hash, Instant::now()) {
             let tokens = Tokens::open(&self.sealer, &id_hash, &session.tokens)?;
             let credential = tokens.refresh_token.as_deref();
-            if !self
-                .still_active(credential.unwrap_or(&tokens.access_token))
-                .await
-            {
+            if !Box::pin(self.still_active(credential.unwrap_or(&tokens.access_token))).await {
                 self.tokens.forget(&id_hash);
-                return self.end_session(&session, "revoked", meta).await;
+                return Box::pin(self.end_session(&session, "revoked", meta)).await;
             }
         }
         if session.access_expires_at - self.config.refresh_margin <= now {
-            session = self.refresh(&id_hash, meta).await?;
+            session = Box::pin(self.refresh(&id_hash, meta)).await?;
         }
         if now - session.last_seen_at >= TOUCH_EVERY {
             self.store.touch_session(&id_hash, now).await?;
@@ -369,7 +370,7 @@ impl Gateway {
         let trace = meta.trace.next_hop();
         // `X-Echo-CSRF` goes as a client claim; `Authorization` is the
         // gateway's own below.
-        keep_end_to_end(headers, |name| {
+        keep_end_to_end(headers, FORWARD_HEADERS_SET, |name| {
             matches!(name, "cookie" | "host" | "authorization") || is_client_claim(name)
         });
         headers.insert(AUTHORIZATION, bearer);
@@ -456,15 +457,20 @@ impl Gateway {
         request_id: HeaderValue,
     ) -> Result<Response<Body>> {
         let upstream = || route.origin.clone();
+        let Some(to) = self.upstreams.of(&route.prefix) else {
+            return Err(GatewayError::UpstreamUnavailable {
+                upstream: upstream(),
+                cause: "no connections to it".into(),
+            });
+        };
         let started = std::time::Instant::now();
-        let answered =
-            tokio::time::timeout(route.timeout, self.upstreams.send(&route.origin, request)).await;
+        let answered = tokio::time::timeout(route.timeout, to.send(request)).await;
         let outcome = match &answered {
             Ok(Ok(answer)) => status_class(answer.status()),
             Ok(Err(_)) => "unavailable",
             Err(_) => "timeout",
         };
-        crate::metrics::upstream(&route.prefix, outcome, started.elapsed());
+        to.metrics.record(&route.prefix, outcome, started.elapsed());
         let answer = answered
             .map_err(|_| GatewayError::UpstreamTimeout {
                 upstream: upstream(),
@@ -478,11 +484,21 @@ impl Gateway {
             })?;
         let (mut parts, body) = answer.into_parts();
         // The gateway owns the cookies of its origin.
-        keep_end_to_end(&mut parts.headers, |name| name == "set-cookie");
+        keep_end_to_end(&mut parts.headers, ANSWER_HEADERS_SET, |name| {
+            name == "set-cookie"
+        });
         parts.headers.insert(REQUEST_ID, request_id);
         Ok(Response::from_parts(parts, body))
     }
 }
+
+/// The headers the gateway sets on a forwarded request: `Authorization`,
+/// `X-Request-Id`, `traceparent`, the four of [`set_forwarded`] and
+/// `Host`.
+const FORWARD_HEADERS_SET: usize = 8;
+/// The headers the gateway sets on an upstream's answer: `X-Request-Id`
+/// and the edge's five security headers (`SecurityHeaders::put_on`).
+const ANSWER_HEADERS_SET: usize = 6;
 
 /// `2xx` … `5xx`: an upstream's answer as a bounded label.
 fn status_class(status: axum::http::StatusCode) -> &'static str {

@@ -9,7 +9,8 @@
 //! The pool is hyper's own connection API with a queue of idle senders per
 //! upstream: a request takes the connection idle longest, sends on it, and
 //! the connection goes back when the response's body has been read to its
-//! end (a body dropped early closes it). hyper-util's pooled client did the
+//! end and the connection waits for its next request (a body dropped
+//! early closes it, and so does a request body still being sent). hyper-util's pooled client did the
 //! same with a task spawned per request to watch the connection come back,
 //! which cost more than the rest of the gateway's work together
 //! (BENCHMARKS.md, issue 18).
@@ -34,6 +35,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower::ServiceExt;
 
+use crate::metrics::UpstreamMetrics;
 use crate::routes::RouteTable;
 
 /// An idle connection is closed after this long.
@@ -51,13 +53,20 @@ pub(crate) type SendError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The connections to every route's upstream.
 pub(crate) struct Upstreams {
-    connector: Connector,
-    /// By the route's origin (`scheme://host:port`).
-    pools: HashMap<String, Arc<Pool>>,
+    /// By the route's prefix.
+    routes: HashMap<String, Upstream>,
+}
+
+/// A route's upstream: its connections (shared by the routes to one
+/// origin) and the route's upstream metrics.
+pub(crate) struct Upstream {
+    pool: Arc<Pool>,
+    pub(crate) metrics: UpstreamMetrics,
 }
 
 /// One upstream's idle connections, oldest first.
 struct Pool {
+    connector: Connector,
     /// Where new connections go.
     origin: Uri,
     /// The `Host` its requests carry.
@@ -88,35 +97,51 @@ impl Upstreams {
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
-        let pools = routes
+        let mut pools: HashMap<&str, Arc<Pool>> = HashMap::new();
+        let routes = routes
             .routes()
             .iter()
             .filter_map(|route| {
-                let origin = route.origin.parse::<Uri>().ok()?;
-                let host = HeaderValue::from_str(origin.authority()?.as_str()).ok()?;
-                let pool = Pool {
-                    origin,
-                    host,
-                    idle: Mutex::default(),
+                let pool = match pools.get(route.origin.as_str()) {
+                    Some(pool) => pool.clone(),
+                    None => {
+                        let origin = route.origin.parse::<Uri>().ok()?;
+                        let host = HeaderValue::from_str(origin.authority()?.as_str()).ok()?;
+                        let pool = Arc::new(Pool {
+                            connector: connector.clone(),
+                            origin,
+                            host,
+                            idle: Mutex::default(),
+                        });
+                        pools.insert(&route.origin, pool.clone());
+                        pool
+                    }
                 };
-                Some((route.origin.clone(), Arc::new(pool)))
+                let upstream = Upstream {
+                    pool,
+                    metrics: UpstreamMetrics::default(),
+                };
+                Some((route.prefix.clone(), upstream))
             })
             .collect();
-        Self { connector, pools }
+        Self { routes }
     }
 
-    /// Sends `request` (origin-form URI, no `Host`) to the upstream at
-    /// `origin`, on an idle connection or a new one; the response's body
-    /// hands its connection back when read to its end.
+    /// The upstream of the route at `prefix`.
+    pub(crate) fn of(&self, prefix: &str) -> Option<&Upstream> {
+        self.routes.get(prefix)
+    }
+}
+
+impl Upstream {
+    /// Sends `request` (origin-form URI, no `Host`) to the upstream, on an
+    /// idle connection or a new one; the response's body hands its
+    /// connection back when read to its end.
     pub(crate) async fn send(
         &self,
-        origin: &str,
         mut request: Request<Body>,
     ) -> Result<Response<Body>, SendError> {
-        let pool = self
-            .pools
-            .get(origin)
-            .ok_or_else(|| SendError::from(format!("no connections to {origin}")))?;
+        let pool = &self.pool;
         request
             .headers_mut()
             .insert(axum::http::header::HOST, pool.host.clone());
@@ -130,7 +155,7 @@ impl Upstreams {
                     Ok(()) => idle,
                     Err(_) => continue,
                 },
-                None => self.connect(pool).await?,
+                None => pool.connect().await?,
             };
             tries += 1;
             match sender.try_send_request(request).await {
@@ -151,10 +176,12 @@ impl Upstreams {
             }
         }
     }
+}
 
-    /// A new connection to `pool`'s upstream, driven by a task of its own.
-    async fn connect(&self, pool: &Pool) -> Result<SendRequest<Body>, SendError> {
-        let io = self.connector.clone().oneshot(pool.origin.clone()).await?;
+impl Pool {
+    /// A new connection to the upstream, driven by a task of its own.
+    async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
+        let io = self.connector.clone().oneshot(self.origin.clone()).await?;
         let (sender, connection) = http1::handshake(io).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -163,9 +190,7 @@ impl Upstreams {
         });
         Ok(sender)
     }
-}
 
-impl Pool {
     /// The connection idle longest that is still open and not too old.
     fn take(&self) -> Option<SendRequest<Body>> {
         let mut idle = lock(&self.idle);
@@ -223,8 +248,14 @@ impl hyper::body::Body for Returning {
 
 impl Drop for Returning {
     fn drop(&mut self) {
+        // Back only when it waits for its next request: a request whose
+        // body was still on its way when the answer ended would otherwise
+        // hold up the next request on it (behind a body that may never
+        // end). A connection whose task has not yet looked for its next
+        // request goes too: that costs a new connection, never a wait.
         if let Some(sender) = self.sender.take()
             && (self.ended || self.body.is_end_stream())
+            && sender.is_ready()
         {
             self.pool.give_back(sender);
         }
@@ -270,9 +301,15 @@ pub(crate) fn is_client_claim(name: &str) -> bool {
 
 /// Keeps of `headers` what goes on to the next hop, in one pass over
 /// them: no hop-by-hop header, none that `Connection` names, and none for
-/// which `dropped` says so. (A [`HeaderMap`] has no `retain`; removing
-/// names one by one hashes each of them whether it was sent or not.)
-pub(crate) fn keep_end_to_end(headers: &mut HeaderMap, dropped: impl Fn(&str) -> bool) {
+/// which `dropped` says so; with room for `added` more, which the caller
+/// is about to set (so that the map does not grow as they go in). (A
+/// [`HeaderMap`] has no `retain`; removing names one by one hashes each
+/// of them whether it was sent or not.)
+pub(crate) fn keep_end_to_end(
+    headers: &mut HeaderMap,
+    added: usize,
+    dropped: impl Fn(&str) -> bool,
+) {
     // Copied out (none allocated without a `Connection`): the map is
     // taken apart below.
     let connection: Vec<HeaderValue> = headers.get_all(CONNECTION).iter().cloned().collect();
@@ -290,9 +327,10 @@ pub(crate) fn keep_end_to_end(headers: &mut HeaderMap, dropped: impl Fn(&str) ->
         is_hop_by_hop(name) || dropped(name) || named(name)
     };
     if !headers.keys().any(goes) {
+        headers.reserve(added);
         return;
     }
-    let mut kept = HeaderMap::with_capacity(headers.len());
+    let mut kept = HeaderMap::with_capacity(headers.len() + added);
     let mut current: Option<(HeaderName, bool)> = None;
     for (name, value) in std::mem::take(headers) {
         // `None`: another value of the name before.
@@ -367,7 +405,7 @@ mod tests {
             ("upgrade", "websocket"),
             ("accept", "text/plain"),
         ]);
-        keep_end_to_end(&mut map, |_| false);
+        keep_end_to_end(&mut map, 0, |_| false);
         assert_eq!(
             map.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
             ["accept"]
@@ -387,7 +425,7 @@ mod tests {
             ("x-useragent-ok", "kept"),
             ("accept", "text/plain"),
         ]);
-        keep_end_to_end(&mut map, is_client_claim);
+        keep_end_to_end(&mut map, 0, is_client_claim);
         set_forwarded(
             &mut map,
             Some([192, 0, 2, 7].into()),
@@ -422,7 +460,9 @@ mod tests {
             ("x-b", "2"),
             ("cookie", "b=2"),
         ]);
-        keep_end_to_end(&mut map, |name| name == "cookie" || is_client_claim(name));
+        keep_end_to_end(&mut map, 0, |name| {
+            name == "cookie" || is_client_claim(name)
+        });
         let kept: Vec<_> = map
             .iter()
             .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
@@ -435,7 +475,7 @@ mod tests {
         // Nothing to drop: the same map, its capacity untouched.
         let mut map = headers(&[("accept", "text/plain"), ("x-b", "2")]);
         let capacity = map.capacity();
-        keep_end_to_end(&mut map, |_| false);
+        keep_end_to_end(&mut map, 0, |_| false);
         assert_eq!((map.len(), map.capacity()), (2, capacity));
     }
 }

@@ -442,3 +442,159 @@ async fn upstream_connections_are_reused_and_a_closed_one_replaced() {
         "a new one after the close"
     );
 }
+
+/// An upstream written on a raw socket, for what axum's server would not
+/// do: it answers each request head it reads with `200 kept`, but a POST
+/// with `413` at once, without reading its body, and then neither reads
+/// nor closes that connection. With `close_idle`, it closes a connection
+/// 50 ms after each answer, without saying so (as a server's idle timeout
+/// does). It counts the connections it accepted.
+async fn raw_upstream(close_idle: bool) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let counting = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            counting.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                loop {
+                    head.clear();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match socket.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    if head.starts_with(b"POST") {
+                        let refusal =
+                            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nbig!";
+                        socket.write_all(refusal).await.unwrap();
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        return;
+                    }
+                    let kept = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nkept";
+                    if socket.write_all(kept).await.is_err() {
+                        return;
+                    }
+                    if close_idle {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+/// Issue 18: a kept-alive connection the upstream closed while idle, as a
+/// server's idle timeout does without a word, costs no request: the next
+/// request goes out on a new connection.
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_costs_no_request() {
+    use std::sync::atomic::Ordering;
+
+    let (url, accepted) = raw_upstream(true).await;
+    let platform = with_route(&url, "strip_prefix = true").await;
+    let token = platform.provider.own_service_token("gateway", "x").unwrap();
+    let bearer = format!("Bearer {token}");
+    let browser = Browser::new();
+    for _ in 0..5 {
+        let page = browser
+            .get_with(&platform.gw("/api/up/x"), &[("authorization", &bearer)])
+            .await;
+        assert_eq!((page.status, page.body.as_str()), (StatusCode::OK, "kept"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 5, "one connection each");
+}
+
+/// Issue 18: an upstream that answers before it has read the request's
+/// body leaves a connection still sending it; that connection is not
+/// handed to the next request (which would wait behind the old body until
+/// its route's timeout).
+#[tokio::test]
+async fn a_connection_still_sending_a_body_is_not_reused() {
+    use std::sync::atomic::Ordering;
+
+    let (url, accepted) = raw_upstream(false).await;
+    let platform = with_route(&url, "strip_prefix = true\ntimeout = \"3s\"").await;
+    let token = platform.provider.own_service_token("gateway", "x").unwrap();
+    let bearer = format!("Bearer {token}");
+    let browser = Browser::new();
+    // More than the sockets' buffers hold: the upstream reads none of it.
+    let body = vec![b'a'; 16 << 20];
+    let refused = reqwest::Client::new()
+        .post(platform.gw("/api/up/upload"))
+        .bearer_auth(&token)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    for _ in 0..3 {
+        let page = browser
+            .get_with(&platform.gw("/api/up/x"), &[("authorization", &bearer)])
+            .await;
+        assert_eq!((page.status, page.body.as_str()), (StatusCode::OK, "kept"));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the refused upload's connection, then one kept alive"
+    );
+}
+
+/// Issue 18: a large answer streams down through the connection the
+/// request drives, whole, and the connection is used again after it.
+#[tokio::test]
+async fn a_large_answer_streams_down_and_its_connection_is_reused() {
+    use axum::serve::ListenerExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counting = accepted.clone();
+    // Larger than a connection reads at once: the body arrives in many
+    // reads, each one a step of the connection the response drives.
+    let big: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+    let sent = big.clone();
+    let app = axum::Router::new().fallback(move || {
+        let sent = sent.clone();
+        async move { sent }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let listener = listener.tap_io(move |_| {
+        counting.fetch_add(1, Ordering::SeqCst);
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let platform = with_route(&url, "strip_prefix = true").await;
+    let token = platform.provider.own_service_token("gateway", "x").unwrap();
+    for _ in 0..3 {
+        let response = reqwest::Client::new()
+            .get(platform.gw("/api/up/big"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.bytes().await.unwrap();
+        assert!(
+            body == big,
+            "the whole answer, in order ({} bytes)",
+            body.len()
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one kept-alive connection"
+    );
+}
