@@ -148,6 +148,12 @@ impl Gateway {
         if now >= session.last_seen_at + self.config.session_idle_ttl {
             return Box::pin(self.end_session(&session, "idle_timeout", meta)).await;
         }
+        if session.access_expires_at - self.config.refresh_margin <= now {
+            session = Box::pin(self.refresh(&id_hash, meta)).await?;
+        }
+        // After the refresh: the tokens asked about are the current ones.
+        // Before it, a request could ask about the refresh token another
+        // request of the session had just rotated, and end a live session.
         if self.liveness.due(&id_hash, Instant::now()) {
             let tokens = Tokens::open(&self.sealer, &id_hash, &session.tokens)?;
             let credential = tokens.refresh_token.as_deref();
@@ -155,9 +161,6 @@ impl Gateway {
                 self.tokens.forget(&id_hash);
                 return Box::pin(self.end_session(&session, "revoked", meta)).await;
             }
-        }
-        if session.access_expires_at - self.config.refresh_margin <= now {
-            session = Box::pin(self.refresh(&id_hash, meta)).await?;
         }
         if now - session.last_seen_at >= TOUCH_EVERY {
             self.store.touch_session(&id_hash, now).await?;
