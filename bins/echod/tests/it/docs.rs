@@ -123,7 +123,12 @@ impl User {
         documents
             .iter()
             .map(|d| {
-                assert_eq!(d["status"], "queued", "{d}");
+                // The answer shows the job's live state: a worker may have
+                // taken it (or even finished it) before the answer is made.
+                assert!(
+                    matches!(d["status"].as_str(), Some("queued" | "processing" | "done")),
+                    "{d}"
+                );
                 d["id"].as_str().unwrap().to_owned()
             })
             .collect()
