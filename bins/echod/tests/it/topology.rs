@@ -517,8 +517,9 @@ impl Topology {
             .output()
             .expect("haproxy is installed (.ci/run installs it)");
         assert!(check.status.success(), "{check:?}");
-        let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
-        let child = Command::new("haproxy")
+        let log_path = dir.path().join("haproxy.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new("haproxy")
             .arg("-db")
             .arg("-f")
             .arg(&config)
@@ -529,7 +530,16 @@ impl Topology {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", stats_port)).is_err() {
-            assert!(Instant::now() < deadline, "haproxy did not start");
+            // Why, when it does not start: its own words.
+            let said = || std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(exit) = child.try_wait().unwrap() {
+                panic!("haproxy exited at start ({exit}):\n{}", said());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "haproxy did not start:\n{}",
+                said()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Haproxy {
