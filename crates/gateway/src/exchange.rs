@@ -92,9 +92,9 @@ impl Gateway {
             return Ok(header);
         }
         let subject = self.subject_token(principal)?;
-        // Boxed, as every call to identity on a request's path: a rare
-        // step, kept out of the size of every request's future.
-        let answer = Box::pin(self.identity.exchange(&subject, audience, scope))
+        let answer = self
+            .identity
+            .exchange(&subject, audience, scope)
             .await
             .map_err(|e| match e {
                 // Identity will not let the gateway act for this caller

@@ -13,8 +13,9 @@ use metrics::{Counter, Histogram, SharedString};
 /// unreachable upstream and a 5xx also count as errors. The handles are
 /// made on a route's first call of each outcome (the recorder is installed
 /// by then) and kept, so a call is not a registry lookup.
-#[derive(Default)]
 pub(crate) struct UpstreamMetrics {
+    /// The route's label: its configured prefix.
+    route: SharedString,
     by_outcome: [OnceLock<(Histogram, Option<Counter>)>; OUTCOMES.len()],
 }
 
@@ -22,15 +23,22 @@ pub(crate) struct UpstreamMetrics {
 const OUTCOMES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "timeout", "unavailable"];
 
 impl UpstreamMetrics {
-    /// A call of the route at `prefix` that ended as `outcome` (one of
-    /// [`OUTCOMES`]) after `took`.
-    pub(crate) fn record(&self, prefix: &str, outcome: &'static str, took: Duration) {
+    /// The metrics of the route at `prefix`.
+    pub(crate) fn of_route(prefix: &str) -> Self {
+        Self {
+            route: SharedString::from(prefix.to_owned()),
+            by_outcome: Default::default(),
+        }
+    }
+
+    /// A call that ended as `outcome` (one of [`OUTCOMES`]) after `took`.
+    pub(crate) fn record(&self, outcome: &'static str, took: Duration) {
         let Some(at) = OUTCOMES.iter().position(|known| *known == outcome) else {
             return;
         };
         let (duration, errors) = self.by_outcome[at].get_or_init(|| {
             let labels = [
-                ("route", SharedString::from(prefix.to_owned())),
+                ("route", self.route.clone()),
                 ("outcome", SharedString::const_str(outcome)),
             ];
             let errors = matches!(outcome, "5xx" | "timeout" | "unavailable")

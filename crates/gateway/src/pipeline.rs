@@ -81,9 +81,7 @@ impl Gateway {
                 let caller = self.gate.authenticate_bearer(Some(token), meta).await?;
                 // token_hash(token), from the digest the gate made.
                 let key = b64url(&caller.token_digest);
-                if self.liveness.due(&key, Instant::now())
-                    && !Box::pin(self.still_active(token)).await
-                {
+                if self.liveness.due(&key, Instant::now()) && !self.still_active(token).await {
                     self.tokens.forget(&key);
                     let refusal = self
                         .gate
@@ -140,16 +138,14 @@ impl Gateway {
             .await?
             .ok_or(GatewayError::SessionExpired)?;
         let now = self.clock.now();
-        // The rare steps (ending the session, asking identity) are boxed:
-        // kept out of the size of every request's future.
         if now >= session.expires_at {
-            return Box::pin(self.end_session(&session, "absolute_timeout", meta)).await;
+            return self.end_session(&session, "absolute_timeout", meta).await;
         }
         if now >= session.last_seen_at + self.config.session_idle_ttl {
-            return Box::pin(self.end_session(&session, "idle_timeout", meta)).await;
+            return self.end_session(&session, "idle_timeout", meta).await;
         }
         if session.access_expires_at - self.config.refresh_margin <= now {
-            session = Box::pin(self.refresh(&id_hash, meta)).await?;
+            session = self.refresh(&id_hash, meta).await?;
         }
         // After the refresh: the tokens asked about are the current ones.
         // Before it, a request could ask about the refresh token another
@@ -157,9 +153,12 @@ impl Gateway {
         if self.liveness.due(&id_hash, Instant::now()) {
             let tokens = Tokens::open(&self.sealer, &id_hash, &session.tokens)?;
             let credential = tokens.refresh_token.as_deref();
-            if !Box::pin(self.still_active(credential.unwrap_or(&tokens.access_token))).await {
+            if !self
+                .still_active(credential.unwrap_or(&tokens.access_token))
+                .await
+            {
                 self.tokens.forget(&id_hash);
-                return Box::pin(self.end_session(&session, "revoked", meta)).await;
+                return self.end_session(&session, "revoked", meta).await;
             }
         }
         if now - session.last_seen_at >= TOUCH_EVERY {
@@ -473,7 +472,7 @@ impl Gateway {
             Ok(Err(_)) => "unavailable",
             Err(_) => "timeout",
         };
-        to.metrics.record(&route.prefix, outcome, started.elapsed());
+        to.metrics.record(outcome, started.elapsed());
         let answer = answered
             .map_err(|_| GatewayError::UpstreamTimeout {
                 upstream: upstream(),

@@ -10,10 +10,10 @@
 //! upstream: a request takes the connection idle longest, sends on it, and
 //! the connection goes back when the response's body has been read to its
 //! end and the connection waits for its next request (a body dropped
-//! early closes it, and so does a request body still being sent). hyper-util's pooled client did the
-//! same with a task spawned per request to watch the connection come back,
-//! which cost more than the rest of the gateway's work together
-//! (BENCHMARKS.md, issue 18).
+//! early closes it, and so does a request body still being sent).
+//! hyper-util's pooled client did the same with a task spawned per request
+//! to watch the connection come back, which cost more than the rest of the
+//! gateway's work together (BENCHMARKS.md, issue 18).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -119,7 +119,7 @@ impl Upstreams {
                 };
                 let upstream = Upstream {
                     pool,
-                    metrics: UpstreamMetrics::default(),
+                    metrics: UpstreamMetrics::of_route(&route.prefix),
                 };
                 Some((route.prefix.clone(), upstream))
             })
