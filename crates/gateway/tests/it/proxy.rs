@@ -1,6 +1,7 @@
 //! The route table: what an upstream receives (its own token, never the
 //! cookie), rate limits, and upstream failures as clean 502/504.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -394,32 +395,19 @@ async fn upstream_timeouts_are_504_and_unreachable_upstreams_502() {
 /// closes is not used again.
 #[tokio::test]
 async fn upstream_connections_are_reused_and_a_closed_one_replaced() {
-    use axum::serve::ListenerExt;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counting = accepted.clone();
     let app = axum::Router::new()
         .route(
             "/close",
             get(|| async { ([(axum::http::header::CONNECTION, "close")], "closing") }),
         )
         .fallback(|| async { "kept" });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let listener = listener.tap_io(move |_| {
-        counting.fetch_add(1, Ordering::SeqCst);
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (url, accepted) = counting_upstream(app).await;
     let platform = with_route(&url, "strip_prefix = true").await;
     let token = platform.provider.own_service_token("gateway", "x").unwrap();
     let bearer = format!("Bearer {token}");
     let browser = Browser::new();
     for _ in 0..20 {
-        let page = browser
-            .get_with(&platform.gw("/api/up/x"), &[("authorization", &bearer)])
-            .await;
-        assert_eq!((page.status, page.body.as_str()), (StatusCode::OK, "kept"));
+        assert_kept(&browser, &platform, &bearer).await;
     }
     assert_eq!(
         accepted.load(Ordering::SeqCst),
@@ -431,10 +419,7 @@ async fn upstream_connections_are_reused_and_a_closed_one_replaced() {
         .await;
     assert_eq!(closing.status, StatusCode::OK);
     for _ in 0..3 {
-        let page = browser
-            .get_with(&platform.gw("/api/up/x"), &[("authorization", &bearer)])
-            .await;
-        assert_eq!((page.status, page.body.as_str()), (StatusCode::OK, "kept"));
+        assert_kept(&browser, &platform, &bearer).await;
     }
     assert_eq!(
         accepted.load(Ordering::SeqCst),
@@ -443,14 +428,37 @@ async fn upstream_connections_are_reused_and_a_closed_one_replaced() {
     );
 }
 
+/// `app` served on 127.0.0.1:0: its URL, and a count of the connections
+/// it accepted.
+async fn counting_upstream(app: axum::Router) -> (String, Arc<AtomicUsize>) {
+    use axum::serve::ListenerExt;
+
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counting = accepted.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let listener = listener.tap_io(move |_| {
+        counting.fetch_add(1, Ordering::SeqCst);
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, accepted)
+}
+
+/// A call of `/api/up/x` with `bearer` answered `kept` by the upstream.
+async fn assert_kept(browser: &Browser, platform: &Platform, bearer: &str) {
+    let page = browser
+        .get_with(&platform.gw("/api/up/x"), &[("authorization", bearer)])
+        .await;
+    assert_eq!((page.status, page.body.as_str()), (StatusCode::OK, "kept"));
+}
+
 /// An upstream written on a raw socket, for what axum's server would not
 /// do: it answers each request head it reads with `200 kept`, but a POST
 /// with `413` at once, without reading its body, and then neither reads
 /// nor closes that connection. With `close_idle`, it closes a connection
 /// 50 ms after each answer, without saying so (as a server's idle timeout
 /// does). It counts the connections it accepted.
-async fn raw_upstream(close_idle: bool) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+async fn raw_upstream(close_idle: bool) -> (String, Arc<AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -499,18 +507,13 @@ async fn raw_upstream(close_idle: bool) -> (String, Arc<std::sync::atomic::Atomi
 /// request goes out on a new connection.
 #[tokio::test]
 async fn a_connection_the_upstream_closed_while_idle_costs_no_request() {
-    use std::sync::atomic::Ordering;
-
     let (url, accepted) = raw_upstream(true).await;
     let platform = with_route(&url, "strip_prefix = true").await;
     let token = platform.provider.own_service_token("gateway", "x").unwrap();
     let bearer = format!("Bearer {token}");
     let browser = Browser::new();
     for _ in 0..5 {
-        let page = browser
-            .get_with(&platform.gw("/api/up/x"), &[("authorization", &bearer)])
-            .await;
-        assert_eq!((page.status, page.body.as_str()), (StatusCode::OK, "kept"));
+        assert_kept(&browser, &platform, &bearer).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 5, "one connection each");
@@ -522,8 +525,6 @@ async fn a_connection_the_upstream_closed_while_idle_costs_no_request() {
 /// its route's timeout).
 #[tokio::test]
 async fn a_connection_still_sending_a_body_is_not_reused() {
-    use std::sync::atomic::Ordering;
-
     let (url, accepted) = raw_upstream(false).await;
     let platform = with_route(&url, "strip_prefix = true\ntimeout = \"3s\"").await;
     let token = platform.provider.own_service_token("gateway", "x").unwrap();
@@ -540,10 +541,7 @@ async fn a_connection_still_sending_a_body_is_not_reused() {
         .unwrap();
     assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
     for _ in 0..3 {
-        let page = browser
-            .get_with(&platform.gw("/api/up/x"), &[("authorization", &bearer)])
-            .await;
-        assert_eq!((page.status, page.body.as_str()), (StatusCode::OK, "kept"));
+        assert_kept(&browser, &platform, &bearer).await;
     }
     assert_eq!(
         accepted.load(Ordering::SeqCst),
@@ -552,29 +550,19 @@ async fn a_connection_still_sending_a_body_is_not_reused() {
     );
 }
 
-/// Issue 18: a large answer streams down through the connection the
-/// request drives, whole, and the connection is used again after it.
+/// Issue 18: a large answer streams down whole, in order, and its
+/// connection is used again after it.
 #[tokio::test]
 async fn a_large_answer_streams_down_and_its_connection_is_reused() {
-    use axum::serve::ListenerExt;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counting = accepted.clone();
     // Larger than a connection reads at once: the body arrives in many
-    // reads, each one a step of the connection the response drives.
+    // reads.
     let big: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
     let sent = big.clone();
     let app = axum::Router::new().fallback(move || {
         let sent = sent.clone();
         async move { sent }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let listener = listener.tap_io(move |_| {
-        counting.fetch_add(1, Ordering::SeqCst);
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (url, accepted) = counting_upstream(app).await;
     let platform = with_route(&url, "strip_prefix = true").await;
     let token = platform.provider.own_service_token("gateway", "x").unwrap();
     for _ in 0..3 {

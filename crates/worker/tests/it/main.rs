@@ -169,20 +169,56 @@ async fn wait_until_ended(queue: &dyn JobQueue, ids: &[JobId]) -> Vec<JobStatus>
     }
 }
 
-#[tokio::test]
-async fn each_answer_of_the_services_ends_the_job_as_it_should() {
-    let dir = echo_testkit::data_dir();
+/// A SQLite queue in `dir` that retries within milliseconds, up to
+/// `max_attempts`.
+async fn quick_queue(dir: &tempfile::TempDir, max_attempts: u32) -> Arc<dyn JobQueue> {
     let config = QueueConfig {
-        max_attempts: 2,
+        max_attempts,
         backoff_base: Duration::from_millis(20),
         backoff_cap: Duration::from_millis(50),
         ..QueueConfig::default()
     };
-    let queue: Arc<dyn JobQueue> = Arc::new(
+    Arc::new(
         SqliteQueue::open(&dir.path().join("queue.db"), config)
             .await
             .unwrap(),
-    );
+    )
+}
+
+/// A worker of the fake services at `url` that looks for jobs every 20 ms.
+fn quick_worker(url: &str) -> WorkerConfig {
+    let mut config = WorkerConfig::new(url, url, "test-worker");
+    config.idle_poll = Duration::from_millis(20);
+    config.lease = Duration::from_secs(5);
+    config
+}
+
+/// The worker of `config` running on `queue` with fixed tokens, auditing
+/// into `audit`: what stops it, and its task.
+fn start_worker(
+    queue: &Arc<dyn JobQueue>,
+    config: WorkerConfig,
+    audit: &Arc<MemoryAuditSink>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tokens = Tokens {
+        docs: Arc::new(Fixed("docs-token")),
+        parser: Arc::new(Fixed("parser-token")),
+    };
+    let worker = Worker::new(queue.clone(), tokens, config, audit.clone()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    (stop, running)
+}
+
+#[tokio::test]
+async fn each_answer_of_the_services_ends_the_job_as_it_should() {
+    let dir = echo_testkit::data_dir();
+    let queue = quick_queue(&dir, 2).await;
     let seen = Shared::default();
     let url = services(seen.clone()).await;
 
@@ -220,21 +256,11 @@ async fn each_answer_of_the_services_ends_the_job_as_it_should() {
             .unwrap(),
     );
 
-    let tokens = Tokens {
-        docs: Arc::new(Fixed("docs-token")),
-        parser: Arc::new(Fixed("parser-token")),
-    };
-    let mut worker_config = WorkerConfig::new(&url, &url, "test-worker");
-    worker_config.idle_poll = Duration::from_millis(20);
-    worker_config.lease = Duration::from_secs(5);
+    let mut worker_config = quick_worker(&url);
     // flaky's 503s are waited out for a while, then fail the attempt.
     worker_config.unavailable_patience = Duration::from_millis(300);
     let audit = Arc::new(MemoryAuditSink::default());
-    let worker = Worker::new(queue.clone(), tokens, worker_config, audit.clone()).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, running) = start_worker(&queue, worker_config, &audit);
 
     let statuses = wait_until_ended(&*queue, &ids).await;
     let _ = stop.send(());
@@ -352,16 +378,7 @@ async fn each_answer_of_the_services_ends_the_job_as_it_should() {
 #[tokio::test]
 async fn a_503_is_waited_out_without_spending_an_attempt() {
     let dir = echo_testkit::data_dir();
-    let config = QueueConfig {
-        backoff_base: Duration::from_millis(20),
-        backoff_cap: Duration::from_millis(50),
-        ..QueueConfig::default()
-    };
-    let queue: Arc<dyn JobQueue> = Arc::new(
-        SqliteQueue::open(&dir.path().join("queue.db"), config)
-            .await
-            .unwrap(),
-    );
+    let queue = quick_queue(&dir, QueueConfig::default().max_attempts).await;
     let seen = Shared::default();
     let url = services(seen.clone()).await;
     let id = queue
@@ -372,19 +389,8 @@ async fn a_503_is_waited_out_without_spending_an_attempt() {
         )
         .await
         .unwrap();
-    let tokens = Tokens {
-        docs: Arc::new(Fixed("docs-token")),
-        parser: Arc::new(Fixed("parser-token")),
-    };
-    let mut worker_config = WorkerConfig::new(&url, &url, "test-worker");
-    worker_config.idle_poll = Duration::from_millis(20);
-    worker_config.lease = Duration::from_secs(5);
     let audit = Arc::new(MemoryAuditSink::default());
-    let worker = Worker::new(queue.clone(), tokens, worker_config, audit).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, running) = start_worker(&queue, quick_worker(&url), &audit);
 
     let started = Instant::now();
     let statuses = wait_until_ended(&*queue, std::slice::from_ref(&id)).await;
